@@ -1,0 +1,21 @@
+//! The CPU twin of every kernel: the oracle for tests and the benchmark baseline.
+//!
+//! Same layouts as the GPU (NHWC activations, HWIO conv weights), multi-threaded with rayon,
+//! GEMMs through the `gemm` crate (packed, SIMD micro-kernels).
+
+pub mod conv2d;
+pub mod pool;
+pub mod preprocess;
+
+pub use conv2d::{batch_norm, conv2d, matmul};
+pub use pool::{global_avg_pool, max_pool};
+
+use crate::error::{Error, Result};
+
+/// Fails unless `data` holds exactly `len` values.
+pub(crate) fn check_slice(what: &str, data: &[f32], len: usize) -> Result<()> {
+    if data.len() != len {
+        return Err(Error::shape(what, format!("{len} values"), format!("{} values", data.len())));
+    }
+    Ok(())
+}

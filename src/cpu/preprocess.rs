@@ -1,0 +1,543 @@
+//! The CPU preprocessing oracle: decode, resize the shorter side, centre-crop, normalise
+//! (the ImageNet / torchvision convention). The GPU preprocessing mirrors this module; the
+//! filter taps are computed here and are meant to be uploaded as-is, so both sides agree.
+
+use std::io::Cursor;
+use std::panic::{self, AssertUnwindSafe};
+use std::path::{Path, PathBuf};
+
+use image::{ImageReader, RgbImage};
+use rayon::prelude::*;
+
+use crate::error::{Error, Result};
+
+/// Colour channels per pixel; every buffer here is interleaved RGB.
+const CHANNELS: usize = 3;
+
+/// Preprocessing parameters: resize the shorter side to `resize`, centre-crop `crop`×`crop`,
+/// then normalise each channel as `(x - mean) / std` with `x` in `[0, 1]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Preprocess {
+    /// Target length of the shorter image side after resizing.
+    pub resize: u32,
+    /// Side of the square centre crop taken from the resized image.
+    pub crop: u32,
+    /// Per-channel (R, G, B) mean subtracted after scaling to `[0, 1]`.
+    pub mean: [f32; 3],
+    /// Per-channel (R, G, B) standard deviation divided by after subtracting the mean.
+    pub std: [f32; 3],
+}
+
+impl Default for Preprocess {
+    /// The torchvision ImageNet evaluation transform: resize 256, crop 224.
+    fn default() -> Self {
+        Self::imagenet(256, 224)
+    }
+}
+
+impl Preprocess {
+    /// ImageNet mean and std with the given resize and crop sizes.
+    pub fn imagenet(resize: u32, crop: u32) -> Self {
+        Self { resize, crop, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
+    }
+
+    /// Checks `0 < crop <= resize` and that every std is finite and non-zero.
+    pub fn validate(&self) -> Result<()> {
+        if self.crop == 0 || self.resize == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "resize ({}) and crop ({}) must both be positive",
+                self.resize, self.crop
+            )));
+        }
+        if self.resize < self.crop {
+            return Err(Error::InvalidArgument(format!(
+                "resize ({}) must be at least crop ({})",
+                self.resize, self.crop
+            )));
+        }
+        if self.std.iter().any(|s| !s.is_finite() || *s == 0.0) {
+            return Err(Error::InvalidArgument(format!(
+                "std {:?} must be finite and non-zero",
+                self.std
+            )));
+        }
+        Ok(())
+    }
+
+    /// Number of f32 values in one preprocessed image: crop × crop × 3.
+    pub fn image_len(&self) -> usize {
+        self.crop as usize * self.crop as usize * CHANNELS
+    }
+}
+
+/// An interleaved RGB image of f32 samples, row-major, `data[(y * width + x) * 3 + c]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HwcImage {
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+    /// `height * width * 3` samples.
+    pub data: Vec<f32>,
+}
+
+impl HwcImage {
+    /// Converts 8-bit RGB to f32 as `u8 as f32 / 255.0` (a division, not a reciprocal multiply).
+    pub fn from_rgb8(img: &RgbImage) -> Self {
+        Self {
+            height: img.height() as usize,
+            width: img.width() as usize,
+            data: img.as_raw().iter().map(|&v| to_unit(v)).collect(),
+        }
+    }
+}
+
+fn to_unit(sample: u8) -> f32 {
+    sample as f32 / 255.0
+}
+
+/// Reads and decodes a JPEG or PNG file into 8-bit RGB (see [`decode_bytes`]).
+pub fn decode_file(path: &Path) -> Result<RgbImage> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    decode_bytes(&bytes, path)
+}
+
+/// Decodes JPEG or PNG bytes (format guessed from the content) into 8-bit RGB.
+///
+/// Grey becomes R = G = B, alpha is dropped (as PIL's `convert("RGB")` does), 16-bit samples
+/// are scaled to 8 bits. `path` is only used in errors.
+pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
+    let fail = |reason: String| Error::Image { path: path.to_path_buf(), reason };
+    if bytes.is_empty() {
+        return Err(fail("the file is empty (0 bytes)".into()));
+    }
+    let reader = ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| fail(e.to_string()))?;
+    if reader.format().is_none() {
+        return Err(fail("not a recognised image format; expected JPEG or PNG".into()));
+    }
+    // Decoders are third-party code fed untrusted bytes: turn a decoder panic into an error.
+    let decoded = panic::catch_unwind(AssertUnwindSafe(|| reader.decode()))
+        .map_err(|_| fail("the image decoder panicked on this file".into()))?
+        .map_err(|e| fail(e.to_string()))?;
+    Ok(decoded.into_rgb8())
+}
+
+/// Resampling taps for one axis, flat so they can be uploaded to the GPU unchanged.
+///
+/// Output index `o` reads input indices `start[o] .. start[o] + count[o]` with weights
+/// `weights[o * max_taps + j]` for `j < count[o]`; the rest of each row of `max_taps`
+/// weights is zero padding. The weights of each output sum to 1.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FilterTaps {
+    /// First input index of each output.
+    pub start: Vec<u32>,
+    /// Number of input indices each output reads.
+    pub count: Vec<u32>,
+    /// `out_len * max_taps` weights, zero-padded.
+    pub weights: Vec<f32>,
+    /// Row stride of `weights`: the largest `count`.
+    pub max_taps: usize,
+}
+
+impl FilterTaps {
+    /// The first input index and the weights of output `o`.
+    fn taps(&self, o: usize) -> (usize, &[f32]) {
+        let row = o * self.max_taps;
+        (self.start[o] as usize, &self.weights[row..row + self.count[o] as usize])
+    }
+}
+
+/// Triangle (bilinear) filter taps mapping `in_len` samples to `out_len`, computed in f64
+/// exactly as PIL's `Image.resize(BILINEAR)` and torchvision's `antialias=True` do:
+///
+/// ```text
+/// scale   = in_len / out_len
+/// support = max(scale, 1)                  // the filter widens when downscaling (antialias)
+/// centre  = (o + 0.5) * scale              // half-pixel centres
+/// first   = max(trunc(centre - support + 0.5), 0)
+/// end     = min(trunc(centre + support + 0.5), in_len)
+/// w[i]    = max(0, 1 - |(i - centre + 0.5) * (1 / support)|)   for i in first..end
+/// ```
+///
+/// then each output's weights are divided by their sum, which also renormalises taps cut off
+/// by the image border. Upscaling (support 1) is plain bilinear with clamp-to-edge.
+/// Either length 0 gives `out_len` empty tap lists.
+pub fn bilinear_taps(in_len: u32, out_len: u32) -> FilterTaps {
+    let out = out_len as usize;
+    if in_len == 0 || out_len == 0 {
+        return FilterTaps {
+            start: vec![0; out],
+            count: vec![0; out],
+            weights: Vec::new(),
+            max_taps: 0,
+        };
+    }
+    let scale = in_len as f64 / out_len as f64;
+    let support = scale.max(1.0);
+    // PIL multiplies by the reciprocal; doing the same keeps the f64 weights bit-identical.
+    let inverse_support = 1.0 / support;
+    let mut rows: Vec<(u32, Vec<f64>)> = Vec::with_capacity(out);
+    for o in 0..out {
+        let centre = (o as f64 + 0.5) * scale;
+        // `as i64` truncates toward zero like PIL's C cast; the clamps make it floor-safe.
+        let first = ((centre - support + 0.5) as i64).max(0);
+        let end = ((centre + support + 0.5) as i64).min(in_len as i64);
+        let mut weights: Vec<f64> = (first..end)
+            .map(|i| (1.0 - ((i as f64 - centre + 0.5) * inverse_support).abs()).max(0.0))
+            .collect();
+        let sum: f64 = weights.iter().sum();
+        if sum > 0.0 {
+            weights.iter_mut().for_each(|w| *w /= sum);
+        }
+        rows.push((first as u32, weights));
+    }
+    let max_taps = rows.iter().map(|(_, w)| w.len()).max().unwrap_or(0);
+    let mut taps = FilterTaps {
+        start: Vec::with_capacity(out),
+        count: Vec::with_capacity(out),
+        weights: vec![0.0; out * max_taps],
+        max_taps,
+    };
+    for (o, (first, weights)) in rows.into_iter().enumerate() {
+        taps.start.push(first);
+        taps.count.push(weights.len() as u32);
+        for (j, w) in weights.into_iter().enumerate() {
+            taps.weights[o * max_taps + j] = w as f32;
+        }
+    }
+    taps
+}
+
+/// The size after resizing the shorter side to `target`, as `(height, width)`.
+///
+/// torchvision's rule: the long side becomes `int(target * long / short)`, truncated. This is
+/// computed as exact integer division, which equals Python's float result for any real size.
+pub fn resized_size(height: u32, width: u32, target: u32) -> (usize, usize) {
+    let (short, long) = (height.min(width) as u64, height.max(width) as u64);
+    let new_long = (target as u64 * long / short.max(1)) as usize;
+    let target = target as usize;
+    if height <= width {
+        (target, new_long)
+    } else {
+        (new_long, target)
+    }
+}
+
+/// Resizes so the shorter side becomes `target`, returning f32 samples in `[0, 1]`.
+///
+/// Separable, horizontal pass first, then vertical. Every sample is `u8 as f32 / 255.0`;
+/// each output is the f32 sum over `j` in ascending order of `weight[j] * input[start + j]`,
+/// with no rounding between the passes. If the shorter side already equals `target`, the
+/// pixels pass through unchanged. Fails on an empty image or a zero target.
+pub fn resize_shorter_side(img: &RgbImage, target: u32) -> Result<HwcImage> {
+    let (in_h, in_w) = (img.height(), img.width());
+    if target == 0 {
+        return Err(Error::InvalidArgument("the resize target must be positive".into()));
+    }
+    if in_h == 0 || in_w == 0 {
+        return Err(Error::InputTooSmall {
+            height: in_h as usize,
+            width: in_w as usize,
+            min: 1,
+            what: "resizing".into(),
+        });
+    }
+    if in_h.min(in_w) == target {
+        return Ok(HwcImage::from_rgb8(img));
+    }
+    let (out_h, out_w) = resized_size(in_h, in_w, target);
+    let horizontal = resize_rows(img.as_raw(), in_w as usize, &bilinear_taps(in_w, out_w as u32));
+    let data = resize_columns(&horizontal, out_w, &bilinear_taps(in_h, out_h as u32));
+    Ok(HwcImage { height: out_h, width: out_w, data })
+}
+
+/// Horizontal pass over 8-bit rows of `in_w` pixels: returns `rows × out_len × 3` f32 samples.
+fn resize_rows(src: &[u8], in_w: usize, taps: &FilterTaps) -> Vec<f32> {
+    let out_w = taps.start.len();
+    let rows = src.len() / (in_w * CHANNELS);
+    let mut dst = vec![0.0f32; rows * out_w * CHANNELS];
+    for (src_row, dst_row) in
+        src.chunks_exact(in_w * CHANNELS).zip(dst.chunks_exact_mut(out_w * CHANNELS))
+    {
+        for (o, dst_pixel) in dst_row.chunks_exact_mut(CHANNELS).enumerate() {
+            let (start, weights) = taps.taps(o);
+            for (c, out) in dst_pixel.iter_mut().enumerate() {
+                let mut sum = 0.0f32;
+                for (j, w) in weights.iter().enumerate() {
+                    sum += w * to_unit(src_row[(start + j) * CHANNELS + c]);
+                }
+                *out = sum;
+            }
+        }
+    }
+    dst
+}
+
+/// Vertical pass over f32 rows of `width` pixels: returns `out_len × width × 3` samples.
+fn resize_columns(src: &[f32], width: usize, taps: &FilterTaps) -> Vec<f32> {
+    let row_len = width * CHANNELS;
+    let mut dst = vec![0.0f32; taps.start.len() * row_len];
+    for (o, dst_row) in dst.chunks_exact_mut(row_len).enumerate() {
+        let (start, weights) = taps.taps(o);
+        for (i, out) in dst_row.iter_mut().enumerate() {
+            let mut sum = 0.0f32;
+            for (j, w) in weights.iter().enumerate() {
+                sum += w * src[(start + j) * row_len + i];
+            }
+            *out = sum;
+        }
+    }
+    dst
+}
+
+/// Offset of a centred crop of `crop` within `len`: torchvision's `int(round((len - crop) / 2))`,
+/// where Python's `round` sends halves to the even neighbour (difference 1 → 0, 3 → 2, 5 → 2).
+pub fn crop_offset(len: usize, crop: usize) -> usize {
+    let diff = len.saturating_sub(crop);
+    let half = diff / 2;
+    // An odd difference leaves exactly .5; round it to whichever neighbour is even.
+    if diff % 2 == 1 && half % 2 == 1 {
+        half + 1
+    } else {
+        half
+    }
+}
+
+/// Cuts the centred `crop`×`crop` square out of `img` (offsets from [`crop_offset`]).
+pub fn center_crop(img: &HwcImage, crop: usize) -> Result<HwcImage> {
+    if img.height < crop || img.width < crop {
+        return Err(Error::InputTooSmall {
+            height: img.height,
+            width: img.width,
+            min: crop,
+            what: "the centre crop".into(),
+        });
+    }
+    let (top, left) = (crop_offset(img.height, crop), crop_offset(img.width, crop));
+    let row_len = img.width * CHANNELS;
+    let mut data = Vec::with_capacity(crop * crop * CHANNELS);
+    for y in top..top + crop {
+        let row_start = y * row_len + left * CHANNELS;
+        data.extend_from_slice(&img.data[row_start..row_start + crop * CHANNELS]);
+    }
+    Ok(HwcImage { height: crop, width: crop, data })
+}
+
+/// Normalises interleaved RGB samples in place: `(x - mean[c]) / std[c]` (a true division).
+pub fn normalize(hwc: &mut [f32], mean: [f32; 3], std: [f32; 3]) {
+    for pixel in hwc.chunks_exact_mut(CHANNELS) {
+        for (c, value) in pixel.iter_mut().enumerate() {
+            *value = (*value - mean[c]) / std[c];
+        }
+    }
+}
+
+/// Resize, centre-crop and normalise one image: `crop × crop × 3` f32 in HWC order.
+pub fn preprocess_image(img: &RgbImage, p: &Preprocess) -> Result<Vec<f32>> {
+    p.validate()?;
+    let resized = resize_shorter_side(img, p.resize)?;
+    let mut cropped = center_crop(&resized, p.crop as usize)?;
+    normalize(&mut cropped.data, p.mean, p.std);
+    Ok(cropped.data)
+}
+
+/// Decodes and preprocesses files in parallel into one `N × crop × crop × 3` (NHWC) batch in
+/// the order given. If any file fails, the error of the first failing path is returned.
+pub fn preprocess_files(paths: &[PathBuf], p: &Preprocess) -> Result<Vec<f32>> {
+    p.validate()?;
+    let image_len = p.image_len();
+    let total = image_len.checked_mul(paths.len()).ok_or_else(|| {
+        Error::InvalidArgument(format!("a batch of {} images is too large", paths.len()))
+    })?;
+    let mut batch = vec![0.0f32; total];
+    // Each image writes its own slot, so the batch needs no second copy; collecting the
+    // results in order makes the reported error deterministic.
+    let results: Vec<Result<()>> = batch
+        .par_chunks_mut(image_len)
+        .zip(paths.par_iter())
+        .map(|(slot, path)| {
+            let pixels = preprocess_image(&decode_file(path)?, p)?;
+            slot.copy_from_slice(&pixels);
+            Ok(())
+        })
+        .collect();
+    results.into_iter().collect::<Result<()>>()?;
+    Ok(batch)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{ImageFormat, Rgb};
+
+    fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32) {
+        assert_eq!(actual.len(), expected.len());
+        for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
+            assert!((a - e).abs() <= tolerance, "index {i}: {a} vs {e}");
+        }
+    }
+
+    fn png_bytes(img: &RgbImage) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
+        bytes
+    }
+
+    /// A deterministic non-trivial test image.
+    fn pattern(width: u32, height: u32) -> RgbImage {
+        RgbImage::from_fn(width, height, |x, y| {
+            Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, 255 - (x * 5) as u8])
+        })
+    }
+
+    #[test]
+    fn downscale_taps_sum_to_one_and_are_symmetric() {
+        let taps = bilinear_taps(8, 4);
+        for o in 0..4 {
+            let (_, weights) = taps.taps(o);
+            assert!((weights.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+            // Output o mirrors output 3 - o about the image centre.
+            let (mirror_start, mirror) = taps.taps(3 - o);
+            let reversed: Vec<f32> = mirror.iter().rev().copied().collect();
+            assert_close(weights, &reversed, 1e-7);
+            assert_eq!(taps.start[o] as usize + weights.len(), 8 - mirror_start);
+        }
+        // An interior output spans four inputs with the antialiased triangle 1:3:3:1.
+        assert_eq!((taps.start[1], taps.count[1]), (1, 4));
+        assert_close(taps.taps(1).1, &[0.125, 0.375, 0.375, 0.125], 1e-7);
+    }
+
+    #[test]
+    fn upscaling_two_to_four_is_textbook_bilinear() {
+        let img = RgbImage::from_fn(2, 2, |x, _| Rgb([if x == 0 { 0 } else { 255 }; 3]));
+        let resized = resize_shorter_side(&img, 4).unwrap();
+        assert_eq!((resized.height, resized.width), (4, 4));
+        // Output centres 0.25, 0.75, 1.25, 1.75 against input centres 0.5, 1.5, clamped.
+        for row in resized.data.chunks_exact(4 * 3) {
+            let reds: Vec<f32> = row.iter().step_by(3).copied().collect();
+            assert_close(&reds, &[0.0, 0.25, 0.75, 1.0], 1e-6);
+        }
+    }
+
+    #[test]
+    fn image_at_target_size_passes_through() {
+        let img = pattern(300, 256);
+        let resized = resize_shorter_side(&img, 256).unwrap();
+        assert_eq!((resized.height, resized.width), (256, 300));
+        let expected: Vec<f32> = img.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
+        assert_eq!(resized.data, expected);
+    }
+
+    #[test]
+    fn constant_image_stays_constant() {
+        let img = RgbImage::from_pixel(37, 91, Rgb([200, 13, 77]));
+        for target in [5, 20, 37 * 3] {
+            let resized = resize_shorter_side(&img, target).unwrap();
+            for pixel in resized.data.chunks_exact(3) {
+                assert_close(pixel, &[200.0 / 255.0, 13.0 / 255.0, 77.0 / 255.0], 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn resized_size_truncates_the_long_side() {
+        assert_eq!(resized_size(480, 640, 256), (256, 341)); // 341.33
+        assert_eq!(resized_size(640, 480, 256), (341, 256));
+        assert_eq!(resized_size(3, 5, 2), (2, 3)); // 3.33
+        assert_eq!(resized_size(2, 3, 3), (3, 4)); // 4.5 truncates, not rounds
+        assert_eq!(resized_size(100, 100, 7), (7, 7));
+    }
+
+    #[test]
+    fn crop_offsets_round_half_to_even() {
+        let offsets: Vec<usize> =
+            [0, 1, 2, 3, 4, 5, 7].iter().map(|d| crop_offset(10 + d, 10)).collect();
+        assert_eq!(offsets, [0, 0, 1, 2, 2, 2, 4]);
+    }
+
+    #[test]
+    fn center_crop_takes_the_middle_and_rejects_small_images() {
+        let img = HwcImage { height: 4, width: 5, data: (0..60).map(|v| v as f32).collect() };
+        // Heights 4 → top 1; widths 5 → left round(1.5) = 2.
+        let crop = center_crop(&img, 2).unwrap();
+        let first_pixel = ((5 + 2) * 3) as f32; // row 1, column 2
+        assert_eq!(&crop.data[..3], &[first_pixel, first_pixel + 1.0, first_pixel + 2.0]);
+        let result = center_crop(&img, 5);
+        assert!(matches!(result, Err(Error::InputTooSmall { min: 5, .. })), "{result:?}");
+    }
+
+    #[test]
+    fn normalize_a_known_pixel() {
+        let p = Preprocess::default();
+        let mut pixel = [1.0, 0.5, 0.0];
+        normalize(&mut pixel, p.mean, p.std);
+        let expected = [(1.0 - 0.485) / 0.229, (0.5 - 0.456) / 0.224, (0.0 - 0.406) / 0.225];
+        assert_close(&pixel, &expected, 1e-6);
+    }
+
+    #[test]
+    fn preprocess_image_shape_and_validation() {
+        let img = pattern(40, 30);
+        let out = preprocess_image(&img, &Preprocess::imagenet(32, 24)).unwrap();
+        assert_eq!(out.len(), 24 * 24 * 3);
+        for bad in
+            [Preprocess::imagenet(16, 24), Preprocess::imagenet(0, 0), Preprocess::imagenet(8, 0)]
+        {
+            let result = preprocess_image(&img, &bad);
+            assert!(matches!(result, Err(Error::InvalidArgument(_))), "{bad:?}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn decode_rejects_empty_and_garbage() {
+        for bytes in [&b""[..], b"definitely not an image", b"\x89PNG\r\n\x1a\n truncated"] {
+            let result = decode_bytes(bytes, Path::new("bad.png"));
+            assert!(matches!(result, Err(Error::Image { .. })), "{result:?}");
+        }
+        let result = decode_file(Path::new("/nonexistent/missing.jpg"));
+        assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
+    }
+
+    #[test]
+    fn png_round_trips_exactly_and_converts_to_rgb() {
+        let img = pattern(13, 9);
+        assert_eq!(decode_bytes(&png_bytes(&img), Path::new("p.png")).unwrap(), img);
+        let grey = image::GrayImage::from_fn(3, 2, |x, y| image::Luma([(x * 40 + y) as u8]));
+        let mut bytes = Vec::new();
+        grey.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
+        let rgb = decode_bytes(&bytes, Path::new("g.png")).unwrap();
+        assert_eq!(rgb.get_pixel(2, 1), &Rgb([81, 81, 81]));
+    }
+
+    #[test]
+    fn preprocess_files_keeps_order_and_reports_the_first_error() {
+        let dir = std::env::temp_dir().join(format!("lookalike-preprocess-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let p = Preprocess::imagenet(8, 6);
+        let images = [pattern(10, 12), pattern(9, 8), RgbImage::from_pixel(8, 8, Rgb([9, 9, 9]))];
+        let paths: Vec<PathBuf> = images
+            .iter()
+            .enumerate()
+            .map(|(i, img)| {
+                let path = dir.join(format!("{i}.png"));
+                std::fs::write(&path, png_bytes(img)).unwrap();
+                path
+            })
+            .collect();
+        let batch = preprocess_files(&paths, &p).unwrap();
+        let expected: Vec<f32> =
+            images.iter().flat_map(|img| preprocess_image(img, &p).unwrap()).collect();
+        assert_eq!(batch, expected);
+
+        let bad = dir.join("bad.png");
+        std::fs::write(&bad, b"garbage").unwrap();
+        let mixed = vec![paths[0].clone(), bad.clone(), dir.join("missing.png")];
+        match preprocess_files(&mixed, &p) {
+            Err(Error::Image { path, .. }) => assert_eq!(path, bad),
+            other => panic!("expected the garbage file's error, got {other:?}"),
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

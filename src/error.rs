@@ -1,0 +1,67 @@
+//! The one error type of the library.
+
+use std::path::PathBuf;
+
+/// Everything that can go wrong in lookalike, with enough context to act on.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no GPU adapter found{filter}. On headless Linux install Mesa's software Vulkan driver \
+         (lavapipe): `apt-get install mesa-vulkan-drivers libvulkan1`; on Debian 12 take Mesa 25 \
+         from bookworm-backports for speed. {hint}"
+    )]
+    NoAdapter { filter: String, hint: String },
+
+    #[error("could not open a device on adapter {adapter}: {reason}")]
+    RequestDevice { adapter: String, reason: String },
+
+    #[error("shader {shader} (entry point {entry}) failed to compile or validate: {message}")]
+    Shader { shader: &'static str, entry: &'static str, message: String },
+
+    #[error("GPU error in {context}: {message}")]
+    Gpu { context: String, message: String },
+
+    #[error("{op}: shape mismatch: expected {expected}, got {got}")]
+    ShapeMismatch { op: String, expected: String, got: String },
+
+    #[error("tensor {name} is missing from the weights file")]
+    MissingTensor { name: String },
+
+    #[error("tensor {name} has dtype {dtype}; expected F32, F16 or BF16")]
+    UnsupportedDtype { name: String, dtype: String },
+
+    #[error("tensor {name} holds a non-finite value ({value}) at flat index {index}")]
+    NonFinite { name: String, index: usize, value: f32 },
+
+    #[error("{path}: not a valid safetensors file: {reason}")]
+    Safetensors { path: PathBuf, reason: String },
+
+    #[error("{path}: not a valid .npy file: {reason}")]
+    Npy { path: PathBuf, reason: String },
+
+    #[error("{path}: cannot decode image: {reason}")]
+    Image { path: PathBuf, reason: String },
+
+    #[error("input of {height}x{width} is too small: {what} needs at least {min}x{min}")]
+    InputTooSmall { height: usize, width: usize, min: usize, what: String },
+
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// The library's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+
+    pub(crate) fn shape(op: impl Into<String>, expected: impl ToString, got: impl ToString) -> Self {
+        Error::ShapeMismatch { op: op.into(), expected: expected.to_string(), got: got.to_string() }
+    }
+}

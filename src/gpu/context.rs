@@ -1,0 +1,218 @@
+//! The GPU context: adapter choice, device, limits and features, and the pipeline cache.
+
+use std::fmt;
+
+use crate::error::{Error, Result};
+use crate::gpu::pipeline::PipelineCache;
+
+/// Which adapters a [`ContextBuilder`] may pick and what it asks of them.
+#[derive(Debug, Clone)]
+pub struct ContextBuilder {
+    backends: wgpu::Backends,
+    adapter_name: Option<String>,
+    allow_cpu: bool,
+}
+
+impl Default for ContextBuilder {
+    fn default() -> Self {
+        Self {
+            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY),
+            adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
+            allow_cpu: true,
+        }
+    }
+}
+
+impl ContextBuilder {
+    /// Restricts the backends (overrides `WGPU_BACKEND`).
+    pub fn backends(mut self, backends: wgpu::Backends) -> Self {
+        self.backends = backends;
+        self
+    }
+
+    /// Picks only adapters whose name contains `name`, case-insensitively (overrides
+    /// `WGPU_ADAPTER_NAME`).
+    pub fn adapter_name(mut self, name: impl Into<String>) -> Self {
+        self.adapter_name = Some(name.into());
+        self
+    }
+
+    /// Whether a CPU (software) adapter such as lavapipe may be chosen. Default true.
+    pub fn allow_cpu(mut self, allow: bool) -> Self {
+        self.allow_cpu = allow;
+        self
+    }
+
+    /// Opens the best matching adapter: discrete > integrated > virtual > CPU.
+    pub async fn build_async(self) -> Result<Context> {
+        let mut descriptor = wgpu::InstanceDescriptor::new_without_display_handle();
+        descriptor.backends = self.backends;
+        let instance = wgpu::Instance::new(descriptor);
+        let mut adapters = instance.enumerate_adapters(self.backends).await;
+        let seen: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
+        adapters.retain(|a| {
+            let info = a.get_info();
+            let name_ok = self
+                .adapter_name
+                .as_ref()
+                .is_none_or(|want| info.name.to_lowercase().contains(&want.to_lowercase()));
+            let type_ok = self.allow_cpu || info.device_type != wgpu::DeviceType::Cpu;
+            name_ok && type_ok && a.get_downlevel_capabilities().flags.contains(
+                wgpu::DownlevelFlags::COMPUTE_SHADERS,
+            )
+        });
+        adapters.sort_by_key(|a| rank(a.get_info().device_type));
+        let Some(adapter) = adapters.into_iter().next() else {
+            let mut filter = format!(" for backends {:?}", self.backends);
+            if let Some(name) = &self.adapter_name {
+                filter.push_str(&format!(" and adapter name containing {name:?}"));
+            }
+            let hint = if seen.is_empty() {
+                "No adapter at all was visible.".to_string()
+            } else {
+                format!("Adapters seen but not matching: {}.", seen.join("; "))
+            };
+            return Err(Error::NoAdapter { filter, hint });
+        };
+        Context::from_adapter(adapter).await
+    }
+
+    /// Blocking [`ContextBuilder::build_async`].
+    pub fn build(self) -> Result<Context> {
+        pollster::block_on(self.build_async())
+    }
+}
+
+fn rank(device_type: wgpu::DeviceType) -> u8 {
+    match device_type {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn describe(info: &wgpu::AdapterInfo) -> String {
+    format!("{} ({:?}, {:?})", info.name, info.backend, info.device_type)
+}
+
+/// An open GPU device with the limits and features lookalike asked for, and the one
+/// pipeline cache all ops share.
+pub struct Context {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    features: wgpu::Features,
+    pub(crate) pipelines: PipelineCache,
+}
+
+/// Features used where the adapter has them; none is required.
+const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY
+    .union(wgpu::Features::SHADER_F16)
+    .union(wgpu::Features::SUBGROUP);
+
+impl Context {
+    /// A builder honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`.
+    pub fn builder() -> ContextBuilder {
+        ContextBuilder::default()
+    }
+
+    /// The default context (see [`Context::builder`]).
+    pub fn new() -> Result<Self> {
+        Self::builder().build()
+    }
+
+    async fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+        let info = adapter.get_info();
+        let have = adapter.limits();
+        // Ask for the large-buffer limits the adapter offers (big activations and reference
+        // matrices), keep the rest at wgpu's defaults clamped to what the adapter has.
+        let limits = wgpu::Limits {
+            max_storage_buffer_binding_size: have.max_storage_buffer_binding_size,
+            max_buffer_size: have.max_buffer_size,
+            max_storage_buffers_per_shader_stage: have.max_storage_buffers_per_shader_stage.min(16),
+            max_compute_workgroup_storage_size: have.max_compute_workgroup_storage_size,
+            max_compute_invocations_per_workgroup: have.max_compute_invocations_per_workgroup,
+            max_compute_workgroup_size_x: have.max_compute_workgroup_size_x,
+            max_compute_workgroup_size_y: have.max_compute_workgroup_size_y,
+            max_compute_workgroups_per_dimension: have.max_compute_workgroups_per_dimension,
+            ..wgpu::Limits::downlevel_defaults()
+        };
+        let features = adapter.features() & OPTIONAL_FEATURES;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("lookalike"),
+                required_features: features,
+                required_limits: limits.clone(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| Error::RequestDevice { adapter: describe(&info), reason: e.to_string() })?;
+        Ok(Self { device, queue, info, limits, features, pipelines: PipelineCache::default() })
+    }
+
+    /// The adapter's name, backend, type and driver.
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    /// The limits the device was opened with.
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// The optional features the device was opened with.
+    pub fn features(&self) -> wgpu::Features {
+        self.features
+    }
+
+    /// True for software adapters (lavapipe, llvmpipe, WARP).
+    pub fn is_cpu(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// The wgpu device, for callers that add their own work.
+    pub fn device(&self) -> &wgpu::Device {
+        &self.device
+    }
+
+    /// The wgpu queue.
+    pub fn queue(&self) -> &wgpu::Queue {
+        &self.queue
+    }
+
+    /// Largest byte size one storage binding may have on this device.
+    pub fn max_binding_bytes(&self) -> u64 {
+        u64::from(self.limits.max_storage_buffer_binding_size).min(self.limits.max_buffer_size)
+    }
+
+    /// Waits for all submitted work, turning a device loss into an error.
+    pub fn wait(&self) -> Result<()> {
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map(|_| ())
+            .map_err(|e| Error::Gpu { context: "waiting for the queue".into(), message: e.to_string() })
+    }
+}
+
+impl fmt::Display for Context {
+    /// What `lookalike info` prints.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let i = &self.info;
+        let l = &self.limits;
+        writeln!(f, "adapter:  {}", i.name)?;
+        writeln!(f, "backend:  {:?}", i.backend)?;
+        writeln!(f, "type:     {:?}", i.device_type)?;
+        writeln!(f, "driver:   {} {}", i.driver, i.driver_info)?;
+        writeln!(f, "vendor:   0x{:04x}  device: 0x{:04x}", i.vendor, i.device)?;
+        writeln!(f, "limits:")?;
+        writeln!(f, "  max_buffer_size                    {}", l.max_buffer_size)?;
+        writeln!(f, "  max_storage_buffer_binding_size    {}", l.max_storage_buffer_binding_size)?;
+        writeln!(f, "  max_compute_workgroup_storage_size {}", l.max_compute_workgroup_storage_size)?;
+        writeln!(f, "  max_compute_invocations_per_wg     {}", l.max_compute_invocations_per_workgroup)?;
+        writeln!(f, "  max_compute_workgroups_per_dim     {}", l.max_compute_workgroups_per_dimension)?;
+        write!(f, "features: {:?}", self.features)
+    }
+}

@@ -1,0 +1,140 @@
+//! GPU plumbing: context, pipeline cache, buffers and submission.
+
+mod context;
+mod pipeline;
+pub mod shaders;
+
+pub use context::{Context, ContextBuilder};
+pub use pipeline::{Binding, Dispatch, Kernel, PipelineKey};
+pub(crate) use pipeline::scoped;
+
+use wgpu::util::DeviceExt;
+
+use crate::error::{Error, Result};
+
+/// Workgroups for a 1-D launch of `invocations` threads in groups of `group_size`, folded
+/// into a 2-D grid when x would exceed `max_per_dim` (kernels flatten it back).
+pub fn grid_1d(invocations: usize, group_size: u32, max_per_dim: u32) -> [u32; 3] {
+    let groups = invocations.div_ceil(group_size as usize).max(1);
+    let max = max_per_dim as usize;
+    if groups <= max {
+        [groups as u32, 1, 1]
+    } else {
+        [max as u32, groups.div_ceil(max) as u32, 1]
+    }
+}
+
+impl Context {
+    fn check_binding_size(&self, label: &str, bytes: u64) -> Result<()> {
+        if bytes > self.max_binding_bytes() {
+            return Err(Error::InvalidArgument(format!(
+                "{label}: {bytes} bytes exceed this device's largest storage binding ({} bytes); \
+                 use a smaller batch or resolution",
+                self.max_binding_bytes()
+            )));
+        }
+        Ok(())
+    }
+
+    /// A storage buffer holding `data`.
+    pub fn upload(&self, label: &str, data: &[f32]) -> Result<wgpu::Buffer> {
+        let bytes: &[u8] = if data.is_empty() { &[0u8; 4] } else { bytemuck::cast_slice(data) };
+        self.check_binding_size(label, bytes.len() as u64)?;
+        scoped(self, || format!("uploading {label}"), || {
+            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                label: Some(label),
+                contents: bytes,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+            })
+        })
+    }
+
+    /// An uninitialised storage buffer of `len` f32s.
+    pub fn storage(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
+        let bytes = (len.max(1) * 4) as u64;
+        self.check_binding_size(label, bytes)?;
+        scoped(self, || format!("allocating {label}"), || {
+            self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some(label),
+                size: bytes,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                mapped_at_creation: false,
+            })
+        })
+    }
+
+    /// A uniform buffer holding one `Pod` parameter block.
+    pub fn uniform<T: bytemuck::Pod>(&self, label: &str, params: &T) -> wgpu::Buffer {
+        self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+            label: Some(label),
+            contents: bytemuck::bytes_of(params),
+            usage: wgpu::BufferUsages::UNIFORM,
+        })
+    }
+
+    /// Overwrites the start of `buffer` with `data`.
+    pub fn write(&self, buffer: &wgpu::Buffer, data: &[f32]) {
+        self.queue.write_buffer(buffer, 0, bytemuck::cast_slice(data));
+    }
+
+    /// Records `dispatches` into one compute pass of one encoder, copies `len` f32s of
+    /// `result` into a staging buffer, submits once and reads them back.
+    pub fn run_and_read(&self, dispatches: &[&Dispatch], result: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let bytes = (len * 4) as u64;
+        if bytes > result.size() {
+            return Err(Error::InvalidArgument(format!(
+                "reading {bytes} bytes from a buffer of {} bytes",
+                result.size()
+            )));
+        }
+        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("readback"),
+            size: bytes.max(4),
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        scoped(self, || "recording and submitting".into(), || {
+            let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+            {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                for d in dispatches {
+                    d.encode(&mut pass);
+                }
+            }
+            if bytes > 0 {
+                encoder.copy_buffer_to_buffer(result, 0, &staging, 0, bytes);
+            }
+            self.queue.submit([encoder.finish()]);
+        })?;
+        self.read_staging(&staging, len)
+    }
+
+    /// Runs `dispatches` in one submit and waits.
+    pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
+        let dummy = self.storage("run-nothing", 1)?;
+        self.run_and_read(dispatches, &dummy, 0).map(|_| ())
+    }
+
+    /// Copies a whole storage buffer back (for tests and tools).
+    pub fn read(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        self.run_and_read(&[], buffer, len)
+    }
+
+    fn read_staging(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
+        let slice = staging.slice(..);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        self.wait()?;
+        let map_error = |m: String| Error::Gpu { context: "reading results back".into(), message: m };
+        rx.recv().map_err(|e| map_error(e.to_string()))?.map_err(|e| map_error(e.to_string()))?;
+        let data = {
+            let view = slice.get_mapped_range();
+            let view = view.map_err(|e| map_error(format!("{e:?}")))?;
+            bytemuck::cast_slice::<u8, f32>(&view)[..len].to_vec()
+        };
+        staging.unmap();
+        Ok(data)
+    }
+}

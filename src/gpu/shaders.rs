@@ -1,0 +1,36 @@
+//! The WGSL sources, one file per kernel family, compiled into the binary.
+
+/// A kernel family's WGSL file in `shaders/`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ShaderFile {
+    Conv2d,
+    BatchNorm,
+    Pool,
+    Matmul,
+}
+
+impl ShaderFile {
+    /// Every shader, for tests that validate them all.
+    pub const ALL: [ShaderFile; 4] =
+        [ShaderFile::Conv2d, ShaderFile::BatchNorm, ShaderFile::Pool, ShaderFile::Matmul];
+
+    /// The file's stem, as it appears in error messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            ShaderFile::Conv2d => "conv2d.wgsl",
+            ShaderFile::BatchNorm => "batch_norm.wgsl",
+            ShaderFile::Pool => "pool.wgsl",
+            ShaderFile::Matmul => "matmul.wgsl",
+        }
+    }
+
+    /// The WGSL text.
+    pub fn source(self) -> &'static str {
+        match self {
+            ShaderFile::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            ShaderFile::BatchNorm => include_str!("../../shaders/batch_norm.wgsl"),
+            ShaderFile::Pool => include_str!("../../shaders/pool.wgsl"),
+            ShaderFile::Matmul => include_str!("../../shaders/matmul.wgsl"),
+        }
+    }
+}

@@ -1,0 +1,520 @@
+//! Reading and writing NumPy `.npy` files that hold little-endian float32 arrays.
+//!
+//! Format reference: <https://numpy.org/doc/stable/reference/generated/numpy.lib.format.html>.
+//! A file is the magic `\x93NUMPY`, a version byte pair, a little-endian header length
+//! (u16 for version 1.0, u32 for 2.0 and 3.0), an ASCII Python-dict header, then the raw data.
+
+use std::fs::{self, File};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::error::{Error, Result};
+
+const MAGIC: &[u8; 6] = b"\x93NUMPY";
+/// The only dtype we read or write: little-endian IEEE float32.
+const F32_DESCR: &str = "<f4";
+/// numpy aligns magic + length + header to this many bytes so the data can be memory-mapped.
+const HEADER_ALIGN: usize = 64;
+
+/// An n-dimensional float32 array in C (row-major) order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NpyArray {
+    /// Dimension sizes; empty for a 0-d (scalar) array.
+    pub shape: Vec<usize>,
+    /// The elements in row-major order; `data.len()` is the product of `shape`.
+    pub data: Vec<f32>,
+}
+
+/// Reads a `.npy` file of dtype `<f4` in C order.
+pub fn read_f32(path: &Path) -> Result<NpyArray> {
+    let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;
+    read_f32_bytes(&bytes, path)
+}
+
+/// Parses the bytes of a `.npy` file of dtype `<f4` in C order; `path` is only used in errors.
+pub fn read_f32_bytes(bytes: &[u8], path: &Path) -> Result<NpyArray> {
+    let fail = |reason: String| Error::Npy { path: path.to_path_buf(), reason };
+    if bytes.is_empty() {
+        return Err(fail("the file is empty (0 bytes)".into()));
+    }
+    if bytes.len() < 8 || &bytes[..6] != MAGIC {
+        return Err(fail("it does not start with the magic \\x93NUMPY".into()));
+    }
+    let (major, minor) = (bytes[6], bytes[7]);
+    let (header_len, header_start) = match (major, bytes.len()) {
+        (1, len) if len >= 10 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        (2 | 3, len) if len >= 12 => {
+            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
+        }
+        (1..=3, _) => return Err(fail("the file ends inside the header length".into())),
+        _ => {
+            return Err(fail(format!(
+                "format version {major}.{minor} is not supported; expected 1.0, 2.0 or 3.0"
+            )))
+        }
+    };
+    let header_end = header_start + header_len;
+    let header_bytes = bytes
+        .get(header_start..header_end)
+        .ok_or_else(|| fail(format!("the file ends inside the {header_len}-byte header")))?;
+    let header_text = std::str::from_utf8(header_bytes)
+        .map_err(|_| fail("the header is not valid ASCII/UTF-8 text".into()))?;
+    let header =
+        parse_header(header_text).map_err(|reason| fail(format!("bad header: {reason}")))?;
+
+    if header.descr != F32_DESCR {
+        return Err(fail(format!(
+            "dtype {} is not supported; expected little-endian float32 '{F32_DESCR}' \
+             (convert with x.astype('<f4'))",
+            header.descr
+        )));
+    }
+    if header.fortran_order {
+        return Err(fail(
+            "the array is in Fortran (column-major) order; expected C order \
+             (save np.ascontiguousarray(x))"
+                .into(),
+        ));
+    }
+    let count = element_count(&header.shape)
+        .ok_or_else(|| fail(format!("shape {:?} has too many elements", header.shape)))?;
+    let expected_bytes = count
+        .checked_mul(4)
+        .ok_or_else(|| fail(format!("shape {:?} has too many elements", header.shape)))?;
+    let payload = &bytes[header_end..];
+    if payload.len() < expected_bytes {
+        return Err(fail(format!(
+            "the data is truncated: shape {:?} needs {expected_bytes} bytes but only {} follow the header",
+            header.shape,
+            payload.len()
+        )));
+    }
+    if payload.len() > expected_bytes {
+        return Err(fail(format!(
+            "{} unexpected bytes follow the {expected_bytes} bytes of data for shape {:?}",
+            payload.len() - expected_bytes,
+            header.shape
+        )));
+    }
+    let data =
+        payload.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    Ok(NpyArray { shape: header.shape, data })
+}
+
+/// Writes `data` with the given `shape` as a version 1.0 `.npy` file of dtype `<f4`, C order.
+///
+/// The file is written to a temporary sibling, synced, then renamed over `path`, so an
+/// interrupted write never leaves a half-written file in place of an existing one.
+pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
+    let count = element_count(shape)
+        .ok_or_else(|| Error::InvalidArgument(format!("shape {shape:?} has too many elements")))?;
+    if count != data.len() {
+        return Err(Error::InvalidArgument(format!(
+            "cannot write {}: shape {shape:?} holds {count} elements but {} were given",
+            path.display(),
+            data.len()
+        )));
+    }
+    let header = encode_header(shape)?;
+    let file_name = path.file_name().ok_or_else(|| {
+        Error::InvalidArgument(format!("cannot write {}: it names no file", path.display()))
+    })?;
+    let dir = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let temp_path =
+        dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
+
+    let written = write_file(&temp_path, &header, data)
+        .and_then(|()| fs::rename(&temp_path, path).map_err(|e| Error::io(path, e)));
+    if written.is_err() {
+        // Best effort: the temporary file is useless now and the original is untouched.
+        let _ = fs::remove_file(&temp_path);
+        return written;
+    }
+    // Persist the rename itself; not possible on every platform, hence best effort.
+    if let Ok(dir_handle) = File::open(&dir) {
+        let _ = dir_handle.sync_all();
+    }
+    Ok(())
+}
+
+fn write_file(path: &Path, header: &[u8], data: &[f32]) -> Result<()> {
+    let io_err = |e| Error::io(path, e);
+    let mut writer = BufWriter::new(File::create(path).map_err(io_err)?);
+    writer.write_all(header).map_err(io_err)?;
+    for value in data {
+        writer.write_all(&value.to_le_bytes()).map_err(io_err)?;
+    }
+    let file = writer.into_inner().map_err(|e| io_err(e.into_error()))?;
+    file.sync_all().map_err(io_err)
+}
+
+/// Magic, version 1.0, length and the dict header exactly as numpy writes it, padded with
+/// spaces and a final newline to a multiple of [`HEADER_ALIGN`] bytes.
+fn encode_header(shape: &[usize]) -> Result<Vec<u8>> {
+    let dims: Vec<String> = shape.iter().map(usize::to_string).collect();
+    let shape_tuple = match dims.as_slice() {
+        [single] => format!("({single},)"),
+        _ => format!("({})", dims.join(", ")),
+    };
+    let mut dict =
+        format!("{{'descr': '{F32_DESCR}', 'fortran_order': False, 'shape': {shape_tuple}, }}");
+    let prefix_len = MAGIC.len() + 2 + 2;
+    let unpadded = prefix_len + dict.len() + 1;
+    let padding = (HEADER_ALIGN - unpadded % HEADER_ALIGN) % HEADER_ALIGN;
+    dict.push_str(&" ".repeat(padding));
+    dict.push('\n');
+    let header_len = u16::try_from(dict.len()).map_err(|_| {
+        Error::InvalidArgument(format!("shape {shape:?} is too long for a version 1.0 header"))
+    })?;
+
+    let mut out = Vec::with_capacity(prefix_len + dict.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&header_len.to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    Ok(out)
+}
+
+fn element_count(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &dim| acc.checked_mul(dim))
+}
+
+/// The three keys of a `.npy` header.
+#[derive(Debug)]
+struct Header {
+    descr: String,
+    fortran_order: bool,
+    shape: Vec<usize>,
+}
+
+/// Parses a header such as `{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }`.
+/// Errors are plain strings; the caller adds the path.
+fn parse_header(text: &str) -> Result<Header, String> {
+    let mut cursor = Cursor { text: text.as_bytes(), pos: 0 };
+    let (mut descr, mut fortran_order, mut shape) = (None, None, None);
+    cursor.expect(b'{')?;
+    loop {
+        cursor.skip_whitespace();
+        if cursor.eat(b'}') {
+            break;
+        }
+        let key = cursor.string()?;
+        cursor.expect(b':')?;
+        match key.as_str() {
+            "descr" => descr = Some(cursor.descr()?),
+            "fortran_order" => fortran_order = Some(cursor.boolean()?),
+            "shape" => shape = Some(cursor.tuple()?),
+            other => return Err(format!("unexpected key '{other}'")),
+        }
+        cursor.skip_whitespace();
+        if !cursor.eat(b',') {
+            cursor.expect(b'}')?;
+            break;
+        }
+    }
+    cursor.skip_whitespace();
+    if cursor.pos != cursor.text.len() {
+        return Err(format!("unexpected text after the dict at byte {}", cursor.pos));
+    }
+    Ok(Header {
+        descr: descr.ok_or("the key 'descr' is missing")?,
+        fortran_order: fortran_order.ok_or("the key 'fortran_order' is missing")?,
+        shape: shape.ok_or("the key 'shape' is missing")?,
+    })
+}
+
+/// A byte cursor over the header text for the tiny subset of Python literals it uses.
+struct Cursor<'a> {
+    text: &'a [u8],
+    pos: usize,
+}
+
+impl Cursor<'_> {
+    fn skip_whitespace(&mut self) {
+        while self.text.get(self.pos).is_some_and(u8::is_ascii_whitespace) {
+            self.pos += 1;
+        }
+    }
+
+    /// Skips whitespace, then consumes `byte` if it comes next.
+    fn eat(&mut self, byte: u8) -> bool {
+        self.skip_whitespace();
+        let found = self.text.get(self.pos) == Some(&byte);
+        if found {
+            self.pos += 1;
+        }
+        found
+    }
+
+    fn expect(&mut self, byte: u8) -> Result<(), String> {
+        if self.eat(byte) {
+            Ok(())
+        } else {
+            Err(format!("expected '{}' at byte {}", byte as char, self.pos))
+        }
+    }
+
+    /// A quoted string without escapes (numpy never writes any in these headers).
+    fn string(&mut self) -> Result<String, String> {
+        self.skip_whitespace();
+        let quote = match self.text.get(self.pos) {
+            Some(&q @ (b'\'' | b'"')) => q,
+            _ => return Err(format!("expected a quoted string at byte {}", self.pos)),
+        };
+        let start = self.pos + 1;
+        let len =
+            self.text[start..].iter().position(|&b| b == quote).ok_or("unterminated string")?;
+        self.pos = start + len + 1;
+        Ok(String::from_utf8_lossy(&self.text[start..start + len]).into_owned())
+    }
+
+    /// The dtype: a plain string; structured dtypes (lists) get a clear refusal.
+    fn descr(&mut self) -> Result<String, String> {
+        self.skip_whitespace();
+        if self.text.get(self.pos) == Some(&b'[') {
+            return Err("structured dtypes are not supported; expected '<f4'".into());
+        }
+        self.string()
+    }
+
+    fn boolean(&mut self) -> Result<bool, String> {
+        self.skip_whitespace();
+        let rest = &self.text[self.pos..];
+        for (word, value) in [(&b"True"[..], true), (&b"False"[..], false)] {
+            if rest.starts_with(word) {
+                self.pos += word.len();
+                return Ok(value);
+            }
+        }
+        Err(format!("expected True or False at byte {}", self.pos))
+    }
+
+    /// A tuple of non-negative integers: `()`, `(5,)`, `(2, 3)`, `(2, 3,)`.
+    fn tuple(&mut self) -> Result<Vec<usize>, String> {
+        self.expect(b'(')?;
+        let mut dims = Vec::new();
+        loop {
+            if self.eat(b')') {
+                return Ok(dims);
+            }
+            dims.push(self.integer()?);
+            if !self.eat(b',') {
+                self.expect(b')')?;
+                return Ok(dims);
+            }
+        }
+    }
+
+    fn integer(&mut self) -> Result<usize, String> {
+        self.skip_whitespace();
+        let start = self.pos;
+        while self.text.get(self.pos).is_some_and(u8::is_ascii_digit) {
+            self.pos += 1;
+        }
+        let digits = std::str::from_utf8(&self.text[start..self.pos]).unwrap_or_default();
+        let value = digits
+            .parse()
+            .map_err(|_| format!("expected a non-negative integer dimension at byte {start}"))?;
+        // Python 2 era files write long integers as `3L`.
+        if self.text.get(self.pos) == Some(&b'L') {
+            self.pos += 1;
+        }
+        Ok(value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A fresh directory under the system temp dir, unique to this process and test.
+    fn scratch_dir(test: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("lookalike-npy-{}-{test}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    fn npy_error_reason(result: Result<NpyArray>) -> String {
+        match result {
+            Err(Error::Npy { reason, .. }) => reason,
+            other => panic!("expected Error::Npy, got {other:?}"),
+        }
+    }
+
+    /// A v1.0 file with a raw header dict as given, padded the way numpy pads it.
+    fn numpy_style_file(dict: &str, data: &[f32]) -> Vec<u8> {
+        let mut header = dict.to_string();
+        while !(10 + header.len() + 1).is_multiple_of(64) {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        for v in data {
+            bytes.extend_from_slice(&v.to_le_bytes());
+        }
+        bytes
+    }
+
+    #[test]
+    fn round_trips_many_shapes() {
+        let dir = scratch_dir("round-trip");
+        let shapes: [&[usize]; 7] = [&[5], &[2, 3], &[1, 2, 3, 4], &[0], &[3, 0, 2], &[], &[1]];
+        for shape in shapes {
+            let count: usize = shape.iter().product();
+            let data: Vec<f32> = (0..count).map(|i| i as f32 * 0.5 - 1.25).collect();
+            let path = dir.join("array.npy");
+            write_f32(&path, shape, &data).unwrap();
+            let bytes = fs::read(&path).unwrap();
+            assert_eq!((bytes.len() - data.len() * 4) % 64, 0, "header not 64-aligned");
+            assert_eq!(bytes[bytes.len() - data.len() * 4 - 1], b'\n');
+            let array = read_f32(&path).unwrap();
+            assert_eq!(array.shape, shape);
+            assert_eq!(array.data, data);
+        }
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn writes_shape_tuples_like_numpy() {
+        let dict =
+            |shape: &[usize]| String::from_utf8(encode_header(shape).unwrap()[10..].to_vec());
+        let header = dict(&[3]).unwrap();
+        assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }"));
+        assert!(dict(&[2, 3]).unwrap().contains("'shape': (2, 3), }"));
+        assert!(dict(&[]).unwrap().contains("'shape': (), }"));
+    }
+
+    #[test]
+    fn overwrite_leaves_no_temp_file() {
+        let dir = scratch_dir("overwrite");
+        let path = dir.join("a.npy");
+        write_f32(&path, &[2], &[1.0, 2.0]).unwrap();
+        write_f32(&path, &[1], &[3.0]).unwrap();
+        assert_eq!(read_f32(&path).unwrap().data, [3.0]);
+        assert_eq!(fs::read_dir(&dir).unwrap().count(), 1);
+        fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn write_rejects_wrong_element_count() {
+        let path = std::env::temp_dir().join("never-written.npy");
+        let result = write_f32(&path, &[2, 3], &[0.0; 5]);
+        assert!(matches!(result, Err(Error::InvalidArgument(_))), "{result:?}");
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn parses_numpy_written_header() {
+        let data = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let bytes =
+            numpy_style_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", &data);
+        let array = read_f32_bytes(&bytes, Path::new("x.npy")).unwrap();
+        assert_eq!(array.shape, [2, 3]);
+        assert_eq!(array.data, data);
+    }
+
+    #[test]
+    fn parses_other_key_orders_and_spacing() {
+        let bytes =
+            numpy_style_file("{ \"shape\" :(4 ,),'fortran_order':False,'descr':'<f4'}", &[0.0; 4]);
+        assert_eq!(read_f32_bytes(&bytes, Path::new("x.npy")).unwrap().shape, [4]);
+        let bytes =
+            numpy_style_file("{'descr': '<f4', 'fortran_order': False, 'shape': ()}", &[7.0]);
+        let scalar = read_f32_bytes(&bytes, Path::new("x.npy")).unwrap();
+        assert_eq!((scalar.shape.len(), scalar.data.as_slice()), (0, &[7.0][..]));
+    }
+
+    #[test]
+    fn reads_version_2_and_3() {
+        for version in [2u8, 3] {
+            let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\n";
+            let mut bytes = vec![0x93, b'N', b'U', b'M', b'P', b'Y', version, 0];
+            bytes.extend_from_slice(&(dict.len() as u32).to_le_bytes());
+            bytes.extend_from_slice(dict.as_bytes());
+            bytes.extend_from_slice(&1.5f32.to_le_bytes());
+            bytes.extend_from_slice(&(-2.0f32).to_le_bytes());
+            assert_eq!(read_f32_bytes(&bytes, Path::new("x.npy")).unwrap().data, [1.5, -2.0]);
+        }
+    }
+
+    #[test]
+    fn rejects_other_dtypes_with_a_hint() {
+        for descr in ["<f8", "<i8", ">f4", "|u1"] {
+            let dict = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': (1,), }}");
+            let bytes = numpy_style_file(&dict, &[0.0, 0.0]);
+            let reason = npy_error_reason(read_f32_bytes(&bytes, Path::new("x.npy")));
+            assert!(reason.contains(descr) && reason.contains("'<f4'"), "{reason}");
+        }
+    }
+
+    #[test]
+    fn rejects_fortran_order() {
+        let bytes = numpy_style_file(
+            "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }",
+            &[0.0; 4],
+        );
+        let reason = npy_error_reason(read_f32_bytes(&bytes, Path::new("x.npy")));
+        assert!(reason.contains("Fortran"), "{reason}");
+    }
+
+    #[test]
+    fn rejects_truncated_and_trailing_data() {
+        let dict = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }";
+        let bytes = numpy_style_file(dict, &[0.0; 6]);
+        let reason = npy_error_reason(read_f32_bytes(&bytes[..bytes.len() - 1], Path::new("x")));
+        assert!(reason.contains("truncated"), "{reason}");
+        let reason = npy_error_reason(read_f32_bytes(&bytes[..40], Path::new("x")));
+        assert!(reason.contains("header"), "{reason}");
+        let mut longer = bytes.clone();
+        longer.push(0);
+        let reason = npy_error_reason(read_f32_bytes(&longer, Path::new("x")));
+        assert!(reason.contains("unexpected bytes"), "{reason}");
+    }
+
+    #[test]
+    fn rejects_bad_magic_empty_and_garbage_headers() {
+        let path = Path::new("x.npy");
+        assert!(npy_error_reason(read_f32_bytes(b"", path)).contains("empty"));
+        assert!(npy_error_reason(read_f32_bytes(b"PK\x03\x04 zip file", path)).contains("magic"));
+        assert!(npy_error_reason(read_f32_bytes(b"\x93NUMPY\x01", path)).contains("magic"));
+        assert!(npy_error_reason(read_f32_bytes(b"\x93NUMPY\x09\x00\x00\x00", path))
+            .contains("version"));
+        for dict in [
+            "garbage",
+            "{'descr': '<f4', 'fortran_order': False}",
+            "{'descr': '<f4', 'fortran_order': Maybe, 'shape': (1,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (-1,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1,), 'extra': 1}",
+            "{'descr': [('a', '<f4')], 'fortran_order': False, 'shape': (1,)}",
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1,)} junk",
+            "{'descr': '<f4, 'fortran_order': False, 'shape': (1,)}",
+        ] {
+            let bytes = numpy_style_file(dict, &[0.0]);
+            assert!(npy_error_reason(read_f32_bytes(&bytes, path)).contains("header"), "{dict}");
+        }
+    }
+
+    #[test]
+    fn rejects_overflowing_shapes() {
+        let dict = format!(
+            "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
+            usize::MAX,
+            2
+        );
+        let bytes = numpy_style_file(&dict, &[]);
+        let reason = npy_error_reason(read_f32_bytes(&bytes, Path::new("x")));
+        assert!(reason.contains("too many elements"), "{reason}");
+    }
+
+    #[test]
+    fn missing_file_is_an_io_error() {
+        let result = read_f32(Path::new("/nonexistent/definitely/missing.npy"));
+        assert!(matches!(result, Err(Error::Io { .. })), "{result:?}");
+    }
+}

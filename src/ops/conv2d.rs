@@ -1,0 +1,197 @@
+//! Rust twin of `shaders/conv2d.wgsl`: implicit-GEMM convolution over NHWC with a fused
+//! scale / bias / residual / ReLU epilogue.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
+use crate::ops::{check_len, Tiles};
+
+/// A convolution's geometry. Activations are NHWC; the weight is HWIO (`[kh, kw, cin,
+/// cout]`, a K x Cout matrix). Dilation 1, groups 1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Conv2dShape {
+    pub batch: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub in_c: usize,
+    pub out_c: usize,
+    pub kernel_h: usize,
+    pub kernel_w: usize,
+    pub stride: usize,
+    pub pad_h: usize,
+    pub pad_w: usize,
+}
+
+impl Conv2dShape {
+    /// A square kernel with equal padding on both axes.
+    pub fn square(batch: usize, in_h: usize, in_w: usize, in_c: usize, out_c: usize, kernel: usize, stride: usize, pad: usize) -> Self {
+        Self { batch, in_h, in_w, in_c, out_c, kernel_h: kernel, kernel_w: kernel, stride, pad_h: pad, pad_w: pad }
+    }
+
+    pub fn out_h(&self) -> usize {
+        (self.in_h + 2 * self.pad_h).saturating_sub(self.kernel_h) / self.stride.max(1) + 1
+    }
+
+    pub fn out_w(&self) -> usize {
+        (self.in_w + 2 * self.pad_w).saturating_sub(self.kernel_w) / self.stride.max(1) + 1
+    }
+
+    /// Rows of the implicit GEMM: output pixels.
+    pub fn m(&self) -> usize {
+        self.batch * self.out_h() * self.out_w()
+    }
+
+    /// Depth of the implicit GEMM: kernel taps times input channels.
+    pub fn k(&self) -> usize {
+        self.kernel_h * self.kernel_w * self.in_c
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_h * self.in_w * self.in_c
+    }
+
+    pub fn weight_len(&self) -> usize {
+        self.k() * self.out_c
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.m() * self.out_c
+    }
+
+    /// Multiply-adds count twice.
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m() as f64 * self.k() as f64 * self.out_c as f64
+    }
+
+    /// Rejects empty dimensions and kernels larger than the padded input.
+    pub fn validate(&self) -> Result<()> {
+        let dims = [self.batch, self.in_h, self.in_w, self.in_c, self.out_c, self.kernel_h, self.kernel_w, self.stride];
+        if dims.contains(&0) {
+            return Err(Error::InvalidArgument(format!("conv2d: zero-sized dimension in {self:?}")));
+        }
+        if self.kernel_h > self.in_h + 2 * self.pad_h || self.kernel_w > self.in_w + 2 * self.pad_w {
+            return Err(Error::InputTooSmall {
+                height: self.in_h,
+                width: self.in_w,
+                min: self.kernel_h.max(self.kernel_w).saturating_sub(2 * self.pad_h.min(self.pad_w)),
+                what: format!("a {}x{} convolution", self.kernel_h, self.kernel_w),
+            });
+        }
+        let largest = [self.input_len(), self.weight_len(), self.output_len()].into_iter().max().unwrap_or(0);
+        if largest > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!("conv2d: {largest} elements exceed 32-bit indexing")));
+        }
+        Ok(())
+    }
+}
+
+/// The buffers one convolution reads and writes. Optional epilogue inputs are applied when
+/// present: `y = relu?(acc * scale[c] + bias[c] + residual)`.
+pub struct Conv2dBuffers<'a> {
+    pub input: &'a wgpu::Buffer,
+    pub weight: &'a wgpu::Buffer,
+    pub scale: Option<&'a wgpu::Buffer>,
+    pub bias: Option<&'a wgpu::Buffer>,
+    pub residual: Option<&'a wgpu::Buffer>,
+    pub output: &'a wgpu::Buffer,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    in_h: u32,
+    in_w: u32,
+    in_c: u32,
+    out_h: u32,
+    out_w: u32,
+    out_c: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride: u32,
+    pad_h: u32,
+    pad_w: u32,
+    m: u32,
+    k: u32,
+    flags: u32,
+    _pad: u32,
+}
+
+/// Epilogue flags, as in the shader.
+const FLAG_SCALE: u32 = 1;
+const FLAG_BIAS: u32 = 2;
+const FLAG_RESIDUAL: u32 = 4;
+const FLAG_RELU: u32 = 8;
+
+const BINDINGS: [Binding; 7] = [
+    Binding::Uniform,
+    Binding::ReadOnly,
+    Binding::ReadOnly,
+    Binding::ReadOnly,
+    Binding::ReadOnly,
+    Binding::ReadOnly,
+    Binding::ReadWrite,
+];
+
+/// Prepares one convolution launch (validated, pipeline from the cache, bind group built).
+pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool, tiles: Tiles) -> Result<Dispatch> {
+    shape.validate()?;
+    check_len("conv2d input", buffers.input, shape.input_len())?;
+    check_len("conv2d weight", buffers.weight, shape.weight_len())?;
+    check_len("conv2d output", buffers.output, shape.output_len())?;
+    let mut flags = if relu { FLAG_RELU } else { 0 };
+    if let Some(b) = buffers.scale {
+        check_len("conv2d scale", b, shape.out_c)?;
+        flags |= FLAG_SCALE;
+    }
+    if let Some(b) = buffers.bias {
+        check_len("conv2d bias", b, shape.out_c)?;
+        flags |= FLAG_BIAS;
+    }
+    if let Some(b) = buffers.residual {
+        check_len("conv2d residual", b, shape.output_len())?;
+        flags |= FLAG_RESIDUAL;
+    }
+    let params = Params {
+        batch: shape.batch as u32,
+        in_h: shape.in_h as u32,
+        in_w: shape.in_w as u32,
+        in_c: shape.in_c as u32,
+        out_h: shape.out_h() as u32,
+        out_w: shape.out_w() as u32,
+        out_c: shape.out_c as u32,
+        kernel_h: shape.kernel_h as u32,
+        kernel_w: shape.kernel_w as u32,
+        stride: shape.stride as u32,
+        pad_h: shape.pad_h as u32,
+        pad_w: shape.pad_w as u32,
+        m: shape.m() as u32,
+        k: shape.k() as u32,
+        flags,
+        _pad: 0,
+    };
+    let key = PipelineKey::new(ShaderFile::Conv2d, "main", &tiles.constants());
+    let kernel = ctx.kernel(&key, &BINDINGS)?;
+    let uniform = ctx.uniform("conv2d params", &params);
+    // Unused epilogue inputs still need a binding; the flags keep the kernel from reading them.
+    let unused = buffers.input;
+    let grid = [
+        shape.out_c.div_ceil(tiles.cols()) as u32,
+        shape.m().div_ceil(tiles.rows()) as u32,
+        1,
+    ];
+    Dispatch::new(
+        ctx,
+        "conv2d",
+        kernel,
+        &[
+            &uniform,
+            buffers.input,
+            buffers.weight,
+            buffers.scale.unwrap_or(unused),
+            buffers.bias.unwrap_or(unused),
+            buffers.residual.unwrap_or(unused),
+            buffers.output,
+        ],
+        grid,
+    )
+}

@@ -1,0 +1,59 @@
+//! Rust twin of `shaders/matmul.wgsl`: tiled, register-blocked f32 GEMM.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
+use crate::ops::{check_len, Tiles};
+
+/// `C[m, n] = A[m, k] * B`, where B is `[k, n]` row-major, or `[n, k]` row-major when
+/// `b_transposed` (rows of a reference matrix).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MatmulShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    pub b_transposed: bool,
+}
+
+impl MatmulShape {
+    pub fn flops(&self) -> f64 {
+        2.0 * self.m as f64 * self.n as f64 * self.k as f64
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        if self.m == 0 || self.n == 0 || self.k == 0 {
+            return Err(Error::InvalidArgument(format!("matmul: zero-sized dimension in {self:?}")));
+        }
+        let largest = (self.m * self.k).max(self.k * self.n).max(self.m * self.n);
+        if largest > u32::MAX as usize {
+            return Err(Error::InvalidArgument(format!("matmul: {largest} elements exceed 32-bit indexing")));
+        }
+        Ok(())
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    _pad: u32,
+}
+
+const BINDINGS: [Binding; 4] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
+
+/// Prepares one matmul launch.
+pub fn matmul(ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, c: &wgpu::Buffer, tiles: Tiles) -> Result<Dispatch> {
+    shape.validate()?;
+    check_len("matmul A", a, shape.m * shape.k)?;
+    check_len("matmul B", b, shape.k * shape.n)?;
+    check_len("matmul C", c, shape.m * shape.n)?;
+    let params = Params { m: shape.m as u32, n: shape.n as u32, k: shape.k as u32, _pad: 0 };
+    let [wg_x, wg_y, tile_k] = tiles.constants();
+    let transposed = ("B_TRANSPOSED", if shape.b_transposed { 1.0 } else { 0.0 });
+    let key = PipelineKey::new(ShaderFile::Matmul, "main", &[wg_x, wg_y, tile_k, transposed]);
+    let kernel = ctx.kernel(&key, &BINDINGS)?;
+    let uniform = ctx.uniform("matmul params", &params);
+    let grid = [shape.n.div_ceil(tiles.cols()) as u32, shape.m.div_ceil(tiles.rows()) as u32, 1];
+    Dispatch::new(ctx, "matmul", kernel, &[&uniform, a, b, c], grid)
+}

@@ -1,0 +1,56 @@
+//! The Rust twin of each shader: parameters, bind-group layout, dispatch maths.
+//!
+//! Every op validates shapes and buffer sizes, fetches its pipeline from the context's
+//! cache and returns a [`Dispatch`](crate::gpu::Dispatch) that can be encoded any number of
+//! times. Activations are NHWC f32 throughout.
+
+pub mod batch_norm;
+pub mod conv2d;
+pub mod matmul;
+pub mod pool;
+
+use crate::error::{Error, Result};
+
+/// Register-blocked tile configuration shared by the GEMM-like kernels (`conv2d`,
+/// `matmul`): a workgroup of `wg_x * wg_y` invocations computes a `4*wg_y x 4*wg_x` output
+/// tile, stepping through K in slices of `tile_k`. Set through WGSL override constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Tiles {
+    pub wg_x: u32,
+    pub wg_y: u32,
+    pub tile_k: u32,
+}
+
+impl Default for Tiles {
+    fn default() -> Self {
+        Self { wg_x: 16, wg_y: 16, tile_k: 16 }
+    }
+}
+
+impl Tiles {
+    /// Output rows per workgroup.
+    pub fn rows(&self) -> usize {
+        4 * self.wg_y as usize
+    }
+
+    /// Output columns per workgroup.
+    pub fn cols(&self) -> usize {
+        4 * self.wg_x as usize
+    }
+
+    pub(crate) fn constants(&self) -> [(&'static str, f64); 3] {
+        [("WG_X", self.wg_x as f64), ("WG_Y", self.wg_y as f64), ("TILE_K", self.tile_k as f64)]
+    }
+}
+
+/// Fails unless `buffer` holds at least `len` f32s.
+pub(crate) fn check_len(what: &str, buffer: &wgpu::Buffer, len: usize) -> Result<()> {
+    let need = (len * 4) as u64;
+    if buffer.size() < need {
+        return Err(Error::shape(what, format!("at least {len} f32 ({need} bytes)"), format!("{} bytes", buffer.size())));
+    }
+    Ok(())
+}
+
+/// Workgroup size of the element-wise kernels.
+pub(crate) const ELEMENTWISE_WG: u32 = 256;

@@ -1,0 +1,120 @@
+//! Rust twin of `shaders/pool.wgsl`: max pooling and global average pooling over NHWC.
+
+use crate::error::{Error, Result};
+use crate::gpu::{grid_1d, Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
+use crate::ops::{check_len, ELEMENTWISE_WG};
+
+/// Max pooling with a square `kernel`, `stride` and `pad` (padded taps are ignored, as in
+/// PyTorch).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MaxPoolShape {
+    pub batch: usize,
+    pub in_h: usize,
+    pub in_w: usize,
+    pub channels: usize,
+    pub kernel: usize,
+    pub stride: usize,
+    pub pad: usize,
+}
+
+impl MaxPoolShape {
+    pub fn out_h(&self) -> usize {
+        (self.in_h + 2 * self.pad).saturating_sub(self.kernel) / self.stride.max(1) + 1
+    }
+
+    pub fn out_w(&self) -> usize {
+        (self.in_w + 2 * self.pad).saturating_sub(self.kernel) / self.stride.max(1) + 1
+    }
+
+    pub fn input_len(&self) -> usize {
+        self.batch * self.in_h * self.in_w * self.channels
+    }
+
+    pub fn output_len(&self) -> usize {
+        self.batch * self.out_h() * self.out_w() * self.channels
+    }
+
+    /// Every window must hold a real tap: PyTorch requires `pad <= kernel / 2`.
+    pub fn validate(&self) -> Result<()> {
+        if [self.batch, self.in_h, self.in_w, self.channels, self.kernel, self.stride].contains(&0) {
+            return Err(Error::InvalidArgument(format!("max_pool: zero-sized dimension in {self:?}")));
+        }
+        if 2 * self.pad > self.kernel {
+            return Err(Error::InvalidArgument(format!("max_pool: pad {} exceeds half the kernel {}", self.pad, self.kernel)));
+        }
+        if self.kernel > self.in_h + 2 * self.pad || self.kernel > self.in_w + 2 * self.pad {
+            return Err(Error::InputTooSmall { height: self.in_h, width: self.in_w, min: self.kernel - 2 * self.pad, what: "max pooling".into() });
+        }
+        Ok(())
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    batch: u32,
+    in_h: u32,
+    in_w: u32,
+    channels: u32,
+    out_h: u32,
+    out_w: u32,
+    kernel: u32,
+    stride: u32,
+    pad: u32,
+    len: u32,
+    _pad: [u32; 2],
+}
+
+const BINDINGS: [Binding; 3] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadWrite];
+
+fn launch(ctx: &Context, entry: &'static str, params: Params, input: &wgpu::Buffer, output: &wgpu::Buffer) -> Result<Dispatch> {
+    let key = PipelineKey::new(ShaderFile::Pool, entry, &[("WG", ELEMENTWISE_WG as f64)]);
+    let kernel = ctx.kernel(&key, &BINDINGS)?;
+    let uniform = ctx.uniform("pool params", &params);
+    let grid = grid_1d(params.len as usize, ELEMENTWISE_WG, ctx.limits().max_compute_workgroups_per_dimension);
+    Dispatch::new(ctx, entry, kernel, &[&uniform, input, output], grid)
+}
+
+/// Prepares one max-pool launch.
+pub fn max_pool(ctx: &Context, shape: &MaxPoolShape, input: &wgpu::Buffer, output: &wgpu::Buffer) -> Result<Dispatch> {
+    shape.validate()?;
+    check_len("max_pool input", input, shape.input_len())?;
+    check_len("max_pool output", output, shape.output_len())?;
+    let params = Params {
+        batch: shape.batch as u32,
+        in_h: shape.in_h as u32,
+        in_w: shape.in_w as u32,
+        channels: shape.channels as u32,
+        out_h: shape.out_h() as u32,
+        out_w: shape.out_w() as u32,
+        kernel: shape.kernel as u32,
+        stride: shape.stride as u32,
+        pad: shape.pad as u32,
+        len: shape.output_len() as u32,
+        _pad: [0; 2],
+    };
+    launch(ctx, "max_pool", params, input, output)
+}
+
+/// Prepares a global average pool: `[batch, h, w, channels]` → `[batch, channels]`.
+pub fn global_avg_pool(ctx: &Context, batch: usize, h: usize, w: usize, channels: usize, input: &wgpu::Buffer, output: &wgpu::Buffer) -> Result<Dispatch> {
+    if [batch, h, w, channels].contains(&0) {
+        return Err(Error::InvalidArgument("global_avg_pool: zero-sized dimension".into()));
+    }
+    check_len("global_avg_pool input", input, batch * h * w * channels)?;
+    check_len("global_avg_pool output", output, batch * channels)?;
+    let params = Params {
+        batch: batch as u32,
+        in_h: h as u32,
+        in_w: w as u32,
+        channels: channels as u32,
+        out_h: 1,
+        out_w: 1,
+        kernel: 0,
+        stride: 1,
+        pad: 0,
+        len: (batch * channels) as u32,
+        _pad: [0; 2],
+    };
+    launch(ctx, "global_avg_pool", params, input, output)
+}

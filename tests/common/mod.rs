@@ -1,0 +1,38 @@
+//! Shared by the GPU test binaries: one device per binary, opened loudly.
+
+#![allow(dead_code)]
+
+use std::sync::OnceLock;
+
+use lookalike::compare::relative_l2;
+use lookalike::Context;
+
+/// The device all tests of a binary share. No adapter is a test failure, never a skip.
+pub fn ctx() -> &'static Context {
+    static CTX: OnceLock<Context> = OnceLock::new();
+    CTX.get_or_init(|| match Context::new() {
+        Ok(ctx) => {
+            eprintln!("GPU tests on: {} ({:?})", ctx.adapter_info().name, ctx.adapter_info().backend);
+            ctx
+        }
+        Err(e) => panic!("GPU tests need an adapter and none could be opened: {e}"),
+    })
+}
+
+/// Asserts relative L2 error within `limit`, printing the worst element on failure.
+pub fn assert_close(what: &str, got: &[f32], expected: &[f32], limit: f64) {
+    let err = relative_l2(got, expected);
+    if !(err <= limit) {
+        let (i, _) = got
+            .iter()
+            .zip(expected)
+            .map(|(a, b)| (a - b).abs())
+            .enumerate()
+            .fold((0, -1.0f32), |best, (i, d)| if d > best.1 || d.is_nan() { (i, d) } else { best });
+        panic!(
+            "{what}: relative L2 error {err:.3e} > {limit:.1e}; worst at index {i}: got {}, expected {}",
+            got.get(i).copied().unwrap_or(f32::NAN),
+            expected.get(i).copied().unwrap_or(f32::NAN)
+        );
+    }
+}

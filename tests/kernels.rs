@@ -1,0 +1,200 @@
+//! Every GPU kernel against its CPU twin on seeded random shapes: odd channel counts, sizes
+//! that are not tile multiples, stride 2, padding, batch > 1.
+
+mod common;
+
+use common::{assert_close, ctx};
+use lookalike::ops::batch_norm::{batch_norm, BatchNormBuffers, BatchNormShape};
+use lookalike::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
+use lookalike::ops::matmul::{matmul, MatmulShape};
+use lookalike::ops::pool::{global_avg_pool, max_pool, MaxPoolShape};
+use lookalike::ops::Tiles;
+use lookalike::rng::Rng;
+use lookalike::{cpu, Error};
+
+const KERNEL_LIMIT: f64 = 1e-5;
+
+#[test]
+fn conv2d_matches_cpu_on_random_shapes() {
+    let ctx = ctx();
+    let mut rng = Rng::new(1);
+    for case in 0..14 {
+        let kernel = [1, 3, 5, 7][rng.int(0, 3)];
+        let shape = Conv2dShape {
+            batch: rng.int(1, 3),
+            in_h: rng.int(kernel.max(2), 19),
+            in_w: rng.int(kernel.max(2), 23),
+            in_c: rng.int(1, 37),
+            out_c: rng.int(1, 75),
+            kernel_h: kernel,
+            kernel_w: kernel,
+            stride: rng.int(1, 2),
+            pad_h: rng.int(0, kernel / 2),
+            pad_w: rng.int(0, kernel / 2),
+        };
+        let (relu, with_scale, with_bias, with_residual) = (case % 2 == 0, case % 3 != 0, case % 4 != 1, case % 5 >= 2);
+        let input = rng.normals(shape.input_len(), 1.0);
+        let weight = rng.normals(shape.weight_len(), (2.0 / shape.k() as f32).sqrt());
+        let scale = rng.normals(shape.out_c, 1.0);
+        let bias = rng.normals(shape.out_c, 0.5);
+        let residual = rng.normals(shape.output_len(), 1.0);
+        let pick = |on: bool, v: &[f32]| if on { Some(v.to_vec()) } else { None };
+        let (scale, bias, residual) = (pick(with_scale, &scale), pick(with_bias, &bias), pick(with_residual, &residual));
+
+        let expected = cpu::conv2d(&shape, &input, &weight, scale.as_deref(), bias.as_deref(), residual.as_deref(), relu).unwrap();
+
+        let up = |name: &str, v: &Option<Vec<f32>>| v.as_ref().map(|v| ctx.upload(name, v).unwrap());
+        let input_buf = ctx.upload("input", &input).unwrap();
+        let weight_buf = ctx.upload("weight", &weight).unwrap();
+        let (scale_buf, bias_buf, residual_buf) = (up("scale", &scale), up("bias", &bias), up("residual", &residual));
+        let output = ctx.storage("output", shape.output_len()).unwrap();
+        let buffers = Conv2dBuffers {
+            input: &input_buf,
+            weight: &weight_buf,
+            scale: scale_buf.as_ref(),
+            bias: bias_buf.as_ref(),
+            residual: residual_buf.as_ref(),
+            output: &output,
+        };
+        let dispatch = conv2d(ctx, &shape, &buffers, relu, Tiles::default()).unwrap();
+        let got = ctx.run_and_read(&[&dispatch], &output, shape.output_len()).unwrap();
+        assert_close(&format!("conv2d case {case} {shape:?}"), &got, &expected, KERNEL_LIMIT);
+    }
+}
+
+#[test]
+fn conv2d_other_tile_sizes_agree() {
+    let ctx = ctx();
+    let mut rng = Rng::new(2);
+    let shape = Conv2dShape::square(2, 13, 11, 19, 45, 3, 2, 1);
+    let input = rng.normals(shape.input_len(), 1.0);
+    let weight = rng.normals(shape.weight_len(), 0.2);
+    let expected = cpu::conv2d(&shape, &input, &weight, None, None, None, false).unwrap();
+    let input_buf = ctx.upload("input", &input).unwrap();
+    let weight_buf = ctx.upload("weight", &weight).unwrap();
+    for tiles in [Tiles { wg_x: 8, wg_y: 8, tile_k: 8 }, Tiles { wg_x: 16, wg_y: 8, tile_k: 32 }] {
+        let output = ctx.storage("output", shape.output_len()).unwrap();
+        let buffers = Conv2dBuffers { input: &input_buf, weight: &weight_buf, scale: None, bias: None, residual: None, output: &output };
+        let dispatch = conv2d(ctx, &shape, &buffers, false, tiles).unwrap();
+        let got = ctx.run_and_read(&[&dispatch], &output, shape.output_len()).unwrap();
+        assert_close(&format!("conv2d {tiles:?}"), &got, &expected, KERNEL_LIMIT);
+    }
+}
+
+#[test]
+fn conv2d_rejects_short_buffers() {
+    let ctx = ctx();
+    let shape = Conv2dShape::square(1, 8, 8, 3, 4, 3, 1, 1);
+    let small = ctx.storage("small", 10).unwrap();
+    let weight = ctx.storage("weight", shape.weight_len()).unwrap();
+    let output = ctx.storage("output", shape.output_len()).unwrap();
+    let buffers = Conv2dBuffers { input: &small, weight: &weight, scale: None, bias: None, residual: None, output: &output };
+    let err = conv2d(ctx, &shape, &buffers, false, Tiles::default()).unwrap_err();
+    assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
+}
+
+#[test]
+fn matmul_matches_cpu_on_random_shapes() {
+    let ctx = ctx();
+    let mut rng = Rng::new(3);
+    for case in 0..10 {
+        let shape = MatmulShape { m: rng.int(1, 150), n: rng.int(1, 170), k: rng.int(1, 300), b_transposed: case % 2 == 1 };
+        let a = rng.normals(shape.m * shape.k, 1.0);
+        let b = rng.normals(shape.k * shape.n, 1.0);
+        let expected = cpu::matmul(&shape, &a, &b).unwrap();
+        let (a_buf, b_buf) = (ctx.upload("a", &a).unwrap(), ctx.upload("b", &b).unwrap());
+        let c = ctx.storage("c", shape.m * shape.n).unwrap();
+        let dispatch = matmul(ctx, &shape, &a_buf, &b_buf, &c, Tiles::default()).unwrap();
+        let got = ctx.run_and_read(&[&dispatch], &c, shape.m * shape.n).unwrap();
+        assert_close(&format!("matmul case {case} {shape:?}"), &got, &expected, KERNEL_LIMIT);
+    }
+}
+
+#[test]
+fn batch_norm_matches_cpu() {
+    let ctx = ctx();
+    let mut rng = Rng::new(4);
+    for case in 0..4 {
+        let channels = rng.int(1, 70);
+        let len = channels * rng.int(1, 400);
+        let shape = BatchNormShape { len, channels, eps: 1e-5 };
+        let input = rng.normals(len, 2.0);
+        let weight = rng.normals(channels, 1.0);
+        let bias = rng.normals(channels, 1.0);
+        let mean = rng.normals(channels, 1.0);
+        let var: Vec<f32> = (0..channels).map(|_| rng.range(0.01, 3.0)).collect();
+        let residual = rng.normals(len, 1.0);
+        let (relu, with_residual) = (case % 2 == 0, case >= 2);
+        let residual = with_residual.then_some(residual);
+        let expected = cpu::batch_norm(&shape, &input, &weight, &bias, &mean, &var, residual.as_deref(), relu).unwrap();
+        let bufs: Vec<_> = [&input, &weight, &bias, &mean, &var].iter().map(|v| ctx.upload("bn", v).unwrap()).collect();
+        let residual_buf = residual.as_ref().map(|r| ctx.upload("residual", r).unwrap());
+        let output = ctx.storage("output", len).unwrap();
+        let buffers = BatchNormBuffers {
+            input: &bufs[0],
+            weight: &bufs[1],
+            bias: &bufs[2],
+            running_mean: &bufs[3],
+            running_var: &bufs[4],
+            residual: residual_buf.as_ref(),
+            output: &output,
+        };
+        let dispatch = batch_norm(ctx, &shape, &buffers, relu).unwrap();
+        let got = ctx.run_and_read(&[&dispatch], &output, len).unwrap();
+        assert_close(&format!("batch_norm case {case}"), &got, &expected, KERNEL_LIMIT);
+    }
+}
+
+#[test]
+fn max_pool_matches_cpu() {
+    let ctx = ctx();
+    let mut rng = Rng::new(5);
+    for case in 0..6 {
+        let kernel = rng.int(1, 4);
+        let shape = MaxPoolShape {
+            batch: rng.int(1, 3),
+            in_h: rng.int(kernel, 20),
+            in_w: rng.int(kernel, 20),
+            channels: rng.int(1, 33),
+            kernel,
+            stride: rng.int(1, 2),
+            pad: rng.int(0, kernel / 2),
+        };
+        let input = rng.normals(shape.input_len(), 1.0);
+        let expected = cpu::max_pool(&shape, &input).unwrap();
+        let input_buf = ctx.upload("input", &input).unwrap();
+        let output = ctx.storage("output", shape.output_len()).unwrap();
+        let dispatch = max_pool(ctx, &shape, &input_buf, &output).unwrap();
+        let got = ctx.run_and_read(&[&dispatch], &output, shape.output_len()).unwrap();
+        assert_eq!(got, expected, "max_pool case {case} {shape:?}");
+    }
+}
+
+#[test]
+fn global_avg_pool_matches_cpu() {
+    let ctx = ctx();
+    let mut rng = Rng::new(6);
+    for &(batch, h, w, c) in &[(1, 7, 7, 2048), (3, 5, 3, 37), (2, 1, 1, 9)] {
+        let input = rng.normals(batch * h * w * c, 1.0);
+        let expected = cpu::global_avg_pool(batch, h, w, c, &input).unwrap();
+        let input_buf = ctx.upload("input", &input).unwrap();
+        let output = ctx.storage("output", batch * c).unwrap();
+        let dispatch = global_avg_pool(ctx, batch, h, w, c, &input_buf, &output).unwrap();
+        let got = ctx.run_and_read(&[&dispatch], &output, batch * c).unwrap();
+        assert_close(&format!("global_avg_pool {batch}x{h}x{w}x{c}"), &got, &expected, KERNEL_LIMIT);
+    }
+}
+
+#[test]
+fn large_elementwise_grids_fold_into_two_dimensions() {
+    // More than 65535 * 256 outputs forces the 2-D grid path.
+    let ctx = ctx();
+    let shape = MaxPoolShape { batch: 1, in_h: 1, in_w: 70_000, channels: 256, kernel: 1, stride: 1, pad: 0 };
+    let mut rng = Rng::new(7);
+    let input = rng.normals(shape.input_len(), 1.0);
+    let input_buf = ctx.upload("input", &input).unwrap();
+    let output = ctx.storage("output", shape.output_len()).unwrap();
+    let dispatch = max_pool(ctx, &shape, &input_buf, &output).unwrap();
+    let got = ctx.run_and_read(&[&dispatch], &output, shape.output_len()).unwrap();
+    assert_eq!(got, input);
+}
