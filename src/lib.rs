@@ -4,10 +4,12 @@
 //! public `.npy` inputs are NCHW, as numpy and PyTorch write them, and are transposed on
 //! load.
 
+mod atomic;
 pub mod compare;
 pub mod cpu;
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod npy;
 pub mod ops;
 pub mod rng;

@@ -4,10 +4,10 @@
 //! A file is the magic `\x93NUMPY`, a version byte pair, a little-endian header length
 //! (u16 for version 1.0, u32 for 2.0 and 3.0), an ASCII Python-dict header, then the raw data.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::fs;
+use std::path::Path;
 
+use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 
 const MAGIC: &[u8; 6] = b"\x93NUMPY";
@@ -116,39 +116,13 @@ pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
         )));
     }
     let header = encode_header(shape)?;
-    let file_name = path.file_name().ok_or_else(|| {
-        Error::InvalidArgument(format!("cannot write {}: it names no file", path.display()))
-    })?;
-    let dir = match path.parent() {
-        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
-    let temp_path =
-        dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
-
-    let written = write_file(&temp_path, &header, data)
-        .and_then(|()| fs::rename(&temp_path, path).map_err(|e| Error::io(path, e)));
-    if written.is_err() {
-        // Best effort: the temporary file is useless now and the original is untouched.
-        let _ = fs::remove_file(&temp_path);
-        return written;
-    }
-    // Persist the rename itself; not possible on every platform, hence best effort.
-    if let Ok(dir_handle) = File::open(&dir) {
-        let _ = dir_handle.sync_all();
-    }
-    Ok(())
-}
-
-fn write_file(path: &Path, header: &[u8], data: &[f32]) -> Result<()> {
-    let io_err = |e| Error::io(path, e);
-    let mut writer = BufWriter::new(File::create(path).map_err(io_err)?);
-    writer.write_all(header).map_err(io_err)?;
-    for value in data {
-        writer.write_all(&value.to_le_bytes()).map_err(io_err)?;
-    }
-    let file = writer.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file.sync_all().map_err(io_err)
+    write_atomic(path, |w| {
+        w.write_all(&header)?;
+        for value in data {
+            w.write_all(&value.to_le_bytes())?;
+        }
+        Ok(())
+    })
 }
 
 /// Magic, version 1.0, length and the dict header exactly as numpy writes it, padded with
@@ -329,6 +303,7 @@ impl Cursor<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::PathBuf;
 
     /// A fresh directory under the system temp dir, unique to this process and test.
     fn scratch_dir(test: &str) -> PathBuf {

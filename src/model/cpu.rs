@@ -1,0 +1,83 @@
+//! The whole ResNet50 forward on the CPU: the oracle for the GPU forward and the
+//! benchmark baseline. Batch-norm is folded into the conv weights once, at construction.
+
+use std::collections::HashMap;
+
+use crate::cpu;
+use crate::error::{Error, Result};
+use crate::model::resnet50::{Act, ConvBn, Executor, ResNet50};
+use crate::ops::pool::MaxPoolShape;
+
+/// ResNet50 prepared for the CPU: folded HWIO weights and biases per conv.
+pub struct CpuResNet50 {
+    net: ResNet50,
+    folded: HashMap<String, (Vec<f32>, Vec<f32>)>,
+}
+
+impl CpuResNet50 {
+    pub fn new(net: &ResNet50) -> Result<Self> {
+        let folded = net.convs().map(|c| Ok((c.conv_name.clone(), c.folded()?))).collect::<Result<_>>()?;
+        Ok(Self { net: ResNet50::architecture(), folded })
+    }
+
+    /// `[batch, h, w, 3]` NHWC normalised images → `[batch, 2048]` features.
+    pub fn forward(&self, input: &[f32], batch: usize, height: usize, width: usize) -> Result<Vec<f32>> {
+        ResNet50::check_input(height, width)?;
+        cpu::check_slice("resnet50 input", input, batch * height * width * 3)?;
+        let mut exec = CpuExecutor { folded: &self.folded, acts: vec![Some(input.to_vec())] };
+        let features = self.net.walk(&mut exec, Act { id: 0, h: height, w: width, c: 3 }, batch)?;
+        exec.take(features)
+    }
+}
+
+/// Activations live in a slab indexed by [`Act::id`].
+pub(crate) struct CpuExecutor<'a> {
+    folded: &'a HashMap<String, (Vec<f32>, Vec<f32>)>,
+    acts: Vec<Option<Vec<f32>>>,
+}
+
+impl CpuExecutor<'_> {
+    fn get(&self, x: Act) -> Result<&[f32]> {
+        self.acts.get(x.id).and_then(|a| a.as_deref()).ok_or_else(|| Error::Gpu {
+            context: "cpu forward".into(),
+            message: format!("activation {} read after release", x.id),
+        })
+    }
+
+    fn push(&mut self, data: Vec<f32>, h: usize, w: usize, c: usize) -> Act {
+        self.acts.push(Some(data));
+        Act { id: self.acts.len() - 1, h, w, c }
+    }
+
+    fn take(&mut self, x: Act) -> Result<Vec<f32>> {
+        let data = self.get(x)?.to_vec();
+        self.acts[x.id] = None;
+        Ok(data)
+    }
+}
+
+impl Executor for CpuExecutor<'_> {
+    fn conv(&mut self, layer: &ConvBn, x: Act, batch: usize, residual: Option<Act>, relu: bool) -> Result<Act> {
+        let shape = layer.shape(batch, x.h, x.w);
+        let (weight, bias) = self.folded.get(&layer.conv_name).ok_or_else(|| Error::MissingTensor { name: layer.conv_name.clone() })?;
+        let residual = residual.map(|r| self.get(r)).transpose()?;
+        let out = cpu::conv2d(&shape, self.get(x)?, weight, None, Some(bias), residual, relu)?;
+        Ok(self.push(out, shape.out_h(), shape.out_w(), layer.out_c))
+    }
+
+    fn max_pool(&mut self, shape: &MaxPoolShape, x: Act) -> Result<Act> {
+        let out = cpu::max_pool(shape, self.get(x)?)?;
+        Ok(self.push(out, shape.out_h(), shape.out_w(), x.c))
+    }
+
+    fn global_avg_pool(&mut self, x: Act, batch: usize) -> Result<Act> {
+        let out = cpu::global_avg_pool(batch, x.h, x.w, x.c, self.get(x)?)?;
+        Ok(self.push(out, 1, 1, x.c))
+    }
+
+    fn release(&mut self, x: Act) {
+        if let Some(slot) = self.acts.get_mut(x.id) {
+            *slot = None;
+        }
+    }
+}

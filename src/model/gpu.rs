@@ -1,0 +1,228 @@
+//! The whole ResNet50 forward on the GPU.
+//!
+//! Weights are uploaded once. For each (batch, height, width) a [`Plan`] is built once:
+//! activation buffers from a small pool (reused as soon as an activation is dead) and every
+//! dispatch with its bind group. A forward then writes the input, records all dispatches
+//! into one encoder, submits once and reads back only the `[batch, 2048]` features.
+
+use std::collections::HashMap;
+
+use crate::error::{Error, Result};
+use crate::gpu::{Context, Dispatch};
+use crate::model::resnet50::{Act, ConvBn, Executor, ResNet50, ShapeWalk, BN_EPS, FEATURE_DIM};
+use crate::ops::batch_norm::{batch_norm, BatchNormBuffers, BatchNormShape};
+use crate::ops::conv2d::{conv2d, Conv2dBuffers};
+use crate::ops::pool::{global_avg_pool, max_pool, MaxPoolShape};
+use crate::ops::Tiles;
+
+/// How batch-norm runs on the GPU.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchNormMode {
+    /// Folded into the conv weights and bias at load (the fast path).
+    Folded,
+    /// Raw conv, then the standalone batch-norm kernel (the reference path).
+    Separate,
+}
+
+enum LayerBuffers {
+    Folded { weight: wgpu::Buffer, bias: wgpu::Buffer },
+    Separate { weight: wgpu::Buffer, bn: [wgpu::Buffer; 4] },
+}
+
+/// One prepared (batch, height, width): buffers and recorded dispatches.
+struct Plan {
+    /// Input at index 0, then the activation pool and the features.
+    buffers: Vec<wgpu::Buffer>,
+    features: usize,
+    dispatches: Vec<Dispatch>,
+}
+
+/// ResNet50 resident on the GPU.
+pub struct GpuResNet50 {
+    arch: ResNet50,
+    mode: BatchNormMode,
+    tiles: Tiles,
+    layers: HashMap<String, LayerBuffers>,
+    plans: HashMap<(usize, usize, usize), Plan>,
+}
+
+impl GpuResNet50 {
+    /// Uploads the weights (folded or raw, per `mode`).
+    pub fn new(ctx: &Context, net: &ResNet50, mode: BatchNormMode) -> Result<Self> {
+        let mut layers = HashMap::new();
+        for layer in net.convs() {
+            let buffers = match mode {
+                BatchNormMode::Folded => {
+                    let (weight, bias) = layer.folded()?;
+                    LayerBuffers::Folded { weight: ctx.upload(&layer.conv_name, &weight)?, bias: ctx.upload(&layer.bn_name, &bias)? }
+                }
+                BatchNormMode::Separate => {
+                    let bn = &layer.bn;
+                    let up = |v: &[f32]| ctx.upload(&layer.bn_name, v);
+                    LayerBuffers::Separate {
+                        weight: ctx.upload(&layer.conv_name, &layer.weight_hwio()?)?,
+                        bn: [up(&bn.weight)?, up(&bn.bias)?, up(&bn.running_mean)?, up(&bn.running_var)?],
+                    }
+                }
+            };
+            layers.insert(layer.conv_name.clone(), buffers);
+        }
+        Ok(Self { arch: ResNet50::architecture(), mode, tiles: Tiles::default(), layers, plans: HashMap::new() })
+    }
+
+    pub fn mode(&self) -> BatchNormMode {
+        self.mode
+    }
+
+    /// Largest batch one submit can take at this resolution: every activation must fit one
+    /// storage binding.
+    pub fn max_batch(ctx: &Context, height: usize, width: usize) -> usize {
+        let per_image = ShapeWalk::resnet50(height, width).largest_activation.max(height * width * 3) as u64 * 4;
+        (ctx.max_binding_bytes() / per_image.max(1)) as usize
+    }
+
+    /// `[batch, h, w, 3]` NHWC normalised images → `[batch, 2048]` features. Batches larger
+    /// than [`GpuResNet50::max_batch`] run as several submits.
+    pub fn forward(&mut self, ctx: &Context, input: &[f32], batch: usize, height: usize, width: usize) -> Result<Vec<f32>> {
+        ResNet50::check_input(height, width)?;
+        let image_len = height * width * 3;
+        crate::cpu::check_slice("resnet50 input", input, batch * image_len)?;
+        let max_batch = Self::max_batch(ctx, height, width);
+        if max_batch == 0 {
+            return Err(Error::InvalidArgument(format!(
+                "{height}x{width} is too large for this device: one image's activations exceed its largest storage binding"
+            )));
+        }
+        let mut features = Vec::with_capacity(batch * FEATURE_DIM);
+        for (chunk_index, chunk) in input.chunks(max_batch * image_len).enumerate() {
+            let n = chunk.len() / image_len;
+            let plan = self.plan(ctx, n, height, width)?;
+            ctx.write(&plan.buffers[0], chunk);
+            let refs: Vec<&Dispatch> = plan.dispatches.iter().collect();
+            let part = ctx.run_and_read(&refs, &plan.buffers[plan.features], n * FEATURE_DIM).map_err(|e| match e {
+                Error::Gpu { context, message } => Error::Gpu { context: format!("{context} (resnet50 chunk {chunk_index})"), message },
+                other => other,
+            })?;
+            features.extend_from_slice(&part);
+        }
+        Ok(features)
+    }
+
+    fn plan(&mut self, ctx: &Context, batch: usize, height: usize, width: usize) -> Result<&Plan> {
+        let key = (batch, height, width);
+        if !self.plans.contains_key(&key) {
+            let plan = self.build_plan(ctx, batch, height, width)?;
+            self.plans.insert(key, plan);
+        }
+        self.plans.get(&key).ok_or_else(|| Error::InvalidArgument("plan cache".into()))
+    }
+
+    fn build_plan(&self, ctx: &Context, batch: usize, height: usize, width: usize) -> Result<Plan> {
+        let slot_len = batch * ShapeWalk::resnet50(height, width).largest_activation;
+        let mut builder = PlanBuilder {
+            ctx,
+            layers: &self.layers,
+            tiles: self.tiles,
+            slot_len,
+            buffers: vec![ctx.storage("resnet50 input", batch * height * width * 3)?],
+            free: Vec::new(),
+            dispatches: Vec::new(),
+        };
+        let features = self.arch.walk(&mut builder, Act { id: 0, h: height, w: width, c: 3 }, batch)?;
+        Ok(Plan { buffers: builder.buffers, features: features.id, dispatches: builder.dispatches })
+    }
+}
+
+/// Records dispatches; an [`Act::id`] indexes `buffers`, which are reused once released.
+struct PlanBuilder<'a> {
+    ctx: &'a Context,
+    layers: &'a HashMap<String, LayerBuffers>,
+    tiles: Tiles,
+    slot_len: usize,
+    buffers: Vec<wgpu::Buffer>,
+    free: Vec<usize>,
+    dispatches: Vec<Dispatch>,
+}
+
+impl PlanBuilder<'_> {
+    fn alloc(&mut self, h: usize, w: usize, c: usize) -> Result<Act> {
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.buffers.push(self.ctx.storage("resnet50 activation", self.slot_len)?);
+                self.buffers.len() - 1
+            }
+        };
+        Ok(Act { id, h, w, c })
+    }
+}
+
+impl Executor for PlanBuilder<'_> {
+    fn conv(&mut self, layer: &ConvBn, x: Act, batch: usize, residual: Option<Act>, relu: bool) -> Result<Act> {
+        let shape = layer.shape(batch, x.h, x.w);
+        let (h, w) = (shape.out_h(), shape.out_w());
+        let buffers = self.layers.get(&layer.conv_name).ok_or_else(|| Error::MissingTensor { name: layer.conv_name.clone() })?;
+        match buffers {
+            LayerBuffers::Folded { weight, bias } => {
+                let out = self.alloc(h, w, layer.out_c)?;
+                let b = &self.buffers;
+                let conv_buffers = Conv2dBuffers {
+                    input: &b[x.id],
+                    weight,
+                    scale: None,
+                    bias: Some(bias),
+                    residual: residual.map(|r| &b[r.id]),
+                    output: &b[out.id],
+                };
+                let d = conv2d(self.ctx, &shape, &conv_buffers, relu, self.tiles)?;
+                self.dispatches.push(d);
+                Ok(out)
+            }
+            LayerBuffers::Separate { weight, bn } => {
+                let raw = self.alloc(h, w, layer.out_c)?;
+                let out = self.alloc(h, w, layer.out_c)?;
+                let b = &self.buffers;
+                let conv_buffers =
+                    Conv2dBuffers { input: &b[x.id], weight, scale: None, bias: None, residual: None, output: &b[raw.id] };
+                let conv = conv2d(self.ctx, &shape, &conv_buffers, false, self.tiles)?;
+                let bn_shape = BatchNormShape { len: shape.output_len(), channels: layer.out_c, eps: BN_EPS };
+                let bn_buffers = BatchNormBuffers {
+                    input: &b[raw.id],
+                    weight: &bn[0],
+                    bias: &bn[1],
+                    running_mean: &bn[2],
+                    running_var: &bn[3],
+                    residual: residual.map(|r| &b[r.id]),
+                    output: &b[out.id],
+                };
+                let norm = batch_norm(self.ctx, &bn_shape, &bn_buffers, relu)?;
+                self.dispatches.extend([conv, norm]);
+                self.release(raw);
+                Ok(out)
+            }
+        }
+    }
+
+    fn max_pool(&mut self, shape: &MaxPoolShape, x: Act) -> Result<Act> {
+        let out = self.alloc(shape.out_h(), shape.out_w(), x.c)?;
+        let d = max_pool(self.ctx, shape, &self.buffers[x.id], &self.buffers[out.id])?;
+        self.dispatches.push(d);
+        Ok(out)
+    }
+
+    fn global_avg_pool(&mut self, x: Act, batch: usize) -> Result<Act> {
+        // Features get a buffer of their own, never reused, so the plan can hand it out.
+        self.buffers.push(self.ctx.storage("resnet50 features", batch * x.c)?);
+        let out = Act { id: self.buffers.len() - 1, h: 1, w: 1, c: x.c };
+        let d = global_avg_pool(self.ctx, batch, x.h, x.w, x.c, &self.buffers[x.id], &self.buffers[out.id])?;
+        self.dispatches.push(d);
+        Ok(out)
+    }
+
+    fn release(&mut self, x: Act) {
+        // The input buffer (id 0) is never recycled: the next forward writes it.
+        if x.id != 0 && !self.free.contains(&x.id) {
+            self.free.push(x.id);
+        }
+    }
+}

@@ -1,0 +1,119 @@
+//! The whole ResNet50: GPU (folded and unfused batch-norm) against the CPU reference, and
+//! weights files in and out.
+
+mod common;
+
+use std::sync::OnceLock;
+
+use common::{assert_close, ctx};
+use lookalike::compare::{batch_centred, relative_l2};
+use lookalike::model::{BatchNormMode, CpuResNet50, GpuResNet50, RandomResNet50, FEATURE_DIM};
+use lookalike::rng::Rng;
+
+fn weights() -> &'static RandomResNet50 {
+    static NET: OnceLock<RandomResNet50> = OnceLock::new();
+    NET.get_or_init(|| RandomResNet50::generate(7).expect("seeded weights"))
+}
+
+/// Smooth seeded "images" in normalised units: features of real-looking inputs, not noise.
+fn images(batch: usize, h: usize, w: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(batch * h * w * 3);
+    for _ in 0..batch {
+        let f: Vec<f32> = (0..9).map(|_| rng.range(0.5, 6.0)).collect();
+        let phase: Vec<f32> = (0..9).map(|_| rng.range(0.0, 6.3)).collect();
+        for y in 0..h {
+            for x in 0..w {
+                let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+                for c in 0..3 {
+                    let s = (f[3 * c] * u + phase[3 * c]).sin() * (f[3 * c + 1] * v + phase[3 * c + 1]).cos()
+                        + 0.3 * (f[3 * c + 2] * (u + v) + phase[3 * c + 2]).sin();
+                    out.push(1.5 * s + 0.1 * rng.normal());
+                }
+            }
+        }
+    }
+    out
+}
+
+fn compare_per_image(what: &str, got: &[f32], expected: &[f32], batch: usize, raw_limit: f64, centred_limit: f64) {
+    for i in 0..batch {
+        let r = i * FEATURE_DIM..(i + 1) * FEATURE_DIM;
+        eprintln!("{what} image {i}: relative L2 {:.2e}", relative_l2(&got[r.clone()], &expected[r]));
+        let range = i * FEATURE_DIM..(i + 1) * FEATURE_DIM;
+        assert_close(&format!("{what} image {i}"), &got[range.clone()], &expected[range], raw_limit);
+    }
+    if batch > 1 {
+        let (g, e) = (batch_centred(got, batch, FEATURE_DIM), batch_centred(expected, batch, FEATURE_DIM));
+        eprintln!("{what} batch-centred: relative L2 {:.2e}", relative_l2(&g, &e));
+        assert_close(&format!("{what} batch-centred"), &g, &e, centred_limit);
+    }
+}
+
+fn gpu_vs_cpu(batch: usize, size: usize, seed: u64) {
+    let ctx = ctx();
+    let net = &weights().net;
+    let input = images(batch, size, size, seed);
+    let expected = CpuResNet50::new(net).unwrap().forward(&input, batch, size, size).unwrap();
+    let norm = (expected.iter().map(|x| x * x).sum::<f32>() / batch as f32).sqrt();
+    assert!(norm.is_finite() && norm > 1e-2 && norm < 1e4, "features should be O(1)-scaled, norm {norm}");
+
+    let mut folded = GpuResNet50::new(ctx, net, BatchNormMode::Folded).unwrap();
+    let fast = folded.forward(ctx, &input, batch, size, size).unwrap();
+    compare_per_image(&format!("folded {size}x{size}"), &fast, &expected, batch, 1e-4, 1e-3);
+
+    let mut separate = GpuResNet50::new(ctx, net, BatchNormMode::Separate).unwrap();
+    let unfused = separate.forward(ctx, &input, batch, size, size).unwrap();
+    compare_per_image(&format!("unfused {size}x{size}"), &unfused, &expected, batch, 1e-4, 1e-3);
+    // The two GPU paths differ only in where batch-norm is rounded.
+    compare_per_image(&format!("folded vs unfused {size}x{size}"), &fast, &unfused, batch, 1e-5, 1e-3);
+
+    // A second forward reuses the plan and gives the same answer.
+    let again = folded.forward(ctx, &input, batch, size, size).unwrap();
+    assert_eq!(again, fast, "replaying a plan changed the result");
+}
+
+#[test]
+fn gpu_matches_cpu_at_64_batch_2() {
+    gpu_vs_cpu(2, 64, 11);
+}
+
+#[test]
+fn gpu_matches_cpu_at_224_batch_1() {
+    gpu_vs_cpu(1, 224, 12);
+}
+
+#[test]
+fn odd_resolutions_and_batch_3_match() {
+    let ctx = ctx();
+    let net = &weights().net;
+    let (batch, h, w) = (3, 45, 37);
+    let input = images(batch, h, w, 13);
+    let expected = CpuResNet50::new(net).unwrap().forward(&input, batch, h, w).unwrap();
+    let mut gpu = GpuResNet50::new(ctx, net, BatchNormMode::Folded).unwrap();
+    let got = gpu.forward(ctx, &input, batch, h, w).unwrap();
+    compare_per_image("45x37 batch 3", &got, &expected, batch, 1e-4, 1e-3);
+    // Images are independent: one alone gives the same features as inside the batch.
+    let single = gpu.forward(ctx, &input[h * w * 3..2 * h * w * 3], 1, h, w).unwrap();
+    assert!(relative_l2(&single, &got[FEATURE_DIM..2 * FEATURE_DIM]) < 1e-6);
+}
+
+#[test]
+fn too_small_inputs_are_rejected() {
+    let ctx = ctx();
+    let mut gpu = GpuResNet50::new(ctx, &weights().net, BatchNormMode::Folded).unwrap();
+    let err = gpu.forward(ctx, &vec![0.0; 16 * 16 * 3], 1, 16, 16).unwrap_err();
+    assert!(matches!(err, lookalike::Error::InputTooSmall { .. }), "{err}");
+    let err = gpu.forward(ctx, &[0.0; 10], 1, 64, 64).unwrap_err();
+    assert!(matches!(err, lookalike::Error::ShapeMismatch { .. }), "{err}");
+}
+
+#[test]
+fn random_weights_are_deterministic_and_complete() {
+    let net = &weights().net;
+    assert_eq!(net.parameter_count() + 1000 * FEATURE_DIM + 1000, 25_557_032);
+    let again = RandomResNet50::generate(7).unwrap();
+    assert!(again.net == *net, "same seed, different weights");
+    let other = RandomResNet50::generate(8).unwrap();
+    assert!(other.net != *net);
+}
