@@ -4,6 +4,7 @@
 use std::fs::{self, File};
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::{Error, Result};
 
@@ -16,8 +17,14 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::R
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let temp_path = dir.join(format!(".{}.tmp-{}", file_name.to_string_lossy(), std::process::id()));
-    let written = write_file(&temp_path, fill).and_then(|()| fs::rename(&temp_path, path).map_err(|e| Error::io(path, e)));
+    // Unique per process and per call, so concurrent writers never share a temporary file.
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let temp_path = dir.join(format!(".{}.tmp-{}-{unique}", file_name.to_string_lossy(), std::process::id()));
+    // Errors name the file the caller asked for, not the temporary one.
+    let written = write_file(&temp_path, fill)
+        .and_then(|()| fs::rename(&temp_path, path))
+        .map_err(|e| Error::io(path, e));
     if written.is_err() {
         // Best effort: the temporary file is useless now and the original is untouched.
         let _ = fs::remove_file(&temp_path);
@@ -30,10 +37,8 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::R
     Ok(())
 }
 
-fn write_file(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> Result<()> {
-    let io_err = |e| Error::io(path, e);
-    let mut writer = BufWriter::new(File::create(path).map_err(io_err)?);
-    fill(&mut writer).map_err(io_err)?;
-    let file = writer.into_inner().map_err(|e| io_err(e.into_error()))?;
-    file.sync_all().map_err(io_err)
+fn write_file(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) -> std::io::Result<()> {
+    let mut writer = BufWriter::new(File::create(path)?);
+    fill(&mut writer)?;
+    writer.into_inner().map_err(|e| e.into_error())?.sync_all()
 }

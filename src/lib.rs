@@ -7,6 +7,7 @@
 mod atomic;
 pub mod compare;
 pub mod cpu;
+pub mod embed;
 pub mod error;
 pub mod gpu;
 pub mod model;

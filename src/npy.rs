@@ -25,6 +25,45 @@ pub struct NpyArray {
     pub data: Vec<f32>,
 }
 
+/// A batch of images in the layout the kernels use.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NhwcBatch {
+    pub batch: usize,
+    pub height: usize,
+    pub width: usize,
+    /// `[batch, height, width, 3]`, row-major.
+    pub data: Vec<f32>,
+}
+
+impl NpyArray {
+    /// Reads an `N x 3 x H x W` (NCHW, as numpy and PyTorch write images) array as an NHWC
+    /// batch; any other rank or channel count is an error naming `path`.
+    pub fn into_nhwc_images(self, path: &Path) -> Result<NhwcBatch> {
+        let [n, c, h, w] = self.shape[..] else {
+            return Err(Error::Npy {
+                path: path.to_path_buf(),
+                reason: format!("expected a 4-D N x 3 x H x W (NCHW) array, got shape {:?}", self.shape),
+            });
+        };
+        if c != 3 {
+            return Err(Error::Npy {
+                path: path.to_path_buf(),
+                reason: format!("expected 3 channels in dimension 1 (NCHW), got shape {:?}", self.shape),
+            });
+        }
+        let mut data = vec![0.0; self.data.len()];
+        for img in 0..n {
+            for ch in 0..c {
+                let plane = &self.data[(img * c + ch) * h * w..][..h * w];
+                for (pixel, &v) in plane.iter().enumerate() {
+                    data[(img * h * w + pixel) * c + ch] = v;
+                }
+            }
+        }
+        Ok(NhwcBatch { batch: n, height: h, width: w, data })
+    }
+}
+
 /// Reads a `.npy` file of dtype `<f4` in C order.
 pub fn read_f32(path: &Path) -> Result<NpyArray> {
     let bytes = fs::read(path).map_err(|e| Error::io(path, e))?;

@@ -68,7 +68,7 @@ impl ResNet50 {
     /// The file is replaced atomically.
     pub fn save(&self, path: &Path, fc: Option<(&[f32], &[f32])>) -> Result<()> {
         let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-        let f32_bytes = |v: &[f32]| bytemuck::cast_slice::<f32, u8>(v).to_vec();
+        let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         for layer in self.convs() {
             tensors.push((format!("{}.weight", layer.conv_name), Dtype::F32, layer.weight_shape().to_vec(), f32_bytes(&layer.weight)));
             let bn = &layer.bn_name;
