@@ -6,6 +6,7 @@
 pub mod conv2d;
 pub mod pool;
 pub mod preprocess;
+pub mod topk;
 
 pub use conv2d::{batch_norm, conv2d, matmul};
 pub use pool::{global_avg_pool, max_pool};

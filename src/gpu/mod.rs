@@ -38,7 +38,21 @@ impl Context {
 
     /// A storage buffer holding `data`.
     pub fn upload(&self, label: &str, data: &[f32]) -> Result<wgpu::Buffer> {
-        let bytes: &[u8] = if data.is_empty() { &[0u8; 4] } else { bytemuck::cast_slice(data) };
+        self.upload_pod(label, data)
+    }
+
+    /// A storage buffer holding any plain-old-data slice (u32 indices, packed f16, bytes).
+    /// Its size is rounded up to 4 bytes, as storage bindings require.
+    pub fn upload_pod<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer> {
+        let raw: &[u8] = bytemuck::cast_slice(data);
+        let mut padded;
+        let bytes: &[u8] = if raw.is_empty() || raw.len() % 4 != 0 {
+            padded = raw.to_vec();
+            padded.resize(raw.len().div_ceil(4).max(1) * 4, 0);
+            &padded
+        } else {
+            raw
+        };
         self.check_binding_size(label, bytes.len() as u64)?;
         scoped(self, || format!("uploading {label}"), || {
             self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
@@ -115,9 +129,14 @@ impl Context {
         self.run_and_read(dispatches, &dummy, 0).map(|_| ())
     }
 
-    /// Copies a whole storage buffer back (for tests and tools).
+    /// Copies the first `len` f32s of a storage buffer back (for tests and tools).
     pub fn read(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
         self.run_and_read(&[], buffer, len)
+    }
+
+    /// Copies the first `len` u32s of a storage buffer back.
+    pub fn read_u32(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<u32>> {
+        Ok(self.read(buffer, len)?.into_iter().map(f32::to_bits).collect())
     }
 
     fn read_staging(&self, staging: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {

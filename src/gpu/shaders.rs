@@ -7,12 +7,22 @@ pub enum ShaderFile {
     BatchNorm,
     Pool,
     Matmul,
+    L2Normalize,
+    TopK,
+    Preprocess,
 }
 
 impl ShaderFile {
     /// Every shader, for tests that validate them all.
-    pub const ALL: [ShaderFile; 4] =
-        [ShaderFile::Conv2d, ShaderFile::BatchNorm, ShaderFile::Pool, ShaderFile::Matmul];
+    pub const ALL: [ShaderFile; 7] = [
+        ShaderFile::Conv2d,
+        ShaderFile::BatchNorm,
+        ShaderFile::Pool,
+        ShaderFile::Matmul,
+        ShaderFile::L2Normalize,
+        ShaderFile::TopK,
+        ShaderFile::Preprocess,
+    ];
 
     /// The file's stem, as it appears in error messages.
     pub fn name(self) -> &'static str {
@@ -21,6 +31,9 @@ impl ShaderFile {
             ShaderFile::BatchNorm => "batch_norm.wgsl",
             ShaderFile::Pool => "pool.wgsl",
             ShaderFile::Matmul => "matmul.wgsl",
+            ShaderFile::L2Normalize => "l2_normalize.wgsl",
+            ShaderFile::TopK => "topk.wgsl",
+            ShaderFile::Preprocess => "preprocess.wgsl",
         }
     }
 
@@ -31,6 +44,9 @@ impl ShaderFile {
             ShaderFile::BatchNorm => include_str!("../../shaders/batch_norm.wgsl"),
             ShaderFile::Pool => include_str!("../../shaders/pool.wgsl"),
             ShaderFile::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            ShaderFile::L2Normalize => include_str!("../../shaders/l2_normalize.wgsl"),
+            ShaderFile::TopK => include_str!("../../shaders/topk.wgsl"),
+            ShaderFile::Preprocess => include_str!("../../shaders/preprocess.wgsl"),
         }
     }
 }

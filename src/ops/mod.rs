@@ -6,8 +6,11 @@
 
 pub mod batch_norm;
 pub mod conv2d;
+pub mod l2_normalize;
 pub mod matmul;
 pub mod pool;
+pub mod preprocess;
+pub mod topk;
 
 use crate::error::{Error, Result};
 
