@@ -2,6 +2,8 @@
 //
 // A is row-major M x K. B is row-major K x N, or, with B_TRANSPOSED, row-major N x K
 // (the layout of a reference matrix whose rows are vectors: scores = queries * refs^T).
+// B is bound as raw words: f32 bit patterns, or, with B_F16, pairs of IEEE halves packed
+// low-first (unpack2x16float works on every adapter; SHADER_F16 is not needed).
 // Each workgroup computes a (4*WG_Y) x (4*WG_X) tile of C; each invocation a 4x4 block in
 // four vec4 accumulators. Tiles of depth TILE_K are staged in workgroup memory.
 
@@ -16,10 +18,11 @@ override WG_X: u32 = 16u;
 override WG_Y: u32 = 16u;
 override TILE_K: u32 = 16u;
 override B_TRANSPOSED: bool = false;
+override B_F16: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> a: array<f32>;
-@group(0) @binding(2) var<storage, read> b: array<f32>;
+@group(0) @binding(2) var<storage, read> b: array<u32>;
 @group(0) @binding(3) var<storage, read_write> c: array<f32>;
 
 var<workgroup> tile_a: array<vec4<f32>, TILE_K * WG_Y>;
@@ -32,14 +35,22 @@ fn load_a(row: u32, k: u32) -> f32 {
     return a[row * p.k + k];
 }
 
+fn b_element(at: u32) -> f32 {
+    if (B_F16) {
+        let pair = unpack2x16float(b[at / 2u]);
+        return select(pair.x, pair.y, (at & 1u) == 1u);
+    }
+    return bitcast<f32>(b[at]);
+}
+
 fn load_b(k: u32, col: u32) -> f32 {
     if (k >= p.k || col >= p.n) {
         return 0.0;
     }
     if (B_TRANSPOSED) {
-        return b[col * p.k + k];
+        return b_element(col * p.k + k);
     }
-    return b[k * p.n + col];
+    return b_element(k * p.n + col);
 }
 
 fn store_row(row: u32, col: u32, acc: vec4<f32>) {

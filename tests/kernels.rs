@@ -198,3 +198,48 @@ fn large_elementwise_grids_fold_into_two_dimensions() {
     let got = ctx.run_and_read(&[&dispatch], &output, shape.output_len()).unwrap();
     assert_eq!(got, input);
 }
+
+#[test]
+fn matmul_with_f16_b_matches_cpu_on_rounded_values() {
+    use lookalike::ops::matmul::{matmul_with, Precision};
+    let ctx = ctx();
+    let mut rng = Rng::new(8);
+    for (m, n, k, transposed) in [(1, 333, 67, true), (5, 130, 2048, true), (70, 9, 31, false)] {
+        let shape = MatmulShape { m, n, k, b_transposed: transposed };
+        let a = rng.normals(m * k, 1.0);
+        let b: Vec<half::f16> = rng.normals(k * n, 1.0).into_iter().map(half::f16::from_f32).collect();
+        let b_f32: Vec<f32> = b.iter().map(|x| x.to_f32()).collect();
+        let expected = cpu::matmul(&shape, &a, &b_f32).unwrap();
+        let (a_buf, b_buf) = (ctx.upload("a", &a).unwrap(), ctx.upload_pod("b", &b).unwrap());
+        let c = ctx.storage("c", m * n).unwrap();
+        let dispatch = matmul_with(ctx, &shape, &a_buf, &b_buf, Precision::F16, &c, Tiles::default()).unwrap();
+        let got = ctx.run_and_read(&[&dispatch], &c, m * n).unwrap();
+        assert_close(&format!("f16 matmul {shape:?}"), &got, &expected, KERNEL_LIMIT);
+    }
+}
+
+#[test]
+fn l2_normalize_matches_cpu_with_and_without_centring() {
+    use lookalike::ops::l2_normalize::l2_normalize;
+    let ctx = ctx();
+    let mut rng = Rng::new(9);
+    for (rows, dim) in [(1, 2048), (7, 37), (3, 1000), (2, 1)] {
+        let data: Vec<f32> = rng.normals(rows * dim, 1.0).into_iter().map(|x| x + 5.0).collect();
+        let mean = rng.normals(dim, 1.0);
+        let input = ctx.upload("x", &data).unwrap();
+        let mean_buf = ctx.upload("mean", &mean).unwrap();
+        for centred in [false, true] {
+            let m = centred.then_some(&mean[..]);
+            let expected = cpu::l2_normalize(&data, rows, dim, m).unwrap();
+            let out = ctx.storage("y", rows * dim).unwrap();
+            let d = l2_normalize(ctx, rows, dim, &input, centred.then_some(&mean_buf), &out).unwrap();
+            let got = ctx.run_and_read(&[&d], &out, rows * dim).unwrap();
+            assert_close(&format!("l2_normalize {rows}x{dim} centred={centred}"), &got, &expected, KERNEL_LIMIT);
+        }
+    }
+    // A zero row stays zero instead of becoming NaN.
+    let zeros = ctx.upload("zeros", &[0.0; 8]).unwrap();
+    let out = ctx.storage("y", 8).unwrap();
+    let d = l2_normalize(ctx, 1, 8, &zeros, None, &out).unwrap();
+    assert_eq!(ctx.run_and_read(&[&d], &out, 8).unwrap(), vec![0.0; 8]);
+}

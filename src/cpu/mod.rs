@@ -4,11 +4,13 @@
 //! GEMMs through the `gemm` crate (packed, SIMD micro-kernels).
 
 pub mod conv2d;
+pub mod l2_normalize;
 pub mod pool;
 pub mod preprocess;
 pub mod topk;
 
 pub use conv2d::{batch_norm, conv2d, matmul};
+pub use l2_normalize::l2_normalize;
 pub use pool::{global_avg_pool, max_pool};
 
 use crate::error::{Error, Result};

@@ -142,6 +142,17 @@ pub struct FilterTaps {
 }
 
 impl FilterTaps {
+    /// `len` outputs that each copy one input with a weight of exactly 1.0. Applying them
+    /// (`0.0 + 1.0 * x`) reproduces the input bit for bit, as the pass-through does.
+    pub fn identity(len: u32) -> Self {
+        Self {
+            start: (0..len).collect(),
+            count: vec![1; len as usize],
+            weights: vec![1.0; len as usize],
+            max_taps: 1,
+        }
+    }
+
     /// The first input index and the weights of output `o`.
     fn taps(&self, o: usize) -> (usize, &[f32]) {
         let row = o * self.max_taps;
@@ -223,6 +234,18 @@ pub fn resized_size(height: u32, width: u32, target: u32) -> (usize, usize) {
     } else {
         (new_long, target)
     }
+}
+
+/// The `(vertical, horizontal)` taps that [`resize_shorter_side`] applies to a
+/// `height`×`width` image: [`FilterTaps::identity`] on both axes when the shorter side
+/// already equals `target` (the pass-through), [`bilinear_taps`] to [`resized_size`]
+/// otherwise. For the GPU twin, which always runs both passes.
+pub fn resize_taps(height: u32, width: u32, target: u32) -> (FilterTaps, FilterTaps) {
+    if height.min(width) == target {
+        return (FilterTaps::identity(height), FilterTaps::identity(width));
+    }
+    let (out_h, out_w) = resized_size(height, width, target);
+    (bilinear_taps(height, out_h as u32), bilinear_taps(width, out_w as u32))
 }
 
 /// Resizes so the shorter side becomes `target`, returning f32 samples in `[0, 1]`.
@@ -428,6 +451,17 @@ mod tests {
         assert_eq!((resized.height, resized.width), (256, 300));
         let expected: Vec<f32> = img.as_raw().iter().map(|&v| v as f32 / 255.0).collect();
         assert_eq!(resized.data, expected);
+    }
+
+    #[test]
+    fn resize_taps_reproduce_the_resize_and_the_pass_through() {
+        for (width, height, target) in [(300, 256, 256), (13, 9, 9), (13, 9, 5), (7, 11, 20)] {
+            let img = pattern(width, height);
+            let (vertical, horizontal) = resize_taps(height, width, target);
+            let rows = resize_rows(img.as_raw(), width as usize, &horizontal);
+            let data = resize_columns(&rows, horizontal.start.len(), &vertical);
+            assert_eq!(data, resize_shorter_side(&img, target).unwrap().data, "{width}x{height} -> {target}");
+        }
     }
 
     #[test]

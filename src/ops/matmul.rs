@@ -4,8 +4,28 @@ use crate::error::{Error, Result};
 use crate::gpu::{Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
 use crate::ops::{check_len, Tiles};
 
+/// Element type of B in memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Precision {
+    #[default]
+    F32,
+    /// IEEE half, two per 32-bit word, low half first (as `half::f16` slices are laid out
+    /// on little-endian hosts); half the bytes of a scan.
+    F16,
+}
+
+impl Precision {
+    /// Bytes of `len` elements, rounded up to whole 32-bit words.
+    pub fn bytes(self, len: usize) -> usize {
+        match self {
+            Precision::F32 => 4 * len,
+            Precision::F16 => 4 * len.div_ceil(2),
+        }
+    }
+}
+
 /// `C[m, n] = A[m, k] * B`, where B is `[k, n]` row-major, or `[n, k]` row-major when
-/// `b_transposed` (rows of a reference matrix).
+/// `b_transposed` (rows of a reference matrix). A and C are f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MatmulShape {
     pub m: usize,
@@ -42,16 +62,30 @@ struct Params {
 
 const BINDINGS: [Binding; 4] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
 
-/// Prepares one matmul launch.
+/// Prepares one matmul launch with f32 B.
 pub fn matmul(ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, c: &wgpu::Buffer, tiles: Tiles) -> Result<Dispatch> {
+    matmul_with(ctx, shape, a, b, Precision::F32, c, tiles)
+}
+
+/// Prepares one matmul launch with B stored in `b_precision`.
+pub fn matmul_with(
+    ctx: &Context,
+    shape: &MatmulShape,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    b_precision: Precision,
+    c: &wgpu::Buffer,
+    tiles: Tiles,
+) -> Result<Dispatch> {
     shape.validate()?;
     check_len("matmul A", a, shape.m * shape.k)?;
-    check_len("matmul B", b, shape.k * shape.n)?;
+    check_len("matmul B", b, b_precision.bytes(shape.k * shape.n).div_ceil(4))?;
     check_len("matmul C", c, shape.m * shape.n)?;
     let params = Params { m: shape.m as u32, n: shape.n as u32, k: shape.k as u32, _pad: 0 };
     let [wg_x, wg_y, tile_k] = tiles.constants();
     let transposed = ("B_TRANSPOSED", if shape.b_transposed { 1.0 } else { 0.0 });
-    let key = PipelineKey::new(ShaderFile::Matmul, "main", &[wg_x, wg_y, tile_k, transposed]);
+    let half = ("B_F16", if b_precision == Precision::F16 { 1.0 } else { 0.0 });
+    let key = PipelineKey::new(ShaderFile::Matmul, "main", &[wg_x, wg_y, tile_k, transposed, half]);
     let kernel = ctx.kernel(&key, &BINDINGS)?;
     let uniform = ctx.uniform("matmul params", &params);
     let grid = [shape.n.div_ceil(tiles.cols()) as u32, shape.m.div_ceil(tiles.rows()) as u32, 1];
