@@ -1,3 +1,130 @@
-// Placeholder: being written.
-@compute @workgroup_size(1)
-fn main() {}
+// Exact top-k per row: one pass of a multi-pass selection.
+//
+// Each workgroup takes one block of `span` candidates of one row, bitonic-sorts it in
+// workgroup memory by (score descending, index ascending) and writes its best k entries.
+// The Rust side chains passes: the first reads the caller's scores (or score/index pairs),
+// each later one reads the previous pass's per-block lists, until one block per row is left
+// and writes into the caller's output. Since k <= BLOCK / 2, every pass shrinks the
+// candidates at least 2x.
+//
+// Ranking: NaN counts as -inf, -0 equals +0, ties go to the lower index. Padding entries
+// (index 0xFFFFFFFF, score = lowest f32) rank below every real candidate, -inf and NaN
+// included, so lists padded by a short chunk merge exactly.
+
+struct Params {
+    rows: u32,
+    len: u32,        // candidates per input row (row stride of the input)
+    k: u32,          // entries each block writes
+    span: u32,       // candidates per block: a power of two <= BLOCK
+    blocks: u32,     // blocks per row
+    out_stride: u32, // row stride of the output
+    out_offset: u32, // first output column of this pass
+    index_base: u32, // dense scores: column j has index index_base + j
+    pairs: u32,      // 1: indices come from `in_indices`
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
+}
+
+const PAD_INDEX: u32 = 0xffffffffu;
+const PAD_BITS: u32 = 0xff7fffffu;     // -3.40282347e38, the lowest finite f32
+const KEY_NEG_INF: u32 = 0x007fffffu;  // rank_key of -inf
+
+// Candidates per workgroup; 2 u32 arrays of BLOCK fill WebGPU's default 16 KiB.
+override BLOCK: u32 = 2048u;
+override WG: u32 = 256u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+// Scores are f32 bound as their bits: comparisons go through rank_key, and copies keep the
+// exact bits (a float load or store may canonicalise NaNs).
+@group(0) @binding(1) var<storage, read> in_scores: array<u32>;
+@group(0) @binding(2) var<storage, read> in_indices: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out_scores: array<u32>;
+@group(0) @binding(4) var<storage, read_write> out_indices: array<u32>;
+
+var<workgroup> sort_bits: array<u32, BLOCK>;
+var<workgroup> sort_index: array<u32, BLOCK>;
+
+// Maps a score to a u32 whose unsigned order is the ranking order. Bit tests, not float
+// compares: WGSL lets implementations assume NaN never occurs.
+fn rank_key(bits: u32, index: u32) -> u32 {
+    let magnitude = bits & 0x7fffffffu;
+    let ordered = select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
+    let key = select(ordered, 0x80000000u, magnitude == 0u);
+    return select(key, KEY_NEG_INF, (index == PAD_INDEX) | (magnitude > 0x7f800000u));
+}
+
+// Whether entry a ranks strictly before entry b.
+fn before(a_bits: u32, a_index: u32, b_bits: u32, b_index: u32) -> bool {
+    let ka = rank_key(a_bits, a_index);
+    let kb = rank_key(b_bits, b_index);
+    return (ka > kb) | ((ka == kb) & (a_index < b_index));
+}
+
+@compute @workgroup_size(WG)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+        @builtin(local_invocation_index) tid: u32) {
+    // The grid is (blocks, rows) or, past the per-dimension limit, a linear fold of it.
+    let group = wid.x + groups.x * (wid.y + groups.y * wid.z);
+    let row = group / p.blocks;
+    let block = group % p.blocks;
+    if (row >= p.rows) {
+        return;
+    }
+
+    let start = block * p.span;
+    let count = min(p.span, p.len - start);
+    let base = row * p.len + start;
+    for (var i = tid; i < p.span; i = i + WG) {
+        var bits = PAD_BITS;
+        var index = PAD_INDEX;
+        if (i < count) {
+            bits = in_scores[base + i];
+            if (p.pairs != 0u) {
+                index = in_indices[base + i];
+            } else {
+                index = p.index_base + start + i;
+            }
+        }
+        sort_bits[i] = bits;
+        sort_index[i] = index;
+    }
+    workgroupBarrier();
+
+    // Bitonic sort, best first. Each step compares span/2 disjoint pairs (lo, lo + stride);
+    // sub-sequences with (lo & size) != 0 are ordered the other way, so merges see bitonic input.
+    for (var size = 2u; size <= p.span; size = size << 1u) {
+        for (var stride = size >> 1u; stride > 0u; stride = stride >> 1u) {
+            for (var t = tid; t < p.span / 2u; t = t + WG) {
+                // Insert a 0 bit at stride's position: lo has it clear, hi = lo + stride set.
+                let lo = 2u * t - (t & (stride - 1u));
+                let hi = lo + stride;
+                let lo_bits = sort_bits[lo];
+                let lo_index = sort_index[lo];
+                let hi_bits = sort_bits[hi];
+                let hi_index = sort_index[hi];
+                let best_first = (lo & size) == 0u;
+                let swap = before(hi_bits, hi_index, lo_bits, lo_index) == best_first;
+                sort_bits[lo] = select(lo_bits, hi_bits, swap);
+                sort_index[lo] = select(lo_index, hi_index, swap);
+                sort_bits[hi] = select(hi_bits, lo_bits, swap);
+                sort_index[hi] = select(hi_index, lo_index, swap);
+            }
+            workgroupBarrier();
+        }
+    }
+
+    // Blocks shorter than k (only the last pass, when a row has fewer than k candidates)
+    // end in padding entries.
+    let out_base = row * p.out_stride + p.out_offset + block * p.k;
+    for (var j = tid; j < p.k; j = j + WG) {
+        var bits = PAD_BITS;
+        var index = PAD_INDEX;
+        if (j < p.span) {
+            bits = sort_bits[j];
+            index = sort_index[j];
+        }
+        out_scores[out_base + j] = bits;
+        out_indices[out_base + j] = index;
+    }
+}

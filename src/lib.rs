@@ -10,10 +10,12 @@ pub mod cpu;
 pub mod embed;
 pub mod error;
 pub mod gpu;
+pub mod index;
 pub mod model;
 pub mod npy;
 pub mod ops;
 pub mod rng;
+pub mod search;
 
 pub use error::{Error, Result};
 pub use gpu::Context;

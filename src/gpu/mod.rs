@@ -94,19 +94,26 @@ impl Context {
     /// Records `dispatches` into one compute pass of one encoder, copies `len` f32s of
     /// `result` into a staging buffer, submits once and reads them back.
     pub fn run_and_read(&self, dispatches: &[&Dispatch], result: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
-        let bytes = (len * 4) as u64;
-        if bytes > result.size() {
-            return Err(Error::InvalidArgument(format!(
-                "reading {bytes} bytes from a buffer of {} bytes",
-                result.size()
-            )));
+        let mut out = self.run_and_read_many(dispatches, &[(result, len)])?;
+        Ok(out.pop().unwrap_or_default())
+    }
+
+    /// [`Context::run_and_read`] for several results, all copied after the dispatches in
+    /// the same submit.
+    pub fn run_and_read_many(&self, dispatches: &[&Dispatch], results: &[(&wgpu::Buffer, usize)]) -> Result<Vec<Vec<f32>>> {
+        let mut staging = Vec::with_capacity(results.len());
+        for &(buffer, len) in results {
+            let bytes = (len * 4) as u64;
+            if bytes > buffer.size() {
+                return Err(Error::InvalidArgument(format!("reading {bytes} bytes from a buffer of {} bytes", buffer.size())));
+            }
+            staging.push(self.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("readback"),
+                size: bytes.max(4),
+                usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            }));
         }
-        let staging = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some("readback"),
-            size: bytes.max(4),
-            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
         scoped(self, || "recording and submitting".into(), || {
             let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
             {
@@ -115,12 +122,14 @@ impl Context {
                     d.encode(&mut pass);
                 }
             }
-            if bytes > 0 {
-                encoder.copy_buffer_to_buffer(result, 0, &staging, 0, bytes);
+            for (&(buffer, len), stage) in results.iter().zip(&staging) {
+                if len > 0 {
+                    encoder.copy_buffer_to_buffer(buffer, 0, stage, 0, (len * 4) as u64);
+                }
             }
             self.queue.submit([encoder.finish()]);
         })?;
-        self.read_staging(&staging, len)
+        staging.iter().zip(results).map(|(stage, &(_, len))| self.read_staging(stage, len)).collect()
     }
 
     /// Runs `dispatches` in one submit and waits.

@@ -154,7 +154,7 @@ impl Context {
 
 /// One recorded kernel launch: pipeline, bound buffers and grid, ready to encode any number
 /// of times.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Dispatch {
     pub(crate) label: &'static str,
     pub(crate) kernel: Arc<Kernel>,

@@ -108,6 +108,20 @@ impl GpuResNet50 {
         Ok(features)
     }
 
+    /// The prepared forward for `batch` images of `height x width`: its NHWC input buffer,
+    /// its `[batch, 2048]` features buffer and its dispatches, for callers that record the
+    /// backbone into a larger submit (the search pipeline). `batch` must not exceed
+    /// [`GpuResNet50::max_batch`].
+    pub fn prepared(&mut self, ctx: &Context, batch: usize, height: usize, width: usize) -> Result<(&wgpu::Buffer, &wgpu::Buffer, &[Dispatch])> {
+        ResNet50::check_input(height, width)?;
+        let max_batch = Self::max_batch(ctx, height, width);
+        if batch == 0 || batch > max_batch {
+            return Err(Error::InvalidArgument(format!("batch {batch} outside 1..={max_batch} for {height}x{width} on this device")));
+        }
+        let plan = self.plan(ctx, batch, height, width)?;
+        Ok((&plan.buffers[0], &plan.buffers[plan.features], &plan.dispatches))
+    }
+
     fn plan(&mut self, ctx: &Context, batch: usize, height: usize, width: usize) -> Result<&Plan> {
         let key = (batch, height, width);
         if !self.plans.contains_key(&key) {

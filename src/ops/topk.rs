@@ -1,1 +1,256 @@
-//! Placeholder: being written.
+//! Rust twin of `shaders/topk.wgsl`: exact top-k per row of a score matrix, as a chain of
+//! block-sort passes.
+//!
+//! Ranking: scores descending, NaN as -inf, -0 equal to +0, ties to the lower index. When a
+//! row has fewer than k candidates the remaining results are padding ([`PAD_SCORE`],
+//! [`PAD_INDEX`]), which ranks below every real candidate; so per-chunk results of a scan,
+//! packed side by side with [`TopKOutput::row_stride`] / [`TopKOutput::offset`], merge through
+//! [`TopKInput::Pairs`] into exactly the top-k of the whole row.
+
+use crate::error::{Error, Result};
+use crate::gpu::{Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
+use crate::ops::check_len;
+
+/// Largest k the op accepts.
+pub const MAX_K: usize = 1024;
+/// Index of a padding result; reserved, so no real candidate may carry it.
+pub const PAD_INDEX: u32 = u32::MAX;
+/// Score of a padding result: the lowest finite f32.
+pub const PAD_SCORE: f32 = f32::MIN;
+
+/// Candidates one workgroup sorts (the shader's `BLOCK`). At least `2 * MAX_K`, so every pass
+/// shrinks its input at least 2x.
+const BLOCK: usize = 2048;
+/// Invocations per workgroup (the shader's `WG`).
+const WG: u32 = 256;
+
+/// Where candidates come from: a dense `[rows, len]` score matrix whose column j has index
+/// `index_base + j`, or explicit (score, index) pairs, `[rows, len]` each (indices as u32).
+#[derive(Debug, Clone, Copy)]
+pub enum TopKInput<'a> {
+    Scores { scores: &'a wgpu::Buffer, index_base: u32 },
+    Pairs { scores: &'a wgpu::Buffer, indices: &'a wgpu::Buffer },
+}
+
+/// Where the k results of each row go: row r's j-th best at `r * row_stride + offset + j` in
+/// both buffers, so per-chunk results can be packed side by side for a later merge.
+#[derive(Debug, Clone, Copy)]
+pub struct TopKOutput<'a> {
+    pub scores: &'a wgpu::Buffer,
+    pub indices: &'a wgpu::Buffer,
+    pub row_stride: usize,
+    pub offset: usize,
+}
+
+impl<'a> TopKOutput<'a> {
+    /// Dense `[rows, k]` results.
+    pub fn dense(scores: &'a wgpu::Buffer, indices: &'a wgpu::Buffer, k: usize) -> Self {
+        Self { scores, indices, row_stride: k, offset: 0 }
+    }
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    rows: u32,
+    len: u32,
+    k: u32,
+    span: u32,
+    blocks: u32,
+    out_stride: u32,
+    out_offset: u32,
+    index_base: u32,
+    pairs: u32,
+    _pad: [u32; 3],
+}
+
+const BINDINGS: [Binding; 5] = [
+    Binding::Uniform,
+    Binding::ReadOnly,
+    Binding::ReadOnly,
+    Binding::ReadWrite,
+    Binding::ReadWrite,
+];
+
+/// One pass: each row's `len` candidates in `blocks` blocks of `span`, each reduced to k.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Pass {
+    len: usize,
+    blocks: usize,
+    span: usize,
+}
+
+/// The passes for `len` candidates per row: full blocks while more than one is needed, then
+/// one block of the next power of two (the bitonic sort's size).
+fn plan(len: usize, k: usize) -> Vec<Pass> {
+    let mut passes = Vec::new();
+    let mut len = len;
+    while len > BLOCK {
+        let blocks = len.div_ceil(BLOCK);
+        passes.push(Pass { len, blocks, span: BLOCK });
+        len = blocks * k;
+    }
+    passes.push(Pass { len, blocks: 1, span: len.next_power_of_two() });
+    passes
+}
+
+/// Workgroups for `blocks` x `rows`: that 2-D grid when it fits the per-dimension limit,
+/// else the same count folded over three dimensions (the shader flattens it back).
+fn grid(blocks: usize, rows: usize, max: u32) -> [u32; 3] {
+    let max = max as usize;
+    if blocks <= max && rows <= max {
+        return [blocks as u32, rows as u32, 1];
+    }
+    let total = blocks * rows;
+    let x = total.min(max);
+    let rest = total.div_ceil(x);
+    let y = rest.min(max);
+    [x as u32, y as u32, rest.div_ceil(y) as u32]
+}
+
+/// A prepared multi-pass selection, scratch buffers included, encodable any number of times.
+#[derive(Debug)]
+pub struct TopK {
+    dispatches: Vec<Dispatch>,
+    rows: usize,
+    k: usize,
+}
+
+impl TopK {
+    /// Validates the shapes and buffers, allocates the scratch lists between passes and
+    /// builds every pass's dispatch.
+    pub fn new(ctx: &Context, input: TopKInput, rows: usize, len: usize, k: usize, output: &TopKOutput) -> Result<Self> {
+        if k == 0 || k > MAX_K {
+            return Err(Error::InvalidArgument(format!("topk: k = {k} must be in 1..={MAX_K}")));
+        }
+        if rows == 0 || len == 0 {
+            return Err(Error::InvalidArgument(format!("topk: empty input ({rows} rows of {len} candidates)")));
+        }
+        if output.offset + k > output.row_stride {
+            return Err(Error::InvalidArgument(format!(
+                "topk: {k} results at offset {} overflow a row stride of {}",
+                output.offset, output.row_stride
+            )));
+        }
+        let input_len = rows.checked_mul(len).filter(|&n| n <= u32::MAX as usize);
+        let output_len = (rows - 1).checked_mul(output.row_stride).map(|n| n + output.offset + k);
+        let (Some(input_len), Some(output_len)) = (input_len, output_len.filter(|&n| n <= u32::MAX as usize)) else {
+            return Err(Error::InvalidArgument(format!("topk: {rows} rows of {len} exceed 32-bit indexing")));
+        };
+        let (scores, indices, index_base, pairs) = match input {
+            TopKInput::Scores { scores, index_base } => {
+                if index_base as usize + len > PAD_INDEX as usize {
+                    return Err(Error::InvalidArgument(format!(
+                        "topk: indices {index_base}..{} reach the reserved padding index {PAD_INDEX}",
+                        index_base as usize + len
+                    )));
+                }
+                check_len("topk scores", scores, input_len)?;
+                // The shader never reads the indices binding for dense scores; any buffer will do.
+                (scores, scores, index_base, 0)
+            }
+            TopKInput::Pairs { scores, indices } => {
+                check_len("topk scores", scores, input_len)?;
+                check_len("topk indices", indices, input_len)?;
+                (scores, indices, 0, 1)
+            }
+        };
+        check_len("topk output scores", output.scores, output_len)?;
+        check_len("topk output indices", output.indices, output_len)?;
+        if output.scores == output.indices || [scores, indices].iter().any(|&b| b == output.scores || b == output.indices) {
+            return Err(Error::InvalidArgument("topk: output buffers must be distinct from each other and the input".into()));
+        }
+
+        let key = PipelineKey::new(ShaderFile::TopK, "main", &[("BLOCK", BLOCK as f64), ("WG", WG as f64)]);
+        let kernel = ctx.kernel(&key, &BINDINGS)?;
+        let max_groups = ctx.limits().max_compute_workgroups_per_dimension;
+        let passes = plan(len, k);
+
+        // Intermediate lists ping-pong between two scratch pairs, each sized for the
+        // largest list it holds.
+        let mut scratch_len = [0usize; 2];
+        for (i, pass) in passes[..passes.len() - 1].iter().enumerate() {
+            scratch_len[i % 2] = scratch_len[i % 2].max(rows * pass.blocks * k);
+        }
+        let mut scratch = Vec::new();
+        for n in scratch_len.into_iter().filter(|&n| n > 0) {
+            scratch.push((ctx.storage("topk scratch scores", n)?, ctx.storage("topk scratch indices", n)?));
+        }
+
+        let mut dispatches = Vec::with_capacity(passes.len());
+        let mut source = (scores, indices);
+        for (i, pass) in passes.iter().enumerate() {
+            let last = i + 1 == passes.len();
+            let (target, out_stride, out_offset) = if last {
+                ((output.scores, output.indices), output.row_stride, output.offset)
+            } else {
+                let (s, ix) = &scratch[i % 2];
+                ((s, ix), pass.blocks * k, 0)
+            };
+            let params = Params {
+                rows: rows as u32,
+                len: pass.len as u32,
+                k: k as u32,
+                span: pass.span as u32,
+                blocks: pass.blocks as u32,
+                out_stride: out_stride as u32,
+                out_offset: out_offset as u32,
+                index_base,
+                pairs: if i == 0 { pairs } else { 1 },
+                _pad: [0; 3],
+            };
+            let uniform = ctx.uniform("topk params", &params);
+            let buffers = [&uniform, source.0, source.1, target.0, target.1];
+            dispatches.push(Dispatch::new(ctx, "topk", kernel.clone(), &buffers, grid(pass.blocks, rows, max_groups))?);
+            source = target;
+        }
+        Ok(Self { dispatches, rows, k })
+    }
+
+    /// The passes, in order; encode them all into one compute pass.
+    pub fn dispatches(&self) -> &[Dispatch] {
+        &self.dispatches
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_pass_shrinks_to_one_block() {
+        for k in [1, 10, 100, 1000, MAX_K] {
+            for len in [1, 7, BLOCK, BLOCK + 1, 100_003, 1_000_000] {
+                let passes = plan(len, k);
+                assert_eq!(passes[0].len, len);
+                for pair in passes.windows(2) {
+                    assert_eq!(pair[1].len, pair[0].blocks * k);
+                    assert!(pair[1].len * 2 <= pair[0].len + BLOCK, "{pair:?}");
+                }
+                let last = passes.last().unwrap();
+                assert!(last.blocks == 1 && last.len <= last.span && last.span <= BLOCK);
+            }
+        }
+        assert_eq!(plan(1_000_000, 10).len(), 3);
+        assert_eq!(plan(1_000_000, MAX_K).len(), 10);
+    }
+
+    #[test]
+    fn grids_fold_past_the_limit() {
+        assert_eq!(grid(3, 5, 65535), [3, 5, 1]);
+        let [x, y, z] = grid(2, 70_000, 65535);
+        assert!(x <= 65535 && y <= 65535 && (x * y * z) as usize >= 140_000);
+        let [x, y, z] = grid(1, 10, 4);
+        assert_eq!((x, y, z), (4, 3, 1));
+        let [x, y, z] = grid(1, 100, 4);
+        assert!(x <= 4 && y <= 4 && z <= 7 && x * y * z >= 100);
+    }
+}

@@ -104,7 +104,17 @@ fn info() -> Result<()> {
     Ok(())
 }
 
+/// Refuses an output path that is a directory before any work: renaming the finished file
+/// over it would fail only at the end, with the misleading "Not a directory".
+fn check_output(output: &std::path::Path) -> Result<()> {
+    if output.is_dir() {
+        return Err(Error::InvalidArgument(format!("output {} is a directory; give a file path", output.display())));
+    }
+    Ok(())
+}
+
 fn random_weights(seed: u64, output: &std::path::Path) -> Result<()> {
+    check_output(output)?;
     let random = RandomResNet50::generate(seed)?;
     random.net.save(output, Some((&random.fc_weight, &random.fc_bias)))?;
     eprintln!("wrote {} (ResNet50, seed {seed}, {} parameters with fc)", output.display(), random.net.parameter_count() + random.fc_weight.len() + random.fc_bias.len());
@@ -115,6 +125,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
     if args.batch == 0 {
         return Err(Error::InvalidArgument("--batch must be at least 1".into()));
     }
+    check_output(&args.output)?;
     let net = ResNet50::load(&args.weights)?;
     let mut embedder = if args.cpu { Embedder::cpu(&net)? } else { Embedder::gpu(Context::new()?, &net)? };
     if let Some(ctx) = embedder.context() {

@@ -1,0 +1,305 @@
+//! The reference database: L2-normalised embeddings plus what produced them, in one
+//! safetensors file that numpy / safetensors users can read.
+//!
+//! File layout:
+//! - `embeddings` `[N, D]` F32 or F16: unit-norm rows (after subtracting `mean` when the
+//!   index is centred), so a query's cosine similarity to row i is `q_unit · embeddings[i]`.
+//! - `mean` `[D]` F32, only in centred indexes: subtracted from every feature (database
+//!   rows and queries) before normalising.
+//! - metadata (`__metadata__`, strings): `format` = `lookalike-index`, `version`, `model`,
+//!   `weights_path`, `weights_sha256`, `resize`, `crop`, `mean_rgb`, `std_rgb`, `dim`,
+//!   `count`, `centered`, and `paths` / `labels` as JSON arrays (label `null` when a file sat
+//!   directly in the indexed folder).
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use sha2::Digest;
+
+use crate::atomic::write_atomic;
+use crate::cpu::preprocess::Preprocess;
+use crate::error::{Error, Result};
+use crate::ops::matmul::Precision;
+
+const FORMAT: &str = "lookalike-index";
+const VERSION: &str = "1";
+
+/// The stored reference matrix.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Embeddings {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+}
+
+impl Embeddings {
+    pub fn len(&self) -> usize {
+        match self {
+            Embeddings::F32(v) => v.len(),
+            Embeddings::F16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self {
+            Embeddings::F32(_) => Precision::F32,
+            Embeddings::F16(_) => Precision::F16,
+        }
+    }
+
+    /// Rows `start..end` of `dim` values, widened to f32.
+    pub fn rows_f32(&self, dim: usize, start: usize, end: usize) -> Vec<f32> {
+        match self {
+            Embeddings::F32(v) => v[start * dim..end * dim].to_vec(),
+            Embeddings::F16(v) => v[start * dim..end * dim].iter().map(|x| x.to_f32()).collect(),
+        }
+    }
+
+    /// Stores unit rows in `precision`.
+    pub fn from_f32(rows: Vec<f32>, precision: Precision) -> Self {
+        match precision {
+            Precision::F32 => Embeddings::F32(rows),
+            Precision::F16 => Embeddings::F16(rows.into_iter().map(half::f16::from_f32).collect()),
+        }
+    }
+
+    fn extend(&mut self, rows: &[f32]) {
+        match self {
+            Embeddings::F32(v) => v.extend_from_slice(rows),
+            Embeddings::F16(v) => v.extend(rows.iter().map(|&x| half::f16::from_f32(x))),
+        }
+    }
+}
+
+/// One indexed image.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub path: String,
+    pub label: Option<String>,
+}
+
+/// Which network and preprocessing produced the embeddings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Provenance {
+    pub model: String,
+    pub weights_path: String,
+    /// SHA-256 of the weights file (or `seed:N` for in-memory seeded weights).
+    pub weights_sha256: String,
+    pub preprocess: Preprocess,
+}
+
+/// A searchable reference database.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Index {
+    pub dim: usize,
+    pub embeddings: Embeddings,
+    pub mean: Option<Vec<f32>>,
+    pub entries: Vec<Entry>,
+    pub provenance: Provenance,
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// `(x - mean) / ||x - mean||` per row, in f64: the normalisation of database rows.
+pub fn normalize_rows(features: &[f32], dim: usize, mean: Option<&[f32]>) -> Vec<f32> {
+    let rows = features.len() / dim.max(1);
+    // Shapes are consistent by construction here.
+    crate::cpu::l2_normalize(features, rows, dim, mean).unwrap_or_default()
+}
+
+/// Mean row of `features` (f64 accumulation).
+pub fn mean_row(features: &[f32], dim: usize) -> Vec<f32> {
+    let rows = (features.len() / dim.max(1)).max(1);
+    let mut sum = vec![0.0f64; dim];
+    for row in features.chunks_exact(dim) {
+        sum.iter_mut().zip(row).for_each(|(s, &x)| *s += x as f64);
+    }
+    sum.into_iter().map(|s| (s / rows as f64) as f32).collect()
+}
+
+impl Index {
+    /// A new index from raw (unnormalised) features. With `center`, their mean is stored
+    /// and subtracted before normalising.
+    pub fn from_features(features: &[f32], dim: usize, entries: Vec<Entry>, precision: Precision, center: bool, provenance: Provenance) -> Result<Self> {
+        if dim == 0 || features.len() != entries.len() * dim {
+            return Err(Error::shape("index features", format!("{} x {dim}", entries.len()), format!("{} values", features.len())));
+        }
+        if entries.is_empty() {
+            return Err(Error::InvalidArgument("an index needs at least one image".into()));
+        }
+        let mean = center.then(|| mean_row(features, dim));
+        let unit = normalize_rows(features, dim, mean.as_deref());
+        Ok(Self { dim, embeddings: Embeddings::from_f32(unit, precision), mean, entries, provenance })
+    }
+
+    /// Adds raw features of new images, normalised with this index's stored mean.
+    pub fn add(&mut self, features: &[f32], entries: Vec<Entry>) -> Result<()> {
+        if features.len() != entries.len() * self.dim {
+            return Err(Error::shape("added features", format!("{} x {}", entries.len(), self.dim), format!("{} values", features.len())));
+        }
+        let unit = normalize_rows(features, self.dim, self.mean.as_deref());
+        self.embeddings.extend(&unit);
+        self.entries.extend(entries);
+        Ok(())
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Mean pairwise cosine of (up to 512 evenly spaced) rows: near 1 means the embeddings
+    /// share a dominant direction and `--center` will rank far better, above all in f16.
+    pub fn mean_pairwise_cosine(&self) -> f64 {
+        let n = self.len();
+        let picks: Vec<usize> = (0..n.min(512)).map(|i| i * n / n.min(512)).collect();
+        let rows: Vec<Vec<f32>> = picks.iter().map(|&i| self.embeddings.rows_f32(self.dim, i, i + 1)).collect();
+        let (mut sum, mut count) = (0.0f64, 0usize);
+        for i in 0..rows.len() {
+            for j in i + 1..rows.len() {
+                sum += rows[i].iter().zip(&rows[j]).map(|(a, b)| *a as f64 * *b as f64).sum::<f64>();
+                count += 1;
+            }
+        }
+        if count == 0 { 1.0 } else { sum / count as f64 }
+    }
+
+    /// Writes the index atomically: an interrupted write never destroys an existing file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let p = &self.provenance;
+        let json = |v: serde_json::Value| v.to_string();
+        let labels: Vec<Option<&str>> = self.entries.iter().map(|e| e.label.as_deref()).collect();
+        let paths: Vec<&str> = self.entries.iter().map(|e| e.path.as_str()).collect();
+        let metadata: HashMap<String, String> = [
+            ("format", FORMAT.to_string()),
+            ("version", VERSION.to_string()),
+            ("model", p.model.clone()),
+            ("weights_path", p.weights_path.clone()),
+            ("weights_sha256", p.weights_sha256.clone()),
+            ("resize", p.preprocess.resize.to_string()),
+            ("crop", p.preprocess.crop.to_string()),
+            ("mean_rgb", json(serde_json::json!(p.preprocess.mean))),
+            ("std_rgb", json(serde_json::json!(p.preprocess.std))),
+            ("dim", self.dim.to_string()),
+            ("count", self.len().to_string()),
+            ("centered", self.mean.is_some().to_string()),
+            ("paths", json(serde_json::json!(paths))),
+            ("labels", json(serde_json::json!(labels))),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        let (dtype, bytes): (Dtype, Vec<u8>) = match &self.embeddings {
+            Embeddings::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            Embeddings::F16(v) => (Dtype::F16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        };
+        let mean_bytes: Option<Vec<u8>> = self.mean.as_ref().map(|m| m.iter().flat_map(|x| x.to_le_bytes()).collect());
+        let st_err = |e: safetensors::SafeTensorError| Error::Safetensors { path: path.to_path_buf(), reason: e.to_string() };
+        let mut views = vec![("embeddings".to_string(), TensorView::new(dtype, vec![self.len(), self.dim], &bytes).map_err(st_err)?)];
+        if let Some(mb) = &mean_bytes {
+            views.push(("mean".to_string(), TensorView::new(Dtype::F32, vec![self.dim], mb).map_err(st_err)?));
+        }
+        let out = safetensors::serialize(views, Some(metadata)).map_err(st_err)?;
+        write_atomic(path, |w| w.write_all(&out))
+    }
+
+    /// Reads and validates an index file.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let bad = |reason: String| Error::Safetensors { path: path.to_path_buf(), reason };
+        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let get = |key: &str| meta.get(key).cloned().ok_or_else(|| bad(format!("not a lookalike index: metadata `{key}` is missing")));
+        if get("format")? != FORMAT {
+            return Err(bad(format!("not a lookalike index (format is not `{FORMAT}`)")));
+        }
+        let parse_json = |key: &str| -> Result<serde_json::Value> {
+            serde_json::from_str(&get(key)?).map_err(|e| bad(format!("metadata `{key}`: {e}")))
+        };
+        let number = |key: &str| -> Result<usize> { get(key)?.parse().map_err(|_| bad(format!("metadata `{key}` is not a number"))) };
+        let paths: Vec<String> = serde_json::from_value(parse_json("paths")?).map_err(|e| bad(format!("metadata `paths`: {e}")))?;
+        let labels: Vec<Option<String>> = serde_json::from_value(parse_json("labels")?).map_err(|e| bad(format!("metadata `labels`: {e}")))?;
+        let rgb = |key: &str| -> Result<[f32; 3]> { serde_json::from_value(parse_json(key)?).map_err(|e| bad(format!("metadata `{key}`: {e}"))) };
+        let dim = number("dim")?;
+        let count = number("count")?;
+        if paths.len() != count || labels.len() != count {
+            return Err(bad(format!("metadata lists {} paths and {} labels for {count} rows", paths.len(), labels.len())));
+        }
+        let view = st.tensor("embeddings").map_err(|_| Error::MissingTensor { name: "embeddings".into() })?;
+        if view.shape() != [count, dim] {
+            return Err(Error::shape("embeddings", format!("[{count}, {dim}]"), format!("{:?}", view.shape())));
+        }
+        let embeddings = match view.dtype() {
+            Dtype::F32 => Embeddings::F32(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
+            Dtype::F16 => Embeddings::F16(view.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect()),
+            other => return Err(Error::UnsupportedDtype { name: "embeddings".into(), dtype: format!("{other:?}") }),
+        };
+        let mean = match st.tensor("mean") {
+            Ok(m) if m.dtype() == Dtype::F32 && m.shape() == [dim] => {
+                Some(m.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
+            }
+            Ok(m) => return Err(Error::shape("mean", format!("F32 [{dim}]"), format!("{:?} {:?}", m.dtype(), m.shape()))),
+            Err(_) => None,
+        };
+        if (get("centered")? == "true") != mean.is_some() {
+            return Err(bad("metadata `centered` disagrees with the presence of the `mean` tensor".into()));
+        }
+        let preprocess = Preprocess { resize: number("resize")? as u32, crop: number("crop")? as u32, mean: rgb("mean_rgb")?, std: rgb("std_rgb")? };
+        preprocess.validate()?;
+        let entries = paths.into_iter().zip(labels).map(|(path, label)| Entry { path, label }).collect();
+        let provenance = Provenance { model: get("model")?, weights_path: get("weights_path")?, weights_sha256: get("weights_sha256")?, preprocess };
+        Ok(Self { dim, embeddings, mean, entries, provenance })
+    }
+}
+
+/// Image files (jpg, jpeg, png; any case) under `dir`, recursively, sorted; each with the
+/// name of its first-level sub-folder as label (`None` for files directly in `dir`).
+pub fn scan_folder(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
+        for entry in entries {
+            let path = entry.map_err(|e| Error::io(dir, e))?.path();
+            if path.is_dir() {
+                walk(&path, out)?;
+            } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png")) {
+                out.push(path);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, &mut files)?;
+    files.sort();
+    Ok(files
+        .into_iter()
+        .map(|path| {
+            let rel = path.strip_prefix(dir).unwrap_or(&path);
+            let mut parts = rel.components();
+            let first = parts.next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+            let label = if parts.next().is_some() { first } else { None };
+            (path, label)
+        })
+        .collect())
+}

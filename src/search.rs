@@ -1,0 +1,279 @@
+//! Image bytes in, k nearest neighbours out, as one GPU pipeline.
+//!
+//! Per batch of queries one encoder records: preprocessing (resize, crop, normalise) →
+//! ResNet50 → centring + L2 normalisation → for each chunk of the reference matrix, a
+//! matmul against the normalised rows (cosine k-NN as one dense layer) and a per-chunk
+//! top-k → a GPU merge of the chunks' lists. One submit; only k indices and scores per query
+//! come back. Everything but the preprocessing (which depends on each image's size) is
+//! recorded once per (queries, k) and replayed.
+
+use std::collections::HashMap;
+
+use image::RgbImage;
+
+use crate::cpu;
+use crate::cpu::preprocess::Preprocess;
+use crate::error::{Error, Result};
+use crate::gpu::{Context, Dispatch};
+use crate::index::{Embeddings, Index};
+use crate::model::{BatchNormMode, GpuResNet50, ResNet50, FEATURE_DIM};
+use crate::ops::l2_normalize::l2_normalize;
+use crate::ops::matmul::{matmul_with, MatmulShape, Precision};
+use crate::ops::preprocess::PreprocessBatch;
+use crate::ops::topk::{TopK, TopKInput, TopKOutput, MAX_K};
+use crate::ops::Tiles;
+
+/// One neighbour: its row in the index and its cosine similarity to the query.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Neighbor {
+    pub index: usize,
+    pub score: f32,
+}
+
+/// Tuning knobs of a [`Searcher`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SearchOptions {
+    /// Reference rows per scanned chunk; default: as many as one storage binding holds.
+    pub chunk_rows: Option<usize>,
+}
+
+struct RefChunk {
+    buffer: wgpu::Buffer,
+    start: usize,
+    rows: usize,
+}
+
+/// Where a plan's query features come from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum QuerySource {
+    /// The backbone's features buffer for this batch size.
+    Images,
+    /// Features uploaded by the caller.
+    Features,
+}
+
+/// Everything after the backbone for one (queries, k), recorded once.
+struct ScanPlan {
+    uploaded_features: wgpu::Buffer,
+    result_scores: wgpu::Buffer,
+    result_indices: wgpu::Buffer,
+    dispatches: Vec<Dispatch>,
+    // Keep the scratch of every selection alive while the dispatches exist.
+    _selections: Vec<TopK>,
+    _buffers: Vec<wgpu::Buffer>,
+}
+
+/// A GPU-resident index with its ResNet50, answering k-NN queries.
+pub struct Searcher {
+    ctx: Context,
+    net: Option<GpuResNet50>,
+    preprocess: Preprocess,
+    dim: usize,
+    count: usize,
+    precision: Precision,
+    chunks: Vec<RefChunk>,
+    mean: Option<wgpu::Buffer>,
+    plans: HashMap<(usize, usize, QuerySource), ScanPlan>,
+}
+
+impl Searcher {
+    /// Uploads the network and the index's reference matrix (in chunks that each fit one
+    /// storage binding, or `options.chunk_rows`).
+    pub fn new(ctx: Context, net: &ResNet50, index: &Index, options: SearchOptions) -> Result<Self> {
+        let mut searcher = Self::for_features(ctx, index, options)?;
+        searcher.net = Some(GpuResNet50::new(&searcher.ctx, net, BatchNormMode::Folded)?);
+        Ok(searcher)
+    }
+
+    /// A searcher over precomputed features only ([`Searcher::search_features`]); it has no
+    /// network, so [`Searcher::search_images`] is an error.
+    pub fn for_features(ctx: Context, index: &Index, options: SearchOptions) -> Result<Self> {
+        if index.is_empty() {
+            return Err(Error::InvalidArgument("the index is empty".into()));
+        }
+        let dim = index.dim;
+        let precision = index.embeddings.precision();
+        let row_bytes = precision.bytes(dim).max(1);
+        let fit = (ctx.max_binding_bytes() as usize / row_bytes).max(1);
+        let chunk_rows = options.chunk_rows.unwrap_or(fit).clamp(1, fit);
+        let mut chunks = Vec::new();
+        for start in (0..index.len()).step_by(chunk_rows) {
+            let rows = chunk_rows.min(index.len() - start);
+            let buffer = match &index.embeddings {
+                Embeddings::F32(v) => ctx.upload("reference rows", &v[start * dim..(start + rows) * dim])?,
+                Embeddings::F16(v) => ctx.upload_pod("reference rows (f16)", &v[start * dim..(start + rows) * dim])?,
+            };
+            chunks.push(RefChunk { buffer, start, rows });
+        }
+        let mean = index.mean.as_ref().map(|m| ctx.upload("database mean", m)).transpose()?;
+        Ok(Self {
+            ctx,
+            net: None,
+            preprocess: index.provenance.preprocess,
+            dim,
+            count: index.len(),
+            precision,
+            chunks,
+            mean,
+            plans: HashMap::new(),
+        })
+    }
+
+    pub fn context(&self) -> &Context {
+        &self.ctx
+    }
+
+    /// Number of reference chunks scanned per query batch.
+    pub fn chunk_count(&self) -> usize {
+        self.chunks.len()
+    }
+
+    fn check_k(&self, k: usize) -> Result<()> {
+        if k == 0 {
+            return Err(Error::InvalidArgument("k must be at least 1".into()));
+        }
+        if k > self.count {
+            return Err(Error::InvalidArgument(format!("k = {k} exceeds the {} images in the index", self.count)));
+        }
+        if k > MAX_K {
+            return Err(Error::InvalidArgument(format!("k = {k} exceeds the largest supported k, {MAX_K}")));
+        }
+        Ok(())
+    }
+
+    /// Most queries one submit takes: the score matrix of the largest chunk must fit one
+    /// binding, and so must the backbone's activations.
+    fn max_queries(&self) -> usize {
+        let largest_chunk = self.chunks.iter().map(|c| c.rows).max().unwrap_or(1);
+        let by_scores = self.ctx.max_binding_bytes() as usize / (4 * largest_chunk).max(1);
+        let crop = self.preprocess.crop as usize;
+        let by_backbone = if self.net.is_some() { GpuResNet50::max_batch(&self.ctx, crop, crop) } else { usize::MAX };
+        by_scores.min(by_backbone).clamp(1, 256)
+    }
+
+    /// The k nearest index rows of each decoded image, best first.
+    pub fn search_images(&mut self, images: &[RgbImage], k: usize) -> Result<Vec<Vec<Neighbor>>> {
+        self.check_k(k)?;
+        if self.dim != FEATURE_DIM {
+            return Err(Error::shape("index", format!("{FEATURE_DIM}-d ResNet50 embeddings"), format!("{}-d rows", self.dim)));
+        }
+        let crop = self.preprocess.crop as usize;
+        let mut results = Vec::with_capacity(images.len());
+        for batch in images.chunks(self.max_queries()) {
+            let q = batch.len();
+            let net = self.net.as_mut().ok_or_else(|| Error::InvalidArgument("this searcher has no network: build it with Searcher::new".into()))?;
+            let (input, features) = {
+                let (input, features, _) = net.prepared(&self.ctx, q, crop, crop)?;
+                (input.clone(), features.clone())
+            };
+            self.ensure_plan(q, k, QuerySource::Images, Some(&features))?;
+            let preprocess = PreprocessBatch::new(&self.ctx, batch, &self.preprocess, &input)?;
+            let net = self.net.as_mut().ok_or_else(|| Error::InvalidArgument("no network".into()))?;
+            let (_, _, backbone) = net.prepared(&self.ctx, q, crop, crop)?;
+            let plan = &self.plans[&(q, k, QuerySource::Images)];
+            let dispatches: Vec<&Dispatch> = preprocess.dispatches().iter().chain(backbone).chain(&plan.dispatches).collect();
+            results.extend(read_results(&self.ctx, plan, &dispatches, q, k)?);
+        }
+        Ok(results)
+    }
+
+    /// The k nearest index rows of each raw (unnormalised) `[queries, dim]` feature row.
+    pub fn search_features(&mut self, features: &[f32], k: usize) -> Result<Vec<Vec<Neighbor>>> {
+        self.check_k(k)?;
+        if features.is_empty() || features.len() % self.dim != 0 {
+            return Err(Error::shape("query features", format!("rows of {} values", self.dim), format!("{} values", features.len())));
+        }
+        let mut results = Vec::new();
+        for batch in features.chunks(self.max_queries() * self.dim) {
+            let q = batch.len() / self.dim;
+            self.ensure_plan(q, k, QuerySource::Features, None)?;
+            let plan = &self.plans[&(q, k, QuerySource::Features)];
+            self.ctx.write(&plan.uploaded_features, batch);
+            let dispatches: Vec<&Dispatch> = plan.dispatches.iter().collect();
+            results.extend(read_results(&self.ctx, plan, &dispatches, q, k)?);
+        }
+        Ok(results)
+    }
+
+    fn ensure_plan(&mut self, q: usize, k: usize, source: QuerySource, backbone_features: Option<&wgpu::Buffer>) -> Result<()> {
+        if self.plans.contains_key(&(q, k, source)) {
+            return Ok(());
+        }
+        let ctx = &self.ctx;
+        let dim = self.dim;
+        let uploaded_features = ctx.storage("query features", q * dim)?;
+        let features = backbone_features.unwrap_or(&uploaded_features);
+        let queries = ctx.storage("normalised queries", q * dim)?;
+        let largest_chunk = self.chunks.iter().map(|c| c.rows).max().unwrap_or(1);
+        let scores = ctx.storage("scores", q * largest_chunk)?;
+        let result_scores = ctx.storage("top-k scores", q * k)?;
+        let result_indices = ctx.storage("top-k indices", q * k)?;
+        let mut dispatches = vec![l2_normalize(ctx, q, dim, features, self.mean.as_ref(), &queries)?];
+        let mut selections = Vec::new();
+        let single = self.chunks.len() == 1;
+        let stride = self.chunks.len() * k;
+        let candidate_scores = ctx.storage("candidate scores", q * stride)?;
+        let candidate_indices = ctx.storage("candidate indices", q * stride)?;
+        for (c, chunk) in self.chunks.iter().enumerate() {
+            let shape = MatmulShape { m: q, n: chunk.rows, k: dim, b_transposed: true };
+            dispatches.push(matmul_with(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, Tiles::default())?);
+            let output = if single {
+                TopKOutput::dense(&result_scores, &result_indices, k)
+            } else {
+                TopKOutput { scores: &candidate_scores, indices: &candidate_indices, row_stride: stride, offset: c * k }
+            };
+            let input = TopKInput::Scores { scores: &scores, index_base: chunk.start as u32 };
+            let selection = TopK::new(ctx, input, q, chunk.rows, k, &output)?;
+            dispatches.extend_from_slice(selection.dispatches());
+            selections.push(selection);
+        }
+        if !single {
+            let input = TopKInput::Pairs { scores: &candidate_scores, indices: &candidate_indices };
+            let merge = TopK::new(ctx, input, q, stride, k, &TopKOutput::dense(&result_scores, &result_indices, k))?;
+            dispatches.extend_from_slice(merge.dispatches());
+            selections.push(merge);
+        }
+        let plan = ScanPlan {
+            uploaded_features,
+            result_scores,
+            result_indices,
+            dispatches,
+            _selections: selections,
+            _buffers: vec![queries, scores, candidate_scores, candidate_indices],
+        };
+        self.plans.insert((q, k, source), plan);
+        Ok(())
+    }
+}
+
+fn read_results(ctx: &Context, plan: &ScanPlan, dispatches: &[&Dispatch], q: usize, k: usize) -> Result<Vec<Vec<Neighbor>>> {
+    let out = ctx.run_and_read_many(dispatches, &[(&plan.result_scores, q * k), (&plan.result_indices, q * k)])?;
+    let (scores, indices) = (&out[0], &out[1]);
+    Ok((0..q)
+        .map(|row| {
+            (0..k)
+                .map(|j| Neighbor { index: indices[row * k + j].to_bits() as usize, score: scores[row * k + j] })
+                .collect()
+        })
+        .collect())
+}
+
+/// The CPU reference of [`Searcher::search_features`]: exact brute force over the index.
+pub fn search_features_cpu(index: &Index, features: &[f32], k: usize) -> Result<Vec<Vec<Neighbor>>> {
+    let dim = index.dim;
+    if k == 0 || k > index.len() {
+        return Err(Error::InvalidArgument(format!("k = {k} outside 1..={}", index.len())));
+    }
+    if features.is_empty() || features.len() % dim != 0 {
+        return Err(Error::shape("query features", format!("rows of {dim} values"), format!("{} values", features.len())));
+    }
+    let q = features.len() / dim;
+    let queries = cpu::l2_normalize(features, q, dim, index.mean.as_deref())?;
+    let refs = index.embeddings.rows_f32(dim, 0, index.len());
+    let shape = MatmulShape { m: q, n: index.len(), k: dim, b_transposed: true };
+    let scores = cpu::matmul(&shape, &queries, &refs)?;
+    let (top_scores, top_indices) = cpu::topk::topk(&scores, q, index.len(), k)?;
+    Ok((0..q)
+        .map(|row| (0..k).map(|j| Neighbor { index: top_indices[row * k + j] as usize, score: top_scores[row * k + j] }).collect())
+        .collect())
+}

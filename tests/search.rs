@@ -1,0 +1,181 @@
+//! The search pipeline: GPU against the CPU brute force, chunked scans, f16 storage with
+//! centring, the index file, and the whole image-to-neighbours path.
+
+mod common;
+
+use common::ctx;
+use lookalike::cpu::preprocess::{preprocess_image, Preprocess};
+use lookalike::index::{Entry, Index, Provenance};
+use lookalike::model::{CpuResNet50, RandomResNet50, FEATURE_DIM};
+use lookalike::ops::matmul::Precision;
+use lookalike::rng::Rng;
+use lookalike::search::{search_features_cpu, Neighbor, SearchOptions, Searcher};
+use lookalike::{Context, Error};
+
+fn provenance(preprocess: Preprocess) -> Provenance {
+    Provenance { model: "resnet50".into(), weights_path: "test".into(), weights_sha256: "seed:1".into(), preprocess }
+}
+
+fn entries(n: usize) -> Vec<Entry> {
+    (0..n).map(|i| Entry { path: format!("img{i}.png"), label: Some(format!("class{}", i % 3)) }).collect()
+}
+
+/// Features like a random ResNet's: a large shared direction plus small per-image parts,
+/// some rows duplicated (tied scores).
+fn concentrated_features(n: usize, dim: usize, rng: &mut Rng) -> Vec<f32> {
+    let common: Vec<f32> = (0..dim).map(|_| rng.range(0.5, 1.5)).collect();
+    let mut out = Vec::with_capacity(n * dim);
+    for i in 0..n {
+        if i % 50 == 49 {
+            let copy = out[(i - 1) * dim..i * dim].to_vec();
+            out.extend(copy);
+            continue;
+        }
+        out.extend(common.iter().map(|c| c * 10.0 + 0.5 * rng.normal()));
+    }
+    out
+}
+
+/// Scores agree rank by rank, and wherever the ids differ the two scores are within `tie`.
+fn assert_same_up_to_near_ties(got: &[Vec<Neighbor>], expected: &[Vec<Neighbor>], tie: f32) {
+    assert_eq!(got.len(), expected.len());
+    for (q, (g, e)) in got.iter().zip(expected).enumerate() {
+        assert_eq!(g.len(), e.len());
+        for (rank, (a, b)) in g.iter().zip(e).enumerate() {
+            assert!((a.score - b.score).abs() <= 1e-4, "query {q} rank {rank}: score {} vs {}", a.score, b.score);
+            assert!(a.index == b.index || (a.score - b.score).abs() <= tie, "query {q} rank {rank}: id {} ({}) vs {} ({})", a.index, a.score, b.index, b.score);
+        }
+    }
+}
+
+fn ids(results: &[Vec<Neighbor>]) -> Vec<Vec<usize>> {
+    results.iter().map(|r| r.iter().map(|n| n.index).collect()).collect()
+}
+
+/// A second device handle for searchers (each owns its context).
+fn context() -> Context {
+    ctx();
+    Context::new().unwrap()
+}
+
+#[test]
+fn gpu_search_matches_cpu_brute_force_and_chunking_changes_nothing() {
+    let mut rng = Rng::new(1);
+    let (n, dim) = (1237, 256);
+    let features = concentrated_features(n, dim, &mut rng);
+    let queries = concentrated_features(5, dim, &mut rng);
+    for center in [false, true] {
+        let index = Index::from_features(&features, dim, entries(n), Precision::F32, center, provenance(Preprocess::default())).unwrap();
+        for k in [1, 10, 300] {
+            let expected = search_features_cpu(&index, &queries, k).unwrap();
+            let mut whole = Searcher::for_features(context(), &index, SearchOptions::default()).unwrap();
+            let got = whole.search_features(&queries, k).unwrap();
+            if center {
+                // Centred cosines are well separated: the exact ids.
+                assert_eq!(ids(&got), ids(&expected), "center={center} k={k}");
+            }
+            // Uncentred cosines of concentrated features sit within f32 rounding of each
+            // other: only such near-ties may swap.
+            assert_same_up_to_near_ties(&got, &expected, 1e-6);
+            let mut chunked = Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(97) }).unwrap();
+            assert!(chunked.chunk_count() > 10);
+            assert_eq!(ids(&chunked.search_features(&queries, k).unwrap()), ids(&got), "chunked, center={center} k={k}");
+        }
+    }
+}
+
+#[test]
+fn k_equal_to_n_and_bad_k_values() {
+    let mut rng = Rng::new(2);
+    let (n, dim) = (33, 16);
+    let features = rng.normals(n * dim, 1.0);
+    let index = Index::from_features(&features, dim, entries(n), Precision::F32, false, provenance(Preprocess::default())).unwrap();
+    let mut searcher = Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(8) }).unwrap();
+    let q = rng.normals(dim, 1.0);
+    let all = searcher.search_features(&q, n).unwrap();
+    let mut seen: Vec<usize> = all[0].iter().map(|x| x.index).collect();
+    assert!(all[0].windows(2).all(|w| w[0].score >= w[1].score));
+    seen.sort();
+    assert_eq!(seen, (0..n).collect::<Vec<_>>());
+    for k in [0, n + 1] {
+        assert!(matches!(searcher.search_features(&q, k), Err(Error::InvalidArgument(_))), "k = {k}");
+    }
+    assert!(matches!(searcher.search_features(&q[..dim - 1], 1), Err(Error::ShapeMismatch { .. })));
+}
+
+#[test]
+fn f16_index_with_centering_keeps_recall() {
+    let mut rng = Rng::new(3);
+    let (n, dim, queries) = (3000, 2048, 20);
+    let features = concentrated_features(n, dim, &mut rng);
+    let q = concentrated_features(queries, dim, &mut rng);
+    let exact = Index::from_features(&features, dim, entries(n), Precision::F32, true, provenance(Preprocess::default())).unwrap();
+    let half = Index::from_features(&features, dim, entries(n), Precision::F16, true, provenance(Preprocess::default())).unwrap();
+    let truth = search_features_cpu(&exact, &q, 10).unwrap();
+    let got = Searcher::for_features(context(), &half, SearchOptions::default()).unwrap().search_features(&q, 10).unwrap();
+    let hits: usize = truth.iter().zip(&got).map(|(t, g)| g.iter().filter(|x| t.iter().any(|y| y.index == x.index)).count()).sum();
+    let recall = hits as f64 / (queries * 10) as f64;
+    assert!(recall >= 0.995, "f16 recall@10 with centring {recall}");
+}
+
+#[test]
+fn index_file_round_trips_and_is_written_atomically() {
+    let dir = std::env::temp_dir().join(format!("lookalike-index-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("index.safetensors");
+    let mut rng = Rng::new(4);
+    let features = rng.normals(20 * 8, 1.0);
+    for (precision, center) in [(Precision::F32, false), (Precision::F16, true)] {
+        let index = Index::from_features(&features, 8, entries(20), precision, center, provenance(Preprocess::imagenet(72, 64))).unwrap();
+        index.save(&path).unwrap();
+        assert_eq!(Index::load(&path).unwrap(), index);
+    }
+    // A failed save (the target is a directory) leaves no temporary file behind and the
+    // existing index untouched.
+    let before = std::fs::read(&path).unwrap();
+    let index = Index::load(&path).unwrap();
+    assert!(index.save(&dir).is_err());
+    assert_eq!(std::fs::read(&path).unwrap(), before);
+    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    // Truncated and foreign files are errors, not panics.
+    std::fs::write(dir.join("cut.safetensors"), &before[..before.len() / 2]).unwrap();
+    assert!(Index::load(&dir.join("cut.safetensors")).is_err());
+    std::fs::remove_dir_all(&dir).ok();
+}
+
+#[test]
+fn images_to_neighbours_on_the_gpu_match_the_cpu_pipeline() {
+    let weights = RandomResNet50::generate(1).unwrap().net;
+    let preprocess = Preprocess::imagenet(64, 64);
+    let mut rng = Rng::new(5);
+    // Eight smooth random images of different sizes.
+    let images: Vec<image::RgbImage> = (0..8)
+        .map(|i| {
+            let (w, h) = (64 + 7 * i, 64 + 3 * (i % 3));
+            let f: Vec<f32> = (0..6).map(|_| rng.range(1.0, 8.0)).collect();
+            image::RgbImage::from_fn(w, h, |x, y| {
+                let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+                image::Rgb(std::array::from_fn(|c| (127.5 + 127.0 * (f[2 * c] * u + f[2 * c + 1] * v).sin()) as u8))
+            })
+        })
+        .collect();
+    let cpu = CpuResNet50::new(&weights).unwrap();
+    let mut data = Vec::new();
+    for img in &images {
+        data.extend(preprocess_image(img, &preprocess).unwrap());
+    }
+    let features = cpu.forward(&data, images.len(), 64, 64).unwrap();
+    let index = Index::from_features(&features[..6 * FEATURE_DIM], FEATURE_DIM, entries(6), Precision::F32, true, provenance(preprocess)).unwrap();
+    let expected = search_features_cpu(&index, &features[6 * FEATURE_DIM..], 4).unwrap();
+    let mut searcher = Searcher::new(context(), &weights, &index, SearchOptions { chunk_rows: Some(4) }).unwrap();
+    let got = searcher.search_images(&images[6..], 4).unwrap();
+    assert_eq!(ids(&got), ids(&expected));
+    for (g, e) in got.iter().flatten().zip(expected.iter().flatten()) {
+        assert!((g.score - e.score).abs() <= 1e-4, "score {} vs {}", g.score, e.score);
+    }
+    // An indexed image finds itself first with cosine 1.
+    let own = searcher.search_images(&images[..1], 1).unwrap();
+    assert_eq!(own[0][0].index, 0);
+    assert!((own[0][0].score - 1.0).abs() < 1e-4, "{}", own[0][0].score);
+}
