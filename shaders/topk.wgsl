@@ -1,7 +1,15 @@
 // Exact top-k per row: one pass of a multi-pass selection.
 //
-// Each workgroup takes one block of `span` candidates of one row, bitonic-sorts it in
-// workgroup memory by (score descending, index ascending) and writes its best k entries.
+// Each workgroup takes one block of `span` candidates of one row and reduces it to its best
+// k, ordered by (score descending, index ascending), in workgroup memory:
+//   1. bitonic-sort runs of `run` = next_pow2(k) (capped at span), alternately best-first
+//      and worst-first;
+//   2. while more than one run is left, pair each best-first run A with the worst-first run
+//      B after it: the better of A[i], B[i] for every i is the top `run` of both, as a
+//      bitonic sequence (the first half-cleaner of a bitonic merge); merge it into a sorted
+//      run with log2(run) more steps. Half the runs drop out each round.
+// For small k this is ~4x less work than sorting the whole block; for run = span it is the
+// plain bitonic sort.
 // The Rust side chains passes: the first reads the caller's scores (or score/index pairs),
 // each later one reads the previous pass's per-block lists, until one block per row is left
 // and writes into the caller's output. Since k <= BLOCK / 2, every pass shrinks the
@@ -21,7 +29,7 @@ struct Params {
     out_offset: u32, // first output column of this pass
     index_base: u32, // dense scores: column j has index index_base + j
     pairs: u32,      // 1: indices come from `in_indices`
-    _pad0: u32,
+    run_log2: u32,   // log2 of the sorted run length, run <= span
     _pad1: u32,
     _pad2: u32,
 }
@@ -54,11 +62,31 @@ fn rank_key(bits: u32, index: u32) -> u32 {
     return select(key, KEY_NEG_INF, (index == PAD_INDEX) | (magnitude > 0x7f800000u));
 }
 
-// Whether entry a ranks strictly before entry b.
+// Whether entry a ranks strictly before entry b. Bitwise | and & rather than || and &&:
+// no short-circuit branches in the sort's inner loop.
 fn before(a_bits: u32, a_index: u32, b_bits: u32, b_index: u32) -> bool {
     let ka = rank_key(a_bits, a_index);
     let kb = rank_key(b_bits, b_index);
     return (ka > kb) | ((ka == kb) & (a_index < b_index));
+}
+
+// Orders entries lo < hi: best first when `best_first`, else worst first. Branch-free.
+fn compare_exchange(lo: u32, hi: u32, best_first: bool) {
+    let lo_bits = sort_bits[lo];
+    let lo_index = sort_index[lo];
+    let hi_bits = sort_bits[hi];
+    let hi_index = sort_index[hi];
+    let swap = before(hi_bits, hi_index, lo_bits, lo_index) == best_first;
+    sort_bits[lo] = select(lo_bits, hi_bits, swap);
+    sort_index[lo] = select(lo_index, hi_index, swap);
+    sort_bits[hi] = select(hi_bits, lo_bits, swap);
+    sort_index[hi] = select(hi_index, lo_index, swap);
+}
+
+// Position of pair t's first entry in a bitonic step of `stride` (a power of two): t with a
+// 0 bit inserted at stride's position, so pairs (lo, lo + stride) are disjoint.
+fn pair_lo(t: u32, stride: u32) -> u32 {
+    return 2u * t - (t & (stride - 1u));
 }
 
 @compute @workgroup_size(WG)
@@ -91,36 +119,55 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     }
     workgroupBarrier();
 
-    // Bitonic sort, best first. Each step compares span/2 disjoint pairs (lo, lo + stride);
-    // sub-sequences with (lo & size) != 0 are ordered the other way, so merges see bitonic input.
-    for (var size = 2u; size <= p.span; size = size << 1u) {
+    // 1. Bitonic-sort runs of `run`. At step (size, stride) the sub-sequence holding lo is
+    // ordered best-first when (lo & size) == 0: runs alternate direction, as merges need.
+    let run = 1u << p.run_log2;
+    for (var size = 2u; size <= run; size = size << 1u) {
         for (var stride = size >> 1u; stride > 0u; stride = stride >> 1u) {
             for (var t = tid; t < p.span / 2u; t = t + WG) {
-                // Insert a 0 bit at stride's position: lo has it clear, hi = lo + stride set.
-                let lo = 2u * t - (t & (stride - 1u));
-                let hi = lo + stride;
-                let lo_bits = sort_bits[lo];
-                let lo_index = sort_index[lo];
-                let hi_bits = sort_bits[hi];
-                let hi_index = sort_index[hi];
-                let best_first = (lo & size) == 0u;
-                let swap = before(hi_bits, hi_index, lo_bits, lo_index) == best_first;
-                sort_bits[lo] = select(lo_bits, hi_bits, swap);
-                sort_index[lo] = select(lo_index, hi_index, swap);
-                sort_bits[hi] = select(hi_bits, lo_bits, swap);
-                sort_index[hi] = select(hi_index, lo_index, swap);
+                let lo = pair_lo(t, stride);
+                compare_exchange(lo, lo + stride, (lo & size) == 0u);
             }
             workgroupBarrier();
         }
     }
 
-    // Blocks shorter than k (only the last pass, when a row has fewer than k candidates)
-    // end in padding entries.
+    // 2. Halve the runs until one is left. Runs stay where they are: after `level` rounds the
+    // live run q sits at slot q << level. Live runs with even q merge best-first, odd ones
+    // worst-first, so the next round again pairs a best-first run with a worst-first one.
+    var live = p.span >> p.run_log2;
+    for (var level = 0u; live > 1u; level = level + 1u) {
+        live = live >> 1u;
+        for (var t = tid; t < live * run; t = t + WG) {
+            let i = t & (run - 1u);
+            let a = (((t >> p.run_log2) << 1u) << level) * run + i;
+            let b = a + (run << level);
+            let a_bits = sort_bits[a];
+            let a_index = sort_index[a];
+            let b_bits = sort_bits[b];
+            let b_index = sort_index[b];
+            let take_b = before(b_bits, b_index, a_bits, a_index);
+            sort_bits[a] = select(a_bits, b_bits, take_b);
+            sort_index[a] = select(a_index, b_index, take_b);
+        }
+        workgroupBarrier();
+        for (var stride = run >> 1u; stride > 0u; stride = stride >> 1u) {
+            for (var t = tid; t < live * (run >> 1u); t = t + WG) {
+                let q = t >> (p.run_log2 - 1u);
+                let lo = ((q << (level + 1u)) * run) + pair_lo(t & ((run >> 1u) - 1u), stride);
+                compare_exchange(lo, lo + stride, (q & 1u) == 0u);
+            }
+            workgroupBarrier();
+        }
+    }
+
+    // The best run now holds slot 0, sorted best-first. Blocks shorter than k (only in the
+    // last pass, when a row has fewer than k candidates) end in padding entries.
     let out_base = row * p.out_stride + p.out_offset + block * p.k;
     for (var j = tid; j < p.k; j = j + WG) {
         var bits = PAD_BITS;
         var index = PAD_INDEX;
-        if (j < p.span) {
+        if (j < run) {
             bits = sort_bits[j];
             index = sort_index[j];
         }

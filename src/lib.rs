@@ -5,6 +5,7 @@
 //! load.
 
 mod atomic;
+pub mod classify;
 pub mod compare;
 pub mod cpu;
 pub mod embed;
@@ -15,6 +16,7 @@ pub mod model;
 pub mod npy;
 pub mod ops;
 pub mod rng;
+pub mod render;
 pub mod search;
 
 pub use error::{Error, Result};

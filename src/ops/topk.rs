@@ -61,7 +61,8 @@ struct Params {
     out_offset: u32,
     index_base: u32,
     pairs: u32,
-    _pad: [u32; 3],
+    run_log2: u32,
+    _pad: [u32; 2],
 }
 
 const BINDINGS: [Binding; 5] = [
@@ -78,6 +79,14 @@ struct Pass {
     len: usize,
     blocks: usize,
     span: usize,
+}
+
+impl Pass {
+    /// Length of the sorted runs a block is reduced through: the shortest power of two that
+    /// holds k, at most the block.
+    fn run(&self, k: usize) -> usize {
+        k.next_power_of_two().min(self.span)
+    }
 }
 
 /// The passes for `len` candidates per row: full blocks while more than one is needed, then
@@ -197,7 +206,8 @@ impl TopK {
                 out_offset: out_offset as u32,
                 index_base,
                 pairs: if i == 0 { pairs } else { 1 },
-                _pad: [0; 3],
+                run_log2: pass.run(k).trailing_zeros(),
+                _pad: [0; 2],
             };
             let uniform = ctx.uniform("topk params", &params);
             let buffers = [&uniform, source.0, source.1, target.0, target.1];

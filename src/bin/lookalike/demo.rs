@@ -1,109 +1,167 @@
-//! `lookalike demo`: the main job on an embedded default. No files needed: seeded weights,
-//! procedurally generated labelled images, GPU features checked against the CPU reference,
-//! and nearest neighbours by cosine similarity.
+//! `lookalike demo`: the main job on an embedded default. No files needed: it draws a
+//! labelled image set, indexes it with seeded (or given) weights, searches held-out images,
+//! reports k-NN accuracy and GPU vs CPU timings, and writes a collage.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use image::{Rgb, RgbImage};
-use lookalike::compare::{batch_centred, relative_l2};
-use lookalike::cpu::preprocess::{preprocess_image, Preprocess};
+use lookalike::classify::{vote, ConfusionMatrix};
+use lookalike::compare::relative_l2;
+use lookalike::cpu::preprocess::{decode_file, Preprocess};
 use lookalike::embed::Embedder;
-use lookalike::model::{RandomResNet50, ResNet50, FEATURE_DIM};
-use lookalike::npy::NhwcBatch;
+use lookalike::index::Index;
+use lookalike::model::resnet50::ShapeWalk;
+use lookalike::ops::matmul::Precision;
 use lookalike::rng::Rng;
-use lookalike::{Context, Result};
+use lookalike::search::{SearchOptions, Searcher};
+use lookalike::{Context, Error, Result};
 
-pub const CLASSES: [&str; 4] = ["stripes", "checkers", "rings", "blobs"];
+use crate::search_cmd::{self, IndexOptions};
 
-/// One procedural image of class `class`, with seeded jitter in frequency, phase and colour.
-pub fn procedural_image(class: usize, size: u32, rng: &mut Rng) -> RgbImage {
-    let freq = rng.range(4.0, 9.0);
+/// Classes differ in pattern and palette, each image in frequency, phase, angle and shade.
+pub const CLASSES: [&str; 5] = ["stripes", "checkers", "rings", "blobs", "gradient"];
+
+/// One procedural image of class `class`.
+pub fn procedural_image(class: usize, width: u32, height: u32, rng: &mut Rng) -> RgbImage {
+    let palettes = [[0.9, 0.2, 0.1], [0.1, 0.8, 0.2], [0.2, 0.3, 0.9], [0.95, 0.85, 0.1], [0.7, 0.7, 0.7]];
+    let shade = rng.range(0.75, 1.0);
+    let fg: Vec<f32> = palettes[class % palettes.len()].iter().map(|c| c * shade).collect();
+    let bg = [rng.range(0.0, 0.2), rng.range(0.0, 0.2), rng.range(0.0, 0.2)];
+    let freq = rng.range(3.0, 7.0);
     let phase = rng.range(0.0, 6.3);
-    let angle = rng.range(-0.4, 0.4);
-    let fg = [rng.range(0.6, 1.0), rng.range(0.1, 0.9), rng.range(0.0, 0.5)];
-    let bg = [rng.range(0.0, 0.3), rng.range(0.0, 0.4), rng.range(0.3, 0.9)];
-    let centres: Vec<(f32, f32)> = (0..5).map(|_| (rng.range(0.1, 0.9), rng.range(0.1, 0.9))).collect();
-    RgbImage::from_fn(size, size, |x, y| {
-        let (u, v) = (x as f32 / size as f32, y as f32 / size as f32);
+    let angle = rng.range(-0.5, 0.5);
+    let centres: Vec<(f32, f32)> = (0..6).map(|_| (rng.range(0.1, 0.9), rng.range(0.1, 0.9))).collect();
+    RgbImage::from_fn(width, height, |x, y| {
+        let (u, v) = (x as f32 / width as f32, y as f32 / height as f32);
         let (ru, rv) = (u * angle.cos() - v * angle.sin(), u * angle.sin() + v * angle.cos());
         let t = match class {
             0 => (freq * std::f32::consts::TAU * rv + phase).sin(),
             1 => (freq * std::f32::consts::PI * ru).sin().signum() * (freq * std::f32::consts::PI * rv).sin().signum(),
             2 => (freq * std::f32::consts::TAU * ((u - 0.5).powi(2) + (v - 0.5).powi(2)).sqrt() + phase).sin(),
-            _ => centres.iter().map(|(cx, cy)| (-((u - cx).powi(2) + (v - cy).powi(2)) * 60.0).exp()).sum::<f32>() * 2.0 - 1.0,
+            3 => centres.iter().map(|(cx, cy)| (-((u - cx).powi(2) + (v - cy).powi(2)) * 50.0).exp()).sum::<f32>() * 2.0 - 1.0,
+            _ => ((ru + rv) * 2.0 - 1.0 + 0.2 * phase.sin()).clamp(-1.0, 1.0),
         };
         let a = (0.5 + 0.5 * t).clamp(0.0, 1.0);
         Rgb(std::array::from_fn(|c| ((a * fg[c] + (1.0 - a) * bg[c]) * 255.0) as u8))
     })
 }
 
-pub fn run(weights: Option<&std::path::Path>, per_class: usize) -> Result<()> {
+/// Writes `per_class` images of every class under `dir/CLASS/`, sizes varying around `side`.
+fn draw_dataset(dir: &Path, per_class: usize, side: u32, rng: &mut Rng) -> Result<Vec<(PathBuf, usize)>> {
+    let mut files = Vec::new();
+    for (class, name) in CLASSES.iter().enumerate() {
+        let folder = dir.join(name);
+        std::fs::create_dir_all(&folder).map_err(|e| Error::io(&folder, e))?;
+        for i in 0..per_class {
+            let (w, h) = (side + rng.int(0, side as usize / 2) as u32, side + rng.int(0, side as usize / 4) as u32);
+            let path = folder.join(format!("{name}_{i:03}.png"));
+            procedural_image(class, w, h, rng).save(&path).map_err(|e| Error::Image { path: path.clone(), reason: e.to_string() })?;
+            files.push((path, class));
+        }
+    }
+    Ok(files)
+}
+
+pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Result<()> {
     let ctx = Context::new()?;
     let info = ctx.adapter_info().clone();
-    let size = if ctx.is_cpu() { 64 } else { 224 };
+    let software = ctx.is_cpu();
+    drop(ctx);
+    let (crop, per_class) = if software { (64, per_class.unwrap_or(8)) } else { (224, per_class.unwrap_or(60)) };
     println!("adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
-    if ctx.is_cpu() {
-        println!("software adapter: using {size}x{size} inputs so the demo finishes in about a minute (224x224 on a real GPU)");
+    if software {
+        println!("software adapter: {crop}x{crop} inputs and {per_class} images per class so the demo finishes in about a minute (224x224 and 60 per class on a real GPU)");
     }
-    let net = match weights {
-        Some(path) => ResNet50::load(path)?,
-        None => {
-            println!("weights: seeded random ResNet50 (seed 0); pass --weights for real ones");
-            RandomResNet50::generate(0)?.net
-        }
-    };
-
-    let mut rng = Rng::new(42);
-    let preprocess = Preprocess::imagenet(size, size);
-    let mut labels = Vec::new();
-    let mut data = Vec::new();
-    for (class, _) in CLASSES.iter().enumerate() {
-        for _ in 0..per_class {
-            data.extend(preprocess_image(&procedural_image(class, size, &mut rng), &preprocess)?);
-            labels.push(class);
+    let preprocess = Preprocess::imagenet(crop + crop / 8, crop);
+    let mut rng = Rng::new(2024);
+    let library = out.join("images");
+    let queries_dir = out.join("queries");
+    for dir in [&library, &queries_dir] {
+        if dir.exists() {
+            std::fs::remove_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
     }
-    let n = labels.len();
-    let batch = NhwcBatch { batch: n, height: size as usize, width: size as usize, data };
-    println!("images: {n} procedural ({} classes x {per_class}) at {size}x{size}", CLASSES.len());
+    draw_dataset(&library, per_class, crop + crop / 4, &mut rng)?;
+    let queries = draw_dataset(&queries_dir, 2, crop + crop / 4, &mut rng)?;
+    println!("images: {} classes x {per_class} in {}, {} held-out queries in {}", CLASSES.len(), library.display(), queries.len(), queries_dir.display());
 
-    let mut gpu = Embedder::gpu(ctx, &net)?;
-    gpu.embed(&NhwcBatch { batch: 1, height: batch.height, width: batch.width, data: batch.data[..batch.data.len() / n].to_vec() })?;
+    let index_path = out.join("index.safetensors");
     let start = Instant::now();
-    let gpu_features = gpu.embed(&batch)?;
+    let index = search_cmd::index(IndexOptions {
+        dir: &library,
+        weights,
+        seed: if weights.is_none() { Some(0) } else { None },
+        output: &index_path,
+        precision: Precision::F32,
+        center: true,
+        batch: 8,
+        preprocess,
+        add: false,
+        cpu: false,
+    })?;
+    let index_secs = start.elapsed().as_secs_f64();
+    println!("index built in {index_secs:.1} s ({:.1} img/s end to end: decode, preprocess, ResNet50)", index.len() as f64 / index_secs);
+
+    search_and_report(&index, &queries, weights)?;
+    compare_devices(&index, weights, &queries.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), &preprocess)
+}
+
+fn search_and_report(index: &Index, queries: &[(PathBuf, usize)], weights: Option<&Path>) -> Result<()> {
+    let loaded = crate::weights::for_index(index, weights.map(Path::to_path_buf).as_ref())?;
+    let mut searcher = Searcher::new(Context::new()?, &loaded.net, index, SearchOptions::default())?;
+    let images = queries.iter().map(|(p, _)| decode_file(p)).collect::<Result<Vec<_>>>()?;
+    let k = 5;
+    searcher.search_images(&images[..1], k)?; // compile the pipelines before timing
+    let start = Instant::now();
+    let results = searcher.search_images(&images, k)?;
+    let secs = start.elapsed().as_secs_f64();
+    println!("searched {} queries (k = {k}) in {:.2} s on the GPU: one submit per batch, only ids and scores read back", images.len(), secs);
+    let labels: Vec<Option<String>> = index.entries.iter().map(|e| e.label.clone()).collect();
+    let mut names: Vec<String> = CLASSES.iter().map(|s| s.to_string()).collect();
+    names.sort();
+    let mut matrix = ConfusionMatrix::new(names);
+    for ((path, class), neighbours) in queries.iter().zip(&results) {
+        let predicted = vote(neighbours, &labels);
+        matrix.add(CLASSES[*class], predicted.as_deref());
+        let shown: Vec<String> = neighbours
+            .iter()
+            .map(|n| format!("{} {:+.3}", index.entries[n.index].label.as_deref().unwrap_or("?"), n.score))
+            .collect();
+        println!("  {:<22} -> {:<9} | {}", file_name(path), predicted.unwrap_or_default(), shown.join(", "));
+    }
+    println!("k-NN accuracy on held-out images: {:.1}%", 100.0 * matrix.accuracy());
+    let collage = index_dir(index).join("collage.png");
+    search_cmd::write_collage(index, &images, &results, &collage)
+}
+
+fn index_dir(index: &Index) -> PathBuf {
+    index.entries.first().and_then(|e| Path::new(&e.path).parent()?.parent()?.parent().map(Path::to_path_buf)).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn file_name(path: &Path) -> String {
+    path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// The same images through the GPU and the CPU reference: speed and agreement.
+fn compare_devices(index: &Index, weights: Option<&Path>, paths: &[PathBuf], preprocess: &Preprocess) -> Result<()> {
+    let loaded = crate::weights::for_index(index, weights.map(Path::to_path_buf).as_ref())?;
+    let images = paths.iter().map(|p| decode_file(p)).collect::<Result<Vec<_>>>()?;
+    let mut gpu = Embedder::gpu(Context::new()?, &loaded.net)?;
+    gpu.embed_decoded(&images[..1], preprocess)?;
+    let start = Instant::now();
+    let on_gpu = gpu.embed_decoded(&images, preprocess)?;
     let gpu_secs = start.elapsed().as_secs_f64();
-    let mut cpu = Embedder::cpu(&net)?;
+    let mut cpu = Embedder::cpu(&loaded.net)?;
     let start = Instant::now();
-    let cpu_features = cpu.embed(&batch)?;
+    let on_cpu = cpu.embed_decoded(&images, preprocess)?;
     let cpu_secs = start.elapsed().as_secs_f64();
-    let gflop = lookalike::model::resnet50::ShapeWalk::resnet50(size as usize, size as usize).flops * n as f64 / 1e9;
-    println!("GPU forward: {:.1} img/s ({:.2} GFLOP/s)", n as f64 / gpu_secs, gflop / gpu_secs);
-    println!("CPU forward: {:.1} img/s ({:.2} GFLOP/s)", n as f64 / cpu_secs, gflop / cpu_secs);
-    let worst = (0..n)
-        .map(|i| relative_l2(&gpu_features[i * FEATURE_DIM..][..FEATURE_DIM], &cpu_features[i * FEATURE_DIM..][..FEATURE_DIM]))
-        .fold(0.0, f64::max);
-    let centred = relative_l2(&batch_centred(&gpu_features, n, FEATURE_DIM), &batch_centred(&cpu_features, n, FEATURE_DIM));
-    println!("GPU vs CPU: worst relative L2 per image {worst:.2e}, batch-centred {centred:.2e}");
-
-    // Nearest neighbour by cosine of batch-centred features (random weights share a large
-    // common direction that would otherwise dominate every cosine).
-    let centred = batch_centred(&gpu_features, n, FEATURE_DIM);
-    let unit: Vec<Vec<f32>> = centred
-        .chunks_exact(FEATURE_DIM)
-        .map(|row| {
-            let norm = row.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-            row.iter().map(|x| x / norm).collect()
-        })
-        .collect();
-    let mut correct = 0;
-    for i in 0..n {
-        let (best, score) = (0..n)
-            .filter(|&j| j != i)
-            .map(|j| (j, unit[i].iter().zip(&unit[j]).map(|(a, b)| a * b).sum::<f32>()))
-            .fold((i, f32::MIN), |b, c| if c.1 > b.1 { c } else { b });
-        correct += usize::from(labels[best] == labels[i]);
-        println!("  image {i:2} ({:8}) -> nearest {best:2} ({:8}) cosine {score:+.3}", CLASSES[labels[i]], CLASSES[labels[best]]);
-    }
-    println!("1-NN accuracy: {correct}/{n}");
+    let side = preprocess.crop as usize;
+    let gflop = ShapeWalk::resnet50(side, side).flops * images.len() as f64 / 1e9;
+    let n = images.len() as f64;
+    println!("preprocess + ResNet50 at {side}x{side}, batch {}:", images.len());
+    println!("  GPU: {:7.1} img/s {:7.1} GFLOP/s", n / gpu_secs, gflop / gpu_secs);
+    println!("  CPU: {:7.1} img/s {:7.1} GFLOP/s (reference: im2col + gemm, {} threads)", n / cpu_secs, gflop / cpu_secs, rayon::current_num_threads());
+    println!("  GPU vs CPU features: relative L2 {:.2e}", relative_l2(&on_gpu, &on_cpu));
     Ok(())
 }

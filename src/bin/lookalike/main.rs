@@ -4,6 +4,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod demo;
+mod search_cmd;
+mod weights;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -11,6 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lookalike::cpu::preprocess::Preprocess;
 use lookalike::embed::Embedder;
 use lookalike::model::{RandomResNet50, ResNet50, FEATURE_DIM};
+use lookalike::ops::matmul::Precision;
 use lookalike::{npy, Context, Error, Result};
 
 #[derive(Parser)]
@@ -22,14 +25,83 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The main job on an embedded default: seeded weights, procedural images, GPU vs CPU.
+    /// The main job on an embedded default: draws a labelled image set, indexes it with
+    /// seeded weights, searches held-out images, k-NN accuracy, GPU vs CPU, a collage.
     Demo {
         /// ResNet50 weights instead of the seeded ones.
         #[arg(long)]
         weights: Option<PathBuf>,
-        /// Images per class.
-        #[arg(long, default_value_t = 4)]
-        per_class: usize,
+        /// Images per class (default: 8 on a software adapter, 60 on a GPU).
+        #[arg(long)]
+        per_class: Option<usize>,
+        /// Folder for the generated images, the index and the collage.
+        #[arg(long, default_value = "lookalike-demo")]
+        out: PathBuf,
+    },
+    /// Build an index from a folder of images (recursive; labels from first-level sub-folders).
+    Index {
+        /// Folder of .jpg / .jpeg / .png images.
+        dir: PathBuf,
+        /// ResNet50 weights (safetensors).
+        #[arg(long, conflicts_with = "seed")]
+        weights: Option<PathBuf>,
+        /// Seeded random weights instead of a file.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// The index file to write (safetensors).
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Storage of the reference matrix.
+        #[arg(long, value_enum, default_value_t = Dtype::F32)]
+        dtype: Dtype,
+        /// Subtract the database mean before normalising (stored as `mean`, applied to queries).
+        #[arg(long)]
+        center: bool,
+        /// Images per GPU batch.
+        #[arg(long, default_value_t = 16)]
+        batch: usize,
+        #[arg(long, default_value_t = 256)]
+        resize: u32,
+        #[arg(long, default_value_t = 224)]
+        crop: u32,
+        /// Add the folder's new images to an existing index at OUTPUT (same weights and preprocessing).
+        #[arg(long)]
+        add: bool,
+        /// Extract features with the CPU reference instead of the GPU.
+        #[arg(long)]
+        cpu: bool,
+    },
+    /// The k most similar indexed images of each query image.
+    Search {
+        index: PathBuf,
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[arg(short, default_value_t = 5)]
+        k: usize,
+        /// One JSON array, one object per query.
+        #[arg(long)]
+        json: bool,
+        /// Write a PNG grid: one row per query, the query then its neighbours.
+        #[arg(long)]
+        collage: Option<PathBuf>,
+        /// Weights instead of the ones the index records (must be the same network).
+        #[arg(long)]
+        weights: Option<PathBuf>,
+    },
+    /// k-NN classification by the neighbours' labels.
+    Classify {
+        index: PathBuf,
+        images: Vec<PathBuf>,
+        #[arg(short, default_value_t = 5)]
+        k: usize,
+        /// A labelled folder to evaluate: accuracy and confusion matrix.
+        #[arg(long)]
+        eval: Option<PathBuf>,
+        /// Where --eval writes the confusion matrix PNG.
+        #[arg(long, default_value = "confusion.png")]
+        confusion: PathBuf,
+        #[arg(long)]
+        weights: Option<PathBuf>,
     },
     /// Print the GPU adapter lookalike would use: backend, driver, limits, features.
     Info,
@@ -40,6 +112,12 @@ enum Command {
         #[command(subcommand)]
         command: WeightsCommand,
     },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Dtype {
+    F32,
+    F16,
 }
 
 #[derive(clap::Args)]
@@ -85,7 +163,31 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info(),
-        Command::Demo { weights, per_class } => demo::run(weights.as_deref(), per_class.max(1)),
+        Command::Index { dir, weights, seed, output, dtype, center, batch, resize, crop, add, cpu } => search_cmd::index(search_cmd::IndexOptions {
+            dir: &dir,
+            weights: weights.as_deref(),
+            seed,
+            output: &output,
+            precision: match dtype {
+                Dtype::F32 => Precision::F32,
+                Dtype::F16 => Precision::F16,
+            },
+            center,
+            batch,
+            preprocess: Preprocess::imagenet(resize, crop),
+            add,
+            cpu,
+        })
+        .map(|_| ()),
+        Command::Search { index, images, k, json, collage, weights } => search_cmd::search(&index, &images, k, json, collage.as_deref(), weights.as_ref()),
+        Command::Classify { index, images, k, eval, confusion, weights } => {
+            if images.is_empty() && eval.is_none() {
+                Err(Error::InvalidArgument("give query images and/or --eval DIR".into()))
+            } else {
+                search_cmd::classify(&index, &images, k, eval.as_deref(), &confusion, weights.as_ref())
+            }
+        }
+        Command::Demo { weights, per_class, out } => demo::run(weights.as_deref(), per_class.map(|n| n.max(1)), &out),
         Command::Embed(args) => embed(args),
         Command::Weights { command: WeightsCommand::Random { seed, output } } => random_weights(seed, &output),
     };

@@ -1,0 +1,238 @@
+//! `lookalike index`, `search` and `classify`.
+
+use std::path::{Path, PathBuf};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use lookalike::classify::{vote, ConfusionMatrix};
+use lookalike::cpu::preprocess::{decode_file, Preprocess};
+use lookalike::embed::Embedder;
+use lookalike::index::{scan_folder, Index, Provenance};
+use lookalike::ops::matmul::Precision;
+use lookalike::render::{collage, confusion_png, save_png};
+use lookalike::search::{Neighbor, SearchOptions, Searcher};
+use lookalike::{Context, Error, Result};
+
+use crate::weights;
+
+/// Options of `lookalike index`.
+pub struct IndexOptions<'a> {
+    pub dir: &'a Path,
+    pub weights: Option<&'a Path>,
+    pub seed: Option<u64>,
+    pub output: &'a Path,
+    pub precision: Precision,
+    pub center: bool,
+    pub batch: usize,
+    pub preprocess: Preprocess,
+    pub add: bool,
+    pub cpu: bool,
+}
+
+fn progress_bar(len: usize, what: &str) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    let template = format!("{{bar:40}} {{pos}}/{{len}} {what} {{elapsed}} (eta {{eta}})");
+    bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
+    bar
+}
+
+/// Builds (or, with `add`, extends) an index from a folder of images.
+pub fn index(o: IndexOptions) -> Result<Index> {
+    if o.batch == 0 {
+        return Err(Error::InvalidArgument("--batch must be at least 1".into()));
+    }
+    o.preprocess.validate()?;
+    let existing = if o.add && o.output.exists() { Some(Index::load(o.output)?) } else { None };
+    let loaded = match &existing {
+        Some(index) if o.weights.is_none() && o.seed.is_none() => weights::for_index(index, None)?,
+        Some(index) => {
+            let loaded = weights::load(o.weights, o.seed)?;
+            if loaded.sha256 != index.provenance.weights_sha256 {
+                return Err(Error::InvalidArgument(format!("{} was built with other weights ({}); cannot add with {}", o.output.display(), index.provenance.weights_sha256, loaded.path)));
+            }
+            loaded
+        }
+        None => weights::load(o.weights, o.seed)?,
+    };
+    let preprocess = existing.as_ref().map_or(o.preprocess, |i| i.provenance.preprocess);
+    let mut files = scan_folder(o.dir)?;
+    if let Some(index) = &existing {
+        let known: std::collections::HashSet<&str> = index.entries.iter().map(|e| e.path.as_str()).collect();
+        files.retain(|(path, _)| !known.contains(path.to_string_lossy().as_ref()));
+    }
+    if files.is_empty() && existing.is_none() {
+        return Err(Error::InvalidArgument(format!("no .jpg, .jpeg or .png images under {}", o.dir.display())));
+    }
+    let mut embedder = if o.cpu { Embedder::cpu(&loaded.net)? } else { Embedder::gpu(Context::new()?, &loaded.net)? };
+    let bar = progress_bar(files.len(), "images");
+    let embedded = embedder.embed_labelled_files(&files, &preprocess, o.batch, |done| bar.set_position(done as u64));
+    bar.finish_and_clear();
+    let embedded = embedded?;
+    if !embedded.skipped.is_empty() {
+        eprintln!("skipped {} unreadable file(s):", embedded.skipped.len());
+        for (path, why) in &embedded.skipped {
+            eprintln!("  {}: {why}", path.display());
+        }
+    }
+    let index = match existing {
+        Some(mut index) => {
+            index.add(&embedded.features, embedded.entries)?;
+            index
+        }
+        None => {
+            if embedded.entries.is_empty() {
+                return Err(Error::InvalidArgument(format!("none of the images under {} could be read", o.dir.display())));
+            }
+            let provenance = Provenance { model: "resnet50".into(), weights_path: loaded.path, weights_sha256: loaded.sha256, preprocess };
+            Index::from_features(&embedded.features, lookalike::model::FEATURE_DIM, embedded.entries, o.precision, o.center, provenance)?
+        }
+    };
+    index.save(o.output)?;
+    let cosine = index.mean_pairwise_cosine();
+    println!(
+        "{}: {} images, {}-d {:?}, {}; mean pairwise cosine {cosine:.5}",
+        o.output.display(),
+        index.len(),
+        index.dim,
+        index.embeddings.precision(),
+        if index.mean.is_some() { "centred" } else { "not centred" }
+    );
+    if index.mean.is_none() && cosine > 0.9 {
+        println!("the embeddings share a dominant direction: rebuild with --center for a far better ranking (above all with --dtype f16)");
+    }
+    Ok(index)
+}
+
+fn decode_all(paths: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
+    paths.iter().map(|p| decode_file(p)).collect()
+}
+
+fn open_searcher(index: &Index, weights_override: Option<&PathBuf>) -> Result<Searcher> {
+    let loaded = weights::for_index(index, weights_override)?;
+    Searcher::new(Context::new()?, &loaded.net, index, SearchOptions::default())
+}
+
+/// `lookalike search`.
+pub fn search(index_path: &Path, images: &[PathBuf], k: usize, json: bool, collage_path: Option<&Path>, weights_override: Option<&PathBuf>) -> Result<()> {
+    let index = Index::load(index_path)?;
+    check_k(&index, k)?;
+    let queries = decode_all(images)?;
+    let mut searcher = open_searcher(&index, weights_override)?;
+    let results = searcher.search_images(&queries, k)?;
+    if json {
+        let out: Vec<serde_json::Value> = images
+            .iter()
+            .zip(&results)
+            .map(|(query, neighbours)| {
+                let list: Vec<serde_json::Value> = neighbours
+                    .iter()
+                    .enumerate()
+                    .map(|(rank, n)| {
+                        let entry = &index.entries[n.index];
+                        serde_json::json!({"rank": rank + 1, "index": n.index, "path": entry.path, "label": entry.label, "score": n.score})
+                    })
+                    .collect();
+                serde_json::json!({"query": query.to_string_lossy(), "neighbors": list})
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(out));
+    } else {
+        for (query, neighbours) in images.iter().zip(&results) {
+            println!("{}", query.display());
+            for (rank, n) in neighbours.iter().enumerate() {
+                let entry = &index.entries[n.index];
+                let label = entry.label.as_deref().map(|l| format!("  [{l}]")).unwrap_or_default();
+                println!("  {:>3}. {:+.4}  {}{label}", rank + 1, n.score, entry.path);
+            }
+        }
+    }
+    if let Some(path) = collage_path {
+        write_collage(&index, &queries, &results, path)?;
+    }
+    Ok(())
+}
+
+fn check_k(index: &Index, k: usize) -> Result<()> {
+    if k == 0 || k > index.len() {
+        return Err(Error::InvalidArgument(format!("-k must be between 1 and the {} images in the index, got {k}", index.len())));
+    }
+    Ok(())
+}
+
+/// One row per query: the query, then its neighbours (a grey tile where a file is gone).
+pub fn write_collage(index: &Index, queries: &[image::RgbImage], results: &[Vec<Neighbor>], path: &Path) -> Result<()> {
+    let rows: Vec<Vec<image::RgbImage>> = queries
+        .iter()
+        .zip(results)
+        .map(|(query, neighbours)| {
+            std::iter::once(query.clone())
+                .chain(neighbours.iter().map(|n| {
+                    decode_file(Path::new(&index.entries[n.index].path)).unwrap_or_else(|_| image::RgbImage::from_pixel(8, 8, image::Rgb([90, 90, 90])))
+                }))
+                .collect()
+        })
+        .collect();
+    save_png(&collage(&rows, 96), path)?;
+    eprintln!("wrote {}", path.display());
+    Ok(())
+}
+
+fn labels_of(index: &Index) -> Vec<Option<String>> {
+    index.entries.iter().map(|e| e.label.clone()).collect()
+}
+
+/// `lookalike classify`: majority vote of the k neighbours' labels.
+pub fn classify(index_path: &Path, images: &[PathBuf], k: usize, eval: Option<&Path>, confusion_path: &Path, weights_override: Option<&PathBuf>) -> Result<()> {
+    let index = Index::load(index_path)?;
+    check_k(&index, k)?;
+    if index.entries.iter().all(|e| e.label.is_none()) {
+        return Err(Error::InvalidArgument(format!("{} has no labels: index a folder with one sub-folder per class", index_path.display())));
+    }
+    let labels = labels_of(&index);
+    let mut searcher = open_searcher(&index, weights_override)?;
+    if !images.is_empty() {
+        let results = searcher.search_images(&decode_all(images)?, k)?;
+        for (path, neighbours) in images.iter().zip(&results) {
+            println!("{} -> {}", path.display(), vote(neighbours, &labels).unwrap_or_else(|| "(no label)".into()));
+        }
+    }
+    if let Some(dir) = eval {
+        let files = scan_folder(dir)?;
+        let labelled: Vec<_> = files.into_iter().filter_map(|(p, l)| l.map(|l| (p, l))).collect();
+        if labelled.is_empty() {
+            return Err(Error::InvalidArgument(format!("no labelled images under {} (one sub-folder per class)", dir.display())));
+        }
+        let mut known: Vec<String> = labels.iter().flatten().cloned().collect();
+        known.sort();
+        known.dedup();
+        let mut matrix = ConfusionMatrix::new(known);
+        let bar = progress_bar(labelled.len(), "queries");
+        let mut skipped = Vec::new();
+        for chunk in labelled.chunks(32) {
+            let mut images = Vec::new();
+            let mut truths = Vec::new();
+            for (path, label) in chunk {
+                match decode_file(path) {
+                    Ok(img) => {
+                        images.push(img);
+                        truths.push(label);
+                    }
+                    Err(e) => skipped.push(e.to_string()),
+                }
+            }
+            if !images.is_empty() {
+                for (truth, neighbours) in truths.iter().zip(searcher.search_images(&images, k)?) {
+                    matrix.add(truth, vote(&neighbours, &labels).as_deref());
+                }
+            }
+            bar.inc(chunk.len() as u64);
+        }
+        bar.finish_and_clear();
+        for why in &skipped {
+            eprintln!("skipped: {why}");
+        }
+        println!("{matrix}");
+        save_png(&confusion_png(&matrix, 32), confusion_path)?;
+        eprintln!("wrote {}", confusion_path.display());
+    }
+    Ok(())
+}

@@ -1,0 +1,58 @@
+//! Where a command's ResNet50 comes from: a safetensors file or a seed.
+
+use std::path::{Path, PathBuf};
+
+use lookalike::index::{sha256_file, Index};
+use lookalike::model::{RandomResNet50, ResNet50};
+use lookalike::{Error, Result};
+
+/// A loaded network and how an index records it.
+pub struct LoadedWeights {
+    pub net: ResNet50,
+    /// The file as given, or `seed:N`.
+    pub path: String,
+    /// SHA-256 of the file, or `seed:N`.
+    pub sha256: String,
+}
+
+/// `--weights FILE` or `--seed N` (seeded random weights).
+pub fn load(weights: Option<&Path>, seed: Option<u64>) -> Result<LoadedWeights> {
+    match (weights, seed) {
+        (Some(path), _) => {
+            let net = ResNet50::load(path)?;
+            Ok(LoadedWeights { net, path: path.to_string_lossy().into_owned(), sha256: sha256_file(path)? })
+        }
+        (None, Some(seed)) => {
+            let tag = format!("seed:{seed}");
+            Ok(LoadedWeights { net: RandomResNet50::generate(seed)?.net, path: tag.clone(), sha256: tag })
+        }
+        (None, None) => Err(Error::InvalidArgument("give --weights FILE (or --seed N for seeded random weights)".into())),
+    }
+}
+
+/// The weights an index was built with, or `override_path`; either way they must hash to
+/// what the index recorded.
+pub fn for_index(index: &Index, override_path: Option<&PathBuf>) -> Result<LoadedWeights> {
+    let recorded = &index.provenance;
+    let loaded = match (override_path, recorded.weights_sha256.strip_prefix("seed:")) {
+        (Some(path), _) => load(Some(path), None)?,
+        (None, Some(seed)) => {
+            let seed = seed.parse().map_err(|_| Error::InvalidArgument(format!("index records unreadable weights {:?}", recorded.weights_sha256)))?;
+            load(None, Some(seed))?
+        }
+        (None, None) => load(Some(Path::new(&recorded.weights_path)), None).map_err(|e| match e {
+            Error::Io { path, source } => Error::InvalidArgument(format!(
+                "the index's weights file {} cannot be read ({source}); pass --weights",
+                path.display()
+            )),
+            other => other,
+        })?,
+    };
+    if loaded.sha256 != recorded.weights_sha256 {
+        return Err(Error::InvalidArgument(format!(
+            "the index was built with other weights: it records {} ({}), but {} has {}",
+            recorded.weights_path, recorded.weights_sha256, loaded.path, loaded.sha256
+        )));
+    }
+    Ok(loaded)
+}
