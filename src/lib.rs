@@ -1,8 +1,48 @@
 //! lookalike: image similarity search on the GPU with handwritten WGSL kernels.
 //!
+//! An image becomes its k nearest images in a database, entirely on the GPU: decode →
+//! preprocess → ResNet50 → centring + L2 normalisation → one matmul against the normalised
+//! reference matrix (cosine k-NN as a dense layer) → top-k; only k ids and scores come back.
+//! Every kernel has a CPU twin in [`cpu`], the oracle of the tests.
+//!
 //! Activations are NHWC f32 throughout (channels innermost, as fast engines use); the
 //! public `.npy` inputs are NCHW, as numpy and PyTorch write them, and are transposed on
 //! load.
+//!
+//! ```no_run
+//! use lookalike::cpu::preprocess::{decode_file, Preprocess};
+//! use lookalike::embed::Embedder;
+//! use lookalike::index::{scan_folder, Index, Provenance};
+//! use lookalike::model::{ResNet50, FEATURE_DIM};
+//! use lookalike::ops::matmul::Precision;
+//! use lookalike::search::{SearchOptions, Searcher};
+//! use lookalike::Context;
+//!
+//! # fn main() -> lookalike::Result<()> {
+//! let net = ResNet50::load("resnet50.safetensors".as_ref())?;
+//! let preprocess = Preprocess::default(); // resize 256, crop 224, ImageNet mean/std
+//!
+//! // Index a folder (labels from its sub-folders), centred, stored as f16.
+//! let mut embedder = Embedder::gpu(Context::new()?, &net)?;
+//! let files = scan_folder("photos".as_ref())?;
+//! let found = embedder.embed_labelled_files(&files, &preprocess, 32, |_| {})?;
+//! let provenance = Provenance {
+//!     model: "resnet50".into(),
+//!     weights_path: "resnet50.safetensors".into(),
+//!     weights_sha256: lookalike::index::sha256_file("resnet50.safetensors".as_ref())?,
+//!     preprocess,
+//! };
+//! let index = Index::from_features(&found.features, FEATURE_DIM, found.entries, Precision::F16, true, provenance)?;
+//! index.save("photos.index".as_ref())?;
+//!
+//! // Query: pixels in, the 5 nearest rows out.
+//! let mut searcher = Searcher::new(Context::new()?, &net, &index, SearchOptions::default())?;
+//! for n in &searcher.search_images(&[decode_file("query.jpg".as_ref())?], 5)?[0] {
+//!     println!("{:.3} {}", n.score, index.entries[n.index].path);
+//! }
+//! # Ok(())
+//! # }
+//! ```
 
 mod atomic;
 pub mod classify;

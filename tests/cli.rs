@@ -110,18 +110,33 @@ fn embed_ok(out: &Path, args: &[&str], rows: usize) -> Vec<Vec<f32>> {
     full.extend_from_slice(&["-o", s(out)]);
     let run = lookalike(&full);
     run.assert_success();
-    assert!(run.stdout.is_empty(), "embed printed to stdout:\n{}", run.describe());
+    assert!(
+        run.stdout.is_empty(),
+        "embed printed to stdout:\n{}",
+        run.describe()
+    );
     let array = npy::read_f32(out).unwrap_or_else(|e| panic!("{e}\n{}", run.describe()));
     assert_eq!(array.shape, [rows, FEATURE_DIM], "{}", run.describe());
-    assert!(array.data.iter().all(|v| v.is_finite()), "non-finite features:\n{}", run.describe());
-    array.data.chunks_exact(FEATURE_DIM).map(<[f32]>::to_vec).collect()
+    assert!(
+        array.data.iter().all(|v| v.is_finite()),
+        "non-finite features:\n{}",
+        run.describe()
+    );
+    array
+        .data
+        .chunks_exact(FEATURE_DIM)
+        .map(<[f32]>::to_vec)
+        .collect()
 }
 
 fn assert_rows_close(what: &str, got: &[Vec<f32>], expected: &[Vec<f32>], limit: f64) {
     assert_eq!(got.len(), expected.len(), "{what}: row count");
     for (i, (g, e)) in got.iter().zip(expected).enumerate() {
         let err = relative_l2(g, e);
-        assert!(err <= limit, "{what}: row {i} relative L2 {err:.3e} > {limit:.0e}");
+        assert!(
+            err <= limit,
+            "{what}: row {i} relative L2 {err:.3e} > {limit:.0e}"
+        );
     }
 }
 
@@ -130,18 +145,38 @@ fn assert_rows_close(what: &str, got: &[Vec<f32>], expected: &[Vec<f32>], limit:
 /// and containing every needle, and `out` neither created nor left as a temporary sibling.
 fn assert_fails(run: &Run, code: i32, needles: &[&str], out: &Path) {
     let context = run.describe();
-    assert_eq!(run.code, Some(code), "expected exit code {code}:\n{context}");
-    assert!(!run.stderr.contains("panicked"), "a panic instead of an error:\n{context}");
-    assert!(run.stdout.is_empty(), "a failed run printed to stdout:\n{context}");
+    assert_eq!(
+        run.code,
+        Some(code),
+        "expected exit code {code}:\n{context}"
+    );
+    assert!(
+        !run.stderr.contains("panicked"),
+        "a panic instead of an error:\n{context}"
+    );
+    assert!(
+        run.stdout.is_empty(),
+        "a failed run printed to stdout:\n{context}"
+    );
     let message = match run.stderr.split_once('\n') {
         Some((banner, rest)) if banner.starts_with("GPU: ") => rest,
         _ => run.stderr.as_str(),
     };
-    assert!(message.starts_with("error: "), "stderr does not start with `error: `:\n{context}");
+    assert!(
+        message.starts_with("error: "),
+        "stderr does not start with `error: `:\n{context}"
+    );
     for needle in needles {
-        assert!(message.contains(needle), "the error does not mention {needle:?}:\n{context}");
+        assert!(
+            message.contains(needle),
+            "the error does not mention {needle:?}:\n{context}"
+        );
     }
-    assert!(!out.exists(), "a failed run created {}:\n{context}", out.display());
+    assert!(
+        !out.exists(),
+        "a failed run created {}:\n{context}",
+        out.display()
+    );
     assert_no_temp_files(out, &context);
 }
 
@@ -150,7 +185,10 @@ fn assert_no_temp_files(out: &Path, context: &str) {
     let prefix = format!(".{}.tmp", out.file_name().unwrap().to_string_lossy());
     for entry in fs::read_dir(out.parent().unwrap()).unwrap() {
         let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(!name.starts_with(&prefix), "temporary file {name} left behind:\n{context}");
+        assert!(
+            !name.starts_with(&prefix),
+            "temporary file {name} left behind:\n{context}"
+        );
     }
 }
 
@@ -178,7 +216,11 @@ fn assert_embed_fails_on_both(dir: &Scratch, args: &[&str], needles: &[&str]) {
 fn pattern(width: u32, height: u32, seed: u32) -> RgbImage {
     RgbImage::from_fn(width, height, |x, y| {
         let v = x.wrapping_mul(37 + seed) ^ y.wrapping_mul(11 + 3 * seed);
-        Rgb([v as u8, (v >> 3) as u8 ^ (seed as u8).wrapping_mul(50), (x * 4 + y * seed) as u8])
+        Rgb([
+            v as u8,
+            (v >> 3) as u8 ^ (seed as u8).wrapping_mul(50),
+            (x * 4 + y * seed) as u8,
+        ])
     })
 }
 
@@ -217,7 +259,9 @@ fn embed_images_keeps_order_and_gpu_matches_cpu() {
     let landscape = dir.path("landscape.jpg");
     pattern(80, 60, 1).save(&landscape).unwrap();
     let grey = dir.path("portrait-grey.png");
-    GrayImage::from_fn(50, 90, |x, y| Luma([(x * 5 + y * 2) as u8])).save(&grey).unwrap();
+    GrayImage::from_fn(50, 90, |x, y| Luma([(x * 5 + y * 2) as u8]))
+        .save(&grey)
+        .unwrap();
     let rgba = dir.path("square-rgba.png");
     RgbaImage::from_fn(100, 100, |x, y| {
         let p = pattern(100, 100, 3).get_pixel(x, y).0;
@@ -227,22 +271,45 @@ fn embed_images_keeps_order_and_gpu_matches_cpu() {
     .unwrap();
     let pre = ["--resize", "72", "--crop", "64"];
 
-    let gpu = embed_ok(&dir.path("gpu.npy"), &[&pre[..], &[s(&landscape), s(&grey), s(&rgba)]].concat(), 3);
+    let gpu = embed_ok(
+        &dir.path("gpu.npy"),
+        &[&pre[..], &[s(&landscape), s(&grey), s(&rgba)]].concat(),
+        3,
+    );
     for i in 0..3 {
         for j in i + 1..3 {
             let diff = relative_l2(&gpu[i], &gpu[j]);
-            assert!(diff > 1e-3, "images {i} and {j} gave nearly the same features ({diff:.2e})");
+            assert!(
+                diff > 1e-3,
+                "images {i} and {j} gave nearly the same features ({diff:.2e})"
+            );
         }
     }
 
-    let cpu = embed_ok(&dir.path("cpu.npy"), &[&pre[..], &["--cpu", s(&landscape), s(&grey), s(&rgba)]].concat(), 3);
+    let cpu = embed_ok(
+        &dir.path("cpu.npy"),
+        &[&pre[..], &["--cpu", s(&landscape), s(&grey), s(&rgba)]].concat(),
+        3,
+    );
     assert_rows_close("GPU vs --cpu", &gpu, &cpu, GPU_CPU_LIMIT);
 
     // The first two swapped, and batches of 2 + 1 instead of one batch of 3.
-    let swapped =
-        embed_ok(&dir.path("swapped.npy"), &[&pre[..], &["--batch", "2", s(&grey), s(&landscape), s(&rgba)]].concat(), 3);
+    let swapped = embed_ok(
+        &dir.path("swapped.npy"),
+        &[
+            &pre[..],
+            &["--batch", "2", s(&grey), s(&landscape), s(&rgba)],
+        ]
+        .concat(),
+        3,
+    );
     let expected = [gpu[1].clone(), gpu[0].clone(), gpu[2].clone()];
-    assert_rows_close("swapped order, --batch 2", &swapped, &expected, SAME_ENGINE_LIMIT);
+    assert_rows_close(
+        "swapped order, --batch 2",
+        &swapped,
+        &expected,
+        SAME_ENGINE_LIMIT,
+    );
 }
 
 #[test]
@@ -255,19 +322,38 @@ fn embed_npy_gpu_matches_cpu_and_the_same_images_as_files() {
     original.save(&png).unwrap();
     let jpg = dir.path("b.jpg");
     pattern(64, 64, 5).save(&jpg).unwrap();
-    let decoded = [image::open(&png).unwrap().to_rgb8(), image::open(&jpg).unwrap().to_rgb8()];
+    let decoded = [
+        image::open(&png).unwrap().to_rgb8(),
+        image::open(&jpg).unwrap().to_rgb8(),
+    ];
     assert_eq!(decoded[0], original, "PNG is lossless");
     let input = dir.path("x.npy");
     npy::write_f32(&input, &[2, 3, 64, 64], &nchw_tensor(&decoded)).unwrap();
 
     let gpu = embed_ok(&dir.path("gpu.npy"), &["--input-npy", s(&input)], 2);
-    assert!(relative_l2(&gpu[0], &gpu[1]) > 1e-3, "the two images gave nearly the same features");
+    assert!(
+        relative_l2(&gpu[0], &gpu[1]) > 1e-3,
+        "the two images gave nearly the same features"
+    );
     // --batch 1 also runs the CLI's own chunking of the tensor.
-    let cpu = embed_ok(&dir.path("cpu.npy"), &["--cpu", "--batch", "1", "--input-npy", s(&input)], 2);
+    let cpu = embed_ok(
+        &dir.path("cpu.npy"),
+        &["--cpu", "--batch", "1", "--input-npy", s(&input)],
+        2,
+    );
     assert_rows_close("--input-npy GPU vs --cpu", &gpu, &cpu, GPU_CPU_LIMIT);
 
-    let files = embed_ok(&dir.path("files.npy"), &["--resize", "64", "--crop", "64", s(&png), s(&jpg)], 2);
-    assert_rows_close("image files vs the same tensor via --input-npy", &files, &gpu, 1e-6);
+    let files = embed_ok(
+        &dir.path("files.npy"),
+        &["--resize", "64", "--crop", "64", s(&png), s(&jpg)],
+        2,
+    );
+    assert_rows_close(
+        "image files vs the same tensor via --input-npy",
+        &files,
+        &gpu,
+        1e-6,
+    );
 }
 
 #[test]
@@ -287,7 +373,10 @@ fn unreadable_images_fail_cleanly() {
 
     let cases: [(&Path, &[&str]); 4] = [
         (&empty, &["cannot decode image", "empty"]),
-        (&text, &["cannot decode image", "not a recognised image format"]),
+        (
+            &text,
+            &["cannot decode image", "not a recognised image format"],
+        ),
         (&truncated, &["cannot decode image"]),
         (&missing, &["os error 2"]),
     ];
@@ -295,10 +384,18 @@ fn unreadable_images_fail_cleanly() {
         let needles = [needles, &[s(bad)]].concat();
         assert_embed_fails(&dir, &[&pre[..], &["--cpu", s(bad)]].concat(), &needles);
         // After a good image (in the same batch) the error still names the bad one.
-        assert_embed_fails(&dir, &[&pre[..], &["--cpu", s(&good), s(bad)]].concat(), &needles);
+        assert_embed_fails(
+            &dir,
+            &[&pre[..], &["--cpu", s(&good), s(bad)]].concat(),
+            &needles,
+        );
     }
     // Images are decoded by the same code for either engine: one GPU run suffices.
-    let needles = ["cannot decode image", "not a recognised image format", s(&text)];
+    let needles = [
+        "cannot decode image",
+        "not a recognised image format",
+        s(&text),
+    ];
     assert_embed_fails(&dir, &[&pre[..], &[s(&good), s(&text)]].concat(), &needles);
 }
 
@@ -310,8 +407,14 @@ fn bad_npy_inputs_fail_cleanly() {
     let channels4 = dir.path("channels4.npy");
     npy::write_f32(&channels4, &[1, 4, 64, 64], &vec![0.5; 4 * 64 * 64]).unwrap();
     let float64 = dir.path("float64.npy");
-    let f64_data: Vec<u8> = (0..3 * 64 * 64).flat_map(|i| (i as f64 * 1e-4).to_le_bytes()).collect();
-    raw_npy(&float64, "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 3, 64, 64), }", &f64_data);
+    let f64_data: Vec<u8> = (0..3 * 64 * 64)
+        .flat_map(|i| (i as f64 * 1e-4).to_le_bytes())
+        .collect();
+    raw_npy(
+        &float64,
+        "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 3, 64, 64), }",
+        &f64_data,
+    );
     let truncated = dir.path("truncated.npy");
     npy::write_f32(&truncated, &[2, 3, 64, 64], &vec![0.5; 2 * 3 * 64 * 64]).unwrap();
     let bytes = fs::read(&truncated).unwrap();
@@ -326,7 +429,11 @@ fn bad_npy_inputs_fail_cleanly() {
         (&missing, &["os error 2"]),
     ];
     for (bad, needles) in cases {
-        assert_embed_fails(&dir, &["--cpu", "--input-npy", s(bad)], &[needles, &[s(bad)]].concat());
+        assert_embed_fails(
+            &dir,
+            &["--cpu", "--input-npy", s(bad)],
+            &[needles, &[s(bad)]].concat(),
+        );
     }
     // The tensor is read by the same code for either engine: one GPU run suffices.
     let needles = ["3 channels", "[1, 4, 64, 64]", s(&channels4)];
@@ -343,7 +450,11 @@ fn inputs_too_small_for_resnet50_name_the_minimum() {
 
     let image = dir.path("image.png");
     pattern(40, 30, 4).save(&image).unwrap();
-    assert_embed_fails_on_both(&dir, &["--resize", "16", "--crop", "16", s(&image)], &needles);
+    assert_embed_fails_on_both(
+        &dir,
+        &["--resize", "16", "--crop", "16", s(&image)],
+        &needles,
+    );
 }
 
 #[test]
@@ -368,23 +479,48 @@ fn bad_weights_and_arguments_fail_cleanly() {
     ] {
         // The weights are read before the engine is chosen: one run each.
         let needles = [needles, &[s(file)]].concat();
-        assert_embed_fails(&dir, &["--weights", s(file), "--input-npy", s(&input)], &needles);
+        assert_embed_fails(
+            &dir,
+            &["--weights", s(file), "--input-npy", s(&input)],
+            &needles,
+        );
     }
 
-    assert_embed_fails(&dir, &["--batch", "0", "--input-npy", s(&input)], &["--batch", "at least 1"]);
-    assert_embed_fails(&dir, &["--batch", "0", s(&image)], &["--batch", "at least 1"]);
+    assert_embed_fails(
+        &dir,
+        &["--batch", "0", "--input-npy", s(&input)],
+        &["--batch", "at least 1"],
+    );
+    assert_embed_fails(
+        &dir,
+        &["--batch", "0", s(&image)],
+        &["--batch", "at least 1"],
+    );
     assert_embed_fails_on_both(
         &dir,
         &["--crop", "300", "--resize", "256", s(&image)],
         &["resize (256)", "at least crop (300)"],
     );
-    assert_embed_fails(&dir, &["--cpu", "--crop", "0", "--resize", "64", s(&image)], &["crop (0)", "positive"]);
+    assert_embed_fails(
+        &dir,
+        &["--cpu", "--crop", "0", "--resize", "64", s(&image)],
+        &["crop (0)", "positive"],
+    );
 
     // Command-line mistakes are clap's: exit code 2, still an `error:` first.
     let out = dir.path("out.npy");
     let run = lookalike(&["embed", "--weights", s(weights()), "-o", s(&out)]);
     assert_fails(&run, 2, &["required"], &out);
-    let run = lookalike(&["embed", "--weights", s(weights()), "--input-npy", s(&input), s(&image), "-o", s(&out)]);
+    let run = lookalike(&[
+        "embed",
+        "--weights",
+        s(weights()),
+        "--input-npy",
+        s(&input),
+        s(&image),
+        "-o",
+        s(&out),
+    ]);
     assert_fails(&run, 2, &["cannot be used with"], &out);
 }
 
@@ -410,7 +546,12 @@ fn failed_embed_keeps_an_existing_output() {
         let run = lookalike(&full);
         assert_eq!(run.code, Some(1), "{}", run.describe());
         assert!(!run.stderr.contains("panicked"), "{}", run.describe());
-        assert_eq!(fs::read(&out).unwrap(), marker, "a failed embed changed the output:\n{}", run.describe());
+        assert_eq!(
+            fs::read(&out).unwrap(),
+            marker,
+            "a failed embed changed the output:\n{}",
+            run.describe()
+        );
         assert_no_temp_files(&out, &run.describe());
     }
 }
@@ -422,9 +563,22 @@ fn output_that_is_a_directory_is_refused() {
     npy::write_f32(&input, &[1, 3, 64, 64], &vec![0.1; 3 * 64 * 64]).unwrap();
     let out_dir = dir.path("features");
     fs::create_dir(&out_dir).unwrap();
-    let run = lookalike(&["embed", "--weights", s(weights()), "--cpu", "--input-npy", s(&input), "-o", s(&out_dir)]);
+    let run = lookalike(&[
+        "embed",
+        "--weights",
+        s(weights()),
+        "--cpu",
+        "--input-npy",
+        s(&input),
+        "-o",
+        s(&out_dir),
+    ]);
     assert_eq!(run.code, Some(1), "{}", run.describe());
-    assert!(run.stderr.starts_with("error: ") && run.stderr.contains("is a directory"), "{}", run.describe());
+    assert!(
+        run.stderr.starts_with("error: ") && run.stderr.contains("is a directory"),
+        "{}",
+        run.describe()
+    );
     assert!(out_dir.is_dir(), "the directory was replaced");
     assert_no_temp_files(&out_dir, &run.describe());
 }
@@ -441,8 +595,18 @@ fn huge_batch_is_not_a_panic() {
     for batch in [usize::MAX, 1 << 52] {
         let out = dir.path("out.npy");
         let batch = batch.to_string();
-        let run =
-            lookalike(&["embed", "--weights", s(weights()), "--cpu", "--batch", &batch, "--input-npy", s(&input), "-o", s(&out)]);
+        let run = lookalike(&[
+            "embed",
+            "--weights",
+            s(weights()),
+            "--cpu",
+            "--batch",
+            &batch,
+            "--input-npy",
+            s(&input),
+            "-o",
+            s(&out),
+        ]);
         assert!(!run.stderr.contains("panicked"), "{}", run.describe());
         assert!(matches!(run.code, Some(0 | 1)), "{}", run.describe());
         let _ = fs::remove_file(&out);
@@ -453,8 +617,19 @@ fn huge_batch_is_not_a_panic() {
 fn info_prints_the_adapter() {
     let run = lookalike(&["info"]);
     run.assert_success();
-    for line in ["adapter:", "backend:", "driver:", "limits:", "max_storage_buffer_binding_size", "features:"] {
-        assert!(run.stdout.lines().any(|l| l.trim_start().starts_with(line)), "no {line:?} line:\n{}", run.describe());
+    for line in [
+        "adapter:",
+        "backend:",
+        "driver:",
+        "limits:",
+        "max_storage_buffer_binding_size",
+        "features:",
+    ] {
+        assert!(
+            run.stdout.lines().any(|l| l.trim_start().starts_with(line)),
+            "no {line:?} line:\n{}",
+            run.describe()
+        );
     }
 }
 
@@ -465,15 +640,27 @@ fn random_weights_are_deterministic_per_seed() {
         let path = dir.path(name);
         let run = lookalike(&["weights", "random", "--seed", seed, "-o", s(&path)]);
         run.assert_success();
-        assert!(run.stderr.contains(&format!("seed {seed}")), "{}", run.describe());
+        assert!(
+            run.stderr.contains(&format!("seed {seed}")),
+            "{}",
+            run.describe()
+        );
         fs::read(&path).unwrap()
     };
     let first = write("3", "a.safetensors");
     let again = write("3", "b.safetensors");
-    assert!(first.len() > 90_000_000, "a ResNet50 with fc in f32 is ~100 MB, got {} bytes", first.len());
+    assert!(
+        first.len() > 90_000_000,
+        "a ResNet50 with fc in f32 is ~100 MB, got {} bytes",
+        first.len()
+    );
     assert!(first == again, "seed 3 twice gave different files");
     drop(again);
     let other = write("4", "c.safetensors");
-    assert_eq!(other.len(), first.len(), "the layout does not depend on the seed");
+    assert_eq!(
+        other.len(),
+        first.len(),
+        "the layout does not depend on the seed"
+    );
     assert!(first != other, "seeds 3 and 4 gave the same file");
 }

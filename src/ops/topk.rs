@@ -1,5 +1,6 @@
 //! Rust twin of `shaders/topk.wgsl`: exact top-k per row of a score matrix, as a chain of
-//! block-sort passes.
+//! passes that each reduce blocks of 2048 candidates to their best k in workgroup memory
+//! (the shader's header has the algorithm) until one list per row is left.
 //!
 //! Ranking: scores descending, NaN as -inf, -0 equal to +0, ties to the lower index. When a
 //! row has fewer than k candidates the remaining results are padding ([`PAD_SCORE`],
@@ -25,7 +26,8 @@ const BLOCK: usize = 2048;
 const WG: u32 = 256;
 
 /// Where candidates come from: a dense `[rows, len]` score matrix whose column j has index
-/// `index_base + j`, or explicit (score, index) pairs, `[rows, len]` each (indices as u32).
+/// `index_base + j`, or explicit (score, index) pairs, `[rows, len]` each (indices as u32;
+/// [`PAD_INDEX`] marks padding, as in the op's own output).
 #[derive(Debug, Clone, Copy)]
 pub enum TopKInput<'a> {
     Scores { scores: &'a wgpu::Buffer, index_base: u32 },
@@ -170,6 +172,14 @@ impl TopK {
             return Err(Error::InvalidArgument("topk: output buffers must be distinct from each other and the input".into()));
         }
 
+        // A block's scores and indices live in workgroup memory: 16 KiB, WebGPU's default.
+        let shared = ctx.limits().max_compute_workgroup_storage_size as usize;
+        if shared < 8 * BLOCK {
+            return Err(Error::InvalidArgument(format!(
+                "topk: needs {} bytes of workgroup memory, this device has {shared}",
+                8 * BLOCK
+            )));
+        }
         let key = PipelineKey::new(ShaderFile::TopK, "main", &[("BLOCK", BLOCK as f64), ("WG", WG as f64)]);
         let kernel = ctx.kernel(&key, &BINDINGS)?;
         let max_groups = ctx.limits().max_compute_workgroups_per_dimension;
