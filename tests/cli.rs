@@ -586,7 +586,6 @@ fn output_that_is_a_directory_is_refused() {
 /// `--batch` times the image size overflows with `--input-npy`: a panic today (debug builds;
 /// release builds wrap, and a product of exactly 2^64 panics in `chunks(0)`).
 #[test]
-#[ignore = "known bug: src/bin/lookalike/main.rs multiplies --batch by the image size unchecked"]
 fn huge_batch_is_not_a_panic() {
     let dir = Scratch::new("huge-batch");
     let input = dir.path("x.npy");

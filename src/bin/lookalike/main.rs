@@ -239,7 +239,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
             ResNet50::check_input(images.height, images.width)?;
             let mut features = Vec::with_capacity(images.batch * FEATURE_DIM);
             let image_len = images.height * images.width * 3;
-            for chunk in images.data.chunks(args.batch * image_len) {
+            for chunk in images.data.chunks(args.batch.saturating_mul(image_len).max(1)) {
                 let part = npy::NhwcBatch { batch: chunk.len() / image_len, height: images.height, width: images.width, data: chunk.to_vec() };
                 features.extend(embedder.embed(&part)?);
             }
