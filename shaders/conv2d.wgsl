@@ -7,8 +7,10 @@
 // No im2col buffer exists: A tiles are gathered straight from the input.
 //
 // Each workgroup computes a (4*WG_Y) x (4*WG_X) output tile; each invocation a 4x4 block
-// held in four vec4 accumulators (named, so they stay in registers). A and W tiles of depth
-// TILE_K are staged in workgroup memory as vec4 columns.
+// held in four vec4 accumulators (named, so they stay in registers). K advances in slices
+// of WG_X: invocation (x, y) stages depth x of its own four output rows, so the expensive
+// row decomposition (n, oh, ow) happens once, before the K loop, and the (kh, kw, ci)
+// decomposition of its depth is advanced incrementally instead of divided out per tile.
 //
 // Epilogue (flags): y = acc * scale[co] + bias[co] + residual[m, co], then ReLU.
 
@@ -38,7 +40,6 @@ const FLAG_RELU: u32 = 8u;
 
 override WG_X: u32 = 16u;
 override WG_Y: u32 = 16u;
-override TILE_K: u32 = 16u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read> input: array<f32>;
@@ -49,29 +50,40 @@ override TILE_K: u32 = 16u;
 @group(0) @binding(6) var<storage, read_write> output: array<f32>;
 
 // tile_a[kk * WG_Y + r] holds rows 4r..4r+3 of the A tile at depth kk.
-var<workgroup> tile_a: array<vec4<f32>, TILE_K * WG_Y>;
+var<workgroup> tile_a: array<vec4<f32>, WG_X * WG_Y>;
 // tile_w[kk * WG_X + c] holds columns 4c..4c+3 of the W tile at depth kk.
-var<workgroup> tile_w: array<vec4<f32>, TILE_K * WG_X>;
+var<workgroup> tile_w: array<vec4<f32>, WG_X * WG_X>;
 
-// One element of the implicit A matrix (zero for padding and out-of-range rows/columns).
-fn load_a(m: u32, k: u32) -> f32 {
-    if (m >= p.m || k >= p.k) {
-        return 0.0;
-    }
+// Where one output row reads its input: the image's base offset and the top-left input
+// coordinate of its window (negative inside the padding). `valid` is false past the last row.
+struct RowOrigin {
+    image_base: u32,
+    ih0: i32,
+    iw0: i32,
+    valid: bool,
+}
+
+fn row_origin(m: u32) -> RowOrigin {
+    var o: RowOrigin;
+    o.valid = m < p.m;
     let ow = m % p.out_w;
-    let oh = (m / p.out_w) % p.out_h;
-    let n = m / (p.out_w * p.out_h);
-    let ci = k % p.in_c;
-    let tap = k / p.in_c;
-    let kw = tap % p.kernel_w;
-    let kh = tap / p.kernel_w;
-    // Unsigned wrap-around turns negative coordinates into huge ones: one test covers both.
-    let ih = oh * p.stride + kh - p.pad_h;
-    let iw = ow * p.stride + kw - p.pad_w;
-    if (ih >= p.in_h || iw >= p.in_w) {
+    let rest = m / p.out_w;
+    let oh = rest % p.out_h;
+    let n = rest / p.out_h;
+    o.image_base = n * p.in_h * p.in_w * p.in_c;
+    o.ih0 = i32(oh * p.stride) - i32(p.pad_h);
+    o.iw0 = i32(ow * p.stride) - i32(p.pad_w);
+    return o;
+}
+
+// One element of the implicit A matrix: zero in the padding and past the last row.
+fn gather(o: RowOrigin, kh: u32, kw: u32, ci: u32) -> f32 {
+    let ih = o.ih0 + i32(kh);
+    let iw = o.iw0 + i32(kw);
+    if (!o.valid || ih < 0 || iw < 0 || ih >= i32(p.in_h) || iw >= i32(p.in_w)) {
         return 0.0;
     }
-    return input[((n * p.in_h + ih) * p.in_w + iw) * p.in_c + ci];
+    return input[o.image_base + (u32(ih) * p.in_w + u32(iw)) * p.in_c + ci];
 }
 
 fn load_w(k: u32, co: u32) -> f32 {
@@ -112,29 +124,33 @@ fn store_row(m: u32, co: u32, acc: vec4<f32>) {
 @compute @workgroup_size(WG_X, WG_Y)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
-    let tile_rows = 4u * WG_Y;
-    let tile_cols = 4u * WG_X;
     let threads = WG_X * WG_Y;
-    let m0 = wid.y * tile_rows;
-    let co0 = wid.x * tile_cols;
+    let m = wid.y * 4u * WG_Y + 4u * lid.y;
+    let co0 = wid.x * 4u * WG_X;
+    let r0 = row_origin(m);
+    let r1 = row_origin(m + 1u);
+    let r2 = row_origin(m + 2u);
+    let r3 = row_origin(m + 3u);
+
+    // This invocation's staging depth k = k0 + lid.x, as (kh, kw, ci).
+    var ci = lid.x % p.in_c;
+    var kw = (lid.x / p.in_c) % p.kernel_w;
+    var kh = lid.x / (p.in_c * p.kernel_w);
 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
 
-    for (var k0 = 0u; k0 < p.k; k0 = k0 + TILE_K) {
-        // Stage A: each task is 4 consecutive rows at one depth, so a vec4 store.
-        for (var task = tid; task < TILE_K * WG_Y; task = task + threads) {
-            let kk = task % TILE_K;
-            let r = task / TILE_K;
-            let m = m0 + 4u * r;
-            let k = k0 + kk;
-            tile_a[kk * WG_Y + r] = vec4<f32>(load_a(m, k), load_a(m + 1u, k),
-                                              load_a(m + 2u, k), load_a(m + 3u, k));
+    for (var k0 = 0u; k0 < p.k; k0 = k0 + WG_X) {
+        var a = vec4<f32>(0.0);
+        if (k0 + lid.x < p.k) {
+            a = vec4<f32>(gather(r0, kh, kw, ci), gather(r1, kh, kw, ci),
+                          gather(r2, kh, kw, ci), gather(r3, kh, kw, ci));
         }
+        tile_a[lid.x * WG_Y + lid.y] = a;
         // Stage W: 4 consecutive output channels at one depth.
-        for (var task = tid; task < TILE_K * WG_X; task = task + threads) {
+        for (var task = tid; task < WG_X * WG_X; task = task + threads) {
             let c = task % WG_X;
             let kk = task / WG_X;
             let k = k0 + kk;
@@ -143,18 +159,27 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
                                               load_w(k, co + 2u), load_w(k, co + 3u));
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < TILE_K; kk = kk + 1u) {
-            let a = tile_a[kk * WG_Y + lid.y];
-            let w = tile_w[kk * WG_X + lid.x];
-            acc0 = fma(vec4<f32>(a.x), w, acc0);
-            acc1 = fma(vec4<f32>(a.y), w, acc1);
-            acc2 = fma(vec4<f32>(a.z), w, acc2);
-            acc3 = fma(vec4<f32>(a.w), w, acc3);
+        for (var kk = 0u; kk < WG_X; kk = kk + 1u) {
+            let av = tile_a[kk * WG_Y + lid.y];
+            let wv = tile_w[kk * WG_X + lid.x];
+            acc0 = fma(vec4<f32>(av.x), wv, acc0);
+            acc1 = fma(vec4<f32>(av.y), wv, acc1);
+            acc2 = fma(vec4<f32>(av.z), wv, acc2);
+            acc3 = fma(vec4<f32>(av.w), wv, acc3);
         }
         workgroupBarrier();
+        // Advance the depth by WG_X without dividing: ci wraps into kw, kw into kh.
+        ci = ci + WG_X;
+        while (ci >= p.in_c) {
+            ci = ci - p.in_c;
+            kw = kw + 1u;
+            if (kw == p.kernel_w) {
+                kw = 0u;
+                kh = kh + 1u;
+            }
+        }
     }
 
-    let m = m0 + 4u * lid.y;
     let co = co0 + 4u * lid.x;
     store_row(m, co, acc0);
     store_row(m + 1u, co, acc1);

@@ -41,7 +41,6 @@ struct Plan {
 pub struct GpuResNet50 {
     arch: ResNet50,
     mode: BatchNormMode,
-    tiles: Tiles,
     layers: HashMap<String, LayerBuffers>,
     plans: HashMap<(usize, usize, usize), Plan>,
 }
@@ -67,7 +66,7 @@ impl GpuResNet50 {
             };
             layers.insert(layer.conv_name.clone(), buffers);
         }
-        Ok(Self { arch: ResNet50::architecture(), mode, tiles: Tiles::default(), layers, plans: HashMap::new() })
+        Ok(Self { arch: ResNet50::architecture(), mode, layers, plans: HashMap::new() })
     }
 
     pub fn mode(&self) -> BatchNormMode {
@@ -136,7 +135,6 @@ impl GpuResNet50 {
         let mut builder = PlanBuilder {
             ctx,
             layers: &self.layers,
-            tiles: self.tiles,
             slot_len,
             buffers: vec![ctx.storage("resnet50 input", batch * height * width * 3)?],
             free: Vec::new(),
@@ -151,7 +149,6 @@ impl GpuResNet50 {
 struct PlanBuilder<'a> {
     ctx: &'a Context,
     layers: &'a HashMap<String, LayerBuffers>,
-    tiles: Tiles,
     slot_len: usize,
     buffers: Vec<wgpu::Buffer>,
     free: Vec<usize>,
@@ -188,7 +185,7 @@ impl Executor for PlanBuilder<'_> {
                     residual: residual.map(|r| &b[r.id]),
                     output: &b[out.id],
                 };
-                let d = conv2d(self.ctx, &shape, &conv_buffers, relu, self.tiles)?;
+                let d = conv2d(self.ctx, &shape, &conv_buffers, relu, Tiles::for_rows(shape.m()))?;
                 self.dispatches.push(d);
                 Ok(out)
             }
@@ -198,7 +195,7 @@ impl Executor for PlanBuilder<'_> {
                 let b = &self.buffers;
                 let conv_buffers =
                     Conv2dBuffers { input: &b[x.id], weight, scale: None, bias: None, residual: None, output: &b[raw.id] };
-                let conv = conv2d(self.ctx, &shape, &conv_buffers, false, self.tiles)?;
+                let conv = conv2d(self.ctx, &shape, &conv_buffers, false, Tiles::for_rows(shape.m()))?;
                 let bn_shape = BatchNormShape { len: shape.output_len(), channels: layer.out_c, eps: BN_EPS };
                 let bn_buffers = BatchNormBuffers {
                     input: &b[raw.id],

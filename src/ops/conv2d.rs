@@ -169,7 +169,9 @@ pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu:
         flags,
         _pad: 0,
     };
-    let key = PipelineKey::new(ShaderFile::Conv2d, "main", &tiles.constants());
+    // The conv kernel's K slice is WG_X (see the shader): tile_k does not apply.
+    let [wg_x, wg_y, _] = tiles.constants();
+    let key = PipelineKey::new(ShaderFile::Conv2d, "main", &[wg_x, wg_y]);
     let kernel = ctx.kernel(&key, &BINDINGS)?;
     let uniform = ctx.uniform("conv2d params", &params);
     // Unused epilogue inputs still need a binding; the flags keep the kernel from reading them.

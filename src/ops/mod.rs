@@ -16,7 +16,8 @@ use crate::error::{Error, Result};
 
 /// Register-blocked tile configuration shared by the GEMM-like kernels (`conv2d`,
 /// `matmul`): a workgroup of `wg_x * wg_y` invocations computes a `4*wg_y x 4*wg_x` output
-/// tile, stepping through K in slices of `tile_k`. Set through WGSL override constants.
+/// tile, stepping through K in slices of `tile_k` (`matmul`) or `wg_x` (`conv2d`, whose
+/// staging maps one depth to each invocation column). Set through WGSL override constants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tiles {
     pub wg_x: u32,
@@ -31,6 +32,19 @@ impl Default for Tiles {
 }
 
 impl Tiles {
+    /// Tiles for a GEMM of `rows` output rows: fewer rows per workgroup when there are few
+    /// rows, so small late-stage layers (7x7, 2x2 spatial) do not compute mostly padding.
+    pub fn for_rows(rows: usize) -> Self {
+        let wg_y = if rows >= 1024 {
+            16
+        } else if rows >= 128 {
+            8
+        } else {
+            4
+        };
+        Self { wg_y, ..Self::default() }
+    }
+
     /// Output rows per workgroup.
     pub fn rows(&self) -> usize {
         4 * self.wg_y as usize
