@@ -216,7 +216,7 @@ impl Searcher {
         let candidate_indices = ctx.storage("candidate indices", q * stride)?;
         for (c, chunk) in self.chunks.iter().enumerate() {
             let shape = MatmulShape { m: q, n: chunk.rows, k: dim, b_transposed: true };
-            dispatches.push(matmul_with(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, Tiles::default())?);
+            dispatches.push(matmul_with(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, Tiles::for_rows(q))?);
             let output = if single {
                 TopKOutput::dense(&result_scores, &result_indices, k)
             } else {
@@ -269,9 +269,11 @@ pub fn search_features_cpu(index: &Index, features: &[f32], k: usize) -> Result<
     }
     let q = features.len() / dim;
     let queries = cpu::l2_normalize(features, q, dim, index.mean.as_deref())?;
-    let refs = index.embeddings.rows_f32(dim, 0, index.len());
     let shape = MatmulShape { m: q, n: index.len(), k: dim, b_transposed: true };
-    let scores = cpu::matmul(&shape, &queries, &refs)?;
+    let scores = match &index.embeddings {
+        Embeddings::F32(refs) => cpu::matmul(&shape, &queries, refs)?,
+        Embeddings::F16(_) => cpu::matmul(&shape, &queries, &index.embeddings.rows_f32(dim, 0, index.len()))?,
+    };
     let (top_scores, top_indices) = cpu::topk::topk(&scores, q, index.len(), k)?;
     Ok((0..q)
         .map(|row| (0..k).map(|j| Neighbor { index: top_indices[row * k + j] as usize, score: top_scores[row * k + j] }).collect())

@@ -39,8 +39,10 @@ impl Tiles {
             16
         } else if rows >= 128 {
             8
-        } else {
+        } else if rows >= 16 {
             4
+        } else {
+            1
         };
         Self { wg_y, ..Self::default() }
     }

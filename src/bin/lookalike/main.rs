@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+mod bench;
 mod demo;
 mod search_cmd;
 mod weights;
@@ -103,6 +104,24 @@ enum Command {
         #[arg(long)]
         weights: Option<PathBuf>,
     },
+    /// Benchmark the GPU beside the CPU reference: ResNet50, matmul, k-NN scan, stages.
+    Bench {
+        /// Fewer batch sizes.
+        #[arg(long)]
+        quick: bool,
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Rows of the k-NN reference matrix.
+        #[arg(long, default_value_t = 100_000)]
+        knn_rows: usize,
+        /// The card's fp32 peak, for the fraction-of-peak figures.
+        #[arg(long)]
+        peak_tflops: Option<f64>,
+        /// The card's memory bandwidth in GB/s.
+        #[arg(long)]
+        peak_gbps: Option<f64>,
+    },
     /// Print the GPU adapter lookalike would use: backend, driver, limits, features.
     Info,
     /// ResNet50 features of images (or of a preprocessed tensor) to an N x 2048 .npy file.
@@ -163,6 +182,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info(),
+        Command::Bench { quick, json, knn_rows, peak_tflops, peak_gbps } => {
+            bench::run(bench::BenchOptions { quick, json, knn_rows: knn_rows.max(16), peak_tflops, peak_gbps })
+        }
         Command::Index { dir, weights, seed, output, dtype, center, batch, resize, crop, add, cpu } => search_cmd::index(search_cmd::IndexOptions {
             dir: &dir,
             weights: weights.as_deref(),

@@ -1,0 +1,180 @@
+//! `lookalike bench`: what users compare across cards. GPU beside the CPU reference, every
+//! figure labelled with what it counts.
+
+use std::time::Instant;
+
+use lookalike::cpu;
+use lookalike::embed::Embedder;
+use lookalike::gpu::Dispatch;
+use lookalike::index::{Entry, Index, Provenance};
+use lookalike::model::resnet50::ShapeWalk;
+use lookalike::model::{BatchNormMode, GpuResNet50, RandomResNet50, FEATURE_DIM};
+use lookalike::npy::NhwcBatch;
+use lookalike::ops::l2_normalize::l2_normalize;
+use lookalike::ops::matmul::{matmul, MatmulShape, Precision};
+use lookalike::ops::preprocess::PreprocessBatch;
+use lookalike::ops::topk::{TopK, TopKInput, TopKOutput};
+use lookalike::ops::Tiles;
+use lookalike::rng::Rng;
+use lookalike::search::{search_features_cpu, SearchOptions, Searcher};
+use lookalike::{Context, Result};
+use serde_json::{json, Value};
+
+/// Options of `lookalike bench`.
+pub struct BenchOptions {
+    pub quick: bool,
+    pub json: bool,
+    pub knn_rows: usize,
+    pub peak_tflops: Option<f64>,
+    pub peak_gbps: Option<f64>,
+}
+
+/// Known fp32 peaks (TFLOP/s) and memory bandwidths (GB/s) by adapter-name substring.
+const PEAKS: [(&str, f64, f64); 4] = [("H100", 67.0, 3000.0), ("H200", 67.0, 4800.0), ("A100", 19.5, 1555.0), ("RTX 4090", 82.6, 1008.0)];
+
+/// Median seconds of `reps` runs after one warm-up.
+fn median_secs(reps: usize, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
+    run()?;
+    let mut times = Vec::with_capacity(reps);
+    for _ in 0..reps.max(1) {
+        let start = Instant::now();
+        run()?;
+        times.push(start.elapsed().as_secs_f64());
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+fn say(o: &BenchOptions, line: String) {
+    if !o.json {
+        println!("{line}");
+    }
+}
+
+pub fn run(o: BenchOptions) -> Result<()> {
+    let cold = Instant::now();
+    let ctx = Context::new()?;
+    let info = ctx.adapter_info().clone();
+    let net = RandomResNet50::generate(0)?.net;
+    let size = 224;
+    let mut gpu_net = GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?;
+    let one = Rng::new(1).normals(size * size * 3, 1.0);
+    gpu_net.forward(&ctx, &one, 1, size, size)?;
+    let cold_start_ms = cold.elapsed().as_secs_f64() * 1e3;
+    let (peak_tflops, peak_gbps) = PEAKS
+        .iter()
+        .find(|(name, _, _)| info.name.contains(name))
+        .map(|&(_, t, g)| (Some(t), Some(g)))
+        .unwrap_or((None, None));
+    let peak_tflops = o.peak_tflops.or(peak_tflops);
+    let peak_gbps = o.peak_gbps.or(peak_gbps);
+    say(&o, format!("adapter: {} ({:?}, {:?}, driver {} {})", info.name, info.backend, info.device_type, info.driver, info.driver_info));
+    say(&o, format!("cold start (context, weights upload, pipelines, first 224x224 forward): {cold_start_ms:.0} ms"));
+    let of_peak = |gflops: f64| peak_tflops.map(|p| format!(" ({:.1}% of {p} TFLOP/s)", 100.0 * gflops / (p * 1e3))).unwrap_or_default();
+    let of_bw = |gbps: f64| peak_gbps.map(|p| format!(" ({:.1}% of {p} GB/s)", 100.0 * gbps / p)).unwrap_or_default();
+
+    // ResNet50 at 224: GPU and CPU reference.
+    let flops_per_image = ShapeWalk::resnet50(size, size).flops;
+    let batches: &[usize] = if o.quick { &[1, 8] } else { &[1, 8, 32] };
+    let mut resnet = Vec::new();
+    let mut cpu_embedder = Embedder::cpu(&net)?;
+    for &batch in batches {
+        let data = Rng::new(batch as u64).normals(batch * size * size * 3, 1.0);
+        let reps = if ctx.is_cpu() { 1 } else { 5 };
+        let gpu_secs = median_secs(reps, || gpu_net.forward(&ctx, &data, batch, size, size).map(|_| ()))?;
+        let images = NhwcBatch { batch, height: size, width: size, data };
+        let cpu_secs = median_secs(1, || cpu_embedder.embed(&images).map(|_| ()))?;
+        for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
+            let gflops = flops_per_image * batch as f64 / secs / 1e9;
+            let img_s = batch as f64 / secs;
+            say(&o, format!("resnet50 224 batch {batch:>2} {device}: {img_s:8.1} img/s {gflops:8.1} GFLOP/s{}", if device == "gpu" { of_peak(gflops) } else { String::new() }));
+            resnet.push(json!({"device": device, "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops}));
+        }
+    }
+
+    // matmul 1024^3.
+    let n = 1024;
+    let shape = MatmulShape { m: n, n, k: n, b_transposed: false };
+    let mut rng = Rng::new(2);
+    let (a, b) = (rng.normals(n * n, 1.0), rng.normals(n * n, 1.0));
+    let (ab, bb, cb) = (ctx.upload("a", &a)?, ctx.upload("b", &b)?, ctx.storage("c", n * n)?);
+    let d = matmul(&ctx, &shape, &ab, &bb, &cb, Tiles::default())?;
+    let gpu_secs = median_secs(if ctx.is_cpu() { 2 } else { 10 }, || ctx.run(&[&d]))?;
+    let cpu_secs = median_secs(3, || cpu::matmul(&shape, &a, &b).map(|_| ()))?;
+    let mut matmuls = Vec::new();
+    for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
+        let gflops = shape.flops() / secs / 1e9;
+        say(&o, format!("matmul 1024^3 {device}: {gflops:8.1} GFLOP/s"));
+        matmuls.push(json!({"device": device, "m": n, "n": n, "k": n, "gflop_per_s": gflops}));
+    }
+
+    // k-NN scan: normalise + score + top-k over N x 2048 unit rows.
+    let rows = o.knn_rows;
+    let k = 10;
+    let features = rng.normals(rows * FEATURE_DIM, 1.0);
+    let entries: Vec<Entry> = (0..rows).map(|i| Entry { path: i.to_string(), label: None }).collect();
+    let provenance = Provenance { model: "bench".into(), weights_path: String::new(), weights_sha256: String::new(), preprocess: Default::default() };
+    let mut knn = Vec::new();
+    for precision in [Precision::F32, Precision::F16] {
+        let index = Index::from_features(&features, FEATURE_DIM, entries.clone(), precision, false, provenance.clone())?;
+        let mut searcher = Searcher::for_features(Context::new()?, &index, SearchOptions::default())?;
+        for queries in [1usize, 64] {
+            let q = rng.normals(queries * FEATURE_DIM, 1.0);
+            let reps = if ctx.is_cpu() { 1 } else { 10 };
+            let gpu_secs = median_secs(reps, || searcher.search_features(&q, k).map(|_| ()))?;
+            let cpu_secs = median_secs(1, || search_features_cpu(&index, &q, k).map(|_| ()))?;
+            let bytes = precision.bytes(rows * FEATURE_DIM) as f64;
+            for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
+                let gbps = bytes / secs / 1e9;
+                let dtype = format!("{precision:?}").to_lowercase();
+                say(&o, format!("knn {rows}x2048 {dtype} queries {queries:>2} k {k} {device}: {:9.2} ms {gbps:7.1} GB/s{}", secs * 1e3, if device == "gpu" { of_bw(gbps) } else { String::new() }));
+                knn.push(json!({"device": device, "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype, "ms": secs * 1e3, "gb_per_s": gbps}));
+            }
+        }
+    }
+
+    let stages = stage_times(&ctx, &mut gpu_net, &features, rows)?;
+    say(&o, format!("stages (one query, each stage its own submit, wall clock): {}", stages.iter().map(|(s, ms)| format!("{s} {ms:.2} ms")).collect::<Vec<_>>().join(", ")));
+    if o.json {
+        let stages_ms: serde_json::Map<String, Value> = stages.into_iter().map(|(s, ms)| (s.to_string(), json!(ms))).collect();
+        let out = json!({
+            "adapter": {"name": info.name, "backend": format!("{:?}", info.backend), "device_type": format!("{:?}", info.device_type), "driver": info.driver, "driver_info": info.driver_info},
+            "cold_start_ms": cold_start_ms,
+            "resnet50": resnet,
+            "matmul": matmuls,
+            "knn": knn,
+            "stages_ms": stages_ms,
+            "stages_method": "each stage submitted alone and timed by wall clock (includes submit overhead)",
+            "peak": {"tflops_fp32": peak_tflops, "gb_per_s": peak_gbps},
+        });
+        println!("{out}");
+    }
+    Ok(())
+}
+
+/// Each stage of one 224x224 query on its own: preprocess, backbone, normalise, score, top-k.
+fn stage_times(ctx: &Context, net: &mut GpuResNet50, refs: &[f32], rows: usize) -> Result<Vec<(&'static str, f64)>> {
+    let image = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8]));
+    let (input, features, backbone) = net.prepared(ctx, 1, 224, 224)?;
+    let prepare = PreprocessBatch::new(ctx, &[image], &Default::default(), input)?;
+    let backbone: Vec<&Dispatch> = backbone.iter().collect();
+    // One storage binding's worth of reference rows is what one score dispatch reads.
+    let chunk = rows.min(ctx.max_binding_bytes() as usize / (4 * FEATURE_DIM)).max(1);
+    let refs_buf = ctx.upload("refs", &refs[..chunk * FEATURE_DIM])?;
+    let unit = ctx.storage("query", FEATURE_DIM)?;
+    let scores = ctx.storage("scores", chunk)?;
+    let (top_s, top_i) = (ctx.storage("top scores", 10)?, ctx.storage("top ids", 10)?);
+    let normalise = l2_normalize(ctx, 1, FEATURE_DIM, features, None, &unit)?;
+    let shape = MatmulShape { m: 1, n: chunk, k: FEATURE_DIM, b_transposed: true };
+    let score = matmul(ctx, &shape, &unit, &refs_buf, &scores, Tiles::for_rows(1))?;
+    let select = TopK::new(ctx, TopKInput::Scores { scores: &scores, index_base: 0 }, 1, chunk, 10, &TopKOutput::dense(&top_s, &top_i, 10))?;
+    let reps = if ctx.is_cpu() { 2 } else { 10 };
+    let time = |dispatches: Vec<&Dispatch>| median_secs(reps, || ctx.run(&dispatches)).map(|s| s * 1e3);
+    Ok(vec![
+        ("preprocess", time(prepare.dispatches().iter().collect())?),
+        ("resnet50", time(backbone)?),
+        ("normalise", time(vec![&normalise])?),
+        ("score", time(vec![&score])?),
+        ("topk", time(select.dispatches().iter().collect())?),
+    ])
+}
