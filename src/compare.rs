@@ -50,7 +50,8 @@ impl Tolerance {
         for (i, (&x, &y)) in got.iter().zip(expected).enumerate() {
             let bound = (self.rel * y.abs()).max(self.abs);
             let excess = (x - y).abs() / bound.max(f32::MIN_POSITIVE);
-            if !(excess <= 1.0) {
+            // Written so that NaN fails too.
+            if excess.is_nan() || excess > 1.0 {
                 failures += 1;
                 let excess = if excess.is_nan() { f32::INFINITY } else { excess };
                 if worst.is_none_or(|(_, w)| excess > w) {

@@ -15,7 +15,7 @@ use crate::npy::NhwcBatch;
 use crate::ops::preprocess::PreprocessBatch;
 
 enum Engine {
-    Gpu { ctx: Context, net: Box<GpuResNet50> },
+    Gpu { ctx: Box<Context>, net: Box<GpuResNet50> },
     Cpu(Box<CpuResNet50>),
 }
 
@@ -28,7 +28,7 @@ impl Embedder {
     /// The GPU forward (batch-norm folded) on `ctx`.
     pub fn gpu(ctx: Context, net: &ResNet50) -> Result<Self> {
         let gpu = GpuResNet50::new(&ctx, net, BatchNormMode::Folded)?;
-        Ok(Self { engine: Engine::Gpu { ctx, net: Box::new(gpu) } })
+        Ok(Self { engine: Engine::Gpu { ctx: Box::new(ctx), net: Box::new(gpu) } })
     }
 
     /// The multi-threaded CPU reference.

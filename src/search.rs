@@ -180,7 +180,7 @@ impl Searcher {
     /// The k nearest index rows of each raw (unnormalised) `[queries, dim]` feature row.
     pub fn search_features(&mut self, features: &[f32], k: usize) -> Result<Vec<Vec<Neighbor>>> {
         self.check_k(k)?;
-        if features.is_empty() || features.len() % self.dim != 0 {
+        if features.is_empty() || !features.len().is_multiple_of(self.dim) {
             return Err(Error::shape("query features", format!("rows of {} values", self.dim), format!("{} values", features.len())));
         }
         let mut results = Vec::new();
@@ -264,7 +264,7 @@ pub fn search_features_cpu(index: &Index, features: &[f32], k: usize) -> Result<
     if k == 0 || k > index.len() {
         return Err(Error::InvalidArgument(format!("k = {k} outside 1..={}", index.len())));
     }
-    if features.is_empty() || features.len() % dim != 0 {
+    if features.is_empty() || !features.len().is_multiple_of(dim) {
         return Err(Error::shape("query features", format!("rows of {dim} values"), format!("{} values", features.len())));
     }
     let q = features.len() / dim;

@@ -46,7 +46,7 @@ impl Context {
     pub fn upload_pod<T: bytemuck::Pod>(&self, label: &str, data: &[T]) -> Result<wgpu::Buffer> {
         let raw: &[u8] = bytemuck::cast_slice(data);
         let mut padded;
-        let bytes: &[u8] = if raw.is_empty() || raw.len() % 4 != 0 {
+        let bytes: &[u8] = if raw.is_empty() || !raw.len().is_multiple_of(4) {
             padded = raw.to_vec();
             padded.resize(raw.len().div_ceil(4).max(1) * 4, 0);
             &padded

@@ -49,7 +49,7 @@ const BINDINGS: [Binding; 8] = [
 
 /// Prepares one batch-norm launch: `y = relu?((x - mean) / sqrt(var + eps) * w + b + residual)`.
 pub fn batch_norm(ctx: &Context, shape: &BatchNormShape, buffers: &BatchNormBuffers, relu: bool) -> Result<Dispatch> {
-    if shape.channels == 0 || shape.len % shape.channels != 0 || shape.len > u32::MAX as usize {
+    if shape.channels == 0 || !shape.len.is_multiple_of(shape.channels) || shape.len > u32::MAX as usize {
         return Err(Error::InvalidArgument(format!("batch_norm: {} elements are not whole rows of {} channels", shape.len, shape.channels)));
     }
     check_len("batch_norm input", buffers.input, shape.len)?;

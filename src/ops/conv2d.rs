@@ -23,6 +23,7 @@ pub struct Conv2dShape {
 
 impl Conv2dShape {
     /// A square kernel with equal padding on both axes.
+    #[allow(clippy::too_many_arguments)]
     pub fn square(batch: usize, in_h: usize, in_w: usize, in_c: usize, out_c: usize, kernel: usize, stride: usize, pad: usize) -> Self {
         Self { batch, in_h, in_w, in_c, out_c, kernel_h: kernel, kernel_w: kernel, stride, pad_h: pad, pad_w: pad }
     }

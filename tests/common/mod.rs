@@ -22,7 +22,7 @@ pub fn ctx() -> &'static Context {
 /// Asserts relative L2 error within `limit`, printing the worst element on failure.
 pub fn assert_close(what: &str, got: &[f32], expected: &[f32], limit: f64) {
     let err = relative_l2(got, expected);
-    if !(err <= limit) {
+    if err.is_nan() || err > limit {
         let (i, _) = got
             .iter()
             .zip(expected)
