@@ -94,5 +94,58 @@ fn bench_resnet50(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_conv, bench_matmul, bench_resnet50);
+fn bench_pool_topk_preprocess(c: &mut Criterion) {
+    use lookalike::ops::pool::{max_pool, MaxPoolShape};
+    use lookalike::ops::preprocess::PreprocessBatch;
+    use lookalike::ops::topk::{TopK, TopKInput, TopKOutput};
+    let ctx = context();
+    let mut rng = Rng::new(4);
+    let timed = |ctx: &Context, dispatches: &[&lookalike::gpu::Dispatch], iters: u64| {
+        let start = Instant::now();
+        for _ in 0..iters {
+            ctx.run(dispatches).unwrap();
+        }
+        start.elapsed()
+    };
+
+    // The stem's max pool at 224: 112x112x64 -> 56x56x64.
+    let shape = MaxPoolShape { batch: 1, in_h: 112, in_w: 112, channels: 64, kernel: 3, stride: 2, pad: 1 };
+    let input = rng.normals(shape.input_len(), 1.0);
+    let (ib, ob) = (ctx.upload("i", &input).unwrap(), ctx.storage("o", shape.output_len()).unwrap());
+    let d = max_pool(&ctx, &shape, &ib, &ob).unwrap();
+    let mut group = c.benchmark_group("max_pool_stem_224");
+    group.sample_size(10).throughput(Throughput::Elements(shape.input_len() as u64));
+    group.bench_function("gpu", |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
+    group.bench_function("cpu", |b| b.iter(|| cpu::max_pool(&shape, &input).unwrap()));
+    group.finish();
+
+    // Top-k of one row of 100k scores.
+    let len = 100_000;
+    let scores = rng.normals(len, 1.0);
+    let sb = ctx.upload("scores", &scores).unwrap();
+    let mut group = c.benchmark_group("topk_100k");
+    group.sample_size(10).throughput(Throughput::Elements(len as u64));
+    for k in [10, 100] {
+        let (os, oi) = (ctx.storage("s", k).unwrap(), ctx.storage("i", k).unwrap());
+        let select = TopK::new(&ctx, TopKInput::Scores { scores: &sb, index_base: 0 }, 1, len, k, &TopKOutput::dense(&os, &oi, k)).unwrap();
+        let refs: Vec<_> = select.dispatches().iter().collect();
+        group.bench_function(format!("gpu/k{k}"), |b| b.iter_custom(|iters| timed(&ctx, &refs, iters)));
+        group.bench_function(format!("cpu/k{k}"), |b| b.iter(|| cpu::topk::topk(&scores, 1, len, k).unwrap()));
+    }
+    group.finish();
+
+    // Preprocessing one 640x480 image to 224.
+    let image = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8]));
+    let p = lookalike::cpu::preprocess::Preprocess::default();
+    let out = ctx.storage("nhwc", 224 * 224 * 3).unwrap();
+    let prepared = PreprocessBatch::new(&ctx, std::slice::from_ref(&image), &p, &out).unwrap();
+    let refs: Vec<_> = prepared.dispatches().iter().collect();
+    let mut group = c.benchmark_group("preprocess_640x480_to_224");
+    group.sample_size(10).throughput(Throughput::Elements(224 * 224));
+    group.bench_function("gpu", |b| b.iter_custom(|iters| timed(&ctx, &refs, iters)));
+    group.bench_function("cpu", |b| b.iter(|| lookalike::cpu::preprocess::preprocess_image(&image, &p).unwrap()));
+    group.finish();
+}
+
+criterion_group!(benches, bench_conv, bench_matmul, bench_resnet50, bench_pool_topk_preprocess);
 criterion_main!(benches);
