@@ -56,23 +56,26 @@ fn bench_conv(c: &mut Criterion) {
 fn bench_matmul(c: &mut Criterion) {
     let ctx = context();
     let mut rng = Rng::new(2);
-    let shape = MatmulShape { m: 256, n: 256, k: 256, b_transposed: false };
+    let shape = MatmulShape { m: 1024, n: 1024, k: 1024, b_transposed: false };
     let a = rng.normals(shape.m * shape.k, 1.0);
     let b = rng.normals(shape.k * shape.n, 1.0);
     let (ab, bb) = (ctx.upload("a", &a).unwrap(), ctx.upload("b", &b).unwrap());
     let cb = ctx.storage("c", shape.m * shape.n).unwrap();
-    let d = matmul(&ctx, &shape, &ab, &bb, &cb, Tiles::default()).unwrap();
-    let mut group = c.benchmark_group("matmul_256");
+    let mut group = c.benchmark_group("matmul_1024");
     group.sample_size(10).throughput(Throughput::Elements(shape.flops() as u64));
-    group.bench_function("gpu", |bch| {
-        bch.iter_custom(|iters| {
-            let start = Instant::now();
-            for _ in 0..iters {
-                ctx.run(&[&d]).unwrap();
-            }
-            start.elapsed()
-        })
-    });
+    for tile_k in [16, 32] {
+        let tiles = Tiles { tile_k, ..Tiles::default() };
+        let d = matmul(&ctx, &shape, &ab, &bb, &cb, tiles).unwrap();
+        group.bench_function(format!("gpu/tile_k{tile_k}"), |bch| {
+            bch.iter_custom(|iters| {
+                let start = Instant::now();
+                for _ in 0..iters {
+                    ctx.run(&[&d]).unwrap();
+                }
+                start.elapsed()
+            })
+        });
+    }
     group.bench_function("cpu", |bch| bch.iter(|| cpu::matmul(&shape, &a, &b).unwrap()));
     group.finish();
 }

@@ -71,20 +71,19 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let row0 = wid.y * 4u * WG_Y;
     let col0 = wid.x * 4u * WG_X;
 
+    let row = row0 + 4u * lid.y;
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
 
     for (var k0 = 0u; k0 < p.k; k0 = k0 + TILE_K) {
-        // Consecutive invocations take consecutive depths: contiguous reads along A's rows.
-        for (var task = tid; task < TILE_K * WG_Y; task = task + threads) {
-            let kk = task % TILE_K;
-            let r = task / TILE_K;
-            let row = row0 + 4u * r;
+        // Invocation (x, y) stages depths x, x + WG_X, ... of its own four rows: consecutive
+        // invocations read consecutive addresses of a row, and no index is divided.
+        for (var kk = lid.x; kk < TILE_K; kk = kk + WG_X) {
             let k = k0 + kk;
-            tile_a[kk * WG_Y + r] = vec4<f32>(load_a(row, k), load_a(row + 1u, k),
-                                              load_a(row + 2u, k), load_a(row + 3u, k));
+            tile_a[kk * WG_Y + lid.y] = vec4<f32>(load_a(row, k), load_a(row + 1u, k),
+                                                  load_a(row + 2u, k), load_a(row + 3u, k));
         }
         for (var task = tid; task < TILE_K * WG_X; task = task + threads) {
             var kk: u32;
@@ -115,7 +114,6 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         workgroupBarrier();
     }
 
-    let row = row0 + 4u * lid.y;
     let col = col0 + 4u * lid.x;
     store_row(row, col, acc0);
     store_row(row + 1u, col, acc1);

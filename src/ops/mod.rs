@@ -27,7 +27,7 @@ pub struct Tiles {
 
 impl Default for Tiles {
     fn default() -> Self {
-        Self { wg_x: 16, wg_y: 16, tile_k: 16 }
+        Self { wg_x: 16, wg_y: 16, tile_k: 32 }
     }
 }
 

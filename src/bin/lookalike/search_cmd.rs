@@ -41,6 +41,7 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         return Err(Error::InvalidArgument("--batch must be at least 1".into()));
     }
     o.preprocess.validate()?;
+    refuse_directory(o.output)?;
     let existing = if o.add && o.output.exists() { Some(Index::load(o.output)?) } else { None };
     let loaded = match &existing {
         Some(index) if o.weights.is_none() && o.seed.is_none() => weights::for_index(index, None)?,
@@ -56,8 +57,11 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     let preprocess = existing.as_ref().map_or(o.preprocess, |i| i.provenance.preprocess);
     let mut files = scan_folder(o.dir)?;
     if let Some(index) = &existing {
-        let known: std::collections::HashSet<&str> = index.entries.iter().map(|e| e.path.as_str()).collect();
-        files.retain(|(path, _)| !known.contains(path.to_string_lossy().as_ref()));
+        // Known by file, not by spelling: `DIR`, `./DIR/` and `/abs/DIR` list the same images.
+        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let known: std::collections::HashSet<PathBuf> =
+            index.entries.iter().flat_map(|e| [PathBuf::from(&e.path), canonical(Path::new(&e.path))]).collect();
+        files.retain(|(path, _)| !known.contains(path) && !known.contains(&canonical(path)));
     }
     if files.is_empty() && existing.is_none() {
         return Err(Error::InvalidArgument(format!("no .jpg, .jpeg or .png images under {}", o.dir.display())));
@@ -102,6 +106,15 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     Ok(index)
 }
 
+/// Refuses an output path that is a directory before any work: writing over it would fail
+/// only at the end, after every image was embedded or searched.
+fn refuse_directory(output: &Path) -> Result<()> {
+    if output.is_dir() {
+        return Err(Error::InvalidArgument(format!("output {} is a directory; give a file path", output.display())));
+    }
+    Ok(())
+}
+
 fn decode_all(paths: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
     paths.iter().map(|p| decode_file(p)).collect()
 }
@@ -113,11 +126,18 @@ fn open_searcher(index: &Index, weights_override: Option<&PathBuf>) -> Result<Se
 
 /// `lookalike search`.
 pub fn search(index_path: &Path, images: &[PathBuf], k: usize, json: bool, collage_path: Option<&Path>, weights_override: Option<&PathBuf>) -> Result<()> {
+    if let Some(path) = collage_path {
+        refuse_directory(path)?;
+    }
     let index = Index::load(index_path)?;
     check_k(&index, k)?;
     let queries = decode_all(images)?;
     let mut searcher = open_searcher(&index, weights_override)?;
     let results = searcher.search_images(&queries, k)?;
+    // Before printing, so a failed run prints no results.
+    if let Some(path) = collage_path {
+        write_collage(&index, &queries, &results, path)?;
+    }
     if json {
         let out: Vec<serde_json::Value> = images
             .iter()
@@ -144,9 +164,6 @@ pub fn search(index_path: &Path, images: &[PathBuf], k: usize, json: bool, colla
                 println!("  {:>3}. {:+.4}  {}{label}", rank + 1, n.score, entry.path);
             }
         }
-    }
-    if let Some(path) = collage_path {
-        write_collage(&index, &queries, &results, path)?;
     }
     Ok(())
 }
@@ -182,6 +199,9 @@ fn labels_of(index: &Index) -> Vec<Option<String>> {
 
 /// `lookalike classify`: majority vote of the k neighbours' labels.
 pub fn classify(index_path: &Path, images: &[PathBuf], k: usize, eval: Option<&Path>, confusion_path: &Path, weights_override: Option<&PathBuf>) -> Result<()> {
+    if eval.is_some() {
+        refuse_directory(confusion_path)?;
+    }
     let index = Index::load(index_path)?;
     check_k(&index, k)?;
     if index.entries.iter().all(|e| e.label.is_none()) {
