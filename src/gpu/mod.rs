@@ -134,8 +134,8 @@ impl Context {
 
     /// Runs `dispatches` in one submit and waits.
     pub fn run(&self, dispatches: &[&Dispatch]) -> Result<()> {
-        let dummy = self.storage("run-nothing", 1)?;
-        self.run_and_read(dispatches, &dummy, 0).map(|_| ())
+        self.run_and_read_many(dispatches, &[])?;
+        self.wait()
     }
 
     /// Copies the first `len` f32s of a storage buffer back (for tests and tools).
