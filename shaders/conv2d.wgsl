@@ -168,15 +168,23 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             acc3 = fma(vec4<f32>(av.w), wv, acc3);
         }
         workgroupBarrier();
-        // Advance the depth by WG_X without dividing: ci wraps into kw, kw into kh.
-        ci = ci + WG_X;
-        while (ci >= p.in_c) {
-            ci = ci - p.in_c;
-            kw = kw + 1u;
-            if (kw == p.kernel_w) {
-                kw = 0u;
-                kh = kh + 1u;
+        // Advance the depth by WG_X. With at least WG_X channels ci wraps at most once, so
+        // step without dividing; with few channels (the RGB stem) divide instead of looping.
+        if (p.in_c >= WG_X) {
+            ci = ci + WG_X;
+            if (ci >= p.in_c) {
+                ci = ci - p.in_c;
+                kw = kw + 1u;
+                if (kw == p.kernel_w) {
+                    kw = 0u;
+                    kh = kh + 1u;
+                }
             }
+        } else {
+            let k = k0 + WG_X + lid.x;
+            ci = k % p.in_c;
+            kw = (k / p.in_c) % p.kernel_w;
+            kh = k / (p.in_c * p.kernel_w);
         }
     }
 
