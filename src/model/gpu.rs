@@ -1,6 +1,6 @@
 //! The whole ResNet50 forward on the GPU.
 //!
-//! Weights are uploaded once. For each (batch, height, width) a [`Plan`] is built once:
+//! Weights are uploaded once. For each (batch, height, width) a plan is built once:
 //! activation buffers from a small pool (reused as soon as an activation is dead) and every
 //! dispatch with its bind group. A forward then writes the input, records all dispatches
 //! into one encoder, submits once and reads back only the `[batch, 2048]` features.
