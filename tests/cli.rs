@@ -8,15 +8,17 @@
 //! (`CARGO_TARGET_TMPDIR`), always under the same name, so runs do not pile up copies; the
 //! write is atomic, so two concurrent test runs only ever see a complete file.
 
+mod common;
+
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::sync::OnceLock;
 
 use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use lookalike::compare::relative_l2;
 use lookalike::model::FEATURE_DIM;
 use lookalike::npy;
+
+use common::cli::{lookalike, s, seed1_weights, Run};
 
 /// ImageNet normalisation, as the README documents it.
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -26,48 +28,6 @@ const STD: [f32; 3] = [0.229, 0.224, 0.225];
 const GPU_CPU_LIMIT: f64 = 1e-4;
 /// The same image through the same engine in another batch position or batch size.
 const SAME_ENGINE_LIMIT: f64 = 1e-5;
-
-/// What one run of the binary did.
-struct Run {
-    args: Vec<String>,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "lookalike {}\nexit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.args.join(" "),
-            self.code,
-            self.stdout,
-            self.stderr
-        )
-    }
-
-    fn assert_success(&self) {
-        assert_eq!(self.code, Some(0), "expected success:\n{}", self.describe());
-        assert!(!self.stderr.contains("panicked"), "{}", self.describe());
-    }
-}
-
-fn lookalike(args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_lookalike"))
-        .args(args)
-        .output()
-        .expect("failed to start the lookalike binary");
-    Run {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("test paths are UTF-8")
-}
 
 /// A fresh directory under the system temp dir, unique to this process and test; removed
 /// when dropped.
@@ -92,20 +52,10 @@ impl Drop for Scratch {
     }
 }
 
-/// ResNet50 weights from `lookalike weights random --seed 1`, written once per test binary.
-fn weights() -> &'static Path {
-    static WEIGHTS: OnceLock<PathBuf> = OnceLock::new();
-    WEIGHTS.get_or_init(|| {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-resnet50-seed1.safetensors");
-        lookalike(&["weights", "random", "--seed", "1", "-o", s(&path)]).assert_success();
-        path
-    })
-}
-
 /// `lookalike embed --weights W ARGS... -o OUT`, which must succeed and write `rows` x 2048
 /// finite features; returns the rows.
 fn embed_ok(out: &Path, args: &[&str], rows: usize) -> Vec<Vec<f32>> {
-    let mut full = vec!["embed", "--weights", s(weights())];
+    let mut full = vec!["embed", "--weights", s(seed1_weights())];
     full.extend_from_slice(args);
     full.extend_from_slice(&["-o", s(out)]);
     let run = lookalike(&full);
@@ -198,7 +148,7 @@ fn assert_embed_fails(dir: &Scratch, args: &[&str], needles: &[&str]) {
     let out = dir.path("out.npy");
     let mut full = vec!["embed"];
     if !args.contains(&"--weights") {
-        full.extend_from_slice(&["--weights", s(weights())]);
+        full.extend_from_slice(&["--weights", s(seed1_weights())]);
     }
     full.extend_from_slice(args);
     full.extend_from_slice(&["-o", s(&out)]);
@@ -469,7 +419,7 @@ fn bad_weights_and_arguments_fail_cleanly() {
     fs::write(&not_safetensors, b"these are not ResNet50 weights\n").unwrap();
     let head = dir.path("head.safetensors");
     let mut prefix = vec![0u8; 1000];
-    std::io::Read::read_exact(&mut fs::File::open(weights()).unwrap(), &mut prefix).unwrap();
+    std::io::Read::read_exact(&mut fs::File::open(seed1_weights()).unwrap(), &mut prefix).unwrap();
     fs::write(&head, &prefix).unwrap();
     let missing = dir.path("missing.safetensors");
     for (file, needles) in [
@@ -509,12 +459,12 @@ fn bad_weights_and_arguments_fail_cleanly() {
 
     // Command-line mistakes are clap's: exit code 2, still an `error:` first.
     let out = dir.path("out.npy");
-    let run = lookalike(&["embed", "--weights", s(weights()), "-o", s(&out)]);
+    let run = lookalike(&["embed", "--weights", s(seed1_weights()), "-o", s(&out)]);
     assert_fails(&run, 2, &["required"], &out);
     let run = lookalike(&[
         "embed",
         "--weights",
-        s(weights()),
+        s(seed1_weights()),
         "--input-npy",
         s(&input),
         s(&image),
@@ -540,7 +490,7 @@ fn failed_embed_keeps_an_existing_output() {
         vec!["--batch", "0", "--input-npy", s(&small)],
     ] {
         fs::write(&out, marker).unwrap();
-        let mut full = vec!["embed", "--weights", s(weights())];
+        let mut full = vec!["embed", "--weights", s(seed1_weights())];
         full.extend_from_slice(&args);
         full.extend_from_slice(&["-o", s(&out)]);
         let run = lookalike(&full);
@@ -566,7 +516,7 @@ fn output_that_is_a_directory_is_refused() {
     let run = lookalike(&[
         "embed",
         "--weights",
-        s(weights()),
+        s(seed1_weights()),
         "--cpu",
         "--input-npy",
         s(&input),
@@ -597,7 +547,7 @@ fn huge_batch_is_not_a_panic() {
         let run = lookalike(&[
             "embed",
             "--weights",
-            s(weights()),
+            s(seed1_weights()),
             "--cpu",
             "--batch",
             &batch,

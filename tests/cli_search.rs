@@ -12,10 +12,11 @@
 //! same name `tests/cli.rs` uses (an atomic write of identical bytes, so concurrent runs of
 //! both binaries only ever see a complete file).
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::OnceLock;
 
 use image::{Rgb, RgbImage};
@@ -28,6 +29,8 @@ use lookalike::search::Neighbor;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
+use common::cli::{lookalike, s, seed1_weights, Run};
+
 /// Preprocessing of every index here: 64x64 inputs.
 const PRE: [&str; 4] = ["--resize", "72", "--crop", "64"];
 /// Cosine of an indexed image with itself, through search's GPU preprocessing.
@@ -35,60 +38,9 @@ const SELF_SCORE: f64 = 0.9999;
 /// `search --json` scores against the brute force in the test.
 const SCORE_TOLERANCE: f64 = 1e-4;
 
-/// What one run of the binary did.
-struct Run {
-    args: Vec<String>,
-    code: Option<i32>,
-    stdout: String,
-    stderr: String,
-}
-
-impl Run {
-    fn describe(&self) -> String {
-        format!(
-            "lookalike {}\nexit code: {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
-            self.args.join(" "),
-            self.code,
-            self.stdout,
-            self.stderr
-        )
-    }
-
-    fn assert_success(&self) {
-        assert_eq!(self.code, Some(0), "expected success:\n{}", self.describe());
-        assert!(!self.stderr.contains("panicked"), "{}", self.describe());
-    }
-
-    /// The `--json` output, which must be one JSON array.
-    fn json(&self) -> Vec<Value> {
-        match serde_json::from_str(&self.stdout) {
-            Ok(Value::Array(items)) => items,
-            Ok(other) => panic!("--json printed {other}, not an array:\n{}", self.describe()),
-            Err(e) => panic!("--json output is not JSON ({e}):\n{}", self.describe()),
-        }
-    }
-}
-
-fn lookalike(args: &[&str]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_lookalike"))
-        .args(args)
-        .output()
-        .expect("failed to start the lookalike binary");
-    Run {
-        args: args.iter().map(|a| a.to_string()).collect(),
-        code: output.status.code(),
-        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-    }
-}
-
 /// `lookalike FIRST... REST...`.
 fn lookalike2(first: &[&str], rest: &[&str]) -> Run {
     lookalike(&[first, rest].concat())
-}
-
-fn s(path: &Path) -> &str {
-    path.to_str().expect("test paths are UTF-8")
 }
 
 /// Where this binary's files go: one folder per process under the system temp dir. The
@@ -244,19 +196,7 @@ fn fixture() -> &'static Fixture {
     })
 }
 
-/// `lookalike weights random --seed 1`, shared with `tests/cli.rs`; written when missing.
-fn weights_file() -> &'static Path {
-    static WEIGHTS: OnceLock<PathBuf> = OnceLock::new();
-    WEIGHTS.get_or_init(|| {
-        let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("cli-resnet50-seed1.safetensors");
-        if !path.exists() {
-            lookalike(&["weights", "random", "--seed", "1", "-o", s(&path)]).assert_success();
-        }
-        path
-    })
-}
-
-/// The fixture's folder indexed with [`weights_file`] instead of a seed (f32, centred).
+/// The fixture's folder indexed with [`seed1_weights`] instead of a seed (f32, centred).
 fn file_index() -> &'static Path {
     static INDEX: OnceLock<PathBuf> = OnceLock::new();
     INDEX.get_or_init(|| {
@@ -267,7 +207,7 @@ fn file_index() -> &'static Path {
                 "index",
                 s(&f.db),
                 "--weights",
-                s(weights_file()),
+                s(seed1_weights()),
                 "-o",
                 s(&index),
                 "--center",
@@ -643,7 +583,7 @@ fn search_matches_a_brute_force_over_the_index() {
     let index_path = file_index();
     let index = Index::load(index_path).unwrap();
     let p = &index.provenance;
-    assert_eq!(p.weights_path, s(weights_file()));
+    assert_eq!(p.weights_path, s(seed1_weights()));
     assert_eq!(
         p.weights_sha256.len(),
         64,
@@ -664,7 +604,7 @@ fn search_matches_a_brute_force_over_the_index() {
         &[
             "embed",
             "--weights",
-            s(weights_file()),
+            s(seed1_weights()),
             "-o",
             s(&features_path),
         ],
@@ -1067,8 +1007,8 @@ fn bad_search_and_classify_inputs_fail_cleanly() {
             vec!["give query images"],
         ),
         (
-            vec!["search", s(weights_file()), q, "-k", "1"],
-            vec![s(weights_file()), "not a lookalike index"],
+            vec!["search", s(seed1_weights()), q, "-k", "1"],
+            vec![s(seed1_weights()), "not a lookalike index"],
         ),
         (
             vec!["search", s(&random_bytes), q, "-k", "1"],
@@ -1137,7 +1077,7 @@ fn search_with_other_weights_is_refused() {
     let dir = Scratch::new("other-weights");
     // The same file with the lowest mantissa byte of its last value flipped: still valid
     // weights (finite, same shapes), but other bytes.
-    let mut bytes = fs::read(weights_file()).unwrap();
+    let mut bytes = fs::read(seed1_weights()).unwrap();
     let at = bytes.len() - 4;
     bytes[at] ^= 1;
     let other = dir.path("other.safetensors");
@@ -1173,7 +1113,7 @@ fn search_with_other_weights_is_refused() {
         "1",
         "--json",
         "--weights",
-        s(weights_file()),
+        s(seed1_weights()),
     ]);
     run.assert_success();
     assert_eq!(
