@@ -11,14 +11,19 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use image::{GrayImage, Luma, Rgb, RgbImage, Rgba, RgbaImage};
 use lookalike::compare::relative_l2;
 use lookalike::model::FEATURE_DIM;
 use lookalike::npy;
 
-use common::cli::{lookalike, s, seed1_weights, Run};
+use common::cli::{lookalike, s, seed1_weights, Run, Scratch};
+
+/// A fresh directory under the system temp dir, unique to this process and test.
+fn scratch(test: &str) -> Scratch {
+    Scratch::at(std::env::temp_dir().join(format!("lookalike-cli-{}-{test}", std::process::id())))
+}
 
 /// ImageNet normalisation, as the README documents it.
 const MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -28,29 +33,6 @@ const STD: [f32; 3] = [0.229, 0.224, 0.225];
 const GPU_CPU_LIMIT: f64 = 1e-4;
 /// The same image through the same engine in another batch position or batch size.
 const SAME_ENGINE_LIMIT: f64 = 1e-5;
-
-/// A fresh directory under the system temp dir, unique to this process and test; removed
-/// when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("lookalike-cli-{}-{test}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `lookalike embed --weights W ARGS... -o OUT`, which must succeed and write `rows` x 2048
 /// finite features; returns the rows.
@@ -204,7 +186,7 @@ fn raw_npy(path: &Path, dict: &str, data: &[u8]) {
 
 #[test]
 fn embed_images_keeps_order_and_gpu_matches_cpu() {
-    let dir = Scratch::new("images");
+    let dir = scratch("images");
     // Three sizes and aspect ratios; 80x60 is upscaled to 96x72, the others downscaled.
     let landscape = dir.path("landscape.jpg");
     pattern(80, 60, 1).save(&landscape).unwrap();
@@ -264,7 +246,7 @@ fn embed_images_keeps_order_and_gpu_matches_cpu() {
 
 #[test]
 fn embed_npy_gpu_matches_cpu_and_the_same_images_as_files() {
-    let dir = Scratch::new("npy");
+    let dir = scratch("npy");
     // 64x64 images at --resize 64 --crop 64 pass through unresized, so the tensor the CLI
     // makes of them is exactly `nchw_tensor` of the decoded pixels.
     let png = dir.path("a.png");
@@ -308,7 +290,7 @@ fn embed_npy_gpu_matches_cpu_and_the_same_images_as_files() {
 
 #[test]
 fn unreadable_images_fail_cleanly() {
-    let dir = Scratch::new("bad-images");
+    let dir = scratch("bad-images");
     let good = dir.path("good.png");
     pattern(64, 64, 7).save(&good).unwrap();
     let empty = dir.path("empty.jpg");
@@ -351,7 +333,7 @@ fn unreadable_images_fail_cleanly() {
 
 #[test]
 fn bad_npy_inputs_fail_cleanly() {
-    let dir = Scratch::new("bad-npy");
+    let dir = scratch("bad-npy");
     let rank2 = dir.path("rank2.npy");
     npy::write_f32(&rank2, &[3, 64], &[0.5; 3 * 64]).unwrap();
     let channels4 = dir.path("channels4.npy");
@@ -392,7 +374,7 @@ fn bad_npy_inputs_fail_cleanly() {
 
 #[test]
 fn inputs_too_small_for_resnet50_name_the_minimum() {
-    let dir = Scratch::new("too-small");
+    let dir = scratch("too-small");
     let small = dir.path("small.npy");
     npy::write_f32(&small, &[1, 3, 16, 16], &vec![0.1; 3 * 16 * 16]).unwrap();
     let needles = ["16x16", "too small", "ResNet50", "at least 32x32"];
@@ -409,7 +391,7 @@ fn inputs_too_small_for_resnet50_name_the_minimum() {
 
 #[test]
 fn bad_weights_and_arguments_fail_cleanly() {
-    let dir = Scratch::new("bad-args");
+    let dir = scratch("bad-args");
     let input = dir.path("x.npy");
     npy::write_f32(&input, &[1, 3, 64, 64], &vec![0.1; 3 * 64 * 64]).unwrap();
     let image = dir.path("image.png");
@@ -476,7 +458,7 @@ fn bad_weights_and_arguments_fail_cleanly() {
 
 #[test]
 fn failed_embed_keeps_an_existing_output() {
-    let dir = Scratch::new("keep-output");
+    let dir = scratch("keep-output");
     let out = dir.path("features.npy");
     let marker = b"features from an earlier run; must survive a failed embed\n";
     let bad_image = dir.path("bad.png");
@@ -508,7 +490,7 @@ fn failed_embed_keeps_an_existing_output() {
 
 #[test]
 fn output_that_is_a_directory_is_refused() {
-    let dir = Scratch::new("out-dir");
+    let dir = scratch("out-dir");
     let input = dir.path("x.npy");
     npy::write_f32(&input, &[1, 3, 64, 64], &vec![0.1; 3 * 64 * 64]).unwrap();
     let out_dir = dir.path("features");
@@ -537,7 +519,7 @@ fn output_that_is_a_directory_is_refused() {
 /// release builds wrap, and a product of exactly 2^64 panics in `chunks(0)`).
 #[test]
 fn huge_batch_is_not_a_panic() {
-    let dir = Scratch::new("huge-batch");
+    let dir = scratch("huge-batch");
     let input = dir.path("x.npy");
     npy::write_f32(&input, &[2, 3, 64, 64], &vec![0.1; 2 * 3 * 64 * 64]).unwrap();
     // 2^52 * (64 * 64 * 3) is exactly 3 * 2^64.
@@ -584,7 +566,7 @@ fn info_prints_the_adapter() {
 
 #[test]
 fn random_weights_are_deterministic_per_seed() {
-    let dir = Scratch::new("weights");
+    let dir = scratch("weights");
     let write = |seed: &str, name: &str| {
         let path = dir.path(name);
         let run = lookalike(&["weights", "random", "--seed", seed, "-o", s(&path)]);

@@ -29,7 +29,7 @@ use lookalike::search::Neighbor;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-use common::cli::{lookalike, s, seed1_weights, Run};
+use common::cli::{lookalike, s, seed1_weights, Run, Scratch};
 
 /// Preprocessing of every index here: 64x64 inputs.
 const PRE: [&str; 4] = ["--resize", "72", "--crop", "64"];
@@ -66,28 +66,6 @@ fn run_root() -> &'static Path {
         fs::create_dir_all(&root).unwrap();
         root
     })
-}
-
-/// A fresh directory for one test, removed when dropped.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(test: &str) -> Self {
-        let dir = run_root().join(test);
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A deterministic, busy RGB pattern; `seed` makes different images.
@@ -591,7 +569,7 @@ fn search_matches_a_brute_force_over_the_index() {
         p.weights_sha256
     );
     let n = index.len();
-    let dir = Scratch::new("brute-force");
+    let dir = Scratch::at(run_root().join("brute-force"));
     let queries = [
         f.path_of("dogs/D2.PNG"),
         f.new_png.clone(),
@@ -674,7 +652,7 @@ fn search_matches_a_brute_force_over_the_index() {
 #[test]
 fn f16_index_ranks_like_the_f32_index() {
     let f = fixture();
-    let dir = Scratch::new("f16");
+    let dir = Scratch::at(run_root().join("f16"));
     let index_path = dir.path("index-f16.safetensors");
     lookalike2(
         &[
@@ -749,7 +727,7 @@ fn f16_index_ranks_like_the_f32_index() {
 #[test]
 fn add_appends_only_new_images_with_the_same_weights() {
     let f = fixture();
-    let dir = Scratch::new("add");
+    let dir = Scratch::at(run_root().join("add"));
     let index_path = dir.path("index.safetensors");
     fs::copy(&f.index, &index_path).unwrap();
     let before = Index::load(&index_path).unwrap();
@@ -862,7 +840,7 @@ fn add_appends_only_new_images_with_the_same_weights() {
 #[test]
 fn classify_votes_like_search_and_evaluates_a_folder() {
     let f = fixture();
-    let dir = Scratch::new("classify");
+    let dir = Scratch::at(run_root().join("classify"));
     let queries = search_queries();
     let mut args = vec!["classify", s(&f.index)];
     args.extend(queries.iter().map(|q| s(q)));
@@ -946,7 +924,7 @@ fn classify_votes_like_search_and_evaluates_a_folder() {
 #[test]
 fn bad_search_and_classify_inputs_fail_cleanly() {
     let f = fixture();
-    let dir = Scratch::new("bad-inputs");
+    let dir = Scratch::at(run_root().join("bad-inputs"));
     let index = f.index.as_path();
     let original = fs::read(index).unwrap();
     let n = Index::load(index).unwrap().len();
@@ -1074,7 +1052,7 @@ fn bad_search_and_classify_inputs_fail_cleanly() {
 fn search_with_other_weights_is_refused() {
     let index = file_index();
     let original = fs::read(index).unwrap();
-    let dir = Scratch::new("other-weights");
+    let dir = Scratch::at(run_root().join("other-weights"));
     // The same file with the lowest mantissa byte of its last value flipped: still valid
     // weights (finite, same shapes), but other bytes.
     let mut bytes = fs::read(seed1_weights()).unwrap();
@@ -1128,7 +1106,7 @@ fn search_with_other_weights_is_refused() {
 #[test]
 fn index_of_nothing_readable_fails_and_keeps_the_existing_index() {
     let f = fixture();
-    let dir = Scratch::new("nothing-readable");
+    let dir = Scratch::at(run_root().join("nothing-readable"));
     let out = dir.path("index.safetensors");
     let original = fs::read(&f.index).unwrap();
     let empty = dir.path("empty");
@@ -1175,7 +1153,7 @@ fn index_of_nothing_readable_fails_and_keeps_the_existing_index() {
 #[test]
 fn classify_without_labels_is_refused() {
     let f = fixture();
-    let dir = Scratch::new("unlabelled");
+    let dir = Scratch::at(run_root().join("unlabelled"));
     // The fixture's index as a flat folder would make it: every label null.
     let mut index = Index::load(&f.index).unwrap();
     for entry in &mut index.entries {

@@ -69,3 +69,25 @@ pub fn seed1_weights() -> &'static Path {
         path
     })
 }
+
+/// A fresh directory for one test, removed when dropped.
+pub struct Scratch(pub PathBuf);
+
+impl Scratch {
+    /// Creates `dir` empty (removing what an earlier run left there).
+    pub fn at(dir: PathBuf) -> Self {
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Scratch(dir)
+    }
+
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.0.join(name)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
