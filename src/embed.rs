@@ -6,7 +6,7 @@ use std::sync::mpsc;
 use image::RgbImage;
 use rayon::prelude::*;
 
-use crate::cpu::preprocess::{decode_file, preprocess_files, preprocess_image, Preprocess};
+use crate::cpu::preprocess::{decode_file, preprocess_image, Preprocess};
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch};
 use crate::index::Entry;
@@ -123,8 +123,9 @@ impl Embedder {
         Ok(out)
     }
 
-    /// Decodes, preprocesses and embeds image files, `batch_size` at a time, in the order
-    /// given; `progress` hears how many are done after each batch.
+    /// Decodes (in parallel) and embeds image files, `batch_size` at a time, in the order
+    /// given, preprocessing as [`Embedder::embed_decoded`] does; the first unreadable file
+    /// in that order is the error. `progress` hears how many are done after each batch.
     pub fn embed_files(
         &mut self,
         paths: &[PathBuf],
@@ -133,12 +134,11 @@ impl Embedder {
         mut progress: impl FnMut(usize),
     ) -> Result<Vec<f32>> {
         preprocess.validate()?;
-        let side = preprocess.crop as usize;
         let mut features = Vec::with_capacity(paths.len() * FEATURE_DIM);
         for chunk in paths.chunks(batch_size.max(1)) {
-            let data = preprocess_files(chunk, preprocess)?;
-            let batch = NhwcBatch { batch: chunk.len(), height: side, width: side, data };
-            features.extend(self.embed(&batch)?);
+            let decoded: Vec<Result<RgbImage>> = chunk.par_iter().map(|p| decode_file(p)).collect();
+            let images = decoded.into_iter().collect::<Result<Vec<_>>>()?;
+            features.extend(self.embed_decoded(&images, preprocess)?);
             progress(features.len() / FEATURE_DIM);
         }
         Ok(features)
