@@ -14,7 +14,7 @@ use image::RgbImage;
 use crate::cpu;
 use crate::cpu::preprocess::Preprocess;
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Dispatch};
+use crate::gpu::{Context, Dispatch, Readback};
 use crate::index::{Embeddings, Index};
 use crate::model::{BatchNormMode, GpuResNet50, ResNet50, FEATURE_DIM};
 use crate::ops::l2_normalize::l2_normalize;
@@ -57,6 +57,8 @@ struct ScanPlan {
     uploaded_features: wgpu::Buffer,
     result_scores: wgpu::Buffer,
     result_indices: wgpu::Buffer,
+    readback_scores: Readback,
+    readback_indices: Readback,
     dispatches: Vec<Dispatch>,
     // Keep the scratch of every selection alive while the dispatches exist.
     _selections: Vec<TopK>,
@@ -237,6 +239,8 @@ impl Searcher {
             uploaded_features,
             result_scores,
             result_indices,
+            readback_scores: ctx.readback(q * k),
+            readback_indices: ctx.readback(q * k),
             dispatches,
             _selections: selections,
             _buffers: vec![queries, scores, candidate_scores, candidate_indices],
@@ -247,7 +251,10 @@ impl Searcher {
 }
 
 fn read_results(ctx: &Context, plan: &ScanPlan, dispatches: &[&Dispatch], q: usize, k: usize) -> Result<Vec<Vec<Neighbor>>> {
-    let out = ctx.run_and_read_many(dispatches, &[(&plan.result_scores, q * k), (&plan.result_indices, q * k)])?;
+    let out = ctx.run_and_read_into(
+        dispatches,
+        &[(&plan.result_scores, &plan.readback_scores, q * k), (&plan.result_indices, &plan.readback_indices, q * k)],
+    )?;
     let (scores, indices) = (&out[0], &out[1]);
     Ok((0..q)
         .map(|row| {

@@ -12,6 +12,12 @@ use wgpu::util::DeviceExt;
 
 use crate::error::{Error, Result};
 
+/// A mappable buffer that results are copied into (see [`Context::readback`]).
+#[derive(Debug)]
+pub struct Readback {
+    buffer: wgpu::Buffer,
+}
+
 /// Workgroups for a 1-D launch of `invocations` threads in groups of `group_size`, folded
 /// into a 2-D grid when x would exceed `max_per_dim` (kernels flatten it back).
 pub fn grid_1d(invocations: usize, group_size: u32, max_per_dim: u32) -> [u32; 3] {
@@ -101,18 +107,36 @@ impl Context {
     /// [`Context::run_and_read`] for several results, all copied after the dispatches in
     /// the same submit.
     pub fn run_and_read_many(&self, dispatches: &[&Dispatch], results: &[(&wgpu::Buffer, usize)]) -> Result<Vec<Vec<f32>>> {
-        let mut staging = Vec::with_capacity(results.len());
-        for &(buffer, len) in results {
-            let bytes = (len * 4) as u64;
-            if bytes > buffer.size() {
-                return Err(Error::InvalidArgument(format!("reading {bytes} bytes from a buffer of {} bytes", buffer.size())));
-            }
-            staging.push(self.device.create_buffer(&wgpu::BufferDescriptor {
+        let staging: Vec<Readback> = results.iter().map(|&(_, len)| self.readback(len)).collect();
+        let targets: Vec<_> = results.iter().zip(&staging).map(|(&(buffer, len), stage)| (buffer, stage, len)).collect();
+        self.run_and_read_into(dispatches, &targets)
+    }
+
+    /// A mappable buffer for `len` f32 results: made once (with a plan) and reused by every
+    /// submit, rather than allocated per read.
+    pub fn readback(&self, len: usize) -> Readback {
+        Readback {
+            buffer: self.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("readback"),
-                size: bytes.max(4),
+                size: (len * 4).max(4) as u64,
                 usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
-            }));
+            }),
+        }
+    }
+
+    /// Runs `dispatches` in one submit, copying the first `len` f32s of each source buffer
+    /// into its readback buffer after them, and returns what was read.
+    pub fn run_and_read_into(&self, dispatches: &[&Dispatch], results: &[(&wgpu::Buffer, &Readback, usize)]) -> Result<Vec<Vec<f32>>> {
+        for &(buffer, stage, len) in results {
+            let bytes = (len * 4) as u64;
+            if bytes > buffer.size() || bytes > stage.buffer.size() {
+                return Err(Error::InvalidArgument(format!(
+                    "reading {bytes} bytes from a buffer of {} bytes into a readback of {} bytes",
+                    buffer.size(),
+                    stage.buffer.size()
+                )));
+            }
         }
         scoped(self, || "recording and submitting".into(), || {
             let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
@@ -122,14 +146,14 @@ impl Context {
                     d.encode(&mut pass);
                 }
             }
-            for (&(buffer, len), stage) in results.iter().zip(&staging) {
+            for &(buffer, stage, len) in results {
                 if len > 0 {
-                    encoder.copy_buffer_to_buffer(buffer, 0, stage, 0, (len * 4) as u64);
+                    encoder.copy_buffer_to_buffer(buffer, 0, &stage.buffer, 0, (len * 4) as u64);
                 }
             }
             self.queue.submit([encoder.finish()]);
         })?;
-        staging.iter().zip(results).map(|(stage, &(_, len))| self.read_staging(stage, len)).collect()
+        results.iter().map(|&(_, stage, len)| self.read_staging(&stage.buffer, len)).collect()
     }
 
     /// Runs `dispatches` in one submit and waits.

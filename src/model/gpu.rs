@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Dispatch};
+use crate::gpu::{Context, Dispatch, Readback};
 use crate::model::resnet50::{Act, ConvBn, Executor, ResNet50, ShapeWalk, BN_EPS, FEATURE_DIM};
 use crate::ops::batch_norm::{batch_norm, BatchNormBuffers, BatchNormShape};
 use crate::ops::conv2d::{conv2d, Conv2dBuffers};
@@ -34,6 +34,7 @@ struct Plan {
     /// Input at index 0, then the activation pool and the features.
     buffers: Vec<wgpu::Buffer>,
     features: usize,
+    readback: Readback,
     dispatches: Vec<Dispatch>,
 }
 
@@ -98,7 +99,8 @@ impl GpuResNet50 {
             let plan = self.plan(ctx, n, height, width)?;
             ctx.write(&plan.buffers[0], chunk);
             let refs: Vec<&Dispatch> = plan.dispatches.iter().collect();
-            let part = ctx.run_and_read(&refs, &plan.buffers[plan.features], n * FEATURE_DIM).map_err(|e| match e {
+            let features_buffer = &plan.buffers[plan.features];
+            let part = ctx.run_and_read_into(&refs, &[(features_buffer, &plan.readback, n * FEATURE_DIM)]).map(|mut v| v.pop().unwrap_or_default()).map_err(|e| match e {
                 Error::Gpu { context, message } => Error::Gpu { context: format!("{context} (resnet50 chunk {chunk_index})"), message },
                 other => other,
             })?;
@@ -141,7 +143,8 @@ impl GpuResNet50 {
             dispatches: Vec::new(),
         };
         let features = self.arch.walk(&mut builder, Act { id: 0, h: height, w: width, c: 3 }, batch)?;
-        Ok(Plan { buffers: builder.buffers, features: features.id, dispatches: builder.dispatches })
+        let readback = ctx.readback(batch * FEATURE_DIM);
+        Ok(Plan { buffers: builder.buffers, features: features.id, readback, dispatches: builder.dispatches })
     }
 }
 
