@@ -12,6 +12,7 @@ use lookalike::cpu::preprocess::{decode_file, Preprocess};
 use lookalike::embed::Embedder;
 use lookalike::index::Index;
 use lookalike::model::resnet50::ShapeWalk;
+use lookalike::model::ResNet50;
 use lookalike::ops::matmul::Precision;
 use lookalike::rng::Rng;
 use lookalike::search::{SearchOptions, Searcher};
@@ -103,13 +104,14 @@ pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Resu
     let index_secs = start.elapsed().as_secs_f64();
     println!("index built in {index_secs:.1} s ({:.1} img/s end to end: decode, preprocess, ResNet50)", index.len() as f64 / index_secs);
 
-    search_and_report(&index, &queries, weights)?;
-    compare_devices(&index, weights, &queries.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), &preprocess)
+    // The index records the weights; load them once for searching and for the comparison.
+    let net = crate::weights::for_index(&index, weights.map(Path::to_path_buf).as_ref())?.net;
+    search_and_report(&index, &queries, &net)?;
+    compare_devices(&net, &queries.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), &preprocess)
 }
 
-fn search_and_report(index: &Index, queries: &[(PathBuf, usize)], weights: Option<&Path>) -> Result<()> {
-    let loaded = crate::weights::for_index(index, weights.map(Path::to_path_buf).as_ref())?;
-    let mut searcher = Searcher::new(Context::new()?, &loaded.net, index, SearchOptions::default())?;
+fn search_and_report(index: &Index, queries: &[(PathBuf, usize)], net: &ResNet50) -> Result<()> {
+    let mut searcher = Searcher::new(Context::new()?, net, index, SearchOptions::default())?;
     let images = queries.iter().map(|(p, _)| decode_file(p)).collect::<Result<Vec<_>>>()?;
     let k = 5;
     searcher.search_images(&images[..1], k)?; // compile the pipelines before timing
@@ -144,15 +146,14 @@ fn file_name(path: &Path) -> String {
 }
 
 /// The same images through the GPU and the CPU reference: speed and agreement.
-fn compare_devices(index: &Index, weights: Option<&Path>, paths: &[PathBuf], preprocess: &Preprocess) -> Result<()> {
-    let loaded = crate::weights::for_index(index, weights.map(Path::to_path_buf).as_ref())?;
+fn compare_devices(net: &ResNet50, paths: &[PathBuf], preprocess: &Preprocess) -> Result<()> {
     let images = paths.iter().map(|p| decode_file(p)).collect::<Result<Vec<_>>>()?;
-    let mut gpu = Embedder::gpu(Context::new()?, &loaded.net)?;
+    let mut gpu = Embedder::gpu(Context::new()?, net)?;
     gpu.embed_decoded(&images[..1], preprocess)?;
     let start = Instant::now();
     let on_gpu = gpu.embed_decoded(&images, preprocess)?;
     let gpu_secs = start.elapsed().as_secs_f64();
-    let mut cpu = Embedder::cpu(&loaded.net)?;
+    let mut cpu = Embedder::cpu(net)?;
     let start = Instant::now();
     let on_cpu = cpu.embed_decoded(&images, preprocess)?;
     let cpu_secs = start.elapsed().as_secs_f64();
