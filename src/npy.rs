@@ -208,14 +208,14 @@ struct Header {
 fn parse_header(text: &str) -> Result<Header, String> {
     let mut cursor = Cursor { text: text.as_bytes(), pos: 0 };
     let (mut descr, mut fortran_order, mut shape) = (None, None, None);
-    cursor.expect(b'{')?;
+    cursor.expect_byte(b'{')?;
     loop {
         cursor.skip_whitespace();
         if cursor.eat(b'}') {
             break;
         }
         let key = cursor.string()?;
-        cursor.expect(b':')?;
+        cursor.expect_byte(b':')?;
         match key.as_str() {
             "descr" => descr = Some(cursor.descr()?),
             "fortran_order" => fortran_order = Some(cursor.boolean()?),
@@ -224,7 +224,7 @@ fn parse_header(text: &str) -> Result<Header, String> {
         }
         cursor.skip_whitespace();
         if !cursor.eat(b',') {
-            cursor.expect(b'}')?;
+            cursor.expect_byte(b'}')?;
             break;
         }
     }
@@ -262,7 +262,7 @@ impl Cursor<'_> {
         found
     }
 
-    fn expect(&mut self, byte: u8) -> Result<(), String> {
+    fn expect_byte(&mut self, byte: u8) -> Result<(), String> {
         if self.eat(byte) {
             Ok(())
         } else {
@@ -307,7 +307,7 @@ impl Cursor<'_> {
 
     /// A tuple of non-negative integers: `()`, `(5,)`, `(2, 3)`, `(2, 3,)`.
     fn tuple(&mut self) -> Result<Vec<usize>, String> {
-        self.expect(b'(')?;
+        self.expect_byte(b'(')?;
         let mut dims = Vec::new();
         loop {
             if self.eat(b')') {
@@ -315,7 +315,7 @@ impl Cursor<'_> {
             }
             dims.push(self.integer()?);
             if !self.eat(b',') {
-                self.expect(b')')?;
+                self.expect_byte(b')')?;
                 return Ok(dims);
             }
         }
