@@ -1,5 +1,7 @@
 //! CPU convolution (im2col + GEMM), matmul and batch-norm.
 
+use std::cell::RefCell;
+
 use rayon::prelude::*;
 
 use crate::cpu::check_slice;
@@ -7,10 +9,6 @@ use crate::error::Result;
 use crate::ops::batch_norm::BatchNormShape;
 use crate::ops::conv2d::Conv2dShape;
 use crate::ops::matmul::MatmulShape;
-
-/// Rows of im2col built at once: bounds the scratch memory (rows * K floats) while keeping
-/// each GEMM large enough to run at full speed.
-const IM2COL_ROWS: usize = 8192;
 
 fn parallelism() -> gemm::Parallelism {
     let threads = rayon::current_num_threads();
@@ -23,7 +21,8 @@ fn parallelism() -> gemm::Parallelism {
 
 /// `dst[m, n] = lhs[m, k] * rhs`, all row-major; `rhs` is `[k, n]`, or `[n, k]` when
 /// `rhs_transposed`.
-fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: usize, rhs_transposed: bool) {
+#[allow(clippy::too_many_arguments)]
+fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: usize, rhs_transposed: bool, parallelism: gemm::Parallelism) {
     debug_assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
     let (rhs_cs, rhs_rs) = if rhs_transposed { (k as isize, 1) } else { (1, n as isize) };
     // SAFETY: the slices hold at least m*n, m*k and k*n elements (checked by callers and
@@ -35,7 +34,7 @@ fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: u
             lhs.as_ptr(), 1, k as isize,
             rhs.as_ptr(), rhs_cs, rhs_rs,
             0.0, 1.0, false, false, false,
-            parallelism(),
+            parallelism,
         );
     }
 }
@@ -46,33 +45,87 @@ pub fn matmul(shape: &MatmulShape, a: &[f32], b: &[f32]) -> Result<Vec<f32>> {
     check_slice("cpu matmul A", a, shape.m * shape.k)?;
     check_slice("cpu matmul B", b, shape.k * shape.n)?;
     let mut c = vec![0.0; shape.m * shape.n];
-    gemm_into(&mut c, a, b, shape.m, shape.n, shape.k, shape.b_transposed);
+    gemm_into(&mut c, a, b, shape.m, shape.n, shape.k, shape.b_transposed, parallelism());
     Ok(c)
 }
 
-/// Gathers rows `m0..m0 + rows` of the implicit im2col matrix (K = (kh, kw, ci)).
-fn im2col(shape: &Conv2dShape, input: &[f32], m0: usize, rows: usize, out: &mut [f32]) {
+/// Copies rows `m0..m0 + rows` of the implicit im2col matrix (K = (kh, kw, ci)) into `out`.
+/// The `kernel_w * cin` taps of one kernel row are adjacent in NHWC memory, so each kernel row
+/// is one copy unless it straddles the padding.
+fn im2col(shape: &Conv2dShape, input: &[f32], m0: usize, out: &mut [f32]) {
     let (oh_n, ow_n, k) = (shape.out_h(), shape.out_w(), shape.k());
-    let cin = shape.in_c;
-    out[..rows * k].par_chunks_mut(k).enumerate().for_each(|(r, row)| {
+    let (cin, span) = (shape.in_c, shape.kernel_w * shape.in_c);
+    for (r, row) in out.chunks_exact_mut(k).enumerate() {
         let m = m0 + r;
         let ow = m % ow_n;
         let oh = (m / ow_n) % oh_n;
         let n = m / (ow_n * oh_n);
-        for kh in 0..shape.kernel_h {
+        let iw0 = (ow * shape.stride) as isize - shape.pad_w as isize;
+        let whole_row = iw0 >= 0 && iw0 as usize + shape.kernel_w <= shape.in_w;
+        for (kh, dst) in row.chunks_exact_mut(span).enumerate() {
             let ih = (oh * shape.stride + kh) as isize - shape.pad_h as isize;
-            for kw in 0..shape.kernel_w {
-                let iw = (ow * shape.stride + kw) as isize - shape.pad_w as isize;
-                let dst = &mut row[(kh * shape.kernel_w + kw) * cin..][..cin];
-                if ih < 0 || iw < 0 || ih as usize >= shape.in_h || iw as usize >= shape.in_w {
-                    dst.fill(0.0);
+            if ih < 0 || ih as usize >= shape.in_h {
+                dst.fill(0.0);
+                continue;
+            }
+            let pixel = |iw: usize| ((n * shape.in_h + ih as usize) * shape.in_w + iw) * cin;
+            if whole_row {
+                let at = pixel(iw0 as usize);
+                dst.copy_from_slice(&input[at..at + span]);
+                continue;
+            }
+            for (kw, tap) in dst.chunks_exact_mut(cin).enumerate() {
+                let iw = iw0 + kw as isize;
+                if iw < 0 || iw as usize >= shape.in_w {
+                    tap.fill(0.0);
                 } else {
-                    let at = ((n * shape.in_h + ih as usize) * shape.in_w + iw as usize) * cin;
-                    dst.copy_from_slice(&input[at..at + cin]);
+                    let at = pixel(iw as usize);
+                    tap.copy_from_slice(&input[at..at + cin]);
                 }
             }
         }
-    });
+    }
+}
+
+/// The fused part of the epilogue, applied to output rows `m0..` while they are in cache.
+struct Epilogue<'a> {
+    scale: Option<&'a [f32]>,
+    bias: Option<&'a [f32]>,
+    residual: Option<&'a [f32]>,
+    relu: bool,
+}
+
+impl Epilogue<'_> {
+    fn is_identity(&self) -> bool {
+        self.scale.is_none() && self.bias.is_none() && self.residual.is_none() && !self.relu
+    }
+
+    fn apply(&self, out: &mut [f32], m0: usize, n: usize) {
+        if self.is_identity() {
+            return;
+        }
+        for (r, y) in out.chunks_exact_mut(n).enumerate() {
+            if let Some(s) = self.scale {
+                y.iter_mut().zip(s).for_each(|(v, s)| *v *= s);
+            }
+            if let Some(b) = self.bias {
+                y.iter_mut().zip(b).for_each(|(v, b)| *v += b);
+            }
+            if let Some(res) = self.residual {
+                y.iter_mut().zip(&res[(m0 + r) * n..]).for_each(|(v, r)| *v += r);
+            }
+            if self.relu {
+                y.iter_mut().for_each(|v| *v = v.max(0.0));
+            }
+        }
+    }
+}
+
+/// Output rows per task when the convolution is split over rows: each task gathers its
+/// im2col rows, runs a single-threaded GEMM and the epilogue while the rows are in cache.
+/// Fewer rows than this make the GEMM re-pack the weights too often per FLOP.
+fn task_rows(k: usize) -> usize {
+    ((1usize << 18) / k).clamp(128, 1024)
 }
 
 /// Convolution with the same epilogue as the GPU kernel:
@@ -86,47 +139,76 @@ pub fn conv2d(
     residual: Option<&[f32]>,
     relu: bool,
 ) -> Result<Vec<f32>> {
+    let mut out = vec![0.0f32; shape.output_len()];
+    conv2d_into(shape, input, weight, scale, bias, residual, relu, &mut out)?;
+    Ok(out)
+}
+
+thread_local! {
+    /// im2col rows of the task running on this thread, kept between layers.
+    static IM2COL: RefCell<Vec<f32>> = const { RefCell::new(Vec::new()) };
+}
+
+/// [`conv2d`] into a caller's buffer of `shape.output_len()` values (its contents are
+/// overwritten), so that a forward pass can reuse activation memory.
+#[allow(clippy::too_many_arguments)]
+pub fn conv2d_into(
+    shape: &Conv2dShape,
+    input: &[f32],
+    weight: &[f32],
+    scale: Option<&[f32]>,
+    bias: Option<&[f32]>,
+    residual: Option<&[f32]>,
+    relu: bool,
+    out: &mut [f32],
+) -> Result<()> {
     shape.validate()?;
     check_slice("cpu conv2d input", input, shape.input_len())?;
     check_slice("cpu conv2d weight", weight, shape.weight_len())?;
+    check_slice("cpu conv2d output", out, shape.output_len())?;
     for (what, v, len) in [("scale", scale, shape.out_c), ("bias", bias, shape.out_c), ("residual", residual, shape.output_len())] {
         if let Some(v) = v {
             check_slice(&format!("cpu conv2d {what}"), v, len)?;
         }
     }
+    let epilogue = Epilogue { scale, bias, residual, relu };
+    let rows = task_rows(shape.k());
+    let tasks = (shape.m() >= 2 * rows * rayon::current_num_threads()).then_some(rows);
+    convolve(shape, input, weight, &epilogue, out, tasks);
+    Ok(())
+}
+
+/// The checked convolution: split into tasks of `task_rows` output rows, or one
+/// multi-threaded GEMM when `None`.
+fn convolve(shape: &Conv2dShape, input: &[f32], weight: &[f32], epilogue: &Epilogue, out: &mut [f32], task_rows: Option<usize>) {
     let (m, k, n) = (shape.m(), shape.k(), shape.out_c);
-    let mut out = vec![0.0f32; m * n];
+    // A 1x1 stride-1 convolution over NHWC is already a GEMM on the input.
     let pointwise = shape.kernel_h == 1 && shape.kernel_w == 1 && shape.stride == 1 && shape.pad_h == 0 && shape.pad_w == 0;
-    if pointwise {
-        // A 1x1 stride-1 convolution over NHWC is already a GEMM on the input.
-        gemm_into(&mut out, input, weight, m, n, k, false);
-    } else {
-        let block = IM2COL_ROWS.min(m);
-        let mut cols = vec![0.0f32; block * k];
-        for m0 in (0..m).step_by(block) {
-            let rows = block.min(m - m0);
-            im2col(shape, input, m0, rows, &mut cols);
-            gemm_into(&mut out[m0 * n..(m0 + rows) * n], &cols, weight, rows, n, k, false);
-        }
-    }
-    if scale.is_some() || bias.is_some() || residual.is_some() || relu {
-        out.par_chunks_mut(n).enumerate().for_each(|(row, y)| {
-            for (c, v) in y.iter_mut().enumerate() {
-                let mut x = *v;
-                if let Some(s) = scale {
-                    x *= s[c];
-                }
-                if let Some(b) = bias {
-                    x += b[c];
-                }
-                if let Some(r) = residual {
-                    x += r[row * n + c];
-                }
-                *v = if relu { x.max(0.0) } else { x };
+    if let Some(rows) = task_rows {
+        out.par_chunks_mut(rows * n).enumerate().for_each(|(task, out)| {
+            let (m0, rows) = (task * rows, out.len() / n);
+            if pointwise {
+                gemm_into(out, &input[m0 * k..(m0 + rows) * k], weight, rows, n, k, false, gemm::Parallelism::None);
+            } else {
+                IM2COL.with_borrow_mut(|cols| {
+                    cols.resize(rows * k, 0.0);
+                    im2col(shape, input, m0, &mut cols[..rows * k]);
+                    gemm_into(out, &cols[..rows * k], weight, rows, n, k, false, gemm::Parallelism::None);
+                });
             }
+            epilogue.apply(out, m0, n);
         });
+    } else {
+        // Few rows (late layers, small batches): one multi-threaded GEMM over all of them.
+        if pointwise {
+            gemm_into(out, input, weight, m, n, k, false, parallelism());
+        } else {
+            let mut cols = vec![0.0f32; m * k];
+            cols.par_chunks_mut(k).enumerate().for_each(|(row, col)| im2col(shape, input, row, col));
+            gemm_into(out, &cols, weight, m, n, k, false, parallelism());
+        }
+        out.par_chunks_mut(n).enumerate().for_each(|(row, y)| epilogue.apply(y, row, n));
     }
-    Ok(out)
 }
 
 /// Inference batch-norm, `relu?((x - mean) / sqrt(var + eps) * weight + bias + residual)`.
@@ -161,4 +243,73 @@ pub fn batch_norm(
         }
     });
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::Tolerance;
+    use crate::rng::Rng;
+
+    /// The convolution sum written out directly, in f64: no im2col, no GEMM, no tasks.
+    fn direct(shape: &Conv2dShape, input: &[f32], weight: &[f32], bias: &[f32], residual: &[f32]) -> Vec<f32> {
+        let (oh_n, ow_n, cout) = (shape.out_h(), shape.out_w(), shape.out_c);
+        let mut out = vec![0.0f32; shape.output_len()];
+        for n in 0..shape.batch {
+            for oh in 0..oh_n {
+                for ow in 0..ow_n {
+                    let m = (n * oh_n + oh) * ow_n + ow;
+                    for co in 0..cout {
+                        let mut acc = bias[co] as f64 + residual[m * cout + co] as f64;
+                        for kh in 0..shape.kernel_h {
+                            for kw in 0..shape.kernel_w {
+                                let ih = (oh * shape.stride + kh) as isize - shape.pad_h as isize;
+                                let iw = (ow * shape.stride + kw) as isize - shape.pad_w as isize;
+                                if ih < 0 || iw < 0 || ih as usize >= shape.in_h || iw as usize >= shape.in_w {
+                                    continue;
+                                }
+                                for ci in 0..shape.in_c {
+                                    let x = input[((n * shape.in_h + ih as usize) * shape.in_w + iw as usize) * shape.in_c + ci];
+                                    let w = weight[((kh * shape.kernel_w + kw) * shape.in_c + ci) * cout + co];
+                                    acc += x as f64 * w as f64;
+                                }
+                            }
+                        }
+                        out[m * cout + co] = acc.max(0.0) as f32;
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// Both code paths (row tasks, the last one partial, and one GEMM over all rows),
+    /// kernel rows that straddle the padding, strides, odd channel counts, pointwise.
+    #[test]
+    fn conv2d_matches_the_direct_sum() {
+        let shapes = [
+            Conv2dShape::square(3, 37, 29, 3, 10, 7, 2, 3),
+            Conv2dShape::square(2, 45, 31, 5, 7, 3, 1, 1),
+            Conv2dShape::square(1, 23, 41, 6, 9, 1, 1, 0),
+            Conv2dShape::square(2, 19, 17, 4, 5, 1, 2, 0),
+            Conv2dShape::square(1, 5, 6, 3, 4, 3, 1, 1),
+            Conv2dShape { kernel_h: 3, kernel_w: 5, pad_h: 1, pad_w: 2, ..Conv2dShape::square(2, 33, 27, 3, 6, 3, 1, 1) },
+        ];
+        let mut rng = Rng::new(11);
+        for shape in shapes {
+            let input = rng.normals(shape.input_len(), 1.0);
+            let weight = rng.normals(shape.weight_len(), 0.3);
+            let bias = rng.normals(shape.out_c, 0.5);
+            let residual = rng.normals(shape.output_len(), 0.5);
+            let expected = direct(&shape, &input, &weight, &bias, &residual);
+            let epilogue = Epilogue { scale: None, bias: Some(&bias), residual: Some(&residual), relu: true };
+            for tasks in [None, Some(1), Some(7), Some(64)] {
+                let mut got = vec![f32::NAN; shape.output_len()];
+                convolve(&shape, &input, &weight, &epilogue, &mut got, tasks);
+                if let Err(e) = Tolerance::new(1e-4, 1e-4).check(&got, &expected) {
+                    panic!("{shape:?} (m {}, task rows {tasks:?}): {e}", shape.m());
+                }
+            }
+        }
+    }
 }

@@ -9,7 +9,7 @@ pub mod pool;
 pub mod preprocess;
 pub mod topk;
 
-pub use conv2d::{batch_norm, conv2d, matmul};
+pub use conv2d::{batch_norm, conv2d, conv2d_into, matmul};
 pub use l2_normalize::l2_normalize;
 pub use pool::{global_avg_pool, max_pool};
 
