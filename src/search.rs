@@ -276,74 +276,12 @@ pub fn search_features_cpu(index: &Index, features: &[f32], k: usize) -> Result<
     }
     let q = features.len() / dim;
     let queries = cpu::l2_normalize(features, q, dim, index.mean.as_deref())?;
-    let scores = if q <= SCAN_MAX_QUERIES {
-        scan_cpu(&index.embeddings, dim, &queries)
-    } else {
-        let shape = MatmulShape { m: q, n: index.len(), k: dim, b_transposed: true };
-        match &index.embeddings {
-            Embeddings::F32(refs) => cpu::matmul(&shape, &queries, refs)?,
-            Embeddings::F16(_) => cpu::matmul(&shape, &queries, &index.embeddings.rows_f32(dim, 0, index.len()))?,
-        }
+    let rows = match &index.embeddings {
+        Embeddings::F32(v) => cpu::knn::Rows::F32(v),
+        Embeddings::F16(v) => cpu::knn::Rows::F16(v),
     };
-    let (top_scores, top_indices) = cpu::topk::topk(&scores, q, index.len(), k)?;
-    Ok((0..q)
-        .map(|row| (0..k).map(|j| Neighbor { index: top_indices[row * k + j] as usize, score: top_scores[row * k + j] }).collect())
+    Ok(cpu::knn::knn(rows, dim, &queries, k)?
+        .into_iter()
+        .map(|best| best.into_iter().map(|(score, index)| Neighbor { index: index as usize, score }).collect())
         .collect())
-}
-
-/// Up to this many queries the CPU reads the reference matrix once in a streaming scan
-/// (memory-bound, like faiss' IndexFlatIP); more queries go through a GEMM.
-const SCAN_MAX_QUERIES: usize = 8;
-
-/// `scores[qi * n + r] = queries[qi] · row r`, rows split across threads in blocks that stay
-/// in cache while every query visits them. f16 rows are widened a block at a time.
-fn scan_cpu(refs: &Embeddings, dim: usize, queries: &[f32]) -> Vec<f32> {
-    use rayon::prelude::*;
-    const BLOCK: usize = 64;
-    let q = queries.len() / dim;
-    let n = refs.len() / dim;
-    let blocks: Vec<Vec<f32>> = (0..n.div_ceil(BLOCK))
-        .into_par_iter()
-        .map(|b| {
-            let (start, end) = (b * BLOCK, ((b + 1) * BLOCK).min(n));
-            let widened;
-            let rows: &[f32] = match refs {
-                Embeddings::F32(v) => &v[start * dim..end * dim],
-                Embeddings::F16(v) => {
-                    let mut w = vec![0.0f32; (end - start) * dim];
-                    half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[start * dim..end * dim], &mut w);
-                    widened = w;
-                    &widened
-                }
-            };
-            let mut out = vec![0.0f32; q * (end - start)];
-            for (r, row) in rows.chunks_exact(dim).enumerate() {
-                for (qi, query) in queries.chunks_exact(dim).enumerate() {
-                    out[qi * (end - start) + r] = dot(query, row);
-                }
-            }
-            out
-        })
-        .collect();
-    let mut scores = vec![0.0f32; q * n];
-    for (b, block) in blocks.iter().enumerate() {
-        let (start, len) = (b * BLOCK, block.len() / q.max(1));
-        for qi in 0..q {
-            scores[qi * n + start..qi * n + start + len].copy_from_slice(&block[qi * len..(qi + 1) * len]);
-        }
-    }
-    scores
-}
-
-/// Dot product with eight independent accumulators, so the compiler vectorises it.
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0.0f32; 8];
-    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
 }

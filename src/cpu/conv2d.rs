@@ -23,10 +23,10 @@ fn parallelism() -> gemm::Parallelism {
 /// `rhs_transposed`.
 #[allow(clippy::too_many_arguments)]
 fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: usize, rhs_transposed: bool, parallelism: gemm::Parallelism) {
-    debug_assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n);
+    // The unsafe call below relies on this: keep it a real assert (it costs nothing per GEMM).
+    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= k * n, "gemm: slices shorter than {m}x{k} * {k}x{n}");
     let (rhs_cs, rhs_rs) = if rhs_transposed { (k as isize, 1) } else { (1, n as isize) };
-    // SAFETY: the slices hold at least m*n, m*k and k*n elements (checked by callers and
-    // asserted above), and the strides describe row-major layouts inside them.
+    // SAFETY: the slices hold at least m*n, m*k and k*n elements (asserted above), and the strides describe row-major layouts inside them.
     unsafe {
         gemm::gemm(
             m, n, k,
@@ -37,6 +37,11 @@ fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: u
             parallelism,
         );
     }
+}
+
+/// [`gemm_into`] on the calling thread only, for callers that split work across threads.
+pub(crate) fn gemm_serial(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: usize, rhs_transposed: bool) {
+    gemm_into(dst, lhs, rhs, m, n, k, rhs_transposed, gemm::Parallelism::None);
 }
 
 /// `C = A * B` (see [`MatmulShape`]).

@@ -4,6 +4,7 @@
 //! GEMMs through the `gemm` crate (packed, SIMD micro-kernels).
 
 pub mod conv2d;
+pub mod knn;
 pub mod l2_normalize;
 pub mod pool;
 pub mod preprocess;

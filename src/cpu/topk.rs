@@ -57,23 +57,28 @@ pub fn topk_pairs(scores: &[f32], indices: &[u32], rows: usize, len: usize, k: u
 fn select(scores: &[f32], rows: usize, len: usize, k: usize, index: impl Fn(usize, usize) -> u32 + Sync) -> (Vec<f32>, Vec<u32>) {
     let mut out_scores = vec![PAD_SCORE; rows * k];
     let mut out_indices = vec![PAD_INDEX; rows * k];
-    let better = |a: &(u64, u32), b: &(u64, u32)| b.0.cmp(&a.0);
     out_scores.par_chunks_mut(k).zip(out_indices.par_chunks_mut(k)).enumerate().for_each(|(row, (best_scores, best_indices))| {
         let row_scores = &scores[row * len..(row + 1) * len];
-        // (rank, position in the row): partition around the k-th best, then sort only the head.
-        let mut ranked: Vec<(u64, u32)> =
-            row_scores.iter().enumerate().map(|(j, &s)| (rank(s, index(row, j)), j as u32)).collect();
-        if ranked.len() > k {
-            ranked.select_nth_unstable_by(k - 1, better);
-            ranked.truncate(k);
-        }
-        ranked.sort_unstable_by(better);
-        for ((&(_, j), s), ix) in ranked.iter().zip(best_scores).zip(best_indices) {
-            *s = row_scores[j as usize];
-            *ix = index(row, j as usize);
+        let best = best_k(row_scores.iter().enumerate().map(|(j, &s)| (s, index(row, j))), k);
+        for ((score, index), (s, ix)) in best.into_iter().zip(best_scores.iter_mut().zip(best_indices)) {
+            (*s, *ix) = (score, index);
         }
     });
     (out_scores, out_indices)
+}
+
+/// The best `k` (score, index) candidates, best first, ranked as [`topk`] ranks them; fewer
+/// when there are fewer candidates. Scores keep their exact bits.
+pub fn best_k(candidates: impl IntoIterator<Item = (f32, u32)>, k: usize) -> Vec<(f32, u32)> {
+    let mut ranked: Vec<(u64, f32, u32)> = candidates.into_iter().map(|(s, i)| (rank(s, i), s, i)).collect();
+    // Partition around the k-th best, then sort only the head.
+    let better = |a: &(u64, f32, u32), b: &(u64, f32, u32)| b.0.cmp(&a.0);
+    if ranked.len() > k && k > 0 {
+        ranked.select_nth_unstable_by(k - 1, better);
+    }
+    ranked.truncate(k);
+    ranked.sort_unstable_by(better);
+    ranked.into_iter().map(|(_, s, i)| (s, i)).collect()
 }
 
 #[cfg(test)]

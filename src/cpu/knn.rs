@@ -1,0 +1,120 @@
+//! The CPU exact k-NN scan, the twin of the GPU's chunked score + top-k: every query scored
+//! against every reference row, the best k kept per query.
+
+use std::cell::RefCell;
+
+use rayon::prelude::*;
+
+use crate::cpu::conv2d::gemm_serial;
+use crate::cpu::topk::best_k;
+use crate::error::{Error, Result};
+use crate::ops::topk::MAX_K;
+
+/// Reference rows as stored: f32, or f16 widened a task at a time.
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    F32(&'a [f32]),
+    F16(&'a [half::f16]),
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::F32(v) => v.len(),
+            Rows::F16(v) => v.len(),
+        }
+    }
+}
+
+/// Reference rows per task. Each task reads its rows once for all queries: a GEMV for one
+/// query (memory-bound, like faiss' IndexFlatIP), a single-threaded GEMM for several, whose
+/// score block (queries x rows) stays in cache for the top-k.
+const TASK_ROWS: usize = 512;
+
+thread_local! {
+    /// Widened f16 rows and the score block of the task running on this thread.
+    static SCRATCH: RefCell<(Vec<f32>, Vec<f32>)> = const { RefCell::new((Vec::new(), Vec::new())) };
+}
+
+/// Top `k` of `queries · rowsᵀ` per query (queries `[q, dim]`, rows `[n, dim]`): for each
+/// query, (score, row) pairs best first, ranked as [`crate::cpu::topk::topk`] ranks.
+pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<(f32, u32)>>> {
+    if dim == 0 || rows.len() % dim != 0 || queries.len() % dim != 0 || queries.is_empty() {
+        return Err(Error::shape("cpu knn", format!("rows and queries of {dim} values"), format!("{} and {} values", rows.len(), queries.len())));
+    }
+    let (n, q) = (rows.len() / dim, queries.len() / dim);
+    if k == 0 || k > n.min(MAX_K) {
+        return Err(Error::InvalidArgument(format!("cpu knn: k = {k} outside 1..={}", n.min(MAX_K))));
+    }
+    if u32::try_from(n).is_err() {
+        return Err(Error::InvalidArgument(format!("cpu knn: {n} rows exceed u32 indices")));
+    }
+    let per_task: Vec<Vec<Vec<(f32, u32)>>> = (0..n.div_ceil(TASK_ROWS))
+        .into_par_iter()
+        .map(|task| {
+            let (start, end) = (task * TASK_ROWS, ((task + 1) * TASK_ROWS).min(n));
+            SCRATCH.with_borrow_mut(|(widened, scores)| {
+                let block = match rows {
+                    Rows::F32(v) => &v[start * dim..end * dim],
+                    Rows::F16(v) => {
+                        widened.resize((end - start) * dim, 0.0);
+                        half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[start * dim..end * dim], widened);
+                        &widened[..]
+                    }
+                };
+                let len = end - start;
+                scores.resize(q * len, 0.0);
+                // scores[j, qi]: rows as the GEMM's M, which its micro-kernels block well.
+                gemm_serial(scores, block, queries, len, q, dim, true);
+                (0..q)
+                    .map(|qi| best_k(scores.iter().skip(qi).step_by(q).enumerate().map(|(j, &s)| (s, (start + j) as u32)), k))
+                    .collect()
+            })
+        })
+        .collect();
+    Ok((0..q).into_par_iter().map(|qi| best_k(per_task.iter().flat_map(|t| t[qi].iter().copied()), k)).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cpu::topk::topk;
+    use crate::rng::Rng;
+
+    /// Against every score written out and one top-k over the whole row: several tasks, a
+    /// partial last task, k larger than a task's rows, f16 rows, tied scores.
+    #[test]
+    fn knn_matches_a_full_score_matrix() {
+        let mut rng = Rng::new(3);
+        for (n, dim, q, k) in [(1, 5, 1, 1), (1300, 7, 3, 10), (2 * TASK_ROWS + 77, 33, 5, 700), (TASK_ROWS, 16, 65, 1)] {
+            // Rounded values make exact ties between rows.
+            let rows: Vec<f32> = rng.normals(n * dim, 1.0).iter().map(|x| (x * 4.0).round() / 4.0).collect();
+            let queries: Vec<f32> = rng.normals(q * dim, 1.0).iter().map(|x| (x * 4.0).round() / 4.0).collect();
+            let rows16: Vec<half::f16> = rows.iter().map(|&x| half::f16::from_f32(x)).collect();
+            let scores: Vec<f32> = (0..q * n)
+                .map(|at| {
+                    let (qi, r) = (at / n, at % n);
+                    queries[qi * dim..(qi + 1) * dim].iter().zip(&rows[r * dim..(r + 1) * dim]).map(|(a, b)| a * b).sum()
+                })
+                .collect();
+            let (top_scores, top_indices) = topk(&scores, q, n, k).unwrap();
+            for (name, r) in [("f32", Rows::F32(&rows)), ("f16", Rows::F16(&rows16))] {
+                let got = knn(r, dim, &queries, k).unwrap();
+                for qi in 0..q {
+                    let expected: Vec<(f32, u32)> = (0..k).map(|j| (top_scores[qi * k + j], top_indices[qi * k + j])).collect();
+                    assert_eq!(got[qi], expected, "{name} n {n} dim {dim} query {qi} k {k}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn knn_rejects_bad_arguments() {
+        let rows = [0.0f32; 12];
+        assert!(matches!(knn(Rows::F32(&rows), 4, &[1.0; 4], 0), Err(Error::InvalidArgument(_))));
+        assert!(matches!(knn(Rows::F32(&rows), 4, &[1.0; 4], 4), Err(Error::InvalidArgument(_))));
+        assert!(matches!(knn(Rows::F32(&rows), 5, &[1.0; 5], 1), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(knn(Rows::F32(&rows), 4, &[1.0; 3], 1), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(knn(Rows::F32(&rows), 4, &[], 1), Err(Error::ShapeMismatch { .. })));
+    }
+}
