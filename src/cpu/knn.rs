@@ -39,7 +39,7 @@ thread_local! {
 /// Top `k` of `queries · rowsᵀ` per query (queries `[q, dim]`, rows `[n, dim]`): for each
 /// query, (score, row) pairs best first, ranked as [`crate::cpu::topk::topk`] ranks.
 pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<(f32, u32)>>> {
-    if dim == 0 || rows.len() % dim != 0 || queries.len() % dim != 0 || queries.is_empty() {
+    if dim == 0 || !rows.len().is_multiple_of(dim) || !queries.len().is_multiple_of(dim) || queries.is_empty() {
         return Err(Error::shape("cpu knn", format!("rows and queries of {dim} values"), format!("{} and {} values", rows.len(), queries.len())));
     }
     let (n, q) = (rows.len() / dim, queries.len() / dim);
