@@ -2,8 +2,8 @@
 //!
 //! Per batch of queries one encoder records: preprocessing (resize, crop, normalise) →
 //! ResNet50 → centring + L2 normalisation → for each chunk of the reference matrix, a
-//! matmul against the normalised rows (cosine k-NN as one dense layer) and a per-chunk
-//! top-k → a GPU merge of the chunks' lists. One submit; only k indices and scores per query
+//! matmul against the normalised rows (cosine k-NN as one dense layer; a GEMV that reads
+//! the rows once for up to four queries) and a per-chunk top-k → a GPU merge of the chunks' lists. One submit; only k indices and scores per query
 //! come back. Everything but the preprocessing (which depends on each image's size) is
 //! recorded once per (queries, k) and replayed.
 
@@ -18,6 +18,7 @@ use crate::gpu::{Context, Dispatch, Readback};
 use crate::index::{Embeddings, Index};
 use crate::model::{BatchNormMode, GpuResNet50, ResNet50, FEATURE_DIM};
 use crate::ops::l2_normalize::l2_normalize;
+use crate::ops::gemv::{self, gemv};
 use crate::ops::matmul::{matmul_with, MatmulShape, Precision};
 use crate::ops::preprocess::PreprocessBatch;
 use crate::ops::topk::{TopK, TopKInput, TopKOutput, MAX_K};
@@ -218,7 +219,11 @@ impl Searcher {
         let candidate_indices = ctx.storage("candidate indices", q * stride)?;
         for (c, chunk) in self.chunks.iter().enumerate() {
             let shape = MatmulShape { m: q, n: chunk.rows, k: dim, b_transposed: true };
-            dispatches.push(matmul_with(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, Tiles::for_rows(q))?);
+            dispatches.push(if gemv::supports(&shape, self.precision) {
+                gemv(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, ctx.tuning().gemv)?
+            } else {
+                matmul_with(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, Tiles::for_rows(q))?
+            });
             let output = if single {
                 TopKOutput::dense(&result_scores, &result_indices, k)
             } else {

@@ -19,3 +19,34 @@ fn an_unknown_adapter_name_is_a_typed_error_with_a_hint() {
     let text = err.to_string();
     assert!(text.contains("lavapipe") && text.contains("no-such-adapter-xyz"), "{text}");
 }
+
+#[test]
+fn stage_times_run_every_stage_and_time_each_one() {
+    use lookalike::cpu;
+    use lookalike::ops::matmul::{matmul, MatmulShape};
+    use lookalike::ops::Tiles;
+    use lookalike::rng::Rng;
+    let ctx = Context::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let mut rng = Rng::new(4);
+    let shape = MatmulShape { m: 9, n: 21, k: 13, b_transposed: false };
+    let (a, b) = (rng.normals(9 * 13, 1.0), rng.normals(13 * 21, 1.0));
+    let (ab, bb) = (ctx.upload("a", &a).unwrap(), ctx.upload("b", &b).unwrap());
+    let (c1, c2) = (ctx.storage("c1", 9 * 21).unwrap(), ctx.storage("c2", 9 * 21).unwrap());
+    let first = matmul(&ctx, &shape, &ab, &bb, &c1, Tiles::default()).unwrap();
+    let second = matmul(&ctx, &shape, &ab, &bb, &c2, Tiles::for_rows(9)).unwrap();
+    let times = ctx.stage_times(&[("first", vec![&first]), ("second", vec![&second]), ("empty", vec![])]).unwrap();
+    match times {
+        Some(times) => {
+            let names: Vec<&str> = times.iter().map(|(n, _)| *n).collect();
+            assert_eq!(names, ["first", "second", "empty"]);
+            assert!(times.iter().all(|(_, ms)| ms.is_finite() && *ms >= 0.0), "{times:?}");
+        }
+        None => assert!(!ctx.has_timestamps(), "an adapter with timestamp queries returned no times"),
+    }
+    // Both stages ran: their outputs are the product.
+    let expected = cpu::matmul(&shape, &a, &b).unwrap();
+    for c in [&c1, &c2] {
+        let got = ctx.read(c, 9 * 21).unwrap();
+        lookalike::compare::Tolerance::new(1e-5, 1e-5).check(&got, &expected).unwrap_or_else(|e| panic!("{e}"));
+    }
+}

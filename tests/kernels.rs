@@ -243,3 +243,51 @@ fn l2_normalize_matches_cpu_with_and_without_centring() {
     let d = l2_normalize(ctx, 1, 8, &zeros, None, &out).unwrap();
     assert_eq!(ctx.run_and_read(&[&d], &out, 8).unwrap(), vec![0.0; 8]);
 }
+
+#[test]
+fn gemv_matches_cpu_for_f32_and_f16_rows() {
+    use lookalike::ops::gemv::{gemv, supports, GemvTiles};
+    use lookalike::ops::matmul::Precision;
+    let ctx = ctx();
+    let mut rng = Rng::new(12);
+    let tiles = [GemvTiles::default(), GemvTiles { workgroup: 64, lanes: 64 }, GemvTiles { workgroup: 128, lanes: 1 }];
+    // Row counts that are not multiples of the rows per workgroup; depths of 1 to 256 words.
+    for (case, (m, n, k)) in [(1, 333, 8), (2, 1000, 2048), (3, 77, 24), (4, 517, 1032)].into_iter().enumerate() {
+        let shape = MatmulShape { m, n, k, b_transposed: true };
+        let a = rng.normals(m * k, 1.0);
+        let b = rng.normals(k * n, 1.0);
+        let b16: Vec<half::f16> = b.iter().map(|&x| half::f16::from_f32(x)).collect();
+        let b16_f32: Vec<f32> = b16.iter().map(|x| x.to_f32()).collect();
+        let a_buf = ctx.upload("a", &a).unwrap();
+        let c = ctx.storage("c", m * n).unwrap();
+        for (precision, b_buf, reference) in [
+            (Precision::F32, ctx.upload("b", &b).unwrap(), &b),
+            (Precision::F16, ctx.upload_pod("b16", &b16).unwrap(), &b16_f32),
+        ] {
+            assert!(supports(&shape, precision));
+            let expected = cpu::matmul(&shape, &a, reference).unwrap();
+            let t = tiles[case % tiles.len()];
+            let dispatch = gemv(ctx, &shape, &a_buf, &b_buf, precision, &c, t).unwrap();
+            let got = ctx.run_and_read(&[&dispatch], &c, m * n).unwrap();
+            assert_close(&format!("gemv {precision:?} {shape:?} {t:?}"), &got, &expected, KERNEL_LIMIT);
+        }
+    }
+}
+
+#[test]
+fn gemv_refuses_what_it_does_not_cover() {
+    use lookalike::ops::gemv::{gemv, GemvTiles};
+    use lookalike::ops::matmul::Precision;
+    let ctx = ctx();
+    let buf = ctx.storage("x", 4096).unwrap();
+    let run = |m, k, transposed, precision, tiles| {
+        gemv(ctx, &MatmulShape { m, n: 16, k, b_transposed: transposed }, &buf, &buf, precision, &buf, tiles)
+    };
+    let t = GemvTiles::default();
+    assert!(matches!(run(5, 8, true, Precision::F32, t), Err(Error::InvalidArgument(_))));
+    assert!(matches!(run(1, 8, false, Precision::F32, t), Err(Error::InvalidArgument(_))));
+    assert!(matches!(run(1, 6, true, Precision::F32, t), Err(Error::InvalidArgument(_))));
+    assert!(matches!(run(1, 12, true, Precision::F16, t), Err(Error::InvalidArgument(_))));
+    assert!(matches!(run(1, 8, true, Precision::F32, GemvTiles { workgroup: 256, lanes: 3 }), Err(Error::InvalidArgument(_))));
+    assert!(run(1, 8, true, Precision::F16, t).is_ok());
+}

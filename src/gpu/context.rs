@@ -158,6 +158,11 @@ impl Context {
         &self.info
     }
 
+    /// The launch shapes chosen for this adapter.
+    pub fn tuning(&self) -> crate::ops::Tuning {
+        crate::ops::Tuning::for_adapter(&self.info)
+    }
+
     /// The limits the device was opened with.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
@@ -213,6 +218,7 @@ impl fmt::Display for Context {
         writeln!(f, "  max_compute_workgroup_storage_size {}", l.max_compute_workgroup_storage_size)?;
         writeln!(f, "  max_compute_invocations_per_wg     {}", l.max_compute_invocations_per_workgroup)?;
         writeln!(f, "  max_compute_workgroups_per_dim     {}", l.max_compute_workgroups_per_dimension)?;
-        write!(f, "features: {:?}", self.features)
+        writeln!(f, "features: {:?}", self.features)?;
+        write!(f, "tuning:   {:?}", self.tuning())
     }
 }

@@ -2,10 +2,12 @@
 
 mod context;
 mod pipeline;
+mod profile;
 pub mod shaders;
 
 pub use context::{Context, ContextBuilder};
 pub use pipeline::{Binding, Dispatch, Kernel, PipelineKey};
+pub use profile::Stage;
 pub(crate) use pipeline::scoped;
 
 use wgpu::util::DeviceExt;

@@ -7,6 +7,7 @@ pub enum ShaderFile {
     BatchNorm,
     Pool,
     Matmul,
+    Gemv,
     L2Normalize,
     TopK,
     Preprocess,
@@ -14,11 +15,12 @@ pub enum ShaderFile {
 
 impl ShaderFile {
     /// Every shader, for tests that validate them all.
-    pub const ALL: [ShaderFile; 7] = [
+    pub const ALL: [ShaderFile; 8] = [
         ShaderFile::Conv2d,
         ShaderFile::BatchNorm,
         ShaderFile::Pool,
         ShaderFile::Matmul,
+        ShaderFile::Gemv,
         ShaderFile::L2Normalize,
         ShaderFile::TopK,
         ShaderFile::Preprocess,
@@ -31,6 +33,7 @@ impl ShaderFile {
             ShaderFile::BatchNorm => "batch_norm.wgsl",
             ShaderFile::Pool => "pool.wgsl",
             ShaderFile::Matmul => "matmul.wgsl",
+            ShaderFile::Gemv => "gemv.wgsl",
             ShaderFile::L2Normalize => "l2_normalize.wgsl",
             ShaderFile::TopK => "topk.wgsl",
             ShaderFile::Preprocess => "preprocess.wgsl",
@@ -44,6 +47,7 @@ impl ShaderFile {
             ShaderFile::BatchNorm => include_str!("../../shaders/batch_norm.wgsl"),
             ShaderFile::Pool => include_str!("../../shaders/pool.wgsl"),
             ShaderFile::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            ShaderFile::Gemv => include_str!("../../shaders/gemv.wgsl"),
             ShaderFile::L2Normalize => include_str!("../../shaders/l2_normalize.wgsl"),
             ShaderFile::TopK => include_str!("../../shaders/topk.wgsl"),
             ShaderFile::Preprocess => include_str!("../../shaders/preprocess.wgsl"),

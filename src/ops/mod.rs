@@ -6,6 +6,7 @@
 
 pub mod batch_norm;
 pub mod conv2d;
+pub mod gemv;
 pub mod l2_normalize;
 pub mod matmul;
 pub mod pool;
@@ -13,6 +14,7 @@ pub mod preprocess;
 pub mod topk;
 
 use crate::error::{Error, Result};
+use crate::ops::gemv::GemvTiles;
 
 /// Register-blocked tile configuration shared by the GEMM-like kernels (`conv2d`,
 /// `matmul`): a workgroup of `wg_x * wg_y` invocations computes a `4*wg_y x 4*wg_x` output
@@ -59,6 +61,27 @@ impl Tiles {
 
     pub(crate) fn constants(&self) -> [(&'static str, f64); 3] {
         [("WG_X", self.wg_x as f64), ("WG_Y", self.wg_y as f64), ("TILE_K", self.tile_k as f64)]
+    }
+}
+
+/// Launch shapes for one kind of adapter: a small table keyed by device type, filled from
+/// measurements (see BENCHMARKS.md). Adapters not measured yet get the defaults, which
+/// suit discrete GPUs (32-wide warps or wider, coalesced 16-byte loads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Tuning {
+    /// The single-query scan.
+    pub gemv: GemvTiles,
+}
+
+impl Tuning {
+    pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
+        match info.device_type {
+            // lavapipe (Mesa 25, 16k x 2048 f32, one query): 4 lanes per row 1.8 GB/s,
+            // 16 lanes 1.3 GB/s, 32 lanes 1.0 GB/s. Its SIMD lanes are CPU vector lanes:
+            // a cross-lane reduction costs more than it saves.
+            wgpu::DeviceType::Cpu => Self { gemv: GemvTiles { workgroup: 256, lanes: 4 } },
+            _ => Self::default(),
+        }
     }
 }
 

@@ -1,0 +1,87 @@
+//! Rust twin of `shaders/gemv.wgsl`: the scores of up to four queries against the rows of a
+//! reference matrix, reading the matrix once. A single-query scan is bound by its bytes; the
+//! tiled matmul would compute (and stage) three padding rows for each real one.
+
+use crate::error::{Error, Result};
+use crate::gpu::{grid_1d, Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
+use crate::ops::check_len;
+use crate::ops::matmul::{MatmulShape, Precision};
+
+/// Most queries one launch scores.
+pub const MAX_QUERIES: usize = 4;
+
+/// Invocations per workgroup and per reference row. Set through WGSL override constants.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct GemvTiles {
+    pub workgroup: u32,
+    pub lanes: u32,
+}
+
+impl Default for GemvTiles {
+    fn default() -> Self {
+        Self { workgroup: 256, lanes: 16 }
+    }
+}
+
+impl GemvTiles {
+    fn validate(&self) -> Result<()> {
+        if !self.lanes.is_power_of_two() || self.workgroup % self.lanes != 0 || self.workgroup > 1024 {
+            return Err(Error::InvalidArgument(format!("gemv: {self:?} needs power-of-two lanes dividing a workgroup of at most 1024")));
+        }
+        Ok(())
+    }
+}
+
+/// Whether [`gemv`] takes this product: queries times transposed rows, at most
+/// [`MAX_QUERIES`] queries, and a depth of whole 16-byte words.
+pub fn supports(shape: &MatmulShape, precision: Precision) -> bool {
+    let per_word = match precision {
+        Precision::F32 => 4,
+        Precision::F16 => 8,
+    };
+    shape.b_transposed && shape.m <= MAX_QUERIES && shape.k.is_multiple_of(per_word)
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct Params {
+    m: u32,
+    n: u32,
+    k: u32,
+    _pad: u32,
+}
+
+const BINDINGS: [Binding; 4] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
+
+/// Prepares `C[m, n] = A[m, k] * B[n, k]ᵀ` (see [`supports`]) with B stored in `precision`.
+pub fn gemv(
+    ctx: &Context,
+    shape: &MatmulShape,
+    a: &wgpu::Buffer,
+    b: &wgpu::Buffer,
+    precision: Precision,
+    c: &wgpu::Buffer,
+    tiles: GemvTiles,
+) -> Result<Dispatch> {
+    shape.validate()?;
+    tiles.validate()?;
+    if !supports(shape, precision) {
+        return Err(Error::InvalidArgument(format!(
+            "gemv: {shape:?} with {precision:?} rows needs transposed B, at most {MAX_QUERIES} queries and a depth of whole 16-byte words"
+        )));
+    }
+    check_len("gemv A", a, shape.m * shape.k)?;
+    check_len("gemv B", b, precision.bytes(shape.k * shape.n).div_ceil(4))?;
+    check_len("gemv C", c, shape.m * shape.n)?;
+    let params = Params { m: shape.m as u32, n: shape.n as u32, k: shape.k as u32, _pad: 0 };
+    let constants = [
+        ("WG", tiles.workgroup as f64),
+        ("LANES", tiles.lanes as f64),
+        ("B_F16", if precision == Precision::F16 { 1.0 } else { 0.0 }),
+    ];
+    let kernel = ctx.kernel(&PipelineKey::new(ShaderFile::Gemv, "main", &constants), &BINDINGS)?;
+    let uniform = ctx.uniform("gemv params", &params);
+    let rows_per_group = tiles.workgroup / tiles.lanes;
+    let grid = grid_1d(shape.n, rows_per_group, ctx.limits().max_compute_workgroups_per_dimension);
+    Dispatch::new(ctx, "gemv", kernel, &[&uniform, a, b, c], grid)
+}
