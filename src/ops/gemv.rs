@@ -25,7 +25,7 @@ impl Default for GemvTiles {
 
 impl GemvTiles {
     fn validate(&self) -> Result<()> {
-        if !self.lanes.is_power_of_two() || self.workgroup % self.lanes != 0 || self.workgroup > 1024 {
+        if !self.lanes.is_power_of_two() || !self.workgroup.is_multiple_of(self.lanes) || self.workgroup > 1024 {
             return Err(Error::InvalidArgument(format!("gemv: {self:?} needs power-of-two lanes dividing a workgroup of at most 1024")));
         }
         Ok(())
