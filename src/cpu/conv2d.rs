@@ -92,12 +92,17 @@ fn im2col(shape: &Conv2dShape, input: &[f32], m0: usize, out: &mut [f32]) {
     }
 }
 
-/// The fused part of the epilogue, applied to output rows `m0..` while they are in cache.
-struct Epilogue<'a> {
-    scale: Option<&'a [f32]>,
-    bias: Option<&'a [f32]>,
-    residual: Option<&'a [f32]>,
-    relu: bool,
+/// What a convolution applies to its output, `relu?(y * scale + bias + residual)`, to each
+/// task's rows while they are in cache.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Epilogue<'a> {
+    /// Per output channel.
+    pub scale: Option<&'a [f32]>,
+    /// Per output channel.
+    pub bias: Option<&'a [f32]>,
+    /// Shaped like the output.
+    pub residual: Option<&'a [f32]>,
+    pub relu: bool,
 }
 
 impl Epilogue<'_> {
@@ -145,7 +150,7 @@ pub fn conv2d(
     relu: bool,
 ) -> Result<Vec<f32>> {
     let mut out = vec![0.0f32; shape.output_len()];
-    conv2d_into(shape, input, weight, scale, bias, residual, relu, &mut out)?;
+    conv2d_into(shape, input, weight, &Epilogue { scale, bias, residual, relu }, &mut out)?;
     Ok(out)
 }
 
@@ -156,30 +161,20 @@ thread_local! {
 
 /// [`conv2d`] into a caller's buffer of `shape.output_len()` values (its contents are
 /// overwritten), so that a forward pass can reuse activation memory.
-#[allow(clippy::too_many_arguments)]
-pub fn conv2d_into(
-    shape: &Conv2dShape,
-    input: &[f32],
-    weight: &[f32],
-    scale: Option<&[f32]>,
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    relu: bool,
-    out: &mut [f32],
-) -> Result<()> {
+pub fn conv2d_into(shape: &Conv2dShape, input: &[f32], weight: &[f32], epilogue: &Epilogue, out: &mut [f32]) -> Result<()> {
     shape.validate()?;
     check_slice("cpu conv2d input", input, shape.input_len())?;
     check_slice("cpu conv2d weight", weight, shape.weight_len())?;
     check_slice("cpu conv2d output", out, shape.output_len())?;
-    for (what, v, len) in [("scale", scale, shape.out_c), ("bias", bias, shape.out_c), ("residual", residual, shape.output_len())] {
+    let per_channel = [("scale", epilogue.scale, shape.out_c), ("bias", epilogue.bias, shape.out_c)];
+    for (what, v, len) in per_channel.into_iter().chain([("residual", epilogue.residual, shape.output_len())]) {
         if let Some(v) = v {
             check_slice(&format!("cpu conv2d {what}"), v, len)?;
         }
     }
-    let epilogue = Epilogue { scale, bias, residual, relu };
     let rows = task_rows(shape.k());
     let tasks = (shape.m() >= 2 * rows * rayon::current_num_threads()).then_some(rows);
-    convolve(shape, input, weight, &epilogue, out, tasks);
+    convolve(shape, input, weight, epilogue, out, tasks);
     Ok(())
 }
 

@@ -81,7 +81,8 @@ impl Executor for CpuExecutor<'_> {
         let (weight, bias) = self.folded.get(&layer.conv_name).ok_or_else(|| Error::MissingTensor { name: layer.conv_name.clone() })?;
         let mut out = self.buffer(shape.output_len());
         let residual = residual.map(|r| self.get(r)).transpose()?;
-        cpu::conv2d_into(&shape, self.get(x)?, weight, None, Some(bias), residual, relu, &mut out)?;
+        let epilogue = cpu::conv2d::Epilogue { bias: Some(bias), residual, relu, ..Default::default() };
+        cpu::conv2d_into(&shape, self.get(x)?, weight, &epilogue, &mut out)?;
         Ok(self.push(out, shape.out_h(), shape.out_w(), layer.out_c))
     }
 

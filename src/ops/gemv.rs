@@ -3,9 +3,9 @@
 //! tiled matmul would compute (and stage) three padding rows for each real one.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
+use crate::gpu::{grid_1d, Context, Dispatch, PipelineKey, shaders::ShaderFile};
 use crate::ops::check_len;
-use crate::ops::matmul::{MatmulShape, Precision};
+use crate::ops::matmul::{MatmulShape, Params, Precision, BINDINGS};
 
 /// Most queries one launch scores.
 pub const MAX_QUERIES: usize = 4;
@@ -42,17 +42,6 @@ pub fn supports(shape: &MatmulShape, precision: Precision) -> bool {
     shape.b_transposed && shape.m <= MAX_QUERIES && shape.k.is_multiple_of(per_word)
 }
 
-#[repr(C)]
-#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
-    m: u32,
-    n: u32,
-    k: u32,
-    _pad: u32,
-}
-
-const BINDINGS: [Binding; 4] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
-
 /// Prepares `C[m, n] = A[m, k] * B[n, k]ᵀ` (see [`supports`]) with B stored in `precision`.
 pub fn gemv(
     ctx: &Context,
@@ -73,7 +62,7 @@ pub fn gemv(
     check_len("gemv A", a, shape.m * shape.k)?;
     check_len("gemv B", b, precision.bytes(shape.k * shape.n).div_ceil(4))?;
     check_len("gemv C", c, shape.m * shape.n)?;
-    let params = Params { m: shape.m as u32, n: shape.n as u32, k: shape.k as u32, _pad: 0 };
+    let params = Params::of(shape);
     let constants = [
         ("WG", tiles.workgroup as f64),
         ("LANES", tiles.lanes as f64),

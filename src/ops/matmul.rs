@@ -51,16 +51,24 @@ impl MatmulShape {
     }
 }
 
+/// The uniform of `matmul.wgsl` and `gemv.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+pub(crate) struct Params {
     m: u32,
     n: u32,
     k: u32,
     _pad: u32,
 }
 
-const BINDINGS: [Binding; 4] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
+impl Params {
+    pub(crate) fn of(shape: &MatmulShape) -> Self {
+        Self { m: shape.m as u32, n: shape.n as u32, k: shape.k as u32, _pad: 0 }
+    }
+}
+
+/// Uniform, A, B, C: the layout of `matmul.wgsl` and `gemv.wgsl`.
+pub(crate) const BINDINGS: [Binding; 4] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
 
 /// Prepares one matmul launch with f32 B.
 pub fn matmul(ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, c: &wgpu::Buffer, tiles: Tiles) -> Result<Dispatch> {
@@ -81,7 +89,7 @@ pub fn matmul_with(
     check_len("matmul A", a, shape.m * shape.k)?;
     check_len("matmul B", b, b_precision.bytes(shape.k * shape.n).div_ceil(4))?;
     check_len("matmul C", c, shape.m * shape.n)?;
-    let params = Params { m: shape.m as u32, n: shape.n as u32, k: shape.k as u32, _pad: 0 };
+    let params = Params::of(shape);
     let [wg_x, wg_y, tile_k] = tiles.constants();
     let transposed = ("B_TRANSPOSED", if shape.b_transposed { 1.0 } else { 0.0 });
     let half = ("B_F16", if b_precision == Precision::F16 { 1.0 } else { 0.0 });

@@ -84,7 +84,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
         let reps = if ctx.is_cpu() { 1 } else { 5 };
         let gpu_secs = median_secs(reps, || gpu_net.forward(&ctx, &data, batch, size, size).map(|_| ()))?;
         let images = NhwcBatch { batch, height: size, width: size, data };
-        let cpu_secs = median_secs(1, || cpu_embedder.embed(&images).map(|_| ()))?;
+        let cpu_secs = median_secs(3, || cpu_embedder.embed(&images).map(|_| ()))?;
         for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
             let gflops = flops_per_image * batch as f64 / secs / 1e9;
             let img_s = batch as f64 / secs;
@@ -123,7 +123,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
             let q = rng.normals(queries * FEATURE_DIM, 1.0);
             let reps = if ctx.is_cpu() { 1 } else { 10 };
             let gpu_secs = median_secs(reps, || searcher.search_features(&q, k).map(|_| ()))?;
-            let cpu_secs = median_secs(1, || search_features_cpu(&index, &q, k).map(|_| ()))?;
+            let cpu_secs = median_secs(3, || search_features_cpu(&index, &q, k).map(|_| ()))?;
             let bytes = precision.bytes(rows * FEATURE_DIM) as f64;
             for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
                 let gbps = bytes / secs / 1e9;
