@@ -226,33 +226,3 @@ fn rejects_bad_arguments() {
     shape(TopK::new(ctx, scores, 3, 10, 5, &TopKOutput { scores: &s, indices: &i, row_stride: 10, offset: 5 }));
     shape(TopK::new(ctx, TopKInput::Pairs { scores: &input, indices: &ids }, 1, 100, 5, &dense(5)));
 }
-
-/// Timings for the report, GPU beside the CPU twin:
-/// `cargo test --test topk timing -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn timing() {
-    let ctx = ctx();
-    let mut rng = Rng::new(19);
-    let cases = [(1, 100_000, 10), (1, 100_000, 100), (1, 100_000, MAX_K), (1, 1_000_000, 10), (1, 1_000_000, MAX_K), (16, 100_000, 10)];
-    for (rows, len, k) in cases {
-        let v = scores(&mut rng, rows * len, false);
-        let input = ctx.upload("scores", &v).unwrap();
-        let (s, i) = outputs(rows * k);
-        let topk = TopK::new(ctx, TopKInput::Scores { scores: &input, index_base: 0 }, rows, len, k, &TopKOutput::dense(&s, &i, k)).unwrap();
-        let dispatches: Vec<_> = topk.dispatches().iter().collect();
-        ctx.run(&dispatches).unwrap();
-        let runs = 5;
-        let start = std::time::Instant::now();
-        for _ in 0..runs {
-            ctx.run(&dispatches).unwrap();
-        }
-        let gpu = start.elapsed().as_secs_f64() * 1e3 / runs as f64;
-        let start = std::time::Instant::now();
-        for _ in 0..runs {
-            cpu_topk(&v, rows, len, k).unwrap();
-        }
-        let cpu = start.elapsed().as_secs_f64() * 1e3 / runs as f64;
-        eprintln!("topk rows={rows} len={len} k={k}: {} dispatches, GPU {gpu:.2} ms, CPU twin {cpu:.2} ms", dispatches.len());
-    }
-}
