@@ -8,9 +8,10 @@
 //
 // Each workgroup computes a (4*WG_Y) x (4*WG_X) output tile; each invocation a 4x4 block
 // held in four vec4 accumulators (named, so they stay in registers). K advances in slices
-// of WG_X: invocation (x, y) stages depth x of its own four output rows, so the expensive
-// row decomposition (n, oh, ow) happens once, before the K loop, and the (kh, kw, ci)
-// decomposition of its depth is advanced incrementally instead of divided out per tile.
+// of KT = 2 * WG_X (half the barriers of one depth per column): invocation (x, y) stages
+// depths x and x + WG_X of its own four output rows, so the expensive row decomposition
+// (n, oh, ow) happens once, before the K loop, and the (kh, kw, ci) decomposition of its
+// depths is advanced incrementally instead of divided out per tile.
 //
 // Epilogue (flags): y = acc * scale[co] + bias[co] + residual[m, co], then ReLU.
 
@@ -49,10 +50,53 @@ override WG_Y: u32 = 16u;
 @group(0) @binding(5) var<storage, read> residual: array<f32>;
 @group(0) @binding(6) var<storage, read_write> output: array<f32>;
 
+// Depths per K slice. With the default 16 x 16 invocations the two tiles fill WebGPU's
+// default 16 KiB of workgroup memory.
+const SLICE: u32 = 2u;
+
 // tile_a[kk * WG_Y + r] holds rows 4r..4r+3 of the A tile at depth kk.
-var<workgroup> tile_a: array<vec4<f32>, WG_X * WG_Y>;
+var<workgroup> tile_a: array<vec4<f32>, SLICE * WG_X * WG_Y>;
 // tile_w[kk * WG_X + c] holds columns 4c..4c+3 of the W tile at depth kk.
-var<workgroup> tile_w: array<vec4<f32>, WG_X * WG_X>;
+var<workgroup> tile_w: array<vec4<f32>, SLICE * WG_X * WG_X>;
+
+// A depth k of the implicit GEMM as kernel row, kernel column and input channel.
+struct Depth {
+    kh: u32,
+    kw: u32,
+    ci: u32,
+}
+
+fn depth_of(k: u32) -> Depth {
+    return Depth(k / (p.in_c * p.kernel_w), (k / p.in_c) % p.kernel_w, k % p.in_c);
+}
+
+// `d` advanced by `step` depths. With at least `step` channels ci wraps at most once, so
+// step without dividing; with few channels (the RGB stem) divide instead of looping.
+fn advance(d: Depth, k: u32, step: u32) -> Depth {
+    if (p.in_c < step) {
+        return depth_of(k + step);
+    }
+    var next = d;
+    next.ci = d.ci + step;
+    if (next.ci >= p.in_c) {
+        next.ci = next.ci - p.in_c;
+        next.kw = next.kw + 1u;
+        if (next.kw == p.kernel_w) {
+            next.kw = 0u;
+            next.kh = next.kh + 1u;
+        }
+    }
+    return next;
+}
+
+// Rows 4r..4r+3 of A at depth k (zero past K).
+fn gather4(r0: RowOrigin, r1: RowOrigin, r2: RowOrigin, r3: RowOrigin, d: Depth, k: u32) -> vec4<f32> {
+    if (k >= p.k) {
+        return vec4<f32>(0.0);
+    }
+    return vec4<f32>(gather(r0, d.kh, d.kw, d.ci), gather(r1, d.kh, d.kw, d.ci),
+                     gather(r2, d.kh, d.kw, d.ci), gather(r3, d.kh, d.kw, d.ci));
+}
 
 // Where one output row reads its input: the image's base offset and the top-left input
 // coordinate of its window (negative inside the padding). `valid` is false past the last row.
@@ -132,25 +176,22 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     let r2 = row_origin(m + 2u);
     let r3 = row_origin(m + 3u);
 
-    // This invocation's staging depth k = k0 + lid.x, as (kh, kw, ci).
-    var ci = lid.x % p.in_c;
-    var kw = (lid.x / p.in_c) % p.kernel_w;
-    var kh = lid.x / (p.in_c * p.kernel_w);
+    // This invocation's staging depths k0 + lid.x and k0 + lid.x + WG_X.
+    let kt = SLICE * WG_X;
+    var da = depth_of(lid.x);
+    var db = depth_of(lid.x + WG_X);
 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
     var acc2 = vec4<f32>(0.0);
     var acc3 = vec4<f32>(0.0);
 
-    for (var k0 = 0u; k0 < p.k; k0 = k0 + WG_X) {
-        var a = vec4<f32>(0.0);
-        if (k0 + lid.x < p.k) {
-            a = vec4<f32>(gather(r0, kh, kw, ci), gather(r1, kh, kw, ci),
-                          gather(r2, kh, kw, ci), gather(r3, kh, kw, ci));
-        }
-        tile_a[lid.x * WG_Y + lid.y] = a;
+    for (var k0 = 0u; k0 < p.k; k0 = k0 + kt) {
+        let ka = k0 + lid.x;
+        tile_a[lid.x * WG_Y + lid.y] = gather4(r0, r1, r2, r3, da, ka);
+        tile_a[(lid.x + WG_X) * WG_Y + lid.y] = gather4(r0, r1, r2, r3, db, ka + WG_X);
         // Stage W: 4 consecutive output channels at one depth.
-        for (var task = tid; task < WG_X * WG_X; task = task + threads) {
+        for (var task = tid; task < kt * WG_X; task = task + threads) {
             let c = task % WG_X;
             let kk = task / WG_X;
             let k = k0 + kk;
@@ -159,7 +200,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
                                               load_w(k, co + 2u), load_w(k, co + 3u));
         }
         workgroupBarrier();
-        for (var kk = 0u; kk < WG_X; kk = kk + 1u) {
+        for (var kk = 0u; kk < kt; kk = kk + 1u) {
             let av = tile_a[kk * WG_Y + lid.y];
             let wv = tile_w[kk * WG_X + lid.x];
             acc0 = fma(vec4<f32>(av.x), wv, acc0);
@@ -168,24 +209,8 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             acc3 = fma(vec4<f32>(av.w), wv, acc3);
         }
         workgroupBarrier();
-        // Advance the depth by WG_X. With at least WG_X channels ci wraps at most once, so
-        // step without dividing; with few channels (the RGB stem) divide instead of looping.
-        if (p.in_c >= WG_X) {
-            ci = ci + WG_X;
-            if (ci >= p.in_c) {
-                ci = ci - p.in_c;
-                kw = kw + 1u;
-                if (kw == p.kernel_w) {
-                    kw = 0u;
-                    kh = kh + 1u;
-                }
-            }
-        } else {
-            let k = k0 + WG_X + lid.x;
-            ci = k % p.in_c;
-            kw = (k / p.in_c) % p.kernel_w;
-            kh = k / (p.in_c * p.kernel_w);
-        }
+        da = advance(da, ka, kt);
+        db = advance(db, ka + WG_X, kt);
     }
 
     let co = co0 + 4u * lid.x;

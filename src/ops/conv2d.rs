@@ -170,7 +170,7 @@ pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu:
         flags,
         _pad: 0,
     };
-    // The conv kernel's K slice is WG_X (see the shader): tile_k does not apply.
+    // The conv kernel's K slice is 2 * WG_X (see the shader): tile_k does not apply.
     let [wg_x, wg_y, _] = tiles.constants();
     let key = PipelineKey::new(ShaderFile::Conv2d, "main", &[wg_x, wg_y]);
     let kernel = ctx.kernel(&key, &BINDINGS)?;
