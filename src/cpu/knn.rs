@@ -6,7 +6,7 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::cpu::conv2d::gemm_serial;
-use crate::cpu::topk::best_k;
+use crate::cpu::topk::{best_k, rank};
 use crate::error::{Error, Result};
 use crate::ops::topk::MAX_K;
 
@@ -49,30 +49,75 @@ pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<
     if u32::try_from(n).is_err() {
         return Err(Error::InvalidArgument(format!("cpu knn: {n} rows exceed u32 indices")));
     }
-    let per_task: Vec<Vec<Vec<(f32, u32)>>> = (0..n.div_ceil(TASK_ROWS))
+    let best = (0..n.div_ceil(TASK_ROWS))
         .into_par_iter()
-        .map(|task| {
-            let (start, end) = (task * TASK_ROWS, ((task + 1) * TASK_ROWS).min(n));
-            SCRATCH.with_borrow_mut(|(widened, scores)| {
-                let block = match rows {
-                    Rows::F32(v) => &v[start * dim..end * dim],
-                    Rows::F16(v) => {
-                        widened.resize((end - start) * dim, 0.0);
-                        half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[start * dim..end * dim], widened);
-                        &widened[..]
+        .fold(
+            || Running::new(q, k),
+            |mut best, task| {
+                let (start, end) = (task * TASK_ROWS, ((task + 1) * TASK_ROWS).min(n));
+                SCRATCH.with_borrow_mut(|(widened, scores)| {
+                    let block = match rows {
+                        Rows::F32(v) => &v[start * dim..end * dim],
+                        Rows::F16(v) => {
+                            widened.resize((end - start) * dim, 0.0);
+                            half::slice::HalfFloatSliceExt::convert_to_f32_slice(&v[start * dim..end * dim], widened);
+                            &widened[..]
+                        }
+                    };
+                    let len = end - start;
+                    // scores[j, qi]: rows as the GEMM's M, which its micro-kernels block well.
+                    scores.resize(q * len, 0.0);
+                    gemm_serial(scores, block, queries, len, q, dim, true);
+                    for qi in 0..q {
+                        let column = scores.iter().skip(qi).step_by(q);
+                        best.offer(qi, column.enumerate().map(|(j, &s)| (s, (start + j) as u32)));
                     }
-                };
-                let len = end - start;
-                scores.resize(q * len, 0.0);
-                // scores[j, qi]: rows as the GEMM's M, which its micro-kernels block well.
-                gemm_serial(scores, block, queries, len, q, dim, true);
-                (0..q)
-                    .map(|qi| best_k(scores.iter().skip(qi).step_by(q).enumerate().map(|(j, &s)| (s, (start + j) as u32)), k))
-                    .collect()
-            })
-        })
-        .collect();
-    Ok((0..q).into_par_iter().map(|qi| best_k(per_task.iter().flat_map(|t| t[qi].iter().copied()), k)).collect())
+                });
+                best
+            },
+        )
+        .reduce(|| Running::new(q, k), Running::merge);
+    Ok(best.finish())
+}
+
+/// Each query's best k so far. Candidates that do not beat the k-th best seen (its rank,
+/// the floor) are dropped on arrival; a list is cut back to k whenever it reaches 2k.
+struct Running {
+    lists: Vec<Vec<(f32, u32)>>,
+    floors: Vec<u64>,
+    k: usize,
+}
+
+impl Running {
+    fn new(queries: usize, k: usize) -> Self {
+        Self { lists: vec![Vec::new(); queries], floors: vec![0; queries], k }
+    }
+
+    fn offer(&mut self, query: usize, candidates: impl Iterator<Item = (f32, u32)>) {
+        let (list, floor) = (&mut self.lists[query], &mut self.floors[query]);
+        for (score, index) in candidates {
+            if rank(score, index) > *floor {
+                list.push((score, index));
+                if list.len() >= 2 * self.k {
+                    *list = best_k(list.drain(..), self.k);
+                    let (s, i) = list[self.k - 1];
+                    *floor = rank(s, i);
+                }
+            }
+        }
+    }
+
+    fn merge(mut self, other: Running) -> Running {
+        for (query, list) in other.lists.into_iter().enumerate() {
+            self.offer(query, list.into_iter());
+        }
+        self
+    }
+
+    fn finish(self) -> Vec<Vec<(f32, u32)>> {
+        let k = self.k;
+        self.lists.into_iter().map(|list| best_k(list, k)).collect()
+    }
 }
 
 #[cfg(test)]

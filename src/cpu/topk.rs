@@ -10,7 +10,7 @@ use crate::ops::topk::{MAX_K, PAD_INDEX, PAD_SCORE};
 
 /// The ranking as one integer, larger is better: the score's order key (as in the shader's
 /// `rank_key`) above the inverted index. Padding ranks with -inf, behind it on the index.
-fn rank(score: f32, index: u32) -> u64 {
+pub(crate) fn rank(score: f32, index: u32) -> u64 {
     let bits = score.to_bits();
     let magnitude = bits & 0x7fff_ffff;
     let key = if index == PAD_INDEX || magnitude > 0x7f80_0000 {
