@@ -47,9 +47,12 @@ fn bench_conv(c: &mut Criterion) {
         let (ib, wb, bb) = (ctx.upload("i", &input).unwrap(), ctx.upload("w", &weight).unwrap(), ctx.upload("b", &bias).unwrap());
         let out = ctx.storage("o", shape.output_len()).unwrap();
         let bufs = Conv2dBuffers { input: &ib, weight: &wb, scale: None, bias: Some(&bb), residual: None, output: &out };
-        // The tiles the ResNet50 forward picks for this many rows.
+        // 4x4 and 8x8 blocks per invocation, with the workgroup rows the forward picks for
+        // this many output rows (`ops::Tuning` chooses between the two per adapter).
         let d = conv2d(&ctx, &shape, &bufs, true, Tiles::for_rows(shape.m())).unwrap();
         group.bench_function(format!("gpu/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
+        let d = conv2d(&ctx, &shape, &bufs, true, Tiles::for_rows(shape.m()).with_8x8_blocks()).unwrap();
+        group.bench_function(format!("gpu8x8/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
         group.bench_function(format!("cpu/{name}"), |b| {
             b.iter(|| cpu::conv2d(&shape, &input, &weight, None, Some(&bias), None, true).unwrap())
         });

@@ -13,6 +13,11 @@
 // (n, oh, ow) happens once, before the K loop, and the (kh, kw, ci) decomposition of its
 // depths is advanced incrementally instead of divided out per tile.
 //
+// `main_8x8` is the same GEMM with 8x8 blocks per invocation (16 vec4 accumulators): a
+// (8*WG_Y) x (8*WG_X) tile, K slices of WG_X. Per depth it reads 4 vec4 from workgroup
+// memory for 64 FMAs where `main` reads 2 for 16, which matters where workgroup-memory
+// bandwidth, not arithmetic, bounds the 4x4 kernel (large GPUs); it needs more registers.
+//
 // Epilogue (flags): y = acc * scale[co] + bias[co] + residual[m, co], then ReLU.
 
 struct Params {
@@ -218,4 +223,76 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     store_row(m + 1u, co, acc1);
     store_row(m + 2u, co, acc2);
     store_row(m + 3u, co, acc3);
+}
+
+// Invocation (x, y) computes rows 8y..8y+7 of the tile and the columns 4x..4x+3 and
+// 4(WG_X + x)..+3 (two runs of 4, so neighbouring invocations read and write neighbouring
+// channels). tile_a[(kk * WG_Y + y) * 2 + h] holds rows 8y + 4h..+3 at depth kk;
+// tile_w[kk * 2 * WG_X + c] holds channels 4c..4c+3 at depth kk.
+@compute @workgroup_size(WG_X, WG_Y)
+fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(local_invocation_index) tid: u32) {
+    let threads = WG_X * WG_Y;
+    let m = wid.y * 8u * WG_Y + 8u * lid.y;
+    let co0 = wid.x * 8u * WG_X;
+    let r0 = row_origin(m);
+    let r1 = row_origin(m + 1u);
+    let r2 = row_origin(m + 2u);
+    let r3 = row_origin(m + 3u);
+    let r4 = row_origin(m + 4u);
+    let r5 = row_origin(m + 5u);
+    let r6 = row_origin(m + 6u);
+    let r7 = row_origin(m + 7u);
+    var d = depth_of(lid.x);
+
+    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0);
+    var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
+    var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0);
+    var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
+    var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0);
+    var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
+
+    for (var k0 = 0u; k0 < p.k; k0 = k0 + WG_X) {
+        let ka = k0 + lid.x;
+        tile_a[(lid.x * WG_Y + lid.y) * 2u] = gather4(r0, r1, r2, r3, d, ka);
+        tile_a[(lid.x * WG_Y + lid.y) * 2u + 1u] = gather4(r4, r5, r6, r7, d, ka);
+        for (var task = tid; task < 2u * WG_X * WG_X; task = task + threads) {
+            let c = task % (2u * WG_X);
+            let kk = task / (2u * WG_X);
+            let k = k0 + kk;
+            let co = co0 + 4u * c;
+            tile_w[kk * 2u * WG_X + c] = vec4<f32>(load_w(k, co), load_w(k, co + 1u),
+                                                   load_w(k, co + 2u), load_w(k, co + 3u));
+        }
+        workgroupBarrier();
+        for (var kk = 0u; kk < WG_X; kk = kk + 1u) {
+            let lo = tile_a[(kk * WG_Y + lid.y) * 2u];
+            let hi = tile_a[(kk * WG_Y + lid.y) * 2u + 1u];
+            let w0 = tile_w[kk * 2u * WG_X + lid.x];
+            let w1 = tile_w[kk * 2u * WG_X + WG_X + lid.x];
+            c00 = fma(vec4<f32>(lo.x), w0, c00); c01 = fma(vec4<f32>(lo.x), w1, c01);
+            c10 = fma(vec4<f32>(lo.y), w0, c10); c11 = fma(vec4<f32>(lo.y), w1, c11);
+            c20 = fma(vec4<f32>(lo.z), w0, c20); c21 = fma(vec4<f32>(lo.z), w1, c21);
+            c30 = fma(vec4<f32>(lo.w), w0, c30); c31 = fma(vec4<f32>(lo.w), w1, c31);
+            c40 = fma(vec4<f32>(hi.x), w0, c40); c41 = fma(vec4<f32>(hi.x), w1, c41);
+            c50 = fma(vec4<f32>(hi.y), w0, c50); c51 = fma(vec4<f32>(hi.y), w1, c51);
+            c60 = fma(vec4<f32>(hi.z), w0, c60); c61 = fma(vec4<f32>(hi.z), w1, c61);
+            c70 = fma(vec4<f32>(hi.w), w0, c70); c71 = fma(vec4<f32>(hi.w), w1, c71);
+        }
+        workgroupBarrier();
+        d = advance(d, ka, WG_X);
+    }
+
+    let col0 = co0 + 4u * lid.x;
+    let col1 = co0 + 4u * (WG_X + lid.x);
+    store_row(m, col0, c00); store_row(m, col1, c01);
+    store_row(m + 1u, col0, c10); store_row(m + 1u, col1, c11);
+    store_row(m + 2u, col0, c20); store_row(m + 2u, col1, c21);
+    store_row(m + 3u, col0, c30); store_row(m + 3u, col1, c31);
+    store_row(m + 4u, col0, c40); store_row(m + 4u, col1, c41);
+    store_row(m + 5u, col0, c50); store_row(m + 5u, col1, c51);
+    store_row(m + 6u, col0, c60); store_row(m + 6u, col1, c61);
+    store_row(m + 7u, col0, c70); store_row(m + 7u, col1, c71);
 }

@@ -66,19 +66,31 @@ fn conv2d_matches_cpu_on_random_shapes() {
 fn conv2d_other_tile_sizes_agree() {
     let ctx = ctx();
     let mut rng = Rng::new(2);
-    let shape = Conv2dShape::square(2, 13, 11, 19, 45, 3, 2, 1);
-    let input = rng.normals(shape.input_len(), 1.0);
-    let weight = rng.normals(shape.weight_len(), 0.2);
-    let expected = cpu::conv2d(&shape, &input, &weight, None, None, None, false).unwrap();
-    let input_buf = ctx.upload("input", &input).unwrap();
-    let weight_buf = ctx.upload("weight", &weight).unwrap();
-    for tiles in [Tiles { wg_x: 8, wg_y: 8, tile_k: 8 }, Tiles { wg_x: 16, wg_y: 8, tile_k: 32 }] {
-        let output = ctx.storage("output", shape.output_len()).unwrap();
-        let buffers = Conv2dBuffers { input: &input_buf, weight: &weight_buf, scale: None, bias: None, residual: None, output: &output };
-        let dispatch = conv2d(ctx, &shape, &buffers, false, tiles).unwrap();
-        let got = ctx.run_and_read(&[&dispatch], &output, shape.output_len()).unwrap();
-        assert_close(&format!("conv2d {tiles:?}"), &got, &expected, KERNEL_LIMIT);
+    let small = Tiles { wg_x: 8, wg_y: 8, tile_k: 8, block: 4 };
+    // One 8x8 configuration only: lavapipe's LLVM takes ~16 s to compile that entry point.
+    let tiles = [small, Tiles { wg_x: 16, wg_y: 8, tile_k: 32, block: 4 }, Tiles::default().with_8x8_blocks()];
+    // Channels above and below the K slice (incremental and divided depth advance), an RGB
+    // stem-like layer, a 1x1 with more channels than one tile.
+    for shape in [Conv2dShape::square(2, 13, 11, 19, 45, 3, 2, 1), Conv2dShape::square(1, 23, 17, 3, 70, 7, 2, 3), Conv2dShape::square(3, 5, 7, 40, 133, 1, 1, 0)] {
+        let input = rng.normals(shape.input_len(), 1.0);
+        let weight = rng.normals(shape.weight_len(), 0.2);
+        let bias = rng.normals(shape.out_c, 0.2);
+        let residual = rng.normals(shape.output_len(), 1.0);
+        let expected = cpu::conv2d(&shape, &input, &weight, None, Some(&bias), Some(&residual), true).unwrap();
+        let (input_buf, weight_buf) = (ctx.upload("input", &input).unwrap(), ctx.upload("weight", &weight).unwrap());
+        let (bias_buf, residual_buf) = (ctx.upload("bias", &bias).unwrap(), ctx.upload("residual", &residual).unwrap());
+        for tiles in tiles {
+            let output = ctx.storage("output", shape.output_len()).unwrap();
+            let buffers = Conv2dBuffers { input: &input_buf, weight: &weight_buf, scale: None, bias: Some(&bias_buf), residual: Some(&residual_buf), output: &output };
+            let dispatch = conv2d(ctx, &shape, &buffers, true, tiles).unwrap();
+            let got = ctx.run_and_read(&[&dispatch], &output, shape.output_len()).unwrap();
+            assert_close(&format!("conv2d {shape:?} {tiles:?}"), &got, &expected, KERNEL_LIMIT);
+        }
     }
+    let output = ctx.storage("output", 16).unwrap();
+    let shape = Conv2dShape::square(1, 4, 4, 1, 1, 1, 1, 0);
+    let buffers = Conv2dBuffers { input: &output, weight: &output, scale: None, bias: None, residual: None, output: &output };
+    assert!(matches!(conv2d(ctx, &shape, &buffers, false, Tiles { block: 6, ..Tiles::default() }), Err(Error::InvalidArgument(_))));
 }
 
 #[test]

@@ -13,7 +13,6 @@ use crate::model::resnet50::{Act, ConvBn, Executor, ResNet50, ShapeWalk, BN_EPS,
 use crate::ops::batch_norm::{batch_norm, BatchNormBuffers, BatchNormShape};
 use crate::ops::conv2d::{conv2d, Conv2dBuffers};
 use crate::ops::pool::{global_avg_pool, max_pool, MaxPoolShape};
-use crate::ops::Tiles;
 
 /// How batch-norm runs on the GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +187,7 @@ impl Executor for PlanBuilder<'_> {
                     residual: residual.map(|r| &b[r.id]),
                     output: &b[out.id],
                 };
-                let d = conv2d(self.ctx, &shape, &conv_buffers, relu, Tiles::for_rows(shape.m()))?;
+                let d = conv2d(self.ctx, &shape, &conv_buffers, relu, self.ctx.tuning().conv_tiles(shape.m(), shape.out_c))?;
                 self.dispatches.push(d);
                 Ok(out)
             }
@@ -198,7 +197,7 @@ impl Executor for PlanBuilder<'_> {
                 let b = &self.buffers;
                 let conv_buffers =
                     Conv2dBuffers { input: &b[x.id], weight, scale: None, bias: None, residual: None, output: &b[raw.id] };
-                let conv = conv2d(self.ctx, &shape, &conv_buffers, false, Tiles::for_rows(shape.m()))?;
+                let conv = conv2d(self.ctx, &shape, &conv_buffers, false, self.ctx.tuning().conv_tiles(shape.m(), shape.out_c))?;
                 let bn_shape = BatchNormShape { len: shape.output_len(), channels: layer.out_c, eps: BN_EPS };
                 let bn_buffers = BatchNormBuffers {
                     input: &b[raw.id],

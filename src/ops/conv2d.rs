@@ -170,9 +170,14 @@ pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu:
         flags,
         _pad: 0,
     };
-    // The conv kernel's K slice is 2 * WG_X (see the shader): tile_k does not apply.
+    // The conv kernel's K slice follows WG_X (see the shader): tile_k does not apply.
+    let entry = match tiles.block {
+        4 => "main",
+        8 => "main_8x8",
+        other => return Err(Error::InvalidArgument(format!("conv2d: {other}x{other} blocks per invocation; 4 or 8 exist"))),
+    };
     let [wg_x, wg_y, _] = tiles.constants();
-    let key = PipelineKey::new(ShaderFile::Conv2d, "main", &[wg_x, wg_y]);
+    let key = PipelineKey::new(ShaderFile::Conv2d, entry, &[wg_x, wg_y]);
     let kernel = ctx.kernel(&key, &BINDINGS)?;
     let uniform = ctx.uniform("conv2d params", &params);
     // Unused epilogue inputs still need a binding; the flags keep the kernel from reading them.

@@ -86,6 +86,9 @@ pub fn matmul_with(
     tiles: Tiles,
 ) -> Result<Dispatch> {
     shape.validate()?;
+    if tiles.block != 4 {
+        return Err(Error::InvalidArgument(format!("matmul: {0}x{0} blocks per invocation; only 4x4 exists", tiles.block)));
+    }
     check_len("matmul A", a, shape.m * shape.k)?;
     check_len("matmul B", b, b_precision.bytes(shape.k * shape.n).div_ceil(4))?;
     check_len("matmul C", c, shape.m * shape.n)?;

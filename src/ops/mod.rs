@@ -17,19 +17,22 @@ use crate::error::{Error, Result};
 use crate::ops::gemv::GemvTiles;
 
 /// Register-blocked tile configuration shared by the GEMM-like kernels (`conv2d`,
-/// `matmul`): a workgroup of `wg_x * wg_y` invocations computes a `4*wg_y x 4*wg_x` output
-/// tile, stepping through K in slices of `tile_k` (`matmul`) or `wg_x` (`conv2d`, whose
-/// staging maps one depth to each invocation column). Set through WGSL override constants.
+/// `matmul`): a workgroup of `wg_x * wg_y` invocations, each computing a `block x block`
+/// output block, covers a `block*wg_y x block*wg_x` output tile, stepping through K in
+/// slices of `tile_k` (`matmul`), `2 * wg_x` (`conv2d`, 4x4 blocks) or `wg_x` (`conv2d`,
+/// 8x8 blocks). Set through WGSL override constants and entry points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tiles {
     pub wg_x: u32,
     pub wg_y: u32,
     pub tile_k: u32,
+    /// Outputs per invocation along each side: 4, or 8 (`conv2d` only).
+    pub block: u32,
 }
 
 impl Default for Tiles {
     fn default() -> Self {
-        Self { wg_x: 16, wg_y: 16, tile_k: 32 }
+        Self { wg_x: 16, wg_y: 16, tile_k: 32, block: 4 }
     }
 }
 
@@ -49,14 +52,19 @@ impl Tiles {
         Self { wg_y, ..Self::default() }
     }
 
+    /// The same tiles with 8x8 blocks per invocation (a tile four times the area).
+    pub fn with_8x8_blocks(self) -> Self {
+        Self { block: 8, ..self }
+    }
+
     /// Output rows per workgroup.
     pub fn rows(&self) -> usize {
-        4 * self.wg_y as usize
+        (self.block * self.wg_y) as usize
     }
 
     /// Output columns per workgroup.
     pub fn cols(&self) -> usize {
-        4 * self.wg_x as usize
+        (self.block * self.wg_x) as usize
     }
 
     pub(crate) fn constants(&self) -> [(&'static str, f64); 3] {
@@ -67,10 +75,23 @@ impl Tiles {
 /// Launch shapes for one kind of adapter: a small table keyed by device type, filled from
 /// measurements (see BENCHMARKS.md). Adapters not measured yet get the defaults, which
 /// suit discrete GPUs (32-wide warps or wider, coalesced 16-byte loads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tuning {
     /// The single-query scan.
     pub gemv: GemvTiles,
+    /// Convolutions with at least this many output channels use 8x8 blocks per invocation
+    /// (`Tiles::with_8x8_blocks`, 128-channel tiles); `None`: never.
+    pub conv_8x8_min_channels: Option<usize>,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        // 8x8 blocks read half the workgroup memory per FMA of 4x4 ones, which bounds the
+        // 4x4 kernel on large GPUs (prediction, not yet measured on one); on lavapipe they
+        // win on every ResNet50 layer of 128+ channels (BENCHMARKS.md). Narrower layers
+        // would leave half of a 128-channel tile idle.
+        Self { gemv: GemvTiles::default(), conv_8x8_min_channels: Some(128) }
+    }
 }
 
 impl Tuning {
@@ -79,8 +100,18 @@ impl Tuning {
             // lavapipe (Mesa 25, 16k x 2048 f32, one query): 4 lanes per row 1.8 GB/s,
             // 16 lanes 1.3 GB/s, 32 lanes 1.0 GB/s. Its SIMD lanes are CPU vector lanes:
             // a cross-lane reduction costs more than it saves.
-            wgpu::DeviceType::Cpu => Self { gemv: GemvTiles { workgroup: 256, lanes: 4 } },
+            wgpu::DeviceType::Cpu => Self { gemv: GemvTiles { workgroup: 256, lanes: 4 }, ..Self::default() },
             _ => Self::default(),
+        }
+    }
+
+    /// Tiles for a convolution of `rows` output rows and `channels` output channels.
+    pub fn conv_tiles(&self, rows: usize, channels: usize) -> Tiles {
+        let tiles = Tiles::for_rows(rows);
+        if self.conv_8x8_min_channels.is_some_and(|min| channels >= min) {
+            tiles.with_8x8_blocks()
+        } else {
+            tiles
         }
     }
 }
