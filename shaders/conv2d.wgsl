@@ -142,6 +142,18 @@ fn load_w(k: u32, co: u32) -> f32 {
     return weight[k * p.out_c + co];
 }
 
+// Stages the W tile of `depths` depths from k0 and `vecs` runs of 4 output channels from
+// co0: tile_w[kk * vecs + c] = W[k0 + kk, co0 + 4c..+3], shared by all invocations.
+fn stage_w(k0: u32, co0: u32, depths: u32, vecs: u32, tid: u32) {
+    for (var task = tid; task < depths * vecs; task = task + WG_X * WG_Y) {
+        let c = task % vecs;
+        let kk = task / vecs;
+        let k = k0 + kk;
+        let co = co0 + 4u * c;
+        tile_w[kk * vecs + c] = vec4<f32>(load_w(k, co), load_w(k, co + 1u), load_w(k, co + 2u), load_w(k, co + 3u));
+    }
+}
+
 fn store(m: u32, co: u32, acc: f32) {
     if (m >= p.m || co >= p.out_c) {
         return;
@@ -173,7 +185,6 @@ fn store_row(m: u32, co: u32, acc: vec4<f32>) {
 @compute @workgroup_size(WG_X, WG_Y)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
-    let threads = WG_X * WG_Y;
     let m = wid.y * 4u * WG_Y + 4u * lid.y;
     let co0 = wid.x * 4u * WG_X;
     let r0 = row_origin(m);
@@ -195,15 +206,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         let ka = k0 + lid.x;
         tile_a[lid.x * WG_Y + lid.y] = gather4(r0, r1, r2, r3, da, ka);
         tile_a[(lid.x + WG_X) * WG_Y + lid.y] = gather4(r0, r1, r2, r3, db, ka + WG_X);
-        // Stage W: 4 consecutive output channels at one depth.
-        for (var task = tid; task < kt * WG_X; task = task + threads) {
-            let c = task % WG_X;
-            let kk = task / WG_X;
-            let k = k0 + kk;
-            let co = co0 + 4u * c;
-            tile_w[kk * WG_X + c] = vec4<f32>(load_w(k, co), load_w(k, co + 1u),
-                                              load_w(k, co + 2u), load_w(k, co + 3u));
-        }
+        stage_w(k0, co0, kt, WG_X, tid);
         workgroupBarrier();
         for (var kk = 0u; kk < kt; kk = kk + 1u) {
             let av = tile_a[kk * WG_Y + lid.y];
@@ -232,7 +235,6 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 @compute @workgroup_size(WG_X, WG_Y)
 fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(local_invocation_index) tid: u32) {
-    let threads = WG_X * WG_Y;
     let m = wid.y * 8u * WG_Y + 8u * lid.y;
     let co0 = wid.x * 8u * WG_X;
     let r0 = row_origin(m);
@@ -258,14 +260,7 @@ fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
         let ka = k0 + lid.x;
         tile_a[(lid.x * WG_Y + lid.y) * 2u] = gather4(r0, r1, r2, r3, d, ka);
         tile_a[(lid.x * WG_Y + lid.y) * 2u + 1u] = gather4(r4, r5, r6, r7, d, ka);
-        for (var task = tid; task < 2u * WG_X * WG_X; task = task + threads) {
-            let c = task % (2u * WG_X);
-            let kk = task / (2u * WG_X);
-            let k = k0 + kk;
-            let co = co0 + 4u * c;
-            tile_w[kk * 2u * WG_X + c] = vec4<f32>(load_w(k, co), load_w(k, co + 1u),
-                                                   load_w(k, co + 2u), load_w(k, co + 3u));
-        }
+        stage_w(k0, co0, WG_X, 2u * WG_X, tid);
         workgroupBarrier();
         for (var kk = 0u; kk < WG_X; kk = kk + 1u) {
             let lo = tile_a[(kk * WG_Y + lid.y) * 2u];
