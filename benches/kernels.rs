@@ -70,9 +70,9 @@ fn bench_matmul(c: &mut Criterion) {
     let cb = ctx.storage("c", shape.m * shape.n).unwrap();
     let mut group = c.benchmark_group("matmul_1024");
     group.sample_size(10).throughput(Throughput::Elements(shape.flops() as u64));
-    for tile_k in [16, 32] {
-        let d = matmul(&ctx, &shape, &ab, &bb, &cb, Tiles { tile_k, ..Tiles::default() }).unwrap();
-        group.bench_function(format!("gpu/tile_k{tile_k}"), |bch| bch.iter_custom(|iters| timed(&ctx, &[&d], iters)));
+    for (name, tiles) in [("tile_k16", Tiles { tile_k: 16, ..Tiles::default() }), ("tile_k32", Tiles::default()), ("8x8", Tiles::default().with_8x8_blocks())] {
+        let d = matmul(&ctx, &shape, &ab, &bb, &cb, tiles).unwrap();
+        group.bench_function(format!("gpu/{name}"), |bch| bch.iter_custom(|iters| timed(&ctx, &[&d], iters)));
     }
     group.bench_function("cpu", |bch| bch.iter(|| cpu::matmul(&shape, &a, &b).unwrap()));
     group.finish();

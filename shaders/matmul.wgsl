@@ -6,6 +6,8 @@
 // low-first (unpack2x16float works on every adapter; SHADER_F16 is not needed).
 // Each workgroup computes a (4*WG_Y) x (4*WG_X) tile of C; each invocation a 4x4 block in
 // four vec4 accumulators. Tiles of depth TILE_K are staged in workgroup memory.
+// `main_8x8`: 8x8 blocks (16 vec4 accumulators), a (8*WG_Y) x (8*WG_X) tile, depth
+// TILE_K / 2 per slice (the same workgroup memory): half the workgroup-memory reads per FMA.
 
 struct Params {
     m: u32,
@@ -53,6 +55,27 @@ fn load_b(k: u32, col: u32) -> f32 {
     return b_element(k * p.n + col);
 }
 
+// Stages `depths` depths from k0 of `vecs` runs of 4 columns from col0:
+// tile_b[kk * vecs + c] = B[k0 + kk, col0 + 4c..+3], shared by all invocations.
+fn stage_b(k0: u32, col0: u32, depths: u32, vecs: u32, tid: u32) {
+    for (var task = tid; task < depths * vecs; task = task + WG_X * WG_Y) {
+        var kk: u32;
+        var cq: u32;
+        if (B_TRANSPOSED) {
+            // Contiguous along K in B^T.
+            kk = task % depths;
+            cq = task / depths;
+        } else {
+            // Contiguous along N in B.
+            cq = task % vecs;
+            kk = task / vecs;
+        }
+        let k = k0 + kk;
+        let col = col0 + 4u * cq;
+        tile_b[kk * vecs + cq] = vec4<f32>(load_b(k, col), load_b(k, col + 1u), load_b(k, col + 2u), load_b(k, col + 3u));
+    }
+}
+
 fn store_row(row: u32, col: u32, acc: vec4<f32>) {
     if (row >= p.m) {
         return;
@@ -67,7 +90,6 @@ fn store_row(row: u32, col: u32, acc: vec4<f32>) {
 @compute @workgroup_size(WG_X, WG_Y)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
-    let threads = WG_X * WG_Y;
     let row0 = wid.y * 4u * WG_Y;
     let col0 = wid.x * 4u * WG_X;
 
@@ -85,23 +107,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             tile_a[kk * WG_Y + lid.y] = vec4<f32>(load_a(row, k), load_a(row + 1u, k),
                                                   load_a(row + 2u, k), load_a(row + 3u, k));
         }
-        for (var task = tid; task < TILE_K * WG_X; task = task + threads) {
-            var kk: u32;
-            var cq: u32;
-            if (B_TRANSPOSED) {
-                // Contiguous along K in B^T.
-                kk = task % TILE_K;
-                cq = task / TILE_K;
-            } else {
-                // Contiguous along N in B.
-                cq = task % WG_X;
-                kk = task / WG_X;
-            }
-            let k = k0 + kk;
-            let col = col0 + 4u * cq;
-            tile_b[kk * WG_X + cq] = vec4<f32>(load_b(k, col), load_b(k, col + 1u),
-                                               load_b(k, col + 2u), load_b(k, col + 3u));
-        }
+        stage_b(k0, col0, TILE_K, WG_X, tid);
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk = kk + 1u) {
             let av = tile_a[kk * WG_Y + lid.y];
@@ -119,4 +125,60 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     store_row(row + 1u, col, acc1);
     store_row(row + 2u, col, acc2);
     store_row(row + 3u, col, acc3);
+}
+
+// Invocation (x, y) computes rows 8y..8y+7 and the columns 4x..4x+3 and 4(WG_X + x)..+3.
+// tile_a[(kk * WG_Y + y) * 2 + h] holds rows 8y + 4h..+3 at depth kk.
+@compute @workgroup_size(WG_X, WG_Y)
+fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
+            @builtin(local_invocation_index) tid: u32) {
+    let tk = TILE_K / 2u;
+    let row = wid.y * 8u * WG_Y + 8u * lid.y;
+    let col0 = wid.x * 8u * WG_X;
+
+    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0);
+    var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
+    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0);
+    var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
+    var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0);
+    var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
+    var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0);
+    var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
+
+    for (var k0 = 0u; k0 < p.k; k0 = k0 + tk) {
+        for (var kk = lid.x; kk < tk; kk = kk + WG_X) {
+            let k = k0 + kk;
+            let at = (kk * WG_Y + lid.y) * 2u;
+            tile_a[at] = vec4<f32>(load_a(row, k), load_a(row + 1u, k), load_a(row + 2u, k), load_a(row + 3u, k));
+            tile_a[at + 1u] = vec4<f32>(load_a(row + 4u, k), load_a(row + 5u, k), load_a(row + 6u, k), load_a(row + 7u, k));
+        }
+        stage_b(k0, col0, tk, 2u * WG_X, tid);
+        workgroupBarrier();
+        for (var kk = 0u; kk < tk; kk = kk + 1u) {
+            let lo = tile_a[(kk * WG_Y + lid.y) * 2u];
+            let hi = tile_a[(kk * WG_Y + lid.y) * 2u + 1u];
+            let w0 = tile_b[kk * 2u * WG_X + lid.x];
+            let w1 = tile_b[kk * 2u * WG_X + WG_X + lid.x];
+            c00 = fma(vec4<f32>(lo.x), w0, c00); c01 = fma(vec4<f32>(lo.x), w1, c01);
+            c10 = fma(vec4<f32>(lo.y), w0, c10); c11 = fma(vec4<f32>(lo.y), w1, c11);
+            c20 = fma(vec4<f32>(lo.z), w0, c20); c21 = fma(vec4<f32>(lo.z), w1, c21);
+            c30 = fma(vec4<f32>(lo.w), w0, c30); c31 = fma(vec4<f32>(lo.w), w1, c31);
+            c40 = fma(vec4<f32>(hi.x), w0, c40); c41 = fma(vec4<f32>(hi.x), w1, c41);
+            c50 = fma(vec4<f32>(hi.y), w0, c50); c51 = fma(vec4<f32>(hi.y), w1, c51);
+            c60 = fma(vec4<f32>(hi.z), w0, c60); c61 = fma(vec4<f32>(hi.z), w1, c61);
+            c70 = fma(vec4<f32>(hi.w), w0, c70); c71 = fma(vec4<f32>(hi.w), w1, c71);
+        }
+        workgroupBarrier();
+    }
+
+    let col_a = col0 + 4u * lid.x;
+    let col_b = col0 + 4u * (WG_X + lid.x);
+    store_row(row, col_a, c00); store_row(row, col_b, c01);
+    store_row(row + 1u, col_a, c10); store_row(row + 1u, col_b, c11);
+    store_row(row + 2u, col_a, c20); store_row(row + 2u, col_b, c21);
+    store_row(row + 3u, col_a, c30); store_row(row + 3u, col_b, c31);
+    store_row(row + 4u, col_a, c40); store_row(row + 4u, col_b, c41);
+    store_row(row + 5u, col_a, c50); store_row(row + 5u, col_b, c51);
+    store_row(row + 6u, col_a, c60); store_row(row + 6u, col_b, c61);
+    store_row(row + 7u, col_a, c70); store_row(row + 7u, col_b, c71);
 }

@@ -22,7 +22,6 @@ use crate::ops::gemv::{self, gemv};
 use crate::ops::matmul::{matmul_with, MatmulShape, Precision};
 use crate::ops::preprocess::PreprocessBatch;
 use crate::ops::topk::{TopK, TopKInput, TopKOutput, MAX_K};
-use crate::ops::Tiles;
 
 /// One neighbour: its row in the index and its cosine similarity to the query.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -222,7 +221,7 @@ impl Searcher {
             dispatches.push(if gemv::supports(&shape, self.precision) {
                 gemv(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, ctx.tuning().gemv)?
             } else {
-                matmul_with(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, Tiles::for_rows(q))?
+                matmul_with(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, ctx.tuning().gemm_tiles(q, shape.n))?
             });
             let output = if single {
                 TopKOutput::dense(&result_scores, &result_indices, k)

@@ -116,9 +116,11 @@ fn matmul_matches_cpu_on_random_shapes() {
         let expected = cpu::matmul(&shape, &a, &b).unwrap();
         let (a_buf, b_buf) = (ctx.upload("a", &a).unwrap(), ctx.upload("b", &b).unwrap());
         let c = ctx.storage("c", shape.m * shape.n).unwrap();
-        let dispatch = matmul(ctx, &shape, &a_buf, &b_buf, &c, Tiles::default()).unwrap();
+        // 4x4 and 8x8 blocks per invocation, alternating (lavapipe compiles each pipeline once).
+        let tiles = if case % 4 < 2 { Tiles::default() } else { Tiles::default().with_8x8_blocks() };
+        let dispatch = matmul(ctx, &shape, &a_buf, &b_buf, &c, tiles).unwrap();
         let got = ctx.run_and_read(&[&dispatch], &c, shape.m * shape.n).unwrap();
-        assert_close(&format!("matmul case {case} {shape:?}"), &got, &expected, KERNEL_LIMIT);
+        assert_close(&format!("matmul case {case} {shape:?} {tiles:?}"), &got, &expected, KERNEL_LIMIT);
     }
 }
 
@@ -224,9 +226,13 @@ fn matmul_with_f16_b_matches_cpu_on_rounded_values() {
         let expected = cpu::matmul(&shape, &a, &b_f32).unwrap();
         let (a_buf, b_buf) = (ctx.upload("a", &a).unwrap(), ctx.upload_pod("b", &b).unwrap());
         let c = ctx.storage("c", m * n).unwrap();
-        let dispatch = matmul_with(ctx, &shape, &a_buf, &b_buf, Precision::F16, &c, Tiles::default()).unwrap();
-        let got = ctx.run_and_read(&[&dispatch], &c, m * n).unwrap();
-        assert_close(&format!("f16 matmul {shape:?}"), &got, &expected, KERNEL_LIMIT);
+        for tiles in [Tiles::default(), Tiles::default().with_8x8_blocks()] {
+            let dispatch = matmul_with(ctx, &shape, &a_buf, &b_buf, Precision::F16, &c, tiles).unwrap();
+            let got = ctx.run_and_read(&[&dispatch], &c, m * n).unwrap();
+            assert_close(&format!("f16 matmul {shape:?} {tiles:?}"), &got, &expected, KERNEL_LIMIT);
+        }
+        let odd = Tiles { tile_k: 7, ..Tiles::default().with_8x8_blocks() };
+        assert!(matches!(matmul_with(ctx, &shape, &a_buf, &b_buf, Precision::F16, &c, odd), Err(lookalike::Error::InvalidArgument(_))));
     }
 }
 

@@ -187,7 +187,7 @@ impl Executor for PlanBuilder<'_> {
                     residual: residual.map(|r| &b[r.id]),
                     output: &b[out.id],
                 };
-                let d = conv2d(self.ctx, &shape, &conv_buffers, relu, self.ctx.tuning().conv_tiles(shape.m(), shape.out_c))?;
+                let d = conv2d(self.ctx, &shape, &conv_buffers, relu, self.ctx.tuning().gemm_tiles(shape.m(), shape.out_c))?;
                 self.dispatches.push(d);
                 Ok(out)
             }
@@ -197,7 +197,7 @@ impl Executor for PlanBuilder<'_> {
                 let b = &self.buffers;
                 let conv_buffers =
                     Conv2dBuffers { input: &b[x.id], weight, scale: None, bias: None, residual: None, output: &b[raw.id] };
-                let conv = conv2d(self.ctx, &shape, &conv_buffers, false, self.ctx.tuning().conv_tiles(shape.m(), shape.out_c))?;
+                let conv = conv2d(self.ctx, &shape, &conv_buffers, false, self.ctx.tuning().gemm_tiles(shape.m(), shape.out_c))?;
                 let bn_shape = BatchNormShape { len: shape.output_len(), channels: layer.out_c, eps: BN_EPS };
                 let bn_buffers = BatchNormBuffers {
                     input: &b[raw.id],

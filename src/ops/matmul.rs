@@ -86,9 +86,12 @@ pub fn matmul_with(
     tiles: Tiles,
 ) -> Result<Dispatch> {
     shape.validate()?;
-    if tiles.block != 4 {
-        return Err(Error::InvalidArgument(format!("matmul: {0}x{0} blocks per invocation; only 4x4 exists", tiles.block)));
-    }
+    let entry = match tiles.block {
+        4 => "main",
+        // Half of TILE_K per slice: the same workgroup memory holds twice the rows and columns.
+        8 if tiles.tile_k >= 2 && tiles.tile_k.is_multiple_of(2) => "main_8x8",
+        _ => return Err(Error::InvalidArgument(format!("matmul: {tiles:?}; blocks are 4x4, or 8x8 with an even tile_k"))),
+    };
     check_len("matmul A", a, shape.m * shape.k)?;
     check_len("matmul B", b, b_precision.bytes(shape.k * shape.n).div_ceil(4))?;
     check_len("matmul C", c, shape.m * shape.n)?;
@@ -96,7 +99,7 @@ pub fn matmul_with(
     let [wg_x, wg_y, tile_k] = tiles.constants();
     let transposed = ("B_TRANSPOSED", if shape.b_transposed { 1.0 } else { 0.0 });
     let half = ("B_F16", if b_precision == Precision::F16 { 1.0 } else { 0.0 });
-    let key = PipelineKey::new(ShaderFile::Matmul, "main", &[wg_x, wg_y, tile_k, transposed, half]);
+    let key = PipelineKey::new(ShaderFile::Matmul, entry, &[wg_x, wg_y, tile_k, transposed, half]);
     let kernel = ctx.kernel(&key, &BINDINGS)?;
     let uniform = ctx.uniform("matmul params", &params);
     let grid = [shape.n.div_ceil(tiles.cols()) as u32, shape.m.div_ceil(tiles.rows()) as u32, 1];

@@ -19,14 +19,15 @@ use crate::ops::gemv::GemvTiles;
 /// Register-blocked tile configuration shared by the GEMM-like kernels (`conv2d`,
 /// `matmul`): a workgroup of `wg_x * wg_y` invocations, each computing a `block x block`
 /// output block, covers a `block*wg_y x block*wg_x` output tile, stepping through K in
-/// slices of `tile_k` (`matmul`), `2 * wg_x` (`conv2d`, 4x4 blocks) or `wg_x` (`conv2d`,
-/// 8x8 blocks). Set through WGSL override constants and entry points.
+/// slices of `tile_k` (`matmul`, 4x4 blocks), `tile_k / 2` (`matmul`, 8x8), `2 * wg_x`
+/// (`conv2d`, 4x4) or `wg_x` (`conv2d`, 8x8). Set through WGSL override constants and
+/// entry points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tiles {
     pub wg_x: u32,
     pub wg_y: u32,
     pub tile_k: u32,
-    /// Outputs per invocation along each side: 4, or 8 (`conv2d` only).
+    /// Outputs per invocation along each side: 4 or 8.
     pub block: u32,
 }
 
@@ -79,9 +80,9 @@ impl Tiles {
 pub struct Tuning {
     /// The single-query scan.
     pub gemv: GemvTiles,
-    /// Convolutions with at least this many output channels use 8x8 blocks per invocation
-    /// (`Tiles::with_8x8_blocks`, 128-channel tiles); `None`: never.
-    pub conv_8x8_min_channels: Option<usize>,
+    /// Convolutions and matmuls with at least this many output columns (channels) use 8x8
+    /// blocks per invocation (`Tiles::with_8x8_blocks`, 128-column tiles); `None`: never.
+    pub min_cols_for_8x8: Option<usize>,
 }
 
 impl Default for Tuning {
@@ -90,7 +91,7 @@ impl Default for Tuning {
         // 4x4 kernel on large GPUs (prediction, not yet measured on one); on lavapipe they
         // win on every ResNet50 layer of 128+ channels (BENCHMARKS.md). Narrower layers
         // would leave half of a 128-channel tile idle.
-        Self { gemv: GemvTiles::default(), conv_8x8_min_channels: Some(128) }
+        Self { gemv: GemvTiles::default(), min_cols_for_8x8: Some(128) }
     }
 }
 
@@ -105,10 +106,10 @@ impl Tuning {
         }
     }
 
-    /// Tiles for a convolution of `rows` output rows and `channels` output channels.
-    pub fn conv_tiles(&self, rows: usize, channels: usize) -> Tiles {
+    /// Tiles for a convolution or matmul of `rows` x `cols` outputs.
+    pub fn gemm_tiles(&self, rows: usize, cols: usize) -> Tiles {
         let tiles = Tiles::for_rows(rows);
-        if self.conv_8x8_min_channels.is_some_and(|min| channels >= min) {
+        if self.min_cols_for_8x8.is_some_and(|min| cols >= min) {
             tiles.with_8x8_blocks()
         } else {
             tiles

@@ -15,7 +15,6 @@ use lookalike::ops::gemv::{gemv, GemvTiles};
 use lookalike::ops::matmul::{matmul, MatmulShape, Precision};
 use lookalike::ops::preprocess::PreprocessBatch;
 use lookalike::ops::topk::{TopK, TopKInput, TopKOutput};
-use lookalike::ops::Tiles;
 use lookalike::rng::Rng;
 use lookalike::search::{search_features_cpu, SearchOptions, Searcher};
 use lookalike::{Context, Result};
@@ -99,7 +98,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let mut rng = Rng::new(2);
     let (a, b) = (rng.normals(n * n, 1.0), rng.normals(n * n, 1.0));
     let (ab, bb, cb) = (ctx.upload("a", &a)?, ctx.upload("b", &b)?, ctx.storage("c", n * n)?);
-    let d = matmul(&ctx, &shape, &ab, &bb, &cb, Tiles::default())?;
+    let d = matmul(&ctx, &shape, &ab, &bb, &cb, ctx.tuning().gemm_tiles(n, n))?;
     let gpu_secs = median_secs(if ctx.is_cpu() { 2 } else { 10 }, || ctx.run(&[&d]))?;
     let cpu_secs = median_secs(3, || cpu::matmul(&shape, &a, &b).map(|_| ()))?;
     let mut matmuls = Vec::new();
