@@ -8,8 +8,8 @@ use common::{context, timed};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lookalike::cpu;
 use lookalike::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
-use lookalike::ops::gemv::gemv;
-use lookalike::ops::matmul::{matmul, matmul_with, MatmulShape, Precision};
+use lookalike::ops::gemv::scores;
+use lookalike::ops::matmul::{matmul, MatmulShape, Precision};
 use lookalike::ops::Tiles;
 use lookalike::rng::Rng;
 
@@ -79,7 +79,8 @@ fn bench_matmul(c: &mut Criterion) {
 }
 
 /// The k-NN scoring shapes: 1 and 64 unit queries against 16k reference rows of 2048 (one
-/// storage binding even on software adapters), f32 and f16 rows, the kernel search picks.
+/// storage binding even on software adapters), f32 and f16 rows, the kernels search picks
+/// (`ops::gemv::scores`).
 fn bench_knn_scores(c: &mut Criterion) {
     let ctx = context();
     let mut rng = Rng::new(5);
@@ -96,11 +97,7 @@ fn bench_knn_scores(c: &mut Criterion) {
         let shape = MatmulShape { m: q, n, k: dim, b_transposed: true };
         group.throughput(Throughput::Elements(shape.flops() as u64));
         for (precision, buffer, host) in [(Precision::F32, &rb, &rows), (Precision::F16, &rb16, &rows16_f32)] {
-            let d = if q == 1 {
-                gemv(&ctx, &shape, &qb, buffer, precision, &sb, ctx.tuning().gemv).unwrap()
-            } else {
-                matmul_with(&ctx, &shape, &qb, buffer, precision, &sb, Tiles::for_rows(q)).unwrap()
-            };
+            let d = scores(&ctx, &shape, &qb, buffer, precision, &sb).unwrap();
             let dtype = format!("{precision:?}").to_lowercase();
             group.bench_function(format!("gpu/q{q}_{dtype}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
             group.bench_function(format!("cpu/q{q}_{dtype}"), |b| b.iter(|| cpu::matmul(&shape, &queries, host).unwrap()));

@@ -18,8 +18,8 @@ use crate::gpu::{Context, Dispatch, Readback};
 use crate::index::{Embeddings, Index};
 use crate::model::{BatchNormMode, GpuResNet50, ResNet50, FEATURE_DIM};
 use crate::ops::l2_normalize::l2_normalize;
-use crate::ops::gemv::{self, gemv};
-use crate::ops::matmul::{matmul_with, MatmulShape, Precision};
+use crate::ops::gemv;
+use crate::ops::matmul::{MatmulShape, Precision};
 use crate::ops::preprocess::PreprocessBatch;
 use crate::ops::topk::{TopK, TopKInput, TopKOutput, MAX_K};
 
@@ -218,11 +218,7 @@ impl Searcher {
         let candidate_indices = ctx.storage("candidate indices", q * stride)?;
         for (c, chunk) in self.chunks.iter().enumerate() {
             let shape = MatmulShape { m: q, n: chunk.rows, k: dim, b_transposed: true };
-            dispatches.push(if gemv::supports(&shape, self.precision) {
-                gemv(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, ctx.tuning().gemv)?
-            } else {
-                matmul_with(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, ctx.tuning().gemm_tiles(q, shape.n))?
-            });
+            dispatches.push(gemv::scores(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores)?);
             let output = if single {
                 TopKOutput::dense(&result_scores, &result_indices, k)
             } else {

@@ -5,7 +5,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Context, Dispatch, PipelineKey, shaders::ShaderFile};
 use crate::ops::check_len;
-use crate::ops::matmul::{MatmulShape, Params, Precision, BINDINGS};
+use crate::ops::matmul::{matmul_with, MatmulShape, Params, Precision, BINDINGS};
 
 /// Most queries one launch scores.
 pub const MAX_QUERIES: usize = 4;
@@ -73,4 +73,16 @@ pub fn gemv(
     let rows_per_group = tiles.workgroup / tiles.lanes;
     let grid = grid_1d(shape.n, rows_per_group, ctx.limits().max_compute_workgroups_per_dimension);
     Dispatch::new(ctx, "gemv", kernel, &[&uniform, a, b, c], grid)
+}
+
+/// The scores of queries against reference rows (`shape.b_transposed`) as the k-NN scan
+/// computes them: [`gemv`] where it applies, else the tiled matmul, with this adapter's
+/// launch shapes (`Context::tuning`).
+pub fn scores(ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, precision: Precision, c: &wgpu::Buffer) -> Result<Dispatch> {
+    let tuning = ctx.tuning();
+    if supports(shape, precision) {
+        gemv(ctx, shape, a, b, precision, c, tuning.gemv)
+    } else {
+        matmul_with(ctx, shape, a, b, precision, c, tuning.gemm_tiles(shape.m, shape.n))
+    }
 }

@@ -11,7 +11,7 @@ use lookalike::model::resnet50::ShapeWalk;
 use lookalike::model::{BatchNormMode, GpuResNet50, RandomResNet50, FEATURE_DIM};
 use lookalike::npy::NhwcBatch;
 use lookalike::ops::l2_normalize::l2_normalize;
-use lookalike::ops::gemv::{gemv, GemvTiles};
+use lookalike::ops::gemv::{self, gemv, GemvTiles};
 use lookalike::ops::matmul::{matmul, MatmulShape, Precision};
 use lookalike::ops::preprocess::PreprocessBatch;
 use lookalike::ops::topk::{TopK, TopKInput, TopKOutput};
@@ -209,9 +209,9 @@ fn stage_times(ctx: &Context, net: &mut GpuResNet50, refs: &[f32], rows: usize) 
     let scores = ctx.storage("scores", chunk)?;
     let (top_s, top_i) = (ctx.storage("top scores", 10)?, ctx.storage("top ids", 10)?);
     let normalise = l2_normalize(ctx, 1, FEATURE_DIM, features, None, &unit)?;
-    // The scan kernel search uses for one query.
+    // The score kernel search uses for one query.
     let shape = MatmulShape { m: 1, n: chunk, k: FEATURE_DIM, b_transposed: true };
-    let score = gemv(ctx, &shape, &unit, &refs_buf, Precision::F32, &scores, ctx.tuning().gemv)?;
+    let score = gemv::scores(ctx, &shape, &unit, &refs_buf, Precision::F32, &scores)?;
     let select = TopK::new(ctx, TopKInput::Scores { scores: &scores, index_base: 0 }, 1, chunk, 10, &TopKOutput::dense(&top_s, &top_i, 10))?;
 
     let mut stages: Vec<Stage> = vec![("preprocess", prepare.dispatches().iter().collect())];
