@@ -58,6 +58,7 @@ pub mod ops;
 pub mod rng;
 pub mod render;
 pub mod search;
+pub mod tune;
 
 pub use error::{Error, Result};
 pub use gpu::Context;

@@ -18,7 +18,7 @@ use lookalike::compare::relative_l2;
 use lookalike::model::FEATURE_DIM;
 use lookalike::npy;
 
-use common::cli::{lookalike, s, seed1_weights, Run, Scratch};
+use common::cli::{lookalike, lookalike_with_env, s, seed1_weights, Run, Scratch};
 
 /// A fresh directory under the system temp dir, unique to this process and test.
 fn scratch(test: &str) -> Scratch {
@@ -562,6 +562,49 @@ fn info_prints_the_adapter() {
             run.describe()
         );
     }
+}
+
+/// `tune` measures, writes its cache file, and later runs on the same adapter use it;
+/// `LOOKALIKE_TUNING=table` ignores it. Small shapes: the measurements, not their speed, are
+/// under test.
+#[test]
+fn tune_caches_launch_shapes_that_later_runs_use() {
+    let dir = scratch("tune");
+    let cache = s(&dir.0);
+    let env = [("LOOKALIKE_CACHE_DIR", cache)];
+    let info = lookalike_with_env(&["info"], &env);
+    info.assert_success();
+    assert!(info.stdout.contains("not autotuned here yet"), "{}", info.describe());
+
+    let run = lookalike_with_env(&["tune", "--json", "--resolution", "32", "--gemv-rows", "300"], &env);
+    run.assert_success();
+    let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}:\n{}", run.describe()));
+    let report = &out["report"];
+    // Every distinct convolution of a 32x32 forward, each with both block sizes timed.
+    let convs = report["convs"].as_array().unwrap();
+    assert_eq!(convs.iter().map(|c| c["count"].as_u64().unwrap()).sum::<u64>(), 53, "{}", run.describe());
+    for c in convs {
+        for key in ["ms_4x4", "ms_8x8"] {
+            assert!(c[key].as_f64().is_some_and(|ms| ms >= 0.0 && ms.is_finite()), "{key} of {c}");
+        }
+    }
+    assert_eq!(report["gemv"].as_array().unwrap().len(), 7);
+    let saved = out["saved"].as_str().unwrap_or_else(|| panic!("nothing saved:\n{}", run.describe()));
+    assert!(Path::new(saved).starts_with(&dir.0) && Path::new(saved).is_file(), "{saved}");
+
+    let tuned = report["tuning"]["gemv"]["lanes"].to_string();
+    let info = lookalike_with_env(&["info"], &env);
+    info.assert_success();
+    assert!(info.stdout.contains(&format!("autotuned: {saved}")), "{}", info.describe());
+    assert!(info.stdout.contains(&format!("lanes: {tuned}")), "lanes {tuned}:\n{}", info.describe());
+    let info = lookalike_with_env(&["info"], &[("LOOKALIKE_CACHE_DIR", cache), ("LOOKALIKE_TUNING", "table")]);
+    assert!(info.stdout.contains("LOOKALIKE_TUNING=table"), "{}", info.describe());
+
+    // A damaged cache file is reported and ignored, not fatal.
+    fs::write(saved, "{").unwrap();
+    let info = lookalike_with_env(&["info"], &env);
+    info.assert_success();
+    assert!(info.stdout.contains("cached file ignored"), "{}", info.describe());
 }
 
 #[test]

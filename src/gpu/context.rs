@@ -105,6 +105,8 @@ pub struct Context {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     features: wgpu::Features,
+    tuning: crate::ops::Tuning,
+    tuning_source: crate::tune::TuningSource,
     pub(crate) pipelines: PipelineCache,
 }
 
@@ -150,7 +152,8 @@ impl Context {
             })
             .await
             .map_err(|e| Error::RequestDevice { adapter: describe(&info), reason: e.to_string() })?;
-        Ok(Self { device, queue, info, limits, features, pipelines: PipelineCache::default() })
+        let (tuning, tuning_source) = crate::tune::for_adapter(&info);
+        Ok(Self { device, queue, info, limits, features, tuning, tuning_source, pipelines: PipelineCache::default() })
     }
 
     /// The adapter's name, backend, type and driver.
@@ -158,9 +161,20 @@ impl Context {
         &self.info
     }
 
-    /// The launch shapes chosen for this adapter.
+    /// The launch shapes chosen for this adapter: its cached autotune result, else the
+    /// built-in table (see [`crate::tune`]).
     pub fn tuning(&self) -> crate::ops::Tuning {
-        crate::ops::Tuning::for_adapter(&self.info)
+        self.tuning
+    }
+
+    /// Where [`Context::tuning`] came from.
+    pub fn tuning_source(&self) -> &crate::tune::TuningSource {
+        &self.tuning_source
+    }
+
+    /// Replaces the launch shapes ops pick from now on (pipelines already made keep theirs).
+    pub fn set_tuning(&mut self, tuning: crate::ops::Tuning) {
+        self.tuning = tuning;
     }
 
     /// The limits the device was opened with.
@@ -219,6 +233,7 @@ impl fmt::Display for Context {
         writeln!(f, "  max_compute_invocations_per_wg     {}", l.max_compute_invocations_per_workgroup)?;
         writeln!(f, "  max_compute_workgroups_per_dim     {}", l.max_compute_workgroups_per_dimension)?;
         writeln!(f, "features: {:?}", self.features)?;
-        write!(f, "tuning:   {:?}", self.tuning())
+        writeln!(f, "tuning:   {:?}", self.tuning())?;
+        write!(f, "          ({})", self.tuning_source)
     }
 }

@@ -67,4 +67,25 @@ impl Context {
             .collect::<Result<Vec<_>>>()
             .map(Some)
     }
+
+    /// Median time in milliseconds of one run of `dispatches` over `reps` runs (after one
+    /// warm-up): GPU time between timestamps where the adapter has them, else the wall
+    /// clock of a submit and wait. The flag says which.
+    pub fn median_ms(&self, dispatches: &[&Dispatch], reps: usize) -> Result<(f64, bool)> {
+        let stage: [Stage; 1] = [("timed", dispatches.to_vec())];
+        self.run(dispatches)?;
+        let mut times = Vec::with_capacity(reps.max(1));
+        for _ in 0..reps.max(1) {
+            times.push(match self.stage_times(&stage)? {
+                Some(t) => t[0].1,
+                None => {
+                    let start = std::time::Instant::now();
+                    self.run(dispatches)?;
+                    start.elapsed().as_secs_f64() * 1e3
+                }
+            });
+        }
+        times.sort_by(f64::total_cmp);
+        Ok((times[times.len() / 2], self.has_timestamps()))
+    }
 }

@@ -243,6 +243,34 @@ pub trait Executor {
     fn release(&mut self, x: Act);
 }
 
+/// The shape of every convolution of one forward, in order (see [`conv_shapes`]).
+#[derive(Default)]
+struct ConvShapes(Vec<Conv2dShape>);
+
+impl Executor for ConvShapes {
+    fn conv(&mut self, layer: &ConvBn, x: Act, batch: usize, _: Option<Act>, _: bool) -> Result<Act> {
+        let s = layer.shape(batch, x.h, x.w);
+        self.0.push(s);
+        Ok(Act { id: 0, h: s.out_h(), w: s.out_w(), c: layer.out_c })
+    }
+    fn max_pool(&mut self, shape: &MaxPoolShape, x: Act) -> Result<Act> {
+        Ok(Act { id: 0, h: shape.out_h(), w: shape.out_w(), c: x.c })
+    }
+    fn global_avg_pool(&mut self, x: Act, _: usize) -> Result<Act> {
+        Ok(Act { id: 0, h: 1, w: 1, c: x.c })
+    }
+    fn release(&mut self, _: Act) {}
+}
+
+/// The convolutions ResNet50 runs on `batch` images of `height x width`, in order (53 of
+/// them, with repeats): what the autotuner times.
+pub fn conv_shapes(batch: usize, height: usize, width: usize) -> Vec<Conv2dShape> {
+    let mut shapes = ConvShapes::default();
+    // Shapes alone cannot fail.
+    let _ = ResNet50::architecture().walk(&mut shapes, Act { id: 0, h: height, w: width, c: 3 }, batch);
+    shapes.0
+}
+
 /// Walks shapes only: FLOPs and the largest activation of one image at a given input size.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ShapeWalk {

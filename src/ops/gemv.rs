@@ -11,7 +11,7 @@ use crate::ops::matmul::{matmul_with, MatmulShape, Params, Precision, BINDINGS};
 pub const MAX_QUERIES: usize = 4;
 
 /// Invocations per workgroup and per reference row. Set through WGSL override constants.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct GemvTiles {
     pub workgroup: u32,
     pub lanes: u32,
@@ -24,7 +24,7 @@ impl Default for GemvTiles {
 }
 
 impl GemvTiles {
-    fn validate(&self) -> Result<()> {
+    pub(crate) fn validate(&self) -> Result<()> {
         if !self.lanes.is_power_of_two() || !self.workgroup.is_multiple_of(self.lanes) || self.workgroup > 1024 {
             return Err(Error::InvalidArgument(format!("gemv: {self:?} needs power-of-two lanes dividing a workgroup of at most 1024")));
         }

@@ -73,10 +73,12 @@ impl Tiles {
     }
 }
 
-/// Launch shapes for one kind of adapter: a small table keyed by device type, filled from
-/// measurements (see BENCHMARKS.md). Adapters not measured yet get the defaults, which
-/// suit discrete GPUs (32-wide warps or wider, coalesced 16-byte loads).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// Launch shapes for one adapter. [`crate::tune::autotune`] measures them (`lookalike
+/// tune`, cached on disk per adapter); [`Tuning::for_adapter`] is the built-in table used
+/// until then, keyed by device type and filled from measurements (see BENCHMARKS.md).
+/// Adapters not measured yet get the defaults, which suit discrete GPUs (32-wide warps or
+/// wider, coalesced 16-byte loads).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tuning {
     /// The single-query scan.
     pub gemv: GemvTiles,

@@ -42,8 +42,14 @@ impl Run {
 
 /// Runs the binary built for these tests.
 pub fn lookalike(args: &[&str]) -> Run {
+    lookalike_with_env(args, &[])
+}
+
+/// Runs the binary with extra environment variables.
+pub fn lookalike_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     let output = Command::new(env!("CARGO_BIN_EXE_lookalike"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("failed to start the lookalike binary");
     Run {

@@ -11,7 +11,7 @@ use lookalike::model::resnet50::ShapeWalk;
 use lookalike::model::{BatchNormMode, GpuResNet50, RandomResNet50, FEATURE_DIM};
 use lookalike::npy::NhwcBatch;
 use lookalike::ops::l2_normalize::l2_normalize;
-use lookalike::ops::gemv::{self, gemv, GemvTiles};
+use lookalike::ops::gemv;
 use lookalike::ops::matmul::{matmul, MatmulShape, Precision};
 use lookalike::ops::preprocess::PreprocessBatch;
 use lookalike::ops::topk::{TopK, TopKInput, TopKOutput};
@@ -133,12 +133,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
         }
     }
 
-    let gemv_sweep = gemv_sweep(&ctx, &features, rows)?;
-    say(&o, format!(
-        "gemv launch shapes, one query, f16 rows (chosen for this adapter: {:?}): {}",
-        ctx.tuning().gemv,
-        gemv_sweep.iter().map(|(t, gbps)| format!("{} lanes {gbps:.1} GB/s", t.lanes)).collect::<Vec<_>>().join(", ")
-    ));
+    say(&o, format!("launch shapes: {:?} ({})", ctx.tuning(), ctx.tuning_source()));
 
     let (stages, stages_method) = stage_times(&ctx, &mut gpu_net, &features, rows)?;
     say(&o, format!("stages of one 224x224 query ({stages_method}): {}", stages.iter().map(|(s, ms)| format!("{s} {ms:.2} ms")).collect::<Vec<_>>().join(", ")));
@@ -152,44 +147,12 @@ pub fn run(o: BenchOptions) -> Result<()> {
             "knn": knn,
             "stages_ms": stages_ms,
             "stages_method": stages_method,
-            "tuning": {
-                "chosen": {"gemv": {"workgroup": ctx.tuning().gemv.workgroup, "lanes": ctx.tuning().gemv.lanes}},
-                "gemv_sweep": gemv_sweep.iter().map(|(t, gbps)| json!({"workgroup": t.workgroup, "lanes": t.lanes, "dtype": "f16", "queries": 1, "gb_per_s": gbps})).collect::<Vec<_>>(),
-            },
+            "tuning": {"chosen": ctx.tuning(), "source": ctx.tuning_source().to_string()},
             "peak": {"tflops_fp32": peak_tflops, "gb_per_s": peak_gbps},
         });
         println!("{out}");
     }
     Ok(())
-}
-
-/// One-query scans of one storage binding of f16 rows with each GEMV launch shape: the
-/// measurements behind `ops::Tuning`'s table (GPU time from timestamps where available).
-fn gemv_sweep(ctx: &Context, refs: &[f32], rows: usize) -> Result<Vec<(GemvTiles, f64)>> {
-    let chunk = rows.min(ctx.max_binding_bytes() as usize / (2 * FEATURE_DIM)).max(1);
-    let rows16: Vec<half::f16> = refs[..chunk * FEATURE_DIM].iter().map(|&x| half::f16::from_f32(x)).collect();
-    let refs_buf = ctx.upload_pod("refs f16", &rows16)?;
-    let query = ctx.upload("query", &refs[..FEATURE_DIM])?;
-    let scores = ctx.storage("scores", chunk)?;
-    let shape = MatmulShape { m: 1, n: chunk, k: FEATURE_DIM, b_transposed: true };
-    let reps = if ctx.is_cpu() { 3 } else { 11 };
-    let mut out = Vec::new();
-    for lanes in [1, 4, 8, 16, 32, 64] {
-        let tiles = GemvTiles { workgroup: 256, lanes };
-        let d = gemv(ctx, &shape, &query, &refs_buf, Precision::F16, &scores, tiles)?;
-        let stage: [Stage; 1] = [("gemv", vec![&d])];
-        let mut times = Vec::new();
-        ctx.run(&[&d])?;
-        for _ in 0..reps {
-            times.push(match ctx.stage_times(&stage)? {
-                Some(t) => t[0].1 / 1e3,
-                None => median_secs(1, || ctx.run(&[&d]))?,
-            });
-        }
-        times.sort_by(f64::total_cmp);
-        out.push((tiles, Precision::F16.bytes(chunk * FEATURE_DIM) as f64 / times[reps / 2] / 1e9));
-    }
-    Ok(out)
 }
 
 /// How [`stage_times`] measured.

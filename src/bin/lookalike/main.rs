@@ -6,6 +6,7 @@ use std::process::ExitCode;
 mod bench;
 mod demo;
 mod search_cmd;
+mod tune_cmd;
 mod weights;
 
 use clap::{Parser, Subcommand};
@@ -122,7 +123,26 @@ enum Command {
         #[arg(long)]
         peak_gbps: Option<f64>,
     },
-    /// Print the GPU adapter lookalike would use: backend, driver, limits, features.
+    /// Measure this adapter's launch shapes (conv blocks, GEMV lanes) once and cache them on
+    /// disk; every later run on the same adapter and driver uses them.
+    Tune {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Images per timed forward (default: 8 on a GPU, 1 on a software adapter).
+        #[arg(long)]
+        batch: Option<usize>,
+        /// Input size of the timed forward (default 224).
+        #[arg(long)]
+        resolution: Option<usize>,
+        /// Reference rows of the timed single-query scans.
+        #[arg(long)]
+        gemv_rows: Option<usize>,
+        /// Measure and print, but do not write the cache.
+        #[arg(long)]
+        no_save: bool,
+    },
+    /// Print the GPU adapter lookalike would use: backend, driver, limits, features, tuning.
     Info,
     /// ResNet50 features of images (or of a preprocessed tensor) to an N x 2048 .npy file.
     Embed(EmbedArgs),
@@ -182,6 +202,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info(),
+        Command::Tune { json, batch, resolution, gemv_rows, no_save } => tune_cmd::run(tune_cmd::TuneArgs { json, batch, resolution, gemv_rows, no_save }),
         Command::Bench { quick, json, knn_rows, peak_tflops, peak_gbps } => {
             bench::run(bench::BenchOptions { quick, json, knn_rows: knn_rows.max(16), peak_tflops, peak_gbps })
         }

@@ -1,0 +1,428 @@
+//! One-time autotune of the launch shapes in [`Tuning`], cached on disk per adapter.
+//!
+//! [`autotune`] times the choices `Tuning` makes on the shapes lookalike runs: every
+//! convolution of a ResNet50 forward with 4x4 and with 8x8 blocks per invocation (which
+//! sets the channel count from which 8x8 blocks pay), and the single-query scan with each
+//! GEMV lanes-per-row. [`save`] writes the result to the cache folder; every [`Context`]
+//! opened on the same adapter, driver, lookalike version and shader sources then uses it.
+//! Without a cached file the built-in table ([`Tuning::for_adapter`]) applies.
+//!
+//! The cache folder is `$LOOKALIKE_CACHE_DIR`, else `$XDG_CACHE_HOME/lookalike`, else the
+//! platform's user cache folder (`~/.cache/lookalike` on Linux). `LOOKALIKE_TUNING=table`
+//! ignores cached files.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::gpu::shaders::ShaderFile;
+use crate::gpu::Context;
+use crate::model::resnet50::conv_shapes;
+use crate::model::FEATURE_DIM;
+use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
+use crate::ops::gemv::{gemv, GemvTiles};
+use crate::ops::matmul::{MatmulShape, Precision};
+use crate::ops::{Tiles, Tuning};
+use crate::rng::Rng;
+
+/// Where a context's [`Tuning`] came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TuningSource {
+    /// An autotune result cached for this adapter.
+    Cached(PathBuf),
+    /// The built-in table, and why no cached result applies.
+    Table(String),
+}
+
+impl fmt::Display for TuningSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TuningSource::Cached(path) => write!(f, "autotuned: {}", path.display()),
+            TuningSource::Table(why) => write!(f, "built-in table ({why})"),
+        }
+    }
+}
+
+/// What one autotune run measures.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TuneOptions {
+    /// Images per ResNet50 forward whose convolutions are timed.
+    pub batch: usize,
+    /// Their height and width.
+    pub resolution: usize,
+    /// Reference rows of 2048 values in the single-query scans.
+    pub gemv_rows: usize,
+    /// Timed runs per candidate (median), after one warm-up.
+    pub reps: usize,
+}
+
+impl TuneOptions {
+    /// ResNet50 at 224 (batch 8 on GPUs, 1 on software adapters, which are ~1000x slower)
+    /// and as many scan rows as one storage binding holds, up to 256k.
+    pub fn for_context(ctx: &Context) -> Self {
+        let cpu = ctx.is_cpu();
+        let binding_rows = ctx.max_binding_bytes() as usize / (4 * FEATURE_DIM);
+        Self {
+            batch: if cpu { 1 } else { 8 },
+            resolution: 224,
+            gemv_rows: binding_rows.min(if cpu { 16_384 } else { 262_144 }).max(1),
+            reps: if cpu { 2 } else { 7 },
+        }
+    }
+}
+
+/// One distinct convolution of the forward, timed with each block size.
+#[derive(Debug, Clone, Serialize)]
+pub struct ConvTiming {
+    /// `batch x h x w x in_c -> out_c, kernel/stride`.
+    pub layer: String,
+    /// How many times the forward runs this shape.
+    pub count: usize,
+    /// Output rows (pixels) and columns (channels) of its implicit GEMM.
+    pub rows: usize,
+    pub cols: usize,
+    pub ms_4x4: f64,
+    pub ms_8x8: f64,
+}
+
+/// One GEMV launch shape on a single-query scan.
+#[derive(Debug, Clone, Serialize)]
+pub struct GemvTiming {
+    pub tiles: GemvTiles,
+    pub f32_ms: f64,
+    pub f16_ms: f64,
+}
+
+/// An autotune run: the measurements and the [`Tuning`] they give.
+#[derive(Debug, Clone, Serialize)]
+pub struct TuneReport {
+    pub tuning: Tuning,
+    /// What the built-in table would have chosen, for comparison.
+    pub table: Tuning,
+    pub options: TuneOptions,
+    /// "timestamps" (GPU time) or "wall clock" (submit + wait).
+    pub timer: &'static str,
+    pub convs: Vec<ConvTiming>,
+    pub gemv: Vec<GemvTiming>,
+}
+
+impl TuneReport {
+    /// Milliseconds of the forward's convolutions with a given 8x8 threshold.
+    pub fn conv_ms(&self, min_cols_for_8x8: Option<usize>) -> f64 {
+        self.convs.iter().map(|c| c.count as f64 * if uses_8x8(min_cols_for_8x8, c.cols) { c.ms_8x8 } else { c.ms_4x4 }).sum()
+    }
+}
+
+fn uses_8x8(min_cols_for_8x8: Option<usize>, cols: usize) -> bool {
+    min_cols_for_8x8.is_some_and(|min| cols >= min)
+}
+
+/// GEMV lanes per row tried (workgroups of 256).
+const GEMV_LANES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
+
+/// Times the candidates on `ctx` and picks the fastest (see the module docs). Takes seconds
+/// on a GPU; about a minute on lavapipe, most of it compiling the 8x8 pipelines.
+pub fn autotune(ctx: &Context, options: &TuneOptions) -> Result<TuneReport> {
+    if options.batch == 0 || options.resolution < crate::model::MIN_INPUT || options.gemv_rows == 0 {
+        return Err(Error::InvalidArgument(format!("autotune: {options:?} needs a batch, at least {} pixels and scan rows", crate::model::MIN_INPUT)));
+    }
+    let mut rng = Rng::new(7);
+    let convs = time_convs(ctx, options, &mut rng)?;
+    let gemv = time_gemv(ctx, options, &mut rng)?;
+    let table = Tuning::for_adapter(ctx.adapter_info());
+    let mut report = TuneReport { tuning: table, table, options: *options, timer: if ctx.has_timestamps() { "timestamps" } else { "wall clock" }, convs, gemv };
+    report.tuning = Tuning { gemv: fastest_gemv(&report.gemv), min_cols_for_8x8: best_threshold(&report) };
+    Ok(report)
+}
+
+fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<ConvTiming>> {
+    let mut distinct: Vec<(Conv2dShape, usize)> = Vec::new();
+    for shape in conv_shapes(options.batch, options.resolution, options.resolution) {
+        match distinct.iter_mut().find(|(s, _)| *s == shape) {
+            Some((_, count)) => *count += 1,
+            None => distinct.push((shape, 1)),
+        }
+    }
+    let mut timings = Vec::with_capacity(distinct.len());
+    for (shape, count) in distinct {
+        let input = ctx.upload("tune conv input", &rng.normals(shape.input_len(), 1.0))?;
+        let weight = ctx.upload("tune conv weight", &rng.normals(shape.weight_len(), 0.05))?;
+        let bias = ctx.upload("tune conv bias", &rng.normals(shape.out_c, 0.1))?;
+        let output = ctx.storage("tune conv output", shape.output_len())?;
+        let buffers = Conv2dBuffers { input: &input, weight: &weight, scale: None, bias: Some(&bias), residual: None, output: &output };
+        let tiles = Tiles::for_rows(shape.m());
+        let mut ms = [0.0; 2];
+        for (slot, tiles) in ms.iter_mut().zip([tiles, tiles.with_8x8_blocks()]) {
+            let d = conv2d(ctx, &shape, &buffers, true, tiles)?;
+            *slot = ctx.median_ms(&[&d], options.reps)?.0;
+        }
+        timings.push(ConvTiming {
+            layer: format!(
+                "{}x{}x{}x{} -> {}, {}x{}/{}",
+                shape.batch, shape.in_h, shape.in_w, shape.in_c, shape.out_c, shape.kernel_h, shape.kernel_w, shape.stride
+            ),
+            count,
+            rows: shape.m(),
+            cols: shape.out_c,
+            ms_4x4: ms[0],
+            ms_8x8: ms[1],
+        });
+    }
+    Ok(timings)
+}
+
+fn time_gemv(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<GemvTiming>> {
+    let rows = options.gemv_rows;
+    let values = rng.normals(rows * FEATURE_DIM, 1.0);
+    let halves: Vec<half::f16> = values.iter().map(|&x| half::f16::from_f32(x)).collect();
+    let rows_f32 = ctx.upload("tune rows f32", &values)?;
+    drop(values);
+    let rows_f16 = ctx.upload_pod("tune rows f16", &halves)?;
+    drop(halves);
+    let query = ctx.upload("tune query", &rng.normals(FEATURE_DIM, 1.0))?;
+    let scores = ctx.storage("tune scores", rows)?;
+    let shape = MatmulShape { m: 1, n: rows, k: FEATURE_DIM, b_transposed: true };
+    GEMV_LANES
+        .iter()
+        .map(|&lanes| {
+            let tiles = GemvTiles { workgroup: 256, lanes };
+            let mut ms = [0.0; 2];
+            for (slot, (precision, refs)) in ms.iter_mut().zip([(Precision::F32, &rows_f32), (Precision::F16, &rows_f16)]) {
+                let d = gemv(ctx, &shape, &query, refs, precision, &scores, tiles)?;
+                *slot = ctx.median_ms(&[&d], options.reps)?.0;
+            }
+            Ok(GemvTiming { tiles, f32_ms: ms[0], f16_ms: ms[1] })
+        })
+        .collect()
+}
+
+/// The launch shape with the least f32 + f16 time.
+fn fastest_gemv(timings: &[GemvTiming]) -> GemvTiles {
+    timings
+        .iter()
+        .min_by(|a, b| (a.f32_ms + a.f16_ms).total_cmp(&(b.f32_ms + b.f16_ms)))
+        .map_or_else(GemvTiles::default, |t| t.tiles)
+}
+
+/// The 8x8 threshold (one of the measured channel counts, or never) with the least total
+/// convolution time; ties go to the lower threshold.
+fn best_threshold(report: &TuneReport) -> Option<usize> {
+    let mut candidates: Vec<Option<usize>> = report.convs.iter().map(|c| Some(c.cols)).collect();
+    candidates.sort_unstable();
+    candidates.dedup();
+    candidates.push(None);
+    let mut best = (f64::INFINITY, None);
+    for threshold in candidates {
+        let ms = report.conv_ms(threshold);
+        if ms < best.0 {
+            best = (ms, threshold);
+        }
+    }
+    best.1
+}
+
+/// What a cached file must match to apply: the adapter, its driver, lookalike's version and
+/// a hash of the shader sources (any kernel edit invalidates old measurements).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CacheKey {
+    lookalike: String,
+    adapter: String,
+    backend: String,
+    device_type: String,
+    vendor: u32,
+    device: u32,
+    driver: String,
+    driver_info: String,
+    shaders_fnv1a: String,
+}
+
+impl CacheKey {
+    fn of(info: &wgpu::AdapterInfo) -> Self {
+        let mut hash = Fnv1a::default();
+        for shader in ShaderFile::ALL {
+            hash.write(shader.source().as_bytes());
+        }
+        Self {
+            lookalike: env!("CARGO_PKG_VERSION").to_string(),
+            adapter: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            vendor: info.vendor,
+            device: info.device,
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            shaders_fnv1a: format!("{:016x}", hash.0),
+        }
+    }
+
+    fn file_name(&self) -> String {
+        let mut hash = Fnv1a::default();
+        // serde_json of a struct of strings and integers cannot fail.
+        hash.write(serde_json::to_string(self).unwrap_or_default().as_bytes());
+        format!("tuning-{:016x}.json", hash.0)
+    }
+}
+
+/// 64-bit FNV-1a: a stable hash for file names (std's hasher may change between releases).
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CacheFileOut<'a> {
+    key: CacheKey,
+    tuning: Tuning,
+    report: &'a TuneReport,
+}
+
+#[derive(Deserialize)]
+struct CacheFileIn {
+    key: CacheKey,
+    tuning: Tuning,
+}
+
+/// The cache folder (see the module docs), if the environment names one.
+pub fn cache_dir() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = var("LOOKALIKE_CACHE_DIR") {
+        return Some(dir);
+    }
+    let user_cache = if cfg!(windows) {
+        var("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        var("HOME").map(|home| home.join("Library").join("Caches"))
+    } else {
+        var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|home| home.join(".cache")))
+    };
+    user_cache.map(|dir| dir.join("lookalike"))
+}
+
+/// The file in `dir` that holds the autotune result for this adapter.
+pub fn cache_path(dir: &Path, info: &wgpu::AdapterInfo) -> PathBuf {
+    dir.join(CacheKey::of(info).file_name())
+}
+
+/// Writes `report`'s tuning for this adapter into `dir` (created if missing); returns the file.
+pub fn save(dir: &Path, info: &wgpu::AdapterInfo, report: &TuneReport) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = cache_path(dir, info);
+    let file = CacheFileOut { key: CacheKey::of(info), tuning: report.tuning, report };
+    let text = serde_json::to_string_pretty(&file).map_err(|e| Error::InvalidArgument(format!("tuning cache: {e}")))?;
+    crate::atomic::write_atomic(&path, |w| w.write_all(text.as_bytes()))?;
+    Ok(path)
+}
+
+/// The tuning cached in `dir` for this adapter: `Ok(None)` when there is none, an error when
+/// the file is unreadable, malformed, or written for another adapter, driver or version.
+pub fn load(dir: &Path, info: &wgpu::AdapterInfo) -> Result<Option<(Tuning, PathBuf)>> {
+    let path = cache_path(dir, info);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let bad = |why: String| Error::InvalidArgument(format!("tuning cache {}: {why}", path.display()));
+    let file: CacheFileIn = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if file.key != CacheKey::of(info) {
+        return Err(bad(format!("written for {:?}, not this adapter {:?}", file.key, CacheKey::of(info))));
+    }
+    file.tuning.gemv.validate().map_err(|e| bad(e.to_string()))?;
+    Ok(Some((file.tuning, path)))
+}
+
+/// The tuning a new context on this adapter uses, and where it came from.
+pub(crate) fn for_adapter(info: &wgpu::AdapterInfo) -> (Tuning, TuningSource) {
+    let table = Tuning::for_adapter(info);
+    if std::env::var("LOOKALIKE_TUNING").is_ok_and(|v| v == "table") {
+        return (table, TuningSource::Table("LOOKALIKE_TUNING=table".into()));
+    }
+    let Some(dir) = cache_dir() else {
+        return (table, TuningSource::Table("no cache folder: set LOOKALIKE_CACHE_DIR or HOME".into()));
+    };
+    match load(&dir, info) {
+        Ok(Some((tuning, path))) => (tuning, TuningSource::Cached(path)),
+        Ok(None) => (table, TuningSource::Table("not autotuned here yet: `lookalike tune` measures and caches".into())),
+        Err(e) => (table, TuningSource::Table(format!("cached file ignored: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conv(cols: usize, count: usize, ms_4x4: f64, ms_8x8: f64) -> ConvTiming {
+        ConvTiming { layer: format!("{cols}"), count, rows: 100, cols, ms_4x4, ms_8x8 }
+    }
+
+    fn report(convs: Vec<ConvTiming>, gemv: Vec<GemvTiming>) -> TuneReport {
+        let options = TuneOptions { batch: 1, resolution: 224, gemv_rows: 1, reps: 1 };
+        TuneReport { tuning: Tuning::default(), table: Tuning::default(), options, timer: "wall clock", convs, gemv }
+    }
+
+    #[test]
+    fn threshold_minimises_the_counted_total() {
+        // 8x8 loses at 64 channels, wins from 128 on (counts weight the repeats).
+        let r = report(vec![conv(64, 3, 1.0, 2.0), conv(128, 4, 2.0, 1.0), conv(256, 6, 2.0, 1.5)], vec![]);
+        assert_eq!(best_threshold(&r), Some(128));
+        assert_eq!(r.conv_ms(Some(128)), 3.0 + 4.0 + 9.0);
+        assert_eq!(r.conv_ms(None), 3.0 + 8.0 + 12.0);
+        // 8x8 never wins: never use it.
+        let r = report(vec![conv(64, 1, 1.0, 2.0), conv(2048, 1, 1.0, 1.5)], vec![]);
+        assert_eq!(best_threshold(&r), None);
+        // 8x8 always wins: from the narrowest layer on.
+        let r = report(vec![conv(64, 1, 2.0, 1.0), conv(2048, 1, 2.0, 1.5)], vec![]);
+        assert_eq!(best_threshold(&r), Some(64));
+    }
+
+    #[test]
+    fn gemv_takes_the_least_total_time() {
+        let t = |lanes, f32_ms, f16_ms| GemvTiming { tiles: GemvTiles { workgroup: 256, lanes }, f32_ms, f16_ms };
+        assert_eq!(fastest_gemv(&[t(1, 3.0, 2.0), t(8, 2.0, 1.5), t(16, 1.0, 3.0)]).lanes, 8);
+    }
+
+    fn lavapipe_info() -> wgpu::AdapterInfo {
+        wgpu::AdapterInfo {
+            name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(),
+            vendor: 0x10005,
+            driver: "llvmpipe".into(),
+            driver_info: "Mesa 25.0.7".into(),
+            ..wgpu::AdapterInfo::new(wgpu::DeviceType::Cpu, wgpu::Backend::Vulkan)
+        }
+    }
+
+    #[test]
+    fn cache_round_trip_and_mismatches() {
+        let dir = std::env::temp_dir().join(format!("lookalike-tune-test-{}", std::process::id()));
+        let info = lavapipe_info();
+        assert!(load(&dir, &info).unwrap().is_none(), "nothing cached yet");
+        let mut r = report(vec![conv(64, 1, 1.0, 2.0)], vec![]);
+        r.tuning = Tuning { gemv: GemvTiles { workgroup: 256, lanes: 8 }, min_cols_for_8x8: Some(512) };
+        let path = save(&dir, &info, &r).unwrap();
+        assert_eq!(load(&dir, &info).unwrap(), Some((r.tuning, path.clone())));
+        // Another driver version looks for another file.
+        let other = wgpu::AdapterInfo { driver_info: "Mesa 25.1.0".into(), ..info.clone() };
+        assert!(load(&dir, &other).unwrap().is_none());
+        // A file under this adapter's name written for another one, or malformed: an error.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("Mesa 25.0.7", "Mesa 9")).unwrap();
+        let err = load(&dir, &info).unwrap_err().to_string();
+        assert!(err.contains("not this adapter"), "{err}");
+        std::fs::write(&path, "{").unwrap();
+        assert!(load(&dir, &info).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
