@@ -607,6 +607,51 @@ fn tune_caches_launch_shapes_that_later_runs_use() {
     assert!(info.stdout.contains("cached file ignored"), "{}", info.describe());
 }
 
+/// `bench --quick --json` prints one object with every field the benchmark issue lists, each
+/// figure finite and positive (small shapes: the report, not the speed, is under test).
+#[test]
+fn bench_json_has_every_figure() {
+    let run = lookalike(&["bench", "--quick", "--json", "--resolution", "32", "--knn-rows", "300"]);
+    run.assert_success();
+    let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}:\n{}", run.describe()));
+    let positive = |v: &serde_json::Value, what: &str| assert!(v.as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "{what} = {v}:\n{}", run.describe());
+    for key in ["name", "backend", "device_type"] {
+        assert!(out["adapter"][key].is_string(), "adapter.{key}:\n{}", run.describe());
+    }
+    positive(&out["cold_start_ms"], "cold_start_ms");
+    let resnet = out["resnet50"].as_array().unwrap();
+    for device in ["gpu", "cpu"] {
+        for batch in [1, 8] {
+            let row = resnet.iter().find(|r| r["device"] == device && r["batch"] == batch).unwrap_or_else(|| panic!("no resnet50 {device} batch {batch}"));
+            assert_eq!(row["resolution"], 32);
+            positive(&row["img_per_s"], "img_per_s");
+            positive(&row["gflop_per_s"], "gflop_per_s");
+        }
+    }
+    let matmul = out["matmul"].as_array().unwrap();
+    assert_eq!(matmul.len(), 2);
+    matmul.iter().for_each(|m| positive(&m["gflop_per_s"], "matmul gflop_per_s"));
+    let knn = out["knn"].as_array().unwrap();
+    for device in ["gpu", "cpu"] {
+        for dtype in ["f32", "f16"] {
+            for queries in [1, 64] {
+                let row = knn
+                    .iter()
+                    .find(|r| r["device"] == device && r["dtype"] == dtype && r["queries"] == queries)
+                    .unwrap_or_else(|| panic!("no knn {device} {dtype} {queries}"));
+                assert_eq!((row["n"].as_u64(), row["d"].as_u64(), row["k"].as_u64()), (Some(300), Some(2048), Some(10)));
+                positive(&row["ms"], "knn ms");
+                positive(&row["gb_per_s"], "knn gb_per_s");
+            }
+        }
+    }
+    assert_eq!(out["knn_skipped"].as_array().map(Vec::len), Some(0), "asked sizes are never skipped");
+    for stage in ["preprocess", "conv", "pool", "normalise", "score", "topk"] {
+        positive(&out["stages_ms"][stage], stage);
+    }
+    assert!(out["tuning"]["chosen"]["gemv"]["lanes"].is_u64() && out["tuning"]["source"].is_string());
+}
+
 #[test]
 fn random_weights_are_deterministic_per_seed() {
     let dir = scratch("weights");

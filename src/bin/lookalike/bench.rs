@@ -17,14 +17,19 @@ use lookalike::ops::preprocess::PreprocessBatch;
 use lookalike::ops::topk::{TopK, TopKInput, TopKOutput};
 use lookalike::rng::Rng;
 use lookalike::search::{search_features_cpu, SearchOptions, Searcher};
-use lookalike::{Context, Result};
+use lookalike::cpu::preprocess::Preprocess;
+use lookalike::model::MIN_INPUT;
+use lookalike::{Context, Error, Result};
 use serde_json::{json, Value};
 
 /// Options of `lookalike bench`.
 pub struct BenchOptions {
     pub quick: bool,
     pub json: bool,
-    pub knn_rows: usize,
+    /// Scan sizes; empty: 100k, plus 1M where it fits.
+    pub knn_rows: Vec<usize>,
+    /// Input side of the ResNet50 figures (224 unless asked).
+    pub resolution: usize,
     pub peak_tflops: Option<f64>,
     pub peak_gbps: Option<f64>,
 }
@@ -56,7 +61,10 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let ctx = Context::new()?;
     let info = ctx.adapter_info().clone();
     let net = RandomResNet50::generate(0)?.net;
-    let size = 224;
+    let size = o.resolution;
+    if size < MIN_INPUT {
+        return Err(Error::InputTooSmall { height: size, width: size, min: MIN_INPUT, what: "bench --resolution".into() });
+    }
     let mut gpu_net = GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?;
     let one = Rng::new(1).normals(size * size * 3, 1.0);
     gpu_net.forward(&ctx, &one, 1, size, size)?;
@@ -69,11 +77,11 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let peak_tflops = o.peak_tflops.or(peak_tflops);
     let peak_gbps = o.peak_gbps.or(peak_gbps);
     say(&o, format!("adapter: {} ({:?}, {:?}, driver {} {})", info.name, info.backend, info.device_type, info.driver, info.driver_info));
-    say(&o, format!("cold start (context, weights upload, pipelines, first 224x224 forward): {cold_start_ms:.0} ms"));
+    say(&o, format!("cold start (context, weights upload, pipelines, first {size}x{size} forward): {cold_start_ms:.0} ms"));
     let of_peak = |gflops: f64| peak_tflops.map(|p| format!(" ({:.1}% of {p} TFLOP/s)", 100.0 * gflops / (p * 1e3))).unwrap_or_default();
     let of_bw = |gbps: f64| peak_gbps.map(|p| format!(" ({:.1}% of {p} GB/s)", 100.0 * gbps / p)).unwrap_or_default();
 
-    // ResNet50 at 224: GPU and CPU reference.
+    // ResNet50 at 224 (or --resolution): GPU and CPU reference.
     let flops_per_image = ShapeWalk::resnet50(size, size).flops;
     let batches: &[usize] = if o.quick { &[1, 8] } else { &[1, 8, 32] };
     let mut resnet = Vec::new();
@@ -87,7 +95,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
         for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
             let gflops = flops_per_image * batch as f64 / secs / 1e9;
             let img_s = batch as f64 / secs;
-            say(&o, format!("resnet50 224 batch {batch:>2} {device}: {img_s:8.1} img/s {gflops:8.1} GFLOP/s{}", if device == "gpu" { of_peak(gflops) } else { String::new() }));
+            say(&o, format!("resnet50 {size} batch {batch:>2} {device}: {img_s:8.1} img/s {gflops:8.1} GFLOP/s{}", if device == "gpu" { of_peak(gflops) } else { String::new() }));
             resnet.push(json!({"device": device, "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops}));
         }
     }
@@ -109,7 +117,81 @@ pub fn run(o: BenchOptions) -> Result<()> {
     }
 
     // k-NN scan: normalise + score + top-k over N x 2048 unit rows.
-    let rows = o.knn_rows;
+    let (sizes, mut knn_skipped) = knn_sizes(&o, &ctx);
+    let mut knn = Vec::new();
+    for &rows in &sizes {
+        match knn_scan(&o, &ctx, rows, &mut rng, &of_bw) {
+            Ok(rows) => knn.extend(rows),
+            // Only the sizes added "when memory allows" may fail softly.
+            Err(e) if o.knn_rows.is_empty() && rows != DEFAULT_KNN_ROWS => knn_skipped.push(format!("{rows}x2048: {e}")),
+            Err(e) => return Err(e),
+        }
+    }
+    for skipped in &knn_skipped {
+        say(&o, format!("knn skipped {skipped}"));
+    }
+
+    say(&o, format!("launch shapes: {:?} ({})", ctx.tuning(), ctx.tuning_source()));
+
+    let stage_rows = sizes[0];
+    let (stages, stages_method) = stage_times(&ctx, &mut gpu_net, size, &rng.normals(stage_rows * FEATURE_DIM, 1.0), stage_rows)?;
+    say(&o, format!("stages of one {size}x{size} query ({stages_method}): {}", stages.iter().map(|(s, ms)| format!("{s} {ms:.2} ms")).collect::<Vec<_>>().join(", ")));
+    if o.json {
+        let stages_ms: serde_json::Map<String, Value> = stages.into_iter().map(|(s, ms)| (s.to_string(), json!(ms))).collect();
+        let out = json!({
+            "adapter": {"name": info.name, "backend": format!("{:?}", info.backend), "device_type": format!("{:?}", info.device_type), "driver": info.driver, "driver_info": info.driver_info},
+            "cold_start_ms": cold_start_ms,
+            "resnet50": resnet,
+            "matmul": matmuls,
+            "knn": knn,
+            "knn_skipped": knn_skipped,
+            "stages_ms": stages_ms,
+            "stages_method": stages_method,
+            "tuning": {"chosen": ctx.tuning(), "source": ctx.tuning_source().to_string()},
+            "peak": {"tflops_fp32": peak_tflops, "gb_per_s": peak_gbps},
+        });
+        println!("{out}");
+    }
+    Ok(())
+}
+
+/// The scan every run measures.
+const DEFAULT_KNN_ROWS: usize = 100_000;
+/// The scan added when the machine has the memory.
+const LARGE_KNN_ROWS: usize = 1_000_000;
+
+/// The scan sizes: those asked for, else 100k rows plus 1M where it fits (a hardware adapter,
+/// and host memory for the features, the f32 index and the f16 one), with why it was left out.
+fn knn_sizes(o: &BenchOptions, ctx: &Context) -> (Vec<usize>, Vec<String>) {
+    if !o.knn_rows.is_empty() {
+        return (o.knn_rows.clone(), Vec::new());
+    }
+    let need = 5 * 4 * LARGE_KNN_ROWS * FEATURE_DIM / 2; // features + f32 index + f16 index
+    let skip = if ctx.is_cpu() {
+        Some("software adapter (minutes per scan); pass --knn-rows to force".to_string())
+    } else {
+        match available_memory() {
+            Some(have) if have >= need => None,
+            Some(have) => Some(format!("{:.1} GB of host memory available, {:.1} GB needed", have as f64 / 1e9, need as f64 / 1e9)),
+            None => Some("host memory unknown on this platform; pass --knn-rows 100000,1000000 to force".into()),
+        }
+    };
+    match skip {
+        None => (vec![DEFAULT_KNN_ROWS, LARGE_KNN_ROWS], Vec::new()),
+        Some(why) => (vec![DEFAULT_KNN_ROWS], vec![format!("{LARGE_KNN_ROWS}x2048: {why}")]),
+    }
+}
+
+/// `MemAvailable` of /proc/meminfo in bytes (Linux).
+fn available_memory() -> Option<usize> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = text.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: usize = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// One scan size: f32 and f16 rows, 1 and 64 queries, GPU and CPU.
+fn knn_scan(o: &BenchOptions, ctx: &Context, rows: usize, rng: &mut Rng, of_bw: &dyn Fn(f64) -> String) -> Result<Vec<Value>> {
     let k = 10;
     let features = rng.normals(rows * FEATURE_DIM, 1.0);
     let entries: Vec<Entry> = (0..rows).map(|i| Entry { path: i.to_string(), label: None }).collect();
@@ -122,49 +204,33 @@ pub fn run(o: BenchOptions) -> Result<()> {
             let q = rng.normals(queries * FEATURE_DIM, 1.0);
             let reps = if ctx.is_cpu() { 1 } else { 10 };
             let gpu_secs = median_secs(reps, || searcher.search_features(&q, k).map(|_| ()))?;
-            let cpu_secs = median_secs(3, || search_features_cpu(&index, &q, k).map(|_| ()))?;
+            let cpu_secs = median_secs(5, || search_features_cpu(&index, &q, k).map(|_| ()))?;
             let bytes = precision.bytes(rows * FEATURE_DIM) as f64;
             for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
                 let gbps = bytes / secs / 1e9;
                 let dtype = format!("{precision:?}").to_lowercase();
-                say(&o, format!("knn {rows}x2048 {dtype} queries {queries:>2} k {k} {device}: {:9.2} ms {gbps:7.1} GB/s{}", secs * 1e3, if device == "gpu" { of_bw(gbps) } else { String::new() }));
+                say(o, format!("knn {rows}x2048 {dtype} queries {queries:>2} k {k} {device}: {:9.2} ms {gbps:7.1} GB/s{}", secs * 1e3, if device == "gpu" { of_bw(gbps) } else { String::new() }));
                 knn.push(json!({"device": device, "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype, "ms": secs * 1e3, "gb_per_s": gbps}));
             }
         }
     }
-
-    say(&o, format!("launch shapes: {:?} ({})", ctx.tuning(), ctx.tuning_source()));
-
-    let (stages, stages_method) = stage_times(&ctx, &mut gpu_net, &features, rows)?;
-    say(&o, format!("stages of one 224x224 query ({stages_method}): {}", stages.iter().map(|(s, ms)| format!("{s} {ms:.2} ms")).collect::<Vec<_>>().join(", ")));
-    if o.json {
-        let stages_ms: serde_json::Map<String, Value> = stages.into_iter().map(|(s, ms)| (s.to_string(), json!(ms))).collect();
-        let out = json!({
-            "adapter": {"name": info.name, "backend": format!("{:?}", info.backend), "device_type": format!("{:?}", info.device_type), "driver": info.driver, "driver_info": info.driver_info},
-            "cold_start_ms": cold_start_ms,
-            "resnet50": resnet,
-            "matmul": matmuls,
-            "knn": knn,
-            "stages_ms": stages_ms,
-            "stages_method": stages_method,
-            "tuning": {"chosen": ctx.tuning(), "source": ctx.tuning_source().to_string()},
-            "peak": {"tflops_fp32": peak_tflops, "gb_per_s": peak_gbps},
-        });
-        println!("{out}");
-    }
-    Ok(())
+    Ok(knn)
 }
 
 /// How [`stage_times`] measured.
 const STAGES_BY_TIMESTAMPS: &str = "timestamp queries: GPU time between the start and end of each stage's compute passes, all in one submit, median of several runs";
 const STAGES_BY_WALL_CLOCK: &str = "no timestamp queries on this adapter: each stage submitted alone and timed by wall clock (includes submit overhead)";
 
-/// The stages of one 224x224 query: preprocess, conv, pool, normalise, score, top-k (the
-/// backbone's convolutions and pools summed over its layers), and how they were timed.
-fn stage_times(ctx: &Context, net: &mut GpuResNet50, refs: &[f32], rows: usize) -> Result<(Vec<(&'static str, f64)>, &'static str)> {
+/// The stages of one `size`x`size` query from a 640x480 photo: preprocess, conv, pool,
+/// normalise, score, top-k (the backbone's convolutions and pools summed over its layers),
+/// and how they were timed.
+fn stage_times(ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], rows: usize) -> Result<(Vec<(&'static str, f64)>, &'static str)> {
     let image = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8]));
-    let (input, features, backbone) = net.prepared(ctx, 1, 224, 224)?;
-    let prepare = PreprocessBatch::new(ctx, &[image], &Default::default(), input)?;
+    let (input, features, backbone) = net.prepared(ctx, 1, size, size)?;
+    // The ImageNet transform scaled to the crop: resize 256 for crop 224.
+    let crop = size as u32;
+    let preprocess = Preprocess { resize: crop * 256 / 224, crop, ..Default::default() };
+    let prepare = PreprocessBatch::new(ctx, &[image], &preprocess, input)?;
     // One storage binding's worth of reference rows is what one score dispatch reads.
     let chunk = rows.min(ctx.max_binding_bytes() as usize / (4 * FEATURE_DIM)).max(1);
     let refs_buf = ctx.upload("refs", &refs[..chunk * FEATURE_DIM])?;

@@ -113,9 +113,13 @@ enum Command {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
-        /// Rows of the k-NN reference matrix.
-        #[arg(long, default_value_t = 100_000)]
-        knn_rows: usize,
+        /// Rows of the k-NN reference matrices, comma-separated (default: 100000, plus
+        /// 1000000 on a hardware adapter when host memory allows).
+        #[arg(long, value_delimiter = ',')]
+        knn_rows: Vec<usize>,
+        /// Input side of the ResNet50 figures and the stage breakdown.
+        #[arg(long, default_value_t = 224)]
+        resolution: usize,
         /// The card's fp32 peak, for the fraction-of-peak figures.
         #[arg(long)]
         peak_tflops: Option<f64>,
@@ -203,8 +207,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info => info(),
         Command::Tune { json, batch, resolution, gemv_rows, no_save } => tune_cmd::run(tune_cmd::TuneArgs { json, batch, resolution, gemv_rows, no_save }),
-        Command::Bench { quick, json, knn_rows, peak_tflops, peak_gbps } => {
-            bench::run(bench::BenchOptions { quick, json, knn_rows: knn_rows.max(16), peak_tflops, peak_gbps })
+        Command::Bench { quick, json, knn_rows, resolution, peak_tflops, peak_gbps } => {
+            bench::run(bench::BenchOptions { quick, json, knn_rows: knn_rows.into_iter().map(|rows| rows.max(16)).collect(), resolution, peak_tflops, peak_gbps })
         }
         Command::Index { dir, weights, seed, output, dtype, center, batch, resize, crop, add, cpu } => search_cmd::index(search_cmd::IndexOptions {
             dir: &dir,
