@@ -120,7 +120,7 @@ fn uses_8x8(min_cols_for_8x8: Option<usize>, cols: usize) -> bool {
 }
 
 /// GEMV lanes per row tried (workgroups of 256).
-const GEMV_LANES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
+pub const GEMV_LANES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
 
 /// Times the candidates on `ctx` and picks the fastest (see the module docs). Takes seconds
 /// on a GPU; about a minute on lavapipe, most of it compiling the 8x8 pipelines.

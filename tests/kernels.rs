@@ -290,6 +290,17 @@ fn gemv_matches_cpu_for_f32_and_f16_rows() {
             assert_close(&format!("gemv {precision:?} {shape:?} {t:?}"), &got, &expected, KERNEL_LIMIT);
         }
     }
+    // Every launch shape the autotuner may pick.
+    let shape = MatmulShape { m: 1, n: 333, k: 24, b_transposed: true };
+    let (a, b) = (rng.normals(shape.k, 1.0), rng.normals(shape.k * shape.n, 1.0));
+    let expected = cpu::matmul(&shape, &a, &b).unwrap();
+    let (a_buf, b_buf, c) = (ctx.upload("a", &a).unwrap(), ctx.upload("b", &b).unwrap(), ctx.storage("c", shape.n).unwrap());
+    for lanes in lookalike::tune::GEMV_LANES {
+        let t = GemvTiles { workgroup: 256, lanes };
+        let dispatch = gemv(ctx, &shape, &a_buf, &b_buf, Precision::F32, &c, t).unwrap();
+        let got = ctx.run_and_read(&[&dispatch], &c, shape.n).unwrap();
+        assert_close(&format!("gemv {t:?}"), &got, &expected, KERNEL_LIMIT);
+    }
 }
 
 #[test]

@@ -100,10 +100,11 @@ impl Default for Tuning {
 impl Tuning {
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         match info.device_type {
-            // lavapipe (Mesa 25, 16k x 2048 f32, one query): 4 lanes per row 1.8 GB/s,
-            // 16 lanes 1.3 GB/s, 32 lanes 1.0 GB/s. Its SIMD lanes are CPU vector lanes:
-            // a cross-lane reduction costs more than it saves.
-            wgpu::DeviceType::Cpu => Self { gemv: GemvTiles { workgroup: 256, lanes: 4 }, ..Self::default() },
+            // lavapipe (Mesa 25, `lookalike tune` 2026-12-02, 16k x 2048 f32 / f16, one
+            // query): 1 lane per row 76 / 77 ms, 4 lanes 91 / 100, 16 lanes 98 / 90, 64
+            // lanes 195 / 165. Its SIMD lanes are CPU vector lanes: a cross-lane reduction
+            // costs more than it saves. 8x8 blocks from 128 channels: measured the same day.
+            wgpu::DeviceType::Cpu => Self { gemv: GemvTiles { workgroup: 256, lanes: 1 }, ..Self::default() },
             _ => Self::default(),
         }
     }
