@@ -757,6 +757,12 @@ fn add_appends_only_new_images_with_the_same_weights() {
     );
     assert_no_temp_files(&index_path, &run.describe());
 
+    // Settings other than the index's own would be ignored: refused, naming each one.
+    let run = lookalike(&["index", s(&more), "--add", "--dtype", "f16", "--resize", "100", "--crop", "64", "-o", s(&index_path)]);
+    assert_fails(&run, &["--add keeps", "--dtype F16 (it stores F32)", "--resize 100 (it used 72)"]);
+    assert!(!run.stderr.contains("--crop"), "--crop 64 is the index's own:\n{}", run.describe());
+    assert!(fs::read(&index_path).unwrap() == before_bytes, "a refused --add changed the index");
+
     // The index's own weights (no --seed: taken from the index).
     let run = lookalike(&["index", s(&more), "--add", "-o", s(&index_path)]);
     run.assert_success();
@@ -816,6 +822,8 @@ fn add_appends_only_new_images_with_the_same_weights() {
     );
     for args in [
         vec![s(&more)],
+        // The index's own settings, spelled out: accepted.
+        [&[s(&more), "--dtype", "f32", "--center"][..], &PRE[..]].concat(),
         vec![s(&f.db), "--seed", "1"],
         vec![&more_dot],
         vec![&db_up, "--seed", "1"],

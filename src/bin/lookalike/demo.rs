@@ -94,10 +94,11 @@ pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Resu
         weights,
         seed: if weights.is_none() { Some(0) } else { None },
         output: &index_path,
-        precision: Precision::F32,
+        precision: Some(Precision::F32),
         center: true,
         batch: 8,
-        preprocess,
+        resize: Some(preprocess.resize),
+        crop: Some(preprocess.crop),
         add: false,
         cpu: false,
     })?;

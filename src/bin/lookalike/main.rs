@@ -53,20 +53,23 @@ enum Command {
         /// The index file to write (safetensors).
         #[arg(short, long)]
         output: PathBuf,
-        /// Storage of the reference matrix.
-        #[arg(long, value_enum, default_value_t = Dtype::F32)]
-        dtype: Dtype,
+        /// Storage of the reference matrix [default: f32].
+        #[arg(long, value_enum)]
+        dtype: Option<Dtype>,
         /// Subtract the database mean before normalising (stored as `mean`, applied to queries).
         #[arg(long)]
         center: bool,
         /// Images per GPU batch.
         #[arg(long, default_value_t = 16)]
         batch: usize,
-        #[arg(long, default_value_t = 256)]
-        resize: u32,
-        #[arg(long, default_value_t = 224)]
-        crop: u32,
-        /// Add the folder's new images to an existing index at OUTPUT (same weights and preprocessing).
+        /// Shorter side after resizing [default: 256].
+        #[arg(long)]
+        resize: Option<u32>,
+        /// Side of the centre crop [default: 224].
+        #[arg(long)]
+        crop: Option<u32>,
+        /// Add the folder's new images to an existing index at OUTPUT (same weights and
+        /// preprocessing; --dtype, --center, --resize and --crop, if given, must match it).
         #[arg(long)]
         add: bool,
         /// Extract features with the CPU reference instead of the GPU.
@@ -215,13 +218,14 @@ fn main() -> ExitCode {
             weights: weights.as_deref(),
             seed,
             output: &output,
-            precision: match dtype {
+            precision: dtype.map(|d| match d {
                 Dtype::F32 => Precision::F32,
                 Dtype::F16 => Precision::F16,
-            },
+            }),
             center,
             batch,
-            preprocess: Preprocess::imagenet(resize, crop),
+            resize,
+            crop,
             add,
             cpu,
         })

@@ -20,10 +20,13 @@ pub struct IndexOptions<'a> {
     pub weights: Option<&'a Path>,
     pub seed: Option<u64>,
     pub output: &'a Path,
-    pub precision: Precision,
+    /// `None`: f32, or the index's with `add`.
+    pub precision: Option<Precision>,
     pub center: bool,
     pub batch: usize,
-    pub preprocess: Preprocess,
+    /// `None`: 256 and 224, or the index's with `add`.
+    pub resize: Option<u32>,
+    pub crop: Option<u32>,
     pub add: bool,
     pub cpu: bool,
 }
@@ -40,9 +43,13 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     if o.batch == 0 {
         return Err(Error::InvalidArgument("--batch must be at least 1".into()));
     }
-    o.preprocess.validate()?;
+    let asked = Preprocess::imagenet(o.resize.unwrap_or(256), o.crop.unwrap_or(224));
+    asked.validate()?;
     refuse_directory(o.output)?;
     let existing = if o.add && o.output.exists() { Some(Index::load(o.output)?) } else { None };
+    if let Some(index) = &existing {
+        refuse_other_settings(&o, index)?;
+    }
     let loaded = match &existing {
         Some(index) if o.weights.is_none() && o.seed.is_none() => weights::for_index(index, None)?,
         Some(index) => {
@@ -54,7 +61,7 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         }
         None => weights::load(o.weights, o.seed)?,
     };
-    let preprocess = existing.as_ref().map_or(o.preprocess, |i| i.provenance.preprocess);
+    let preprocess = existing.as_ref().map_or(asked, |i| i.provenance.preprocess);
     let mut files = scan_folder(o.dir)?;
     if let Some(index) = &existing {
         // Known by file, not by spelling: `DIR`, `./DIR/` and `/abs/DIR` list the same images.
@@ -87,7 +94,8 @@ pub fn index(o: IndexOptions) -> Result<Index> {
                 return Err(Error::InvalidArgument(format!("none of the images under {} could be read", o.dir.display())));
             }
             let provenance = Provenance { model: "resnet50".into(), weights_path: loaded.path, weights_sha256: loaded.sha256, preprocess };
-            Index::from_features(&embedded.features, lookalike::model::FEATURE_DIM, embedded.entries, o.precision, o.center, provenance)?
+            let precision = o.precision.unwrap_or(Precision::F32);
+            Index::from_features(&embedded.features, lookalike::model::FEATURE_DIM, embedded.entries, precision, o.center, provenance)?
         }
     };
     index.save(o.output)?;
@@ -104,6 +112,34 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         println!("the embeddings share a dominant direction: rebuild with --center for a far better ranking (above all with --dtype f16)");
     }
     Ok(index)
+}
+
+/// With `--add`, settings given on the command line must be the index's own: new rows are
+/// stored, centred and preprocessed as the old ones were, so a different value would be
+/// silently ignored. Checked before any work.
+fn refuse_other_settings(o: &IndexOptions, index: &Index) -> Result<()> {
+    let stored = &index.provenance.preprocess;
+    let mut clashes = Vec::new();
+    if let Some(precision) = o.precision.filter(|&p| p != index.embeddings.precision()) {
+        clashes.push(format!("--dtype {precision:?} (it stores {:?})", index.embeddings.precision()));
+    }
+    if o.center && index.mean.is_none() {
+        clashes.push("--center (it is not centred)".into());
+    }
+    if let Some(resize) = o.resize.filter(|&r| r != stored.resize) {
+        clashes.push(format!("--resize {resize} (it used {})", stored.resize));
+    }
+    if let Some(crop) = o.crop.filter(|&c| c != stored.crop) {
+        clashes.push(format!("--crop {crop} (it used {})", stored.crop));
+    }
+    if clashes.is_empty() {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "--add keeps {}'s settings; these differ: {}. Leave them out, or build a new index",
+        o.output.display(),
+        clashes.join(", ")
+    )))
 }
 
 /// Refuses an output path that is a directory before any work: writing over it would fail
