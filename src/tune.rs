@@ -83,6 +83,8 @@ pub struct ConvTiming {
     /// Output rows (pixels) and columns (channels) of its implicit GEMM.
     pub rows: usize,
     pub cols: usize,
+    /// Workgroups of its 8x8-block grid.
+    pub groups_8x8: usize,
     pub ms_4x4: f64,
     pub ms_8x8: f64,
 }
@@ -109,14 +111,13 @@ pub struct TuneReport {
 }
 
 impl TuneReport {
-    /// Milliseconds of the forward's convolutions with a given 8x8 threshold.
-    pub fn conv_ms(&self, min_cols_for_8x8: Option<usize>) -> f64 {
-        self.convs.iter().map(|c| c.count as f64 * if uses_8x8(min_cols_for_8x8, c.cols) { c.ms_8x8 } else { c.ms_4x4 }).sum()
+    /// Milliseconds of the forward's convolutions with the blocks `tuning` gives each.
+    pub fn conv_ms(&self, tuning: &Tuning) -> f64 {
+        self.convs
+            .iter()
+            .map(|c| c.count as f64 * if tuning.gemm_tiles(c.rows, c.cols).block == 8 { c.ms_8x8 } else { c.ms_4x4 })
+            .sum()
     }
-}
-
-fn uses_8x8(min_cols_for_8x8: Option<usize>, cols: usize) -> bool {
-    min_cols_for_8x8.is_some_and(|min| cols >= min)
 }
 
 /// GEMV lanes per row tried (workgroups of 256).
@@ -133,7 +134,8 @@ pub fn autotune(ctx: &Context, options: &TuneOptions) -> Result<TuneReport> {
     let gemv = time_gemv(ctx, options, &mut rng)?;
     let table = Tuning::for_adapter(ctx.adapter_info());
     let mut report = TuneReport { tuning: table, table, options: *options, timer: if ctx.has_timestamps() { "timestamps" } else { "wall clock" }, convs, gemv };
-    report.tuning = Tuning { gemv: fastest_gemv(&report.gemv), min_cols_for_8x8: best_threshold(&report) };
+    let (min_cols_for_8x8, min_groups_for_8x8) = best_thresholds(&report);
+    report.tuning = Tuning { gemv: fastest_gemv(&report.gemv), min_cols_for_8x8, min_groups_for_8x8 };
     Ok(report)
 }
 
@@ -166,6 +168,7 @@ fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec
             count,
             rows: shape.m(),
             cols: shape.out_c,
+            groups_8x8: tiles.with_8x8_blocks().groups(shape.m(), shape.out_c),
             ms_4x4: ms[0],
             ms_8x8: ms[1],
         });
@@ -206,18 +209,23 @@ fn fastest_gemv(timings: &[GemvTiming]) -> GemvTiles {
         .map_or_else(GemvTiles::default, |t| t.tiles)
 }
 
-/// The 8x8 threshold (one of the measured channel counts, or never) with the least total
-/// convolution time; ties go to the lower threshold.
-fn best_threshold(report: &TuneReport) -> Option<usize> {
-    let mut candidates: Vec<Option<usize>> = report.convs.iter().map(|c| Some(c.cols)).collect();
-    candidates.sort_unstable();
-    candidates.dedup();
-    candidates.push(None);
-    let mut best = (f64::INFINITY, None);
-    for threshold in candidates {
-        let ms = report.conv_ms(threshold);
-        if ms < best.0 {
-            best = (ms, threshold);
+/// The 8x8 thresholds (channel counts and grid sizes that occur, or never / no limit) with
+/// the least total convolution time; ties go to the lower thresholds.
+fn best_thresholds(report: &TuneReport) -> (Option<usize>, usize) {
+    let mut cols: Vec<Option<usize>> = report.convs.iter().map(|c| Some(c.cols)).collect();
+    cols.sort_unstable();
+    cols.dedup();
+    cols.push(None);
+    let mut groups: Vec<usize> = std::iter::once(0).chain(report.convs.iter().map(|c| c.groups_8x8)).collect();
+    groups.sort_unstable();
+    groups.dedup();
+    let mut best = (f64::INFINITY, (None, 0));
+    for &min_cols_for_8x8 in &cols {
+        for &min_groups_for_8x8 in &groups {
+            let ms = report.conv_ms(&Tuning { min_cols_for_8x8, min_groups_for_8x8, ..report.table });
+            if ms < best.0 {
+                best = (ms, (min_cols_for_8x8, min_groups_for_8x8));
+            }
         }
     }
     best.1
@@ -365,7 +373,12 @@ mod tests {
     use super::*;
 
     fn conv(cols: usize, count: usize, ms_4x4: f64, ms_8x8: f64) -> ConvTiming {
-        ConvTiming { layer: format!("{cols}"), count, rows: 100, cols, ms_4x4, ms_8x8 }
+        conv_at(100, cols, count, ms_4x4, ms_8x8)
+    }
+
+    fn conv_at(rows: usize, cols: usize, count: usize, ms_4x4: f64, ms_8x8: f64) -> ConvTiming {
+        let groups_8x8 = Tiles::for_rows(rows).with_8x8_blocks().groups(rows, cols);
+        ConvTiming { layer: format!("{rows}x{cols}"), count, rows, cols, groups_8x8, ms_4x4, ms_8x8 }
     }
 
     fn report(convs: Vec<ConvTiming>, gemv: Vec<GemvTiming>) -> TuneReport {
@@ -374,18 +387,28 @@ mod tests {
     }
 
     #[test]
-    fn threshold_minimises_the_counted_total() {
+    fn thresholds_minimise_the_counted_total() {
         // 8x8 loses at 64 channels, wins from 128 on (counts weight the repeats).
         let r = report(vec![conv(64, 3, 1.0, 2.0), conv(128, 4, 2.0, 1.0), conv(256, 6, 2.0, 1.5)], vec![]);
-        assert_eq!(best_threshold(&r), Some(128));
-        assert_eq!(r.conv_ms(Some(128)), 3.0 + 4.0 + 9.0);
-        assert_eq!(r.conv_ms(None), 3.0 + 8.0 + 12.0);
+        assert_eq!(best_thresholds(&r), (Some(128), 0));
+        let with = |min_cols_for_8x8, min_groups_for_8x8| Tuning { min_cols_for_8x8, min_groups_for_8x8, ..Tuning::default() };
+        assert_eq!(r.conv_ms(&with(Some(128), 0)), 3.0 + 4.0 + 9.0);
+        assert_eq!(r.conv_ms(&with(None, 0)), 3.0 + 8.0 + 12.0);
         // 8x8 never wins: never use it.
         let r = report(vec![conv(64, 1, 1.0, 2.0), conv(2048, 1, 1.0, 1.5)], vec![]);
-        assert_eq!(best_threshold(&r), None);
+        assert_eq!(best_thresholds(&r).0, None);
         // 8x8 always wins: from the narrowest layer on.
         let r = report(vec![conv(64, 1, 2.0, 1.0), conv(2048, 1, 2.0, 1.5)], vec![]);
-        assert_eq!(best_threshold(&r), Some(64));
+        assert_eq!(best_thresholds(&r), (Some(64), 0));
+        // 8x8 wins on big grids and loses on small ones of the same width: a grid limit.
+        // 100 rows x 512 make 16 workgroups of 32x128 (Tiles::for_rows), 10,000 rows 316.
+        let (small, big) = (conv_at(100, 512, 1, 1.0, 2.0), conv_at(10_000, 512, 1, 4.0, 2.0));
+        assert_eq!((small.groups_8x8, big.groups_8x8), (16, 316));
+        let r = report(vec![small, big], vec![]);
+        let (min_cols, min_groups) = best_thresholds(&r);
+        assert_eq!(min_cols, Some(512));
+        assert!(min_groups > 16 && min_groups <= 316, "{min_groups}");
+        assert_eq!(r.conv_ms(&with(min_cols, min_groups)), 1.0 + 2.0);
     }
 
     #[test]
@@ -410,7 +433,7 @@ mod tests {
         let info = lavapipe_info();
         assert!(load(&dir, &info).unwrap().is_none(), "nothing cached yet");
         let mut r = report(vec![conv(64, 1, 1.0, 2.0)], vec![]);
-        r.tuning = Tuning { gemv: GemvTiles { workgroup: 256, lanes: 8 }, min_cols_for_8x8: Some(512) };
+        r.tuning = Tuning { gemv: GemvTiles { workgroup: 256, lanes: 8 }, min_cols_for_8x8: Some(512), min_groups_for_8x8: 40 };
         let path = save(&dir, &info, &r).unwrap();
         assert_eq!(load(&dir, &info).unwrap(), Some((r.tuning, path.clone())));
         // Another driver version looks for another file.

@@ -68,6 +68,11 @@ impl Tiles {
         (self.block * self.wg_x) as usize
     }
 
+    /// Workgroups of a `rows x cols` output.
+    pub fn groups(&self, rows: usize, cols: usize) -> usize {
+        rows.div_ceil(self.rows()) * cols.div_ceil(self.cols())
+    }
+
     pub(crate) fn constants(&self) -> [(&'static str, f64); 3] {
         [("WG_X", self.wg_x as f64), ("WG_Y", self.wg_y as f64), ("TILE_K", self.tile_k as f64)]
     }
@@ -85,6 +90,11 @@ pub struct Tuning {
     /// Convolutions and matmuls with at least this many output columns (channels) use 8x8
     /// blocks per invocation (`Tiles::with_8x8_blocks`, 128-column tiles); `None`: never.
     pub min_cols_for_8x8: Option<usize>,
+    /// ... when their 8x8 grid also has at least this many workgroups (0: any size). On a
+    /// large GPU a grid of a few 128x128 tiles leaves multiprocessors idle, where 4x4 blocks
+    /// make four times the workgroups; the autotuner measures where that starts.
+    #[serde(default)]
+    pub min_groups_for_8x8: usize,
 }
 
 impl Default for Tuning {
@@ -93,7 +103,7 @@ impl Default for Tuning {
         // 4x4 kernel on large GPUs (prediction, not yet measured on one); on lavapipe they
         // win on every ResNet50 layer of 128+ channels (BENCHMARKS.md). Narrower layers
         // would leave half of a 128-channel tile idle.
-        Self { gemv: GemvTiles::default(), min_cols_for_8x8: Some(128) }
+        Self { gemv: GemvTiles::default(), min_cols_for_8x8: Some(128), min_groups_for_8x8: 0 }
     }
 }
 
@@ -112,8 +122,9 @@ impl Tuning {
     /// Tiles for a convolution or matmul of `rows` x `cols` outputs.
     pub fn gemm_tiles(&self, rows: usize, cols: usize) -> Tiles {
         let tiles = Tiles::for_rows(rows);
-        if self.min_cols_for_8x8.is_some_and(|min| cols >= min) {
-            tiles.with_8x8_blocks()
+        let big = tiles.with_8x8_blocks();
+        if self.min_cols_for_8x8.is_some_and(|min| cols >= min) && big.groups(rows, cols) >= self.min_groups_for_8x8 {
+            big
         } else {
             tiles
         }
@@ -131,3 +142,22 @@ pub(crate) fn check_len(what: &str, buffer: &wgpu::Buffer, len: usize) -> Result
 
 /// Workgroup size of the element-wise kernels.
 pub(crate) const ELEMENTWISE_WG: u32 = 256;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gemm_tiles_follow_both_thresholds() {
+        let table = Tuning::default();
+        assert_eq!(table.gemm_tiles(3136, 64).block, 4, "64 channels: 4x4");
+        assert_eq!(table.gemm_tiles(3136, 128).block, 8, "128 channels: 8x8");
+        assert_eq!(Tuning { min_cols_for_8x8: None, ..table }.gemm_tiles(3136, 2048).block, 4);
+        // 49 rows x 512 columns: 8x8 tiles of 32x128 make 2 x 4 workgroups.
+        assert_eq!(Tiles::for_rows(49).with_8x8_blocks().groups(49, 512), 8);
+        let limited = Tuning { min_groups_for_8x8: 9, ..table };
+        assert_eq!(limited.gemm_tiles(49, 512).block, 4, "too few 8x8 workgroups");
+        assert_eq!(limited.gemm_tiles(3136, 512).block, 8);
+        assert_eq!(Tuning { min_groups_for_8x8: 8, ..table }.gemm_tiles(49, 512).block, 8);
+    }
+}

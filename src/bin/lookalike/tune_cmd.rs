@@ -37,23 +37,23 @@ pub fn run(args: TuneArgs) -> Result<()> {
         let out = serde_json::json!({
             "adapter": {"name": ctx.adapter_info().name, "backend": format!("{:?}", ctx.adapter_info().backend), "driver_info": ctx.adapter_info().driver_info},
             "report": report,
-            "conv_ms_table": report.conv_ms(report.table.min_cols_for_8x8),
-            "conv_ms_tuned": report.conv_ms(report.tuning.min_cols_for_8x8),
+            "conv_ms_table": report.conv_ms(&report.table),
+            "conv_ms_tuned": report.conv_ms(&report.tuning),
             "saved": saved,
         });
         println!("{out}");
         return Ok(());
     }
     println!("convolutions ({}, median of {}):", report.timer, options.reps);
-    println!("  {:<34} {:>5} {:>7} {:>10} {:>10}", "layer", "count", "cols", "4x4 ms", "8x8 ms");
+    println!("  {:<34} {:>5} {:>7} {:>11} {:>10} {:>10}", "layer", "count", "cols", "8x8 groups", "4x4 ms", "8x8 ms");
     for c in &report.convs {
-        println!("  {:<34} {:>5} {:>7} {:>10.3} {:>10.3}", c.layer, c.count, c.cols, c.ms_4x4, c.ms_8x8);
+        println!("  {:<34} {:>5} {:>7} {:>11} {:>10.3} {:>10.3}", c.layer, c.count, c.cols, c.groups_8x8, c.ms_4x4, c.ms_8x8);
     }
     println!("single-query scan, {} rows x 2048 ({}):", options.gemv_rows, report.timer);
     for g in &report.gemv {
         println!("  {:>2} lanes per row: f32 {:8.3} ms, f16 {:8.3} ms", g.tiles.lanes, g.f32_ms, g.f16_ms);
     }
-    let (table, tuned) = (report.conv_ms(report.table.min_cols_for_8x8), report.conv_ms(report.tuning.min_cols_for_8x8));
+    let (table, tuned) = (report.conv_ms(&report.table), report.conv_ms(&report.tuning));
     println!("built-in table: {:?} (convolutions {table:.2} ms)", report.table);
     println!("tuned:          {:?} (convolutions {tuned:.2} ms)", report.tuning);
     match saved {
