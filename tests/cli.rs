@@ -649,6 +649,8 @@ fn bench_json_has_every_figure() {
     for stage in ["preprocess", "conv", "pool", "normalise", "score", "topk"] {
         positive(&out["stages_ms"][stage], stage);
     }
+    assert_eq!(out["stages_ms"].as_object().unwrap().len(), 6, "stages_ms is the pipeline's partition");
+    positive(&out["topk_k100_ms"], "topk_k100_ms");
     assert!(out["tuning"]["chosen"]["gemv"]["lanes"].is_u64() && out["tuning"]["source"].is_string());
 }
 
