@@ -178,7 +178,7 @@ fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec
 
 fn time_gemv(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<GemvTiming>> {
     let rows = options.gemv_rows;
-    let values = rng.normals(rows * FEATURE_DIM, 1.0);
+    let values = Rng::normals_parallel(rng.next_u64(), rows * FEATURE_DIM);
     let halves: Vec<half::f16> = values.iter().map(|&x| half::f16::from_f32(x)).collect();
     let rows_f32 = ctx.upload("tune rows f32", &values)?;
     drop(values);

@@ -134,7 +134,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
     say(&o, format!("launch shapes: {:?} ({})", ctx.tuning(), ctx.tuning_source()));
 
     let stage_rows = sizes[0];
-    let (mut stages, stages_method) = stage_times(&ctx, &mut gpu_net, size, &rng.normals(stage_rows * FEATURE_DIM, 1.0), stage_rows)?;
+    let (mut stages, stages_method) = stage_times(&ctx, &mut gpu_net, size, &Rng::normals_parallel(3, stage_rows * FEATURE_DIM), stage_rows)?;
     // Timed beside the stages but not one of them: the top-100 instead of the top-10.
     let topk_k100_ms = stages.iter().position(|(s, _)| *s == TOPK_K100).map(|at| stages.remove(at).1);
     say(&o, format!("stages of one {size}x{size} query ({stages_method}): {}", stages.iter().map(|(s, ms)| format!("{s} {ms:.2} ms")).collect::<Vec<_>>().join(", ")));
@@ -200,7 +200,7 @@ fn available_memory() -> Option<usize> {
 /// One scan size: f32 and f16 rows, 1 and 64 queries, GPU and CPU.
 fn knn_scan(o: &BenchOptions, ctx: &Context, rows: usize, rng: &mut Rng, of_bw: &dyn Fn(f64) -> String) -> Result<Vec<Value>> {
     let k = 10;
-    let features = rng.normals(rows * FEATURE_DIM, 1.0);
+    let features = Rng::normals_parallel(rows as u64, rows * FEATURE_DIM);
     let entries: Vec<Entry> = (0..rows).map(|i| Entry { path: i.to_string(), label: None }).collect();
     let provenance = Provenance { model: "bench".into(), weights_path: String::new(), weights_sha256: String::new(), preprocess: Default::default() };
     let mut knn = Vec::new();
