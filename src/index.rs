@@ -11,11 +11,11 @@
 //!   `count`, `centered`, and `paths` / `labels` as JSON arrays (label `null` when a file sat
 //!   directly in the indexed folder).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use safetensors::{tensor::TensorView, Dtype, SafeTensors};
+use safetensors::{Dtype, SafeTensors};
 use sha2::Digest;
 
 use crate::atomic::write_atomic;
@@ -191,7 +191,7 @@ impl Index {
         let json = |v: serde_json::Value| v.to_string();
         let labels: Vec<Option<&str>> = self.entries.iter().map(|e| e.label.as_deref()).collect();
         let paths: Vec<&str> = self.entries.iter().map(|e| e.path.as_str()).collect();
-        let metadata: HashMap<String, String> = [
+        let metadata: BTreeMap<&str, String> = [
             ("format", FORMAT.to_string()),
             ("version", VERSION.to_string()),
             ("model", p.model.clone()),
@@ -208,19 +208,17 @@ impl Index {
             ("labels", json(serde_json::json!(labels))),
         ]
         .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
         .collect();
         let (dtype, bytes): (Dtype, Vec<u8>) = match &self.embeddings {
             Embeddings::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
             Embeddings::F16(v) => (Dtype::F16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
         };
         let mean_bytes: Option<Vec<u8>> = self.mean.as_ref().map(|m| m.iter().flat_map(|x| x.to_le_bytes()).collect());
-        let st_err = |e: safetensors::SafeTensorError| Error::Safetensors { path: path.to_path_buf(), reason: e.to_string() };
-        let mut views = vec![("embeddings".to_string(), TensorView::new(dtype, vec![self.len(), self.dim], &bytes).map_err(st_err)?)];
+        let mut tensors = vec![("embeddings", dtype, vec![self.len(), self.dim], &bytes[..])];
         if let Some(mb) = &mean_bytes {
-            views.push(("mean".to_string(), TensorView::new(Dtype::F32, vec![self.dim], mb).map_err(st_err)?));
+            tensors.push(("mean", Dtype::F32, vec![self.dim], &mb[..]));
         }
-        let out = safetensors::serialize(views, Some(metadata)).map_err(st_err)?;
+        let out = safetensors_bytes(&tensors, &metadata);
         write_atomic(path, |w| w.write_all(&out))
     }
 
@@ -302,4 +300,29 @@ pub fn scan_folder(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
             (path, label)
         })
         .collect())
+}
+
+/// A safetensors file whose header is the same bytes for the same content: metadata keys in
+/// sorted order (the safetensors crate writes a `HashMap`, whose order changes per run), then
+/// the tensors, laid out back to back in the order given.
+fn safetensors_bytes(tensors: &[(&str, Dtype, Vec<usize>, &[u8])], metadata: &BTreeMap<&str, String>) -> Vec<u8> {
+    let mut header = serde_json::Map::new();
+    let sorted: serde_json::Map<String, serde_json::Value> = metadata.iter().map(|(k, v)| (k.to_string(), v.clone().into())).collect();
+    header.insert("__metadata__".into(), sorted.into());
+    let mut offset = 0;
+    for (name, dtype, shape, data) in tensors {
+        let entry = serde_json::json!({"dtype": format!("{dtype:?}"), "shape": shape, "data_offsets": [offset, offset + data.len()]});
+        header.insert(name.to_string(), entry);
+        offset += data.len();
+    }
+    let mut text = serde_json::Value::Object(header).to_string().into_bytes();
+    // The data starts 8-byte aligned, as the safetensors writers leave it.
+    text.resize(text.len().next_multiple_of(8), b' ');
+    let mut out = Vec::with_capacity(8 + text.len() + offset);
+    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
+    out.extend_from_slice(&text);
+    for (_, _, _, data) in tensors {
+        out.extend_from_slice(data);
+    }
+    out
 }

@@ -128,7 +128,20 @@ fn index_file_round_trips_and_is_written_atomically() {
     for (precision, center) in [(Precision::F32, false), (Precision::F16, true)] {
         let index = Index::from_features(&features, 8, entries(20), precision, center, provenance(Preprocess::imagenet(72, 64))).unwrap();
         index.save(&path).unwrap();
-        assert_eq!(Index::load(&path).unwrap(), index);
+        let loaded = Index::load(&path).unwrap();
+        assert_eq!(loaded, index);
+        // The same content gives the same bytes (metadata keys in a fixed order), also after
+        // a load; the header is what the safetensors crate reads, data 8-byte aligned.
+        let bytes = std::fs::read(&path).unwrap();
+        loaded.save(&path).unwrap();
+        assert!(std::fs::read(&path).unwrap() == bytes, "saving the same index twice gave other bytes");
+        let header = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(header % 8, 0);
+        let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+        assert_eq!(meta.metadata().as_ref().unwrap()["format"], "lookalike-index");
+        assert_eq!(st.tensor("embeddings").unwrap().shape(), [20, 8]);
+        assert_eq!(st.names().len(), if center { 2 } else { 1 });
     }
     // A failed save (the target is a directory) leaves no temporary file behind and the
     // existing index untouched.
