@@ -1,0 +1,207 @@
+//! The on-disk cache of autotune results: one JSON file per adapter, driver, lookalike
+//! version and set of shader sources, and the choice each new context makes from it.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::gpu::shaders::ShaderFile;
+use crate::ops::Tuning;
+use crate::tune::TuneReport;
+
+/// Where a context's [`Tuning`] came from.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TuningSource {
+    /// An autotune result cached for this adapter.
+    Cached(PathBuf),
+    /// The built-in table, and why no cached result applies.
+    Table(String),
+}
+
+impl fmt::Display for TuningSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TuningSource::Cached(path) => write!(f, "autotuned: {}", path.display()),
+            TuningSource::Table(why) => write!(f, "built-in table ({why})"),
+        }
+    }
+}
+
+/// What a cached file must match to apply: the adapter, its driver, lookalike's version and
+/// a hash of the shader sources (any kernel edit invalidates old measurements).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct CacheKey {
+    lookalike: String,
+    adapter: String,
+    backend: String,
+    device_type: String,
+    vendor: u32,
+    device: u32,
+    driver: String,
+    driver_info: String,
+    shaders_fnv1a: String,
+}
+
+impl CacheKey {
+    fn of(info: &wgpu::AdapterInfo) -> Self {
+        let mut hash = Fnv1a::default();
+        for shader in ShaderFile::ALL {
+            hash.write(shader.source().as_bytes());
+        }
+        Self {
+            lookalike: env!("CARGO_PKG_VERSION").to_string(),
+            adapter: info.name.clone(),
+            backend: format!("{:?}", info.backend),
+            device_type: format!("{:?}", info.device_type),
+            vendor: info.vendor,
+            device: info.device,
+            driver: info.driver.clone(),
+            driver_info: info.driver_info.clone(),
+            shaders_fnv1a: format!("{:016x}", hash.0),
+        }
+    }
+
+    fn file_name(&self) -> String {
+        let mut hash = Fnv1a::default();
+        // serde_json of a struct of strings and integers cannot fail.
+        hash.write(serde_json::to_string(self).unwrap_or_default().as_bytes());
+        format!("tuning-{:016x}.json", hash.0)
+    }
+}
+
+/// 64-bit FNV-1a: a stable hash for file names (std's hasher may change between releases).
+struct Fnv1a(u64);
+
+impl Default for Fnv1a {
+    fn default() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+}
+
+impl Fnv1a {
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct CacheFileOut<'a> {
+    key: CacheKey,
+    tuning: Tuning,
+    report: &'a TuneReport,
+}
+
+#[derive(Deserialize)]
+struct CacheFileIn {
+    key: CacheKey,
+    tuning: Tuning,
+}
+
+/// The cache folder (see the module docs), if the environment names one.
+pub fn cache_dir() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    if let Some(dir) = var("LOOKALIKE_CACHE_DIR") {
+        return Some(dir);
+    }
+    let user_cache = if cfg!(windows) {
+        var("LOCALAPPDATA")
+    } else if cfg!(target_os = "macos") {
+        var("HOME").map(|home| home.join("Library").join("Caches"))
+    } else {
+        var("XDG_CACHE_HOME").or_else(|| var("HOME").map(|home| home.join(".cache")))
+    };
+    user_cache.map(|dir| dir.join("lookalike"))
+}
+
+/// The file in `dir` that holds the autotune result for this adapter.
+pub fn cache_path(dir: &Path, info: &wgpu::AdapterInfo) -> PathBuf {
+    dir.join(CacheKey::of(info).file_name())
+}
+
+/// Writes `report`'s tuning for this adapter into `dir` (created if missing); returns the file.
+pub fn save(dir: &Path, info: &wgpu::AdapterInfo, report: &TuneReport) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    let path = cache_path(dir, info);
+    let file = CacheFileOut { key: CacheKey::of(info), tuning: report.tuning, report };
+    let text = serde_json::to_string_pretty(&file).map_err(|e| Error::InvalidArgument(format!("tuning cache: {e}")))?;
+    crate::atomic::write_atomic(&path, |w| w.write_all(text.as_bytes()))?;
+    Ok(path)
+}
+
+/// The tuning cached in `dir` for this adapter: `Ok(None)` when there is none, an error when
+/// the file is unreadable, malformed, or written for another adapter, driver or version.
+pub fn load(dir: &Path, info: &wgpu::AdapterInfo) -> Result<Option<(Tuning, PathBuf)>> {
+    let path = cache_path(dir, info);
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::io(&path, e)),
+    };
+    let bad = |why: String| Error::InvalidArgument(format!("tuning cache {}: {why}", path.display()));
+    let file: CacheFileIn = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    if file.key != CacheKey::of(info) {
+        return Err(bad(format!("written for {:?}, not this adapter {:?}", file.key, CacheKey::of(info))));
+    }
+    file.tuning.gemv.validate().map_err(|e| bad(e.to_string()))?;
+    Ok(Some((file.tuning, path)))
+}
+
+/// The tuning a new context on this adapter uses, and where it came from.
+pub(crate) fn for_adapter(info: &wgpu::AdapterInfo) -> (Tuning, TuningSource) {
+    let table = Tuning::for_adapter(info);
+    if std::env::var("LOOKALIKE_TUNING").is_ok_and(|v| v == "table") {
+        return (table, TuningSource::Table("LOOKALIKE_TUNING=table".into()));
+    }
+    let Some(dir) = cache_dir() else {
+        return (table, TuningSource::Table("no cache folder: set LOOKALIKE_CACHE_DIR or HOME".into()));
+    };
+    match load(&dir, info) {
+        Ok(Some((tuning, path))) => (tuning, TuningSource::Cached(path)),
+        Ok(None) => (table, TuningSource::Table("not autotuned here yet: `lookalike tune` measures and caches".into())),
+        Err(e) => (table, TuningSource::Table(format!("cached file ignored: {e}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::gemv::GemvTiles;
+    use crate::tune::TuneOptions;
+
+    fn lavapipe_info() -> wgpu::AdapterInfo {
+        wgpu::AdapterInfo {
+            name: "llvmpipe (LLVM 15.0.6, 256 bits)".into(),
+            vendor: 0x10005,
+            driver: "llvmpipe".into(),
+            driver_info: "Mesa 25.0.7".into(),
+            ..wgpu::AdapterInfo::new(wgpu::DeviceType::Cpu, wgpu::Backend::Vulkan)
+        }
+    }
+
+    #[test]
+    fn cache_round_trip_and_mismatches() {
+        let dir = std::env::temp_dir().join(format!("lookalike-tune-test-{}", std::process::id()));
+        let info = lavapipe_info();
+        assert!(load(&dir, &info).unwrap().is_none(), "nothing cached yet");
+        let tuning = Tuning { gemv: GemvTiles { workgroup: 256, lanes: 8 }, min_cols_for_8x8: Some(512), min_groups_for_8x8: 40 };
+        let options = TuneOptions { batch: 1, resolution: 224, gemv_rows: 1, reps: 1 };
+        let r = TuneReport { tuning, table: Tuning::default(), options, timer: "wall clock", convs: vec![], gemv: vec![] };
+        let path = save(&dir, &info, &r).unwrap();
+        assert_eq!(load(&dir, &info).unwrap(), Some((r.tuning, path.clone())));
+        // Another driver version looks for another file.
+        let other = wgpu::AdapterInfo { driver_info: "Mesa 25.1.0".into(), ..info.clone() };
+        assert!(load(&dir, &other).unwrap().is_none());
+        // A file under this adapter's name written for another one, or malformed: an error.
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, text.replace("Mesa 25.0.7", "Mesa 9")).unwrap();
+        let err = load(&dir, &info).unwrap_err().to_string();
+        assert!(err.contains("not this adapter"), "{err}");
+        std::fs::write(&path, "{").unwrap();
+        assert!(load(&dir, &info).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
