@@ -3,8 +3,7 @@
 //! [`autotune`] times the choices `Tuning` makes on the shapes lookalike runs: every
 //! convolution of a ResNet50 forward with 4x4 and with 8x8 blocks per invocation (which
 //! sets the channel count and grid size from which 8x8 blocks pay), and the single-query
-//! scan with each
-//! GEMV lanes-per-row. [`save`] writes the result to the cache folder; every [`Context`]
+//! scan with each GEMV lanes-per-row. [`save`] writes the result to the cache folder; every [`Context`]
 //! opened on the same adapter, driver, lookalike version and shader sources then uses it.
 //! Without a cached file the built-in table ([`Tuning::for_adapter`]) applies.
 //!
