@@ -29,7 +29,7 @@ use lookalike::search::Neighbor;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-use common::cli::{lookalike, s, seed1_weights, Run, Scratch};
+use common::cli::{lookalike, lookalike_in, s, seed1_weights, Run, Scratch};
 
 /// Preprocessing of every index here: 64x64 inputs.
 const PRE: [&str; 4] = ["--resize", "72", "--crop", "64"];
@@ -555,6 +555,34 @@ fn collage_has_one_row_per_query() {
 
 /// `search --json` against an exact brute force in the test: features from `embed` with
 /// the same weights file, centred with the stored mean, normalised, dotted with every row.
+/// An index built from a relative folder stores absolute paths, so a search run from
+/// another directory still opens the neighbours for its collage; a neighbour whose file is
+/// gone becomes a grey tile with a warning, not a silent one.
+#[test]
+fn index_paths_work_from_any_directory() {
+    let dir = Scratch::at(run_root().join("relative"));
+    let images = [dir.path("imgs/a/x.png"), dir.path("imgs/b/y.png")];
+    save_pattern(&images[0], 70, 60, 40);
+    save_pattern(&images[1], 60, 70, 41);
+    let run = lookalike_in(&dir.0, &[&["index", "imgs", "--seed", "1", "-o", "index.safetensors"][..], &PRE[..]].concat());
+    run.assert_success();
+    let index_path = dir.path("index.safetensors");
+    let index = Index::load(&index_path).unwrap();
+    let stored: Vec<PathBuf> = index.entries.iter().map(|e| PathBuf::from(&e.path)).collect();
+    assert_eq!(stored, images.to_vec(), "{}", run.describe());
+
+    // From the package root, not the folder the index was built in.
+    let collage = dir.path("collage.png");
+    let search = ["search", s(&index_path), s(&images[0]), "-k", "2", "--collage", s(&collage)];
+    let run = lookalike(&search);
+    run.assert_success();
+    assert!(!run.stderr.contains("grey tile"), "{}", run.describe());
+    fs::remove_file(&images[1]).unwrap();
+    let run = lookalike(&search);
+    run.assert_success();
+    assert!(run.stderr.contains("collage: grey tile") && run.stderr.contains("y.png"), "{}", run.describe());
+}
+
 #[test]
 fn search_matches_a_brute_force_over_the_index() {
     let f = fixture();

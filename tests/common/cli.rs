@@ -47,7 +47,21 @@ pub fn lookalike(args: &[&str]) -> Run {
 
 /// Runs the binary with extra environment variables.
 pub fn lookalike_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
-    let output = Command::new(env!("CARGO_BIN_EXE_lookalike"))
+    run_in(None, args, env)
+}
+
+/// Runs the binary in another working directory.
+#[allow(dead_code)] // not every test binary changes directory
+pub fn lookalike_in(dir: &Path, args: &[&str]) -> Run {
+    run_in(Some(dir), args, &[])
+}
+
+fn run_in(dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_lookalike"));
+    if let Some(dir) = dir {
+        command.current_dir(dir);
+    }
+    let output = command
         .args(args)
         .envs(env.iter().copied())
         .output()

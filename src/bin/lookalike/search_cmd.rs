@@ -62,7 +62,11 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         None => weights::load(o.weights, o.seed)?,
     };
     let preprocess = existing.as_ref().map_or(asked, |i| i.provenance.preprocess);
-    let mut files = scan_folder(o.dir)?;
+    // Stored absolute, so `search` finds the images (for --collage) from any directory.
+    let mut files: Vec<(PathBuf, Option<String>)> = scan_folder(o.dir)?
+        .into_iter()
+        .map(|(path, label)| (std::path::absolute(&path).unwrap_or(path), label))
+        .collect();
     if let Some(index) = &existing {
         // Known by file, not by spelling: `DIR`, `./DIR/` and `/abs/DIR` list the same images.
         let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
@@ -219,7 +223,10 @@ pub fn write_collage(index: &Index, queries: &[image::RgbImage], results: &[Vec<
         .map(|(query, neighbours)| {
             std::iter::once(query.clone())
                 .chain(neighbours.iter().map(|n| {
-                    decode_file(Path::new(&index.entries[n.index].path)).unwrap_or_else(|_| image::RgbImage::from_pixel(8, 8, image::Rgb([90, 90, 90])))
+                    decode_file(Path::new(&index.entries[n.index].path)).unwrap_or_else(|e| {
+                        eprintln!("collage: grey tile for a neighbour ({e})");
+                        image::RgbImage::from_pixel(8, 8, image::Rgb([90, 90, 90]))
+                    })
                 }))
                 .collect()
         })
