@@ -172,11 +172,6 @@ impl Context {
         &self.tuning_source
     }
 
-    /// Replaces the launch shapes ops pick from now on (pipelines already made keep theirs).
-    pub fn set_tuning(&mut self, tuning: crate::ops::Tuning) {
-        self.tuning = tuning;
-    }
-
     /// The limits the device was opened with.
     pub fn limits(&self) -> &wgpu::Limits {
         &self.limits
