@@ -141,7 +141,7 @@ fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec
         let mut ms = [0.0; 2];
         for (slot, tiles) in ms.iter_mut().zip([tiles, tiles.with_8x8_blocks()]) {
             let d = conv2d(ctx, &shape, &buffers, true, tiles)?;
-            *slot = ctx.median_ms(&[&d], options.reps)?.0;
+            *slot = ctx.median_ms(&[&d], options.reps)?;
         }
         timings.push(ConvTiming {
             layer: format!(
@@ -177,7 +177,7 @@ fn time_gemv(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<
             let mut ms = [0.0; 2];
             for (slot, (precision, refs)) in ms.iter_mut().zip([(Precision::F32, &rows_f32), (Precision::F16, &rows_f16)]) {
                 let d = gemv(ctx, &shape, &query, refs, precision, &scores, tiles)?;
-                *slot = ctx.median_ms(&[&d], options.reps)?.0;
+                *slot = ctx.median_ms(&[&d], options.reps)?;
             }
             Ok(GemvTiming { tiles, f32_ms: ms[0], f16_ms: ms[1] })
         })

@@ -24,7 +24,7 @@ pub struct IndexOptions<'a> {
     pub precision: Option<Precision>,
     pub center: bool,
     pub batch: usize,
-    /// `None`: 256 and 224, or the index's with `add`.
+    /// `None`: `Preprocess::default()`'s, or the index's with `add`.
     pub resize: Option<u32>,
     pub crop: Option<u32>,
     pub add: bool,
@@ -43,7 +43,8 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     if o.batch == 0 {
         return Err(Error::InvalidArgument("--batch must be at least 1".into()));
     }
-    let asked = Preprocess::imagenet(o.resize.unwrap_or(256), o.crop.unwrap_or(224));
+    let default = Preprocess::default();
+    let asked = Preprocess { resize: o.resize.unwrap_or(default.resize), crop: o.crop.unwrap_or(default.crop), ..default };
     asked.validate()?;
     refuse_directory(o.output)?;
     let existing = if o.add && o.output.exists() { Some(Index::load(o.output)?) } else { None };
