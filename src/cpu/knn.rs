@@ -65,12 +65,12 @@ pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<
                         }
                     };
                     let len = end - start;
-                    // scores[j, qi]: rows as the GEMM's M, which its micro-kernels block well.
+                    // scores[j, qi]: rows as the GEMM's M, which its micro-kernels block well
+                    // (written query-major, the GEMM runs as slowly as with queries as M).
                     scores.resize(q * len, 0.0);
                     gemm_serial(scores, block, queries, len, q, dim, true);
-                    for qi in 0..q {
-                        let column = scores.iter().skip(qi).step_by(q);
-                        best.offer(qi, column.enumerate().map(|(j, &s)| (s, (start + j) as u32)));
+                    for (j, row_scores) in scores.chunks_exact(q).enumerate() {
+                        best.offer_row(row_scores, (start + j) as u32);
                     }
                 });
                 best
@@ -84,32 +84,53 @@ pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<
 /// the floor) are dropped on arrival; a list is cut back to k whenever it reaches 2k.
 struct Running {
     lists: Vec<Vec<(f32, u32)>>,
-    floors: Vec<u64>,
+    floors: Vec<Floor>,
     k: usize,
+}
+
+/// The k-th best so far: its rank, and its score for a cheap first test (a score below it
+/// cannot rank above it; NaN compares false, so NaN goes on to the exact test).
+#[derive(Clone, Copy)]
+struct Floor {
+    rank: u64,
+    score: f32,
+}
+
+impl Floor {
+    const NONE: Floor = Floor { rank: 0, score: f32::NEG_INFINITY };
 }
 
 impl Running {
     fn new(queries: usize, k: usize) -> Self {
-        Self { lists: vec![Vec::new(); queries], floors: vec![0; queries], k }
+        Self { lists: vec![Vec::new(); queries], floors: vec![Floor::NONE; queries], k }
     }
 
-    fn offer(&mut self, query: usize, candidates: impl Iterator<Item = (f32, u32)>) {
+    /// Offers one row's scores against every query (`scores[qi]`).
+    fn offer_row(&mut self, scores: &[f32], row: u32) {
+        for (query, &score) in scores.iter().enumerate() {
+            if !(score < self.floors[query].score) {
+                self.offer(query, score, row);
+            }
+        }
+    }
+
+    fn offer(&mut self, query: usize, score: f32, index: u32) {
         let (list, floor) = (&mut self.lists[query], &mut self.floors[query]);
-        for (score, index) in candidates {
-            if rank(score, index) > *floor {
-                list.push((score, index));
-                if list.len() >= 2 * self.k {
-                    *list = best_k(list.drain(..), self.k);
-                    let (s, i) = list[self.k - 1];
-                    *floor = rank(s, i);
-                }
+        if rank(score, index) > floor.rank {
+            list.push((score, index));
+            if list.len() >= 2 * self.k {
+                *list = best_k(list.drain(..), self.k);
+                let (s, i) = list[self.k - 1];
+                *floor = Floor { rank: rank(s, i), score: s };
             }
         }
     }
 
     fn merge(mut self, other: Running) -> Running {
         for (query, list) in other.lists.into_iter().enumerate() {
-            self.offer(query, list.into_iter());
+            for (score, index) in list {
+                self.offer(query, score, index);
+            }
         }
         self
     }
@@ -127,13 +148,19 @@ mod tests {
     use crate::rng::Rng;
 
     /// Against every score written out and one top-k over the whole row: several tasks, a
-    /// partial last task, k larger than a task's rows, f16 rows, tied scores.
+    /// partial last task, k larger than a task's rows, f16 rows, tied scores, NaN and infinite
+    /// scores.
     #[test]
     fn knn_matches_a_full_score_matrix() {
         let mut rng = Rng::new(3);
-        for (n, dim, q, k) in [(1, 5, 1, 1), (1300, 7, 3, 10), (2 * TASK_ROWS + 77, 33, 5, 700), (TASK_ROWS, 16, 65, 1)] {
+        for (n, dim, q, k) in [(1, 5, 1, 1), (4, 3, 2, 4), (1300, 7, 3, 10), (2 * TASK_ROWS + 77, 33, 5, 700), (TASK_ROWS, 16, 65, 1)] {
             // Rounded values make exact ties between rows.
-            let rows: Vec<f32> = rng.normals(n * dim, 1.0).iter().map(|x| (x * 4.0).round() / 4.0).collect();
+            let mut rows: Vec<f32> = rng.normals(n * dim, 1.0).iter().map(|x| (x * 4.0).round() / 4.0).collect();
+            // Rows scoring NaN and ±inf, which rank lowest and by value: they pass the
+            // floor's score test differently from ordinary scores.
+            for (row, value) in [(n / 2, f32::NAN), (n / 3, f32::INFINITY), (n - 1, f32::NEG_INFINITY)] {
+                rows[row * dim] = value;
+            }
             let queries: Vec<f32> = rng.normals(q * dim, 1.0).iter().map(|x| (x * 4.0).round() / 4.0).collect();
             let rows16: Vec<half::f16> = rows.iter().map(|&x| half::f16::from_f32(x)).collect();
             let scores: Vec<f32> = (0..q * n)
@@ -146,8 +173,9 @@ mod tests {
             for (name, r) in [("f32", Rows::F32(&rows)), ("f16", Rows::F16(&rows16))] {
                 let got = knn(r, dim, &queries, k).unwrap();
                 for qi in 0..q {
-                    let expected: Vec<(f32, u32)> = (0..k).map(|j| (top_scores[qi * k + j], top_indices[qi * k + j])).collect();
-                    assert_eq!(got[qi], expected, "{name} n {n} dim {dim} query {qi} k {k}");
+                    let expected: Vec<(u32, u32)> = (0..k).map(|j| (top_scores[qi * k + j].to_bits(), top_indices[qi * k + j])).collect();
+                    let got: Vec<(u32, u32)> = got[qi].iter().map(|&(s, i)| (s.to_bits(), i)).collect();
+                    assert_eq!(got, expected, "{name} n {n} dim {dim} query {qi} k {k}");
                 }
             }
         }
