@@ -2,6 +2,7 @@
 //! against every reference row, the best k kept per query.
 
 use std::cell::RefCell;
+use std::cmp::Ordering;
 
 use rayon::prelude::*;
 
@@ -89,7 +90,7 @@ struct Running {
 }
 
 /// The k-th best so far: its rank, and its score for a cheap first test (a score below it
-/// cannot rank above it; NaN compares false, so NaN goes on to the exact test).
+/// cannot rank above it; NaN on either side is incomparable and goes on to the exact test).
 #[derive(Clone, Copy)]
 struct Floor {
     rank: u64,
@@ -108,7 +109,7 @@ impl Running {
     /// Offers one row's scores against every query (`scores[qi]`).
     fn offer_row(&mut self, scores: &[f32], row: u32) {
         for (query, &score) in scores.iter().enumerate() {
-            if !(score < self.floors[query].score) {
+            if score.partial_cmp(&self.floors[query].score) != Some(Ordering::Less) {
                 self.offer(query, score, row);
             }
         }
@@ -179,6 +180,22 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// A floor that is NaN (fewer ordinary scores than k) must still let ordinary scores in.
+    #[test]
+    fn knn_ranks_ordinary_scores_above_a_nan_floor() {
+        let (n, dim, k) = (3 * TASK_ROWS, 2, 4);
+        let mut rows = vec![f32::NAN; n * dim];
+        for (row, value) in [(5, 1.0), (TASK_ROWS + 3, -2.0), (n - 1, 3.0)] {
+            rows[row * dim] = value;
+            rows[row * dim + 1] = 0.0;
+        }
+        let got = knn(Rows::F32(&rows), dim, &[1.0, 0.0], k).unwrap();
+        let ranked: Vec<(u32, u32)> = got[0].iter().map(|&(s, i)| (s.to_bits(), i)).collect();
+        let expected = [(3.0f32.to_bits(), n as u32 - 1), (1.0f32.to_bits(), 5), ((-2.0f32).to_bits(), TASK_ROWS as u32 + 3)];
+        assert_eq!(ranked[..3], expected);
+        assert!(got[0][3].0.is_nan(), "{:?}", got[0]);
     }
 
     #[test]
