@@ -10,6 +10,12 @@
 //!   `weights_path`, `weights_sha256`, `resize`, `crop`, `mean_rgb`, `std_rgb`, `dim`,
 //!   `count`, `centered`, and `paths` / `labels` as JSON arrays (label `null` when a file sat
 //!   directly in the indexed folder).
+//! - Since version 2 (`paths_base` = `index_dir`), a relative path is relative to the folder
+//!   holding the index file: images at or below that folder are stored that way, so the
+//!   index and its images can move together; others are stored absolute. `index_dir` is
+//!   that folder when the file was written: an index file copied elsewhere alone still finds
+//!   images that are missing beside it but present there. Version 1 files stored paths as
+//!   given (relative ones to the working directory of the build).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -24,7 +30,9 @@ use crate::error::{Error, Result};
 use crate::ops::matmul::Precision;
 
 const FORMAT: &str = "lookalike-index";
-const VERSION: &str = "1";
+const VERSION: &str = "2";
+/// The `paths_base` value of version 2: relative paths start at the index file's folder.
+const PATHS_BASE_INDEX_DIR: &str = "index_dir";
 
 /// The stored reference matrix.
 #[derive(Debug, Clone, PartialEq)]
@@ -79,6 +87,9 @@ impl Embeddings {
 /// One indexed image.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Entry {
+    /// Absolute, or relative to the working directory ([`Index::load`] returns absolute
+    /// paths for version 2 files; [`Index::save`] stores them relative to the index's folder
+    /// where they lie below it; see the module docs).
     pub path: String,
     pub label: Option<String>,
 }
@@ -190,10 +201,13 @@ impl Index {
         let p = &self.provenance;
         let json = |v: serde_json::Value| v.to_string();
         let labels: Vec<Option<&str>> = self.entries.iter().map(|e| e.label.as_deref()).collect();
-        let paths: Vec<&str> = self.entries.iter().map(|e| e.path.as_str()).collect();
+        let base = index_dir(path)?;
+        let paths: Vec<String> = self.entries.iter().map(|e| stored_path(&e.path, &base)).collect();
         let metadata: BTreeMap<&str, String> = [
             ("format", FORMAT.to_string()),
             ("version", VERSION.to_string()),
+            ("paths_base", PATHS_BASE_INDEX_DIR.to_string()),
+            ("index_dir", base.to_string_lossy().into_owned()),
             ("model", p.model.clone()),
             ("weights_path", p.weights_path.clone()),
             ("weights_sha256", p.weights_sha256.clone()),
@@ -233,6 +247,10 @@ impl Index {
         if get("format")? != FORMAT {
             return Err(bad(format!("not a lookalike index (format is not `{FORMAT}`)")));
         }
+        let version = get("version")?;
+        if !["1", VERSION].contains(&version.as_str()) {
+            return Err(bad(format!("index format version {version}; this lookalike reads versions 1 and {VERSION}")));
+        }
         let parse_json = |key: &str| -> Result<serde_json::Value> {
             serde_json::from_str(&get(key)?).map_err(|e| bad(format!("metadata `{key}`: {e}")))
         };
@@ -266,9 +284,45 @@ impl Index {
         }
         let preprocess = Preprocess { resize: number("resize")? as u32, crop: number("crop")? as u32, mean: rgb("mean_rgb")?, std: rgb("std_rgb")? };
         preprocess.validate()?;
+        let paths = match meta.get("paths_base").map(String::as_str) {
+            None => paths,
+            Some(PATHS_BASE_INDEX_DIR) => {
+                let base = index_dir(path)?;
+                // Moved or copied: beside the index first, else where it was written.
+                let written_in = meta.get("index_dir").map(PathBuf::from).filter(|dir| *dir != base);
+                let locate = |p: String| {
+                    let beside = base.join(&p);
+                    match &written_in {
+                        Some(dir) if !beside.exists() && dir.join(&p).exists() => dir.join(&p),
+                        _ => beside,
+                    }
+                };
+                paths.into_iter().map(|p| locate(p).to_string_lossy().into_owned()).collect()
+            }
+            Some(other) => return Err(bad(format!("metadata `paths_base` is `{other}`; expected `{PATHS_BASE_INDEX_DIR}`"))),
+        };
         let entries = paths.into_iter().zip(labels).map(|(path, label)| Entry { path, label }).collect();
         let provenance = Provenance { model: get("model")?, weights_path: get("weights_path")?, weights_sha256: get("weights_sha256")?, preprocess };
         Ok(Self { dim, embeddings, mean, entries, provenance })
+    }
+}
+
+/// The absolute folder holding the index file `path`.
+fn index_dir(path: &Path) -> Result<PathBuf> {
+    let absolute = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
+    Ok(absolute.parent().map_or_else(|| absolute.clone(), Path::to_path_buf))
+}
+
+/// `path` as an index in `base` stores it: relative to `base` ('/'-separated) when it lies
+/// at or below it, else absolute. Purely lexical, so a symlinked folder is not resolved
+/// into a different spelling; no `..` components, which a symlink would send elsewhere.
+fn stored_path(path: &str, base: &Path) -> String {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
+    match absolute.strip_prefix(base) {
+        Ok(relative) if relative.components().all(|c| matches!(c, std::path::Component::Normal(_))) && !relative.as_os_str().is_empty() => {
+            relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
+        }
+        _ => absolute.to_string_lossy().into_owned(),
     }
 }
 

@@ -420,8 +420,12 @@ fn index_labels_by_first_level_folder_and_skips_unreadable_files() {
     assert_eq!(meta["centered"], "true");
     let paths: Vec<String> = serde_json::from_str(&meta["paths"]).unwrap();
     let labels: Vec<Option<String>> = serde_json::from_str(&meta["labels"]).unwrap();
+    // Images below the index's folder are stored relative to it.
+    assert_eq!((meta["version"].as_str(), meta["paths_base"].as_str()), ("2", "index_dir"));
+    let folder = f.index.parent().unwrap();
+    assert!(paths.iter().all(|p| p.starts_with("db/")), "{paths:?}");
     assert_eq!(
-        paths,
+        paths.iter().map(|p| folder.join(p).to_string_lossy().into_owned()).collect::<Vec<_>>(),
         index
             .entries
             .iter()
@@ -577,7 +581,18 @@ fn index_paths_work_from_any_directory() {
     let run = lookalike(&search);
     run.assert_success();
     assert!(!run.stderr.contains("grey tile"), "{}", run.describe());
-    fs::remove_file(&images[1]).unwrap();
+
+    // The folder moves with its index (paths stored relative to it): still found.
+    let moved = Scratch::at(run_root().join("relative-moved"));
+    fs::remove_dir(&moved.0).unwrap();
+    fs::rename(&dir.0, &moved.0).unwrap();
+    let (index_path, query, neighbour) = (moved.path("index.safetensors"), moved.path("imgs/a/x.png"), moved.path("imgs/b/y.png"));
+    let collage = moved.path("collage.png");
+    let search = ["search", s(&index_path), s(&query), "-k", "2", "--collage", s(&collage), "--json"];
+    let run = lookalike(&search);
+    run.assert_success();
+    assert!(!run.stderr.contains("grey tile") && run.stdout.contains(s(&neighbour)), "{}", run.describe());
+    fs::remove_file(&neighbour).unwrap();
     let run = lookalike(&search);
     run.assert_success();
     assert!(run.stderr.contains("collage: grey tile") && run.stderr.contains("y.png"), "{}", run.describe());

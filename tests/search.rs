@@ -118,6 +118,53 @@ fn f16_index_with_centering_keeps_recall() {
     assert!(recall >= 0.995, "f16 recall@10 with centring {recall}");
 }
 
+/// An index and the images below its folder can move together; a version 1 file keeps its
+/// paths as stored.
+#[test]
+fn index_paths_follow_the_index_folder() {
+    let root = std::env::temp_dir().join(format!("lookalike-move-{}", std::process::id()));
+    let (old, new) = (root.join("old"), root.join("new"));
+    std::fs::create_dir_all(&old).unwrap();
+    let mut moved = entries(3);
+    for e in &mut moved {
+        e.path = old.join("images").join(&e.path).to_string_lossy().into_owned();
+    }
+    let features = Rng::new(5).normals(3 * 8, 1.0);
+    let index = Index::from_features(&features, 8, moved, Precision::F32, false, provenance(Preprocess::default())).unwrap();
+    index.save(&old.join("index.safetensors")).unwrap();
+    std::fs::rename(&old, &new).unwrap();
+    let loaded = Index::load(&new.join("index.safetensors")).unwrap();
+    assert_eq!(loaded.entries[2].path, new.join("images").join("img2.png").to_string_lossy());
+
+    // The index file copied alone finds the images where it was written, if they are not
+    // beside it.
+    loaded.save(&new.join("index.safetensors")).unwrap();
+    std::fs::create_dir_all(new.join("images")).unwrap();
+    std::fs::write(new.join("images").join("img2.png"), b"").unwrap();
+    std::fs::create_dir_all(root.join("copy")).unwrap();
+    std::fs::copy(new.join("index.safetensors"), root.join("copy").join("index.safetensors")).unwrap();
+    let copied = Index::load(&root.join("copy").join("index.safetensors")).unwrap();
+    assert_eq!(copied.entries[2].path, new.join("images").join("img2.png").to_string_lossy());
+    assert_eq!(copied.entries[1].path, root.join("copy").join("images").join("img1.png").to_string_lossy(), "missing everywhere: beside the index");
+
+    // Version 1: the same file without `paths_base`, paths as typed at build time.
+    let bytes = std::fs::read(new.join("index.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let mut metadata = header.metadata().clone().unwrap();
+    metadata.remove("paths_base");
+    metadata.insert("version".into(), "1".into());
+    let v1 = safetensors::serialize(st.tensors(), Some(metadata.clone())).unwrap();
+    std::fs::write(new.join("v1.safetensors"), v1).unwrap();
+    assert_eq!(Index::load(&new.join("v1.safetensors")).unwrap().entries[2].path, "images/img2.png");
+    // A newer version is refused with the versions this build reads.
+    metadata.insert("version".into(), "3".into());
+    std::fs::write(new.join("v3.safetensors"), safetensors::serialize(st.tensors(), Some(metadata)).unwrap()).unwrap();
+    let err = Index::load(&new.join("v3.safetensors")).unwrap_err().to_string();
+    assert!(err.contains("version 3"), "{err}");
+    std::fs::remove_dir_all(&root).ok();
+}
+
 #[test]
 fn index_file_round_trips_and_is_written_atomically() {
     let dir = std::env::temp_dir().join(format!("lookalike-index-{}", std::process::id()));
@@ -125,8 +172,14 @@ fn index_file_round_trips_and_is_written_atomically() {
     let path = dir.join("index.safetensors");
     let mut rng = Rng::new(4);
     let features = rng.normals(20 * 8, 1.0);
+    // Loading returns absolute paths: the entries start absolute (below the index's folder
+    // and elsewhere) for the round trip to be exact.
+    let mut absolute = entries(20);
+    for (i, e) in absolute.iter_mut().enumerate() {
+        e.path = if i == 7 { "/elsewhere/img7.png".into() } else { dir.join("images").join(&e.path).to_string_lossy().into_owned() };
+    }
     for (precision, center) in [(Precision::F32, false), (Precision::F16, true)] {
-        let index = Index::from_features(&features, 8, entries(20), precision, center, provenance(Preprocess::imagenet(72, 64))).unwrap();
+        let index = Index::from_features(&features, 8, absolute.clone(), precision, center, provenance(Preprocess::imagenet(72, 64))).unwrap();
         index.save(&path).unwrap();
         let loaded = Index::load(&path).unwrap();
         assert_eq!(loaded, index);
@@ -139,7 +192,11 @@ fn index_file_round_trips_and_is_written_atomically() {
         assert_eq!(header % 8, 0);
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-        assert_eq!(meta.metadata().as_ref().unwrap()["format"], "lookalike-index");
+        let metadata = meta.metadata().as_ref().unwrap();
+        assert_eq!(metadata["format"], "lookalike-index");
+        // Stored relative to the index's folder where possible (Python users join them to it).
+        let stored: Vec<String> = serde_json::from_str(&metadata["paths"]).unwrap();
+        assert_eq!((stored[0].as_str(), stored[7].as_str(), metadata["paths_base"].as_str()), ("images/img0.png", "/elsewhere/img7.png", "index_dir"));
         assert_eq!(st.tensor("embeddings").unwrap().shape(), [20, 8]);
         assert_eq!(st.names().len(), if center { 2 } else { 1 });
     }

@@ -63,7 +63,8 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         None => weights::load(o.weights, o.seed)?,
     };
     let preprocess = existing.as_ref().map_or(asked, |i| i.provenance.preprocess);
-    // Stored absolute, so `search` finds the images (for --collage) from any directory.
+    // Absolute, so `search` finds the images (for --collage) from any directory; the file
+    // stores those below its own folder relative to it (`Index::save`).
     let mut files: Vec<(PathBuf, Option<String>)> = scan_folder(o.dir)?
         .into_iter()
         .map(|(path, label)| (std::path::absolute(&path).unwrap_or(path), label))
