@@ -17,6 +17,10 @@ struct Params {
 
 override WG: u32 = 256u;
 override LANES: u32 = 16u;
+// Queries this pipeline scores (p.m <= QUERIES <= 4): a pipeline per count, so a one-query
+// scan computes one dot product per word, not four (a dot with a zero vector is not foldable
+// under IEEE rules).
+override QUERIES: u32 = 4u;
 override B_F16: bool = false;
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -34,9 +38,19 @@ fn query(q: u32, at: u32) -> vec4<f32> {
     return a[q * (p.k / 4u) + at];
 }
 
-// The four queries' dot products with `x`, the row's values at depth 4 * at.
+// The queries' dot products with `x`, the row's values at depth 4 * at (zero past QUERIES).
 fn dots(x: vec4<f32>, at: u32) -> vec4<f32> {
-    return vec4<f32>(dot(x, query(0u, at)), dot(x, query(1u, at)), dot(x, query(2u, at)), dot(x, query(3u, at)));
+    var d = vec4<f32>(dot(x, query(0u, at)), 0.0, 0.0, 0.0);
+    if (QUERIES > 1u) {
+        d.y = dot(x, query(1u, at));
+    }
+    if (QUERIES > 2u) {
+        d.z = dot(x, query(2u, at));
+    }
+    if (QUERIES > 3u) {
+        d.w = dot(x, query(3u, at));
+    }
+    return d;
 }
 
 @compute @workgroup_size(WG)

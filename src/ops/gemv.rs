@@ -67,6 +67,7 @@ pub fn gemv(
         ("WG", tiles.workgroup as f64),
         ("LANES", tiles.lanes as f64),
         ("B_F16", if precision == Precision::F16 { 1.0 } else { 0.0 }),
+        ("QUERIES", shape.m as f64),
     ];
     let kernel = ctx.kernel(&PipelineKey::new(ShaderFile::Gemv, "main", &constants), &BINDINGS)?;
     let uniform = ctx.uniform("gemv params", &params);
