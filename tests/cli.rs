@@ -576,7 +576,7 @@ fn tune_caches_launch_shapes_that_later_runs_use() {
     info.assert_success();
     assert!(info.stdout.contains("not autotuned here yet"), "{}", info.describe());
 
-    let run = lookalike_with_env(&["tune", "--json", "--resolution", "32", "--gemv-rows", "300"], &env);
+    let run = lookalike_with_env(&["tune", "--json", "--resolution", "32", "--gemv-rows", "300", "--topk-len", "5000"], &env);
     run.assert_success();
     let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}:\n{}", run.describe()));
     let report = &out["report"];
@@ -589,6 +589,9 @@ fn tune_caches_launch_shapes_that_later_runs_use() {
         }
     }
     assert_eq!(report["gemv"].as_array().unwrap().len(), 7);
+    let workgroups: Vec<u64> = report["topk"].as_array().unwrap().iter().map(|t| t["workgroup"].as_u64().unwrap()).collect();
+    assert_eq!(workgroups, [16, 32, 64, 128, 256], "{}", run.describe());
+    assert!(workgroups.contains(&report["tuning"]["topk_workgroup"].as_u64().unwrap()));
     let saved = out["saved"].as_str().unwrap_or_else(|| panic!("nothing saved:\n{}", run.describe()));
     assert!(Path::new(saved).starts_with(&dir.0) && Path::new(saved).is_file(), "{saved}");
 

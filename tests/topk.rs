@@ -66,6 +66,26 @@ fn matches_cpu_on_random_scores() {
     }
 }
 
+/// Every workgroup size the autotuner may pick: invocations striding over 2048-entry blocks
+/// from 16 to 256 at a time; duplicates and NaN included.
+#[test]
+fn every_tuned_workgroup_size_matches_cpu() {
+    let ctx = ctx();
+    let mut rng = Rng::new(13);
+    for (rows, len, k) in [(3, 7, 7), (1, 2049, 1000), (3, 5000, MAX_K), (2, 100_003, 100)] {
+        let mut values = scores(&mut rng, rows * len, true);
+        values[len / 2] = f32::NAN;
+        let expected = cpu_topk(&values, rows, len, k).unwrap();
+        let input = ctx.upload("scores", &values).unwrap();
+        let (s, i) = outputs(rows * k);
+        for workgroup in lookalike::tune::TOPK_WORKGROUPS {
+            let output = TopKOutput::dense(&s, &i, k);
+            let topk = TopK::with_workgroup(ctx, TopKInput::Scores { scores: &input, index_base: 0 }, rows, len, k, &output, workgroup).unwrap();
+            assert_same(&format!("workgroup {workgroup} rows={rows} len={len} k={k}"), &run(&topk, &s, &i, rows * k), &expected);
+        }
+    }
+}
+
 #[test]
 fn ties_go_to_the_lower_index() {
     let mut rng = Rng::new(12);
@@ -221,6 +241,9 @@ fn rejects_bad_arguments() {
     invalid(TopK::new(ctx, scores, 2, 50, 5, &TopKOutput { scores: &s, indices: &i, row_stride: 8, offset: 4 }));
     invalid(TopK::new(ctx, scores, 1, 100, 5, &TopKOutput::dense(&s, &s, 5)));
     invalid(TopK::new(ctx, scores, 1, 100, 5, &TopKOutput::dense(&input, &i, 5)));
+    for workgroup in [0, 48, 4096] {
+        invalid(TopK::with_workgroup(ctx, scores, 1, 100, 5, &dense(5), workgroup));
+    }
     shape(TopK::new(ctx, scores, 2, 100, 5, &dense(5)));
     shape(TopK::new(ctx, scores, 1, 100, 21, &dense(21)));
     shape(TopK::new(ctx, scores, 3, 10, 5, &TopKOutput { scores: &s, indices: &i, row_stride: 10, offset: 5 }));

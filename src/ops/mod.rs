@@ -95,6 +95,14 @@ pub struct Tuning {
     /// make four times the workgroups; the autotuner measures where that starts.
     #[serde(default)]
     pub min_groups_for_8x8: usize,
+    /// Invocations per top-k workgroup (each sorts a block of 2048 candidates): a power of
+    /// two up to the device's workgroup size limit.
+    #[serde(default = "default_topk_workgroup")]
+    pub topk_workgroup: u32,
+}
+
+fn default_topk_workgroup() -> u32 {
+    256
 }
 
 impl Default for Tuning {
@@ -103,7 +111,7 @@ impl Default for Tuning {
         // 4x4 kernel on large GPUs (prediction, not yet measured on one); on lavapipe they
         // win on every ResNet50 layer of 128+ channels (BENCHMARKS.md). Narrower layers
         // would leave half of a 128-channel tile idle.
-        Self { gemv: GemvTiles::default(), min_cols_for_8x8: Some(128), min_groups_for_8x8: 0 }
+        Self { gemv: GemvTiles::default(), min_cols_for_8x8: Some(128), min_groups_for_8x8: 0, topk_workgroup: default_topk_workgroup() }
     }
 }
 
@@ -114,7 +122,9 @@ impl Tuning {
             // query): 1 lane per row 76 / 77 ms, 4 lanes 91 / 100, 16 lanes 98 / 90, 64
             // lanes 195 / 165. Its SIMD lanes are CPU vector lanes: a cross-lane reduction
             // costs more than it saves. 8x8 blocks from 128 channels: measured the same day.
-            wgpu::DeviceType::Cpu => Self { gemv: GemvTiles { workgroup: 256, lanes: 1 }, ..Self::default() },
+            // Top-k of 1M scores, k 10 / 100: 126 / 237 ms with workgroups of 256, 86 / 184
+            // with 64, 78 / 175 with 32 (fewer invocations to step through each barrier).
+            wgpu::DeviceType::Cpu => Self { gemv: GemvTiles { workgroup: 256, lanes: 1 }, topk_workgroup: 32, ..Self::default() },
             _ => Self::default(),
         }
     }

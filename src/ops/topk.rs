@@ -22,8 +22,6 @@ pub const PAD_SCORE: f32 = f32::MIN;
 /// Candidates one workgroup sorts (the shader's `BLOCK`). At least `2 * MAX_K`, so every pass
 /// shrinks its input at least 2x.
 const BLOCK: usize = 2048;
-/// Invocations per workgroup (the shader's `WG`).
-const WG: u32 = 256;
 
 /// Where candidates come from: a dense `[rows, len]` score matrix whose column j has index
 /// `index_base + j`, or explicit (score, index) pairs, `[rows, len]` each (indices as u32;
@@ -129,8 +127,19 @@ pub struct TopK {
 
 impl TopK {
     /// Validates the shapes and buffers, allocates the scratch lists between passes and
-    /// builds every pass's dispatch.
+    /// builds every pass's dispatch, with this adapter's workgroup size
+    /// ([`crate::ops::Tuning::topk_workgroup`]).
     pub fn new(ctx: &Context, input: TopKInput, rows: usize, len: usize, k: usize, output: &TopKOutput) -> Result<Self> {
+        Self::with_workgroup(ctx, input, rows, len, k, output, ctx.tuning().topk_workgroup)
+    }
+
+    /// [`TopK::new`] with `workgroup` invocations per workgroup (a power of two up to the
+    /// device's limit).
+    pub fn with_workgroup(ctx: &Context, input: TopKInput, rows: usize, len: usize, k: usize, output: &TopKOutput, workgroup: u32) -> Result<Self> {
+        let limit = ctx.limits().max_compute_invocations_per_workgroup.min(ctx.limits().max_compute_workgroup_size_x);
+        if !workgroup.is_power_of_two() || workgroup > limit {
+            return Err(Error::InvalidArgument(format!("topk: workgroups of {workgroup} invocations; a power of two up to {limit}")));
+        }
         if k == 0 || k > MAX_K {
             return Err(Error::InvalidArgument(format!("topk: k = {k} must be in 1..={MAX_K}")));
         }
@@ -180,7 +189,7 @@ impl TopK {
                 8 * BLOCK
             )));
         }
-        let key = PipelineKey::new(ShaderFile::TopK, "main", &[("BLOCK", BLOCK as f64), ("WG", WG as f64)]);
+        let key = PipelineKey::new(ShaderFile::TopK, "main", &[("BLOCK", BLOCK as f64), ("WG", workgroup as f64)]);
         let kernel = ctx.kernel(&key, &BINDINGS)?;
         let max_groups = ctx.limits().max_compute_workgroups_per_dimension;
         let passes = plan(len, k);

@@ -147,6 +147,10 @@ pub fn load(dir: &Path, info: &wgpu::AdapterInfo) -> Result<Option<(Tuning, Path
         return Err(bad(format!("written for {:?}, not this adapter {:?}", file.key, CacheKey::of(info))));
     }
     file.tuning.gemv.validate().map_err(|e| bad(e.to_string()))?;
+    let workgroup = file.tuning.topk_workgroup;
+    if !workgroup.is_power_of_two() || workgroup > 1024 {
+        return Err(bad(format!("top-k workgroups of {workgroup} invocations are not a power of two up to 1024")));
+    }
     Ok(Some((file.tuning, path)))
 }
 
@@ -187,9 +191,9 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lookalike-tune-test-{}", std::process::id()));
         let info = lavapipe_info();
         assert!(load(&dir, &info).unwrap().is_none(), "nothing cached yet");
-        let tuning = Tuning { gemv: GemvTiles { workgroup: 256, lanes: 8 }, min_cols_for_8x8: Some(512), min_groups_for_8x8: 40 };
-        let options = TuneOptions { batch: 1, resolution: 224, gemv_rows: 1, reps: 1 };
-        let r = TuneReport { tuning, table: Tuning::default(), options, timer: "wall clock", convs: vec![], gemv: vec![] };
+        let tuning = Tuning { gemv: GemvTiles { workgroup: 256, lanes: 8 }, min_cols_for_8x8: Some(512), min_groups_for_8x8: 40, topk_workgroup: 64 };
+        let options = TuneOptions { batch: 1, resolution: 224, gemv_rows: 1, topk_len: 100, reps: 1 };
+        let r = TuneReport { tuning, table: Tuning::default(), options, timer: "wall clock", convs: vec![], gemv: vec![], topk: vec![] };
         let path = save(&dir, &info, &r).unwrap();
         assert_eq!(load(&dir, &info).unwrap(), Some((r.tuning, path.clone())));
         // Another driver version looks for another file.
@@ -200,6 +204,9 @@ mod tests {
         std::fs::write(&path, text.replace("Mesa 25.0.7", "Mesa 9")).unwrap();
         let err = load(&dir, &info).unwrap_err().to_string();
         assert!(err.contains("not this adapter"), "{err}");
+        std::fs::write(&path, text.replace("\"topk_workgroup\": 64", "\"topk_workgroup\": 48")).unwrap();
+        let err = load(&dir, &info).unwrap_err().to_string();
+        assert!(err.contains("top-k workgroups of 48"), "{err}");
         std::fs::write(&path, "{").unwrap();
         assert!(load(&dir, &info).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

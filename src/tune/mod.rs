@@ -2,9 +2,10 @@
 //!
 //! [`autotune`] times the choices `Tuning` makes on the shapes lookalike runs: every
 //! convolution of a ResNet50 forward with 4x4 and with 8x8 blocks per invocation (which
-//! sets the channel count and grid size from which 8x8 blocks pay), and the single-query
-//! scan with each GEMV lanes-per-row. [`save`] writes the result to the cache folder; every [`Context`]
-//! opened on the same adapter, driver, lookalike version and shader sources then uses it.
+//! sets the channel count and grid size from which 8x8 blocks pay), the single-query
+//! scan with each GEMV lanes-per-row, and the top-k of one row of scores with each workgroup
+//! size. [`save`] writes the result to the cache folder; every [`Context`] opened on the
+//! same adapter, driver, lookalike version and shader sources then uses it.
 //! Without a cached file the built-in table ([`Tuning::for_adapter`]) applies.
 //!
 //! The cache folder is `$LOOKALIKE_CACHE_DIR`, else `$XDG_CACHE_HOME/lookalike`, else the
@@ -25,6 +26,7 @@ use crate::model::FEATURE_DIM;
 use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use crate::ops::gemv::{gemv, GemvTiles};
 use crate::ops::matmul::{MatmulShape, Precision};
+use crate::ops::topk::{TopK, TopKInput, TopKOutput};
 use crate::ops::{Tiles, Tuning};
 use crate::rng::Rng;
 
@@ -37,6 +39,9 @@ pub struct TuneOptions {
     pub resolution: usize,
     /// Reference rows of 2048 values in the single-query scans.
     pub gemv_rows: usize,
+    /// Scores per top-k selection timed.
+    #[serde(default)]
+    pub topk_len: usize,
     /// Timed runs per candidate (median), after one warm-up.
     pub reps: usize,
 }
@@ -51,6 +56,7 @@ impl TuneOptions {
             batch: if cpu { 1 } else { 8 },
             resolution: 224,
             gemv_rows: binding_rows.min(if cpu { 16_384 } else { 262_144 }).max(1),
+            topk_len: if cpu { 100_000 } else { 1_000_000 },
             reps: if cpu { 2 } else { 7 },
         }
     }
@@ -80,6 +86,14 @@ pub struct GemvTiming {
     pub f16_ms: f64,
 }
 
+/// One top-k workgroup size on a single row of scores.
+#[derive(Debug, Clone, Serialize)]
+pub struct TopKTiming {
+    pub workgroup: u32,
+    pub k10_ms: f64,
+    pub k100_ms: f64,
+}
+
 /// An autotune run: the measurements and the [`Tuning`] they give.
 #[derive(Debug, Clone, Serialize)]
 pub struct TuneReport {
@@ -91,6 +105,7 @@ pub struct TuneReport {
     pub timer: &'static str,
     pub convs: Vec<ConvTiming>,
     pub gemv: Vec<GemvTiming>,
+    pub topk: Vec<TopKTiming>,
 }
 
 impl TuneReport {
@@ -106,19 +121,28 @@ impl TuneReport {
 /// GEMV lanes per row tried (workgroups of 256).
 pub const GEMV_LANES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
 
+/// Top-k workgroup sizes tried (those within the device's limit).
+pub const TOPK_WORKGROUPS: [u32; 5] = [16, 32, 64, 128, 256];
+
 /// Times the candidates on `ctx` and picks the fastest (see the module docs). Takes seconds
 /// on a GPU; about a minute on lavapipe, most of it compiling the 8x8 pipelines.
 pub fn autotune(ctx: &Context, options: &TuneOptions) -> Result<TuneReport> {
-    if options.batch == 0 || options.resolution < crate::model::MIN_INPUT || options.gemv_rows == 0 {
-        return Err(Error::InvalidArgument(format!("autotune: {options:?} needs a batch, at least {} pixels and scan rows", crate::model::MIN_INPUT)));
+    if options.batch == 0 || options.resolution < crate::model::MIN_INPUT || options.gemv_rows == 0 || options.topk_len < 100 {
+        return Err(Error::InvalidArgument(format!(
+            "autotune: {options:?} needs a batch, at least {} pixels, scan rows and at least 100 top-k scores",
+            crate::model::MIN_INPUT
+        )));
     }
     let mut rng = Rng::new(7);
     let convs = time_convs(ctx, options, &mut rng)?;
     let gemv = time_gemv(ctx, options, &mut rng)?;
+    let topk = time_topk(ctx, options, &mut rng)?;
     let table = Tuning::for_adapter(ctx.adapter_info());
-    let mut report = TuneReport { tuning: table, table, options: *options, timer: if ctx.has_timestamps() { "timestamps" } else { "wall clock" }, convs, gemv };
+    let timer = if ctx.has_timestamps() { "timestamps" } else { "wall clock" };
+    let mut report = TuneReport { tuning: table, table, options: *options, timer, convs, gemv, topk };
     let (min_cols_for_8x8, min_groups_for_8x8) = best_thresholds(&report);
-    report.tuning = Tuning { gemv: fastest_gemv(&report.gemv), min_cols_for_8x8, min_groups_for_8x8 };
+    let topk_workgroup = fastest_topk(&report.topk).unwrap_or(table.topk_workgroup);
+    report.tuning = Tuning { gemv: fastest_gemv(&report.gemv), min_cols_for_8x8, min_groups_for_8x8, topk_workgroup };
     Ok(report)
 }
 
@@ -184,6 +208,31 @@ fn time_gemv(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<
         .collect()
 }
 
+fn time_topk(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<TopKTiming>> {
+    let len = options.topk_len;
+    let scores = ctx.upload("tune topk scores", &Rng::normals_parallel(rng.next_u64(), len))?;
+    let (best_scores, best_indices) = (ctx.storage("tune topk best scores", 100)?, ctx.storage("tune topk best indices", 100)?);
+    let limit = ctx.limits().max_compute_invocations_per_workgroup.min(ctx.limits().max_compute_workgroup_size_x);
+    TOPK_WORKGROUPS
+        .iter()
+        .filter(|&&workgroup| workgroup <= limit)
+        .map(|&workgroup| {
+            let mut ms = [0.0; 2];
+            for (slot, k) in ms.iter_mut().zip([10, 100]) {
+                let output = TopKOutput::dense(&best_scores, &best_indices, k);
+                let select = TopK::with_workgroup(ctx, TopKInput::Scores { scores: &scores, index_base: 0 }, 1, len, k, &output, workgroup)?;
+                *slot = ctx.median_ms(&select.dispatches().iter().collect::<Vec<_>>(), options.reps)?;
+            }
+            Ok(TopKTiming { workgroup, k10_ms: ms[0], k100_ms: ms[1] })
+        })
+        .collect()
+}
+
+/// The top-k workgroup size with the least k 10 + k 100 time.
+fn fastest_topk(timings: &[TopKTiming]) -> Option<u32> {
+    timings.iter().min_by(|a, b| (a.k10_ms + a.k100_ms).total_cmp(&(b.k10_ms + b.k100_ms))).map(|t| t.workgroup)
+}
+
 /// The launch shape with the least f32 + f16 time.
 fn fastest_gemv(timings: &[GemvTiming]) -> GemvTiles {
     timings
@@ -228,8 +277,8 @@ mod tests {
     }
 
     fn report(convs: Vec<ConvTiming>, gemv: Vec<GemvTiming>) -> TuneReport {
-        let options = TuneOptions { batch: 1, resolution: 224, gemv_rows: 1, reps: 1 };
-        TuneReport { tuning: Tuning::default(), table: Tuning::default(), options, timer: "wall clock", convs, gemv }
+        let options = TuneOptions { batch: 1, resolution: 224, gemv_rows: 1, topk_len: 100, reps: 1 };
+        TuneReport { tuning: Tuning::default(), table: Tuning::default(), options, timer: "wall clock", convs, gemv, topk: vec![] }
     }
 
     #[test]
@@ -255,6 +304,13 @@ mod tests {
         assert_eq!(min_cols, Some(512));
         assert!(min_groups > 16 && min_groups <= 316, "{min_groups}");
         assert_eq!(r.conv_ms(&with(min_cols, min_groups)), 1.0 + 2.0);
+    }
+
+    #[test]
+    fn topk_takes_the_least_total_time() {
+        let t = |workgroup, k10_ms, k100_ms| TopKTiming { workgroup, k10_ms, k100_ms };
+        assert_eq!(fastest_topk(&[t(16, 3.0, 9.0), t(32, 2.0, 8.0), t(256, 1.0, 10.0)]), Some(32));
+        assert_eq!(fastest_topk(&[]), None);
     }
 
     #[test]

@@ -145,6 +145,10 @@ enum Command {
         /// Reference rows of the timed single-query scans.
         #[arg(long)]
         gemv_rows: Option<usize>,
+        /// Scores of the timed top-k selections (default: 1M on a GPU, 100k on a software
+        /// adapter).
+        #[arg(long)]
+        topk_len: Option<usize>,
         /// Measure and print, but do not write the cache.
         #[arg(long)]
         no_save: bool,
@@ -209,7 +213,9 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info(),
-        Command::Tune { json, batch, resolution, gemv_rows, no_save } => tune_cmd::run(tune_cmd::TuneArgs { json, batch, resolution, gemv_rows, no_save }),
+        Command::Tune { json, batch, resolution, gemv_rows, topk_len, no_save } => {
+            tune_cmd::run(tune_cmd::TuneArgs { json, batch, resolution, gemv_rows, topk_len, no_save })
+        }
         Command::Bench { quick, json, knn_rows, resolution, peak_tflops, peak_gbps } => {
             bench::run(bench::BenchOptions { quick, json, knn_rows: knn_rows.into_iter().map(|rows| rows.max(16)).collect(), resolution, peak_tflops, peak_gbps })
         }

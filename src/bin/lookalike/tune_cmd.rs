@@ -10,6 +10,7 @@ pub struct TuneArgs {
     pub batch: Option<usize>,
     pub resolution: Option<usize>,
     pub gemv_rows: Option<usize>,
+    pub topk_len: Option<usize>,
     /// Measure and print only.
     pub no_save: bool,
 }
@@ -21,10 +22,11 @@ pub fn run(args: TuneArgs) -> Result<()> {
         batch: args.batch.unwrap_or(defaults.batch),
         resolution: args.resolution.unwrap_or(defaults.resolution),
         gemv_rows: args.gemv_rows.unwrap_or(defaults.gemv_rows),
+        topk_len: args.topk_len.unwrap_or(defaults.topk_len),
         ..defaults
     };
     if !args.json {
-        eprintln!("tuning {} ({:?}): ResNet50 convolutions at {}x{} batch {}, single-query scans of {} rows", ctx.adapter_info().name, ctx.adapter_info().backend, options.resolution, options.resolution, options.batch, options.gemv_rows);
+        eprintln!("tuning {} ({:?}): ResNet50 convolutions at {}x{} batch {}, single-query scans of {} rows, top-k of {} scores", ctx.adapter_info().name, ctx.adapter_info().backend, options.resolution, options.resolution, options.batch, options.gemv_rows, options.topk_len);
     }
     let report = autotune(&ctx, &options)?;
     let saved: Option<PathBuf> = if args.no_save {
@@ -52,6 +54,10 @@ pub fn run(args: TuneArgs) -> Result<()> {
     println!("single-query scan, {} rows x 2048 ({}):", options.gemv_rows, report.timer);
     for g in &report.gemv {
         println!("  {:>2} lanes per row: f32 {:8.3} ms, f16 {:8.3} ms", g.tiles.lanes, g.f32_ms, g.f16_ms);
+    }
+    println!("top-k of {} scores ({}):", options.topk_len, report.timer);
+    for t in &report.topk {
+        println!("  workgroups of {:>3}: k 10 {:8.3} ms, k 100 {:8.3} ms", t.workgroup, t.k10_ms, t.k100_ms);
     }
     let (table, tuned) = (report.conv_ms(&report.table), report.conv_ms(&report.tuning));
     println!("built-in table: {:?} (convolutions {table:.2} ms)", report.table);
