@@ -59,10 +59,20 @@ override WG_Y: u32 = 16u;
 // default 16 KiB of workgroup memory.
 const SLICE: u32 = 2u;
 
-// tile_a[kk * WG_Y + r] holds rows 4r..4r+3 of the A tile at depth kk.
+// tile_a[a_slot(kk, r, WG_Y)] holds rows 4r..4r+3 of the A tile at depth kk.
 var<workgroup> tile_a: array<vec4<f32>, SLICE * WG_X * WG_Y>;
 // tile_w[kk * WG_X + c] holds columns 4c..4c+3 of the W tile at depth kk.
 var<workgroup> tile_w: array<vec4<f32>, SLICE * WG_X * WG_X>;
+
+// Slot of entry `pos` of an A-tile row at depth `kk` (rows of `width` entries). The staging
+// invocations of one pass each store a different depth at the same `pos`, which without
+// the XOR would put eight neighbouring invocations' 16-byte stores in the same banks of a
+// GPU's shared memory; readers all share one `kk`, so their loads stay broadcasts.
+// `width` must be a power of two for the XOR to stay inside the row (otherwise no swizzle).
+fn a_slot(kk: u32, pos: u32, width: u32) -> u32 {
+    let mask = select(0u, min(width, 8u) - 1u, (width & (width - 1u)) == 0u);
+    return kk * width + (pos ^ (kk & mask));
+}
 
 // A depth k of the implicit GEMM as kernel row, kernel column and input channel.
 struct Depth {
@@ -204,12 +214,12 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 
     for (var k0 = 0u; k0 < p.k; k0 = k0 + kt) {
         let ka = k0 + lid.x;
-        tile_a[lid.x * WG_Y + lid.y] = gather4(r0, r1, r2, r3, da, ka);
-        tile_a[(lid.x + WG_X) * WG_Y + lid.y] = gather4(r0, r1, r2, r3, db, ka + WG_X);
+        tile_a[a_slot(lid.x, lid.y, WG_Y)] = gather4(r0, r1, r2, r3, da, ka);
+        tile_a[a_slot(lid.x + WG_X, lid.y, WG_Y)] = gather4(r0, r1, r2, r3, db, ka + WG_X);
         stage_w(k0, co0, kt, WG_X, tid);
         workgroupBarrier();
         for (var kk = 0u; kk < kt; kk = kk + 1u) {
-            let av = tile_a[kk * WG_Y + lid.y];
+            let av = tile_a[a_slot(kk, lid.y, WG_Y)];
             let wv = tile_w[kk * WG_X + lid.x];
             acc0 = fma(vec4<f32>(av.x), wv, acc0);
             acc1 = fma(vec4<f32>(av.y), wv, acc1);
@@ -230,7 +240,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 
 // Invocation (x, y) computes rows 8y..8y+7 of the tile and the columns 4x..4x+3 and
 // 4(WG_X + x)..+3 (two runs of 4, so neighbouring invocations read and write neighbouring
-// channels). tile_a[(kk * WG_Y + y) * 2 + h] holds rows 8y + 4h..+3 at depth kk;
+// channels). tile_a[a_slot(kk, 2y + h, 2 WG_Y)] holds rows 8y + 4h..+3 at depth kk;
 // tile_w[kk * 2 * WG_X + c] holds channels 4c..4c+3 at depth kk.
 @compute @workgroup_size(WG_X, WG_Y)
 fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
@@ -258,13 +268,13 @@ fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
 
     for (var k0 = 0u; k0 < p.k; k0 = k0 + WG_X) {
         let ka = k0 + lid.x;
-        tile_a[(lid.x * WG_Y + lid.y) * 2u] = gather4(r0, r1, r2, r3, d, ka);
-        tile_a[(lid.x * WG_Y + lid.y) * 2u + 1u] = gather4(r4, r5, r6, r7, d, ka);
+        tile_a[a_slot(lid.x, 2u * lid.y, 2u * WG_Y)] = gather4(r0, r1, r2, r3, d, ka);
+        tile_a[a_slot(lid.x, 2u * lid.y + 1u, 2u * WG_Y)] = gather4(r4, r5, r6, r7, d, ka);
         stage_w(k0, co0, WG_X, 2u * WG_X, tid);
         workgroupBarrier();
         for (var kk = 0u; kk < WG_X; kk = kk + 1u) {
-            let lo = tile_a[(kk * WG_Y + lid.y) * 2u];
-            let hi = tile_a[(kk * WG_Y + lid.y) * 2u + 1u];
+            let lo = tile_a[a_slot(kk, 2u * lid.y, 2u * WG_Y)];
+            let hi = tile_a[a_slot(kk, 2u * lid.y + 1u, 2u * WG_Y)];
             let w0 = tile_w[kk * 2u * WG_X + lid.x];
             let w1 = tile_w[kk * 2u * WG_X + WG_X + lid.x];
             c00 = fma(vec4<f32>(lo.x), w0, c00); c01 = fma(vec4<f32>(lo.x), w1, c01);

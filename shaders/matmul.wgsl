@@ -56,6 +56,16 @@ fn load_b(k: u32, col: u32) -> f32 {
 }
 
 // Stages `depths` depths from k0 of `vecs` runs of 4 columns from col0:
+// Slot of entry `pos` of an A-tile row at depth `kk` (rows of `width` entries). The staging
+// invocations of one pass each store a different depth at the same `pos`, which without
+// the XOR would put eight neighbouring invocations' 16-byte stores in the same banks of a
+// GPU's shared memory; readers all share one `kk`, so their loads stay broadcasts.
+// `width` must be a power of two for the XOR to stay inside the row (otherwise no swizzle).
+fn a_slot(kk: u32, pos: u32, width: u32) -> u32 {
+    let mask = select(0u, min(width, 8u) - 1u, (width & (width - 1u)) == 0u);
+    return kk * width + (pos ^ (kk & mask));
+}
+
 // tile_b[kk * vecs + c] = B[k0 + kk, col0 + 4c..+3], shared by all invocations.
 fn stage_b(k0: u32, col0: u32, depths: u32, vecs: u32, tid: u32) {
     for (var task = tid; task < depths * vecs; task = task + WG_X * WG_Y) {
@@ -104,13 +114,13 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
         // invocations read consecutive addresses of a row, and no index is divided.
         for (var kk = lid.x; kk < TILE_K; kk = kk + WG_X) {
             let k = k0 + kk;
-            tile_a[kk * WG_Y + lid.y] = vec4<f32>(load_a(row, k), load_a(row + 1u, k),
+            tile_a[a_slot(kk, lid.y, WG_Y)] = vec4<f32>(load_a(row, k), load_a(row + 1u, k),
                                                   load_a(row + 2u, k), load_a(row + 3u, k));
         }
         stage_b(k0, col0, TILE_K, WG_X, tid);
         workgroupBarrier();
         for (var kk = 0u; kk < TILE_K; kk = kk + 1u) {
-            let av = tile_a[kk * WG_Y + lid.y];
+            let av = tile_a[a_slot(kk, lid.y, WG_Y)];
             let bv = tile_b[kk * WG_X + lid.x];
             acc0 = fma(vec4<f32>(av.x), bv, acc0);
             acc1 = fma(vec4<f32>(av.y), bv, acc1);
@@ -128,7 +138,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 }
 
 // Invocation (x, y) computes rows 8y..8y+7 and the columns 4x..4x+3 and 4(WG_X + x)..+3.
-// tile_a[(kk * WG_Y + y) * 2 + h] holds rows 8y + 4h..+3 at depth kk.
+// tile_a[a_slot(kk, 2y + h, 2 WG_Y)] holds rows 8y + 4h..+3 at depth kk.
 @compute @workgroup_size(WG_X, WG_Y)
 fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(local_invocation_index) tid: u32) {
@@ -148,15 +158,14 @@ fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     for (var k0 = 0u; k0 < p.k; k0 = k0 + tk) {
         for (var kk = lid.x; kk < tk; kk = kk + WG_X) {
             let k = k0 + kk;
-            let at = (kk * WG_Y + lid.y) * 2u;
-            tile_a[at] = vec4<f32>(load_a(row, k), load_a(row + 1u, k), load_a(row + 2u, k), load_a(row + 3u, k));
-            tile_a[at + 1u] = vec4<f32>(load_a(row + 4u, k), load_a(row + 5u, k), load_a(row + 6u, k), load_a(row + 7u, k));
+            tile_a[a_slot(kk, 2u * lid.y, 2u * WG_Y)] = vec4<f32>(load_a(row, k), load_a(row + 1u, k), load_a(row + 2u, k), load_a(row + 3u, k));
+            tile_a[a_slot(kk, 2u * lid.y + 1u, 2u * WG_Y)] = vec4<f32>(load_a(row + 4u, k), load_a(row + 5u, k), load_a(row + 6u, k), load_a(row + 7u, k));
         }
         stage_b(k0, col0, tk, 2u * WG_X, tid);
         workgroupBarrier();
         for (var kk = 0u; kk < tk; kk = kk + 1u) {
-            let lo = tile_a[(kk * WG_Y + lid.y) * 2u];
-            let hi = tile_a[(kk * WG_Y + lid.y) * 2u + 1u];
+            let lo = tile_a[a_slot(kk, 2u * lid.y, 2u * WG_Y)];
+            let hi = tile_a[a_slot(kk, 2u * lid.y + 1u, 2u * WG_Y)];
             let w0 = tile_b[kk * 2u * WG_X + lid.x];
             let w1 = tile_b[kk * 2u * WG_X + WG_X + lid.x];
             c00 = fma(vec4<f32>(lo.x), w0, c00); c01 = fma(vec4<f32>(lo.x), w1, c01);
