@@ -21,8 +21,11 @@ use std::collections::BTreeMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use safetensors::{Dtype, SafeTensors};
 use sha2::Digest;
+
+mod file;
+
+use file::{TensorData, TensorFile};
 
 use crate::atomic::write_atomic;
 use crate::cpu::preprocess::Preprocess;
@@ -223,26 +226,26 @@ impl Index {
         ]
         .into_iter()
         .collect();
-        let (dtype, bytes): (Dtype, Vec<u8>) = match &self.embeddings {
-            Embeddings::F32(v) => (Dtype::F32, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            Embeddings::F16(v) => (Dtype::F16, v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-        };
-        let mean_bytes: Option<Vec<u8>> = self.mean.as_ref().map(|m| m.iter().flat_map(|x| x.to_le_bytes()).collect());
-        let mut tensors = vec![("embeddings", dtype, vec![self.len(), self.dim], &bytes[..])];
-        if let Some(mb) = &mean_bytes {
-            tensors.push(("mean", Dtype::F32, vec![self.dim], &mb[..]));
+        let shape = vec![self.len(), self.dim];
+        let mut tensors = vec![(
+            "embeddings",
+            shape,
+            match &self.embeddings {
+                Embeddings::F32(v) => TensorData::F32(v),
+                Embeddings::F16(v) => TensorData::F16(v),
+            },
+        )];
+        if let Some(mean) = &self.mean {
+            tensors.push(("mean", vec![self.dim], TensorData::F32(mean)));
         }
-        let out = safetensors_bytes(&tensors, &metadata);
-        write_atomic(path, |w| w.write_all(&out))
+        write_atomic(path, |w| file::write(w, &tensors, &metadata))
     }
 
     /// Reads and validates an index file.
     pub fn load(path: &Path) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        let mut file = TensorFile::open(path)?;
         let bad = |reason: String| Error::Safetensors { path: path.to_path_buf(), reason };
-        let (_, header) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-        let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let meta = header.metadata().clone().unwrap_or_default();
+        let meta = std::mem::take(&mut file.metadata);
         let get = |key: &str| meta.get(key).cloned().ok_or_else(|| bad(format!("not a lookalike index: metadata `{key}` is missing")));
         if get("format")? != FORMAT {
             return Err(bad(format!("not a lookalike index (format is not `{FORMAT}`)")));
@@ -263,21 +266,19 @@ impl Index {
         if paths.len() != count || labels.len() != count {
             return Err(bad(format!("metadata lists {} paths and {} labels for {count} rows", paths.len(), labels.len())));
         }
-        let view = st.tensor("embeddings").map_err(|_| Error::MissingTensor { name: "embeddings".into() })?;
-        if view.shape() != [count, dim] {
-            return Err(Error::shape("embeddings", format!("[{count}, {dim}]"), format!("{:?}", view.shape())));
+        let (dtype, shape) = file.describe("embeddings").ok_or_else(|| Error::MissingTensor { name: "embeddings".into() })?;
+        if shape != [count, dim] {
+            return Err(Error::shape("embeddings", format!("[{count}, {dim}]"), format!("{shape:?}")));
         }
-        let embeddings = match view.dtype() {
-            Dtype::F32 => Embeddings::F32(view.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect()),
-            Dtype::F16 => Embeddings::F16(view.data().chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect()),
-            other => return Err(Error::UnsupportedDtype { name: "embeddings".into(), dtype: format!("{other:?}") }),
+        let embeddings = match dtype {
+            "F32" => Embeddings::F32(file.read_f32("embeddings")?),
+            "F16" => Embeddings::F16(file.read_f16("embeddings")?),
+            other => return Err(Error::UnsupportedDtype { name: "embeddings".into(), dtype: other.to_string() }),
         };
-        let mean = match st.tensor("mean") {
-            Ok(m) if m.dtype() == Dtype::F32 && m.shape() == [dim] => {
-                Some(m.data().chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect())
-            }
-            Ok(m) => return Err(Error::shape("mean", format!("F32 [{dim}]"), format!("{:?} {:?}", m.dtype(), m.shape()))),
-            Err(_) => None,
+        let mean = match file.describe("mean") {
+            Some(("F32", shape)) if shape == [dim] => Some(file.read_f32("mean")?),
+            Some((dtype, shape)) => return Err(Error::shape("mean", format!("F32 [{dim}]"), format!("{dtype} {shape:?}"))),
+            None => None,
         };
         if (get("centered")? == "true") != mean.is_some() {
             return Err(bad("metadata `centered` disagrees with the presence of the `mean` tensor".into()));
@@ -356,27 +357,3 @@ pub fn scan_folder(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
         .collect())
 }
 
-/// A safetensors file whose header is the same bytes for the same content: metadata keys in
-/// sorted order (the safetensors crate writes a `HashMap`, whose order changes per run), then
-/// the tensors, laid out back to back in the order given.
-fn safetensors_bytes(tensors: &[(&str, Dtype, Vec<usize>, &[u8])], metadata: &BTreeMap<&str, String>) -> Vec<u8> {
-    let mut header = serde_json::Map::new();
-    let sorted: serde_json::Map<String, serde_json::Value> = metadata.iter().map(|(k, v)| (k.to_string(), v.clone().into())).collect();
-    header.insert("__metadata__".into(), sorted.into());
-    let mut offset = 0;
-    for (name, dtype, shape, data) in tensors {
-        let entry = serde_json::json!({"dtype": format!("{dtype:?}"), "shape": shape, "data_offsets": [offset, offset + data.len()]});
-        header.insert(name.to_string(), entry);
-        offset += data.len();
-    }
-    let mut text = serde_json::Value::Object(header).to_string().into_bytes();
-    // The data starts 8-byte aligned, as the safetensors writers leave it.
-    text.resize(text.len().next_multiple_of(8), b' ');
-    let mut out = Vec::with_capacity(8 + text.len() + offset);
-    out.extend_from_slice(&(text.len() as u64).to_le_bytes());
-    out.extend_from_slice(&text);
-    for (_, _, _, data) in tensors {
-        out.extend_from_slice(data);
-    }
-    out
-}
