@@ -51,7 +51,7 @@ fn bench_conv(c: &mut Criterion) {
         // this many output rows (`ops::Tuning` chooses between the two per adapter).
         let d = conv2d(&ctx, &shape, &bufs, true, Tiles::for_rows(shape.m())).unwrap();
         group.bench_function(format!("gpu/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
-        let d = conv2d(&ctx, &shape, &bufs, true, Tiles::for_rows(shape.m()).with_8x8_blocks()).unwrap();
+        let d = conv2d(&ctx, &shape, &bufs, true, Tiles::for_rows(shape.m()).with_8x8_blocks_for(shape.out_c)).unwrap();
         group.bench_function(format!("gpu8x8/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
         group.bench_function(format!("cpu/{name}"), |b| {
             b.iter(|| cpu::conv2d(&shape, &input, &weight, None, Some(&bias), None, true).unwrap())

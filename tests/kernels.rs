@@ -67,8 +67,9 @@ fn conv2d_other_tile_sizes_agree() {
     let ctx = ctx();
     let mut rng = Rng::new(2);
     let small = Tiles { wg_x: 8, wg_y: 8, tile_k: 8, block: 4 };
-    // One 8x8 configuration only: lavapipe's LLVM takes ~16 s to compile that entry point.
-    let tiles = [small, Tiles { wg_x: 16, wg_y: 8, tile_k: 32, block: 4 }, Tiles::default().with_8x8_blocks()];
+    // Few 8x8 configurations: lavapipe's LLVM takes ~16 s to compile each (Mesa caches it).
+    // 8x8 blocks in 128- and 64-column tiles (the narrow one is what 64-channel layers get).
+    let tiles = [small, Tiles { wg_x: 16, wg_y: 8, tile_k: 32, block: 4 }, Tiles::default().with_8x8_blocks(), Tiles::default().with_8x8_blocks_for(64)];
     // Channels above and below the K slice (incremental and divided depth advance), an RGB
     // stem-like layer, a 1x1 with more channels than one tile.
     for shape in [Conv2dShape::square(2, 13, 11, 19, 45, 3, 2, 1), Conv2dShape::square(1, 23, 17, 3, 70, 7, 2, 3), Conv2dShape::square(3, 5, 7, 40, 133, 1, 1, 0)] {

@@ -163,7 +163,7 @@ fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec
         let buffers = Conv2dBuffers { input: &input, weight: &weight, scale: None, bias: Some(&bias), residual: None, output: &output };
         let tiles = Tiles::for_rows(shape.m());
         let mut ms = [0.0; 2];
-        for (slot, tiles) in ms.iter_mut().zip([tiles, tiles.with_8x8_blocks()]) {
+        for (slot, tiles) in ms.iter_mut().zip([tiles, tiles.with_8x8_blocks_for(shape.out_c)]) {
             let d = conv2d(ctx, &shape, &buffers, true, tiles)?;
             *slot = ctx.median_ms(&[&d], options.reps)?;
         }
@@ -175,7 +175,7 @@ fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec
             count,
             rows: shape.m(),
             cols: shape.out_c,
-            groups_8x8: tiles.with_8x8_blocks().groups(shape.m(), shape.out_c),
+            groups_8x8: tiles.with_8x8_blocks_for(shape.out_c).groups(shape.m(), shape.out_c),
             ms_4x4: ms[0],
             ms_8x8: ms[1],
         });
@@ -272,7 +272,7 @@ mod tests {
     }
 
     fn conv_at(rows: usize, cols: usize, count: usize, ms_4x4: f64, ms_8x8: f64) -> ConvTiming {
-        let groups_8x8 = Tiles::for_rows(rows).with_8x8_blocks().groups(rows, cols);
+        let groups_8x8 = Tiles::for_rows(rows).with_8x8_blocks_for(cols).groups(rows, cols);
         ConvTiming { layer: format!("{rows}x{cols}"), count, rows, cols, groups_8x8, ms_4x4, ms_8x8 }
     }
 
