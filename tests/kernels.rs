@@ -117,8 +117,13 @@ fn matmul_matches_cpu_on_random_shapes() {
         let expected = cpu::matmul(&shape, &a, &b).unwrap();
         let (a_buf, b_buf) = (ctx.upload("a", &a).unwrap(), ctx.upload("b", &b).unwrap());
         let c = ctx.storage("c", shape.m * shape.n).unwrap();
-        // 4x4 and 8x8 blocks per invocation, alternating (lavapipe compiles each pipeline once).
-        let tiles = if case % 4 < 2 { Tiles::default() } else { Tiles::default().with_8x8_blocks() };
+        // 4x4 and 8x8 blocks per invocation, 8x8 also in 64-column tiles, in turn (lavapipe
+        // compiles each pipeline once).
+        let tiles = match case % 5 {
+            0 | 1 => Tiles::default(),
+            2 | 3 => Tiles::default().with_8x8_blocks(),
+            _ => Tiles::default().with_8x8_blocks_for(64),
+        };
         let dispatch = matmul(ctx, &shape, &a_buf, &b_buf, &c, tiles).unwrap();
         let got = ctx.run_and_read(&[&dispatch], &c, shape.m * shape.n).unwrap();
         assert_close(&format!("matmul case {case} {shape:?} {tiles:?}"), &got, &expected, KERNEL_LIMIT);
