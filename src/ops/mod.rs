@@ -97,7 +97,8 @@ pub struct Tuning {
     /// The single-query scan.
     pub gemv: GemvTiles,
     /// Convolutions and matmuls with at least this many output columns (channels) use 8x8
-    /// blocks per invocation (`Tiles::with_8x8_blocks`, 128-column tiles); `None`: never.
+    /// blocks per invocation (`Tiles::with_8x8_blocks_for`: 128-column tiles, 64-column ones
+    /// for at most 64 columns); `None`: never.
     pub min_cols_for_8x8: Option<usize>,
     /// ... when their 8x8 grid also has at least this many workgroups (0: any size). On a
     /// large GPU a grid of a few 128x128 tiles leaves multiprocessors idle, where 4x4 blocks
@@ -118,8 +119,8 @@ impl Default for Tuning {
     fn default() -> Self {
         // 8x8 blocks read half the workgroup memory per FMA of 4x4 ones, which bounds the
         // 4x4 kernel on large GPUs (prediction, not yet measured on one); on lavapipe they
-        // win on every ResNet50 layer of 128+ channels (BENCHMARKS.md). Narrower layers
-        // would leave half of a 128-channel tile idle.
+        // win on every ResNet50 layer (BENCHMARKS.md). From 128 channels only until a GPU
+        // measures the 64-column tiles (half the workgroups' invocations of the 128 ones).
         Self { gemv: GemvTiles::default(), min_cols_for_8x8: Some(128), min_groups_for_8x8: 0, topk_workgroup: default_topk_workgroup() }
     }
 }
@@ -130,7 +131,7 @@ impl Tuning {
             // lavapipe (Mesa 25, `lookalike tune` 2026-12-02, 16k x 2048 f32 / f16, one
             // query): 1 lane per row 76 / 77 ms, 4 lanes 91 / 100, 16 lanes 98 / 90, 64
             // lanes 195 / 165. Its SIMD lanes are CPU vector lanes: a cross-lane reduction
-            // costs more than it saves. 8x8 blocks from 128 channels: measured the same day.
+            // costs more than it saves.
             // Top-k of 1M scores, k 10 / 100: 126 / 237 ms with workgroups of 256, 86 / 184
             // with 64, 78 / 175 with 32 (fewer invocations to step through each barrier).
             // Since 64-column tiles exist for 8x8 blocks, `tune` puts the threshold at 64
