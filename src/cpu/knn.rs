@@ -70,29 +70,30 @@ pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<
     Ok(best.finish())
 }
 
-/// Up to this many queries, f16 rows are dotted directly (widened in registers): widening a
-/// whole task's block first writes and re-reads twice the bytes that f16 storage saves, which
-/// is what bounds a scan for few queries.
+/// Up to this many queries, rows are dotted directly (f16 widened in registers) instead of
+/// going through a GEMM: a scan for few queries is bound by reading the rows, and widening
+/// f16 rows in bulk first writes and re-reads twice the bytes that f16 storage saves.
+/// 100k x 2048 on 2 cores (ms, GEMM / direct): f16 1 query 52-71 / 25-28, 4 queries 81-100 /
+/// 46-52; f32 1 query 47-57 / 50-52, 2 queries 76-85 / 59-60, 4 queries 74-75 / 77-81 (four
+/// 8 KB f32 queries and the row no longer fit L1 together).
 const DIRECT_F16_MAX_QUERIES: usize = 4;
+const DIRECT_F32_MAX_QUERIES: usize = 2;
 
 /// `scores[j * q + qi]` = query `qi` · row `rows_range.start + j`.
 fn score_block(rows: Rows, dim: usize, queries: &[f32], rows_range: std::ops::Range<usize>, widened: &mut Vec<f32>, scores: &mut Vec<f32>) {
     let (q, len) = (queries.len() / dim, rows_range.len());
     let (start, end) = (rows_range.start * dim, rows_range.end * dim);
     scores.resize(q * len, 0.0);
+    if let Some(dots) = direct_dots() {
+        match rows {
+            Rows::F32(v) if q <= DIRECT_F32_MAX_QUERIES => return each_row(&v[start..end], dim, queries, scores, dots.f32),
+            Rows::F16(v) if q <= DIRECT_F16_MAX_QUERIES => return each_row(&v[start..end], dim, queries, scores, dots.f16),
+            _ => {}
+        }
+    }
     let block = match rows {
         Rows::F32(v) => &v[start..end],
         Rows::F16(v) => {
-            if q <= DIRECT_F16_MAX_QUERIES {
-                if let Some(dot) = f16_dot() {
-                    for (row, row_scores) in v[start..end].chunks_exact(dim).zip(scores.chunks_exact_mut(q)) {
-                        for (score, query) in row_scores.iter_mut().zip(queries.chunks_exact(dim)) {
-                            *score = dot(row, query);
-                        }
-                    }
-                    return;
-                }
-            }
             widened.resize(end - start, 0.0);
             v[start..end].convert_to_f32_slice(widened);
             &widened[..]
@@ -103,16 +104,32 @@ fn score_block(rows: Rows, dim: usize, queries: &[f32], rows_range: std::ops::Ra
     gemm_serial(scores, block, queries, len, q, dim, true);
 }
 
-/// `row · query` for an f16 row and an f32 query.
-type F16Dot = fn(&[half::f16], &[f32]) -> f32;
+/// `scores[j * q + qi] = dot(row j, query qi)` for consecutive rows.
+fn each_row<T>(rows: &[T], dim: usize, queries: &[f32], scores: &mut [f32], dot: fn(&[T], &[f32]) -> f32) {
+    let q = queries.len() / dim;
+    for (row, row_scores) in rows.chunks_exact(dim).zip(scores.chunks_exact_mut(q)) {
+        for (score, query) in row_scores.iter_mut().zip(queries.chunks_exact(dim)) {
+            *score = dot(row, query);
+        }
+    }
+}
 
-/// The f16 · f32 dot product this CPU runs fastest, where one exists (x86-64 with AVX2, FMA
-/// and F16C); `None` sends callers to widen rows in bulk instead.
-fn f16_dot() -> Option<F16Dot> {
+/// Row · query dot products for the scan of a few queries, where this CPU has fast ones.
+struct DirectDots {
+    f32: fn(&[f32], &[f32]) -> f32,
+    f16: fn(&[half::f16], &[f32]) -> f32,
+}
+
+/// x86-64 with AVX2, FMA and F16C; `None` sends callers to the GEMM path (f16 rows widened
+/// in bulk first).
+fn direct_dots() -> Option<DirectDots> {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
-        // SAFETY: the CPU has the features `dot_f16_avx2` is compiled for (checked above).
-        return Some(|row, query| unsafe { x86::dot_f16_avx2(row, query) });
+        // SAFETY: the CPU has the features the kernels are compiled for (checked above).
+        return Some(DirectDots {
+            f32: |row, query| unsafe { x86::dot_f32_avx2(row, query) },
+            f16: |row, query| unsafe { x86::dot_f16_avx2(row, query) },
+        });
     }
     None
 }
@@ -120,6 +137,33 @@ fn f16_dot() -> Option<F16Dot> {
 #[cfg(target_arch = "x86_64")]
 mod x86 {
     use std::arch::x86_64::*;
+
+    /// `row · query` over their common length, four 8-wide FMA chains.
+    ///
+    /// # Safety
+    /// The CPU must support AVX2 and FMA.
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) unsafe fn dot_f32_avx2(row: &[f32], query: &[f32]) -> f32 {
+        let len = row.len().min(query.len());
+        let (r, f) = (row.as_ptr(), query.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut i = 0;
+        // SAFETY (all loads): i + 32 <= len, resp. i + 8 <= len, elements of both slices;
+        // unaligned loads.
+        while i + 32 <= len {
+            for (lane, sum) in acc.iter_mut().enumerate() {
+                let at = i + 8 * lane;
+                *sum = _mm256_fmadd_ps(_mm256_loadu_ps(r.add(at)), _mm256_loadu_ps(f.add(at)), *sum);
+            }
+            i += 32;
+        }
+        while i + 8 <= len {
+            acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(r.add(i)), _mm256_loadu_ps(f.add(i)), acc[0]);
+            i += 8;
+        }
+        let tail: f32 = row[i..len].iter().zip(&query[i..len]).map(|(x, y)| x * y).sum();
+        horizontal_sum(acc) + tail
+    }
 
     /// `row · query` over their common length, four 8-wide FMA chains.
     ///
@@ -146,11 +190,18 @@ mod x86 {
             acc[0] = _mm256_fmadd_ps(widened, _mm256_loadu_ps(f.add(i)), acc[0]);
             i += 8;
         }
+        let tail: f32 = row[i..len].iter().zip(&query[i..len]).map(|(x, y)| x.to_f32() * y).sum();
+        horizontal_sum(acc) + tail
+    }
+
+    /// The sum of the four chains' lanes.
+    #[target_feature(enable = "avx")]
+    fn horizontal_sum(acc: [__m256; 4]) -> f32 {
         let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
         let mut lanes = [0.0f32; 8];
-        _mm256_storeu_ps(lanes.as_mut_ptr(), sum);
-        let tail: f32 = row[i..len].iter().zip(&query[i..len]).map(|(x, y)| x.to_f32() * y).sum();
-        lanes.iter().sum::<f32>() + tail
+        // SAFETY: `lanes` holds the 8 values stored.
+        unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
+        lanes.iter().sum()
     }
 }
 
