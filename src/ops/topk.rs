@@ -136,7 +136,7 @@ impl TopK {
     /// [`TopK::new`] with `workgroup` invocations per workgroup (a power of two up to the
     /// device's limit).
     pub fn with_workgroup(ctx: &Context, input: TopKInput, rows: usize, len: usize, k: usize, output: &TopKOutput, workgroup: u32) -> Result<Self> {
-        let limit = ctx.limits().max_compute_invocations_per_workgroup.min(ctx.limits().max_compute_workgroup_size_x);
+        let limit = Self::max_workgroup(ctx);
         if !workgroup.is_power_of_two() || workgroup > limit {
             return Err(Error::InvalidArgument(format!("topk: workgroups of {workgroup} invocations; a power of two up to {limit}")));
         }
@@ -234,6 +234,11 @@ impl TopK {
             source = target;
         }
         Ok(Self { dispatches, rows, k })
+    }
+
+    /// The largest workgroup size [`TopK::with_workgroup`] takes on this device.
+    pub fn max_workgroup(ctx: &Context) -> u32 {
+        ctx.limits().max_compute_invocations_per_workgroup.min(ctx.limits().max_compute_workgroup_size_x)
     }
 
     /// The passes, in order; encode them all into one compute pass.

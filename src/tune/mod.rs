@@ -212,7 +212,7 @@ fn time_topk(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<
     let len = options.topk_len;
     let scores = ctx.upload("tune topk scores", &Rng::normals_parallel(rng.next_u64(), len))?;
     let (best_scores, best_indices) = (ctx.storage("tune topk best scores", 100)?, ctx.storage("tune topk best indices", 100)?);
-    let limit = ctx.limits().max_compute_invocations_per_workgroup.min(ctx.limits().max_compute_workgroup_size_x);
+    let limit = TopK::max_workgroup(ctx);
     TOPK_WORKGROUPS
         .iter()
         .filter(|&&workgroup| workgroup <= limit)
