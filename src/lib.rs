@@ -22,8 +22,10 @@
 //! let net = ResNet50::load("resnet50.safetensors".as_ref())?;
 //! let preprocess = Preprocess::default(); // resize 256, crop 224, ImageNet mean/std
 //!
-//! // Index a folder (labels from its sub-folders), centred, stored as f16.
-//! let mut embedder = Embedder::gpu(Context::new()?, &net)?;
+//! // Index a folder (labels from its sub-folders), centred, stored as f16. Clones of one
+//! // context share its device and compiled pipelines.
+//! let ctx = Context::new()?;
+//! let mut embedder = Embedder::gpu(ctx.clone(), &net)?;
 //! let files = scan_folder("photos".as_ref())?;
 //! let found = embedder.embed_labelled_files(&files, &preprocess, 32, |_| {})?;
 //! let provenance = Provenance {
@@ -36,7 +38,7 @@
 //! index.save("photos.index".as_ref())?;
 //!
 //! // Query: pixels in, the 5 nearest rows out.
-//! let mut searcher = Searcher::new(Context::new()?, &net, &index, SearchOptions::default())?;
+//! let mut searcher = Searcher::new(ctx, &net, &index, SearchOptions::default())?;
 //! for n in &searcher.search_images(&[decode_file("query.jpg".as_ref())?], 5)?[0] {
 //!     println!("{:.3} {}", n.score, index.entries[n.index].path);
 //! }

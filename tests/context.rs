@@ -50,3 +50,24 @@ fn stage_times_run_every_stage_and_time_each_one() {
         lookalike::compare::Tolerance::new(1e-5, 1e-5).check(&got, &expected).unwrap_or_else(|e| panic!("{e}"));
     }
 }
+
+/// Clones share the device and its pipeline cache: a pipeline built through one is not
+/// compiled again through the other, and buffers made by one are usable by the other.
+#[test]
+fn a_cloned_context_shares_device_and_pipelines() {
+    use lookalike::ops::matmul::{matmul, MatmulShape};
+    use lookalike::ops::Tiles;
+    let ctx = Context::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let clone = ctx.clone();
+    let shape = MatmulShape { m: 3, n: 5, k: 2, b_transposed: false };
+    let (a, b) = (ctx.upload("a", &[1.0f32; 6]).unwrap(), ctx.upload("b", &[2.0f32; 10]).unwrap());
+    let c = clone.storage("c", 15).unwrap();
+    let first = matmul(&ctx, &shape, &a, &b, &c, Tiles::default()).unwrap();
+    let built = ctx.cached_pipelines();
+    assert!(built >= 1);
+    assert_eq!(clone.cached_pipelines(), built, "the clone does not see the pipeline built through the original");
+    let second = matmul(&clone, &shape, &a, &b, &c, Tiles::default()).unwrap();
+    assert_eq!(ctx.cached_pipelines(), built, "the clone compiled the same pipeline again");
+    // Work recorded through either handle runs in one submit on the one device.
+    assert_eq!(clone.run_and_read(&[&first, &second], &c, 15).unwrap(), vec![4.0f32; 15]);
+}

@@ -52,10 +52,10 @@ fn ids(results: &[Vec<Neighbor>]) -> Vec<Vec<usize>> {
     results.iter().map(|r| r.iter().map(|n| n.index).collect()).collect()
 }
 
-/// A second device handle for searchers (each owns its context).
+/// A handle on the shared test device for a searcher (each owns one): a clone shares the
+/// compiled pipelines.
 fn context() -> Context {
-    ctx();
-    Context::new().unwrap()
+    ctx().clone()
 }
 
 #[test]

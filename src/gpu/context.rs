@@ -99,6 +99,11 @@ fn describe(info: &wgpu::AdapterInfo) -> String {
 
 /// An open GPU device with the limits and features lookalike asked for, and the one
 /// pipeline cache all ops share.
+///
+/// Cloning is cheap and shares the device, its queue and the pipeline cache: give an
+/// [`crate::Embedder`] and a [`crate::Searcher`] clones of one context, and each pipeline is
+/// compiled once (a fresh `Context::new()` compiles them all again).
+#[derive(Clone)]
 pub struct Context {
     pub(crate) device: wgpu::Device,
     pub(crate) queue: wgpu::Queue,
@@ -107,7 +112,7 @@ pub struct Context {
     features: wgpu::Features,
     tuning: crate::ops::Tuning,
     tuning_source: crate::tune::TuningSource,
-    pub(crate) pipelines: PipelineCache,
+    pub(crate) pipelines: std::sync::Arc<PipelineCache>,
 }
 
 /// Features used where the adapter has them; none is required.
@@ -153,7 +158,7 @@ impl Context {
             .await
             .map_err(|e| Error::RequestDevice { adapter: describe(&info), reason: e.to_string() })?;
         let (tuning, tuning_source) = crate::tune::for_adapter(&info);
-        Ok(Self { device, queue, info, limits, features, tuning, tuning_source, pipelines: PipelineCache::default() })
+        Ok(Self { device, queue, info, limits, features, tuning, tuning_source, pipelines: Default::default() })
     }
 
     /// The adapter's name, backend, type and driver.

@@ -206,7 +206,7 @@ fn knn_scan(o: &BenchOptions, ctx: &Context, rows: usize, rng: &mut Rng, of_bw: 
     let mut knn = Vec::new();
     for precision in [Precision::F32, Precision::F16] {
         let index = Index::from_features(&features, FEATURE_DIM, entries.clone(), precision, false, provenance.clone())?;
-        let mut searcher = Searcher::for_features(Context::new()?, &index, SearchOptions::default())?;
+        let mut searcher = Searcher::for_features(ctx.clone(), &index, SearchOptions::default())?;
         for queries in [1usize, 64] {
             let q = rng.normals(queries * FEATURE_DIM, 1.0);
             let reps = if ctx.is_cpu() { 1 } else { 10 };

@@ -65,10 +65,10 @@ fn draw_dataset(dir: &Path, per_class: usize, side: u32, rng: &mut Rng) -> Resul
 }
 
 pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Result<()> {
+    // One device for indexing, searching and the comparison: each pipeline compiles once.
     let ctx = Context::new()?;
     let info = ctx.adapter_info().clone();
     let software = ctx.is_cpu();
-    drop(ctx);
     let (crop, per_class) = if software { (64, per_class.unwrap_or(8)) } else { (224, per_class.unwrap_or(60)) };
     println!("adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
     if software {
@@ -101,18 +101,19 @@ pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Resu
         crop: Some(preprocess.crop),
         add: false,
         cpu: false,
+        gpu: Some(ctx.clone()),
     })?;
     let index_secs = start.elapsed().as_secs_f64();
     println!("index built in {index_secs:.1} s ({:.1} img/s end to end: decode, preprocess, ResNet50)", index.len() as f64 / index_secs);
 
     // The index records the weights; load them once for searching and for the comparison.
     let net = crate::weights::for_index(&index, weights.map(Path::to_path_buf).as_ref())?.net;
-    search_and_report(&index, &queries, &net)?;
-    compare_devices(&net, &queries.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), &preprocess)
+    search_and_report(&ctx, &index, &queries, &net)?;
+    compare_devices(&ctx, &net, &queries.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), &preprocess)
 }
 
-fn search_and_report(index: &Index, queries: &[(PathBuf, usize)], net: &ResNet50) -> Result<()> {
-    let mut searcher = Searcher::new(Context::new()?, net, index, SearchOptions::default())?;
+fn search_and_report(ctx: &Context, index: &Index, queries: &[(PathBuf, usize)], net: &ResNet50) -> Result<()> {
+    let mut searcher = Searcher::new(ctx.clone(), net, index, SearchOptions::default())?;
     let images = queries.iter().map(|(p, _)| decode_file(p)).collect::<Result<Vec<_>>>()?;
     let k = 5;
     searcher.search_images(&images[..1], k)?; // compile the pipelines before timing
@@ -147,9 +148,9 @@ fn file_name(path: &Path) -> String {
 }
 
 /// The same images through the GPU and the CPU reference: speed and agreement.
-fn compare_devices(net: &ResNet50, paths: &[PathBuf], preprocess: &Preprocess) -> Result<()> {
+fn compare_devices(ctx: &Context, net: &ResNet50, paths: &[PathBuf], preprocess: &Preprocess) -> Result<()> {
     let images = paths.iter().map(|p| decode_file(p)).collect::<Result<Vec<_>>>()?;
-    let mut gpu = Embedder::gpu(Context::new()?, net)?;
+    let mut gpu = Embedder::gpu(ctx.clone(), net)?;
     gpu.embed_decoded(&images[..1], preprocess)?;
     let start = Instant::now();
     let on_gpu = gpu.embed_decoded(&images, preprocess)?;

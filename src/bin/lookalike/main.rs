@@ -234,6 +234,7 @@ fn main() -> ExitCode {
             crop,
             add,
             cpu,
+            gpu: None,
         })
         .map(|_| ()),
         Command::Search { index, images, k, json, collage, weights } => search_cmd::search(&index, &images, k, json, collage.as_deref(), weights.as_ref()),

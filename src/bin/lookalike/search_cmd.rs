@@ -29,6 +29,8 @@ pub struct IndexOptions<'a> {
     pub crop: Option<u32>,
     pub add: bool,
     pub cpu: bool,
+    /// The GPU context to embed on (unless `cpu`); `None` opens one.
+    pub gpu: Option<Context>,
 }
 
 fn progress_bar(len: usize, what: &str) -> ProgressBar {
@@ -79,7 +81,11 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     if files.is_empty() && existing.is_none() {
         return Err(Error::InvalidArgument(format!("no .jpg, .jpeg or .png images under {}", o.dir.display())));
     }
-    let mut embedder = if o.cpu { Embedder::cpu(&loaded.net)? } else { Embedder::gpu(Context::new()?, &loaded.net)? };
+    let mut embedder = match (o.cpu, o.gpu) {
+        (true, _) => Embedder::cpu(&loaded.net)?,
+        (false, Some(ctx)) => Embedder::gpu(ctx, &loaded.net)?,
+        (false, None) => Embedder::gpu(Context::new()?, &loaded.net)?,
+    };
     let bar = progress_bar(files.len(), "images");
     let embedded = embedder.embed_labelled_files(&files, &preprocess, o.batch, |done| bar.set_position(done as u64));
     bar.finish_and_clear();
