@@ -51,6 +51,8 @@ pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<
     if u32::try_from(n).is_err() {
         return Err(Error::InvalidArgument(format!("cpu knn: {n} rows exceed u32 indices")));
     }
+    let plan = Plan::choose(rows, dim, queries);
+    let stride = plan.stride(q);
     let best = (0..n.div_ceil(TASK_ROWS))
         .into_par_iter()
         .fold(
@@ -58,9 +60,9 @@ pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<
             |mut best, task| {
                 let (start, end) = (task * TASK_ROWS, ((task + 1) * TASK_ROWS).min(n));
                 SCRATCH.with_borrow_mut(|(widened, scores)| {
-                    score_block(rows, dim, queries, start..end, widened, scores);
-                    for (j, row_scores) in scores.chunks_exact(q).enumerate() {
-                        best.offer_row(row_scores, (start + j) as u32);
+                    score_block(&plan, rows, dim, queries, start..end, widened, scores);
+                    for (j, row_scores) in scores.chunks_exact(stride).enumerate() {
+                        best.offer_row(&row_scores[..q], (start + j) as u32);
                     }
                 });
                 best
@@ -79,29 +81,122 @@ pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<
 const DIRECT_F16_MAX_QUERIES: usize = 4;
 const DIRECT_F32_MAX_QUERIES: usize = 2;
 
-/// `scores[j * q + qi]` = query `qi` · row `rows_range.start + j`.
-fn score_block(rows: Rows, dim: usize, queries: &[f32], rows_range: std::ops::Range<usize>, widened: &mut Vec<f32>, scores: &mut Vec<f32>) {
+/// From this many queries on, the 6x16 kernel over packed queries ([`QueryPanels`])
+/// replaces the `gemm` crate. 100k x 2048 on 2 cores, alternating runs (ms, GEMM / panels):
+/// f32 64 queries 252-282 / 226-228, 16 queries 83-95 / 72-76; f16 64 queries 268-310 /
+/// 240-257, 16 queries 113-121 / 80-93. At 8 queries and fewer, padded to 8-query panels,
+/// f32 was no faster (71-83 / 80-107).
+const PANELS_MIN_QUERIES: usize = 9;
+
+/// How a scan scores its rows, chosen once for all tasks.
+struct Plan {
+    scoring: Scoring,
+    /// The x86 kernels, where this CPU has them.
+    avx2: Option<Avx2Kernels>,
+}
+
+enum Scoring {
+    /// Each row dotted with each query (few queries).
+    Direct,
+    /// The register-blocked kernel over the queries packed once.
+    Panels(QueryPanels),
+    /// The `gemm` crate.
+    Gemm,
+}
+
+impl Plan {
+    fn choose(rows: Rows, dim: usize, queries: &[f32]) -> Plan {
+        let q = queries.len() / dim;
+        let avx2 = avx2_kernels();
+        let direct_max = match rows {
+            Rows::F32(_) => DIRECT_F32_MAX_QUERIES,
+            Rows::F16(_) => DIRECT_F16_MAX_QUERIES,
+        };
+        let scoring = match avx2 {
+            Some(_) if q <= direct_max => Scoring::Direct,
+            Some(_) if q >= PANELS_MIN_QUERIES => Scoring::Panels(QueryPanels::new(queries, dim)),
+            _ => Scoring::Gemm,
+        };
+        Plan { scoring, avx2 }
+    }
+
+    /// Values per row of a task's score block (the queries, padded to whole panels).
+    fn stride(&self, queries: usize) -> usize {
+        match &self.scoring {
+            Scoring::Panels(panels) => panels.stride(),
+            Scoring::Direct | Scoring::Gemm => queries,
+        }
+    }
+}
+
+/// `scores[j * stride + qi]` = query `qi` · row `rows_range.start + j` (see [`Plan::stride`]).
+fn score_block(plan: &Plan, rows: Rows, dim: usize, queries: &[f32], rows_range: std::ops::Range<usize>, widened: &mut Vec<f32>, scores: &mut Vec<f32>) {
     let (q, len) = (queries.len() / dim, rows_range.len());
     let (start, end) = (rows_range.start * dim, rows_range.end * dim);
-    scores.resize(q * len, 0.0);
-    if let Some(dots) = direct_dots() {
-        match rows {
-            Rows::F32(v) if q <= DIRECT_F32_MAX_QUERIES => return each_row(&v[start..end], dim, queries, scores, dots.f32),
-            Rows::F16(v) if q <= DIRECT_F16_MAX_QUERIES => return each_row(&v[start..end], dim, queries, scores, dots.f16),
-            _ => {}
-        }
+    scores.resize(plan.stride(q) * len, 0.0);
+    let avx2 = plan.avx2.as_ref();
+    if let (Scoring::Direct, Some(kernels)) = (&plan.scoring, avx2) {
+        return match rows {
+            Rows::F32(v) => each_row(&v[start..end], dim, queries, scores, kernels.dot_f32),
+            Rows::F16(v) => each_row(&v[start..end], dim, queries, scores, kernels.dot_f16),
+        };
     }
     let block = match rows {
         Rows::F32(v) => &v[start..end],
         Rows::F16(v) => {
             widened.resize(end - start, 0.0);
-            v[start..end].convert_to_f32_slice(widened);
+            match avx2 {
+                Some(kernels) => (kernels.widen_f16)(&v[start..end], widened),
+                None => v[start..end].convert_to_f32_slice(widened),
+            }
             &widened[..]
         }
     };
-    // Rows as the GEMM's M, which its micro-kernels block well (with the scores written
-    // query-major, the GEMM runs as slowly as with queries as M).
-    gemm_serial(scores, block, queries, len, q, dim, true);
+    match (&plan.scoring, avx2) {
+        (Scoring::Panels(panels), Some(kernels)) => (kernels.by_panels)(block, dim, panels, scores),
+        // Rows as the GEMM's M, which its micro-kernels block well (with the scores written
+        // query-major, the GEMM runs as slowly as with queries as M).
+        _ => gemm_serial(scores, block, queries, len, q, dim, true),
+    }
+}
+
+/// Queries in panels of [`QueryPanels::WIDTH`] for the register-blocked kernel: value `k`
+/// of query `p * WIDTH + lane` at `(p * dim + k) * WIDTH + lane`, zero past the last query.
+/// Packed once per scan; every task reads them.
+struct QueryPanels {
+    values: Vec<f32>,
+    dim: usize,
+}
+
+impl QueryPanels {
+    const WIDTH: usize = 16;
+
+    fn new(queries: &[f32], dim: usize) -> Self {
+        let count = queries.len() / dim;
+        let mut values = vec![0.0; count.div_ceil(Self::WIDTH) * Self::WIDTH * dim];
+        for (qi, query) in queries.chunks_exact(dim).enumerate() {
+            let (p, lane) = (qi / Self::WIDTH, qi % Self::WIDTH);
+            for (k, &value) in query.iter().enumerate() {
+                values[(p * dim + k) * Self::WIDTH + lane] = value;
+            }
+        }
+        Self { values, dim }
+    }
+
+    fn dim(&self) -> usize {
+        self.dim
+    }
+
+    /// Queries rounded up to whole panels.
+    fn stride(&self) -> usize {
+        self.values.len() / self.dim
+    }
+
+    /// Panel `p`'s `depth` steps from `k0`.
+    fn panel(&self, p: usize, k0: usize, depth: usize) -> &[f32] {
+        let from = (p * self.dim + k0) * Self::WIDTH;
+        &self.values[from..from + depth * Self::WIDTH]
+    }
 }
 
 /// `scores[j * q + qi] = dot(row j, query qi)` for consecutive rows.
@@ -114,21 +209,25 @@ fn each_row<T>(rows: &[T], dim: usize, queries: &[f32], scores: &mut [f32], dot:
     }
 }
 
-/// Row · query dot products for the scan of a few queries, where this CPU has fast ones.
-struct DirectDots {
-    f32: fn(&[f32], &[f32]) -> f32,
-    f16: fn(&[half::f16], &[f32]) -> f32,
+/// The scan's x86 kernels, as safe function pointers once the CPU's features are known.
+struct Avx2Kernels {
+    dot_f32: fn(&[f32], &[f32]) -> f32,
+    dot_f16: fn(&[half::f16], &[f32]) -> f32,
+    by_panels: fn(&[f32], usize, &QueryPanels, &mut [f32]),
+    widen_f16: fn(&[half::f16], &mut [f32]),
 }
 
-/// x86-64 with AVX2, FMA and F16C; `None` sends callers to the GEMM path (f16 rows widened
-/// in bulk first).
-fn direct_dots() -> Option<DirectDots> {
+/// x86-64 with AVX2, FMA and F16C; `None` sends callers to the `gemm` crate (f16 rows
+/// widened by `half`).
+fn avx2_kernels() -> Option<Avx2Kernels> {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
         // SAFETY: the CPU has the features the kernels are compiled for (checked above).
-        return Some(DirectDots {
-            f32: |row, query| unsafe { x86::dot_f32_avx2(row, query) },
-            f16: |row, query| unsafe { x86::dot_f16_avx2(row, query) },
+        return Some(Avx2Kernels {
+            dot_f32: |row, query| unsafe { x86::dot_f32_avx2(row, query) },
+            dot_f16: |row, query| unsafe { x86::dot_f16_avx2(row, query) },
+            by_panels: |rows, dim, panels, scores| unsafe { x86::scores_by_panels(rows, dim, panels, scores) },
+            widen_f16: |src, dst| unsafe { x86::widen_f16(src, dst) },
         });
     }
     None
@@ -206,11 +305,12 @@ mod tests {
 
     /// Against every score written out and one top-k over the whole row: several tasks, a
     /// partial last task, k larger than a task's rows, f16 rows, tied scores, NaN and infinite
-    /// scores.
+    /// scores; every scoring path (direct dots, the GEMM, padded query panels over several
+    /// depth slices, blocks ending in 4, 2 and 1 rows).
     #[test]
     fn knn_matches_a_full_score_matrix() {
         let mut rng = Rng::new(3);
-        for (n, dim, q, k) in [(1, 5, 1, 1), (4, 3, 2, 4), (1300, 7, 3, 10), (2 * TASK_ROWS + 77, 33, 5, 700), (TASK_ROWS, 16, 65, 1)] {
+        for (n, dim, q, k) in [(1, 5, 1, 1), (4, 3, 2, 4), (1300, 7, 3, 10), (2 * TASK_ROWS + 77, 33, 5, 700), (TASK_ROWS, 16, 65, 1), (TASK_ROWS + 101, 530, 9, 10), (700, 300, 6, 3), (1000, 270, 40, 5)] {
             // Rounded values make exact ties between rows.
             let mut rows: Vec<f32> = rng.normals(n * dim, 1.0).iter().map(|x| (x * 4.0).round() / 4.0).collect();
             // Rows scoring NaN and ±inf, which rank lowest and by value: they pass the
