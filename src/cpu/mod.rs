@@ -6,9 +6,12 @@
 pub mod conv2d;
 pub mod knn;
 pub mod l2_normalize;
+pub mod panels;
 pub mod pool;
 pub mod preprocess;
 pub mod topk;
+#[cfg(target_arch = "x86_64")]
+mod x86;
 
 pub use conv2d::{batch_norm, conv2d, conv2d_into, matmul};
 pub use l2_normalize::l2_normalize;

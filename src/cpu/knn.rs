@@ -8,6 +8,7 @@ use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::cpu::conv2d::gemm_serial;
+use crate::cpu::panels::{self, Multiply, Panels};
 use crate::cpu::topk::{best_k, rank};
 use crate::error::{Error, Result};
 use crate::ops::topk::MAX_K;
@@ -51,7 +52,7 @@ pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<
     if u32::try_from(n).is_err() {
         return Err(Error::InvalidArgument(format!("cpu knn: {n} rows exceed u32 indices")));
     }
-    let plan = Plan::choose(rows, dim, queries);
+    let plan = Plan::choose(rows, dim, queries)?;
     let stride = plan.stride(q);
     let best = (0..n.div_ceil(TASK_ROWS))
         .into_par_iter()
@@ -81,11 +82,11 @@ pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<
 const DIRECT_F16_MAX_QUERIES: usize = 4;
 const DIRECT_F32_MAX_QUERIES: usize = 2;
 
-/// From this many queries on, the 6x16 kernel over packed queries ([`QueryPanels`])
+/// From this many queries on, the 6x16 kernel over packed queries ([`Panels`])
 /// replaces the `gemm` crate. 100k x 2048 on 2 cores, alternating runs (ms, GEMM / panels):
 /// f32 64 queries 252-282 / 226-228, 16 queries 83-95 / 72-76; f16 64 queries 268-310 /
-/// 240-257, 16 queries 113-121 / 80-93. At 8 queries and fewer, padded to 8-query panels,
-/// f32 was no faster (71-83 / 80-107).
+/// 240-257, 16 queries 113-121 / 80-93. For 8 queries or fewer a kernel over 8-query panels
+/// was tried: f32 no faster (8 queries 71-83 / 80-107).
 const PANELS_MIN_QUERIES: usize = 9;
 
 /// How a scan scores its rows, chosen once for all tasks.
@@ -99,31 +100,31 @@ enum Scoring {
     /// Each row dotted with each query (few queries).
     Direct,
     /// The register-blocked kernel over the queries packed once.
-    Panels(QueryPanels),
+    Panels(Panels, Multiply),
     /// The `gemm` crate.
     Gemm,
 }
 
 impl Plan {
-    fn choose(rows: Rows, dim: usize, queries: &[f32]) -> Plan {
+    fn choose(rows: Rows, dim: usize, queries: &[f32]) -> Result<Plan> {
         let q = queries.len() / dim;
         let avx2 = avx2_kernels();
         let direct_max = match rows {
             Rows::F32(_) => DIRECT_F32_MAX_QUERIES,
             Rows::F16(_) => DIRECT_F16_MAX_QUERIES,
         };
-        let scoring = match avx2 {
-            Some(_) if q <= direct_max => Scoring::Direct,
-            Some(_) if q >= PANELS_MIN_QUERIES => Scoring::Panels(QueryPanels::new(queries, dim)),
+        let scoring = match (&avx2, panels::multiply()) {
+            (Some(_), _) if q <= direct_max => Scoring::Direct,
+            (_, Some(multiply)) if q >= PANELS_MIN_QUERIES => Scoring::Panels(Panels::from_rows(queries, dim)?, multiply),
             _ => Scoring::Gemm,
         };
-        Plan { scoring, avx2 }
+        Ok(Plan { scoring, avx2 })
     }
 
     /// Values per row of a task's score block (the queries, padded to whole panels).
     fn stride(&self, queries: usize) -> usize {
         match &self.scoring {
-            Scoring::Panels(panels) => panels.stride(),
+            Scoring::Panels(panels, _) => panels.count() * Panels::WIDTH,
             Scoring::Direct | Scoring::Gemm => queries,
         }
     }
@@ -153,49 +154,10 @@ fn score_block(plan: &Plan, rows: Rows, dim: usize, queries: &[f32], rows_range:
         }
     };
     match (&plan.scoring, avx2) {
-        (Scoring::Panels(panels), Some(kernels)) => (kernels.by_panels)(block, dim, panels, scores),
+        (Scoring::Panels(panels, multiply), _) => multiply(block, panels, 0..panels.count(), scores, panels.count() * Panels::WIDTH),
         // Rows as the GEMM's M, which its micro-kernels block well (with the scores written
         // query-major, the GEMM runs as slowly as with queries as M).
         _ => gemm_serial(scores, block, queries, len, q, dim, true),
-    }
-}
-
-/// Queries in panels of [`QueryPanels::WIDTH`] for the register-blocked kernel: value `k`
-/// of query `p * WIDTH + lane` at `(p * dim + k) * WIDTH + lane`, zero past the last query.
-/// Packed once per scan; every task reads them.
-struct QueryPanels {
-    values: Vec<f32>,
-    dim: usize,
-}
-
-impl QueryPanels {
-    const WIDTH: usize = 16;
-
-    fn new(queries: &[f32], dim: usize) -> Self {
-        let count = queries.len() / dim;
-        let mut values = vec![0.0; count.div_ceil(Self::WIDTH) * Self::WIDTH * dim];
-        for (qi, query) in queries.chunks_exact(dim).enumerate() {
-            let (p, lane) = (qi / Self::WIDTH, qi % Self::WIDTH);
-            for (k, &value) in query.iter().enumerate() {
-                values[(p * dim + k) * Self::WIDTH + lane] = value;
-            }
-        }
-        Self { values, dim }
-    }
-
-    fn dim(&self) -> usize {
-        self.dim
-    }
-
-    /// Queries rounded up to whole panels.
-    fn stride(&self) -> usize {
-        self.values.len() / self.dim
-    }
-
-    /// Panel `p`'s `depth` steps from `k0`.
-    fn panel(&self, p: usize, k0: usize, depth: usize) -> &[f32] {
-        let from = (p * self.dim + k0) * Self::WIDTH;
-        &self.values[from..from + depth * Self::WIDTH]
     }
 }
 
@@ -213,7 +175,6 @@ fn each_row<T>(rows: &[T], dim: usize, queries: &[f32], scores: &mut [f32], dot:
 struct Avx2Kernels {
     dot_f32: fn(&[f32], &[f32]) -> f32,
     dot_f16: fn(&[half::f16], &[f32]) -> f32,
-    by_panels: fn(&[f32], usize, &QueryPanels, &mut [f32]),
     widen_f16: fn(&[half::f16], &mut [f32]),
 }
 
@@ -224,17 +185,13 @@ fn avx2_kernels() -> Option<Avx2Kernels> {
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
         // SAFETY: the CPU has the features the kernels are compiled for (checked above).
         return Some(Avx2Kernels {
-            dot_f32: |row, query| unsafe { x86::dot_f32_avx2(row, query) },
-            dot_f16: |row, query| unsafe { x86::dot_f16_avx2(row, query) },
-            by_panels: |rows, dim, panels, scores| unsafe { x86::scores_by_panels(rows, dim, panels, scores) },
-            widen_f16: |src, dst| unsafe { x86::widen_f16(src, dst) },
+            dot_f32: |row, query| unsafe { crate::cpu::x86::dot_f32_avx2(row, query) },
+            dot_f16: |row, query| unsafe { crate::cpu::x86::dot_f16_avx2(row, query) },
+            widen_f16: |src, dst| unsafe { crate::cpu::x86::widen_f16(src, dst) },
         });
     }
     None
 }
-
-#[cfg(target_arch = "x86_64")]
-mod x86;
 
 /// Each query's best k so far. Candidates that do not beat the k-th best seen (its rank,
 /// the floor) are dropped on arrival; a list is cut back to k whenever it reaches 2k.

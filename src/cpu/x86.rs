@@ -1,13 +1,17 @@
-//! AVX2 / FMA / F16C kernels of the CPU scan (callers check the features at run time).
+//! AVX2 / FMA / F16C kernels of the CPU k-NN scan and of [`super::panels`] (callers check
+//! the features at run time).
 
 use std::arch::x86_64::*;
+use std::ops::Range;
+
+use super::panels::Panels;
 
 /// `row · query` over their common length, four 8-wide FMA chains.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn dot_f32_avx2(row: &[f32], query: &[f32]) -> f32 {
+pub(crate) unsafe fn dot_f32_avx2(row: &[f32], query: &[f32]) -> f32 {
     let len = row.len().min(query.len());
     let (r, f) = (row.as_ptr(), query.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -34,7 +38,7 @@ pub(super) unsafe fn dot_f32_avx2(row: &[f32], query: &[f32]) -> f32 {
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub(super) unsafe fn dot_f16_avx2(row: &[half::f16], query: &[f32]) -> f32 {
+pub(crate) unsafe fn dot_f16_avx2(row: &[half::f16], query: &[f32]) -> f32 {
     let len = row.len().min(query.len());
     let (h, f) = (row.as_ptr() as *const u16, query.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 4];
@@ -82,44 +86,46 @@ const DEPTH: usize = 256;
 /// slower: twelve rows 8 KB apart share one L1 set, which has 8 ways.)
 const KERNEL_ROWS: usize = 6;
 
-/// `scores[j * panels.stride() + qi]` = row `j` · query `qi` for the `rows.len() / dim`
-/// rows, by a 6x16 register-blocked kernel: each step loads 16 queries' values once and
-/// broadcasts one value of each of 6 rows, 12 FMAs for 8 loads. Rows are read in place
-/// (packing them cost more than it saved); the queries come packed.
+/// [`super::panels::Multiply`] by a 6x16 register-blocked kernel: each step loads 16
+/// columns' values once and broadcasts one value of each of 6 rows, 12 FMAs for 8 loads.
+/// Rows are read in place (packing them cost more than it saved).
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(super) unsafe fn scores_by_panels(rows: &[f32], dim: usize, panels: &super::QueryPanels, scores: &mut [f32]) {
-    let (width, stride) = (super::QueryPanels::WIDTH, panels.stride());
-    assert!(width == 16 && dim == panels.dim() && rows.len().is_multiple_of(dim));
-    let m = rows.len() / dim;
-    assert!(scores.len() >= m * stride, "score block too small");
+pub(crate) unsafe fn multiply_panels(lhs: &[f32], rhs: &Panels, panels: Range<usize>, out: &mut [f32], out_stride: usize) {
+    let (width, dim) = (Panels::WIDTH, rhs.depth());
+    assert!(width == 16 && lhs.len().is_multiple_of(dim) && panels.end <= rhs.count() && panels.len() * width <= out_stride);
+    let m = lhs.len() / dim;
+    if m == 0 || panels.is_empty() {
+        return;
+    }
+    assert!(out.len() >= (m - 1) * out_stride + panels.len() * width, "output too small");
     for block0 in (0..m).step_by(BLOCK_ROWS) {
         let block_end = (block0 + BLOCK_ROWS).min(m);
         for k0 in (0..dim).step_by(DEPTH) {
             let depth = DEPTH.min(dim - k0);
-            for p in 0..stride / width {
-                let panel = panels.panel(p, k0, depth).as_ptr();
+            for (column, p) in panels.clone().enumerate() {
+                let panel = rhs.panel(p, k0, depth).as_ptr();
                 let mut i0 = block0;
                 while i0 < block_end {
                     // A block's last rows go 4, 2, then 1 at a time.
                     let r = [KERNEL_ROWS, 4, 2, 1].into_iter().find(|&r| r <= block_end - i0).unwrap_or(1);
                     // In bounds: rows i0..i0 + r hold `depth` values from k0 (k0 + depth
-                    // <= dim); the panel slice holds depth x 16; score rows i0..i0 + r
-                    // have 16 columns from 16p (<= stride - 16).
-                    let a = rows[i0 * dim + k0..(i0 + r - 1) * dim + k0 + depth].as_ptr();
-                    let c = scores[i0 * stride + p * width..(i0 + r - 1) * stride + (p + 1) * width].as_mut_ptr();
+                    // <= dim); the panel slice holds depth x 16; output rows i0..i0 + r
+                    // have 16 columns from 16 * column (< out_stride).
+                    let a = lhs[i0 * dim + k0..(i0 + r - 1) * dim + k0 + depth].as_ptr();
+                    let c = out[i0 * out_stride + column * width..(i0 + r - 1) * out_stride + (column + 1) * width].as_mut_ptr();
                     let first = k0 == 0;
                     // SAFETY: the bounds above, with the kernel reading r rows of `depth`
-                    // at stride `dim`, `depth` panel steps of 16, and r score rows of 16 at
-                    // stride `stride`; the CPU features are the caller's promise.
+                    // at stride `dim`, `depth` panel steps of 16, and r output rows of 16
+                    // at stride `out_stride`; the CPU features are the caller's promise.
                     unsafe {
                         match r {
-                            KERNEL_ROWS => kernel::<KERNEL_ROWS>(depth, a, dim, panel, c, stride, first),
-                            4 => kernel::<4>(depth, a, dim, panel, c, stride, first),
-                            2 => kernel::<2>(depth, a, dim, panel, c, stride, first),
-                            _ => kernel::<1>(depth, a, dim, panel, c, stride, first),
+                            KERNEL_ROWS => kernel::<KERNEL_ROWS>(depth, a, dim, panel, c, out_stride, first),
+                            4 => kernel::<4>(depth, a, dim, panel, c, out_stride, first),
+                            2 => kernel::<2>(depth, a, dim, panel, c, out_stride, first),
+                            _ => kernel::<1>(depth, a, dim, panel, c, out_stride, first),
                         }
                     }
                     i0 += r;
@@ -166,7 +172,7 @@ unsafe fn kernel<const R: usize>(depth: usize, a: *const f32, lda: usize, b: *co
 /// # Safety
 /// The CPU must support AVX and F16C.
 #[target_feature(enable = "avx,f16c")]
-pub(super) unsafe fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
+pub(crate) unsafe fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
     let len = src.len().min(dst.len());
     let (h, f) = (src.as_ptr() as *const u16, dst.as_mut_ptr());
     let mut i = 0;
