@@ -5,7 +5,8 @@ use std::cell::RefCell;
 use rayon::prelude::*;
 
 use crate::cpu::check_slice;
-use crate::error::Result;
+use crate::cpu::panels::{self, Multiply, Panels};
+use crate::error::{Error, Result};
 use crate::ops::batch_norm::BatchNormShape;
 use crate::ops::conv2d::Conv2dShape;
 use crate::ops::matmul::MatmulShape;
@@ -174,9 +175,55 @@ thread_local! {
 /// [`conv2d`] into a caller's buffer of `shape.output_len()` values (its contents are
 /// overwritten), so that a forward pass can reuse activation memory.
 pub fn conv2d_into(shape: &Conv2dShape, input: &[f32], weight: &[f32], epilogue: &Epilogue, out: &mut [f32]) -> Result<()> {
+    check_slice("cpu conv2d weight", weight, shape.weight_len())?;
+    convolve_checked(shape, input, Rhs::Plain(weight), epilogue, out)
+}
+
+/// Convolution weights as a network keeps them for many forwards: HWIO (`[k, out_c]`)
+/// packed once into [`Panels`] where this CPU has the panel kernel and the output channels
+/// fill whole panels, else HWIO as given (multiplied by the `gemm` crate, which packs them
+/// again for every block of rows).
+#[derive(Debug, Clone)]
+pub enum ConvWeights {
+    Hwio(Vec<f32>),
+    Packed(Panels),
+}
+
+impl ConvWeights {
+    /// `hwio`: `[k, out_c]` row-major.
+    pub fn new(hwio: Vec<f32>, k: usize, out_c: usize) -> Result<Self> {
+        if panels::multiply().is_some() && out_c.is_multiple_of(Panels::WIDTH) && hwio.len() == k * out_c {
+            return Ok(ConvWeights::Packed(Panels::from_columns(&hwio, k, out_c)?));
+        }
+        Ok(ConvWeights::Hwio(hwio))
+    }
+}
+
+/// [`conv2d_into`] with weights prepared by [`ConvWeights::new`].
+pub fn conv2d_prepared_into(shape: &Conv2dShape, input: &[f32], weights: &ConvWeights, epilogue: &Epilogue, out: &mut [f32]) -> Result<()> {
+    let rhs = match weights {
+        ConvWeights::Hwio(hwio) => {
+            check_slice("cpu conv2d weight", hwio, shape.weight_len())?;
+            Rhs::Plain(hwio)
+        }
+        ConvWeights::Packed(packed) => {
+            // The kernel writes whole panels into rows of out_c values.
+            if (packed.depth(), packed.columns()) != (shape.k(), shape.out_c) || !shape.out_c.is_multiple_of(Panels::WIDTH) {
+                let want = format!("{} x {} (channels a multiple of {})", shape.k(), shape.out_c, Panels::WIDTH);
+                return Err(Error::shape("cpu conv2d packed weight", want, format!("{} x {}", packed.depth(), packed.columns())));
+            }
+            match panels::multiply() {
+                Some(multiply) => Rhs::Packed(packed, multiply),
+                None => return Err(Error::InvalidArgument("weights packed for a CPU kernel this CPU lacks".into())),
+            }
+        }
+    };
+    convolve_checked(shape, input, rhs, epilogue, out)
+}
+
+fn convolve_checked(shape: &Conv2dShape, input: &[f32], rhs: Rhs, epilogue: &Epilogue, out: &mut [f32]) -> Result<()> {
     shape.validate()?;
     check_slice("cpu conv2d input", input, shape.input_len())?;
-    check_slice("cpu conv2d weight", weight, shape.weight_len())?;
     check_slice("cpu conv2d output", out, shape.output_len())?;
     let per_channel = [("scale", epilogue.scale, shape.out_c), ("bias", epilogue.bias, shape.out_c)];
     for (what, v, len) in per_channel.into_iter().chain([("residual", epilogue.residual, shape.output_len())]) {
@@ -186,13 +233,73 @@ pub fn conv2d_into(shape: &Conv2dShape, input: &[f32], weight: &[f32], epilogue:
     }
     let rows = task_rows(shape.k());
     let tasks = (shape.m() >= 2 * rows * rayon::current_num_threads()).then_some(rows);
-    convolve(shape, input, weight, epilogue, out, tasks);
+    convolve(shape, input, rhs, epilogue, out, tasks);
     Ok(())
+}
+
+/// The right-hand side of a convolution's GEMM.
+#[derive(Clone, Copy)]
+enum Rhs<'a> {
+    /// HWIO, `[k, n]`, for the `gemm` crate.
+    Plain(&'a [f32]),
+    Packed(&'a Panels, Multiply),
+}
+
+impl Rhs<'_> {
+    /// `dst[m, n] = lhs[m, k] * rhs` on this thread.
+    fn multiply_serial(&self, dst: &mut [f32], lhs: &[f32], m: usize, n: usize, k: usize) {
+        match *self {
+            Rhs::Plain(weight) => gemm_into(dst, lhs, weight, m, n, k, false, gemm::Parallelism::None),
+            Rhs::Packed(packed, multiply) => multiply(&lhs[..m * k], packed, 0..packed.count(), &mut dst[..m * n], n),
+        }
+    }
+
+    /// `dst[m, n] = lhs[m, k] * rhs` on all threads: split by columns for few rows, by rows
+    /// otherwise.
+    fn multiply_parallel(&self, dst: &mut [f32], lhs: &[f32], m: usize, n: usize, k: usize) {
+        let threads = rayon::current_num_threads();
+        match *self {
+            Rhs::Plain(weight) if m <= COLUMN_SPLIT_MAX_ROWS && threads > 1 => gemm_by_columns(dst, lhs, weight, m, n, k, threads),
+            Rhs::Plain(weight) => gemm_into(dst, lhs, weight, m, n, k, false, parallelism()),
+            Rhs::Packed(packed, multiply) if m <= COLUMN_SPLIT_MAX_ROWS && threads > 1 => {
+                let per_part = packed.count().div_ceil(threads);
+                let blocks: Vec<(usize, Vec<f32>)> = (0..packed.count().div_ceil(per_part))
+                    .into_par_iter()
+                    .map(|part| {
+                        let range = part * per_part..((part + 1) * per_part).min(packed.count());
+                        let width = range.len() * Panels::WIDTH;
+                        let mut block = vec![0.0f32; m * width];
+                        multiply(&lhs[..m * k], packed, range.clone(), &mut block, width);
+                        (range.start * Panels::WIDTH, block)
+                    })
+                    .collect();
+                copy_column_blocks(dst, blocks, m, n);
+            }
+            Rhs::Packed(packed, multiply) => {
+                dst[..m * n].par_chunks_mut(PARALLEL_ROWS * n).zip(lhs[..m * k].par_chunks(PARALLEL_ROWS * k)).for_each(|(dst, lhs)| {
+                    multiply(lhs, packed, 0..packed.count(), dst, n);
+                });
+            }
+        }
+    }
+}
+
+/// Rows per thread task of [`Rhs::multiply_parallel`] over many rows.
+const PARALLEL_ROWS: usize = 96;
+
+/// Writes blocks of whole rows of columns `c0..` (`(c0, [m, width])`) into `dst` (`[m, n]`).
+fn copy_column_blocks(dst: &mut [f32], blocks: Vec<(usize, Vec<f32>)>, m: usize, n: usize) {
+    for (c0, block) in blocks {
+        let w = block.len() / m;
+        for (row, values) in block.chunks_exact(w).enumerate() {
+            dst[row * n + c0..row * n + c0 + w].copy_from_slice(values);
+        }
+    }
 }
 
 /// The checked convolution: split into tasks of `task_rows` output rows, or one
 /// multi-threaded GEMM when `None`.
-fn convolve(shape: &Conv2dShape, input: &[f32], weight: &[f32], epilogue: &Epilogue, out: &mut [f32], task_rows: Option<usize>) {
+fn convolve(shape: &Conv2dShape, input: &[f32], rhs: Rhs, epilogue: &Epilogue, out: &mut [f32], task_rows: Option<usize>) {
     let (m, k, n) = (shape.m(), shape.k(), shape.out_c);
     // A 1x1 stride-1 convolution over NHWC is already a GEMM on the input.
     let pointwise = shape.kernel_h == 1 && shape.kernel_w == 1 && shape.stride == 1 && shape.pad_h == 0 && shape.pad_w == 0;
@@ -200,12 +307,12 @@ fn convolve(shape: &Conv2dShape, input: &[f32], weight: &[f32], epilogue: &Epilo
         out.par_chunks_mut(rows * n).enumerate().for_each(|(task, out)| {
             let (m0, rows) = (task * rows, out.len() / n);
             if pointwise {
-                gemm_into(out, &input[m0 * k..(m0 + rows) * k], weight, rows, n, k, false, gemm::Parallelism::None);
+                rhs.multiply_serial(out, &input[m0 * k..(m0 + rows) * k], rows, n, k);
             } else {
                 IM2COL.with_borrow_mut(|cols| {
                     cols.resize(rows * k, 0.0);
                     im2col(shape, input, m0, &mut cols[..rows * k]);
-                    gemm_into(out, &cols[..rows * k], weight, rows, n, k, false, gemm::Parallelism::None);
+                    rhs.multiply_serial(out, &cols[..rows * k], rows, n, k);
                 });
             }
             epilogue.apply(out, m0, n);
@@ -221,12 +328,7 @@ fn convolve(shape: &Conv2dShape, input: &[f32], weight: &[f32], epilogue: &Epilo
             cols = gathered;
             &cols[..]
         };
-        let threads = rayon::current_num_threads();
-        if m <= COLUMN_SPLIT_MAX_ROWS && threads > 1 {
-            gemm_by_columns(out, lhs, weight, m, n, k, threads);
-        } else {
-            gemm_into(out, lhs, weight, m, n, k, false, parallelism());
-        }
+        rhs.multiply_parallel(out, lhs, m, n, k);
         out.par_chunks_mut(n).enumerate().for_each(|(row, y)| epilogue.apply(y, row, n));
     }
 }
@@ -252,12 +354,7 @@ fn gemm_by_columns(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize
             (c0, block)
         })
         .collect();
-    for (c0, block) in blocks {
-        let w = block.len() / m;
-        for (row, values) in block.chunks_exact(w).enumerate() {
-            dst[row * n + c0..row * n + c0 + w].copy_from_slice(values);
-        }
-    }
+    copy_column_blocks(dst, blocks, m, n);
 }
 
 /// Inference batch-norm, `relu?((x - mean) / sqrt(var + eps) * weight + bias + residual)`.
@@ -333,7 +430,8 @@ mod tests {
     }
 
     /// Both code paths (row tasks, the last one partial, and one GEMM over all rows),
-    /// kernel rows that straddle the padding, strides, odd channel counts, pointwise, few rows.
+    /// kernel rows that straddle the padding, strides, odd channel counts, pointwise, few rows;
+    /// the `gemm` crate on HWIO weights and, for whole panels of channels, the panel kernel.
     #[test]
     fn conv2d_matches_the_direct_sum() {
         let shapes = [
@@ -346,6 +444,11 @@ mod tests {
             // Few rows and enough channels for `gemm_by_columns` to split them unevenly.
             Conv2dShape::square(1, 9, 7, 5, 37, 3, 1, 1),
             Conv2dShape::square(1, 11, 13, 6, 40, 1, 1, 0),
+            // Whole panels: few rows split by panels (3 panels over the threads), many rows
+            // split by rows, and a depth of several kernel slices (3 x 3 x 37 = 333).
+            Conv2dShape::square(1, 9, 7, 37, 48, 3, 1, 1),
+            Conv2dShape::square(2, 21, 19, 37, 16, 3, 2, 1),
+            Conv2dShape::square(3, 17, 15, 9, 32, 1, 1, 0),
         ];
         let mut rng = Rng::new(11);
         for shape in shapes {
@@ -355,13 +458,44 @@ mod tests {
             let residual = rng.normals(shape.output_len(), 0.5);
             let expected = direct(&shape, &input, &weight, &bias, &residual);
             let epilogue = Epilogue { scale: None, bias: Some(&bias), residual: Some(&residual), relu: true };
-            for tasks in [None, Some(1), Some(7), Some(64)] {
-                let mut got = vec![f32::NAN; shape.output_len()];
-                convolve(&shape, &input, &weight, &epilogue, &mut got, tasks);
-                if let Err(e) = Tolerance::new(1e-4, 1e-4).check(&got, &expected) {
-                    panic!("{shape:?} (m {}, task rows {tasks:?}): {e}", shape.m());
+            let packed = Panels::from_columns(&weight, shape.k(), shape.out_c).unwrap();
+            let mut sides = vec![("hwio", Rhs::Plain(&weight))];
+            if let (Some(multiply), true) = (panels::multiply(), shape.out_c.is_multiple_of(Panels::WIDTH)) {
+                sides.push(("panels", Rhs::Packed(&packed, multiply)));
+            }
+            for (side, rhs) in sides {
+                for tasks in [None, Some(1), Some(7), Some(64)] {
+                    let mut got = vec![f32::NAN; shape.output_len()];
+                    convolve(&shape, &input, rhs, &epilogue, &mut got, tasks);
+                    if let Err(e) = Tolerance::new(1e-4, 1e-4).check(&got, &expected) {
+                        panic!("{shape:?} {side} (m {}, task rows {tasks:?}): {e}", shape.m());
+                    }
                 }
             }
         }
+    }
+
+    /// Prepared weights: packed where the channels fill panels, HWIO otherwise; both agree
+    /// with [`conv2d_into`]; packed weights of the wrong shape are an error, not a panic.
+    #[test]
+    fn prepared_weights_match_and_are_checked() {
+        let mut rng = Rng::new(12);
+        for shape in [Conv2dShape::square(2, 13, 11, 8, 32, 3, 1, 1), Conv2dShape::square(1, 9, 9, 4, 12, 1, 1, 0)] {
+            let (input, weight) = (rng.normals(shape.input_len(), 1.0), rng.normals(shape.weight_len(), 0.3));
+            let prepared = ConvWeights::new(weight.clone(), shape.k(), shape.out_c).unwrap();
+            let expect_packed = panels::multiply().is_some() && shape.out_c.is_multiple_of(Panels::WIDTH);
+            assert_eq!(matches!(prepared, ConvWeights::Packed(_)), expect_packed, "{shape:?}");
+            let (mut got, mut want) = (vec![0.0; shape.output_len()], vec![0.0; shape.output_len()]);
+            conv2d_prepared_into(&shape, &input, &prepared, &Epilogue::default(), &mut got).unwrap();
+            conv2d_into(&shape, &input, &weight, &Epilogue::default(), &mut want).unwrap();
+            Tolerance::new(1e-5, 1e-5).check(&got, &want).unwrap_or_else(|e| panic!("{shape:?}: {e}"));
+        }
+        let shape = Conv2dShape::square(1, 5, 5, 4, 20, 1, 1, 0);
+        let odd = ConvWeights::Packed(Panels::from_columns(&vec![0.5; 4 * 20], 4, 20).unwrap());
+        let mut out = vec![0.0; shape.output_len()];
+        assert!(matches!(conv2d_prepared_into(&shape, &vec![1.0; shape.input_len()], &odd, &Epilogue::default(), &mut out), Err(Error::ShapeMismatch { .. })));
+        let other = ConvWeights::Packed(Panels::from_columns(&vec![0.5; 8 * 16], 8, 16).unwrap());
+        let shape = Conv2dShape::square(1, 5, 5, 4, 16, 1, 1, 0);
+        assert!(matches!(conv2d_prepared_into(&shape, &vec![1.0; shape.input_len()], &other, &Epilogue::default(), &mut out[..shape.output_len()]), Err(Error::ShapeMismatch { .. })));
     }
 }

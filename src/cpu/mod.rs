@@ -1,7 +1,9 @@
 //! The CPU twin of every kernel: the oracle for tests and the benchmark baseline.
 //!
 //! Same layouts as the GPU (NHWC activations, HWIO conv weights), multi-threaded with rayon,
-//! GEMMs through the `gemm` crate (packed, SIMD micro-kernels).
+//! GEMMs through the `gemm` crate (packed, SIMD micro-kernels), or, on x86-64 with AVX2, an
+//! own kernel over a right-hand side packed once ([`panels`]: k-NN queries, the CPU
+//! ResNet50's convolution weights).
 
 pub mod conv2d;
 pub mod knn;

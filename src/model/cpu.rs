@@ -5,14 +5,19 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use crate::cpu;
+use crate::cpu::conv2d::ConvWeights;
 use crate::error::{Error, Result};
 use crate::model::resnet50::{Act, ConvBn, Executor, ResNet50};
 use crate::ops::pool::MaxPoolShape;
 
-/// ResNet50 prepared for the CPU: folded HWIO weights and biases per conv.
+/// A convolution's batch-norm-folded weights, as the CPU multiplies them, and its bias.
+type Folded = HashMap<String, (ConvWeights, Vec<f32>)>;
+
+/// ResNet50 prepared for the CPU: folded weights (packed for the CPU's GEMM kernel where it
+/// has one) and biases per conv.
 pub struct CpuResNet50 {
     net: ResNet50,
-    folded: HashMap<String, (Vec<f32>, Vec<f32>)>,
+    folded: Folded,
     /// Activation buffers kept between forwards: fresh multi-megabyte allocations cost a
     /// page fault per 4 KiB on first touch, a fifth of the CPU time at batch 8.
     spare: Mutex<Vec<Vec<f32>>>,
@@ -20,7 +25,13 @@ pub struct CpuResNet50 {
 
 impl CpuResNet50 {
     pub fn new(net: &ResNet50) -> Result<Self> {
-        let folded = net.convs().map(|c| Ok((c.conv_name.clone(), c.folded()?))).collect::<Result<_>>()?;
+        let folded = net
+            .convs()
+            .map(|c| {
+                let (hwio, bias) = c.folded()?;
+                Ok((c.conv_name.clone(), (ConvWeights::new(hwio, c.kernel * c.kernel * c.in_c, c.out_c)?, bias)))
+            })
+            .collect::<Result<_>>()?;
         Ok(Self { net: ResNet50::architecture(), folded, spare: Mutex::default() })
     }
 
@@ -40,7 +51,7 @@ impl CpuResNet50 {
 
 /// Activations live in a slab indexed by [`Act::id`].
 pub(crate) struct CpuExecutor<'a> {
-    folded: &'a HashMap<String, (Vec<f32>, Vec<f32>)>,
+    folded: &'a Folded,
     acts: Vec<Option<Vec<f32>>>,
     spare: Vec<Vec<f32>>,
 }
@@ -82,7 +93,7 @@ impl Executor for CpuExecutor<'_> {
         let mut out = self.buffer(shape.output_len());
         let residual = residual.map(|r| self.get(r)).transpose()?;
         let epilogue = cpu::conv2d::Epilogue { bias: Some(bias), residual, relu, ..Default::default() };
-        cpu::conv2d_into(&shape, self.get(x)?, weight, &epilogue, &mut out)?;
+        cpu::conv2d::conv2d_prepared_into(&shape, self.get(x)?, weight, &epilogue, &mut out)?;
         Ok(self.push(out, shape.out_h(), shape.out_w(), layer.out_c))
     }
 
