@@ -1153,6 +1153,34 @@ fn search_with_other_weights_is_refused() {
     );
 }
 
+/// Seeded weights and the file `weights random` writes for the same seed are one network:
+/// a `--seed 1` index searches with `--weights` of that file (same neighbours), and an
+/// index built from the file takes `--add --seed 1`.
+#[test]
+fn a_seed_and_its_weights_file_are_the_same_weights() {
+    let f = fixture();
+    let query = f.path_of("cats/c1.png");
+    let search = |extra: &[&str]| {
+        let run = lookalike(&[&["search", s(&f.index), s(&query), "-k", "3", "--json"][..], extra].concat());
+        run.assert_success();
+        neighbours_of(&run, &run.json()[0], 3)
+    };
+    assert_eq!(search(&["--weights", s(seed1_weights())]), search(&[]));
+
+    let dir = Scratch::at(run_root().join("seed-and-file"));
+    let index = dir.path("copy.safetensors");
+    fs::copy(file_index(), &index).unwrap();
+    let extra = dir.path("extra");
+    fs::create_dir_all(&extra).unwrap();
+    save_pattern(&extra.join("e1.png"), 50, 44, 41);
+    let run = lookalike(&["index", s(&extra), "-o", s(&index), "--add", "--seed", "1"]);
+    run.assert_success();
+    assert_eq!(Index::load(&index).unwrap().len(), Index::load(file_index()).unwrap().len() + 1, "{}", run.describe());
+    // Another seed is still refused.
+    let run = lookalike(&["index", s(&extra), "-o", s(&index), "--add", "--seed", "2"]);
+    assert_fails(&run, &["other weights"]);
+}
+
 /// `index` of a folder without a readable image fails and never replaces an existing index.
 #[test]
 fn index_of_nothing_readable_fails_and_keeps_the_existing_index() {

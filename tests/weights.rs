@@ -199,6 +199,17 @@ fn save_load_round_trip_writes_the_torchvision_state_dict() {
     assert!(dir.entries() == ["resnet50.safetensors"], "{:?}", dir.entries());
 }
 
+/// `file_sha256` hashes exactly the bytes `save` writes (an index compares a seed's
+/// weights with a file through it), and it depends on the head.
+#[test]
+fn file_sha256_is_the_hash_of_the_saved_file() {
+    use sha2::Digest;
+    let w = weights();
+    let of_file: String = sha2::Sha256::digest(saved()).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(w.net.file_sha256(Some((&w.fc_weight, &w.fc_bias))).unwrap(), of_file);
+    assert_ne!(w.net.file_sha256(None).unwrap(), of_file);
+}
+
 #[test]
 fn a_mis_sized_fc_is_rejected_before_writing() {
     let w = weights();

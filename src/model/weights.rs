@@ -67,6 +67,21 @@ impl ResNet50 {
     /// and `fc.bias`, so `torchvision.models.resnet50().load_state_dict` takes it strictly.
     /// The file is replaced atomically.
     pub fn save(&self, path: &Path, fc: Option<(&[f32], &[f32])>) -> Result<()> {
+        let bytes = self.safetensors_bytes(path, fc)?;
+        write_atomic(path, |w| w.write_all(&bytes))
+    }
+
+    /// SHA-256 (lowercase hex, as [`crate::index::sha256_file`] gives) of the file
+    /// [`ResNet50::save`] writes, without writing it: the writer is deterministic, so this
+    /// tells whether a weights file holds exactly this network.
+    pub fn file_sha256(&self, fc: Option<(&[f32], &[f32])>) -> Result<String> {
+        use sha2::Digest;
+        let bytes = self.safetensors_bytes(Path::new("(in memory)"), fc)?;
+        Ok(sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+    }
+
+    /// The bytes of [`ResNet50::save`]'s file; `path` names it in errors.
+    fn safetensors_bytes(&self, path: &Path, fc: Option<(&[f32], &[f32])>) -> Result<Vec<u8>> {
         let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         for layer in self.convs() {
@@ -98,8 +113,6 @@ impl ResNet50 {
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::Safetensors { path: path.to_path_buf(), reason: e.to_string() })?;
         let metadata = [("format".to_string(), "pt".to_string())].into_iter().collect();
-        let bytes = safetensors::serialize(views, Some(metadata))
-            .map_err(|e| Error::Safetensors { path: path.to_path_buf(), reason: e.to_string() })?;
-        write_atomic(path, |w| w.write_all(&bytes))
+        safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Safetensors { path: path.to_path_buf(), reason: e.to_string() })
     }
 }

@@ -57,7 +57,7 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         Some(index) if o.weights.is_none() && o.seed.is_none() => weights::for_index(index, None)?,
         Some(index) => {
             let loaded = weights::load(o.weights, o.seed)?;
-            if loaded.sha256 != index.provenance.weights_sha256 {
+            if !weights::same_network(&loaded, &index.provenance.weights_sha256)? {
                 return Err(Error::InvalidArgument(format!("{} was built with other weights ({}); cannot add with {}", o.output.display(), index.provenance.weights_sha256, loaded.path)));
             }
             loaded

@@ -48,11 +48,28 @@ pub fn for_index(index: &Index, override_path: Option<&PathBuf>) -> Result<Loade
             other => other,
         })?,
     };
-    if loaded.sha256 != recorded.weights_sha256 {
+    if !same_network(&loaded, &recorded.weights_sha256)? {
         return Err(Error::InvalidArgument(format!(
             "the index was built with other weights: it records {} ({}), but {} has {}",
             recorded.weights_path, recorded.weights_sha256, loaded.path, loaded.sha256
         )));
     }
     Ok(loaded)
+}
+
+/// Whether `loaded` is the network an index recorded as `recorded_sha256`: the same hash,
+/// or a seed on one side and, on the other, the file `lookalike weights random --seed N`
+/// writes for it (hashed without writing it, only when the tags differ).
+pub fn same_network(loaded: &LoadedWeights, recorded_sha256: &str) -> Result<bool> {
+    if loaded.sha256 == recorded_sha256 {
+        return Ok(true);
+    }
+    let seed_of = |tag: &str| tag.strip_prefix("seed:").and_then(|s| s.parse::<u64>().ok());
+    let (seed, file_sha256) = match (seed_of(&loaded.sha256), seed_of(recorded_sha256)) {
+        (Some(seed), None) => (seed, recorded_sha256),
+        (None, Some(seed)) => (seed, loaded.sha256.as_str()),
+        _ => return Ok(false),
+    };
+    let random = RandomResNet50::generate(seed)?;
+    Ok(random.net.file_sha256(Some((&random.fc_weight, &random.fc_bias)))? == file_sha256)
 }
