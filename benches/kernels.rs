@@ -56,6 +56,14 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(format!("cpu/{name}"), |b| {
             b.iter(|| cpu::conv2d(&shape, &input, &weight, None, Some(&bias), None, true).unwrap())
         });
+        // As the CPU ResNet50 runs it: weights prepared once (packed for the AVX2 kernel
+        // where the CPU has it), output memory reused.
+        let prepared = cpu::conv2d::ConvWeights::new(weight.clone(), shape.k(), shape.out_c).unwrap();
+        let epilogue = cpu::conv2d::Epilogue { bias: Some(&bias), relu: true, ..Default::default() };
+        let mut y = vec![0.0f32; shape.output_len()];
+        group.bench_function(format!("cpu_prepared/{name}"), |b| {
+            b.iter(|| cpu::conv2d::conv2d_prepared_into(&shape, &input, &prepared, &epilogue, &mut y).unwrap())
+        });
     }
     group.finish();
 }
