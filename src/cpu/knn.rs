@@ -84,8 +84,8 @@ const DIRECT_F32_MAX_QUERIES: usize = 2;
 
 /// From this many queries on, the 6x16 kernel over packed queries ([`Panels`])
 /// replaces the `gemm` crate. 100k x 2048 on 2 cores, alternating runs (ms, GEMM / panels):
-/// f32 64 queries 252-282 / 226-228, 16 queries 83-95 / 72-76; f16 64 queries 268-310 /
-/// 240-257, 16 queries 113-121 / 80-93. For 8 queries or fewer a kernel over 8-query panels
+/// f32 64 queries 252-282 / 226-228, 16 queries 83-96 / 70-77; f16 64 queries 268-310 /
+/// 240-257, 16 queries 108-128 / 80-93. For 8 queries or fewer a kernel over 8-query panels
 /// was tried: f32 no faster (8 queries 71-83 / 80-107).
 const PANELS_MIN_QUERIES: usize = 9;
 
@@ -153,8 +153,8 @@ fn score_block(plan: &Plan, rows: Rows, dim: usize, queries: &[f32], rows_range:
             &widened[..]
         }
     };
-    match (&plan.scoring, avx2) {
-        (Scoring::Panels(panels, multiply), _) => multiply(block, panels, 0..panels.count(), scores, panels.count() * Panels::WIDTH),
+    match &plan.scoring {
+        Scoring::Panels(panels, multiply) => multiply(block, panels, 0..panels.count(), scores, panels.count() * Panels::WIDTH),
         // Rows as the GEMM's M, which its micro-kernels block well (with the scores written
         // query-major, the GEMM runs as slowly as with queries as M).
         _ => gemm_serial(scores, block, queries, len, q, dim, true),
