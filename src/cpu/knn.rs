@@ -82,6 +82,14 @@ pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<
 const DIRECT_F16_MAX_QUERIES: usize = 4;
 const DIRECT_F32_MAX_QUERIES: usize = 2;
 
+/// Up to this many queries (past the direct ones), two rows are dotted with up to four
+/// queries at a time, loading (and widening) each row once per four queries. 100k x 2048,
+/// medians of 7, GEMM / this, two alternating rounds (ms): f16 6 queries 75-89 / 54, 8
+/// queries 77-79 / 54-60; f32 3 queries 75-90 / 55-72, 4 queries 80-90 / 61-62, but 6
+/// queries 69-77 / 76-84 (six 8 KB f32 queries stream from L2 for every pair of rows).
+const FEW_F16_MAX_QUERIES: usize = 8;
+const FEW_F32_MAX_QUERIES: usize = 4;
+
 /// From this many queries on, the 6x16 kernel over packed queries ([`Panels`])
 /// replaces the `gemm` crate. 100k x 2048 on 2 cores, alternating runs (ms, GEMM / panels):
 /// f32 64 queries 252-282 / 226-228, 16 queries 83-96 / 70-77; f16 64 queries 268-310 /
@@ -97,8 +105,10 @@ struct Plan {
 }
 
 enum Scoring {
-    /// Each row dotted with each query (few queries).
+    /// Each row dotted with each query (one to four).
     Direct,
+    /// Two rows dotted with up to four queries at a time (a few more).
+    Few,
     /// The register-blocked kernel over the queries packed once.
     Panels(Panels, Multiply),
     /// The `gemm` crate.
@@ -109,12 +119,13 @@ impl Plan {
     fn choose(rows: Rows, dim: usize, queries: &[f32]) -> Result<Plan> {
         let q = queries.len() / dim;
         let avx2 = avx2_kernels();
-        let direct_max = match rows {
-            Rows::F32(_) => DIRECT_F32_MAX_QUERIES,
-            Rows::F16(_) => DIRECT_F16_MAX_QUERIES,
+        let (direct_max, few_max) = match rows {
+            Rows::F32(_) => (DIRECT_F32_MAX_QUERIES, FEW_F32_MAX_QUERIES),
+            Rows::F16(_) => (DIRECT_F16_MAX_QUERIES, FEW_F16_MAX_QUERIES),
         };
         let scoring = match (&avx2, panels::multiply()) {
             (Some(_), _) if q <= direct_max => Scoring::Direct,
+            (Some(_), _) if q <= few_max => Scoring::Few,
             (_, Some(multiply)) if q >= PANELS_MIN_QUERIES => Scoring::Panels(Panels::from_rows(queries, dim)?, multiply),
             _ => Scoring::Gemm,
         };
@@ -125,7 +136,7 @@ impl Plan {
     fn stride(&self, queries: usize) -> usize {
         match &self.scoring {
             Scoring::Panels(panels, _) => panels.count() * Panels::WIDTH,
-            Scoring::Direct | Scoring::Gemm => queries,
+            Scoring::Direct | Scoring::Few | Scoring::Gemm => queries,
         }
     }
 }
@@ -136,11 +147,20 @@ fn score_block(plan: &Plan, rows: Rows, dim: usize, queries: &[f32], rows_range:
     let (start, end) = (rows_range.start * dim, rows_range.end * dim);
     scores.resize(plan.stride(q) * len, 0.0);
     let avx2 = plan.avx2.as_ref();
-    if let (Scoring::Direct, Some(kernels)) = (&plan.scoring, avx2) {
-        return match rows {
-            Rows::F32(v) => each_row(&v[start..end], dim, queries, scores, kernels.dot_f32),
-            Rows::F16(v) => each_row(&v[start..end], dim, queries, scores, kernels.dot_f16),
-        };
+    match (&plan.scoring, avx2) {
+        (Scoring::Direct, Some(kernels)) => {
+            return match rows {
+                Rows::F32(v) => each_row(&v[start..end], dim, queries, scores, kernels.dot_f32),
+                Rows::F16(v) => each_row(&v[start..end], dim, queries, scores, kernels.dot_f16),
+            }
+        }
+        (Scoring::Few, Some(kernels)) => {
+            return match rows {
+                Rows::F32(v) => (kernels.few_f32)(&v[start..end], dim, queries, scores),
+                Rows::F16(v) => (kernels.few_f16)(&v[start..end], dim, queries, scores),
+            }
+        }
+        _ => {}
     }
     let block = match rows {
         Rows::F32(v) => &v[start..end],
@@ -176,6 +196,8 @@ struct Avx2Kernels {
     dot_f32: fn(&[f32], &[f32]) -> f32,
     dot_f16: fn(&[half::f16], &[f32]) -> f32,
     widen_f16: fn(&[half::f16], &mut [f32]),
+    few_f32: fn(&[f32], usize, &[f32], &mut [f32]),
+    few_f16: fn(&[half::f16], usize, &[f32], &mut [f32]),
 }
 
 /// x86-64 with AVX2, FMA and F16C; `None` sends callers to the `gemm` crate (f16 rows
@@ -188,6 +210,8 @@ fn avx2_kernels() -> Option<Avx2Kernels> {
             dot_f32: |row, query| unsafe { crate::cpu::x86::dot_f32_avx2(row, query) },
             dot_f16: |row, query| unsafe { crate::cpu::x86::dot_f16_avx2(row, query) },
             widen_f16: |src, dst| unsafe { crate::cpu::x86::widen_f16(src, dst) },
+            few_f32: |rows, dim, queries, scores| unsafe { crate::cpu::x86::dots_few(rows, dim, queries, scores) },
+            few_f16: |rows, dim, queries, scores| unsafe { crate::cpu::x86::dots_few(rows, dim, queries, scores) },
         });
     }
     None
@@ -262,8 +286,9 @@ mod tests {
 
     /// Against every score written out and one top-k over the whole row: several tasks, a
     /// partial last task, k larger than a task's rows, f16 rows, tied scores, NaN and infinite
-    /// scores; every scoring path (direct dots, the GEMM, padded query panels over several
-    /// depth slices, blocks ending in 4, 2 and 1 rows).
+    /// scores; every scoring path (direct dots, two rows by up to four queries with odd rows
+    /// and depth tails, the GEMM, padded query panels over several depth slices, blocks
+    /// ending in 4, 2 and 1 rows).
     #[test]
     fn knn_matches_a_full_score_matrix() {
         let mut rng = Rng::new(3);

@@ -185,3 +185,105 @@ pub(crate) unsafe fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
         *d = s.to_f32();
     }
 }
+
+/// A row element type the few-query kernel loads 8 at a time as f32.
+pub(crate) trait Lanes: Copy {
+    /// # Safety
+    /// AVX2 and F16C; 8 elements readable at `at`.
+    unsafe fn load8(at: *const Self) -> __m256;
+    fn to_f32(self) -> f32;
+}
+
+impl Lanes for f32 {
+    #[inline(always)]
+    unsafe fn load8(at: *const f32) -> __m256 {
+        // SAFETY: the caller's promise.
+        unsafe { _mm256_loadu_ps(at) }
+    }
+    fn to_f32(self) -> f32 {
+        self
+    }
+}
+
+impl Lanes for half::f16 {
+    #[inline(always)]
+    unsafe fn load8(at: *const half::f16) -> __m256 {
+        // SAFETY: the caller's promise; f16 is a u16 bit pattern.
+        unsafe { _mm256_cvtph_ps(_mm_loadu_si128(at as *const __m128i)) }
+    }
+    fn to_f32(self) -> f32 {
+        half::f16::to_f32(self)
+    }
+}
+
+/// `scores[j * q + qi]` = row `j` · query `qi`, two rows by up to four queries at a time:
+/// each step loads (and for f16 widens) two rows' 8 values once for four queries, 8 FMAs
+/// for 6 loads, where dotting each query alone reloads the rows per query. For the scans
+/// of a few queries too many for [`dot_f32_avx2`] per query, too few for the panels.
+///
+/// # Safety
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dots_few<T: Lanes>(rows: &[T], dim: usize, queries: &[f32], scores: &mut [f32]) {
+    assert!(dim > 0 && rows.len().is_multiple_of(dim) && queries.len().is_multiple_of(dim));
+    let (m, q) = (rows.len() / dim, queries.len() / dim);
+    assert!(scores.len() >= m * q, "score block too small");
+    for j in (0..m).step_by(2) {
+        for g in (0..q).step_by(4) {
+            let (r, n) = ((m - j).min(2), (q - g).min(4));
+            let (a, b) = (&rows[j * dim..(j + r) * dim], &queries[g * dim..(g + n) * dim]);
+            let out = &mut scores[j * q + g..(j + r - 1) * q + g + n];
+            // SAFETY: `a` holds r rows and `b` n queries of `dim` values; `out` reaches
+            // r - 1 rows of q past its start plus n values; the features are the caller's.
+            unsafe {
+                match (r, n) {
+                    (2, 4) => dots_block::<T, 2, 4>(a, b, dim, out, q),
+                    (2, 3) => dots_block::<T, 2, 3>(a, b, dim, out, q),
+                    (2, 2) => dots_block::<T, 2, 2>(a, b, dim, out, q),
+                    (2, _) => dots_block::<T, 2, 1>(a, b, dim, out, q),
+                    (_, 4) => dots_block::<T, 1, 4>(a, b, dim, out, q),
+                    (_, 3) => dots_block::<T, 1, 3>(a, b, dim, out, q),
+                    (_, 2) => dots_block::<T, 1, 2>(a, b, dim, out, q),
+                    _ => dots_block::<T, 1, 1>(a, b, dim, out, q),
+                }
+            }
+        }
+    }
+}
+
+/// `out[i * stride + qi]` = row `i` of `rows` · query `qi`, for `R` rows and `Q` queries.
+///
+/// # Safety
+/// AVX2, FMA and F16C; `rows` holds R x dim, `queries` Q x dim, `out` (R - 1) x stride + Q.
+#[target_feature(enable = "avx2,fma,f16c")]
+#[inline]
+unsafe fn dots_block<T: Lanes, const R: usize, const Q: usize>(rows: &[T], queries: &[f32], dim: usize, out: &mut [f32], stride: usize) {
+    let (a, b) = (rows.as_ptr(), queries.as_ptr());
+    let mut acc = [[_mm256_setzero_ps(); Q]; R];
+    let mut i = 0;
+    // SAFETY (all loads): i + 8 <= dim values of each row and query, as promised.
+    unsafe {
+        while i + 8 <= dim {
+            let mut row = [_mm256_setzero_ps(); R];
+            for (r, values) in row.iter_mut().enumerate() {
+                *values = T::load8(a.add(r * dim + i));
+            }
+            for qi in 0..Q {
+                let query = _mm256_loadu_ps(b.add(qi * dim + i));
+                for (sums, values) in acc.iter_mut().zip(row) {
+                    sums[qi] = _mm256_fmadd_ps(values, query, sums[qi]);
+                }
+            }
+            i += 8;
+        }
+    }
+    for (r, sums) in acc.iter().enumerate() {
+        for (qi, sum) in sums.iter().enumerate() {
+            let tail: f32 = rows[r * dim + i..(r + 1) * dim].iter().zip(&queries[qi * dim + i..(qi + 1) * dim]).map(|(x, y)| x.to_f32() * y).sum();
+            let mut lanes = [0.0f32; 8];
+            // SAFETY: `lanes` holds the 8 values stored.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *sum) };
+            out[r * stride + qi] = lanes.iter().sum::<f32>() + tail;
+        }
+    }
+}
