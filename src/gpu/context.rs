@@ -101,7 +101,7 @@ fn describe(info: &wgpu::AdapterInfo) -> String {
 /// pipeline cache all ops share.
 ///
 /// Cloning is cheap and shares the device, its queue and the pipeline cache: give an
-/// [`crate::Embedder`] and a [`crate::Searcher`] clones of one context, and each pipeline is
+/// [`crate::embed::Embedder`] and a [`crate::search::Searcher`] clones of one context, and each pipeline is
 /// compiled once (a fresh `Context::new()` compiles them all again).
 #[derive(Clone)]
 pub struct Context {
