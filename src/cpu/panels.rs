@@ -32,7 +32,17 @@ impl Panels {
         if matrix.len() != depth * columns {
             return Err(Error::shape("panels", format!("{depth} x {columns} values"), format!("{} values", matrix.len())));
         }
-        Ok(Self::pack(depth, columns, |column, k| matrix[k * columns + column]))
+        // Each panel step is a run of up to 16 adjacent values of one matrix row; the matrix
+        // is read in order (reading it a panel at a time, 16 values per row, missed the
+        // cache and TLB on every row: 5.5 ms for 1024 x 1024).
+        let mut values = vec![0.0; columns.div_ceil(Self::WIDTH) * Self::WIDTH * depth];
+        for (k, row) in matrix.chunks_exact(columns).enumerate() {
+            for (p, run) in row.chunks(Self::WIDTH).enumerate() {
+                let at = (p * depth + k) * Self::WIDTH;
+                values[at..at + run.len()].copy_from_slice(run);
+            }
+        }
+        Ok(Self { values, depth, columns })
     }
 
     fn check(len: usize, depth: usize) -> Result<()> {
