@@ -164,7 +164,8 @@ fn compare_devices(ctx: &Context, net: &ResNet50, paths: &[PathBuf], preprocess:
     let n = images.len() as f64;
     println!("preprocess + ResNet50 at {side}x{side}, batch {}:", images.len());
     println!("  GPU: {:7.1} img/s {:7.1} GFLOP/s", n / gpu_secs, gflop / gpu_secs);
-    println!("  CPU: {:7.1} img/s {:7.1} GFLOP/s (reference: im2col + gemm, {} threads)", n / cpu_secs, gflop / cpu_secs, rayon::current_num_threads());
+    let gemm = if lookalike::cpu::panels::multiply().is_some() { "AVX2 kernel over packed weights" } else { "gemm crate" };
+    println!("  CPU: {:7.1} img/s {:7.1} GFLOP/s (reference: im2col + {gemm}, {} threads)", n / cpu_secs, gflop / cpu_secs, rayon::current_num_threads());
     println!("  GPU vs CPU features: relative L2 {:.2e}", relative_l2(&on_gpu, &on_cpu));
     Ok(())
 }
