@@ -207,8 +207,8 @@ fn avx2_kernels() -> Option<Avx2Kernels> {
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c") {
         // SAFETY: the CPU has the features the kernels are compiled for (checked above).
         return Some(Avx2Kernels {
-            dot_f32: |row, query| unsafe { crate::cpu::x86::dot_f32_avx2(row, query) },
-            dot_f16: |row, query| unsafe { crate::cpu::x86::dot_f16_avx2(row, query) },
+            dot_f32: |row, query| unsafe { crate::cpu::x86::dot(row, query) },
+            dot_f16: |row, query| unsafe { crate::cpu::x86::dot(row, query) },
             widen_f16: |src, dst| unsafe { crate::cpu::x86::widen_f16(src, dst) },
             few_f32: |rows, dim, queries, scores| unsafe { crate::cpu::x86::dots_few(rows, dim, queries, scores) },
             few_f16: |rows, dim, queries, scores| unsafe { crate::cpu::x86::dots_few(rows, dim, queries, scores) },

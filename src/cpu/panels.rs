@@ -23,7 +23,15 @@ impl Panels {
     /// Columns given as rows of `depth` values (`[columns, depth]`, as queries are stored).
     pub fn from_rows(rows: &[f32], depth: usize) -> Result<Self> {
         Self::check(rows.len(), depth)?;
-        Ok(Self::pack(depth, rows.len() / depth, |column, k| rows[column * depth + k]))
+        let columns = rows.len() / depth;
+        let mut values = vec![0.0; columns.div_ceil(Self::WIDTH) * Self::WIDTH * depth];
+        for (column, row) in rows.chunks_exact(depth).enumerate() {
+            let (p, lane) = (column / Self::WIDTH, column % Self::WIDTH);
+            for (k, &value) in row.iter().enumerate() {
+                values[(p * depth + k) * Self::WIDTH + lane] = value;
+            }
+        }
+        Ok(Self { values, depth, columns })
     }
 
     /// A row-major `[depth, columns]` matrix (HWIO convolution weights, `K x N`).
@@ -50,18 +58,6 @@ impl Panels {
             return Err(Error::shape("panels", format!("a non-empty multiple of {depth} values"), format!("{len} values")));
         }
         Ok(())
-    }
-
-    fn pack(depth: usize, columns: usize, value: impl Fn(usize, usize) -> f32) -> Self {
-        let mut values = vec![0.0; columns.div_ceil(Self::WIDTH) * Self::WIDTH * depth];
-        for (p, panel) in values.chunks_exact_mut(depth * Self::WIDTH).enumerate() {
-            for (k, step) in panel.chunks_exact_mut(Self::WIDTH).enumerate() {
-                for (lane, v) in step.iter_mut().enumerate().take(columns.saturating_sub(p * Self::WIDTH)) {
-                    *v = value(p * Self::WIDTH + lane, k);
-                }
-            }
-        }
-        Self { values, depth, columns }
     }
 
     /// Values per column (the GEMM's K).

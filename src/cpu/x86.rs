@@ -6,66 +6,39 @@ use std::ops::Range;
 
 use super::panels::Panels;
 
-/// `row · query` over their common length, four 8-wide FMA chains.
+/// `row · query` over their common length, four 8-wide FMA chains (f16 rows widened in
+/// registers).
 ///
 /// # Safety
-/// The CPU must support AVX2 and FMA.
-#[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn dot_f32_avx2(row: &[f32], query: &[f32]) -> f32 {
+/// The CPU must support AVX2, FMA and F16C.
+#[target_feature(enable = "avx2,fma,f16c")]
+pub(crate) unsafe fn dot<T: Lanes>(row: &[T], query: &[f32]) -> f32 {
     let len = row.len().min(query.len());
     let (r, f) = (row.as_ptr(), query.as_ptr());
     let mut acc = [_mm256_setzero_ps(); 4];
     let mut i = 0;
     // SAFETY (all loads): i + 32 <= len, resp. i + 8 <= len, elements of both slices;
     // unaligned loads.
-    while i + 32 <= len {
-        for (lane, sum) in acc.iter_mut().enumerate() {
-            let at = i + 8 * lane;
-            *sum = _mm256_fmadd_ps(_mm256_loadu_ps(r.add(at)), _mm256_loadu_ps(f.add(at)), *sum);
+    unsafe {
+        while i + 32 <= len {
+            for (lane, sum) in acc.iter_mut().enumerate() {
+                let at = i + 8 * lane;
+                *sum = _mm256_fmadd_ps(T::load8(r.add(at)), _mm256_loadu_ps(f.add(at)), *sum);
+            }
+            i += 32;
         }
-        i += 32;
-    }
-    while i + 8 <= len {
-        acc[0] = _mm256_fmadd_ps(_mm256_loadu_ps(r.add(i)), _mm256_loadu_ps(f.add(i)), acc[0]);
-        i += 8;
-    }
-    let tail: f32 = row[i..len].iter().zip(&query[i..len]).map(|(x, y)| x * y).sum();
-    horizontal_sum(acc) + tail
-}
-
-/// `row · query` over their common length, four 8-wide FMA chains.
-///
-/// # Safety
-/// The CPU must support AVX2, FMA and F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-pub(crate) unsafe fn dot_f16_avx2(row: &[half::f16], query: &[f32]) -> f32 {
-    let len = row.len().min(query.len());
-    let (h, f) = (row.as_ptr() as *const u16, query.as_ptr());
-    let mut acc = [_mm256_setzero_ps(); 4];
-    let mut i = 0;
-    // SAFETY (all loads): i + 32 <= len, resp. i + 8 <= len, elements of both slices;
-    // unaligned loads.
-    while i + 32 <= len {
-        for (lane, sum) in acc.iter_mut().enumerate() {
-            let at = i + 8 * lane;
-            let widened = _mm256_cvtph_ps(_mm_loadu_si128(h.add(at) as *const __m128i));
-            *sum = _mm256_fmadd_ps(widened, _mm256_loadu_ps(f.add(at)), *sum);
+        while i + 8 <= len {
+            acc[0] = _mm256_fmadd_ps(T::load8(r.add(i)), _mm256_loadu_ps(f.add(i)), acc[0]);
+            i += 8;
         }
-        i += 32;
-    }
-    while i + 8 <= len {
-        let widened = _mm256_cvtph_ps(_mm_loadu_si128(h.add(i) as *const __m128i));
-        acc[0] = _mm256_fmadd_ps(widened, _mm256_loadu_ps(f.add(i)), acc[0]);
-        i += 8;
     }
     let tail: f32 = row[i..len].iter().zip(&query[i..len]).map(|(x, y)| x.to_f32() * y).sum();
-    horizontal_sum(acc) + tail
+    horizontal_sum(_mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]))) + tail
 }
 
-/// The sum of the four chains' lanes.
+/// The sum of a vector's 8 lanes.
 #[target_feature(enable = "avx")]
-fn horizontal_sum(acc: [__m256; 4]) -> f32 {
-    let sum = _mm256_add_ps(_mm256_add_ps(acc[0], acc[1]), _mm256_add_ps(acc[2], acc[3]));
+fn horizontal_sum(sum: __m256) -> f32 {
     let mut lanes = [0.0f32; 8];
     // SAFETY: `lanes` holds the 8 values stored.
     unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), sum) };
@@ -186,7 +159,7 @@ pub(crate) unsafe fn widen_f16(src: &[half::f16], dst: &mut [f32]) {
     }
 }
 
-/// A row element type the few-query kernel loads 8 at a time as f32.
+/// A row element type the kernels load 8 at a time as f32.
 pub(crate) trait Lanes: Copy {
     /// # Safety
     /// AVX2 and F16C; 8 elements readable at `at`.
@@ -219,7 +192,7 @@ impl Lanes for half::f16 {
 /// `scores[j * q + qi]` = row `j` · query `qi`, two rows by up to four queries at a time:
 /// each step loads (and for f16 widens) two rows' 8 values once for four queries, 8 FMAs
 /// for 6 loads, where dotting each query alone reloads the rows per query. For the scans
-/// of a few queries too many for [`dot_f32_avx2`] per query, too few for the panels.
+/// of a few queries too many for [`dot`] per query, too few for the panels.
 ///
 /// # Safety
 /// The CPU must support AVX2, FMA and F16C.
@@ -280,10 +253,7 @@ unsafe fn dots_block<T: Lanes, const R: usize, const Q: usize>(rows: &[T], queri
     for (r, sums) in acc.iter().enumerate() {
         for (qi, sum) in sums.iter().enumerate() {
             let tail: f32 = rows[r * dim + i..(r + 1) * dim].iter().zip(&queries[qi * dim + i..(qi + 1) * dim]).map(|(x, y)| x.to_f32() * y).sum();
-            let mut lanes = [0.0f32; 8];
-            // SAFETY: `lanes` holds the 8 values stored.
-            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *sum) };
-            out[r * stride + qi] = lanes.iter().sum::<f32>() + tail;
+            out[r * stride + qi] = horizontal_sum(*sum) + tail;
         }
     }
 }
