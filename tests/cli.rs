@@ -564,6 +564,20 @@ fn info_prints_the_adapter() {
     }
 }
 
+/// The matrix units are only asked for with `--experimental-coop`, and `info` then says
+/// whether this adapter has usable ones (lavapipe of Mesa 25.0: none; of Mesa 26: 8x8x8).
+#[test]
+fn info_says_whether_matrix_units_are_used() {
+    let plain = lookalike(&["info"]);
+    plain.assert_success();
+    assert!(plain.stdout.contains("matrix units: unused: not requested"), "{}", plain.describe());
+    let asked = lookalike(&["info", "--experimental-coop"]);
+    asked.assert_success();
+    let line = asked.stdout.lines().find(|l| l.starts_with("matrix units:")).unwrap_or_else(|| panic!("{}", asked.describe()));
+    assert!(!line.contains("not requested"), "{}", asked.describe());
+    assert!(line.contains("f16 -> f32, subgroups of") || line.contains("unused: the adapter has no"), "{}", asked.describe());
+}
+
 /// `tune` measures, writes its cache file, and later runs on the same adapter use it;
 /// `LOOKALIKE_TUNING=table` ignores it. Small shapes: the measurements, not their speed, are
 /// under test.

@@ -11,6 +11,7 @@ pub struct ContextBuilder {
     backends: wgpu::Backends,
     adapter_name: Option<String>,
     allow_cpu: bool,
+    cooperative_matrices: bool,
 }
 
 impl Default for ContextBuilder {
@@ -19,6 +20,7 @@ impl Default for ContextBuilder {
             backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY),
             adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
             allow_cpu: true,
+            cooperative_matrices: false,
         }
     }
 }
@@ -40,6 +42,21 @@ impl ContextBuilder {
     /// Whether a CPU (software) adapter such as lavapipe may be chosen. Default true.
     pub fn allow_cpu(mut self, allow: bool) -> Self {
         self.allow_cpu = allow;
+        self
+    }
+
+    /// Also opens the device with wgpu's experimental cooperative-matrix feature where the
+    /// adapter has what [`CooperativeMatrix`] needs, so that
+    /// [`crate::ops::matmul_coop`] can run on its matrix units (tensor cores). Without this
+    /// call the feature is never requested.
+    ///
+    /// # Safety
+    ///
+    /// wgpu marks the feature experimental: its implementation may have bugs that cause
+    /// undefined behaviour through otherwise safe calls on this device. The caller accepts
+    /// that risk (see `wgpu::ExperimentalFeatures::enabled`).
+    pub unsafe fn experimental_cooperative_matrices(mut self) -> Self {
+        self.cooperative_matrices = true;
         self
     }
 
@@ -74,7 +91,7 @@ impl ContextBuilder {
             };
             return Err(Error::NoAdapter { filter, hint });
         };
-        Context::from_adapter(adapter).await
+        Context::from_adapter(adapter, self.cooperative_matrices).await
     }
 
     /// Blocking [`ContextBuilder::build_async`].
@@ -112,6 +129,8 @@ pub struct Context {
     features: wgpu::Features,
     tuning: crate::ops::Tuning,
     tuning_source: crate::tune::TuningSource,
+    /// The matrix units, or why they are not used.
+    cooperative: std::result::Result<CooperativeMatrix, String>,
     pub(crate) pipelines: std::sync::Arc<PipelineCache>,
 }
 
@@ -131,7 +150,7 @@ impl Context {
         Self::builder().build()
     }
 
-    async fn from_adapter(adapter: wgpu::Adapter) -> Result<Self> {
+    async fn from_adapter(adapter: wgpu::Adapter, cooperative_matrices: bool) -> Result<Self> {
         let info = adapter.get_info();
         let have = adapter.limits();
         // Ask for the large-buffer limits the adapter offers (big activations and reference
@@ -147,18 +166,33 @@ impl Context {
             max_compute_workgroups_per_dimension: have.max_compute_workgroups_per_dimension,
             ..wgpu::Limits::downlevel_defaults()
         };
-        let features = adapter.features() & OPTIONAL_FEATURES;
+        let mut features = adapter.features() & OPTIONAL_FEATURES;
+        let cooperative = match cooperative_matrices {
+            true => CooperativeMatrix::of_adapter(&adapter),
+            false => Err("not requested (ContextBuilder::experimental_cooperative_matrices)".to_string()),
+        };
+        let experimental_features = match cooperative {
+            Ok(_) => {
+                features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+                // SAFETY: only reached through the unsafe
+                // `ContextBuilder::experimental_cooperative_matrices`, whose caller accepted
+                // the experimental feature's risks.
+                unsafe { wgpu::ExperimentalFeatures::enabled() }
+            }
+            Err(_) => wgpu::ExperimentalFeatures::disabled(),
+        };
         let (device, queue) = adapter
             .request_device(&wgpu::DeviceDescriptor {
                 label: Some("lookalike"),
                 required_features: features,
                 required_limits: limits.clone(),
+                experimental_features,
                 ..Default::default()
             })
             .await
             .map_err(|e| Error::RequestDevice { adapter: describe(&info), reason: e.to_string() })?;
         let (tuning, tuning_source) = crate::tune::for_adapter(&info);
-        Ok(Self { device, queue, info, limits, features, tuning, tuning_source, pipelines: Default::default() })
+        Ok(Self { device, queue, info, limits, features, tuning, tuning_source, cooperative, pipelines: Default::default() })
     }
 
     /// The adapter's name, backend, type and driver.
@@ -175,6 +209,17 @@ impl Context {
     /// Where [`Context::tuning`] came from.
     pub fn tuning_source(&self) -> &crate::tune::TuningSource {
         &self.tuning_source
+    }
+
+    /// The matrix units [`crate::ops::matmul_coop`] runs on, where the device was opened
+    /// with them (see [`ContextBuilder::experimental_cooperative_matrices`]).
+    pub fn cooperative_matrix(&self) -> Option<CooperativeMatrix> {
+        self.cooperative.as_ref().ok().copied()
+    }
+
+    /// Why [`Context::cooperative_matrix`] is `None` (`None` when it is not).
+    pub fn cooperative_matrix_unavailable(&self) -> Option<&str> {
+        self.cooperative.as_ref().err().map(String::as_str)
     }
 
     /// The limits the device was opened with.
@@ -233,7 +278,60 @@ impl fmt::Display for Context {
         writeln!(f, "  max_compute_invocations_per_wg     {}", l.max_compute_invocations_per_workgroup)?;
         writeln!(f, "  max_compute_workgroups_per_dim     {}", l.max_compute_workgroups_per_dimension)?;
         writeln!(f, "features: {:?}", self.features)?;
+        match &self.cooperative {
+            Ok(coop) => writeln!(f, "matrix units: {coop} (experimental, enabled)")?,
+            Err(why) => writeln!(f, "matrix units: unused: {why}")?,
+        }
         writeln!(f, "tuning:   {:?}", self.tuning())?;
         write!(f, "          ({})", self.tuning_source)
+    }
+}
+
+/// The adapter's matrix units as lookalike uses them: `size` x `size` x `size` products of
+/// f16 matrices summed into f32 ones, each matrix held by one subgroup of `subgroup`
+/// invocations (NVIDIA: 16 and 32; lavapipe of Mesa 26: 8 and 8; Mesa 25.0 has none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CooperativeMatrix {
+    pub size: u32,
+    pub subgroup: u32,
+}
+
+impl CooperativeMatrix {
+    /// The largest square f16 x f16 -> f32 configuration the adapter lists, or why none
+    /// can be used.
+    fn of_adapter(adapter: &wgpu::Adapter) -> std::result::Result<Self, String> {
+        let needed = [
+            (wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX, "cooperative matrices"),
+            (wgpu::Features::SHADER_F16, "f16 in shaders"),
+            (wgpu::Features::SUBGROUP, "subgroups"),
+        ];
+        let missing: Vec<&str> = needed.iter().filter(|(f, _)| !adapter.features().contains(*f)).map(|(_, name)| *name).collect();
+        if !missing.is_empty() {
+            return Err(format!("the adapter has no {}", missing.join(", no ")));
+        }
+        let listed = adapter.cooperative_matrix_properties();
+        let size = [16, 8].into_iter().find(|&size| {
+            listed.iter().any(|p| {
+                (p.m_size, p.n_size, p.k_size) == (size, size, size)
+                    && p.ab_type == wgpu::CooperativeScalarType::F16
+                    && p.cr_type == wgpu::CooperativeScalarType::F32
+            })
+        });
+        let Some(size) = size else {
+            return Err(format!("no 8x8x8 or 16x16x16 f16 x f16 -> f32 configuration among {listed:?}"));
+        };
+        // The kernels lay out whole subgroups per workgroup, so the size must not vary.
+        let info = adapter.get_info();
+        if info.subgroup_min_size != info.subgroup_max_size {
+            return Err(format!("the subgroup size varies ({}..{})", info.subgroup_min_size, info.subgroup_max_size));
+        }
+        Ok(Self { size, subgroup: info.subgroup_min_size })
+    }
+}
+
+impl fmt::Display for CooperativeMatrix {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = self.size;
+        write!(f, "{s}x{s}x{s} f16 -> f32, subgroups of {}", self.subgroup)
     }
 }

@@ -5,7 +5,7 @@ mod pipeline;
 mod profile;
 pub mod shaders;
 
-pub use context::{Context, ContextBuilder};
+pub use context::{Context, ContextBuilder, CooperativeMatrix};
 pub use pipeline::{Binding, Dispatch, Kernel, PipelineKey};
 pub use profile::Stage;
 pub(crate) use pipeline::scoped;

@@ -11,11 +11,15 @@ pub enum ShaderFile {
     L2Normalize,
     TopK,
     Preprocess,
+    /// `matmul_coop.wgsl` on 8x8x8 matrix units (`coop_f16_8.wgsl` prepended).
+    MatmulCoop8,
+    /// `matmul_coop.wgsl` on 16x16x16 matrix units (`coop_f16_16.wgsl` prepended).
+    MatmulCoop16,
 }
 
 impl ShaderFile {
     /// Every shader, for tests that validate them all.
-    pub const ALL: [ShaderFile; 8] = [
+    pub const ALL: [ShaderFile; 10] = [
         ShaderFile::Conv2d,
         ShaderFile::BatchNorm,
         ShaderFile::Pool,
@@ -24,6 +28,8 @@ impl ShaderFile {
         ShaderFile::L2Normalize,
         ShaderFile::TopK,
         ShaderFile::Preprocess,
+        ShaderFile::MatmulCoop8,
+        ShaderFile::MatmulCoop16,
     ];
 
     /// The file's stem, as it appears in error messages.
@@ -37,7 +43,15 @@ impl ShaderFile {
             ShaderFile::L2Normalize => "l2_normalize.wgsl",
             ShaderFile::TopK => "topk.wgsl",
             ShaderFile::Preprocess => "preprocess.wgsl",
+            ShaderFile::MatmulCoop8 => "coop_f16_8.wgsl + matmul_coop.wgsl",
+            ShaderFile::MatmulCoop16 => "coop_f16_16.wgsl + matmul_coop.wgsl",
         }
+    }
+
+    /// Whether the shader runs on matrix units (cooperative matrices, an experimental wgpu
+    /// feature): translated for Vulkan and Metal only, built only on devices that have them.
+    pub fn is_cooperative(self) -> bool {
+        matches!(self, ShaderFile::MatmulCoop8 | ShaderFile::MatmulCoop16)
     }
 
     /// The WGSL text.
@@ -51,6 +65,9 @@ impl ShaderFile {
             ShaderFile::L2Normalize => include_str!("../../shaders/l2_normalize.wgsl"),
             ShaderFile::TopK => include_str!("../../shaders/topk.wgsl"),
             ShaderFile::Preprocess => include_str!("../../shaders/preprocess.wgsl"),
+            // The header fixes the matrix size and types; the kernel is written once.
+            ShaderFile::MatmulCoop8 => concat!(include_str!("../../shaders/coop_f16_8.wgsl"), include_str!("../../shaders/matmul_coop.wgsl")),
+            ShaderFile::MatmulCoop16 => concat!(include_str!("../../shaders/coop_f16_16.wgsl"), include_str!("../../shaders/matmul_coop.wgsl")),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod conv2d;
 pub mod gemv;
 pub mod l2_normalize;
 pub mod matmul;
+pub mod matmul_coop;
 pub mod pool;
 pub mod preprocess;
 pub mod topk;

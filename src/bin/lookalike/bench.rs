@@ -13,6 +13,9 @@ use lookalike::npy::NhwcBatch;
 use lookalike::ops::l2_normalize::l2_normalize;
 use lookalike::ops::gemv;
 use lookalike::ops::matmul::{matmul, MatmulShape, Precision};
+use lookalike::compare::relative_l2;
+use lookalike::gpu::CooperativeMatrix;
+use lookalike::ops::matmul_coop::{matmul_coop_with, round_to_f16, CoopTiles};
 use lookalike::ops::preprocess::PreprocessBatch;
 use lookalike::ops::topk::{TopK, TopKInput, TopKOutput};
 use lookalike::rng::Rng;
@@ -32,10 +35,46 @@ pub struct BenchOptions {
     pub resolution: usize,
     pub peak_tflops: Option<f64>,
     pub peak_gbps: Option<f64>,
+    /// Also time `matmul_coop` where the adapter has matrix units.
+    pub experimental_coop: bool,
 }
 
 /// Known fp32 peaks (TFLOP/s) and memory bandwidths (GB/s) by adapter-name substring.
 const PEAKS: [(&str, f64, f64); 4] = [("H100", 67.0, 3000.0), ("H200", 67.0, 4800.0), ("A100", 19.5, 1555.0), ("RTX 4090", 82.6, 1008.0)];
+
+/// `matmul_coop` on the bench's matmul in a few workgroup layouts, each timed and checked
+/// against the CPU product (on a new card the first run is also the first test there).
+fn matmul_coop_rows(
+    o: &BenchOptions,
+    ctx: &Context,
+    units: CooperativeMatrix,
+    shape: &MatmulShape,
+    (a, b): (&[f32], &[f32]),
+    (ab, bb, cb): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
+) -> Result<Vec<Value>> {
+    let exact = cpu::matmul(shape, a, b)?;
+    let rounded = cpu::matmul(shape, &round_to_f16(a), &round_to_f16(b))?;
+    let s = units.size;
+    let layouts = [(2, 2, 2 * s), (2, 2, 4 * s), (2, 4, 2 * s), (4, 2, 2 * s), (4, 4, 2 * s)];
+    let mut rows = Vec::new();
+    for (sg_rows, sg_cols, tile_k) in layouts {
+        let tiles = CoopTiles { sg_rows, sg_cols, tile_k };
+        let d = match matmul_coop_with(ctx, shape, ab, bb, Precision::F32, cb, tiles) {
+            Ok(d) => d,
+            Err(e) => {
+                say(o, format!("matmul on matrix units, {tiles:?}: skipped: {e}"));
+                continue;
+            }
+        };
+        let gflops = shape.flops() / median_secs(if ctx.is_cpu() { 2 } else { 10 }, || ctx.run(&[&d]))? / 1e9;
+        let got = ctx.run_and_read(&[&d], cb, shape.m * shape.n)?;
+        let (vs_rounded, vs_f32) = (relative_l2(&got, &rounded), relative_l2(&got, &exact));
+        say(o, format!("matmul {}x{}x{} gpu, matrix units ({units}), {tiles:?}: {gflops:8.1} GFLOP/s; relative L2 {vs_rounded:.1e} from the CPU product of the f16-rounded inputs, {vs_f32:.1e} from the f32 one", shape.m, shape.n, shape.k));
+        rows.push(json!({"device": "gpu", "kernel": "coop-f16", "units": units.to_string(), "tiles": {"sg_rows": sg_rows, "sg_cols": sg_cols, "tile_k": tile_k},
+            "m": shape.m, "n": shape.n, "k": shape.k, "gflop_per_s": gflops, "rel_l2_vs_f16_inputs": vs_rounded, "rel_l2_vs_f32": vs_f32}));
+    }
+    Ok(rows)
+}
 
 /// Median seconds of `reps` runs after one warm-up.
 fn median_secs(reps: usize, mut run: impl FnMut() -> Result<()>) -> Result<f64> {
@@ -58,7 +97,7 @@ fn say(o: &BenchOptions, line: String) {
 
 pub fn run(o: BenchOptions) -> Result<()> {
     let cold = Instant::now();
-    let ctx = Context::new()?;
+    let ctx = crate::open_context(o.experimental_coop)?;
     let info = ctx.adapter_info().clone();
     let net = RandomResNet50::generate(0)?.net;
     let size = o.resolution;
@@ -113,7 +152,19 @@ pub fn run(o: BenchOptions) -> Result<()> {
     for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
         let gflops = shape.flops() / secs / 1e9;
         say(&o, format!("matmul 1024^3 {device}: {gflops:8.1} GFLOP/s"));
-        matmuls.push(json!({"device": device, "m": n, "n": n, "k": n, "gflop_per_s": gflops}));
+        let kernel = if device == "gpu" { "fma-f32" } else { "cpu-f32" };
+        matmuls.push(json!({"device": device, "kernel": kernel, "m": n, "n": n, "k": n, "gflop_per_s": gflops}));
+    }
+    let mut matmul_coop_skipped = None;
+    if o.experimental_coop {
+        match ctx.cooperative_matrix() {
+            Some(units) => matmuls.extend(matmul_coop_rows(&o, &ctx, units, &shape, (&a, &b), (&ab, &bb, &cb))?),
+            None => {
+                let why = ctx.cooperative_matrix_unavailable().unwrap_or_default().to_string();
+                say(&o, format!("matmul on matrix units skipped: {why}"));
+                matmul_coop_skipped = Some(why);
+            }
+        }
     }
 
     // k-NN scan: normalise + score + top-k over N x 2048 unit rows.
@@ -149,6 +200,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
             "cold_start_ms": cold_start_ms,
             "resnet50": resnet,
             "matmul": matmuls,
+            "matmul_coop_skipped": matmul_coop_skipped,
             "knn": knn,
             "knn_skipped": knn_skipped,
             "stages_ms": stages_ms,

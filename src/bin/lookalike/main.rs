@@ -129,6 +129,10 @@ enum Command {
         /// The card's memory bandwidth in GB/s.
         #[arg(long)]
         peak_gbps: Option<f64>,
+        /// Also time the matmul on the matrix units (tensor cores: f16 inputs, f32 sums)
+        /// through wgpu's experimental cooperative matrices, where the adapter has them.
+        #[arg(long)]
+        experimental_coop: bool,
     },
     /// Measure this adapter's launch shapes (conv blocks, GEMV lanes) once and cache them on
     /// disk; every later run on the same adapter and driver uses them.
@@ -154,7 +158,12 @@ enum Command {
         no_save: bool,
     },
     /// Print the GPU adapter lookalike would use: backend, driver, limits, features, tuning.
-    Info,
+    Info {
+        /// Also open the device with wgpu's experimental cooperative matrices (tensor
+        /// cores) and say whether lookalike can use them.
+        #[arg(long)]
+        experimental_coop: bool,
+    },
     /// ResNet50 features of images (or of a preprocessed tensor) to an N x 2048 .npy file.
     Embed(EmbedArgs),
     /// Write weights files.
@@ -212,12 +221,13 @@ enum WeightsCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Info => info(),
+        Command::Info { experimental_coop } => info(experimental_coop),
         Command::Tune { json, batch, resolution, gemv_rows, topk_len, no_save } => {
             tune_cmd::run(tune_cmd::TuneArgs { json, batch, resolution, gemv_rows, topk_len, no_save })
         }
-        Command::Bench { quick, json, knn_rows, resolution, peak_tflops, peak_gbps } => {
-            bench::run(bench::BenchOptions { quick, json, knn_rows: knn_rows.into_iter().map(|rows| rows.max(16)).collect(), resolution, peak_tflops, peak_gbps })
+        Command::Bench { quick, json, knn_rows, resolution, peak_tflops, peak_gbps, experimental_coop } => {
+            let knn_rows = knn_rows.into_iter().map(|rows| rows.max(16)).collect();
+            bench::run(bench::BenchOptions { quick, json, knn_rows, resolution, peak_tflops, peak_gbps, experimental_coop })
         }
         Command::Index { dir, weights, seed, output, dtype, center, batch, resize, crop, add, cpu } => search_cmd::index(search_cmd::IndexOptions {
             dir: &dir,
@@ -258,10 +268,22 @@ fn main() -> ExitCode {
     }
 }
 
-fn info() -> Result<()> {
-    let ctx = Context::new()?;
+fn info(experimental_coop: bool) -> Result<()> {
+    let ctx = open_context(experimental_coop)?;
     println!("{ctx}");
     Ok(())
+}
+
+/// The default context, asking for cooperative matrices when the user passed
+/// `--experimental-coop`.
+pub(crate) fn open_context(experimental_coop: bool) -> Result<Context> {
+    let builder = Context::builder();
+    if !experimental_coop {
+        return builder.build();
+    }
+    // SAFETY: the user opted into wgpu's experimental feature with --experimental-coop,
+    // whose help says it is experimental.
+    unsafe { builder.experimental_cooperative_matrices() }.build()
 }
 
 /// Refuses an output path that is a directory before any work: renaming the finished file
