@@ -1,5 +1,5 @@
-//! The GEMM on matrix units (`ops::matmul_coop`) against the CPU product of the same
-//! f16-rounded inputs.
+//! The kernels on matrix units (`ops::matmul_coop`, `ops::conv2d_coop`) against their CPU
+//! twins on the same f16-rounded inputs.
 //!
 //! Needs an adapter with cooperative matrices: lavapipe of Mesa 26 has 8x8x8 ones, Debian
 //! 12's Mesa 25.0 none (`.ci/run` brings a newer lavapipe for this binary when it can).
@@ -11,11 +11,22 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{assert_close, ctx};
+use common::{assert_close, ctx, images};
+use lookalike::compare::{batch_centred, relative_l2};
+use lookalike::model::{BatchNormMode, CpuResNet50, GpuResNet50, RandomResNet50, FEATURE_DIM};
 use lookalike::ops::matmul::{MatmulShape, Precision};
-use lookalike::ops::matmul_coop::{matmul_coop, matmul_coop_with, round_to_f16, CoopTiles};
+use lookalike::ops::conv2d::{Conv2dBuffers, Conv2dShape};
+use lookalike::ops::conv2d_coop::conv2d_coop;
+use lookalike::ops::coop::{round_to_f16, CoopTiles};
+use lookalike::ops::matmul_coop::{matmul_coop, matmul_coop_with};
 use lookalike::rng::Rng;
 use lookalike::{cpu, Context, Error};
+
+/// Relative L2 of ResNet50 features on matrix units from the f32 CPU reference. Measured
+/// on lavapipe's 8x8x8 units, 64x64 batch 2: 1.8e-3 and 2.4e-3 per image (1 - cosine
+/// 2e-6, 3e-6), 8.6e-3 batch-centred (the centred features are the small differences).
+const RESNET50_LIMIT: f64 = 1e-2;
+const RESNET50_CENTRED_LIMIT: f64 = 5e-2;
 
 /// The shared device, opened with the experimental feature where the adapter has it.
 fn coop_ctx() -> &'static Context {
@@ -97,6 +108,88 @@ fn matmul_coop_takes_f16_b_and_other_tiles() {
         let refused = matmul_coop_with(ctx, &shape, &a_buf, &b_buf, Precision::F16, &c, odd);
         assert!(matches!(refused, Err(Error::InvalidArgument(_))), "{refused:?}");
     }
+}
+
+#[test]
+fn conv2d_coop_matches_cpu_on_rounded_inputs() {
+    let Some(ctx) = with_units("conv2d_coop_matches_cpu_on_rounded_inputs") else { return };
+    let Some(coop) = ctx.cooperative_matrix() else { return };
+    let mut rng = Rng::new(23);
+    for case in 0..10 {
+        // The RGB stem (3 channels, fewer than a K slice), then odd random shapes.
+        let shape = match case {
+            0 => Conv2dShape::square(2, 23, 19, 3, 64, 7, 2, 3),
+            _ => {
+                let kernel = [1, 3, 5][rng.int(0, 2)];
+                Conv2dShape {
+                    batch: rng.int(1, 3),
+                    in_h: rng.int(kernel.max(2), 17),
+                    in_w: rng.int(kernel.max(2), 21),
+                    in_c: rng.int(1, 70),
+                    out_c: rng.int(1, 75),
+                    kernel_h: kernel,
+                    kernel_w: kernel,
+                    stride: rng.int(1, 2),
+                    pad_h: rng.int(0, kernel / 2),
+                    pad_w: rng.int(0, kernel / 2),
+                }
+            }
+        };
+        let (relu, with_scale, with_bias, with_residual) = (case % 2 == 0, case % 3 != 0, case % 4 != 1, case % 5 >= 2);
+        let input = rng.normals(shape.input_len(), 1.0);
+        let weight = rng.normals(shape.weight_len(), (2.0 / shape.k() as f32).sqrt());
+        let scale = with_scale.then(|| rng.normals(shape.out_c, 1.0));
+        let bias = with_bias.then(|| rng.normals(shape.out_c, 0.5));
+        let residual = with_residual.then(|| rng.normals(shape.output_len(), 1.0));
+        let expected = cpu::conv2d(&shape, &round_to_f16(&input), &round_to_f16(&weight), scale.as_deref(), bias.as_deref(), residual.as_deref(), relu).unwrap();
+        let upload = |v: &Option<Vec<f32>>| v.as_ref().map(|v| ctx.upload("epilogue", v).unwrap());
+        let (scale_buf, bias_buf, residual_buf) = (upload(&scale), upload(&bias), upload(&residual));
+        let (input_buf, weight_buf) = (ctx.upload("input", &input).unwrap(), ctx.upload("weight", &weight).unwrap());
+        let output = ctx.storage("output", shape.output_len()).unwrap();
+        let buffers = Conv2dBuffers {
+            input: &input_buf,
+            weight: &weight_buf,
+            scale: scale_buf.as_ref(),
+            bias: bias_buf.as_ref(),
+            residual: residual_buf.as_ref(),
+            output: &output,
+        };
+        let wide = CoopTiles { sg_rows: 1, sg_cols: 4, tile_k: coop.size };
+        let tiles = if case % 3 == 2 { wide } else { CoopTiles::default_for(coop) };
+        let dispatch = conv2d_coop(ctx, &shape, &buffers, relu, tiles).unwrap();
+        let got = ctx.run_and_read(&[&dispatch], &output, shape.output_len()).unwrap();
+        assert_close(&format!("conv2d_coop case {case} {shape:?} {tiles:?}"), &got, &expected, 1e-5);
+    }
+    // Each invocation stages one depth per slice: a K slice wider than the workgroup is refused.
+    let shape = Conv2dShape::square(1, 8, 8, 16, 16, 3, 1, 1);
+    let (x, w, y) = (ctx.upload("x", &vec![0.0; shape.input_len()]).unwrap(), ctx.upload("w", &vec![0.0; shape.weight_len()]).unwrap(), ctx.storage("y", shape.output_len()).unwrap());
+    let buffers = Conv2dBuffers { input: &x, weight: &w, scale: None, bias: None, residual: None, output: &y };
+    let too_deep = CoopTiles { sg_rows: 1, sg_cols: 1, tile_k: 2 * coop.subgroup.max(coop.size) };
+    let refused = conv2d_coop(ctx, &shape, &buffers, false, too_deep);
+    assert!(matches!(refused, Err(Error::InvalidArgument(_))), "{refused:?}");
+}
+
+/// The whole forward with every convolution on the matrix units: f16 rounding at each of
+/// the 53 layers, so close to the f32 reference but not within its 1e-4.
+#[test]
+fn resnet50_on_matrix_units_stays_close_to_f32() {
+    let Some(ctx) = with_units("resnet50_on_matrix_units_stays_close_to_f32") else { return };
+    let net = RandomResNet50::generate(7).unwrap().net;
+    let (batch, size) = (2, 64);
+    let input = images(batch, size, size, 31);
+    let expected = CpuResNet50::new(&net).unwrap().forward(&input, batch, size, size).unwrap();
+    let mut gpu = GpuResNet50::new(ctx, &net, BatchNormMode::Folded).unwrap().on_matrix_units(ctx).unwrap();
+    let got = gpu.forward(ctx, &input, batch, size, size).unwrap();
+    for i in 0..batch {
+        let r = i * FEATURE_DIM..(i + 1) * FEATURE_DIM;
+        let (g, e) = (&got[r.clone()], &expected[r]);
+        let cosine = g.iter().zip(e).map(|(a, b)| a * b).sum::<f32>() / (g.iter().map(|a| a * a).sum::<f32>() * e.iter().map(|b| b * b).sum::<f32>()).sqrt();
+        eprintln!("image {i}: relative L2 {:.2e}, 1 - cosine {:.2e}", relative_l2(g, e), 1.0 - cosine);
+        assert_close(&format!("resnet50 on matrix units, image {i}"), g, e, RESNET50_LIMIT);
+    }
+    let (g, e) = (batch_centred(&got, batch, FEATURE_DIM), batch_centred(&expected, batch, FEATURE_DIM));
+    eprintln!("batch-centred: relative L2 {:.2e}", relative_l2(&g, &e));
+    assert_close("resnet50 on matrix units, batch-centred", &g, &e, RESNET50_CENTRED_LIMIT);
 }
 
 #[test]

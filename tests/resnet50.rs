@@ -5,35 +5,13 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{assert_close, ctx};
+use common::{assert_close, ctx, images};
 use lookalike::compare::{batch_centred, relative_l2};
 use lookalike::model::{BatchNormMode, CpuResNet50, GpuResNet50, RandomResNet50, FEATURE_DIM};
-use lookalike::rng::Rng;
 
 fn weights() -> &'static RandomResNet50 {
     static NET: OnceLock<RandomResNet50> = OnceLock::new();
     NET.get_or_init(|| RandomResNet50::generate(7).expect("seeded weights"))
-}
-
-/// Smooth seeded "images" in normalised units: features of real-looking inputs, not noise.
-fn images(batch: usize, h: usize, w: usize, seed: u64) -> Vec<f32> {
-    let mut rng = Rng::new(seed);
-    let mut out = Vec::with_capacity(batch * h * w * 3);
-    for _ in 0..batch {
-        let f: Vec<f32> = (0..9).map(|_| rng.range(0.5, 6.0)).collect();
-        let phase: Vec<f32> = (0..9).map(|_| rng.range(0.0, 6.3)).collect();
-        for y in 0..h {
-            for x in 0..w {
-                let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
-                for c in 0..3 {
-                    let s = (f[3 * c] * u + phase[3 * c]).sin() * (f[3 * c + 1] * v + phase[3 * c + 1]).cos()
-                        + 0.3 * (f[3 * c + 2] * (u + v) + phase[3 * c + 2]).sin();
-                    out.push(1.5 * s + 0.1 * rng.normal());
-                }
-            }
-        }
-    }
-    out
 }
 
 fn compare_per_image(what: &str, got: &[f32], expected: &[f32], batch: usize, raw_limit: f64, centred_limit: f64) {

@@ -1,5 +1,12 @@
 //! The WGSL sources, one file per kernel family, compiled into the binary.
 
+/// One of `shaders/*.wgsl`, by stem.
+macro_rules! coop {
+    ($stem:literal) => {
+        include_str!(concat!("../../shaders/", $stem, ".wgsl"))
+    };
+}
+
 /// A kernel family's WGSL file in `shaders/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ShaderFile {
@@ -11,15 +18,20 @@ pub enum ShaderFile {
     L2Normalize,
     TopK,
     Preprocess,
-    /// `matmul_coop.wgsl` on 8x8x8 matrix units (`coop_f16_8.wgsl` prepended).
+    /// `matmul_coop.wgsl` on 8x8x8 matrix units (after `coop_f16_8.wgsl` and
+    /// `coop_gemm.wgsl`).
     MatmulCoop8,
-    /// `matmul_coop.wgsl` on 16x16x16 matrix units (`coop_f16_16.wgsl` prepended).
+    /// `matmul_coop.wgsl` on 16x16x16 matrix units.
     MatmulCoop16,
+    /// `conv2d_coop.wgsl` on 8x8x8 matrix units.
+    Conv2dCoop8,
+    /// `conv2d_coop.wgsl` on 16x16x16 matrix units.
+    Conv2dCoop16,
 }
 
 impl ShaderFile {
     /// Every shader, for tests that validate them all.
-    pub const ALL: [ShaderFile; 10] = [
+    pub const ALL: [ShaderFile; 12] = [
         ShaderFile::Conv2d,
         ShaderFile::BatchNorm,
         ShaderFile::Pool,
@@ -30,6 +42,8 @@ impl ShaderFile {
         ShaderFile::Preprocess,
         ShaderFile::MatmulCoop8,
         ShaderFile::MatmulCoop16,
+        ShaderFile::Conv2dCoop8,
+        ShaderFile::Conv2dCoop16,
     ];
 
     /// The file's stem, as it appears in error messages.
@@ -43,15 +57,17 @@ impl ShaderFile {
             ShaderFile::L2Normalize => "l2_normalize.wgsl",
             ShaderFile::TopK => "topk.wgsl",
             ShaderFile::Preprocess => "preprocess.wgsl",
-            ShaderFile::MatmulCoop8 => "coop_f16_8.wgsl + matmul_coop.wgsl",
-            ShaderFile::MatmulCoop16 => "coop_f16_16.wgsl + matmul_coop.wgsl",
+            ShaderFile::MatmulCoop8 => "coop_f16_8.wgsl + coop_gemm.wgsl + matmul_coop.wgsl",
+            ShaderFile::MatmulCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + matmul_coop.wgsl",
+            ShaderFile::Conv2dCoop8 => "coop_f16_8.wgsl + coop_gemm.wgsl + conv2d_coop.wgsl",
+            ShaderFile::Conv2dCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + conv2d_coop.wgsl",
         }
     }
 
     /// Whether the shader runs on matrix units (cooperative matrices, an experimental wgpu
     /// feature): translated for Vulkan and Metal only, built only on devices that have them.
     pub fn is_cooperative(self) -> bool {
-        matches!(self, ShaderFile::MatmulCoop8 | ShaderFile::MatmulCoop16)
+        matches!(self, ShaderFile::MatmulCoop8 | ShaderFile::MatmulCoop16 | ShaderFile::Conv2dCoop8 | ShaderFile::Conv2dCoop16)
     }
 
     /// The WGSL text.
@@ -65,9 +81,12 @@ impl ShaderFile {
             ShaderFile::L2Normalize => include_str!("../../shaders/l2_normalize.wgsl"),
             ShaderFile::TopK => include_str!("../../shaders/topk.wgsl"),
             ShaderFile::Preprocess => include_str!("../../shaders/preprocess.wgsl"),
-            // The header fixes the matrix size and types; the kernel is written once.
-            ShaderFile::MatmulCoop8 => concat!(include_str!("../../shaders/coop_f16_8.wgsl"), include_str!("../../shaders/matmul_coop.wgsl")),
-            ShaderFile::MatmulCoop16 => concat!(include_str!("../../shaders/coop_f16_16.wgsl"), include_str!("../../shaders/matmul_coop.wgsl")),
+            // The header fixes the matrix size and types, coop_gemm.wgsl multiplies, the
+            // problem file says what A, B and the output are: each written once.
+            ShaderFile::MatmulCoop8 => concat!(coop!("coop_f16_8"), coop!("coop_gemm"), coop!("matmul_coop")),
+            ShaderFile::MatmulCoop16 => concat!(coop!("coop_f16_16"), coop!("coop_gemm"), coop!("matmul_coop")),
+            ShaderFile::Conv2dCoop8 => concat!(coop!("coop_f16_8"), coop!("coop_gemm"), coop!("conv2d_coop")),
+            ShaderFile::Conv2dCoop16 => concat!(coop!("coop_f16_16"), coop!("coop_gemm"), coop!("conv2d_coop")),
         }
     }
 }

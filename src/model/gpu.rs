@@ -11,7 +11,9 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Readback};
 use crate::model::resnet50::{Act, ConvBn, Executor, ResNet50, ShapeWalk, BN_EPS, FEATURE_DIM};
 use crate::ops::batch_norm::{batch_norm, BatchNormBuffers, BatchNormShape};
-use crate::ops::conv2d::{conv2d, Conv2dBuffers};
+use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
+use crate::ops::conv2d_coop::conv2d_coop;
+use crate::ops::coop::{self, CoopTiles};
 use crate::ops::pool::{global_avg_pool, max_pool, MaxPoolShape};
 
 /// How batch-norm runs on the GPU.
@@ -21,6 +23,16 @@ pub enum BatchNormMode {
     Folded,
     /// Raw conv, then the standalone batch-norm kernel (the reference path).
     Separate,
+}
+
+/// What the convolutions run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConvMath {
+    /// f32 FMA kernels (`conv2d`): the exact path, within 1e-5 of the CPU reference.
+    F32,
+    /// The matrix units (`conv2d_coop`): activations and weights rounded to f16 as they
+    /// are staged, sums in f32, like tensor-core "mixed precision".
+    MatrixUnits(CoopTiles),
 }
 
 enum LayerBuffers {
@@ -41,6 +53,7 @@ struct Plan {
 pub struct GpuResNet50 {
     arch: ResNet50,
     mode: BatchNormMode,
+    math: ConvMath,
     layers: HashMap<String, LayerBuffers>,
     plans: HashMap<(usize, usize, usize), Plan>,
 }
@@ -66,11 +79,24 @@ impl GpuResNet50 {
             };
             layers.insert(layer.conv_name.clone(), buffers);
         }
-        Ok(Self { arch: ResNet50::architecture(), mode, layers, plans: HashMap::new() })
+        Ok(Self { arch: ResNet50::architecture(), mode, math: ConvMath::F32, layers, plans: HashMap::new() })
+    }
+
+    /// The same network with its convolutions on the context's matrix units (see
+    /// [`ConvMath::MatrixUnits`]); an error naming the reason where it has none.
+    pub fn on_matrix_units(mut self, ctx: &Context) -> Result<Self> {
+        let units = coop::units(ctx, "resnet50 on matrix units")?;
+        self.math = ConvMath::MatrixUnits(CoopTiles::default_for(units));
+        self.plans.clear();
+        Ok(self)
     }
 
     pub fn mode(&self) -> BatchNormMode {
         self.mode
+    }
+
+    pub fn math(&self) -> ConvMath {
+        self.math
     }
 
     /// Largest batch one submit can take at this resolution: every activation must fit one
@@ -136,6 +162,7 @@ impl GpuResNet50 {
         let mut builder = PlanBuilder {
             ctx,
             layers: &self.layers,
+            math: self.math,
             slot_len,
             buffers: vec![ctx.storage("resnet50 input", batch * height * width * 3)?],
             free: Vec::new(),
@@ -151,6 +178,7 @@ impl GpuResNet50 {
 struct PlanBuilder<'a> {
     ctx: &'a Context,
     layers: &'a HashMap<String, LayerBuffers>,
+    math: ConvMath,
     slot_len: usize,
     buffers: Vec<wgpu::Buffer>,
     free: Vec<usize>,
@@ -158,6 +186,13 @@ struct PlanBuilder<'a> {
 }
 
 impl PlanBuilder<'_> {
+    fn conv_dispatch(&self, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool) -> Result<Dispatch> {
+        match self.math {
+            ConvMath::F32 => conv2d(self.ctx, shape, buffers, relu, self.ctx.tuning().gemm_tiles(shape.m(), shape.out_c)),
+            ConvMath::MatrixUnits(tiles) => conv2d_coop(self.ctx, shape, buffers, relu, tiles),
+        }
+    }
+
     fn alloc(&mut self, h: usize, w: usize, c: usize) -> Result<Act> {
         let id = match self.free.pop() {
             Some(id) => id,
@@ -187,7 +222,7 @@ impl Executor for PlanBuilder<'_> {
                     residual: residual.map(|r| &b[r.id]),
                     output: &b[out.id],
                 };
-                let d = conv2d(self.ctx, &shape, &conv_buffers, relu, self.ctx.tuning().gemm_tiles(shape.m(), shape.out_c))?;
+                let d = self.conv_dispatch(&shape, &conv_buffers, relu)?;
                 self.dispatches.push(d);
                 Ok(out)
             }
@@ -197,7 +232,7 @@ impl Executor for PlanBuilder<'_> {
                 let b = &self.buffers;
                 let conv_buffers =
                     Conv2dBuffers { input: &b[x.id], weight, scale: None, bias: None, residual: None, output: &b[raw.id] };
-                let conv = conv2d(self.ctx, &shape, &conv_buffers, false, self.ctx.tuning().gemm_tiles(shape.m(), shape.out_c))?;
+                let conv = self.conv_dispatch(&shape, &conv_buffers, false)?;
                 let bn_shape = BatchNormShape { len: shape.output_len(), channels: layer.out_c, eps: BN_EPS };
                 let bn_buffers = BatchNormBuffers {
                     input: &b[raw.id],

@@ -8,6 +8,6 @@ pub mod resnet50;
 mod weights;
 
 pub use cpu::CpuResNet50;
-pub use gpu::{BatchNormMode, GpuResNet50};
+pub use gpu::{BatchNormMode, ConvMath, GpuResNet50};
 pub use random::RandomResNet50;
 pub use resnet50::{ResNet50, FEATURE_DIM, MIN_INPUT};

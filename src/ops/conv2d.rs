@@ -96,9 +96,10 @@ pub struct Conv2dBuffers<'a> {
     pub output: &'a wgpu::Buffer,
 }
 
+/// The uniform of `conv2d.wgsl` and `conv2d_coop.wgsl`.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-struct Params {
+pub(crate) struct Params {
     batch: u32,
     in_h: u32,
     in_w: u32,
@@ -123,7 +124,8 @@ const FLAG_BIAS: u32 = 2;
 const FLAG_RESIDUAL: u32 = 4;
 const FLAG_RELU: u32 = 8;
 
-const BINDINGS: [Binding; 7] = [
+/// Uniform, input, weight, scale, bias, residual, output.
+pub(crate) const BINDINGS: [Binding; 7] = [
     Binding::Uniform,
     Binding::ReadOnly,
     Binding::ReadOnly,
@@ -133,8 +135,8 @@ const BINDINGS: [Binding; 7] = [
     Binding::ReadWrite,
 ];
 
-/// Prepares one convolution launch (validated, pipeline from the cache, bind group built).
-pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool, tiles: Tiles) -> Result<Dispatch> {
+/// Validates a convolution's shape and buffers and builds the uniform the conv kernels read.
+pub(crate) fn params(shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool) -> Result<Params> {
     shape.validate()?;
     check_len("conv2d input", buffers.input, shape.input_len())?;
     check_len("conv2d weight", buffers.weight, shape.weight_len())?;
@@ -152,7 +154,7 @@ pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu:
         check_len("conv2d residual", b, shape.output_len())?;
         flags |= FLAG_RESIDUAL;
     }
-    let params = Params {
+    Ok(Params {
         batch: shape.batch as u32,
         in_h: shape.in_h as u32,
         in_w: shape.in_w as u32,
@@ -169,7 +171,27 @@ pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu:
         k: shape.k() as u32,
         flags,
         _pad: 0,
-    };
+    })
+}
+
+/// The buffers in [`BINDINGS`] order. Unused epilogue inputs still need a binding: the
+/// input stands in, and the flags keep the kernel from reading it.
+pub(crate) fn bound<'a>(uniform: &'a wgpu::Buffer, buffers: &Conv2dBuffers<'a>) -> [&'a wgpu::Buffer; 7] {
+    let unused = buffers.input;
+    [
+        uniform,
+        buffers.input,
+        buffers.weight,
+        buffers.scale.unwrap_or(unused),
+        buffers.bias.unwrap_or(unused),
+        buffers.residual.unwrap_or(unused),
+        buffers.output,
+    ]
+}
+
+/// Prepares one convolution launch (validated, pipeline from the cache, bind group built).
+pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool, tiles: Tiles) -> Result<Dispatch> {
+    let params = params(shape, buffers, relu)?;
     // The conv kernel's K slice follows WG_X (see the shader): tile_k does not apply.
     let entry = match tiles.block {
         4 => "main",
@@ -180,26 +202,10 @@ pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu:
     let key = PipelineKey::new(ShaderFile::Conv2d, entry, &[wg_x, wg_y]);
     let kernel = ctx.kernel(&key, &BINDINGS)?;
     let uniform = ctx.uniform("conv2d params", &params);
-    // Unused epilogue inputs still need a binding; the flags keep the kernel from reading them.
-    let unused = buffers.input;
     let grid = [
         shape.out_c.div_ceil(tiles.cols()) as u32,
         shape.m().div_ceil(tiles.rows()) as u32,
         1,
     ];
-    Dispatch::new(
-        ctx,
-        "conv2d",
-        kernel,
-        &[
-            &uniform,
-            buffers.input,
-            buffers.weight,
-            buffers.scale.unwrap_or(unused),
-            buffers.bias.unwrap_or(unused),
-            buffers.residual.unwrap_or(unused),
-            buffers.output,
-        ],
-        grid,
-    )
+    Dispatch::new(ctx, "conv2d", kernel, &bound(&uniform, buffers), grid)
 }

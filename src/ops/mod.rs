@@ -6,10 +6,12 @@
 
 pub mod batch_norm;
 pub mod conv2d;
+pub mod conv2d_coop;
 pub mod gemv;
 pub mod l2_normalize;
 pub mod matmul;
 pub mod matmul_coop;
+pub mod coop;
 pub mod pool;
 pub mod preprocess;
 pub mod topk;

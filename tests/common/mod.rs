@@ -7,6 +7,7 @@ pub mod cli;
 use std::sync::OnceLock;
 
 use lookalike::compare::relative_l2;
+use lookalike::rng::Rng;
 use lookalike::Context;
 
 /// The device all tests of a binary share. No adapter is a test failure, never a skip.
@@ -37,4 +38,25 @@ pub fn assert_close(what: &str, got: &[f32], expected: &[f32], limit: f64) {
             expected.get(i).copied().unwrap_or(f32::NAN)
         );
     }
+}
+
+/// Smooth seeded "images" in normalised units: features of real-looking inputs, not noise.
+pub fn images(batch: usize, h: usize, w: usize, seed: u64) -> Vec<f32> {
+    let mut rng = Rng::new(seed);
+    let mut out = Vec::with_capacity(batch * h * w * 3);
+    for _ in 0..batch {
+        let f: Vec<f32> = (0..9).map(|_| rng.range(0.5, 6.0)).collect();
+        let phase: Vec<f32> = (0..9).map(|_| rng.range(0.0, 6.3)).collect();
+        for y in 0..h {
+            for x in 0..w {
+                let (u, v) = (x as f32 / w as f32, y as f32 / h as f32);
+                for c in 0..3 {
+                    let s = (f[3 * c] * u + phase[3 * c]).sin() * (f[3 * c + 1] * v + phase[3 * c + 1]).cos()
+                        + 0.3 * (f[3 * c + 2] * (u + v) + phase[3 * c + 2]).sin();
+                    out.push(1.5 * s + 0.1 * rng.normal());
+                }
+            }
+        }
+    }
+    out
 }

@@ -15,7 +15,8 @@ use lookalike::ops::gemv;
 use lookalike::ops::matmul::{matmul, MatmulShape, Precision};
 use lookalike::compare::relative_l2;
 use lookalike::gpu::CooperativeMatrix;
-use lookalike::ops::matmul_coop::{matmul_coop_with, round_to_f16, CoopTiles};
+use lookalike::ops::coop::{round_to_f16, CoopTiles};
+use lookalike::ops::matmul_coop::matmul_coop_with;
 use lookalike::ops::preprocess::PreprocessBatch;
 use lookalike::ops::topk::{TopK, TopKInput, TopKOutput};
 use lookalike::rng::Rng;
@@ -125,6 +126,11 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let batches: &[usize] = if o.quick { &[1, 8] } else { &[1, 8, 32] };
     let mut resnet = Vec::new();
     let mut cpu_embedder = Embedder::cpu(&net)?;
+    // With --experimental-coop, the same network with its convolutions on the matrix units.
+    let mut coop_net = match ctx.cooperative_matrix() {
+        Some(_) => Some(GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?.on_matrix_units(&ctx)?),
+        None => None,
+    };
     for &batch in batches {
         let data = Rng::new(batch as u64).normals(batch * size * size * 3, 1.0);
         let reps = if ctx.is_cpu() { 1 } else { 5 };
@@ -135,7 +141,17 @@ pub fn run(o: BenchOptions) -> Result<()> {
             let gflops = flops_per_image * batch as f64 / secs / 1e9;
             let img_s = batch as f64 / secs;
             say(&o, format!("resnet50 {size} batch {batch:>2} {device}: {img_s:8.1} img/s {gflops:8.1} GFLOP/s{}", if device == "gpu" { of_peak(gflops) } else { String::new() }));
-            resnet.push(json!({"device": device, "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops}));
+            let kernel = if device == "gpu" { "fma-f32" } else { "cpu-f32" };
+            resnet.push(json!({"device": device, "kernel": kernel, "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops}));
+        }
+        if let Some(coop_net) = coop_net.as_mut() {
+            let reps = if ctx.is_cpu() { 1 } else { 5 };
+            let secs = median_secs(reps, || coop_net.forward(&ctx, &images.data, batch, size, size).map(|_| ()))?;
+            let (gflops, img_s) = (flops_per_image * batch as f64 / secs / 1e9, batch as f64 / secs);
+            // Against the f32 GPU path on the same images: what the f16 rounding costs.
+            let vs_f32 = relative_l2(&coop_net.forward(&ctx, &images.data, batch, size, size)?, &gpu_net.forward(&ctx, &images.data, batch, size, size)?);
+            say(&o, format!("resnet50 {size} batch {batch:>2} gpu, matrix units: {img_s:8.1} img/s {gflops:8.1} GFLOP/s; features {vs_f32:.1e} relative L2 from the f32 path"));
+            resnet.push(json!({"device": "gpu", "kernel": "coop-f16", "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops, "rel_l2_vs_f32": vs_f32}));
         }
     }
 

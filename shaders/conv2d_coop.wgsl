@@ -1,0 +1,108 @@
+// 2-D convolution on the GPU's matrix units (tensor cores): conv2d.wgsl's implicit GEMM
+//   out[m, co] = epilogue( sum_k A[m, k] * W[k, co] ),
+//   m = (n, oh, ow), k = (kh, kw, ci), A gathered from the NHWC input, W HWIO (K x Cout),
+// with A and W rounded to f16 as they are staged and summed in f32. Composed after a
+// `coop_f16_*.wgsl` header and coop_gemm.wgsl (tiles, K loop, matrix products).
+// Inputs must lie within f16's range (|x| <= 65504).
+//
+// Epilogue (flags), as conv2d.wgsl: y = acc * scale[co] + bias[co] + residual[m, co], ReLU.
+
+struct Params {
+    batch: u32,
+    in_h: u32,
+    in_w: u32,
+    in_c: u32,
+    out_h: u32,
+    out_w: u32,
+    out_c: u32,
+    kernel_h: u32,
+    kernel_w: u32,
+    stride: u32,
+    pad_h: u32,
+    pad_w: u32,
+    m: u32,      // batch * out_h * out_w
+    k: u32,      // kernel_h * kernel_w * in_c
+    flags: u32,
+    _pad: u32,
+}
+
+const FLAG_SCALE: u32 = 1u;
+const FLAG_BIAS: u32 = 2u;
+const FLAG_RESIDUAL: u32 = 4u;
+const FLAG_RELU: u32 = 8u;
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> input: array<f32>;
+@group(0) @binding(2) var<storage, read> weight: array<f32>;
+@group(0) @binding(3) var<storage, read> scale: array<f32>;
+@group(0) @binding(4) var<storage, read> bias: array<f32>;
+@group(0) @binding(5) var<storage, read> residual: array<f32>;
+@group(0) @binding(6) var<storage, read_write> output: array<f32>;
+
+fn gemm_size() -> vec3<u32> {
+    return vec3<u32>(p.m, p.out_c, p.k);
+}
+
+// row_info[r]: where tile row r reads its input, found once per workgroup: (offset of its
+// image, top-left input row, top-left input column, 1 if the row exists), coordinates as
+// i32 bits.
+fn begin_tile(row0: u32, col0: u32, tid: u32) {
+    for (var r = tid; r < tile_rows(); r = r + threads()) {
+        let m = row0 + r;
+        let ow = m % p.out_w;
+        let rest = m / p.out_w;
+        let oh = rest % p.out_h;
+        let n = rest / p.out_h;
+        let ih0 = i32(oh * p.stride) - i32(p.pad_h);
+        let iw0 = i32(ow * p.stride) - i32(p.pad_w);
+        row_info[r] = vec4<u32>(n * p.in_h * p.in_w * p.in_c, bitcast<u32>(ih0), bitcast<u32>(iw0), select(0u, 1u, m < p.m));
+    }
+}
+
+// Invocation t stages depth t % TILE_K of rows t / TILE_K, + threads() / TILE_K, ... (the
+// host makes threads() a multiple of TILE_K), so its (kh, kw, ci) is divided out once per
+// slice and consecutive invocations read consecutive channels.
+fn stage_slice(k0: u32, row0: u32, col0: u32, tid: u32) {
+    let kk = tid % TILE_K;
+    let k = k0 + kk;
+    let kh = k / (p.in_c * p.kernel_w);
+    let kw = (k / p.in_c) % p.kernel_w;
+    let ci = k % p.in_c;
+    for (var r = tid / TILE_K; r < tile_rows(); r = r + threads() / TILE_K) {
+        let o = row_info[r];
+        let ih = bitcast<i32>(o.y) + i32(kh);
+        let iw = bitcast<i32>(o.z) + i32(kw);
+        var x = 0.0;
+        if (k < p.k && o.w == 1u && ih >= 0 && iw >= 0 && ih < i32(p.in_h) && iw < i32(p.in_w)) {
+            x = input[o.x + (u32(ih) * p.in_w + u32(iw)) * p.in_c + ci];
+        }
+        tile_a[r * TILE_K + kk] = f16(x);
+    }
+    for (var i = tid; i < tile_cols() * TILE_K; i = i + threads()) {
+        let kw_row = k0 + i / tile_cols();
+        let co = col0 + i % tile_cols();
+        var w = 0.0;
+        if (kw_row < p.k && co < p.out_c) {
+            w = weight[kw_row * p.out_c + co];
+        }
+        tile_b[i] = f16(w);
+    }
+}
+
+fn finish(m: u32, co: u32, acc: f32) {
+    var y = acc;
+    if ((p.flags & FLAG_SCALE) != 0u) {
+        y = y * scale[co];
+    }
+    if ((p.flags & FLAG_BIAS) != 0u) {
+        y = y + bias[co];
+    }
+    let at = m * p.out_c + co;
+    if ((p.flags & FLAG_RESIDUAL) != 0u) {
+        y = y + residual[at];
+    }
+    if ((p.flags & FLAG_RELU) != 0u) {
+        y = max(y, 0.0);
+    }
+    output[at] = y;
+}
