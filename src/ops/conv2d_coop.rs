@@ -3,7 +3,7 @@
 //! are staged, sums in f32, the same fused scale / bias / residual / ReLU epilogue.
 //!
 //! Same shapes, buffers and epilogue as [`conv2d`](crate::ops::conv2d::conv2d); the CPU
-//! oracle is [`crate::cpu::conv2d`] on [`round_to_f16`](crate::ops::coop::round_to_f16)
+//! oracle is [`crate::cpu::conv2d()`] on [`round_to_f16`](crate::ops::coop::round_to_f16)
 //! input and weight. Needs a context with matrix units
 //! ([`crate::Context::cooperative_matrix`]).
 
