@@ -31,6 +31,13 @@ impl Embedder {
         Ok(Self { engine: Engine::Gpu { ctx: Box::new(ctx), net: Box::new(gpu) } })
     }
 
+    /// The GPU forward with every convolution on `ctx`'s matrix units (f16 inputs, f32
+    /// sums; see [`GpuResNet50::on_matrix_units`]); an error where it has none.
+    pub fn gpu_on_matrix_units(ctx: Context, net: &ResNet50) -> Result<Self> {
+        let gpu = GpuResNet50::new(&ctx, net, BatchNormMode::Folded)?.on_matrix_units(&ctx)?;
+        Ok(Self { engine: Engine::Gpu { ctx: Box::new(ctx), net: Box::new(gpu) } })
+    }
+
     /// The multi-threaded CPU reference.
     pub fn cpu(net: &ResNet50) -> Result<Self> {
         Ok(Self { engine: Engine::Cpu(Box::new(CpuResNet50::new(net)?)) })

@@ -244,6 +244,28 @@ fn embed_images_keeps_order_and_gpu_matches_cpu() {
     );
 }
 
+/// `embed --experimental-coop` runs the convolutions on the matrix units where the adapter
+/// has them (features close to, not equal to, the f32 path's), and otherwise fails saying
+/// why, writing nothing (Debian 12's lavapipe has none; `.ci/coop-tests` covers the units).
+#[test]
+fn embed_on_matrix_units_is_close_or_refused() {
+    let dir = scratch("coop");
+    let input = dir.path("x.npy");
+    let tensor: Vec<f32> = (0..3 * 64 * 64).map(|i| ((i * 7919 % 255) as f32 / 127.5 - 1.0) * 1.5).collect();
+    npy::write_f32(&input, &[1, 3, 64, 64], &tensor).unwrap();
+    let out = dir.path("coop.npy");
+    let run = lookalike(&["embed", "--weights", s(seed1_weights()), "--experimental-coop", "--input-npy", s(&input), "-o", s(&out)]);
+    if run.code == Some(0) {
+        let f32_path = embed_ok(&dir.path("f32.npy"), &["--input-npy", s(&input)], 1);
+        let coop = npy::read_f32(&out).unwrap();
+        let err = relative_l2(&coop.data, &f32_path[0]);
+        assert!(err > 0.0 && err < 1e-2, "matrix units vs f32: relative L2 {err:.2e}\n{}", run.describe());
+    } else {
+        assert!(run.stderr.contains("no matrix units") && !run.stderr.contains("panicked"), "{}", run.describe());
+        assert!(!out.exists(), "a refused embed wrote {}", out.display());
+    }
+}
+
 #[test]
 fn embed_npy_gpu_matches_cpu_and_the_same_images_as_files() {
     let dir = scratch("npy");
