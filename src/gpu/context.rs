@@ -167,30 +167,41 @@ impl Context {
             ..wgpu::Limits::downlevel_defaults()
         };
         let mut features = adapter.features() & OPTIONAL_FEATURES;
-        let cooperative = match cooperative_matrices {
+        let mut cooperative = match cooperative_matrices {
             true => CooperativeMatrix::of_adapter(&adapter),
             false => Err("not requested (ContextBuilder::experimental_cooperative_matrices)".to_string()),
         };
-        let experimental_features = match cooperative {
-            Ok(_) => {
-                features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
-                // SAFETY: only reached through the unsafe
-                // `ContextBuilder::experimental_cooperative_matrices`, whose caller accepted
-                // the experimental feature's risks.
-                unsafe { wgpu::ExperimentalFeatures::enabled() }
-            }
-            Err(_) => wgpu::ExperimentalFeatures::disabled(),
-        };
-        let (device, queue) = adapter
-            .request_device(&wgpu::DeviceDescriptor {
+        let open = |features: wgpu::Features, experimental_features| {
+            adapter.request_device(&wgpu::DeviceDescriptor {
                 label: Some("lookalike"),
                 required_features: features,
                 required_limits: limits.clone(),
                 experimental_features,
                 ..Default::default()
             })
-            .await
-            .map_err(|e| Error::RequestDevice { adapter: describe(&info), reason: e.to_string() })?;
+        };
+        let opened = match cooperative {
+            Ok(_) => {
+                // SAFETY: only reached through the unsafe
+                // `ContextBuilder::experimental_cooperative_matrices`, whose caller accepted
+                // the experimental feature's risks.
+                let experimental = unsafe { wgpu::ExperimentalFeatures::enabled() };
+                match open(features | wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX, experimental).await {
+                    Ok(opened) => {
+                        features |= wgpu::Features::EXPERIMENTAL_COOPERATIVE_MATRIX;
+                        Ok(opened)
+                    }
+                    // An experimental feature may fail where the rest would not: open
+                    // without it and say why.
+                    Err(e) => {
+                        cooperative = Err(format!("the device could not be opened with them: {e}"));
+                        open(features, wgpu::ExperimentalFeatures::disabled()).await
+                    }
+                }
+            }
+            Err(_) => open(features, wgpu::ExperimentalFeatures::disabled()).await,
+        };
+        let (device, queue) = opened.map_err(|e| Error::RequestDevice { adapter: describe(&info), reason: e.to_string() })?;
         let (tuning, tuning_source) = crate::tune::for_adapter(&info);
         Ok(Self { device, queue, info, limits, features, tuning, tuning_source, cooperative, pipelines: Default::default() })
     }

@@ -127,6 +127,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let mut resnet = Vec::new();
     let mut cpu_embedder = Embedder::cpu(&net)?;
     // With --experimental-coop, the same network with its convolutions on the matrix units.
+    let mut coop_errors: Vec<String> = Vec::new();
     let mut coop_net = match ctx.cooperative_matrix() {
         Some(_) => Some(GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?.on_matrix_units(&ctx)?),
         None => None,
@@ -144,14 +145,25 @@ pub fn run(o: BenchOptions) -> Result<()> {
             let kernel = if device == "gpu" { "fma-f32" } else { "cpu-f32" };
             resnet.push(json!({"device": device, "kernel": kernel, "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops}));
         }
-        if let Some(coop_net) = coop_net.as_mut() {
-            let reps = if ctx.is_cpu() { 1 } else { 5 };
-            let secs = median_secs(reps, || coop_net.forward(&ctx, &images.data, batch, size, size).map(|_| ()))?;
-            let (gflops, img_s) = (flops_per_image * batch as f64 / secs / 1e9, batch as f64 / secs);
-            // Against the f32 GPU path on the same images: what the f16 rounding costs.
-            let vs_f32 = relative_l2(&coop_net.forward(&ctx, &images.data, batch, size, size)?, &gpu_net.forward(&ctx, &images.data, batch, size, size)?);
-            say(&o, format!("resnet50 {size} batch {batch:>2} gpu, matrix units: {img_s:8.1} img/s {gflops:8.1} GFLOP/s; features {vs_f32:.1e} relative L2 from the f32 path"));
-            resnet.push(json!({"device": "gpu", "kernel": "coop-f16", "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops, "rel_l2_vs_f32": vs_f32}));
+        if let Some(net_on_units) = coop_net.as_mut() {
+            // An experimental feature: a failure is reported, and the rest still measured.
+            let mut on_units = || -> Result<Value> {
+                let reps = if ctx.is_cpu() { 1 } else { 5 };
+                let secs = median_secs(reps, || net_on_units.forward(&ctx, &images.data, batch, size, size).map(|_| ()))?;
+                let (gflops, img_s) = (flops_per_image * batch as f64 / secs / 1e9, batch as f64 / secs);
+                // Against the f32 GPU path on the same images: what the f16 rounding costs.
+                let vs_f32 = relative_l2(&net_on_units.forward(&ctx, &images.data, batch, size, size)?, &gpu_net.forward(&ctx, &images.data, batch, size, size)?);
+                say(&o, format!("resnet50 {size} batch {batch:>2} gpu, matrix units: {img_s:8.1} img/s {gflops:8.1} GFLOP/s; features {vs_f32:.1e} relative L2 from the f32 path"));
+                Ok(json!({"device": "gpu", "kernel": "coop-f16", "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops, "rel_l2_vs_f32": vs_f32}))
+            };
+            match on_units() {
+                Ok(row) => resnet.push(row),
+                Err(e) => {
+                    say(&o, format!("resnet50 {size} batch {batch:>2} gpu, matrix units: failed: {e}"));
+                    coop_errors.push(format!("resnet50 batch {batch}: {e}"));
+                    coop_net = None;
+                }
+            }
         }
     }
 
@@ -174,7 +186,13 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let mut matmul_coop_skipped = None;
     if o.experimental_coop {
         match ctx.cooperative_matrix() {
-            Some(units) => matmuls.extend(matmul_coop_rows(&o, &ctx, units, &shape, (&a, &b), (&ab, &bb, &cb))?),
+            Some(units) => match matmul_coop_rows(&o, &ctx, units, &shape, (&a, &b), (&ab, &bb, &cb)) {
+                Ok(rows) => matmuls.extend(rows),
+                Err(e) => {
+                    say(&o, format!("matmul on matrix units failed: {e}"));
+                    coop_errors.push(format!("matmul: {e}"));
+                }
+            },
             None => {
                 let why = ctx.cooperative_matrix_unavailable().unwrap_or_default().to_string();
                 say(&o, format!("matmul on matrix units skipped: {why}"));
@@ -217,6 +235,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
             "resnet50": resnet,
             "matmul": matmuls,
             "matmul_coop_skipped": matmul_coop_skipped,
+            "coop_errors": coop_errors,
             "knn": knn,
             "knn_skipped": knn_skipped,
             "stages_ms": stages_ms,
