@@ -20,6 +20,7 @@ use crate::model::{BatchNormMode, GpuResNet50, ResNet50, FEATURE_DIM};
 use crate::ops::l2_normalize::l2_normalize;
 use crate::ops::gemv;
 use crate::ops::matmul::{MatmulShape, Precision};
+use crate::ops::matmul_coop::matmul_coop;
 use crate::ops::preprocess::PreprocessBatch;
 use crate::ops::topk::{TopK, TopKInput, TopKOutput, MAX_K};
 
@@ -35,6 +36,12 @@ pub struct Neighbor {
 pub struct SearchOptions {
     /// Reference rows per scanned chunk; default: as many as one storage binding holds.
     pub chunk_rows: Option<usize>,
+    /// Score scans of more than [`gemv::MAX_QUERIES`] queries on the context's matrix units
+    /// ([`crate::ops::matmul_coop`]): the normalised queries and f32 index rows are rounded
+    /// to f16 (f16 rows already are), sums stay f32, so scores move by ~1e-4 and near-ties
+    /// may reorder.
+    /// The searcher refuses to open where the context has no matrix units.
+    pub matrix_units: bool,
 }
 
 struct RefChunk {
@@ -75,6 +82,7 @@ pub struct Searcher {
     precision: Precision,
     chunks: Vec<RefChunk>,
     mean: Option<wgpu::Buffer>,
+    matrix_units: bool,
     plans: HashMap<(usize, usize, QuerySource), ScanPlan>,
 }
 
@@ -92,6 +100,9 @@ impl Searcher {
     pub fn for_features(ctx: Context, index: &Index, options: SearchOptions) -> Result<Self> {
         if index.is_empty() {
             return Err(Error::InvalidArgument("the index is empty".into()));
+        }
+        if options.matrix_units {
+            crate::ops::coop::units(&ctx, "search on matrix units")?;
         }
         let dim = index.dim;
         let precision = index.embeddings.precision();
@@ -117,6 +128,7 @@ impl Searcher {
             precision,
             chunks,
             mean,
+            matrix_units: options.matrix_units,
             plans: HashMap::new(),
         })
     }
@@ -218,7 +230,11 @@ impl Searcher {
         let candidate_indices = ctx.storage("candidate indices", q * stride)?;
         for (c, chunk) in self.chunks.iter().enumerate() {
             let shape = MatmulShape { m: q, n: chunk.rows, k: dim, b_transposed: true };
-            dispatches.push(gemv::scores(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores)?);
+            let score = match self.matrix_units && !gemv::supports(&shape, self.precision) {
+                true => matmul_coop(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores)?,
+                false => gemv::scores(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores)?,
+            };
+            dispatches.push(score);
             let output = if single {
                 TopKOutput::dense(&result_scores, &result_indices, k)
             } else {

@@ -19,7 +19,9 @@ use lookalike::ops::conv2d::{Conv2dBuffers, Conv2dShape};
 use lookalike::ops::conv2d_coop::conv2d_coop;
 use lookalike::ops::coop::{round_to_f16, CoopTiles};
 use lookalike::ops::matmul_coop::{matmul_coop, matmul_coop_with};
+use lookalike::index::{Embeddings, Entry, Index, Provenance};
 use lookalike::rng::Rng;
+use lookalike::search::{SearchOptions, Searcher};
 use lookalike::{cpu, Context, Error};
 
 /// Relative L2 of ResNet50 features on matrix units from the f32 CPU reference. Measured
@@ -192,6 +194,44 @@ fn resnet50_on_matrix_units_stays_close_to_f32() {
     assert_close("resnet50 on matrix units, batch-centred", &g, &e, RESNET50_CENTRED_LIMIT);
 }
 
+/// A scan of more queries than the GEMV takes, scored on the matrix units, returns a true
+/// top-k of the f16-rounded normalised queries and rows: each score matches that query's exact
+/// product with the row, and nothing outside scores higher.
+#[test]
+fn search_on_matrix_units_is_a_top_k_of_the_rounded_queries() {
+    let Some(ctx) = with_units("search_on_matrix_units_is_a_top_k_of_the_rounded_queries") else { return };
+    let mut rng = Rng::new(24);
+    let (n, dim, q, k) = (1237, 256, 9, 10);
+    let features = rng.normals(n * dim, 1.0);
+    let queries = rng.normals(q * dim, 1.0);
+    let entries: Vec<Entry> = (0..n).map(|i| Entry { path: format!("{i}.png"), label: None }).collect();
+    let provenance = Provenance { model: "resnet50".into(), weights_path: "test".into(), weights_sha256: "seed:1".into(), preprocess: Default::default() };
+    for precision in [Precision::F32, Precision::F16] {
+        let index = Index::from_features(&features, dim, entries.clone(), precision, false, provenance.clone()).unwrap();
+        let rows: Vec<f32> = match &index.embeddings {
+            // The units take f16: f32 rows are rounded as they are staged.
+            Embeddings::F32(v) => round_to_f16(v),
+            Embeddings::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
+        };
+        let options = SearchOptions { chunk_rows: Some(300), matrix_units: true };
+        let got = Searcher::for_features(ctx.clone(), &index, options).unwrap().search_features(&queries, k).unwrap();
+        for (qi, (query, found)) in queries.chunks(dim).zip(&got).enumerate() {
+            let norm = query.iter().map(|x| x * x).sum::<f32>().sqrt();
+            let unit: Vec<f32> = round_to_f16(&query.iter().map(|x| x / norm).collect::<Vec<_>>());
+            let exact: Vec<f64> = rows.chunks(dim).map(|r| r.iter().zip(&unit).map(|(a, b)| *a as f64 * *b as f64).sum()).collect();
+            let mut sorted = exact.clone();
+            sorted.sort_by(|a, b| b.total_cmp(a));
+            assert_eq!(found.len(), k);
+            for (rank, neighbor) in found.iter().enumerate() {
+                let want = exact[neighbor.index];
+                assert!((neighbor.score as f64 - want).abs() <= 1e-5, "{precision:?} query {qi} rank {rank}: row {} scored {} on the units, {want} exactly", neighbor.index, neighbor.score);
+                assert!(want >= sorted[k - 1] - 1e-5, "{precision:?} query {qi} rank {rank}: row {} ({want}) is not among the top {k} (k-th {})", neighbor.index, sorted[k - 1]);
+            }
+            assert!(found.windows(2).all(|w| w[0].score >= w[1].score), "{precision:?} query {qi}: not sorted");
+        }
+    }
+}
+
 #[test]
 fn matmul_coop_is_refused_without_the_experimental_feature() {
     // The plain context never asks for it.
@@ -202,5 +242,11 @@ fn matmul_coop_is_refused_without_the_experimental_feature() {
     let shape = MatmulShape { m: 4, n: 4, k: 4, b_transposed: false };
     let buf = ctx.upload("x", &[0.0; 16]).unwrap();
     let refused = matmul_coop(ctx, &shape, &buf, &buf, Precision::F32, &buf);
+    assert!(matches!(&refused, Err(Error::InvalidArgument(m)) if m.contains("not requested")), "{refused:?}");
+    let entries = vec![Entry { path: "a.png".into(), label: None }];
+    let provenance = Provenance { model: "resnet50".into(), weights_path: "test".into(), weights_sha256: "seed:1".into(), preprocess: Default::default() };
+    let index = Index::from_features(&[1.0; 8], 8, entries, Precision::F32, false, provenance).unwrap();
+    let options = SearchOptions { matrix_units: true, ..Default::default() };
+    let refused = Searcher::for_features(ctx.clone(), &index, options).map(|_| ());
     assert!(matches!(&refused, Err(Error::InvalidArgument(m)) if m.contains("not requested")), "{refused:?}");
 }

@@ -77,7 +77,7 @@ fn gpu_search_matches_cpu_brute_force_and_chunking_changes_nothing() {
             // Uncentred cosines of concentrated features sit within f32 rounding of each
             // other: only such near-ties may swap.
             assert_same_up_to_near_ties(&got, &expected, 1e-6);
-            let mut chunked = Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(97) }).unwrap();
+            let mut chunked = Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(97), ..Default::default() }).unwrap();
             assert!(chunked.chunk_count() > 10);
             assert_eq!(ids(&chunked.search_features(&queries, k).unwrap()), ids(&got), "chunked, center={center} k={k}");
         }
@@ -90,7 +90,7 @@ fn k_equal_to_n_and_bad_k_values() {
     let (n, dim) = (33, 16);
     let features = rng.normals(n * dim, 1.0);
     let index = Index::from_features(&features, dim, entries(n), Precision::F32, false, provenance(Preprocess::default())).unwrap();
-    let mut searcher = Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(8) }).unwrap();
+    let mut searcher = Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(8), ..Default::default() }).unwrap();
     let q = rng.normals(dim, 1.0);
     let all = searcher.search_features(&q, n).unwrap();
     let mut seen: Vec<usize> = all[0].iter().map(|x| x.index).collect();
@@ -238,7 +238,7 @@ fn images_to_neighbours_on_the_gpu_match_the_cpu_pipeline() {
     let features = cpu.forward(&data, images.len(), 64, 64).unwrap();
     let index = Index::from_features(&features[..6 * FEATURE_DIM], FEATURE_DIM, entries(6), Precision::F32, true, provenance(preprocess)).unwrap();
     let expected = search_features_cpu(&index, &features[6 * FEATURE_DIM..], 4).unwrap();
-    let mut searcher = Searcher::new(context(), &weights, &index, SearchOptions { chunk_rows: Some(4) }).unwrap();
+    let mut searcher = Searcher::new(context(), &weights, &index, SearchOptions { chunk_rows: Some(4), ..Default::default() }).unwrap();
     let got = searcher.search_images(&images[6..], 4).unwrap();
     assert_eq!(ids(&got), ids(&expected));
     for (g, e) in got.iter().flatten().zip(expected.iter().flatten()) {

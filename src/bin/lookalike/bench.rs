@@ -304,11 +304,44 @@ fn knn_scan(o: &BenchOptions, ctx: &Context, rows: usize, rng: &mut Rng, of_bw: 
                 let gbps = bytes / secs / 1e9;
                 let dtype = format!("{precision:?}").to_lowercase();
                 say(o, format!("knn {rows}x2048 {dtype} queries {queries:>2} k {k} {device}: {:9.2} ms {gbps:7.1} GB/s{}", secs * 1e3, if device == "gpu" { of_bw(gbps) } else { String::new() }));
-                knn.push(json!({"device": device, "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype, "ms": secs * 1e3, "gb_per_s": gbps}));
+                let kernel = if device == "gpu" { "fma-f32" } else { "cpu-f32" };
+                knn.push(json!({"device": device, "kernel": kernel, "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype, "ms": secs * 1e3, "gb_per_s": gbps}));
+            }
+            if o.experimental_coop && queries > gemv::MAX_QUERIES && ctx.cooperative_matrix().is_some() {
+                knn.push(knn_on_matrix_units(o, ctx, &index, &q, k, &mut searcher, of_bw));
             }
         }
     }
     Ok(knn)
+}
+
+/// The same scan scored on the matrix units (f16-rounded queries and rows), timed, with the
+/// fraction of the f32 scan's neighbours it finds; a failure becomes the row's `error`.
+fn knn_on_matrix_units(o: &BenchOptions, ctx: &Context, index: &Index, q: &[f32], k: usize, exact: &mut Searcher, of_bw: &dyn Fn(f64) -> String) -> Value {
+    let (rows, queries) = (index.len(), q.len() / FEATURE_DIM);
+    let dtype = format!("{:?}", index.embeddings.precision()).to_lowercase();
+    let mut row = json!({"device": "gpu", "kernel": "coop-f16", "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype});
+    let mut measure = || -> Result<(f64, f64)> {
+        let mut on_units = Searcher::for_features(ctx.clone(), index, SearchOptions { matrix_units: true, ..Default::default() })?;
+        let secs = median_secs(if ctx.is_cpu() { 1 } else { 10 }, || on_units.search_features(q, k).map(|_| ()))?;
+        let (got, want) = (on_units.search_features(q, k)?, exact.search_features(q, k)?);
+        let found = got.iter().zip(&want).map(|(g, w)| g.iter().filter(|n| w.iter().any(|x| x.index == n.index)).count()).sum::<usize>();
+        Ok((secs, found as f64 / (queries * k) as f64))
+    };
+    match measure() {
+        Ok((secs, recall)) => {
+            let gbps = index.embeddings.precision().bytes(rows * FEATURE_DIM) as f64 / secs / 1e9;
+            say(o, format!("knn {rows}x2048 {dtype} queries {queries:>2} k {k} gpu, matrix units: {:9.2} ms {gbps:7.1} GB/s{}; {:.1}% of the f32-query scan's neighbours", secs * 1e3, of_bw(gbps), 100.0 * recall));
+            row["ms"] = json!(secs * 1e3);
+            row["gb_per_s"] = json!(gbps);
+            row["recall_vs_f32"] = json!(recall);
+        }
+        Err(e) => {
+            say(o, format!("knn {rows}x2048 {dtype} queries {queries:>2} gpu, matrix units: failed: {e}"));
+            row["error"] = json!(e.to_string());
+        }
+    }
+    row
 }
 
 /// The extra entry [`stage_times`] returns: the top-100 of the same scores.
