@@ -18,42 +18,10 @@
 // memory for 64 FMAs where `main` reads 2 for 16, which matters where workgroup-memory
 // bandwidth, not arithmetic, bounds the 4x4 kernel (large GPUs); it needs more registers.
 //
-// Epilogue (flags): y = acc * scale[co] + bias[co] + residual[m, co], then ReLU.
-
-struct Params {
-    batch: u32,
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    out_h: u32,
-    out_w: u32,
-    out_c: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride: u32,
-    pad_h: u32,
-    pad_w: u32,
-    m: u32,      // batch * out_h * out_w
-    k: u32,      // kernel_h * kernel_w * in_c
-    flags: u32,
-    _pad: u32,
-}
-
-const FLAG_SCALE: u32 = 1u;
-const FLAG_BIAS: u32 = 2u;
-const FLAG_RESIDUAL: u32 = 4u;
-const FLAG_RELU: u32 = 8u;
+// conv2d_io.wgsl, prepended, holds the uniform, the bindings and the epilogue.
 
 override WG_X: u32 = 16u;
 override WG_Y: u32 = 16u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
-@group(0) @binding(3) var<storage, read> scale: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-@group(0) @binding(6) var<storage, read_write> output: array<f32>;
 
 // Depths per K slice. With the default 16 x 16 invocations the two tiles fill WebGPU's
 // default 16 KiB of workgroup memory.
@@ -165,24 +133,9 @@ fn stage_w(k0: u32, co0: u32, depths: u32, vecs: u32, tid: u32) {
 }
 
 fn store(m: u32, co: u32, acc: f32) {
-    if (m >= p.m || co >= p.out_c) {
-        return;
+    if (m < p.m && co < p.out_c) {
+        epilogue(m, co, acc);
     }
-    var y = acc;
-    if ((p.flags & FLAG_SCALE) != 0u) {
-        y = y * scale[co];
-    }
-    if ((p.flags & FLAG_BIAS) != 0u) {
-        y = y + bias[co];
-    }
-    let at = m * p.out_c + co;
-    if ((p.flags & FLAG_RESIDUAL) != 0u) {
-        y = y + residual[at];
-    }
-    if ((p.flags & FLAG_RELU) != 0u) {
-        y = max(y, 0.0);
-    }
-    output[at] = y;
 }
 
 fn store_row(m: u32, co: u32, acc: vec4<f32>) {

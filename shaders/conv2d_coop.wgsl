@@ -2,42 +2,9 @@
 //   out[m, co] = epilogue( sum_k A[m, k] * W[k, co] ),
 //   m = (n, oh, ow), k = (kh, kw, ci), A gathered from the NHWC input, W HWIO (K x Cout),
 // with A and W rounded to f16 as they are staged and summed in f32. Composed after a
-// `coop_f16_*.wgsl` header and coop_gemm.wgsl (tiles, K loop, matrix products).
-// Inputs must lie within f16's range (|x| <= 65504).
-//
-// Epilogue (flags), as conv2d.wgsl: y = acc * scale[co] + bias[co] + residual[m, co], ReLU.
-
-struct Params {
-    batch: u32,
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    out_h: u32,
-    out_w: u32,
-    out_c: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride: u32,
-    pad_h: u32,
-    pad_w: u32,
-    m: u32,      // batch * out_h * out_w
-    k: u32,      // kernel_h * kernel_w * in_c
-    flags: u32,
-    _pad: u32,
-}
-
-const FLAG_SCALE: u32 = 1u;
-const FLAG_BIAS: u32 = 2u;
-const FLAG_RESIDUAL: u32 = 4u;
-const FLAG_RELU: u32 = 8u;
-
-@group(0) @binding(0) var<uniform> p: Params;
-@group(0) @binding(1) var<storage, read> input: array<f32>;
-@group(0) @binding(2) var<storage, read> weight: array<f32>;
-@group(0) @binding(3) var<storage, read> scale: array<f32>;
-@group(0) @binding(4) var<storage, read> bias: array<f32>;
-@group(0) @binding(5) var<storage, read> residual: array<f32>;
-@group(0) @binding(6) var<storage, read_write> output: array<f32>;
+// `coop_f16_*.wgsl` header, coop_gemm.wgsl (tiles, K loop, matrix products) and
+// conv2d_io.wgsl (uniform, bindings, epilogue). Inputs must lie within f16's range
+// (|x| <= 65504).
 
 fn gemm_size() -> vec3<u32> {
     return vec3<u32>(p.m, p.out_c, p.k);
@@ -90,19 +57,5 @@ fn stage_slice(k0: u32, row0: u32, col0: u32, tid: u32) {
 }
 
 fn finish(m: u32, co: u32, acc: f32) {
-    var y = acc;
-    if ((p.flags & FLAG_SCALE) != 0u) {
-        y = y * scale[co];
-    }
-    if ((p.flags & FLAG_BIAS) != 0u) {
-        y = y + bias[co];
-    }
-    let at = m * p.out_c + co;
-    if ((p.flags & FLAG_RESIDUAL) != 0u) {
-        y = y + residual[at];
-    }
-    if ((p.flags & FLAG_RELU) != 0u) {
-        y = max(y, 0.0);
-    }
-    output[at] = y;
+    epilogue(m, co, acc);
 }

@@ -11,7 +11,7 @@ mod common;
 
 use std::sync::OnceLock;
 
-use common::{assert_close, ctx, images};
+use common::{assert_close, ctx, images, random_conv_shape};
 use lookalike::compare::{batch_centred, relative_l2};
 use lookalike::model::{BatchNormMode, CpuResNet50, GpuResNet50, RandomResNet50, FEATURE_DIM};
 use lookalike::ops::matmul::{MatmulShape, Precision};
@@ -121,21 +121,7 @@ fn conv2d_coop_matches_cpu_on_rounded_inputs() {
         // The RGB stem (3 channels, fewer than a K slice), then odd random shapes.
         let shape = match case {
             0 => Conv2dShape::square(2, 23, 19, 3, 64, 7, 2, 3),
-            _ => {
-                let kernel = [1, 3, 5][rng.int(0, 2)];
-                Conv2dShape {
-                    batch: rng.int(1, 3),
-                    in_h: rng.int(kernel.max(2), 17),
-                    in_w: rng.int(kernel.max(2), 21),
-                    in_c: rng.int(1, 70),
-                    out_c: rng.int(1, 75),
-                    kernel_h: kernel,
-                    kernel_w: kernel,
-                    stride: rng.int(1, 2),
-                    pad_h: rng.int(0, kernel / 2),
-                    pad_w: rng.int(0, kernel / 2),
-                }
-            }
+            _ => random_conv_shape(&mut rng, &[1, 3, 5], 17, 21, 70),
         };
         let (relu, with_scale, with_bias, with_residual) = (case % 2 == 0, case % 3 != 0, case % 4 != 1, case % 5 >= 2);
         let input = rng.normals(shape.input_len(), 1.0);

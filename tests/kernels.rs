@@ -3,7 +3,7 @@
 
 mod common;
 
-use common::{assert_close, ctx};
+use common::{assert_close, ctx, random_conv_shape};
 use lookalike::ops::batch_norm::{batch_norm, BatchNormBuffers, BatchNormShape};
 use lookalike::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use lookalike::ops::matmul::{matmul, MatmulShape};
@@ -19,19 +19,7 @@ fn conv2d_matches_cpu_on_random_shapes() {
     let ctx = ctx();
     let mut rng = Rng::new(1);
     for case in 0..14 {
-        let kernel = [1, 3, 5, 7][rng.int(0, 3)];
-        let shape = Conv2dShape {
-            batch: rng.int(1, 3),
-            in_h: rng.int(kernel.max(2), 19),
-            in_w: rng.int(kernel.max(2), 23),
-            in_c: rng.int(1, 37),
-            out_c: rng.int(1, 75),
-            kernel_h: kernel,
-            kernel_w: kernel,
-            stride: rng.int(1, 2),
-            pad_h: rng.int(0, kernel / 2),
-            pad_w: rng.int(0, kernel / 2),
-        };
+        let shape = random_conv_shape(&mut rng, &[1, 3, 5, 7], 19, 23, 37);
         let (relu, with_scale, with_bias, with_residual) = (case % 2 == 0, case % 3 != 0, case % 4 != 1, case % 5 >= 2);
         let input = rng.normals(shape.input_len(), 1.0);
         let weight = rng.normals(shape.weight_len(), (2.0 / shape.k() as f32).sqrt());

@@ -1,7 +1,7 @@
 //! The WGSL sources, one file per kernel family, compiled into the binary.
 
 /// One of `shaders/*.wgsl`, by stem.
-macro_rules! coop {
+macro_rules! wgsl {
     ($stem:literal) => {
         include_str!(concat!("../../shaders/", $stem, ".wgsl"))
     };
@@ -49,7 +49,7 @@ impl ShaderFile {
     /// The file's stem, as it appears in error messages.
     pub fn name(self) -> &'static str {
         match self {
-            ShaderFile::Conv2d => "conv2d.wgsl",
+            ShaderFile::Conv2d => "conv2d_io.wgsl + conv2d.wgsl",
             ShaderFile::BatchNorm => "batch_norm.wgsl",
             ShaderFile::Pool => "pool.wgsl",
             ShaderFile::Matmul => "matmul.wgsl",
@@ -59,8 +59,8 @@ impl ShaderFile {
             ShaderFile::Preprocess => "preprocess.wgsl",
             ShaderFile::MatmulCoop8 => "coop_f16_8.wgsl + coop_gemm.wgsl + matmul_coop.wgsl",
             ShaderFile::MatmulCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + matmul_coop.wgsl",
-            ShaderFile::Conv2dCoop8 => "coop_f16_8.wgsl + coop_gemm.wgsl + conv2d_coop.wgsl",
-            ShaderFile::Conv2dCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + conv2d_coop.wgsl",
+            ShaderFile::Conv2dCoop8 => "coop_f16_8.wgsl + coop_gemm.wgsl + conv2d_io.wgsl + conv2d_coop.wgsl",
+            ShaderFile::Conv2dCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + conv2d_io.wgsl + conv2d_coop.wgsl",
         }
     }
 
@@ -73,7 +73,7 @@ impl ShaderFile {
     /// The WGSL text.
     pub fn source(self) -> &'static str {
         match self {
-            ShaderFile::Conv2d => include_str!("../../shaders/conv2d.wgsl"),
+            ShaderFile::Conv2d => concat!(wgsl!("conv2d_io"), wgsl!("conv2d")),
             ShaderFile::BatchNorm => include_str!("../../shaders/batch_norm.wgsl"),
             ShaderFile::Pool => include_str!("../../shaders/pool.wgsl"),
             ShaderFile::Matmul => include_str!("../../shaders/matmul.wgsl"),
@@ -83,10 +83,10 @@ impl ShaderFile {
             ShaderFile::Preprocess => include_str!("../../shaders/preprocess.wgsl"),
             // The header fixes the matrix size and types, coop_gemm.wgsl multiplies, the
             // problem file says what A, B and the output are: each written once.
-            ShaderFile::MatmulCoop8 => concat!(coop!("coop_f16_8"), coop!("coop_gemm"), coop!("matmul_coop")),
-            ShaderFile::MatmulCoop16 => concat!(coop!("coop_f16_16"), coop!("coop_gemm"), coop!("matmul_coop")),
-            ShaderFile::Conv2dCoop8 => concat!(coop!("coop_f16_8"), coop!("coop_gemm"), coop!("conv2d_coop")),
-            ShaderFile::Conv2dCoop16 => concat!(coop!("coop_f16_16"), coop!("coop_gemm"), coop!("conv2d_coop")),
+            ShaderFile::MatmulCoop8 => concat!(wgsl!("coop_f16_8"), wgsl!("coop_gemm"), wgsl!("matmul_coop")),
+            ShaderFile::MatmulCoop16 => concat!(wgsl!("coop_f16_16"), wgsl!("coop_gemm"), wgsl!("matmul_coop")),
+            ShaderFile::Conv2dCoop8 => concat!(wgsl!("coop_f16_8"), wgsl!("coop_gemm"), wgsl!("conv2d_io"), wgsl!("conv2d_coop")),
+            ShaderFile::Conv2dCoop16 => concat!(wgsl!("coop_f16_16"), wgsl!("coop_gemm"), wgsl!("conv2d_io"), wgsl!("conv2d_coop")),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod cli;
 use std::sync::OnceLock;
 
 use lookalike::compare::relative_l2;
+use lookalike::ops::conv2d::Conv2dShape;
 use lookalike::rng::Rng;
 use lookalike::Context;
 
@@ -59,4 +60,23 @@ pub fn images(batch: usize, h: usize, w: usize, seed: u64) -> Vec<f32> {
         }
     }
     out
+}
+
+/// A seeded odd convolution: a kernel from `kernels`, batch 1-3, up to `max_h x max_w`
+/// input, 1..=`max_in_c` input and 1-75 output channels, stride 1-2, any padding up to half
+/// the kernel.
+pub fn random_conv_shape(rng: &mut Rng, kernels: &[usize], max_h: usize, max_w: usize, max_in_c: usize) -> Conv2dShape {
+    let kernel = kernels[rng.int(0, kernels.len() - 1)];
+    Conv2dShape {
+        batch: rng.int(1, 3),
+        in_h: rng.int(kernel.max(2), max_h),
+        in_w: rng.int(kernel.max(2), max_w),
+        in_c: rng.int(1, max_in_c),
+        out_c: rng.int(1, 75),
+        kernel_h: kernel,
+        kernel_w: kernel,
+        stride: rng.int(1, 2),
+        pad_h: rng.int(0, kernel / 2),
+        pad_w: rng.int(0, kernel / 2),
+    }
 }
