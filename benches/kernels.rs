@@ -1,6 +1,8 @@
 //! Each GPU kernel family beside its CPU twin, on the shapes ResNet50 and the k-NN scan run.
 //! GPU timing wraps submit + wait (`iter_custom`). Throughput "elements" are FLOPs for conv
 //! and matmul, scores for top-k, input values for pooling, output pixels for preprocessing.
+//! With `LOOKALIKE_BENCH_COOP=1`, on an adapter with matrix units, the convolutions and the
+//! matmul also run on them (`gpu_coop/...`).
 
 mod common;
 
@@ -8,6 +10,9 @@ use common::{context, timed};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lookalike::cpu;
 use lookalike::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
+use lookalike::ops::conv2d_coop::conv2d_coop;
+use lookalike::ops::coop::CoopTiles;
+use lookalike::ops::matmul_coop::matmul_coop;
 use lookalike::ops::gemv::scores;
 use lookalike::ops::matmul::{matmul, MatmulShape, Precision};
 use lookalike::ops::Tiles;
@@ -53,6 +58,10 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(format!("gpu/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
         let d = conv2d(&ctx, &shape, &bufs, true, Tiles::for_rows(shape.m()).with_8x8_blocks_for(shape.out_c)).unwrap();
         group.bench_function(format!("gpu8x8/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
+        if let Some(units) = ctx.cooperative_matrix() {
+            let d = conv2d_coop(&ctx, &shape, &bufs, true, CoopTiles::default_for(units)).unwrap();
+            group.bench_function(format!("gpu_coop/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
+        }
         group.bench_function(format!("cpu/{name}"), |b| {
             b.iter(|| cpu::conv2d(&shape, &input, &weight, None, Some(&bias), None, true).unwrap())
         });
@@ -81,6 +90,10 @@ fn bench_matmul(c: &mut Criterion) {
     for (name, tiles) in [("tile_k16", Tiles { tile_k: 16, ..Tiles::default() }), ("tile_k32", Tiles::default()), ("8x8", Tiles::default().with_8x8_blocks())] {
         let d = matmul(&ctx, &shape, &ab, &bb, &cb, tiles).unwrap();
         group.bench_function(format!("gpu/{name}"), |bch| bch.iter_custom(|iters| timed(&ctx, &[&d], iters)));
+    }
+    if ctx.cooperative_matrix().is_some() {
+        let d = matmul_coop(&ctx, &shape, &ab, &bb, Precision::F32, &cb).unwrap();
+        group.bench_function("gpu_coop", |bch| bch.iter_custom(|iters| timed(&ctx, &[&d], iters)));
     }
     group.bench_function("cpu", |bch| bch.iter(|| cpu::matmul(&shape, &a, &b).unwrap()));
     group.finish();

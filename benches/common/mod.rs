@@ -5,8 +5,17 @@ use std::time::{Duration, Instant};
 use lookalike::gpu::Dispatch;
 use lookalike::Context;
 
+/// The default adapter; with `LOOKALIKE_BENCH_COOP=1` also its matrix units, for the
+/// `gpu_coop` rows (wgpu's experimental cooperative matrices).
 pub fn context() -> Context {
-    Context::new().unwrap_or_else(|e| panic!("benchmarks need a GPU adapter: {e}"))
+    let builder = Context::builder();
+    let built = match std::env::var("LOOKALIKE_BENCH_COOP").is_ok_and(|v| v == "1") {
+        // SAFETY: asked for by the person running the benchmarks, who accepts wgpu's
+        // experimental-feature risk.
+        true => unsafe { builder.experimental_cooperative_matrices() }.build(),
+        false => builder.build(),
+    };
+    built.unwrap_or_else(|e| panic!("benchmarks need a GPU adapter: {e}"))
 }
 
 /// Wall time of `iters` submits of `dispatches`, each waited for (criterion's `iter_custom`).
