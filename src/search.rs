@@ -36,11 +36,12 @@ pub struct Neighbor {
 pub struct SearchOptions {
     /// Reference rows per scanned chunk; default: as many as one storage binding holds.
     pub chunk_rows: Option<usize>,
-    /// Score scans of more than [`gemv::MAX_QUERIES`] queries on the context's matrix units
-    /// ([`crate::ops::matmul_coop`]): the normalised queries and f32 index rows are rounded
-    /// to f16 (f16 rows already are), sums stay f32, so scores move by ~1e-4 and near-ties
-    /// may reorder.
-    /// The searcher refuses to open where the context has no matrix units.
+    /// Use the context's matrix units: [`Searcher::new`]'s network runs its convolutions on
+    /// them ([`GpuResNet50::on_matrix_units`]), and scans of more than
+    /// [`gemv::MAX_QUERIES`] queries are scored on them ([`crate::ops::matmul_coop`]): the
+    /// normalised queries and f32 index rows are rounded to f16 (f16 rows already are),
+    /// sums stay f32, so scores move by ~1e-4 and near-ties may reorder. The searcher
+    /// refuses to open where the context has no matrix units.
     pub matrix_units: bool,
 }
 
@@ -91,7 +92,8 @@ impl Searcher {
     /// storage binding, or `options.chunk_rows`).
     pub fn new(ctx: Context, net: &ResNet50, index: &Index, options: SearchOptions) -> Result<Self> {
         let mut searcher = Self::for_features(ctx, index, options)?;
-        searcher.net = Some(GpuResNet50::new(&searcher.ctx, net, BatchNormMode::Folded)?);
+        let gpu_net = GpuResNet50::new(&searcher.ctx, net, BatchNormMode::Folded)?;
+        searcher.net = Some(if options.matrix_units { gpu_net.on_matrix_units(&searcher.ctx)? } else { gpu_net });
         Ok(searcher)
     }
 

@@ -442,6 +442,31 @@ fn index_labels_by_first_level_folder_and_skips_unreadable_files() {
     );
 }
 
+/// `search --experimental-coop` runs on the matrix units where the adapter has them (the
+/// same neighbours as the f32 search here, scores within 1e-2), and otherwise fails saying
+/// why (Debian 12's lavapipe has none; `.ci/coop-tests` covers the units).
+#[test]
+fn search_on_matrix_units_is_close_or_refused() {
+    let f = fixture();
+    let queries = search_queries();
+    let mut args = vec!["search", s(&f.index)];
+    args.extend(queries.iter().map(|q| s(q)));
+    args.extend(["-k", "3", "--json", "--experimental-coop"]);
+    let run = lookalike(&args);
+    if run.code != Some(0) {
+        assert_fails(&run, &["no matrix units"]);
+        return;
+    }
+    let exact = &f32_search().run;
+    for (item, want) in run.json().iter().zip(&exact.json()) {
+        let (got, want) = (neighbours_of(&run, item, 3), neighbours_of(exact, want, 3));
+        for (g, w) in got.iter().zip(&want) {
+            assert_eq!(g.0, w.0, "matrix units changed a neighbour:\n{}", run.describe());
+            assert!((g.3 - w.3).abs() < 1e-2, "score {} vs {}:\n{}", g.3, w.3, run.describe());
+        }
+    }
+}
+
 #[test]
 fn search_json_lists_neighbours_per_query_in_order() {
     let f = fixture();

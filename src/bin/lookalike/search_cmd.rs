@@ -167,20 +167,23 @@ fn decode_all(paths: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
     paths.iter().map(|p| decode_file(p)).collect()
 }
 
-fn open_searcher(index: &Index, weights_override: Option<&PathBuf>) -> Result<Searcher> {
+fn open_searcher(index: &Index, weights_override: Option<&PathBuf>, matrix_units: bool) -> Result<Searcher> {
     let loaded = weights::for_index(index, weights_override)?;
-    Searcher::new(Context::new()?, &loaded.net, index, SearchOptions::default())
+    let options = SearchOptions { matrix_units, ..Default::default() };
+    Searcher::new(crate::open_context(matrix_units)?, &loaded.net, index, options)
 }
 
 /// `lookalike search`.
-pub fn search(index_path: &Path, images: &[PathBuf], k: usize, json: bool, collage_path: Option<&Path>, weights_override: Option<&PathBuf>) -> Result<()> {
+/// With `matrix_units` (`--experimental-coop`) the backbone and the scan run on the GPU's
+/// matrix units.
+pub fn search(index_path: &Path, images: &[PathBuf], k: usize, json: bool, collage_path: Option<&Path>, weights_override: Option<&PathBuf>, matrix_units: bool) -> Result<()> {
     if let Some(path) = collage_path {
         refuse_directory(path)?;
     }
     let index = Index::load(index_path)?;
     check_k(&index, k)?;
     let queries = decode_all(images)?;
-    let mut searcher = open_searcher(&index, weights_override)?;
+    let mut searcher = open_searcher(&index, weights_override, matrix_units)?;
     let results = searcher.search_images(&queries, k)?;
     // Before printing, so a failed run prints no results.
     if let Some(path) = collage_path {
@@ -259,7 +262,7 @@ pub fn classify(index_path: &Path, images: &[PathBuf], k: usize, eval: Option<&P
         return Err(Error::InvalidArgument(format!("{} has no labels: index a folder with one sub-folder per class", index_path.display())));
     }
     let labels = labels_of(&index);
-    let mut searcher = open_searcher(&index, weights_override)?;
+    let mut searcher = open_searcher(&index, weights_override, false)?;
     if !images.is_empty() {
         let results = searcher.search_images(&decode_all(images)?, k)?;
         for (path, neighbours) in images.iter().zip(&results) {
