@@ -442,12 +442,23 @@ fn index_labels_by_first_level_folder_and_skips_unreadable_files() {
     );
 }
 
-/// `search --experimental-coop` runs on the matrix units where the adapter has them (the
-/// same neighbours as the f32 search here, scores within 1e-2), and otherwise fails saying
-/// why (Debian 12's lavapipe has none; `.ci/coop-tests` covers the units).
+/// `index` and `search` with `--experimental-coop` run on the matrix units where the
+/// adapter has them (the same neighbours as the f32 search here, scores within 1e-2), and
+/// otherwise fail saying why, writing nothing (Debian 12's lavapipe has none;
+/// `.ci/coop-tests` covers the units).
 #[test]
-fn search_on_matrix_units_is_close_or_refused() {
+fn index_and_search_on_matrix_units_are_close_or_refused() {
     let f = fixture();
+    let out = run_root().join("coop-index.safetensors");
+    let index = lookalike2(&["index", s(&f.db), "--seed", "1", "-o", s(&out), "--experimental-coop"], &PRE);
+    match index.code {
+        Some(0) => assert!(Index::load(&out).is_ok(), "{}", index.describe()),
+        _ => {
+            assert_fails(&index, &["no matrix units"]);
+            assert!(!out.exists(), "a refused index wrote {}", out.display());
+        }
+    }
+
     let queries = search_queries();
     let mut args = vec!["search", s(&f.index)];
     args.extend(queries.iter().map(|q| s(q)));

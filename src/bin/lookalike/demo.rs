@@ -101,6 +101,7 @@ pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Resu
         crop: Some(preprocess.crop),
         add: false,
         cpu: false,
+        matrix_units: false,
         gpu: Some(ctx.clone()),
     })?;
     let index_secs = start.elapsed().as_secs_f64();

@@ -29,6 +29,8 @@ pub struct IndexOptions<'a> {
     pub crop: Option<u32>,
     pub add: bool,
     pub cpu: bool,
+    /// Embed with the convolutions on the GPU's matrix units (`--experimental-coop`).
+    pub matrix_units: bool,
     /// The GPU context to embed on (unless `cpu`); `None` opens one.
     pub gpu: Option<Context>,
 }
@@ -81,10 +83,12 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     if files.is_empty() && existing.is_none() {
         return Err(Error::InvalidArgument(format!("no .jpg, .jpeg or .png images under {}", o.dir.display())));
     }
-    let mut embedder = match (o.cpu, o.gpu) {
-        (true, _) => Embedder::cpu(&loaded.net)?,
-        (false, Some(ctx)) => Embedder::gpu(ctx, &loaded.net)?,
-        (false, None) => Embedder::gpu(Context::new()?, &loaded.net)?,
+    let mut embedder = match (o.cpu, o.gpu, o.matrix_units) {
+        (true, _, _) => Embedder::cpu(&loaded.net)?,
+        (false, Some(ctx), true) => Embedder::gpu_on_matrix_units(ctx, &loaded.net)?,
+        (false, None, true) => Embedder::gpu_on_matrix_units(crate::open_context(true)?, &loaded.net)?,
+        (false, Some(ctx), false) => Embedder::gpu(ctx, &loaded.net)?,
+        (false, None, false) => Embedder::gpu(Context::new()?, &loaded.net)?,
     };
     let bar = progress_bar(files.len(), "images");
     let embedded = embedder.embed_labelled_files(&files, &preprocess, o.batch, |done| bar.set_position(done as u64));
