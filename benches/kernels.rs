@@ -59,8 +59,12 @@ fn bench_conv(c: &mut Criterion) {
         let d = conv2d(&ctx, &shape, &bufs, true, Tiles::for_rows(shape.m()).with_8x8_blocks_for(shape.out_c)).unwrap();
         group.bench_function(format!("gpu8x8/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
         if let Some(units) = ctx.cooperative_matrix() {
-            let d = conv2d_coop(&ctx, &shape, &bufs, true, CoopTiles::default_for(units)).unwrap();
-            group.bench_function(format!("gpu_coop/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
+            // The default layout (2x2 subgroups) and 4x4 subgroups (half the staging per product).
+            let wide = CoopTiles { sg_rows: 4, sg_cols: 4, tile_k: 2 * units.size };
+            for (label, tiles) in [("gpu_coop", CoopTiles::default_for(units)), ("gpu_coop4x4", wide)] {
+                let d = conv2d_coop(&ctx, &shape, &bufs, true, tiles).unwrap();
+                group.bench_function(format!("{label}/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
+            }
         }
         group.bench_function(format!("cpu/{name}"), |b| {
             b.iter(|| cpu::conv2d(&shape, &input, &weight, None, Some(&bias), None, true).unwrap())

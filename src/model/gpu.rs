@@ -84,9 +84,16 @@ impl GpuResNet50 {
 
     /// The same network with its convolutions on the context's matrix units (see
     /// [`ConvMath::MatrixUnits`]); an error naming the reason where it has none.
-    pub fn on_matrix_units(mut self, ctx: &Context) -> Result<Self> {
+    pub fn on_matrix_units(self, ctx: &Context) -> Result<Self> {
         let units = coop::units(ctx, "resnet50 on matrix units")?;
-        self.math = ConvMath::MatrixUnits(CoopTiles::default_for(units));
+        self.on_matrix_units_with(ctx, CoopTiles::default_for(units))
+    }
+
+    /// [`GpuResNet50::on_matrix_units`] with chosen workgroup layouts (checked when the
+    /// first forward builds its dispatches).
+    pub fn on_matrix_units_with(mut self, ctx: &Context, tiles: CoopTiles) -> Result<Self> {
+        coop::units(ctx, "resnet50 on matrix units")?;
+        self.math = ConvMath::MatrixUnits(tiles);
         self.plans.clear();
         Ok(self)
     }

@@ -126,12 +126,15 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let batches: &[usize] = if o.quick { &[1, 8] } else { &[1, 8, 32] };
     let mut resnet = Vec::new();
     let mut cpu_embedder = Embedder::cpu(&net)?;
-    // With --experimental-coop, the same network with its convolutions on the matrix units.
+    // With --experimental-coop, the same network with its convolutions on the matrix units,
+    // in the default workgroup layout and in 4x4 subgroups (half the staging per product).
     let mut coop_errors: Vec<String> = Vec::new();
-    let mut coop_net = match ctx.cooperative_matrix() {
-        Some(_) => Some(GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?.on_matrix_units(&ctx)?),
-        None => None,
-    };
+    let mut coop_nets: Vec<(CoopTiles, GpuResNet50)> = Vec::new();
+    if let Some(units) = ctx.cooperative_matrix() {
+        for tiles in [CoopTiles::default_for(units), CoopTiles { sg_rows: 4, sg_cols: 4, tile_k: 2 * units.size }] {
+            coop_nets.push((tiles, GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?.on_matrix_units_with(&ctx, tiles)?));
+        }
+    }
     for &batch in batches {
         let data = Rng::new(batch as u64).normals(batch * size * size * 3, 1.0);
         let reps = if ctx.is_cpu() { 1 } else { 5 };
@@ -145,7 +148,8 @@ pub fn run(o: BenchOptions) -> Result<()> {
             let kernel = if device == "gpu" { "fma-f32" } else { "cpu-f32" };
             resnet.push(json!({"device": device, "kernel": kernel, "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops}));
         }
-        if let Some(net_on_units) = coop_net.as_mut() {
+        let mut failed = Vec::new();
+        for (at, (tiles, net_on_units)) in coop_nets.iter_mut().enumerate() {
             // An experimental feature: a failure is reported, and the rest still measured.
             let mut on_units = || -> Result<Value> {
                 let reps = if ctx.is_cpu() { 1 } else { 5 };
@@ -153,17 +157,21 @@ pub fn run(o: BenchOptions) -> Result<()> {
                 let (gflops, img_s) = (flops_per_image * batch as f64 / secs / 1e9, batch as f64 / secs);
                 // Against the f32 GPU path on the same images: what the f16 rounding costs.
                 let vs_f32 = relative_l2(&net_on_units.forward(&ctx, &images.data, batch, size, size)?, &gpu_net.forward(&ctx, &images.data, batch, size, size)?);
-                say(&o, format!("resnet50 {size} batch {batch:>2} gpu, matrix units: {img_s:8.1} img/s {gflops:8.1} GFLOP/s; features {vs_f32:.1e} relative L2 from the f32 path"));
-                Ok(json!({"device": "gpu", "kernel": "coop-f16", "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops, "rel_l2_vs_f32": vs_f32}))
+                say(&o, format!("resnet50 {size} batch {batch:>2} gpu, matrix units, {tiles:?}: {img_s:8.1} img/s {gflops:8.1} GFLOP/s; features {vs_f32:.1e} relative L2 from the f32 path"));
+                let layout = json!({"sg_rows": tiles.sg_rows, "sg_cols": tiles.sg_cols, "tile_k": tiles.tile_k});
+                Ok(json!({"device": "gpu", "kernel": "coop-f16", "tiles": layout, "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops, "rel_l2_vs_f32": vs_f32}))
             };
             match on_units() {
                 Ok(row) => resnet.push(row),
                 Err(e) => {
-                    say(&o, format!("resnet50 {size} batch {batch:>2} gpu, matrix units: failed: {e}"));
-                    coop_errors.push(format!("resnet50 batch {batch}: {e}"));
-                    coop_net = None;
+                    say(&o, format!("resnet50 {size} batch {batch:>2} gpu, matrix units, {tiles:?}: failed: {e}"));
+                    coop_errors.push(format!("resnet50 batch {batch} {tiles:?}: {e}"));
+                    failed.push(at);
                 }
             }
+        }
+        for at in failed.into_iter().rev() {
+            coop_nets.remove(at);
         }
     }
 
