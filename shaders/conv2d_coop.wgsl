@@ -35,13 +35,23 @@ fn stage_slice(k0: u32, row0: u32, col0: u32, tid: u32) {
     let kh = k / (p.in_c * p.kernel_w);
     let kw = (k / p.in_c) % p.kernel_w;
     let ci = k % p.in_c;
+    // A 1x1 stride-1 convolution (half of ResNet50's work) reads its NHWC input as the
+    // M x Cin matrix A itself: no window, no padding.
+    let pointwise = p.kernel_h == 1u && p.kernel_w == 1u && p.stride == 1u && p.pad_h == 0u && p.pad_w == 0u;
     for (var r = tid / TILE_K; r < tile_rows(); r = r + threads() / TILE_K) {
-        let o = row_info[r];
-        let ih = bitcast<i32>(o.y) + i32(kh);
-        let iw = bitcast<i32>(o.z) + i32(kw);
         var x = 0.0;
-        if (k < p.k && o.w == 1u && ih >= 0 && iw >= 0 && ih < i32(p.in_h) && iw < i32(p.in_w)) {
-            x = input[o.x + (u32(ih) * p.in_w + u32(iw)) * p.in_c + ci];
+        if (pointwise) {
+            let m = row0 + r;
+            if (k < p.k && m < p.m) {
+                x = input[m * p.in_c + k];
+            }
+        } else {
+            let o = row_info[r];
+            let ih = bitcast<i32>(o.y) + i32(kh);
+            let iw = bitcast<i32>(o.z) + i32(kw);
+            if (k < p.k && o.w == 1u && ih >= 0 && iw >= 0 && ih < i32(p.in_h) && iw < i32(p.in_w)) {
+                x = input[o.x + (u32(ih) * p.in_w + u32(iw)) * p.in_c + ci];
+            }
         }
         tile_a[r * TILE_K + kk] = f16(x);
     }
