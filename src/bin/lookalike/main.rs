@@ -140,8 +140,9 @@ enum Command {
         /// The card's memory bandwidth in GB/s.
         #[arg(long)]
         peak_gbps: Option<f64>,
-        /// Also time the matmul on the matrix units (tensor cores: f16 inputs, f32 sums)
-        /// through wgpu's experimental cooperative matrices, where the adapter has them.
+        /// Also time ResNet50, the matmul and the 64-query scan on the matrix units (tensor
+        /// cores: f16 inputs, f32 sums) through wgpu's experimental cooperative matrices,
+        /// each checked against the f32 path, where the adapter has them.
         #[arg(long)]
         experimental_coop: bool,
     },
