@@ -117,12 +117,15 @@ fn conv2d_coop_matches_cpu_on_rounded_inputs() {
     let Some(ctx) = with_units("conv2d_coop_matches_cpu_on_rounded_inputs") else { return };
     let Some(coop) = ctx.cooperative_matrix() else { return };
     let mut rng = Rng::new(23);
-    for case in 0..10 {
-        // The RGB stem (3 channels, fewer than a K slice), a 1x1 stride-1 (read as a plain
-        // matrix), then odd random shapes.
+    for case in 0..12 {
+        // The RGB stem (3 channels, fewer than a K slice), 1x1 stride-1 convolutions (read as
+        // a plain matrix) and a 3x3 one, with channel counts read one and four at a time,
+        // then odd random shapes.
         let shape = match case {
             0 => Conv2dShape::square(2, 23, 19, 3, 64, 7, 2, 3),
             1 => Conv2dShape::square(3, 9, 7, 37, 45, 1, 1, 0),
+            2 => Conv2dShape::square(2, 7, 5, 64, 33, 1, 1, 0),
+            3 => Conv2dShape::square(2, 11, 9, 48, 40, 3, 2, 1),
             _ => random_conv_shape(&mut rng, &[1, 3, 5], 17, 21, 70),
         };
         let (relu, with_scale, with_bias, with_residual) = (case % 2 == 0, case % 3 != 0, case % 4 != 1, case % 5 >= 2);

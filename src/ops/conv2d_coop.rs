@@ -8,9 +8,22 @@
 //! ([`crate::Context::cooperative_matrix`]).
 
 use crate::error::{Error, Result};
-use crate::gpu::{shaders::ShaderFile, Context, Dispatch, PipelineKey};
+use crate::gpu::{shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::conv2d::{bound, params, Conv2dBuffers, Conv2dShape, BINDINGS};
 use crate::ops::coop::{self, CoopTiles};
+
+/// [`BINDINGS`] (uniform, input, weight, scale, bias, residual, output), then the input
+/// again as `vec4`s, read four channels at a time.
+const COOP_BINDINGS: [Binding; 8] = [
+    BINDINGS[0],
+    BINDINGS[1],
+    BINDINGS[2],
+    BINDINGS[3],
+    BINDINGS[4],
+    BINDINGS[5],
+    BINDINGS[6],
+    Binding::ReadOnly,
+];
 
 /// Prepares one convolution launch on the matrix units with `tiles`, whose invocations
 /// (`sg_rows * sg_cols` subgroups) must be a multiple of `tile_k`: each stages one depth
@@ -24,7 +37,17 @@ pub fn conv2d_coop(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, 
         return Err(Error::InvalidArgument(format!("conv2d_coop: {tiles:?} on {coop}: {invocations} invocations are not a multiple of tile_k")));
     }
     let shader = coop::shader(coop, ShaderFile::Conv2dCoop8, ShaderFile::Conv2dCoop16);
-    let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, false)), &BINDINGS)?;
+    let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, false)), &COOP_BINDINGS)?;
     let uniform = ctx.uniform("conv2d_coop params", &params);
-    Dispatch::new(ctx, "conv2d_coop", kernel, &bound(&uniform, buffers), tiles.grid(coop, shape.m(), shape.out_c))
+    // A vec4 binding needs 16 bytes; an input smaller than that has fewer than 4 channels,
+    // which the kernel reads one at a time, so any 16 bytes will do.
+    let small_input;
+    let input4 = if buffers.input.size() >= 16 {
+        buffers.input
+    } else {
+        small_input = ctx.storage("conv2d_coop unused vec4 input", 4)?;
+        &small_input
+    };
+    let [u, x, w, s, b, r, y] = bound(&uniform, buffers);
+    Dispatch::new(ctx, "conv2d_coop", kernel, &[u, x, w, s, b, r, y, input4], tiles.grid(coop, shape.m(), shape.out_c))
 }
