@@ -26,9 +26,10 @@ fn begin_tile(row0: u32, col0: u32, tid: u32) {
     }
 }
 
-// The input again, read four channels at a time where the channel count allows (one
-// 16-byte load instead of four, and one bounds check).
+// The input and the weight again, read four values at a time where the channel counts
+// allow (one 16-byte load instead of four, and one bounds check).
 @group(0) @binding(7) var<storage, read> input4: array<vec4<f32>>;
+@group(0) @binding(8) var<storage, read> weight4: array<vec4<f32>>;
 
 // Where the input has a multiple of 4 channels, invocation t stages depths
 // 4 (t % (TILE_K / 4))..+3 of rows t / (TILE_K / 4), + threads() / (TILE_K / 4), ...: the
@@ -81,14 +82,31 @@ fn stage_slice(k0: u32, row0: u32, col0: u32, tid: u32) {
             tile_a[slot] = f16(x);
         }
     }
-    for (var i = tid; i < tile_cols() * TILE_K; i = i + threads()) {
-        let kw_row = k0 + i / tile_cols();
-        let co = col0 + i % tile_cols();
-        var w = 0.0;
-        if (kw_row < p.k && co < p.out_c) {
-            w = weight[kw_row * p.out_c + co];
+    // W rows are read along the output channels: four at a time where their count allows
+    // (tile columns start at multiples of 4, so a run of four is all in or all out).
+    if (p.out_c % 4u == 0u) {
+        for (var i = 4u * tid; i < tile_cols() * TILE_K; i = i + 4u * threads()) {
+            let w_row = k0 + i / tile_cols();
+            let co = col0 + i % tile_cols();
+            var w = vec4<f32>(0.0);
+            if (w_row < p.k && co < p.out_c) {
+                w = weight4[(w_row * p.out_c + co) / 4u];
+            }
+            tile_b[i] = f16(w.x);
+            tile_b[i + 1u] = f16(w.y);
+            tile_b[i + 2u] = f16(w.z);
+            tile_b[i + 3u] = f16(w.w);
         }
-        tile_b[i] = f16(w);
+    } else {
+        for (var i = tid; i < tile_cols() * TILE_K; i = i + threads()) {
+            let w_row = k0 + i / tile_cols();
+            let co = col0 + i % tile_cols();
+            var w = 0.0;
+            if (w_row < p.k && co < p.out_c) {
+                w = weight[w_row * p.out_c + co];
+            }
+            tile_b[i] = f16(w);
+        }
     }
 }
 

@@ -13,8 +13,8 @@ use crate::ops::conv2d::{bound, params, Conv2dBuffers, Conv2dShape, BINDINGS};
 use crate::ops::coop::{self, CoopTiles};
 
 /// [`BINDINGS`] (uniform, input, weight, scale, bias, residual, output), then the input
-/// again as `vec4`s, read four channels at a time.
-const COOP_BINDINGS: [Binding; 8] = [
+/// and the weight again as `vec4`s, read four values at a time.
+const COOP_BINDINGS: [Binding; 9] = [
     BINDINGS[0],
     BINDINGS[1],
     BINDINGS[2],
@@ -22,6 +22,7 @@ const COOP_BINDINGS: [Binding; 8] = [
     BINDINGS[4],
     BINDINGS[5],
     BINDINGS[6],
+    Binding::ReadOnly,
     Binding::ReadOnly,
 ];
 
@@ -39,15 +40,16 @@ pub fn conv2d_coop(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, 
     let shader = coop::shader(coop, ShaderFile::Conv2dCoop8, ShaderFile::Conv2dCoop16);
     let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, false)), &COOP_BINDINGS)?;
     let uniform = ctx.uniform("conv2d_coop params", &params);
-    // A vec4 binding needs 16 bytes; an input smaller than that has fewer than 4 channels,
-    // which the kernel reads one at a time, so any 16 bytes will do.
-    let small_input;
-    let input4 = if buffers.input.size() >= 16 {
-        buffers.input
-    } else {
-        small_input = ctx.storage("conv2d_coop unused vec4 input", 4)?;
-        &small_input
+    // A vec4 binding needs 16 bytes. A smaller input or weight has fewer than 4 channels,
+    // which the kernel reads one at a time, so any 16 bytes will do there.
+    let placeholder = match buffers.input.size().min(buffers.weight.size()) < 16 {
+        true => Some(ctx.storage("conv2d_coop unused vec4 view", 4)?),
+        false => None,
     };
     let [u, x, w, s, b, r, y] = bound(&uniform, buffers);
-    Dispatch::new(ctx, "conv2d_coop", kernel, &[u, x, w, s, b, r, y, input4], tiles.grid(coop, shape.m(), shape.out_c))
+    let views = [x, w].map(|buffer| match &placeholder {
+        Some(small) if buffer.size() < 16 => small,
+        _ => buffer,
+    });
+    Dispatch::new(ctx, "conv2d_coop", kernel, &[u, x, w, s, b, r, y, views[0], views[1]], tiles.grid(coop, shape.m(), shape.out_c))
 }
