@@ -68,9 +68,11 @@ fn matmul_coop_matches_cpu_on_rounded_inputs() {
     let mut rng = Rng::new(21);
     for case in 0..8 {
         // Odd sizes, not multiples of any tile; one vector (m = 1) and one long K.
+        // Also shapes whose rows are read four values per load (K, N multiples of 4).
         let (m, n, k) = match case {
             0 => (1, 1, 1),
             1 => (1, 300, 2048),
+            2 => (33, 68, 40),
             _ => (rng.int(1, 150), rng.int(1, 170), rng.int(1, 300)),
         };
         let shape = MatmulShape { m, n, k, b_transposed: case % 2 == 1 };
@@ -90,8 +92,9 @@ fn matmul_coop_takes_f16_b_and_other_tiles() {
     let Some(ctx) = with_units("matmul_coop_takes_f16_b_and_other_tiles") else { return };
     let Some(coop) = ctx.cooperative_matrix() else { return };
     let mut rng = Rng::new(22);
-    // The k-NN shape (queries x reference rows stored f16) and a plain one.
-    for (m, n, k, transposed) in [(7, 333, 67, true), (70, 9, 131, false)] {
+    // The k-NN shape (queries x reference rows stored f16; with a depth of whole 8-half
+    // loads, and without) and a plain one.
+    for (m, n, k, transposed) in [(9, 100, 64, true), (7, 333, 67, true), (70, 9, 131, false)] {
         let shape = MatmulShape { m, n, k, b_transposed: transposed };
         let a = rng.normals(m * k, 1.0);
         let b: Vec<half::f16> = rng.normals(k * n, 1.0).into_iter().map(half::f16::from_f32).collect();

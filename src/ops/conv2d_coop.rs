@@ -40,16 +40,8 @@ pub fn conv2d_coop(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, 
     let shader = coop::shader(coop, ShaderFile::Conv2dCoop8, ShaderFile::Conv2dCoop16);
     let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, false)), &COOP_BINDINGS)?;
     let uniform = ctx.uniform("conv2d_coop params", &params);
-    // A vec4 binding needs 16 bytes. A smaller input or weight has fewer than 4 channels,
-    // which the kernel reads one at a time, so any 16 bytes will do there.
-    let placeholder = match buffers.input.size().min(buffers.weight.size()) < 16 {
-        true => Some(ctx.storage("conv2d_coop unused vec4 view", 4)?),
-        false => None,
-    };
     let [u, x, w, s, b, r, y] = bound(&uniform, buffers);
-    let views = [x, w].map(|buffer| match &placeholder {
-        Some(small) if buffer.size() < 16 => small,
-        _ => buffer,
-    });
+    let placeholder = coop::vec4_placeholder(ctx, &[x, w])?;
+    let views = [x, w].map(|buffer| coop::vec4_view(buffer, placeholder.as_ref()));
     Dispatch::new(ctx, "conv2d_coop", kernel, &[u, x, w, s, b, r, y, views[0], views[1]], tiles.grid(coop, shape.m(), shape.out_c))
 }

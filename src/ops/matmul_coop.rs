@@ -9,10 +9,13 @@
 //! the matrix units ([`crate::Context::cooperative_matrix`]).
 
 use crate::error::Result;
-use crate::gpu::{shaders::ShaderFile, Context, Dispatch, PipelineKey};
+use crate::gpu::{shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::check_len;
 use crate::ops::coop::{self, CoopTiles};
 use crate::ops::matmul::{MatmulShape, Precision, BINDINGS};
+
+/// [`BINDINGS`] (uniform, A, B, C), then A and B again as 16-byte vectors.
+const COOP_BINDINGS: [Binding; 6] = [BINDINGS[0], BINDINGS[1], BINDINGS[2], BINDINGS[3], Binding::ReadOnly, Binding::ReadOnly];
 
 /// The uniform of `matmul_coop.wgsl`.
 #[repr(C)]
@@ -48,8 +51,10 @@ pub fn matmul_coop_with(
     check_len("matmul_coop B", b, b_precision.bytes(shape.k * shape.n).div_ceil(4))?;
     check_len("matmul_coop C", c, shape.m * shape.n)?;
     let shader = coop::shader(coop, ShaderFile::MatmulCoop8, ShaderFile::MatmulCoop16);
-    let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, shape.b_transposed)), &BINDINGS)?;
+    let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, shape.b_transposed)), &COOP_BINDINGS)?;
     let params = Params { m: shape.m as u32, n: shape.n as u32, k: shape.k as u32, b_f16: (b_precision == Precision::F16) as u32 };
     let uniform = ctx.uniform("matmul_coop params", &params);
-    Dispatch::new(ctx, "matmul_coop", kernel, &[&uniform, a, b, c], tiles.grid(coop, shape.m, shape.n))
+    let placeholder = coop::vec4_placeholder(ctx, &[a, b])?;
+    let [a4, b4] = [a, b].map(|buffer| coop::vec4_view(buffer, placeholder.as_ref()));
+    Dispatch::new(ctx, "matmul_coop", kernel, &[&uniform, a, b, c, a4, b4], tiles.grid(coop, shape.m, shape.n))
 }
