@@ -84,9 +84,12 @@ impl GpuResNet50 {
 
     /// The same network with its convolutions on the context's matrix units (see
     /// [`ConvMath::MatrixUnits`]); an error naming the reason where it has none.
+    /// Their workgroup layout is the one `lookalike tune --experimental-coop` cached for this
+    /// adapter, else [`CoopTiles::default_for`] its units.
     pub fn on_matrix_units(self, ctx: &Context) -> Result<Self> {
         let units = coop::units(ctx, "resnet50 on matrix units")?;
-        self.on_matrix_units_with(ctx, CoopTiles::default_for(units))
+        let tiles = ctx.tuning().coop_tiles.unwrap_or(CoopTiles::default_for(units));
+        self.on_matrix_units_with(ctx, tiles)
     }
 
     /// [`GpuResNet50::on_matrix_units`] with chosen workgroup layouts (checked when the

@@ -7,7 +7,7 @@ use crate::gpu::{shaders::ShaderFile, Context, CooperativeMatrix};
 
 /// How the kernel's workgroups are laid out: `sg_rows x sg_cols` subgroups, each owning a
 /// (2 size) x (2 size) output block, stepping through K in slices of `tile_k`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CoopTiles {
     pub sg_rows: u32,
     pub sg_cols: u32,
@@ -19,6 +19,14 @@ impl CoopTiles {
     /// 2 x 2 subgroups and K slices of two matrices: a 64 x 64 tile on 16x16 units.
     pub fn default_for(coop: CooperativeMatrix) -> Self {
         Self { sg_rows: 2, sg_cols: 2, tile_k: 2 * coop.size }
+    }
+
+    /// The layouts `lookalike tune --experimental-coop` and `bench --experimental-coop`
+    /// time: the default, a deeper K slice, wider and taller groups of subgroups, 4 x 4.
+    pub fn candidates(coop: CooperativeMatrix) -> [Self; 5] {
+        let s = coop.size;
+        let at = |sg_rows, sg_cols, tile_k| Self { sg_rows, sg_cols, tile_k };
+        [at(2, 2, 2 * s), at(2, 2, 4 * s), at(2, 4, 2 * s), at(4, 2, 2 * s), at(4, 4, 2 * s)]
     }
 
     /// Output rows and columns per workgroup.

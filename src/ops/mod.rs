@@ -112,6 +112,10 @@ pub struct Tuning {
     /// two up to the device's workgroup size limit.
     #[serde(default = "default_topk_workgroup")]
     pub topk_workgroup: u32,
+    /// The workgroup layout of convolutions on the matrix units, where `lookalike tune
+    /// --experimental-coop` measured one; `None`: [`coop::CoopTiles::default_for`].
+    #[serde(default)]
+    pub coop_tiles: Option<coop::CoopTiles>,
 }
 
 fn default_topk_workgroup() -> u32 {
@@ -124,7 +128,13 @@ impl Default for Tuning {
         // 4x4 kernel on large GPUs (prediction, not yet measured on one); on lavapipe they
         // win on every ResNet50 layer (BENCHMARKS.md). From 128 channels only until a GPU
         // measures the 64-column tiles (half the workgroups' invocations of the 128 ones).
-        Self { gemv: GemvTiles::default(), min_cols_for_8x8: Some(128), min_groups_for_8x8: 0, topk_workgroup: default_topk_workgroup() }
+        Self {
+            gemv: GemvTiles::default(),
+            min_cols_for_8x8: Some(128),
+            min_groups_for_8x8: 0,
+            topk_workgroup: default_topk_workgroup(),
+            coop_tiles: None,
+        }
     }
 }
 

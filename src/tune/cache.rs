@@ -151,6 +151,13 @@ pub fn load(dir: &Path, info: &wgpu::AdapterInfo) -> Result<Option<(Tuning, Path
     if !workgroup.is_power_of_two() || workgroup > 1024 {
         return Err(bad(format!("top-k workgroups of {workgroup} invocations are not a power of two up to 1024")));
     }
+    // The rest of a layout on matrix units (tile_k a multiple of their size, limits) is
+    // checked against the device when a convolution is prepared.
+    if let Some(tiles) = file.tuning.coop_tiles {
+        if tiles.sg_rows == 0 || tiles.sg_cols == 0 || tiles.tile_k == 0 {
+            return Err(bad(format!("matrix-unit layout {tiles:?} has an empty side")));
+        }
+    }
     Ok(Some((file.tuning, path)))
 }
 
@@ -173,6 +180,7 @@ pub(crate) fn for_adapter(info: &wgpu::AdapterInfo) -> (Tuning, TuningSource) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::coop::CoopTiles;
     use crate::ops::gemv::GemvTiles;
     use crate::tune::TuneOptions;
 
@@ -191,9 +199,10 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lookalike-tune-test-{}", std::process::id()));
         let info = lavapipe_info();
         assert!(load(&dir, &info).unwrap().is_none(), "nothing cached yet");
-        let tuning = Tuning { gemv: GemvTiles { workgroup: 256, lanes: 8 }, min_cols_for_8x8: Some(512), min_groups_for_8x8: 40, topk_workgroup: 64 };
+        let coop_tiles = Some(CoopTiles { sg_rows: 4, sg_cols: 2, tile_k: 32 });
+        let tuning = Tuning { gemv: GemvTiles { workgroup: 256, lanes: 8 }, min_cols_for_8x8: Some(512), min_groups_for_8x8: 40, topk_workgroup: 64, coop_tiles };
         let options = TuneOptions { batch: 1, resolution: 224, gemv_rows: 1, topk_len: 100, reps: 1 };
-        let r = TuneReport { tuning, table: Tuning::default(), options, timer: "wall clock", convs: vec![], gemv: vec![], topk: vec![] };
+        let r = TuneReport { tuning, table: Tuning::default(), options, timer: "wall clock", convs: vec![], gemv: vec![], topk: vec![], coop: vec![] };
         let path = save(&dir, &info, &r).unwrap();
         assert_eq!(load(&dir, &info).unwrap(), Some((r.tuning, path.clone())));
         // Another driver version looks for another file.
@@ -207,6 +216,12 @@ mod tests {
         std::fs::write(&path, text.replace("\"topk_workgroup\": 64", "\"topk_workgroup\": 48")).unwrap();
         let err = load(&dir, &info).unwrap_err().to_string();
         assert!(err.contains("top-k workgroups of 48"), "{err}");
+        std::fs::write(&path, text.replace("\"sg_rows\": 4", "\"sg_rows\": 0")).unwrap();
+        let err = load(&dir, &info).unwrap_err().to_string();
+        assert!(err.contains("empty side"), "{err}");
+        // Files from before the matrix-unit layout existed still load, without one.
+        std::fs::write(&path, text.replace(",\n    \"coop_tiles\": {\n      \"sg_rows\": 4,\n      \"sg_cols\": 2,\n      \"tile_k\": 32\n    }", "")).unwrap();
+        assert_eq!(load(&dir, &info).unwrap().map(|(t, _)| t.coop_tiles), Some(None));
         std::fs::write(&path, "{").unwrap();
         assert!(load(&dir, &info).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

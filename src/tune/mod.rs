@@ -4,7 +4,8 @@
 //! convolution of a ResNet50 forward with 4x4 and with 8x8 blocks per invocation (which
 //! sets the channel count and grid size from which 8x8 blocks pay), the single-query
 //! scan with each GEMV lanes-per-row, and the top-k of one row of scores with each workgroup
-//! size. [`save`] writes the result to the cache folder; every [`Context`] opened on the
+//! size; on a context with matrix units, also each candidate workgroup layout of the
+//! convolutions on them. [`save`] writes the result to the cache folder; every [`Context`] opened on the
 //! same adapter, driver, lookalike version and shader sources then uses it.
 //! Without a cached file the built-in table ([`Tuning::for_adapter`]) applies.
 //!
@@ -24,6 +25,8 @@ use crate::gpu::Context;
 use crate::model::resnet50::conv_shapes;
 use crate::model::FEATURE_DIM;
 use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
+use crate::ops::conv2d_coop::conv2d_coop;
+use crate::ops::coop::CoopTiles;
 use crate::ops::gemv::{gemv, GemvTiles};
 use crate::ops::matmul::{MatmulShape, Precision};
 use crate::ops::topk::{TopK, TopKInput, TopKOutput};
@@ -94,6 +97,14 @@ pub struct TopKTiming {
     pub k100_ms: f64,
 }
 
+/// One workgroup layout of the convolutions on the matrix units: the forward's
+/// convolutions, each weighted by how often it occurs, timed with it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CoopTiming {
+    pub tiles: CoopTiles,
+    pub conv_ms: f64,
+}
+
 /// An autotune run: the measurements and the [`Tuning`] they give.
 #[derive(Debug, Clone, Serialize)]
 pub struct TuneReport {
@@ -106,6 +117,8 @@ pub struct TuneReport {
     pub convs: Vec<ConvTiming>,
     pub gemv: Vec<GemvTiming>,
     pub topk: Vec<TopKTiming>,
+    /// With matrix units (`tune --experimental-coop`): each layout that builds on them.
+    pub coop: Vec<CoopTiming>,
 }
 
 impl TuneReport {
@@ -137,16 +150,19 @@ pub fn autotune(ctx: &Context, options: &TuneOptions) -> Result<TuneReport> {
     let convs = time_convs(ctx, options, &mut rng)?;
     let gemv = time_gemv(ctx, options, &mut rng)?;
     let topk = time_topk(ctx, options, &mut rng)?;
+    let coop = time_coop_convs(ctx, options, &mut rng)?;
     let table = Tuning::for_adapter(ctx.adapter_info());
     let timer = if ctx.has_timestamps() { "timestamps" } else { "wall clock" };
-    let mut report = TuneReport { tuning: table, table, options: *options, timer, convs, gemv, topk };
+    let mut report = TuneReport { tuning: table, table, options: *options, timer, convs, gemv, topk, coop };
     let (min_cols_for_8x8, min_groups_for_8x8) = best_thresholds(&report);
     let topk_workgroup = fastest_topk(&report.topk).unwrap_or(table.topk_workgroup);
-    report.tuning = Tuning { gemv: fastest_gemv(&report.gemv), min_cols_for_8x8, min_groups_for_8x8, topk_workgroup };
+    let coop_tiles = fastest_coop(&report.coop);
+    report.tuning = Tuning { gemv: fastest_gemv(&report.gemv), min_cols_for_8x8, min_groups_for_8x8, topk_workgroup, coop_tiles };
     Ok(report)
 }
 
-fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<ConvTiming>> {
+/// The forward's distinct convolutions, each with how often it occurs.
+fn distinct_convs(options: &TuneOptions) -> Vec<(Conv2dShape, usize)> {
     let mut distinct: Vec<(Conv2dShape, usize)> = Vec::new();
     for shape in conv_shapes(options.batch, options.resolution, options.resolution) {
         match distinct.iter_mut().find(|(s, _)| *s == shape) {
@@ -154,13 +170,38 @@ fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec
             None => distinct.push((shape, 1)),
         }
     }
+    distinct
+}
+
+/// Random input, weight and bias for `shape`, and its output buffer.
+struct ConvData {
+    input: wgpu::Buffer,
+    weight: wgpu::Buffer,
+    bias: wgpu::Buffer,
+    output: wgpu::Buffer,
+}
+
+impl ConvData {
+    fn new(ctx: &Context, shape: &Conv2dShape, rng: &mut Rng) -> Result<Self> {
+        Ok(Self {
+            input: ctx.upload("tune conv input", &rng.normals(shape.input_len(), 1.0))?,
+            weight: ctx.upload("tune conv weight", &rng.normals(shape.weight_len(), 0.05))?,
+            bias: ctx.upload("tune conv bias", &rng.normals(shape.out_c, 0.1))?,
+            output: ctx.storage("tune conv output", shape.output_len())?,
+        })
+    }
+
+    fn buffers(&self) -> Conv2dBuffers<'_> {
+        Conv2dBuffers { input: &self.input, weight: &self.weight, scale: None, bias: Some(&self.bias), residual: None, output: &self.output }
+    }
+}
+
+fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<ConvTiming>> {
+    let distinct = distinct_convs(options);
     let mut timings = Vec::with_capacity(distinct.len());
     for (shape, count) in distinct {
-        let input = ctx.upload("tune conv input", &rng.normals(shape.input_len(), 1.0))?;
-        let weight = ctx.upload("tune conv weight", &rng.normals(shape.weight_len(), 0.05))?;
-        let bias = ctx.upload("tune conv bias", &rng.normals(shape.out_c, 0.1))?;
-        let output = ctx.storage("tune conv output", shape.output_len())?;
-        let buffers = Conv2dBuffers { input: &input, weight: &weight, scale: None, bias: Some(&bias), residual: None, output: &output };
+        let data = ConvData::new(ctx, &shape, rng)?;
+        let buffers = data.buffers();
         let tiles = Tiles::for_rows(shape.m());
         let mut ms = [0.0; 2];
         for (slot, tiles) in ms.iter_mut().zip([tiles, tiles.with_8x8_blocks_for(shape.out_c)]) {
@@ -181,6 +222,29 @@ fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec
         });
     }
     Ok(timings)
+}
+
+/// Each candidate layout on the matrix units over the forward's convolutions; none without
+/// units. A layout this adapter cannot build (too large a workgroup) is left out.
+fn time_coop_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<CoopTiming>> {
+    let Some(units) = ctx.cooperative_matrix() else { return Ok(Vec::new()) };
+    let distinct = distinct_convs(options);
+    let data = distinct.iter().map(|(shape, _)| ConvData::new(ctx, shape, rng)).collect::<Result<Vec<_>>>()?;
+    let mut timings = Vec::new();
+    'layouts: for tiles in CoopTiles::candidates(units) {
+        let mut conv_ms = 0.0;
+        for ((shape, count), data) in distinct.iter().zip(&data) {
+            let Ok(d) = conv2d_coop(ctx, shape, &data.buffers(), true, tiles) else { continue 'layouts };
+            conv_ms += *count as f64 * ctx.median_ms(&[&d], options.reps)?;
+        }
+        timings.push(CoopTiming { tiles, conv_ms });
+    }
+    Ok(timings)
+}
+
+/// The layout with the least convolution time on the matrix units.
+fn fastest_coop(timings: &[CoopTiming]) -> Option<CoopTiles> {
+    timings.iter().min_by(|a, b| a.conv_ms.total_cmp(&b.conv_ms)).map(|t| t.tiles)
 }
 
 fn time_gemv(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<GemvTiming>> {
@@ -278,7 +342,7 @@ mod tests {
 
     fn report(convs: Vec<ConvTiming>, gemv: Vec<GemvTiming>) -> TuneReport {
         let options = TuneOptions { batch: 1, resolution: 224, gemv_rows: 1, topk_len: 100, reps: 1 };
-        TuneReport { tuning: Tuning::default(), table: Tuning::default(), options, timer: "wall clock", convs, gemv, topk: vec![] }
+        TuneReport { tuning: Tuning::default(), table: Tuning::default(), options, timer: "wall clock", convs, gemv, topk: vec![], coop: vec![] }
     }
 
     #[test]
@@ -311,6 +375,13 @@ mod tests {
         let t = |workgroup, k10_ms, k100_ms| TopKTiming { workgroup, k10_ms, k100_ms };
         assert_eq!(fastest_topk(&[t(16, 3.0, 9.0), t(32, 2.0, 8.0), t(256, 1.0, 10.0)]), Some(32));
         assert_eq!(fastest_topk(&[]), None);
+    }
+
+    #[test]
+    fn coop_takes_the_least_convolution_time() {
+        let t = |sg_rows, conv_ms| CoopTiming { tiles: CoopTiles { sg_rows, sg_cols: 2, tile_k: 32 }, conv_ms };
+        assert_eq!(fastest_coop(&[t(2, 3.0), t(4, 2.0), t(1, 2.5)]).map(|c| c.sg_rows), Some(4));
+        assert_eq!(fastest_coop(&[]), None);
     }
 
     #[test]

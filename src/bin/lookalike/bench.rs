@@ -55,11 +55,9 @@ fn matmul_coop_rows(
 ) -> Result<Vec<Value>> {
     let exact = cpu::matmul(shape, a, b)?;
     let rounded = cpu::matmul(shape, &round_to_f16(a), &round_to_f16(b))?;
-    let s = units.size;
-    let layouts = [(2, 2, 2 * s), (2, 2, 4 * s), (2, 4, 2 * s), (4, 2, 2 * s), (4, 4, 2 * s)];
     let mut rows = Vec::new();
-    for (sg_rows, sg_cols, tile_k) in layouts {
-        let tiles = CoopTiles { sg_rows, sg_cols, tile_k };
+    for tiles in CoopTiles::candidates(units) {
+        let CoopTiles { sg_rows, sg_cols, tile_k } = tiles;
         let d = match matmul_coop_with(ctx, shape, ab, bb, Precision::F32, cb, tiles) {
             Ok(d) => d,
             Err(e) => {

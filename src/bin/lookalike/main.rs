@@ -168,6 +168,10 @@ enum Command {
         /// Measure and print, but do not write the cache.
         #[arg(long)]
         no_save: bool,
+        /// Also time the workgroup layouts of the convolutions on the GPU's matrix units
+        /// (wgpu's experimental cooperative matrices); the fastest is cached with the rest.
+        #[arg(long)]
+        experimental_coop: bool,
     },
     /// Print the GPU adapter lookalike would use: backend, driver, limits, features, tuning.
     Info {
@@ -239,8 +243,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info { experimental_coop } => info(experimental_coop),
-        Command::Tune { json, batch, resolution, gemv_rows, topk_len, no_save } => {
-            tune_cmd::run(tune_cmd::TuneArgs { json, batch, resolution, gemv_rows, topk_len, no_save })
+        Command::Tune { json, batch, resolution, gemv_rows, topk_len, no_save, experimental_coop } => {
+            tune_cmd::run(tune_cmd::TuneArgs { json, batch, resolution, gemv_rows, topk_len, no_save, experimental_coop })
         }
         Command::Bench { quick, json, knn_rows, resolution, peak_tflops, peak_gbps, experimental_coop } => {
             let knn_rows = knn_rows.into_iter().map(|rows| rows.max(16)).collect();

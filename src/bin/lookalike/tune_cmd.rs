@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use lookalike::tune::{self, autotune, TuneOptions};
-use lookalike::{Context, Error, Result};
+use lookalike::{Error, Result};
 
 pub struct TuneArgs {
     pub json: bool,
@@ -13,10 +13,16 @@ pub struct TuneArgs {
     pub topk_len: Option<usize>,
     /// Measure and print only.
     pub no_save: bool,
+    /// Also time the convolutions' layouts on the matrix units.
+    pub experimental_coop: bool,
 }
 
 pub fn run(args: TuneArgs) -> Result<()> {
-    let ctx = Context::new()?;
+    let ctx = crate::open_context(args.experimental_coop)?;
+    if args.experimental_coop && ctx.cooperative_matrix().is_none() {
+        let why = ctx.cooperative_matrix_unavailable().unwrap_or_default();
+        eprintln!("no layouts on matrix units to time: {why}");
+    }
     let defaults = TuneOptions::for_context(&ctx);
     let options = TuneOptions {
         batch: args.batch.unwrap_or(defaults.batch),
@@ -58,6 +64,12 @@ pub fn run(args: TuneArgs) -> Result<()> {
     println!("top-k of {} scores ({}):", options.topk_len, report.timer);
     for t in &report.topk {
         println!("  workgroups of {:>3}: k 10 {:8.3} ms, k 100 {:8.3} ms", t.workgroup, t.k10_ms, t.k100_ms);
+    }
+    if !report.coop.is_empty() {
+        println!("convolutions on the matrix units, counted as in the forward ({}):", report.timer);
+        for c in &report.coop {
+            println!("  {:?}: {:10.3} ms", c.tiles, c.conv_ms);
+        }
     }
     let (table, tuned) = (report.conv_ms(&report.table), report.conv_ms(&report.tuning));
     println!("built-in table: {:?} (convolutions {table:.2} ms)", report.table);
