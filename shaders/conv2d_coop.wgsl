@@ -70,10 +70,7 @@ fn stage_slice(k0: u32, row0: u32, col0: u32, tid: u32) {
             if (inside) {
                 x = input4[at / 4u];
             }
-            tile_a[slot] = f16(x.x);
-            tile_a[slot + 1u] = f16(x.y);
-            tile_a[slot + 2u] = f16(x.z);
-            tile_a[slot + 3u] = f16(x.w);
+            put_a4(slot, x);
         } else {
             var x = 0.0;
             if (inside) {
@@ -92,10 +89,7 @@ fn stage_slice(k0: u32, row0: u32, col0: u32, tid: u32) {
             if (w_row < p.k && co < p.out_c) {
                 w = weight4[(w_row * p.out_c + co) / 4u];
             }
-            tile_b[i] = f16(w.x);
-            tile_b[i + 1u] = f16(w.y);
-            tile_b[i + 2u] = f16(w.z);
-            tile_b[i + 3u] = f16(w.w);
+            put_b4(i, w);
         }
     } else {
         for (var i = tid; i < tile_cols() * TILE_K; i = i + threads()) {

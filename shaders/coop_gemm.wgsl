@@ -33,6 +33,22 @@ var<workgroup> row_info: array<vec4<u32>, 2u * COOP * SG_ROWS>;
 // One COOP x COOP accumulator per subgroup on its way out.
 var<workgroup> staged: array<f32, SG_ROWS * SG_COLS * COOP * COOP>;
 
+// Four values, rounded to f16, into tile_a or tile_b from `at` on (the problem files' 16-byte
+// staging).
+fn put_a4(at: u32, x: vec4<f32>) {
+    tile_a[at] = f16(x.x);
+    tile_a[at + 1u] = f16(x.y);
+    tile_a[at + 2u] = f16(x.z);
+    tile_a[at + 3u] = f16(x.w);
+}
+
+fn put_b4(at: u32, x: vec4<f32>) {
+    tile_b[at] = f16(x.x);
+    tile_b[at + 1u] = f16(x.y);
+    tile_b[at + 2u] = f16(x.z);
+    tile_b[at + 3u] = f16(x.w);
+}
+
 fn threads() -> u32 {
     return SUBGROUP * SG_ROWS * SG_COLS;
 }

@@ -53,14 +53,6 @@ fn load_b(k: u32, col: u32) -> f32 {
 @group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> b4: array<vec4<u32>>;
 
-// Stores `x` at tile_b[at..at + 4) as f16.
-fn put_b4(at: u32, x: vec4<f32>) {
-    tile_b[at] = f16(x.x);
-    tile_b[at + 1u] = f16(x.y);
-    tile_b[at + 2u] = f16(x.z);
-    tile_b[at + 3u] = f16(x.w);
-}
-
 // Consecutive invocations read consecutive addresses: along K for A and B^T, along N for B.
 // A run of 4 (or 8) starts at a multiple of its length inside a dimension that is a
 // multiple of it, so it is all in bounds or all out.
@@ -73,10 +65,7 @@ fn stage_slice(k0: u32, row0: u32, col0: u32, tid: u32) {
             if (row < p.m && k < p.k) {
                 x = a4[(row * p.k + k) / 4u];
             }
-            tile_a[i] = f16(x.x);
-            tile_a[i + 1u] = f16(x.y);
-            tile_a[i + 2u] = f16(x.z);
-            tile_a[i + 3u] = f16(x.w);
+            put_a4(i, x);
         }
     } else {
         for (var i = tid; i < tile_rows() * TILE_K; i = i + threads()) {
