@@ -60,8 +60,7 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(format!("gpu8x8/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
         if let Some(units) = ctx.cooperative_matrix() {
             // The default layout (2x2 subgroups) and 4x4 subgroups (half the staging per product).
-            let wide = CoopTiles { sg_rows: 4, sg_cols: 4, tile_k: 2 * units.size };
-            for (label, tiles) in [("gpu_coop", CoopTiles::default_for(units)), ("gpu_coop4x4", wide)] {
+            for (label, tiles) in [("gpu_coop", CoopTiles::default_for(units)), ("gpu_coop4x4", CoopTiles::four_by_four(units))] {
                 let d = conv2d_coop(&ctx, &shape, &bufs, true, tiles).unwrap();
                 group.bench_function(format!("{label}/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
             }

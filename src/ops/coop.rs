@@ -21,12 +21,23 @@ impl CoopTiles {
         Self { sg_rows: 2, sg_cols: 2, tile_k: 2 * coop.size }
     }
 
+    /// 4 x 4 subgroups: a 128 x 128 tile on 16x16 units, half the staging per product of
+    /// the default's.
+    pub fn four_by_four(coop: CooperativeMatrix) -> Self {
+        Self { sg_rows: 4, sg_cols: 4, ..Self::default_for(coop) }
+    }
+
     /// The layouts `lookalike tune --experimental-coop` and `bench --experimental-coop`
     /// time: the default, a deeper K slice, wider and taller groups of subgroups, 4 x 4.
     pub fn candidates(coop: CooperativeMatrix) -> [Self; 5] {
-        let s = coop.size;
-        let at = |sg_rows, sg_cols, tile_k| Self { sg_rows, sg_cols, tile_k };
-        [at(2, 2, 2 * s), at(2, 2, 4 * s), at(2, 4, 2 * s), at(4, 2, 2 * s), at(4, 4, 2 * s)]
+        let default = Self::default_for(coop);
+        [
+            default,
+            Self { tile_k: 2 * default.tile_k, ..default },
+            Self { sg_cols: 4, ..default },
+            Self { sg_rows: 4, ..default },
+            Self::four_by_four(coop),
+        ]
     }
 
     /// Output rows and columns per workgroup.

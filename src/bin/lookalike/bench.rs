@@ -127,9 +127,14 @@ pub fn run(o: BenchOptions) -> Result<()> {
     // With --experimental-coop, the same network with its convolutions on the matrix units,
     // in the default workgroup layout and in 4x4 subgroups (half the staging per product).
     let mut coop_errors: Vec<String> = Vec::new();
+    // Why --experimental-coop measures nothing on the units, if it does not.
+    let coop_skipped = o.experimental_coop.then(|| ctx.cooperative_matrix_unavailable().map(str::to_string)).flatten();
+    if let Some(why) = &coop_skipped {
+        say(&o, format!("matrix units skipped: {why}"));
+    }
     let mut coop_nets: Vec<(CoopTiles, GpuResNet50)> = Vec::new();
     if let Some(units) = ctx.cooperative_matrix() {
-        for tiles in [CoopTiles::default_for(units), CoopTiles { sg_rows: 4, sg_cols: 4, tile_k: 2 * units.size }] {
+        for tiles in [CoopTiles::default_for(units), CoopTiles::four_by_four(units)] {
             coop_nets.push((tiles, GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?.on_matrix_units_with(&ctx, tiles)?));
         }
     }
@@ -150,7 +155,6 @@ pub fn run(o: BenchOptions) -> Result<()> {
         for (at, (tiles, net_on_units)) in coop_nets.iter_mut().enumerate() {
             // An experimental feature: a failure is reported, and the rest still measured.
             let mut on_units = || -> Result<Value> {
-                let reps = if ctx.is_cpu() { 1 } else { 5 };
                 let secs = median_secs(reps, || net_on_units.forward(&ctx, &images.data, batch, size, size).map(|_| ()))?;
                 let (gflops, img_s) = (flops_per_image * batch as f64 / secs / 1e9, batch as f64 / secs);
                 // Against the f32 GPU path on the same images: what the f16 rounding costs.
@@ -189,20 +193,12 @@ pub fn run(o: BenchOptions) -> Result<()> {
         let kernel = if device == "gpu" { "fma-f32" } else { "cpu-f32" };
         matmuls.push(json!({"device": device, "kernel": kernel, "m": n, "n": n, "k": n, "gflop_per_s": gflops}));
     }
-    let mut matmul_coop_skipped = None;
-    if o.experimental_coop {
-        match ctx.cooperative_matrix() {
-            Some(units) => match matmul_coop_rows(&o, &ctx, units, &shape, (&a, &b), (&ab, &bb, &cb)) {
-                Ok(rows) => matmuls.extend(rows),
-                Err(e) => {
-                    say(&o, format!("matmul on matrix units failed: {e}"));
-                    coop_errors.push(format!("matmul: {e}"));
-                }
-            },
-            None => {
-                let why = ctx.cooperative_matrix_unavailable().unwrap_or_default().to_string();
-                say(&o, format!("matmul on matrix units skipped: {why}"));
-                matmul_coop_skipped = Some(why);
+    if let Some(units) = ctx.cooperative_matrix() {
+        match matmul_coop_rows(&o, &ctx, units, &shape, (&a, &b), (&ab, &bb, &cb)) {
+            Ok(rows) => matmuls.extend(rows),
+            Err(e) => {
+                say(&o, format!("matmul on matrix units failed: {e}"));
+                coop_errors.push(format!("matmul: {e}"));
             }
         }
     }
@@ -240,7 +236,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
             "cold_start_ms": cold_start_ms,
             "resnet50": resnet,
             "matmul": matmuls,
-            "matmul_coop_skipped": matmul_coop_skipped,
+            "coop_skipped": coop_skipped,
             "coop_errors": coop_errors,
             "knn": knn,
             "knn_skipped": knn_skipped,
@@ -313,7 +309,7 @@ fn knn_scan(o: &BenchOptions, ctx: &Context, rows: usize, rng: &mut Rng, of_bw: 
                 let kernel = if device == "gpu" { "fma-f32" } else { "cpu-f32" };
                 knn.push(json!({"device": device, "kernel": kernel, "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype, "ms": secs * 1e3, "gb_per_s": gbps}));
             }
-            if o.experimental_coop && queries > gemv::MAX_QUERIES && ctx.cooperative_matrix().is_some() {
+            if queries > gemv::MAX_QUERIES && ctx.cooperative_matrix().is_some() {
                 knn.push(knn_on_matrix_units(o, ctx, &index, &q, k, &mut searcher, of_bw));
             }
         }
