@@ -45,11 +45,12 @@ impl CoopTiles {
         ((2 * coop.size * self.sg_rows) as usize, (2 * coop.size * self.sg_cols) as usize)
     }
 
-    /// Bytes of workgroup memory: the f16 A and B slices and one f32 matrix per subgroup.
+    /// Bytes of workgroup memory: the f16 A and B slices, one f32 matrix per subgroup, and
+    /// 16 bytes per tile row for the problem file (`row_info`).
     pub fn workgroup_bytes(&self, coop: CooperativeMatrix) -> u32 {
         let (rows, cols) = self.tile(coop);
         let slices = 2 * (rows + cols) as u32 * self.tile_k;
-        slices + 4 * self.sg_rows * self.sg_cols * coop.size * coop.size
+        slices + 4 * self.sg_rows * self.sg_cols * coop.size * coop.size + 16 * rows as u32
     }
 
     pub(crate) fn validate(&self, ctx: &Context, coop: CooperativeMatrix) -> Result<()> {
