@@ -42,15 +42,21 @@ fn a_slot(kk: u32, pos: u32, width: u32) -> u32 {
     return kk * width + (pos ^ (kk & mask));
 }
 
-// A depth k of the implicit GEMM as kernel row, kernel column and input channel.
+// A depth k of the implicit GEMM as kernel row, kernel column and input channel, and
+// where it lies in the input from its window's top-left pixel.
 struct Depth {
     kh: u32,
     kw: u32,
     ci: u32,
+    offset: u32,
+}
+
+fn depth_at(kh: u32, kw: u32, ci: u32) -> Depth {
+    return Depth(kh, kw, ci, (kh * p.in_w + kw) * p.in_c + ci);
 }
 
 fn depth_of(k: u32) -> Depth {
-    return Depth(k / (p.in_c * p.kernel_w), (k / p.in_c) % p.kernel_w, k % p.in_c);
+    return depth_at(k / (p.in_c * p.kernel_w), (k / p.in_c) % p.kernel_w, k % p.in_c);
 }
 
 // `d` advanced by `step` depths. With at least `step` channels ci wraps at most once, so
@@ -59,17 +65,18 @@ fn advance(d: Depth, k: u32, step: u32) -> Depth {
     if (p.in_c < step) {
         return depth_of(k + step);
     }
-    var next = d;
-    next.ci = d.ci + step;
-    if (next.ci >= p.in_c) {
-        next.ci = next.ci - p.in_c;
-        next.kw = next.kw + 1u;
-        if (next.kw == p.kernel_w) {
-            next.kw = 0u;
-            next.kh = next.kh + 1u;
+    var kh = d.kh;
+    var kw = d.kw;
+    var ci = d.ci + step;
+    if (ci >= p.in_c) {
+        ci = ci - p.in_c;
+        kw = kw + 1u;
+        if (kw == p.kernel_w) {
+            kw = 0u;
+            kh = kh + 1u;
         }
     }
-    return next;
+    return depth_at(kh, kw, ci);
 }
 
 // Rows 4r..4r+3 of A at depth k (zero past K).
@@ -77,18 +84,22 @@ fn gather4(r0: RowOrigin, r1: RowOrigin, r2: RowOrigin, r3: RowOrigin, d: Depth,
     if (k >= p.k) {
         return vec4<f32>(0.0);
     }
-    return vec4<f32>(gather(r0, d.kh, d.kw, d.ci), gather(r1, d.kh, d.kw, d.ci),
-                     gather(r2, d.kh, d.kw, d.ci), gather(r3, d.kh, d.kw, d.ci));
+    return vec4<f32>(gather(r0, d), gather(r1, d), gather(r2, d), gather(r3, d));
 }
 
-// Where one output row reads its input: the image's base offset and the top-left input
-// coordinate of its window (negative inside the padding). `valid` is false past the last row.
+// Where one output row reads its input: the offset of its window's top-left pixel (wrapped
+// modulo 2^32 when that pixel lies in the padding: only in-bounds taps are read, and their
+// offsets come out right) and its input coordinates (negative inside the padding). `valid`
+// is false past the last row.
 struct RowOrigin {
-    image_base: u32,
+    pixel: u32,
     ih0: i32,
     iw0: i32,
     valid: bool,
 }
+
+// Whether this launch is a pointwise convolution (see is_pointwise), found once.
+var<private> pointwise: bool;
 
 fn row_origin(m: u32) -> RowOrigin {
     var o: RowOrigin;
@@ -97,20 +108,27 @@ fn row_origin(m: u32) -> RowOrigin {
     let rest = m / p.out_w;
     let oh = rest % p.out_h;
     let n = rest / p.out_h;
-    o.image_base = n * p.in_h * p.in_w * p.in_c;
     o.ih0 = i32(oh * p.stride) - i32(p.pad_h);
     o.iw0 = i32(ow * p.stride) - i32(p.pad_w);
+    o.pixel = (n * p.in_h * p.in_w + bitcast<u32>(o.ih0) * p.in_w + bitcast<u32>(o.iw0)) * p.in_c;
     return o;
 }
 
-// One element of the implicit A matrix: zero in the padding and past the last row.
-fn gather(o: RowOrigin, kh: u32, kw: u32, ci: u32) -> f32 {
-    let ih = o.ih0 + i32(kh);
-    let iw = o.iw0 + i32(kw);
+// One element of the implicit A matrix: zero in the padding and past the last row. A
+// pointwise convolution's window is one pixel, always inside.
+fn gather(o: RowOrigin, d: Depth) -> f32 {
+    if (pointwise) {
+        if (!o.valid) {
+            return 0.0;
+        }
+        return input[o.pixel + d.ci];
+    }
+    let ih = o.ih0 + i32(d.kh);
+    let iw = o.iw0 + i32(d.kw);
     if (!o.valid || ih < 0 || iw < 0 || ih >= i32(p.in_h) || iw >= i32(p.in_w)) {
         return 0.0;
     }
-    return input[o.image_base + (u32(ih) * p.in_w + u32(iw)) * p.in_c + ci];
+    return input[o.pixel + d.offset];
 }
 
 fn load_w(k: u32, co: u32) -> f32 {
@@ -121,14 +139,25 @@ fn load_w(k: u32, co: u32) -> f32 {
 }
 
 // Stages the W tile of `depths` depths from k0 and `vecs` runs of 4 output channels from
-// co0: tile_w[kk * vecs + c] = W[k0 + kk, co0 + 4c..+3], shared by all invocations.
+// co0: tile_w[kk * vecs + c] = W[k0 + kk, co0 + 4c..+3], shared by all invocations. With
+// output channels in fours (every ResNet50 layer) a run is one 16-byte load, all in or
+// all out (co0 is a multiple of 4).
 fn stage_w(k0: u32, co0: u32, depths: u32, vecs: u32, tid: u32) {
+    let whole_runs = p.out_c % 4u == 0u;
     for (var task = tid; task < depths * vecs; task = task + WG_X * WG_Y) {
         let c = task % vecs;
         let kk = task / vecs;
         let k = k0 + kk;
         let co = co0 + 4u * c;
-        tile_w[kk * vecs + c] = vec4<f32>(load_w(k, co), load_w(k, co + 1u), load_w(k, co + 2u), load_w(k, co + 3u));
+        if (whole_runs) {
+            var w = vec4<f32>(0.0);
+            if (k < p.k && co < p.out_c) {
+                w = weight4[(k * p.out_c + co) / 4u];
+            }
+            tile_w[kk * vecs + c] = w;
+        } else {
+            tile_w[kk * vecs + c] = vec4<f32>(load_w(k, co), load_w(k, co + 1u), load_w(k, co + 2u), load_w(k, co + 3u));
+        }
     }
 }
 
@@ -148,6 +177,7 @@ fn store_row(m: u32, co: u32, acc: vec4<f32>) {
 @compute @workgroup_size(WG_X, WG_Y)
 fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
+    pointwise = is_pointwise();
     let m = wid.y * 4u * WG_Y + 4u * lid.y;
     let co0 = wid.x * 4u * WG_X;
     let r0 = row_origin(m);
@@ -198,6 +228,7 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
 @compute @workgroup_size(WG_X, WG_Y)
 fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid: vec3<u32>,
             @builtin(local_invocation_index) tid: u32) {
+    pointwise = is_pointwise();
     let m = wid.y * 8u * WG_Y + 8u * lid.y;
     let co0 = wid.x * 8u * WG_X;
     let r0 = row_origin(m);

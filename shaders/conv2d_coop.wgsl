@@ -26,11 +26,6 @@ fn begin_tile(row0: u32, col0: u32, tid: u32) {
     }
 }
 
-// The input and the weight again, read four values at a time where the channel counts
-// allow (one 16-byte load instead of four, and one bounds check).
-@group(0) @binding(7) var<storage, read> input4: array<vec4<f32>>;
-@group(0) @binding(8) var<storage, read> weight4: array<vec4<f32>>;
-
 // Where the input has a multiple of 4 channels, invocation t stages depths
 // 4 (t % (TILE_K / 4))..+3 of rows t / (TILE_K / 4), + threads() / (TILE_K / 4), ...: the
 // four share their kernel tap and are adjacent in memory. Otherwise (the RGB stem) it
@@ -38,9 +33,7 @@ fn begin_tile(row0: u32, col0: u32, tid: u32) {
 // threads() a multiple of TILE_K, so an invocation's (kh, kw, ci) is divided out once per
 // slice, and consecutive invocations read consecutive channels.
 fn stage_slice(k0: u32, row0: u32, col0: u32, tid: u32) {
-    // A 1x1 stride-1 convolution (half of ResNet50's work) reads its NHWC input as the
-    // M x Cin matrix A itself: no window, no padding.
-    let pointwise = p.kernel_h == 1u && p.kernel_w == 1u && p.stride == 1u && p.pad_h == 0u && p.pad_w == 0u;
+    let pointwise = is_pointwise();
     let width = select(1u, 4u, p.in_c % 4u == 0u);
     let lanes = TILE_K / width;
     let kk = width * (tid % lanes);

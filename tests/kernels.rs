@@ -59,8 +59,16 @@ fn conv2d_other_tile_sizes_agree() {
     // 8x8 blocks in 128- and 64-column tiles (the narrow one is what 64-channel layers get).
     let tiles = [small, Tiles { wg_x: 16, wg_y: 8, tile_k: 32, block: 4 }, Tiles::default().with_8x8_blocks(), Tiles::default().with_8x8_blocks_for(64)];
     // Channels above and below the K slice (incremental and divided depth advance), an RGB
-    // stem-like layer, a 1x1 with more channels than one tile.
-    for shape in [Conv2dShape::square(2, 13, 11, 19, 45, 3, 2, 1), Conv2dShape::square(1, 23, 17, 3, 70, 7, 2, 3), Conv2dShape::square(3, 5, 7, 40, 133, 1, 1, 0)] {
+    // stem-like layer, a 1x1 with more channels than one tile, and 1x1s whose input or
+    // weight is smaller than one vec4 (bound through a placeholder).
+    let shapes = [
+        Conv2dShape::square(2, 13, 11, 19, 45, 3, 2, 1),
+        Conv2dShape::square(1, 23, 17, 3, 70, 7, 2, 3),
+        Conv2dShape::square(3, 5, 7, 40, 133, 1, 1, 0),
+        Conv2dShape::square(1, 1, 1, 3, 4, 1, 1, 0),
+        Conv2dShape::square(1, 2, 3, 1, 3, 1, 1, 0),
+    ];
+    for shape in shapes {
         let input = rng.normals(shape.input_len(), 1.0);
         let weight = rng.normals(shape.weight_len(), 0.2);
         let bias = rng.normals(shape.out_c, 0.2);

@@ -2,8 +2,10 @@
 //! scale / bias / residual / ReLU epilogue.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
-use crate::ops::{check_len, Tiles};
+use std::sync::Arc;
+
+use crate::gpu::{Binding, Context, Dispatch, Kernel, PipelineKey, shaders::ShaderFile};
+use crate::ops::{check_len, vec4_placeholder, vec4_view, Tiles};
 
 /// A convolution's geometry. Activations are NHWC; the weight is HWIO (`[kh, kw, cin,
 /// cout]`, a K x Cout matrix). Dilation 1, groups 1.
@@ -124,8 +126,9 @@ const FLAG_BIAS: u32 = 2;
 const FLAG_RESIDUAL: u32 = 4;
 const FLAG_RELU: u32 = 8;
 
-/// Uniform, input, weight, scale, bias, residual, output.
-pub(crate) const BINDINGS: [Binding; 7] = [
+/// Uniform, input, weight, scale, bias, residual, output, then the input and the weight
+/// again as `vec4`s (`conv2d_io.wgsl`).
+pub(crate) const BINDINGS: [Binding; 9] = [
     Binding::Uniform,
     Binding::ReadOnly,
     Binding::ReadOnly,
@@ -133,6 +136,8 @@ pub(crate) const BINDINGS: [Binding; 7] = [
     Binding::ReadOnly,
     Binding::ReadOnly,
     Binding::ReadWrite,
+    Binding::ReadOnly,
+    Binding::ReadOnly,
 ];
 
 /// Validates a convolution's shape and buffers and builds the uniform the conv kernels read.
@@ -174,19 +179,26 @@ pub(crate) fn params(shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool) -
     })
 }
 
-/// The buffers in [`BINDINGS`] order. Unused epilogue inputs still need a binding: the
-/// input stands in, and the flags keep the kernel from reading it.
-pub(crate) fn bound<'a>(uniform: &'a wgpu::Buffer, buffers: &Conv2dBuffers<'a>) -> [&'a wgpu::Buffer; 7] {
-    let unused = buffers.input;
-    [
-        uniform,
-        buffers.input,
-        buffers.weight,
+/// A convolution launch of either kernel, its buffers bound in [`BINDINGS`] order. Unused
+/// epilogue inputs still need a binding: the input stands in, and the flags keep the kernel
+/// from reading it.
+pub(crate) fn dispatch(ctx: &Context, label: &'static str, kernel: Arc<Kernel>, params: &Params, buffers: &Conv2dBuffers, grid: [u32; 3]) -> Result<Dispatch> {
+    let uniform = ctx.uniform(&format!("{label} params"), params);
+    let (input, weight, unused) = (buffers.input, buffers.weight, buffers.input);
+    let placeholder = vec4_placeholder(ctx, &[input, weight])?;
+    let [input4, weight4] = [input, weight].map(|buffer| vec4_view(buffer, placeholder.as_ref()));
+    let bound = [
+        &uniform,
+        input,
+        weight,
         buffers.scale.unwrap_or(unused),
         buffers.bias.unwrap_or(unused),
         buffers.residual.unwrap_or(unused),
         buffers.output,
-    ]
+        input4,
+        weight4,
+    ];
+    Dispatch::new(ctx, label, kernel, &bound, grid)
 }
 
 /// Prepares one convolution launch (validated, pipeline from the cache, bind group built).
@@ -201,11 +213,10 @@ pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu:
     let [wg_x, wg_y, _] = tiles.constants();
     let key = PipelineKey::new(ShaderFile::Conv2d, entry, &[wg_x, wg_y]);
     let kernel = ctx.kernel(&key, &BINDINGS)?;
-    let uniform = ctx.uniform("conv2d params", &params);
     let grid = [
         shape.out_c.div_ceil(tiles.cols()) as u32,
         shape.m().div_ceil(tiles.rows()) as u32,
         1,
     ];
-    Dispatch::new(ctx, "conv2d", kernel, &bound(&uniform, buffers), grid)
+    dispatch(ctx, "conv2d", kernel, &params, buffers, grid)
 }

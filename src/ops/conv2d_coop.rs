@@ -8,23 +8,9 @@
 //! ([`crate::Context::cooperative_matrix`]).
 
 use crate::error::{Error, Result};
-use crate::gpu::{shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
-use crate::ops::conv2d::{bound, params, Conv2dBuffers, Conv2dShape, BINDINGS};
+use crate::gpu::{shaders::ShaderFile, Context, Dispatch, PipelineKey};
+use crate::ops::conv2d::{dispatch, params, Conv2dBuffers, Conv2dShape, BINDINGS};
 use crate::ops::coop::{self, CoopTiles};
-
-/// [`BINDINGS`] (uniform, input, weight, scale, bias, residual, output), then the input
-/// and the weight again as `vec4`s, read four values at a time.
-const COOP_BINDINGS: [Binding; 9] = [
-    BINDINGS[0],
-    BINDINGS[1],
-    BINDINGS[2],
-    BINDINGS[3],
-    BINDINGS[4],
-    BINDINGS[5],
-    BINDINGS[6],
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-];
 
 /// Prepares one convolution launch on the matrix units with `tiles`, whose invocations
 /// (`sg_rows * sg_cols` subgroups) must be a multiple of `tile_k`: each stages one depth
@@ -38,10 +24,6 @@ pub fn conv2d_coop(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, 
         return Err(Error::InvalidArgument(format!("conv2d_coop: {tiles:?} on {coop}: {invocations} invocations are not a multiple of tile_k")));
     }
     let shader = coop::shader(coop, ShaderFile::Conv2dCoop8, ShaderFile::Conv2dCoop16);
-    let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, false)), &COOP_BINDINGS)?;
-    let uniform = ctx.uniform("conv2d_coop params", &params);
-    let [u, x, w, s, b, r, y] = bound(&uniform, buffers);
-    let placeholder = coop::vec4_placeholder(ctx, &[x, w])?;
-    let views = [x, w].map(|buffer| coop::vec4_view(buffer, placeholder.as_ref()));
-    Dispatch::new(ctx, "conv2d_coop", kernel, &[u, x, w, s, b, r, y, views[0], views[1]], tiles.grid(coop, shape.m(), shape.out_c))
+    let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, false)), &BINDINGS)?;
+    dispatch(ctx, "conv2d_coop", kernel, &params, buffers, tiles.grid(coop, shape.m(), shape.out_c))
 }

@@ -99,25 +99,6 @@ pub(crate) fn shader(coop: CooperativeMatrix, eight: ShaderFile, sixteen: Shader
     }
 }
 
-/// A 16-byte buffer to bind where a kernel's `vec4` view of one of `buffers` is needed but
-/// the buffer is smaller than one vector; `None` when all are large enough. The kernels read
-/// such small buffers one value at a time (their shapes are not multiples of 4), so the
-/// view is never read.
-pub(crate) fn vec4_placeholder(ctx: &Context, buffers: &[&wgpu::Buffer]) -> Result<Option<wgpu::Buffer>> {
-    match buffers.iter().any(|b| b.size() < 16) {
-        true => Ok(Some(ctx.storage("unused vec4 view", 4)?)),
-        false => Ok(None),
-    }
-}
-
-/// `buffer` itself as its `vec4` view, or the placeholder where it is too small for one.
-pub(crate) fn vec4_view<'a>(buffer: &'a wgpu::Buffer, placeholder: Option<&'a wgpu::Buffer>) -> &'a wgpu::Buffer {
-    match placeholder {
-        Some(small) if buffer.size() < 16 => small,
-        _ => buffer,
-    }
-}
-
 /// The context's matrix units, or an error saying why there are none.
 pub(crate) fn units(ctx: &Context, op: &str) -> Result<CooperativeMatrix> {
     ctx.cooperative_matrix().ok_or_else(|| {

@@ -10,7 +10,7 @@
 
 use crate::error::Result;
 use crate::gpu::{shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
-use crate::ops::check_len;
+use crate::ops::{check_len, vec4_placeholder, vec4_view};
 use crate::ops::coop::{self, CoopTiles};
 use crate::ops::matmul::{MatmulShape, Precision, BINDINGS};
 
@@ -54,7 +54,7 @@ pub fn matmul_coop_with(
     let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, shape.b_transposed)), &COOP_BINDINGS)?;
     let params = Params { m: shape.m as u32, n: shape.n as u32, k: shape.k as u32, b_f16: (b_precision == Precision::F16) as u32 };
     let uniform = ctx.uniform("matmul_coop params", &params);
-    let placeholder = coop::vec4_placeholder(ctx, &[a, b])?;
-    let [a4, b4] = [a, b].map(|buffer| coop::vec4_view(buffer, placeholder.as_ref()));
+    let placeholder = vec4_placeholder(ctx, &[a, b])?;
+    let [a4, b4] = [a, b].map(|buffer| vec4_view(buffer, placeholder.as_ref()));
     Dispatch::new(ctx, "matmul_coop", kernel, &[&uniform, a, b, c, a4, b4], tiles.grid(coop, shape.m, shape.n))
 }
