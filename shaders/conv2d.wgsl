@@ -11,7 +11,9 @@
 // of KT = 2 * WG_X (half the barriers of one depth per column): invocation (x, y) stages
 // depths x and x + WG_X of its own four output rows, so the expensive row decomposition
 // (n, oh, ow) happens once, before the K loop, and the (kh, kw, ci) decomposition of its
-// depths is advanced incrementally instead of divided out per tile.
+// depths is advanced incrementally instead of divided out per tile. Where the input has
+// channels in fours (every ResNet50 layer but the RGB stem), A_VEC4 stages A four depths
+// per 16-byte load instead (vec_staging), and weights always go four channels per load.
 //
 // `main_8x8` is the same GEMM with 8x8 blocks per invocation (16 vec4 accumulators): a
 // (8*WG_Y) x (8*WG_X) tile, K slices of WG_X. Per depth it reads 4 vec4 from workgroup
@@ -22,6 +24,9 @@
 
 override WG_X: u32 = 16u;
 override WG_Y: u32 = 16u;
+// Stage A four depths per 16-byte load (see stage_a4). The host sets it where the input
+// has a multiple of 4 channels (the four share one kernel tap) and WG_X is a multiple of 4.
+override A_VEC4: bool = false;
 
 // Depths per K slice. With the default 16 x 16 invocations the two tiles fill WebGPU's
 // default 16 KiB of workgroup memory.
@@ -131,6 +136,56 @@ fn gather(o: RowOrigin, d: Depth) -> f32 {
     return input[o.pixel + d.offset];
 }
 
+// Depths k..k+3 of one row of A (zero in the padding, past the last row or past K).
+fn gather_vec4(o: RowOrigin, d: Depth, k: u32) -> vec4<f32> {
+    if (!o.valid || k >= p.k) {
+        return vec4<f32>(0.0);
+    }
+    if (pointwise) {
+        return input4[(o.pixel + d.ci) / 4u];
+    }
+    let ih = o.ih0 + i32(d.kh);
+    let iw = o.iw0 + i32(d.kw);
+    if (ih < 0 || iw < 0 || ih >= i32(p.in_h) || iw >= i32(p.in_w)) {
+        return vec4<f32>(0.0);
+    }
+    return input4[(o.pixel + d.offset) / 4u];
+}
+
+// Stores depths kk..kk+3 of tile row `row` (tile_a rows of `width` vec4s, four tile rows
+// each): one component of four slots.
+fn put_a4(kk: u32, row: u32, width: u32, x: vec4<f32>) {
+    let pos = row / 4u;
+    let lane = row % 4u;
+    tile_a[a_slot(kk, pos, width)][lane] = x.x;
+    tile_a[a_slot(kk + 1u, pos, width)][lane] = x.y;
+    tile_a[a_slot(kk + 2u, pos, width)][lane] = x.z;
+    tile_a[a_slot(kk + 3u, pos, width)][lane] = x.w;
+}
+
+// With A_VEC4, invocation t stages depths 4q..4q+3 (q = t % quads, `quads` = slice depth / 4)
+// of tile rows s = t / quads and s + `rows_apart` (the other half of the tile): two 16-byte
+// loads where the scalar staging makes eight single loads, the row origins and the depth
+// decomposition held for the whole K loop. Consecutive invocations read consecutive
+// channels of one pixel.
+struct VecStaging {
+    row: u32,
+    quad: u32,
+    o0: RowOrigin,
+    o1: RowOrigin,
+}
+
+fn vec_staging(tid: u32, row0: u32, quads: u32, rows_apart: u32) -> VecStaging {
+    let row = tid / quads;
+    return VecStaging(row, tid % quads, row_origin(row0 + row), row_origin(row0 + row + rows_apart));
+}
+
+fn stage_a4(v: VecStaging, d: Depth, k0: u32, rows_apart: u32, width: u32) {
+    let k = k0 + 4u * v.quad;
+    put_a4(4u * v.quad, v.row, width, gather_vec4(v.o0, d, k));
+    put_a4(4u * v.quad, v.row + rows_apart, width, gather_vec4(v.o1, d, k));
+}
+
 fn load_w(k: u32, co: u32) -> f32 {
     if (k >= p.k || co >= p.out_c) {
         return 0.0;
@@ -180,15 +235,27 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     pointwise = is_pointwise();
     let m = wid.y * 4u * WG_Y + 4u * lid.y;
     let co0 = wid.x * 4u * WG_X;
-    let r0 = row_origin(m);
-    let r1 = row_origin(m + 1u);
-    let r2 = row_origin(m + 2u);
-    let r3 = row_origin(m + 3u);
-
-    // This invocation's staging depths k0 + lid.x and k0 + lid.x + WG_X.
     let kt = SLICE * WG_X;
-    var da = depth_of(lid.x);
-    var db = depth_of(lid.x + WG_X);
+    // Scalar staging: this invocation's rows m..m+3 at depths k0 + lid.x and
+    // k0 + lid.x + WG_X. Vector staging: see vec_staging.
+    var r0: RowOrigin;
+    var r1: RowOrigin;
+    var r2: RowOrigin;
+    var r3: RowOrigin;
+    var da: Depth;
+    var db: Depth;
+    var vs: VecStaging;
+    if (A_VEC4) {
+        vs = vec_staging(tid, wid.y * 4u * WG_Y, kt / 4u, 2u * WG_Y);
+        da = depth_of(4u * vs.quad);
+    } else {
+        r0 = row_origin(m);
+        r1 = row_origin(m + 1u);
+        r2 = row_origin(m + 2u);
+        r3 = row_origin(m + 3u);
+        da = depth_of(lid.x);
+        db = depth_of(lid.x + WG_X);
+    }
 
     var acc0 = vec4<f32>(0.0);
     var acc1 = vec4<f32>(0.0);
@@ -196,9 +263,13 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
     var acc3 = vec4<f32>(0.0);
 
     for (var k0 = 0u; k0 < p.k; k0 = k0 + kt) {
-        let ka = k0 + lid.x;
-        tile_a[a_slot(lid.x, lid.y, WG_Y)] = gather4(r0, r1, r2, r3, da, ka);
-        tile_a[a_slot(lid.x + WG_X, lid.y, WG_Y)] = gather4(r0, r1, r2, r3, db, ka + WG_X);
+        if (A_VEC4) {
+            stage_a4(vs, da, k0, 2u * WG_Y, WG_Y);
+        } else {
+            let ka = k0 + lid.x;
+            tile_a[a_slot(lid.x, lid.y, WG_Y)] = gather4(r0, r1, r2, r3, da, ka);
+            tile_a[a_slot(lid.x + WG_X, lid.y, WG_Y)] = gather4(r0, r1, r2, r3, db, ka + WG_X);
+        }
         stage_w(k0, co0, kt, WG_X, tid);
         workgroupBarrier();
         for (var kk = 0u; kk < kt; kk = kk + 1u) {
@@ -210,8 +281,12 @@ fn main(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id) wid
             acc3 = fma(vec4<f32>(av.w), wv, acc3);
         }
         workgroupBarrier();
-        da = advance(da, ka, kt);
-        db = advance(db, ka + WG_X, kt);
+        if (A_VEC4) {
+            da = advance(da, k0 + 4u * vs.quad, kt);
+        } else {
+            da = advance(da, k0 + lid.x, kt);
+            db = advance(db, k0 + lid.x + WG_X, kt);
+        }
     }
 
     let co = co0 + 4u * lid.x;
@@ -231,15 +306,30 @@ fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     pointwise = is_pointwise();
     let m = wid.y * 8u * WG_Y + 8u * lid.y;
     let co0 = wid.x * 8u * WG_X;
-    let r0 = row_origin(m);
-    let r1 = row_origin(m + 1u);
-    let r2 = row_origin(m + 2u);
-    let r3 = row_origin(m + 3u);
-    let r4 = row_origin(m + 4u);
-    let r5 = row_origin(m + 5u);
-    let r6 = row_origin(m + 6u);
-    let r7 = row_origin(m + 7u);
-    var d = depth_of(lid.x);
+    var r0: RowOrigin;
+    var r1: RowOrigin;
+    var r2: RowOrigin;
+    var r3: RowOrigin;
+    var r4: RowOrigin;
+    var r5: RowOrigin;
+    var r6: RowOrigin;
+    var r7: RowOrigin;
+    var d: Depth;
+    var vs: VecStaging;
+    if (A_VEC4) {
+        vs = vec_staging(tid, wid.y * 8u * WG_Y, WG_X / 4u, 4u * WG_Y);
+        d = depth_of(4u * vs.quad);
+    } else {
+        r0 = row_origin(m);
+        r1 = row_origin(m + 1u);
+        r2 = row_origin(m + 2u);
+        r3 = row_origin(m + 3u);
+        r4 = row_origin(m + 4u);
+        r5 = row_origin(m + 5u);
+        r6 = row_origin(m + 6u);
+        r7 = row_origin(m + 7u);
+        d = depth_of(lid.x);
+    }
 
     var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0);
     var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
@@ -251,9 +341,13 @@ fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
 
     for (var k0 = 0u; k0 < p.k; k0 = k0 + WG_X) {
-        let ka = k0 + lid.x;
-        tile_a[a_slot(lid.x, 2u * lid.y, 2u * WG_Y)] = gather4(r0, r1, r2, r3, d, ka);
-        tile_a[a_slot(lid.x, 2u * lid.y + 1u, 2u * WG_Y)] = gather4(r4, r5, r6, r7, d, ka);
+        if (A_VEC4) {
+            stage_a4(vs, d, k0, 4u * WG_Y, 2u * WG_Y);
+        } else {
+            let ka = k0 + lid.x;
+            tile_a[a_slot(lid.x, 2u * lid.y, 2u * WG_Y)] = gather4(r0, r1, r2, r3, d, ka);
+            tile_a[a_slot(lid.x, 2u * lid.y + 1u, 2u * WG_Y)] = gather4(r4, r5, r6, r7, d, ka);
+        }
         stage_w(k0, co0, WG_X, 2u * WG_X, tid);
         workgroupBarrier();
         for (var kk = 0u; kk < WG_X; kk = kk + 1u) {
@@ -271,7 +365,7 @@ fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
             c70 = fma(vec4<f32>(hi.w), w0, c70); c71 = fma(vec4<f32>(hi.w), w1, c71);
         }
         workgroupBarrier();
-        d = advance(d, ka, WG_X);
+        d = advance(d, k0 + select(lid.x, 4u * vs.quad, A_VEC4), WG_X);
     }
 
     let col0 = co0 + 4u * lid.x;

@@ -65,6 +65,9 @@ fn conv2d_other_tile_sizes_agree() {
         Conv2dShape::square(2, 13, 11, 19, 45, 3, 2, 1),
         Conv2dShape::square(1, 23, 17, 3, 70, 7, 2, 3),
         Conv2dShape::square(3, 5, 7, 40, 133, 1, 1, 0),
+        // Channels in fours (staged four per load): more and fewer than one K slice.
+        Conv2dShape::square(2, 9, 10, 36, 20, 3, 2, 1),
+        Conv2dShape::square(1, 7, 6, 8, 12, 5, 1, 2),
         Conv2dShape::square(1, 1, 1, 3, 4, 1, 1, 0),
         Conv2dShape::square(1, 2, 3, 1, 3, 1, 1, 0),
     ];

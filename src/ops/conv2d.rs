@@ -211,7 +211,10 @@ pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu:
         other => return Err(Error::InvalidArgument(format!("conv2d: {other}x{other} blocks per invocation; 4 or 8 exist"))),
     };
     let [wg_x, wg_y, _] = tiles.constants();
-    let key = PipelineKey::new(ShaderFile::Conv2d, entry, &[wg_x, wg_y]);
+    // Four input channels per load where they come in fours and the slice splits into
+    // quads evenly (the shader's A_VEC4).
+    let a_vec4 = shape.in_c.is_multiple_of(4) && tiles.wg_x.is_multiple_of(4);
+    let key = PipelineKey::new(ShaderFile::Conv2d, entry, &[wg_x, wg_y, ("A_VEC4", a_vec4 as u8 as f64)]);
     let kernel = ctx.kernel(&key, &BINDINGS)?;
     let grid = [
         shape.out_c.div_ceil(tiles.cols()) as u32,
