@@ -48,8 +48,9 @@ fn load_b(k: u32, col: u32) -> f32 {
     return bitcast<f32>(b[at]);
 }
 
-// A and B again as 16-byte vectors, for slices read four f32 (or eight f16) values at a time
-// where the shapes allow: one load and one bounds check instead of four (or eight).
+// A and B again as 16-byte vectors (B as words), for slices read four f32 (or eight f16)
+// values at a time where the shapes allow: one load and one bounds check instead of four
+// (or eight).
 @group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> b4: array<vec4<u32>>;
 

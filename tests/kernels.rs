@@ -241,6 +241,36 @@ fn matmul_with_f16_b_matches_cpu_on_rounded_values() {
     }
 }
 
+/// Shapes whose slices are staged by 16-byte loads (K in fours or eights, N in fours), each
+/// layout and B precision, with edge tiles and slices too shallow for a vector run.
+#[test]
+fn matmul_vec4_staging_matches_cpu() {
+    use lookalike::ops::matmul::{matmul_with, Precision};
+    let ctx = ctx();
+    let mut rng = Rng::new(13);
+    let tiles = [Tiles::default(), Tiles::default().with_8x8_blocks(), Tiles { wg_x: 8, wg_y: 8, tile_k: 8, block: 8 }];
+    for (m, n, k) in [(37, 52, 72), (70, 20, 68), (3, 9, 4)] {
+        for (transposed, precision) in [(false, Precision::F32), (true, Precision::F32), (true, Precision::F16)] {
+            let shape = MatmulShape { m, n, k, b_transposed: transposed };
+            let a = rng.normals(m * k, 1.0);
+            let b16: Vec<half::f16> = rng.normals(k * n, 1.0).into_iter().map(half::f16::from_f32).collect();
+            let b: Vec<f32> = b16.iter().map(|x| x.to_f32()).collect();
+            let expected = cpu::matmul(&shape, &a, &b).unwrap();
+            let a_buf = ctx.upload("a", &a).unwrap();
+            let b_buf = match precision {
+                Precision::F32 => ctx.upload("b", &b).unwrap(),
+                Precision::F16 => ctx.upload_pod("b16", &b16).unwrap(),
+            };
+            let c = ctx.storage("c", m * n).unwrap();
+            for t in tiles {
+                let dispatch = matmul_with(ctx, &shape, &a_buf, &b_buf, precision, &c, t).unwrap();
+                let got = ctx.run_and_read(&[&dispatch], &c, m * n).unwrap();
+                assert_close(&format!("matmul {precision:?} {shape:?} {t:?}"), &got, &expected, KERNEL_LIMIT);
+            }
+        }
+    }
+}
+
 #[test]
 fn l2_normalize_matches_cpu_with_and_without_centring() {
     use lookalike::ops::l2_normalize::l2_normalize;

@@ -1,8 +1,10 @@
 //! Rust twin of `shaders/matmul.wgsl`: tiled, register-blocked f32 GEMM.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
-use crate::ops::{check_len, Tiles};
+use std::sync::Arc;
+
+use crate::gpu::{Binding, Context, Dispatch, Kernel, PipelineKey, shaders::ShaderFile};
+use crate::ops::{check_len, vec4_placeholder, vec4_view, Tiles};
 
 /// Element type of B in memory.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -67,8 +69,20 @@ impl Params {
     }
 }
 
-/// Uniform, A, B, C: the layout of `matmul.wgsl` and `gemv.wgsl`.
+/// Uniform, A, B, C: the layout of `gemv.wgsl`.
 pub(crate) const BINDINGS: [Binding; 4] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
+
+/// [`BINDINGS`], then A and B again as 16-byte vectors: the layout of `matmul.wgsl` and
+/// `matmul_coop.wgsl`.
+pub(crate) const VEC4_BINDINGS: [Binding; 6] = [BINDINGS[0], BINDINGS[1], BINDINGS[2], BINDINGS[3], Binding::ReadOnly, Binding::ReadOnly];
+
+/// A matmul launch of either kernel, its buffers bound in [`VEC4_BINDINGS`] order.
+pub(crate) fn dispatch<P: bytemuck::Pod>(ctx: &Context, label: &'static str, kernel: Arc<Kernel>, params: &P, [a, b, c]: [&wgpu::Buffer; 3], grid: [u32; 3]) -> Result<Dispatch> {
+    let uniform = ctx.uniform(&format!("{label} params"), params);
+    let placeholder = vec4_placeholder(ctx, &[a, b])?;
+    let [a4, b4] = [a, b].map(|buffer| vec4_view(buffer, placeholder.as_ref()));
+    Dispatch::new(ctx, label, kernel, &[&uniform, a, b, c, a4, b4], grid)
+}
 
 /// Prepares one matmul launch with f32 B.
 pub fn matmul(ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, c: &wgpu::Buffer, tiles: Tiles) -> Result<Dispatch> {
@@ -100,8 +114,7 @@ pub fn matmul_with(
     let transposed = ("B_TRANSPOSED", if shape.b_transposed { 1.0 } else { 0.0 });
     let half = ("B_F16", if b_precision == Precision::F16 { 1.0 } else { 0.0 });
     let key = PipelineKey::new(ShaderFile::Matmul, entry, &[wg_x, wg_y, tile_k, transposed, half]);
-    let kernel = ctx.kernel(&key, &BINDINGS)?;
-    let uniform = ctx.uniform("matmul params", &params);
+    let kernel = ctx.kernel(&key, &VEC4_BINDINGS)?;
     let grid = [shape.n.div_ceil(tiles.cols()) as u32, shape.m.div_ceil(tiles.rows()) as u32, 1];
-    Dispatch::new(ctx, "matmul", kernel, &[&uniform, a, b, c], grid)
+    dispatch(ctx, "matmul", kernel, &params, [a, b, c], grid)
 }

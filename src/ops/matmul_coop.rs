@@ -9,13 +9,10 @@
 //! the matrix units ([`crate::Context::cooperative_matrix`]).
 
 use crate::error::Result;
-use crate::gpu::{shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
-use crate::ops::{check_len, vec4_placeholder, vec4_view};
+use crate::gpu::{shaders::ShaderFile, Context, Dispatch, PipelineKey};
+use crate::ops::check_len;
 use crate::ops::coop::{self, CoopTiles};
-use crate::ops::matmul::{MatmulShape, Precision, BINDINGS};
-
-/// [`BINDINGS`] (uniform, A, B, C), then A and B again as 16-byte vectors.
-const COOP_BINDINGS: [Binding; 6] = [BINDINGS[0], BINDINGS[1], BINDINGS[2], BINDINGS[3], Binding::ReadOnly, Binding::ReadOnly];
+use crate::ops::matmul::{dispatch, MatmulShape, Precision, VEC4_BINDINGS};
 
 /// The uniform of `matmul_coop.wgsl`.
 #[repr(C)]
@@ -51,10 +48,7 @@ pub fn matmul_coop_with(
     check_len("matmul_coop B", b, b_precision.bytes(shape.k * shape.n).div_ceil(4))?;
     check_len("matmul_coop C", c, shape.m * shape.n)?;
     let shader = coop::shader(coop, ShaderFile::MatmulCoop8, ShaderFile::MatmulCoop16);
-    let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, shape.b_transposed)), &COOP_BINDINGS)?;
+    let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, shape.b_transposed)), &VEC4_BINDINGS)?;
     let params = Params { m: shape.m as u32, n: shape.n as u32, k: shape.k as u32, b_f16: (b_precision == Precision::F16) as u32 };
-    let uniform = ctx.uniform("matmul_coop params", &params);
-    let placeholder = vec4_placeholder(ctx, &[a, b])?;
-    let [a4, b4] = [a, b].map(|buffer| vec4_view(buffer, placeholder.as_ref()));
-    Dispatch::new(ctx, "matmul_coop", kernel, &[&uniform, a, b, c, a4, b4], tiles.grid(coop, shape.m, shape.n))
+    dispatch(ctx, "matmul_coop", kernel, &params, [a, b, c], tiles.grid(coop, shape.m, shape.n))
 }
