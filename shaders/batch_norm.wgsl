@@ -39,7 +39,9 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>,
         y = y + residual[i];
     }
     if ((p.flags & FLAG_RELU) != 0u) {
-        y = max(y, 0.0);
+        // ReLU that keeps NaN (max may drop it): an overflow upstream reaches the features,
+        // where it is reported, instead of vanishing into zeros.
+        y = select(y, 0.0, y < 0.0);
     }
     output[i] = y;
 }

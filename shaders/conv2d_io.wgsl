@@ -60,7 +60,9 @@ fn epilogue(m: u32, co: u32, acc: f32) {
         y = y + residual[at];
     }
     if ((p.flags & FLAG_RELU) != 0u) {
-        y = max(y, 0.0);
+        // ReLU that keeps NaN (max may drop it): an overflow upstream reaches the features,
+        // where it is reported, instead of vanishing into zeros.
+        y = select(y, 0.0, y < 0.0);
     }
     output[at] = y;
 }

@@ -72,7 +72,9 @@ impl Embedder {
                     let (input, output, backbone) = net.prepared(ctx, chunk.len(), side, side)?;
                     let prepare = PreprocessBatch::new(ctx, chunk, preprocess, input)?;
                     let dispatches: Vec<&Dispatch> = prepare.dispatches().iter().chain(backbone).collect();
-                    features.extend(ctx.run_and_read(&dispatches, output, chunk.len() * FEATURE_DIM)?);
+                    let part = ctx.run_and_read(&dispatches, output, chunk.len() * FEATURE_DIM)?;
+                    crate::model::check_features(&part, features.len() / FEATURE_DIM, net.overflow_cause())?;
+                    features.extend(part);
                 }
                 Ok(features)
             }

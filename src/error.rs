@@ -33,6 +33,9 @@ pub enum Error {
     #[error("tensor {name} holds a non-finite value ({value}) at flat index {index}")]
     NonFinite { name: String, index: usize, value: f32 },
 
+    #[error("{what} came out non-finite ({value} at index {index}): {cause}")]
+    NonFiniteOutput { what: String, index: usize, value: f32, cause: String },
+
     #[error("{path}: not a valid safetensors file: {reason}")]
     Safetensors { path: PathBuf, reason: String },
 

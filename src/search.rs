@@ -185,10 +185,13 @@ impl Searcher {
             self.ensure_plan(q, k, QuerySource::Images, Some(&features))?;
             let preprocess = PreprocessBatch::new(&self.ctx, batch, &self.preprocess, &input)?;
             let net = self.net.as_mut().ok_or_else(|| Error::InvalidArgument("no network".into()))?;
+            let cause = net.overflow_cause();
             let (_, _, backbone) = net.prepared(&self.ctx, q, crop, crop)?;
             let plan = &self.plans[&(q, k, QuerySource::Images)];
             let dispatches: Vec<&Dispatch> = preprocess.dispatches().iter().chain(backbone).chain(&plan.dispatches).collect();
-            results.extend(read_results(&self.ctx, plan, &dispatches, q, k)?);
+            let found = read_results(&self.ctx, plan, &dispatches, q, k)?;
+            check_scores(&found, results.len(), "the image", cause)?;
+            results.extend(found);
         }
         Ok(results)
     }
@@ -199,6 +202,7 @@ impl Searcher {
         if features.is_empty() || !features.len().is_multiple_of(self.dim) {
             return Err(Error::shape("query features", format!("rows of {} values", self.dim), format!("{} values", features.len())));
         }
+        crate::cpu::check_finite("query features", features)?;
         let mut results = Vec::new();
         for batch in features.chunks(self.max_queries() * self.dim) {
             let q = batch.len() / self.dim;
@@ -206,7 +210,9 @@ impl Searcher {
             let plan = &self.plans[&(q, k, QuerySource::Features)];
             self.ctx.write(&plan.uploaded_features, batch);
             let dispatches: Vec<&Dispatch> = plan.dispatches.iter().collect();
-            results.extend(read_results(&self.ctx, plan, &dispatches, q, k)?);
+            let found = read_results(&self.ctx, plan, &dispatches, q, k)?;
+            check_scores(&found, results.len(), "the query row", "the index holds NaN or infinite rows")?;
+            results.extend(found);
         }
         Ok(results)
     }
@@ -265,6 +271,15 @@ impl Searcher {
         };
         self.plans.insert((q, k, source), plan);
         Ok(())
+    }
+}
+
+/// Fails if a query's best score is NaN: top-k ranks NaN lowest, so every score of that
+/// query is NaN, which a finite query and index cannot give. `first` numbers the first query.
+fn check_scores(found: &[Vec<Neighbor>], first: usize, query: &str, cause: &str) -> Result<()> {
+    match found.iter().position(|row| row.first().is_some_and(|n| n.score.is_nan())) {
+        Some(row) => Err(Error::NonFiniteOutput { what: format!("every score of {query} {}", first + row), index: 0, value: f32::NAN, cause: cause.to_string() }),
+        None => Ok(()),
     }
 }
 

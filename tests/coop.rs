@@ -188,6 +188,21 @@ fn resnet50_on_matrix_units_stays_close_to_f32() {
     assert_close("resnet50 on matrix units, batch-centred", &g, &e, RESNET50_CENTRED_LIMIT);
 }
 
+/// Activations past f16's range on the units become an error naming them, not features.
+#[test]
+fn resnet50_on_matrix_units_reports_f16_overflow() {
+    let Some(ctx) = with_units("resnet50_on_matrix_units_reports_f16_overflow") else { return };
+    let net = RandomResNet50::generate(7).unwrap().net;
+    // Normalised images reach ~3; scaled by 1e5 they are past 65504 from the first layer.
+    let input: Vec<f32> = images(1, 32, 32, 8).into_iter().map(|x| x * 1e5).collect();
+    let mut gpu = GpuResNet50::new(ctx, &net, BatchNormMode::Folded).unwrap().on_matrix_units(ctx).unwrap();
+    let result = gpu.forward(ctx, &input, 1, 32, 32);
+    let message = result.as_ref().map(|_| String::new()).unwrap_or_else(|e| e.to_string());
+    assert!(matches!(result, Err(Error::NonFiniteOutput { .. })) && message.contains("matrix units"), "{message}");
+    // The same input in f32 is fine (the network is scale-equivariant up to its biases).
+    assert!(CpuResNet50::new(&net).unwrap().forward(&input, 1, 32, 32).is_ok());
+}
+
 /// A scan of more queries than the GEMV takes, scored on the matrix units, returns a true
 /// top-k of the f16-rounded normalised queries and rows: each score matches that query's exact
 /// product with the row, and nothing outside scores higher.

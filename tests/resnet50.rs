@@ -8,6 +8,7 @@ use std::sync::OnceLock;
 use common::{assert_close, ctx, images};
 use lookalike::compare::{batch_centred, relative_l2};
 use lookalike::model::{BatchNormMode, CpuResNet50, GpuResNet50, RandomResNet50, FEATURE_DIM};
+use lookalike::Error;
 
 fn weights() -> &'static RandomResNet50 {
     static NET: OnceLock<RandomResNet50> = OnceLock::new();
@@ -84,6 +85,30 @@ fn too_small_inputs_are_rejected() {
     assert!(matches!(err, lookalike::Error::InputTooSmall { .. }), "{err}");
     let err = gpu.forward(ctx, &[0.0; 10], 1, 64, 64).unwrap_err();
     assert!(matches!(err, lookalike::Error::ShapeMismatch { .. }), "{err}");
+}
+
+/// A NaN in the input is refused before anything runs; activations that outgrow f32 (an
+/// input scaled far past the normalised range) surface as non-finite features, reported
+/// with the image, on both devices (ReLU keeps NaN rather than zeroing it).
+#[test]
+fn non_finite_inputs_and_overflowing_activations_are_errors() {
+    let ctx = ctx();
+    let net = &weights().net;
+    let (batch, size) = (2, 32);
+    let mut input = images(batch, size, size, 5);
+    let mut gpu = GpuResNet50::new(ctx, net, BatchNormMode::Folded).unwrap();
+    let cpu = CpuResNet50::new(net).unwrap();
+    input[7] = f32::NAN;
+    for result in [gpu.forward(ctx, &input, batch, size, size), cpu.forward(&input, batch, size, size)] {
+        assert!(matches!(&result, Err(Error::NonFinite { name, index: 7, .. }) if name == "resnet50 input"), "{result:?}");
+    }
+    let image_len = size * size * 3;
+    let huge: Vec<f32> = input.iter().enumerate().map(|(i, &x)| if i < image_len { 1.0 } else { (x * 1e38).clamp(-3e38, 3e38) }).collect();
+    for result in [gpu.forward(ctx, &huge, batch, size, size), cpu.forward(&huge, batch, size, size)] {
+        let message = result.as_ref().map(|_| String::new()).unwrap_or_else(|e| e.to_string());
+        assert!(matches!(&result, Err(Error::NonFiniteOutput { what, .. }) if what.ends_with("image 1")), "{result:?}");
+        assert!(message.contains("outgrew f32"), "{message}");
+    }
 }
 
 #[test]

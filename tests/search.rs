@@ -101,6 +101,10 @@ fn k_equal_to_n_and_bad_k_values() {
         assert!(matches!(searcher.search_features(&q, k), Err(Error::InvalidArgument(_))), "k = {k}");
     }
     assert!(matches!(searcher.search_features(&q[..dim - 1], 1), Err(Error::ShapeMismatch { .. })));
+    let mut two = rng.normals(2 * dim, 1.0);
+    two[dim + 3] = f32::INFINITY;
+    let refused = searcher.search_features(&two, 1);
+    assert!(matches!(&refused, Err(Error::NonFinite { name, index, .. }) if name == "query features" && *index == dim + 3), "{refused:?}");
 }
 
 #[test]

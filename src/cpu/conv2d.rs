@@ -138,10 +138,17 @@ impl Epilogue<'_> {
                 y.iter_mut().zip(&res[(m0 + r) * n..]).for_each(|(v, r)| *v += r);
             }
             if self.relu {
-                y.iter_mut().for_each(|v| *v = v.max(0.0));
+                // Keeps NaN, as the GPU epilogue does (see relu).
+                y.iter_mut().for_each(|v| *v = relu(*v));
             }
         }
     }
+}
+
+/// ReLU that keeps NaN (`f32::max` drops it): an overflow upstream then reaches the
+/// features, where it is reported, instead of vanishing into zeros.
+fn relu(x: f32) -> f32 {
+    if x < 0.0 { 0.0 } else { x }
 }
 
 /// Output rows per task when the convolution is split over rows: each task gathers its
@@ -385,7 +392,7 @@ pub fn batch_norm(
             if let Some(r) = residual {
                 x += r[row * c + ch];
             }
-            *v = if relu { x.max(0.0) } else { x };
+            *v = if relu { self::relu(x) } else { x };
         }
     });
     Ok(out)

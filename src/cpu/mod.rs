@@ -21,6 +21,19 @@ pub use pool::{global_avg_pool, max_pool};
 
 use crate::error::{Error, Result};
 
+/// The first value of `data` that is NaN or infinite, with its index.
+pub(crate) fn first_non_finite(data: &[f32]) -> Option<(usize, f32)> {
+    data.iter().position(|v| !v.is_finite()).map(|i| (i, data[i]))
+}
+
+/// Fails with [`Error::NonFinite`] naming `name` if `data` holds a NaN or an infinity.
+pub(crate) fn check_finite(name: &str, data: &[f32]) -> Result<()> {
+    match first_non_finite(data) {
+        Some((index, value)) => Err(Error::NonFinite { name: name.to_string(), index, value }),
+        None => Ok(()),
+    }
+}
+
 /// Fails unless `data` holds exactly `len` values.
 pub(crate) fn check_slice(what: &str, data: &[f32], len: usize) -> Result<()> {
     if data.len() != len {

@@ -8,6 +8,7 @@ use crate::cpu;
 use crate::cpu::conv2d::ConvWeights;
 use crate::error::{Error, Result};
 use crate::model::resnet50::{Act, ConvBn, Executor, ResNet50};
+use crate::model::{check_features, F32_OVERFLOW};
 use crate::ops::pool::MaxPoolShape;
 
 /// A convolution's batch-norm-folded weights, as the CPU multiplies them, and its bias.
@@ -39,13 +40,16 @@ impl CpuResNet50 {
     pub fn forward(&self, input: &[f32], batch: usize, height: usize, width: usize) -> Result<Vec<f32>> {
         ResNet50::check_input(height, width)?;
         cpu::check_slice("resnet50 input", input, batch * height * width * 3)?;
+        cpu::check_finite("resnet50 input", input)?;
         let spare = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
         let mut exec = CpuExecutor { folded: &self.folded, acts: vec![Some(input.to_vec())], spare };
         let result = self.net.walk(&mut exec, Act { id: 0, h: height, w: width, c: 3 }, batch).and_then(|x| exec.take(x));
         let mut spare = exec.spare;
         spare.extend(exec.acts.into_iter().flatten());
         *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = spare;
-        result
+        let features = result?;
+        check_features(&features, 0, F32_OVERFLOW)?;
+        Ok(features)
     }
 }
 

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Readback};
 use crate::model::resnet50::{Act, ConvBn, Executor, ResNet50, ShapeWalk, BN_EPS, FEATURE_DIM};
+use crate::model::{check_features, F32_OVERFLOW};
 use crate::ops::batch_norm::{batch_norm, BatchNormBuffers, BatchNormShape};
 use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use crate::ops::conv2d_coop::conv2d_coop;
@@ -31,7 +32,9 @@ pub enum ConvMath {
     /// f32 FMA kernels (`conv2d`): the exact path, within 1e-5 of the CPU reference.
     F32,
     /// The matrix units (`conv2d_coop`): activations and weights rounded to f16 as they
-    /// are staged, sums in f32, like tensor-core "mixed precision".
+    /// are staged, sums in f32, like tensor-core "mixed precision". An activation past
+    /// f16's +-65504 becomes infinite there; ReLU keeps the NaNs that follow, so the forward
+    /// fails with [`Error::NonFiniteOutput`] instead of returning its features.
     MatrixUnits(CoopTiles),
 }
 
@@ -109,6 +112,17 @@ impl GpuResNet50 {
         self.math
     }
 
+    /// Why this forward's features can come out non-finite, for the error that says so.
+    pub(crate) fn overflow_cause(&self) -> &'static str {
+        match self.math {
+            ConvMath::F32 => F32_OVERFLOW,
+            ConvMath::MatrixUnits(_) => {
+                "the convolutions ran on the matrix units, whose f16 inputs stop at +-65504, and an activation \
+                 outgrew that; without them (no --experimental-coop) the forward stays in f32"
+            }
+        }
+    }
+
     /// Largest batch one submit can take at this resolution: every activation must fit one
     /// storage binding.
     pub fn max_batch(ctx: &Context, height: usize, width: usize) -> usize {
@@ -122,6 +136,7 @@ impl GpuResNet50 {
         ResNet50::check_input(height, width)?;
         let image_len = height * width * 3;
         crate::cpu::check_slice("resnet50 input", input, batch * image_len)?;
+        crate::cpu::check_finite("resnet50 input", input)?;
         let max_batch = Self::max_batch(ctx, height, width);
         if max_batch == 0 {
             return Err(Error::InvalidArgument(format!(
@@ -139,6 +154,7 @@ impl GpuResNet50 {
                 Error::Gpu { context, message } => Error::Gpu { context: format!("{context} (resnet50 chunk {chunk_index})"), message },
                 other => other,
             })?;
+            check_features(&part, features.len() / FEATURE_DIM, self.overflow_cause())?;
             features.extend_from_slice(&part);
         }
         Ok(features)

@@ -22,9 +22,7 @@ fn read_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>
         Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         other => return Err(Error::UnsupportedDtype { name: name.to_string(), dtype: format!("{other:?}") }),
     };
-    if let Some((index, &value)) = values.iter().enumerate().find(|(_, v)| !v.is_finite()) {
-        return Err(Error::NonFinite { name: name.to_string(), index, value });
-    }
+    crate::cpu::check_finite(name, &values)?;
     Ok(values)
 }
 
