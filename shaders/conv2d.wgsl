@@ -20,7 +20,8 @@
 // memory for 64 FMAs where `main` reads 2 for 16, which matters where workgroup-memory
 // bandwidth, not arithmetic, bounds the 4x4 kernel (large GPUs); it needs more registers.
 //
-// conv2d_io.wgsl, prepended, holds the uniform, the bindings and the epilogue.
+// conv2d_io.wgsl, prepended, holds the uniform, the bindings and the epilogue;
+// fma_tile.wgsl, appended, the A tile's slots.
 
 override WG_X: u32 = 16u;
 override WG_Y: u32 = 16u;
@@ -36,16 +37,6 @@ const SLICE: u32 = 2u;
 var<workgroup> tile_a: array<vec4<f32>, SLICE * WG_X * WG_Y>;
 // tile_w[kk * WG_X + c] holds columns 4c..4c+3 of the W tile at depth kk.
 var<workgroup> tile_w: array<vec4<f32>, SLICE * WG_X * WG_X>;
-
-// Slot of entry `pos` of an A-tile row at depth `kk` (rows of `width` entries). The staging
-// invocations of one pass each store a different depth at the same `pos`, which without
-// the XOR would put eight neighbouring invocations' 16-byte stores in the same banks of a
-// GPU's shared memory; readers all share one `kk`, so their loads stay broadcasts.
-// `width` must be a power of two for the XOR to stay inside the row (otherwise no swizzle).
-fn a_slot(kk: u32, pos: u32, width: u32) -> u32 {
-    let mask = select(0u, min(width, 8u) - 1u, (width & (width - 1u)) == 0u);
-    return kk * width + (pos ^ (kk & mask));
-}
 
 // A depth k of the implicit GEMM as kernel row, kernel column and input channel, and
 // where it lies in the input from its window's top-left pixel.
@@ -150,17 +141,6 @@ fn gather_vec4(o: RowOrigin, d: Depth, k: u32) -> vec4<f32> {
         return vec4<f32>(0.0);
     }
     return input4[(o.pixel + d.offset) / 4u];
-}
-
-// Stores depths kk..kk+3 of tile row `row` (tile_a rows of `width` vec4s, four tile rows
-// each): one component of four slots.
-fn put_a4(kk: u32, row: u32, width: u32, x: vec4<f32>) {
-    let pos = row / 4u;
-    let lane = row % 4u;
-    tile_a[a_slot(kk, pos, width)][lane] = x.x;
-    tile_a[a_slot(kk + 1u, pos, width)][lane] = x.y;
-    tile_a[a_slot(kk + 2u, pos, width)][lane] = x.z;
-    tile_a[a_slot(kk + 3u, pos, width)][lane] = x.w;
 }
 
 // With A_VEC4, invocation t stages depths 4q..4q+3 (q = t % quads, `quads` = slice depth / 4)

@@ -49,10 +49,10 @@ impl ShaderFile {
     /// The file's stem, as it appears in error messages.
     pub fn name(self) -> &'static str {
         match self {
-            ShaderFile::Conv2d => "conv2d_io.wgsl + conv2d.wgsl",
+            ShaderFile::Conv2d => "conv2d_io.wgsl + conv2d.wgsl + fma_tile.wgsl",
             ShaderFile::BatchNorm => "batch_norm.wgsl",
             ShaderFile::Pool => "pool.wgsl",
-            ShaderFile::Matmul => "matmul.wgsl",
+            ShaderFile::Matmul => "matmul.wgsl + fma_tile.wgsl",
             ShaderFile::Gemv => "gemv.wgsl",
             ShaderFile::L2Normalize => "l2_normalize.wgsl",
             ShaderFile::TopK => "topk.wgsl",
@@ -73,10 +73,12 @@ impl ShaderFile {
     /// The WGSL text.
     pub fn source(self) -> &'static str {
         match self {
-            ShaderFile::Conv2d => concat!(wgsl!("conv2d_io"), wgsl!("conv2d")),
+            // fma_tile.wgsl goes after the file that declares tile_a: naga 30 mishandles a
+            // function that uses a global declared after it.
+            ShaderFile::Conv2d => concat!(wgsl!("conv2d_io"), wgsl!("conv2d"), wgsl!("fma_tile")),
             ShaderFile::BatchNorm => include_str!("../../shaders/batch_norm.wgsl"),
             ShaderFile::Pool => include_str!("../../shaders/pool.wgsl"),
-            ShaderFile::Matmul => include_str!("../../shaders/matmul.wgsl"),
+            ShaderFile::Matmul => concat!(wgsl!("matmul"), wgsl!("fma_tile")),
             ShaderFile::Gemv => include_str!("../../shaders/gemv.wgsl"),
             ShaderFile::L2Normalize => include_str!("../../shaders/l2_normalize.wgsl"),
             ShaderFile::TopK => include_str!("../../shaders/topk.wgsl"),
