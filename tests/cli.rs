@@ -392,6 +392,14 @@ fn bad_npy_inputs_fail_cleanly() {
     // The tensor is read by the same code for either engine: one GPU run suffices.
     let needles = ["3 channels", "[1, 4, 64, 64]", s(&channels4)];
     assert_embed_fails(&dir, &["--input-npy", s(&channels4)], &needles);
+    // A NaN pixel is refused before the forward, on either engine.
+    let mut pixels = vec![0.5; 3 * 64 * 64];
+    pixels[100] = f32::NAN;
+    let nan = dir.path("nan.npy");
+    npy::write_f32(&nan, &[1, 3, 64, 64], &pixels).unwrap();
+    for engine in [&["--cpu"][..], &[]] {
+        assert_embed_fails(&dir, &[engine, &["--input-npy", s(&nan)]].concat(), &["resnet50 input", "non-finite"]);
+    }
 }
 
 #[test]
