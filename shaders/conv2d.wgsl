@@ -110,18 +110,20 @@ fn row_origin(m: u32) -> RowOrigin {
     return o;
 }
 
-// One element of the implicit A matrix: zero in the padding and past the last row. A
-// pointwise convolution's window is one pixel, always inside.
-fn gather(o: RowOrigin, d: Depth) -> f32 {
-    if (pointwise) {
-        if (!o.valid) {
-            return 0.0;
-        }
-        return input[o.pixel + d.ci];
+// Whether tap `d` of row `o` lies in the input: the row exists and, unless the convolution
+// is pointwise (a one-pixel window, always inside), the tap is outside the padding.
+fn inside(o: RowOrigin, d: Depth) -> bool {
+    if (!o.valid || pointwise) {
+        return o.valid;
     }
     let ih = o.ih0 + i32(d.kh);
     let iw = o.iw0 + i32(d.kw);
-    if (!o.valid || ih < 0 || iw < 0 || ih >= i32(p.in_h) || iw >= i32(p.in_w)) {
+    return ih >= 0 && iw >= 0 && ih < i32(p.in_h) && iw < i32(p.in_w);
+}
+
+// One element of the implicit A matrix: zero in the padding and past the last row.
+fn gather(o: RowOrigin, d: Depth) -> f32 {
+    if (!inside(o, d)) {
         return 0.0;
     }
     return input[o.pixel + d.offset];
@@ -129,15 +131,7 @@ fn gather(o: RowOrigin, d: Depth) -> f32 {
 
 // Depths k..k+3 of one row of A (zero in the padding, past the last row or past K).
 fn gather_vec4(o: RowOrigin, d: Depth, k: u32) -> vec4<f32> {
-    if (!o.valid || k >= p.k) {
-        return vec4<f32>(0.0);
-    }
-    if (pointwise) {
-        return input4[(o.pixel + d.ci) / 4u];
-    }
-    let ih = o.ih0 + i32(d.kh);
-    let iw = o.iw0 + i32(d.kw);
-    if (ih < 0 || iw < 0 || ih >= i32(p.in_h) || iw >= i32(p.in_w)) {
+    if (k >= p.k || !inside(o, d)) {
         return vec4<f32>(0.0);
     }
     return input4[(o.pixel + d.offset) / 4u];

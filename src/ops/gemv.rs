@@ -4,8 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, Context, Dispatch, PipelineKey, shaders::ShaderFile};
-use crate::ops::check_len;
-use crate::ops::matmul::{matmul_with, MatmulShape, Params, Precision, BINDINGS};
+use crate::ops::matmul::{check_buffers, matmul_with, MatmulShape, Params, Precision, BINDINGS};
 
 /// Most queries one launch scores.
 pub const MAX_QUERIES: usize = 4;
@@ -59,9 +58,7 @@ pub fn gemv(
             "gemv: {shape:?} with {precision:?} rows needs transposed B, at most {MAX_QUERIES} queries and a depth of whole 16-byte words"
         )));
     }
-    check_len("gemv A", a, shape.m * shape.k)?;
-    check_len("gemv B", b, precision.bytes(shape.k * shape.n).div_ceil(4))?;
-    check_len("gemv C", c, shape.m * shape.n)?;
+    check_buffers("gemv", shape, [a, b, c], precision)?;
     let params = Params::of(shape);
     let constants = [
         ("WG", tiles.workgroup as f64),

@@ -84,6 +84,13 @@ pub(crate) fn dispatch<P: bytemuck::Pod>(ctx: &Context, label: &'static str, ker
     Dispatch::new(ctx, label, kernel, &[&uniform, a, b, c, a4, b4], grid)
 }
 
+/// Fails unless A, B (in `b_precision`) and C hold `shape`'s matrices.
+pub(crate) fn check_buffers(op: &str, shape: &MatmulShape, [a, b, c]: [&wgpu::Buffer; 3], b_precision: Precision) -> Result<()> {
+    check_len(&format!("{op} A"), a, shape.m * shape.k)?;
+    check_len(&format!("{op} B"), b, b_precision.bytes(shape.k * shape.n).div_ceil(4))?;
+    check_len(&format!("{op} C"), c, shape.m * shape.n)
+}
+
 /// Prepares one matmul launch with f32 B.
 pub fn matmul(ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, c: &wgpu::Buffer, tiles: Tiles) -> Result<Dispatch> {
     matmul_with(ctx, shape, a, b, Precision::F32, c, tiles)
@@ -106,9 +113,7 @@ pub fn matmul_with(
         8 if tiles.tile_k >= 2 && tiles.tile_k.is_multiple_of(2) => "main_8x8",
         _ => return Err(Error::InvalidArgument(format!("matmul: {tiles:?}; blocks are 4x4, or 8x8 with an even tile_k"))),
     };
-    check_len("matmul A", a, shape.m * shape.k)?;
-    check_len("matmul B", b, b_precision.bytes(shape.k * shape.n).div_ceil(4))?;
-    check_len("matmul C", c, shape.m * shape.n)?;
+    check_buffers("matmul", shape, [a, b, c], b_precision)?;
     let params = Params::of(shape);
     let [wg_x, wg_y, tile_k] = tiles.constants();
     let transposed = ("B_TRANSPOSED", if shape.b_transposed { 1.0 } else { 0.0 });

@@ -10,9 +10,8 @@
 
 use crate::error::Result;
 use crate::gpu::{shaders::ShaderFile, Context, Dispatch, PipelineKey};
-use crate::ops::check_len;
 use crate::ops::coop::{self, CoopTiles};
-use crate::ops::matmul::{dispatch, MatmulShape, Precision, VEC4_BINDINGS};
+use crate::ops::matmul::{check_buffers, dispatch, MatmulShape, Precision, VEC4_BINDINGS};
 
 /// The uniform of `matmul_coop.wgsl`.
 #[repr(C)]
@@ -44,9 +43,7 @@ pub fn matmul_coop_with(
     let coop = coop::units(ctx, "matmul_coop")?;
     shape.validate()?;
     tiles.validate(ctx, coop)?;
-    check_len("matmul_coop A", a, shape.m * shape.k)?;
-    check_len("matmul_coop B", b, b_precision.bytes(shape.k * shape.n).div_ceil(4))?;
-    check_len("matmul_coop C", c, shape.m * shape.n)?;
+    check_buffers("matmul_coop", shape, [a, b, c], b_precision)?;
     let shader = coop::shader(coop, ShaderFile::MatmulCoop8, ShaderFile::MatmulCoop16);
     let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, shape.b_transposed)), &VEC4_BINDINGS)?;
     let params = Params { m: shape.m as u32, n: shape.n as u32, k: shape.k as u32, b_f16: (b_precision == Precision::F16) as u32 };
