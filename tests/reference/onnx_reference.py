@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Independent ResNet50 feature reference: an ONNX graph run by onnxruntime (CPU).
 
-A development tool and a CI check (.ci/peer-checks), not run by cargo. It rebuilds torchvision's ResNet50 (v1.5:
-the stride sits on the 3x3 conv) feature extractor from a safetensors state dict
-with torchvision names, straight from torchvision's definition and independently
-of lookalike's own code, then checks lookalike's features against it.
+A development tool and a CI check (.ci/peer-checks), not run by cargo. It
+rebuilds torchvision's ResNet50 (v1.5: the stride sits on the 3x3 conv) feature
+extractor from a safetensors state dict with torchvision names, straight from
+torchvision's definition and independently of lookalike's own code, then checks
+lookalike's features against it.
 
 Needs only PyPI packages:  pip install numpy safetensors onnx onnxruntime
 
