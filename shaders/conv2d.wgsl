@@ -305,14 +305,7 @@ fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
         d = depth_of(lid.x);
     }
 
-    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0);
-    var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
-    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0);
-    var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
-    var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0);
-    var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
-    var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0);
-    var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
+    var acc = Block8x8();
 
     for (var k0 = 0u; k0 < p.k; k0 = k0 + WG_X) {
         if (A_VEC4) {
@@ -329,14 +322,7 @@ fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
             let hi = tile_a[a_slot(kk, 2u * lid.y + 1u, 2u * WG_Y)];
             let w0 = tile_w[kk * 2u * WG_X + lid.x];
             let w1 = tile_w[kk * 2u * WG_X + WG_X + lid.x];
-            c00 = fma(vec4<f32>(lo.x), w0, c00); c01 = fma(vec4<f32>(lo.x), w1, c01);
-            c10 = fma(vec4<f32>(lo.y), w0, c10); c11 = fma(vec4<f32>(lo.y), w1, c11);
-            c20 = fma(vec4<f32>(lo.z), w0, c20); c21 = fma(vec4<f32>(lo.z), w1, c21);
-            c30 = fma(vec4<f32>(lo.w), w0, c30); c31 = fma(vec4<f32>(lo.w), w1, c31);
-            c40 = fma(vec4<f32>(hi.x), w0, c40); c41 = fma(vec4<f32>(hi.x), w1, c41);
-            c50 = fma(vec4<f32>(hi.y), w0, c50); c51 = fma(vec4<f32>(hi.y), w1, c51);
-            c60 = fma(vec4<f32>(hi.z), w0, c60); c61 = fma(vec4<f32>(hi.z), w1, c61);
-            c70 = fma(vec4<f32>(hi.w), w0, c70); c71 = fma(vec4<f32>(hi.w), w1, c71);
+            acc = fma_8x8(acc, lo, hi, w0, w1);
         }
         workgroupBarrier();
         d = advance(d, k0 + select(lid.x, 4u * vs.quad, A_VEC4), WG_X);
@@ -344,12 +330,5 @@ fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
 
     let col0 = co0 + 4u * lid.x;
     let col1 = co0 + 4u * (WG_X + lid.x);
-    store_row(m, col0, c00); store_row(m, col1, c01);
-    store_row(m + 1u, col0, c10); store_row(m + 1u, col1, c11);
-    store_row(m + 2u, col0, c20); store_row(m + 2u, col1, c21);
-    store_row(m + 3u, col0, c30); store_row(m + 3u, col1, c31);
-    store_row(m + 4u, col0, c40); store_row(m + 4u, col1, c41);
-    store_row(m + 5u, col0, c50); store_row(m + 5u, col1, c51);
-    store_row(m + 6u, col0, c60); store_row(m + 6u, col1, c61);
-    store_row(m + 7u, col0, c70); store_row(m + 7u, col1, c71);
+    store_8x8(acc, m, col0, col1);
 }

@@ -230,14 +230,7 @@ fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
     let row = wid.y * 8u * WG_Y + 8u * lid.y;
     let col0 = wid.x * 8u * WG_X;
 
-    var c00 = vec4<f32>(0.0); var c01 = vec4<f32>(0.0);
-    var c10 = vec4<f32>(0.0); var c11 = vec4<f32>(0.0);
-    var c20 = vec4<f32>(0.0); var c21 = vec4<f32>(0.0);
-    var c30 = vec4<f32>(0.0); var c31 = vec4<f32>(0.0);
-    var c40 = vec4<f32>(0.0); var c41 = vec4<f32>(0.0);
-    var c50 = vec4<f32>(0.0); var c51 = vec4<f32>(0.0);
-    var c60 = vec4<f32>(0.0); var c61 = vec4<f32>(0.0);
-    var c70 = vec4<f32>(0.0); var c71 = vec4<f32>(0.0);
+    var acc = Block8x8();
 
     for (var k0 = 0u; k0 < p.k; k0 = k0 + tk) {
         if (!stage_a4(wid.y * 8u * WG_Y, k0, 8u * WG_Y, tk, tid)) {
@@ -254,26 +247,12 @@ fn main_8x8(@builtin(local_invocation_id) lid: vec3<u32>, @builtin(workgroup_id)
             let hi = tile_a[a_slot(kk, 2u * lid.y + 1u, 2u * WG_Y)];
             let w0 = tile_b[b_slot(kk, lid.x, 2u * WG_X)];
             let w1 = tile_b[b_slot(kk, WG_X + lid.x, 2u * WG_X)];
-            c00 = fma(vec4<f32>(lo.x), w0, c00); c01 = fma(vec4<f32>(lo.x), w1, c01);
-            c10 = fma(vec4<f32>(lo.y), w0, c10); c11 = fma(vec4<f32>(lo.y), w1, c11);
-            c20 = fma(vec4<f32>(lo.z), w0, c20); c21 = fma(vec4<f32>(lo.z), w1, c21);
-            c30 = fma(vec4<f32>(lo.w), w0, c30); c31 = fma(vec4<f32>(lo.w), w1, c31);
-            c40 = fma(vec4<f32>(hi.x), w0, c40); c41 = fma(vec4<f32>(hi.x), w1, c41);
-            c50 = fma(vec4<f32>(hi.y), w0, c50); c51 = fma(vec4<f32>(hi.y), w1, c51);
-            c60 = fma(vec4<f32>(hi.z), w0, c60); c61 = fma(vec4<f32>(hi.z), w1, c61);
-            c70 = fma(vec4<f32>(hi.w), w0, c70); c71 = fma(vec4<f32>(hi.w), w1, c71);
+            acc = fma_8x8(acc, lo, hi, w0, w1);
         }
         workgroupBarrier();
     }
 
     let col_a = col0 + 4u * lid.x;
     let col_b = col0 + 4u * (WG_X + lid.x);
-    store_row(row, col_a, c00); store_row(row, col_b, c01);
-    store_row(row + 1u, col_a, c10); store_row(row + 1u, col_b, c11);
-    store_row(row + 2u, col_a, c20); store_row(row + 2u, col_b, c21);
-    store_row(row + 3u, col_a, c30); store_row(row + 3u, col_b, c31);
-    store_row(row + 4u, col_a, c40); store_row(row + 4u, col_b, c41);
-    store_row(row + 5u, col_a, c50); store_row(row + 5u, col_b, c51);
-    store_row(row + 6u, col_a, c60); store_row(row + 6u, col_b, c61);
-    store_row(row + 7u, col_a, c70); store_row(row + 7u, col_b, c71);
+    store_8x8(acc, row, col_a, col_b);
 }
