@@ -3,8 +3,8 @@
 //! Per batch of queries one encoder records: preprocessing (resize, crop, normalise) →
 //! ResNet50 → centring + L2 normalisation → for each chunk of the reference matrix, a
 //! matmul against the normalised rows (cosine k-NN as one dense layer; a GEMV that reads
-//! the rows once for up to four queries) and a per-chunk top-k → a GPU merge of the chunks' lists. One submit; only k indices and scores per query
-//! come back. Everything but the preprocessing (which depends on each image's size) is
+//! the rows once for up to four queries) and a per-chunk top-k → a GPU merge of the chunks'
+//! lists. One submit; only k indices and scores per query come back. Everything but the preprocessing (which depends on each image's size) is
 //! recorded once per (queries, k) and replayed.
 
 use std::collections::HashMap;

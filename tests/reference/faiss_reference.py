@@ -21,7 +21,8 @@ Per query it checks that
   - lookalike's scores equal faiss' rank by rank, within --tol;
   - each neighbour's score is its exact cosine (float64 over the stored rows), within --tol;
   - both name the same rows, except rows whose score ties the k-th best within --tol
-    (either side may keep any of those).
+    (either side may keep any of those);
+  - equal scores list their rows in ascending order (lookalike's tie rule).
 It prints one line per query and exits 1 if any check fails.
 """
 import argparse
@@ -60,6 +61,10 @@ def check_query(name, got, faiss_ids, faiss_scores, exact, tol):
             problems.append(f"rank {rank}: score {score:.7f}, faiss {want:.7f}")
         if abs(score - exact[row]) > tol:
             problems.append(f"rank {rank}: row {row} scored {score:.7f}, its exact cosine is {exact[row]:.7f}")
+    for rank in range(1, k):
+        (a, sa), (b, sb) = got[rank - 1], got[rank]
+        if sa == sb and a > b:
+            problems.append(f"ranks {rank - 1}, {rank}: equal scores, rows {a} and {b} not in ascending order")
     kth = min(faiss_scores[-1], got[-1][1])
     ours = {row for row, score in got if score > kth + tol}
     theirs = {int(row) for row, score in zip(faiss_ids, faiss_scores) if score > kth + tol}
