@@ -18,7 +18,7 @@ use lookalike::compare::relative_l2;
 use lookalike::model::FEATURE_DIM;
 use lookalike::npy;
 
-use common::cli::{lookalike, lookalike_with_env, s, seed1_weights, Run, Scratch};
+use common::cli::{assert_no_temp_files, lookalike, lookalike_with_env, s, seed1_weights, Run, Scratch};
 
 /// A fresh directory under the system temp dir, unique to this process and test.
 fn scratch(test: &str) -> Scratch {
@@ -72,56 +72,13 @@ fn assert_rows_close(what: &str, got: &[Vec<f32>], expected: &[Vec<f32>], limit:
     }
 }
 
-/// Asserts a failed run: exit code `code` (1 for lookalike's errors, 2 for clap's), no panic,
-/// nothing on stdout, stderr (after at most the `GPU: ...` banner) starting with `error: `
-/// and containing every needle, and `out` neither created nor left as a temporary sibling.
+/// Asserts a failed run ([`Run::assert_error`]) that neither created `out` nor left a
+/// temporary sibling of it.
 fn assert_fails(run: &Run, code: i32, needles: &[&str], out: &Path) {
+    run.assert_error(code, None, needles);
     let context = run.describe();
-    assert_eq!(
-        run.code,
-        Some(code),
-        "expected exit code {code}:\n{context}"
-    );
-    assert!(
-        !run.stderr.contains("panicked"),
-        "a panic instead of an error:\n{context}"
-    );
-    assert!(
-        run.stdout.is_empty(),
-        "a failed run printed to stdout:\n{context}"
-    );
-    let message = match run.stderr.split_once('\n') {
-        Some((banner, rest)) if banner.starts_with("GPU: ") => rest,
-        _ => run.stderr.as_str(),
-    };
-    assert!(
-        message.starts_with("error: "),
-        "stderr does not start with `error: `:\n{context}"
-    );
-    for needle in needles {
-        assert!(
-            message.contains(needle),
-            "the error does not mention {needle:?}:\n{context}"
-        );
-    }
-    assert!(
-        !out.exists(),
-        "a failed run created {}:\n{context}",
-        out.display()
-    );
+    assert!(!out.exists(), "a failed run created {}:\n{context}", out.display());
     assert_no_temp_files(out, &context);
-}
-
-/// No temporary sibling of `out` (the atomic writer's `.NAME.tmp-*`) survives.
-fn assert_no_temp_files(out: &Path, context: &str) {
-    let prefix = format!(".{}.tmp", out.file_name().unwrap().to_string_lossy());
-    for entry in fs::read_dir(out.parent().unwrap()).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(
-            !name.starts_with(&prefix),
-            "temporary file {name} left behind:\n{context}"
-        );
-    }
 }
 
 /// Runs a failing `embed` (weights from [`weights`] unless `args` brings its own), checking

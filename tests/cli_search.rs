@@ -29,7 +29,7 @@ use lookalike::search::Neighbor;
 use safetensors::{Dtype, SafeTensors};
 use serde_json::Value;
 
-use common::cli::{lookalike, lookalike_in, s, seed1_weights, Run, Scratch};
+use common::cli::{assert_no_temp_files, lookalike, lookalike_in, s, seed1_weights, Run, Scratch};
 
 /// Preprocessing of every index here: 64x64 inputs.
 const PRE: [&str; 4] = ["--resize", "72", "--crop", "64"];
@@ -264,66 +264,14 @@ fn neighbours_of(run: &Run, item: &Value, k: usize) -> Vec<(usize, String, Optio
         .collect()
 }
 
-/// Asserts a failed run: exit code 1, no panic, nothing on stdout, stderr (after at most
-/// the `GPU: ...` banner) starting with `error: ` and containing every needle.
+/// A failed run with lookalike's own exit code 1 ([`Run::assert_error`]).
 fn assert_fails(run: &Run, needles: &[&str]) {
-    assert_fails_after(run, None, needles);
+    run.assert_error(1, None, needles);
 }
 
-/// [`assert_fails`] for runs that first report something on stderr: `preamble` must come
-/// first, then the `error: ` line, which must be the last.
+/// [`assert_fails`] for runs that first report `preamble` on stderr.
 fn assert_fails_after(run: &Run, preamble: Option<&str>, needles: &[&str]) {
-    let context = run.describe();
-    assert_eq!(run.code, Some(1), "expected exit code 1:\n{context}");
-    assert!(
-        !run.stderr.contains("panicked"),
-        "a panic instead of an error:\n{context}"
-    );
-    assert!(
-        run.stdout.is_empty(),
-        "a failed run printed to stdout:\n{context}"
-    );
-    let mut message = match run.stderr.split_once('\n') {
-        Some((banner, rest)) if banner.starts_with("GPU: ") => rest,
-        _ => run.stderr.as_str(),
-    };
-    if let Some(preamble) = preamble {
-        assert!(
-            message.starts_with(preamble),
-            "stderr does not start with {preamble:?}:\n{context}"
-        );
-        let at = message
-            .find("\nerror: ")
-            .unwrap_or_else(|| panic!("no `error: ` line:\n{context}"));
-        message = &message[at + 1..];
-        assert_eq!(
-            message.trim_end().lines().count(),
-            1,
-            "the error is not the last line:\n{context}"
-        );
-    }
-    assert!(
-        message.starts_with("error: "),
-        "stderr does not start with `error: `:\n{context}"
-    );
-    for needle in needles {
-        assert!(
-            message.contains(needle),
-            "the error does not mention {needle:?}:\n{context}"
-        );
-    }
-}
-
-/// No temporary sibling of `out` (the atomic writer's `.NAME.tmp-*`) survives.
-fn assert_no_temp_files(out: &Path, context: &str) {
-    let prefix = format!(".{}.tmp", out.file_name().unwrap().to_string_lossy());
-    for entry in fs::read_dir(out.parent().unwrap()).unwrap() {
-        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-        assert!(
-            !name.starts_with(&prefix),
-            "temporary file {name} left behind:\n{context}"
-        );
-    }
+    run.assert_error(1, preamble, needles);
 }
 
 fn norm(row: &[f32]) -> f64 {

@@ -30,6 +30,31 @@ impl Run {
         assert!(!self.stderr.contains("panicked"), "{}", self.describe());
     }
 
+    /// Asserts a failed run: exit code `code` (1 for lookalike's errors, 2 for clap's), no
+    /// panic, nothing on stdout, and stderr (after at most the `GPU: ...` banner) starting
+    /// with `error: ` and containing every needle. With a `preamble`, stderr must start with
+    /// that instead, and the `error: ` line be its last.
+    pub fn assert_error(&self, code: i32, preamble: Option<&str>, needles: &[&str]) {
+        let context = self.describe();
+        assert_eq!(self.code, Some(code), "expected exit code {code}:\n{context}");
+        assert!(!self.stderr.contains("panicked"), "a panic instead of an error:\n{context}");
+        assert!(self.stdout.is_empty(), "a failed run printed to stdout:\n{context}");
+        let mut message = match self.stderr.split_once('\n') {
+            Some((banner, rest)) if banner.starts_with("GPU: ") => rest,
+            _ => self.stderr.as_str(),
+        };
+        if let Some(preamble) = preamble {
+            assert!(message.starts_with(preamble), "stderr does not start with {preamble:?}:\n{context}");
+            let at = message.find("\nerror: ").unwrap_or_else(|| panic!("no `error: ` line:\n{context}"));
+            message = &message[at + 1..];
+            assert_eq!(message.trim_end().lines().count(), 1, "the error is not the last line:\n{context}");
+        }
+        assert!(message.starts_with("error: "), "stderr does not start with `error: `:\n{context}");
+        for needle in needles {
+            assert!(message.contains(needle), "the error does not mention {needle:?}:\n{context}");
+        }
+    }
+
     /// The `--json` output, which must be one JSON array.
     pub fn json(&self) -> Vec<Value> {
         match serde_json::from_str(&self.stdout) {
@@ -109,5 +134,14 @@ impl Scratch {
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// No temporary sibling of `out` (the atomic writer's `.NAME.tmp-*`) survives.
+pub fn assert_no_temp_files(out: &Path, context: &str) {
+    let prefix = format!(".{}.tmp", out.file_name().unwrap().to_string_lossy());
+    for entry in std::fs::read_dir(out.parent().unwrap()).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        assert!(!name.starts_with(&prefix), "temporary file {name} left behind:\n{context}");
     }
 }
