@@ -1,6 +1,7 @@
 //! GPU plumbing: context, pipeline cache, buffers and submission.
 
 mod context;
+pub mod known;
 mod pipeline;
 mod profile;
 pub mod shaders;

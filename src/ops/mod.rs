@@ -18,6 +18,7 @@ pub mod topk;
 
 use crate::error::{Error, Result};
 use crate::ops::gemv::GemvTiles;
+use crate::gpu::known::gpu_spec;
 
 /// Register-blocked tile configuration shared by the GEMM-like kernels (`conv2d`,
 /// `matmul`): a workgroup of `wg_x * wg_y` invocations, each computing a `block x block`
@@ -155,7 +156,14 @@ impl Tuning {
                 topk_workgroup: 32,
                 ..Self::default()
             },
-            _ => Self { min_groups_for_8x8: multiprocessors(&info.name).unwrap_or(0), ..Self::default() },
+            // A large GPU (by name): 8x8 blocks only where their grid has about one
+            // workgroup per multiprocessor. A 256-invocation 8x8 workgroup holds ~128
+            // registers each, so at most two fit one; below that, 4x4 blocks make four
+            // times the workgroups. On an H100 at batch 32 this moves layer3's 256-channel
+            // convolutions (98 workgroups of 8x8) and most of layer4's 512-channel ones (52)
+            // to 4x4 blocks, a third of the forward's FLOPs (a prediction; `lookalike tune`
+            // measures and overrides it).
+            _ => Self { min_groups_for_8x8: gpu_spec(&info.name).map_or(0, |spec| spec.multiprocessors), ..Self::default() },
         }
     }
 
@@ -169,19 +177,6 @@ impl Tuning {
             tiles
         }
     }
-}
-
-/// Multiprocessors (NVIDIA SMs) of GPUs big enough that a grid of 8x8 tiles can leave most of
-/// them idle, by a substring of the adapter's name. Used untuned as the least number of 8x8
-/// workgroups (about one per multiprocessor; a 256-invocation 8x8 workgroup holds ~128
-/// registers each, so at most two fit one): below that, 4x4 blocks make four times the
-/// workgroups. On an H100 at batch 32 this moves layer3's 256-channel convolutions (98
-/// workgroups of 8x8) and most of layer4's 512-channel ones (52) to 4x4 blocks, a third of
-/// the forward's FLOPs (a prediction; `lookalike tune` measures and overrides it).
-const LARGE_GPUS: [(&str, usize); 6] = [("H100 PCIe", 114), ("H100", 132), ("H200", 132), ("H800", 132), ("A100", 108), ("B200", 148)];
-
-fn multiprocessors(adapter_name: &str) -> Option<usize> {
-    LARGE_GPUS.iter().find(|(name, _)| adapter_name.contains(name)).map(|&(_, count)| count)
 }
 
 /// Fails unless `buffer` holds at least `len` f32s.

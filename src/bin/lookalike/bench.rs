@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use lookalike::cpu;
 use lookalike::embed::Embedder;
+use lookalike::gpu::known::gpu_spec;
 use lookalike::gpu::Stage;
 use lookalike::index::{Entry, Index, Provenance};
 use lookalike::model::resnet50::ShapeWalk;
@@ -39,9 +40,6 @@ pub struct BenchOptions {
     /// Also time `matmul_coop` where the adapter has matrix units.
     pub experimental_coop: bool,
 }
-
-/// Known fp32 peaks (TFLOP/s) and memory bandwidths (GB/s) by adapter-name substring.
-const PEAKS: [(&str, f64, f64); 4] = [("H100", 67.0, 3000.0), ("H200", 67.0, 4800.0), ("A100", 19.5, 1555.0), ("RTX 4090", 82.6, 1008.0)];
 
 /// `matmul_coop` on the bench's matmul in a few workgroup layouts, each timed and checked
 /// against the CPU product (on a new card the first run is also the first test there).
@@ -107,11 +105,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let one = Rng::new(1).normals(size * size * 3, 1.0);
     gpu_net.forward(&ctx, &one, 1, size, size)?;
     let cold_start_ms = cold.elapsed().as_secs_f64() * 1e3;
-    let (peak_tflops, peak_gbps) = PEAKS
-        .iter()
-        .find(|(name, _, _)| info.name.contains(name))
-        .map(|&(_, t, g)| (Some(t), Some(g)))
-        .unwrap_or((None, None));
+    let (peak_tflops, peak_gbps) = gpu_spec(&info.name).map_or((None, None), |spec| (Some(spec.fp32_tflops), Some(spec.memory_gbps)));
     let peak_tflops = o.peak_tflops.or(peak_tflops);
     let peak_gbps = o.peak_gbps.or(peak_gbps);
     say(&o, format!("adapter: {} ({:?}, {:?}, driver {} {})", info.name, info.backend, info.device_type, info.driver, info.driver_info));
