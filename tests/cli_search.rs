@@ -629,6 +629,25 @@ fn search_matches_a_brute_force_over_the_index() {
     let items = run.json();
     assert_eq!(items.len(), queries.len(), "{context}");
 
+    // The same queries as features (`embed`'s output): the same neighbours, named by row.
+    let by_features = lookalike(&["search", s(index_path), "--features", s(&features_path), "-k", &k, "--json"]);
+    by_features.assert_success();
+    let feature_items = by_features.json();
+    assert_eq!(feature_items.len(), queries.len(), "{}", by_features.describe());
+    for (qi, (item, feature_item)) in items.iter().zip(&feature_items).enumerate() {
+        let want_name = format!("{}:{qi}", features_path.display());
+        assert_eq!(feature_item["query"].as_str(), Some(want_name.as_str()), "{}", by_features.describe());
+        let from_images = neighbours_of(&run, item, n);
+        let from_features = neighbours_of(&by_features, feature_item, n);
+        for (a, b) in from_images.iter().zip(&from_features) {
+            assert!(
+                (a.0 == b.0 || (a.3 - b.3).abs() <= 1e-5) && (a.3 - b.3).abs() <= 1e-5,
+                "query {qi}: images give {a:?}, features {b:?}:\n{}",
+                by_features.describe()
+            );
+        }
+    }
+
     let mean = index.mean.as_ref().expect("centred");
     let rows = index.embeddings.rows_f32(FEATURE_DIM, 0, n);
     for (qi, item) in items.iter().enumerate() {
@@ -982,6 +1001,15 @@ fn bad_search_and_classify_inputs_fail_cleanly() {
     let header_only = dir.path("header-only.safetensors");
     fs::write(&header_only, &original[..8]).unwrap();
     let k_range = format!("between 1 and the {n} images");
+    let narrow = dir.path("narrow.npy");
+    npy::write_f32(&narrow, &[2, 3], &[0.5; 6]).unwrap();
+    let images_npy = dir.path("images.npy");
+    npy::write_f32(&images_npy, &[1, 3, 2, 2], &[0.5; 12]).unwrap();
+    let nan_features = dir.path("nan.npy");
+    let mut values = vec![0.5; 2 * FEATURE_DIM];
+    values[FEATURE_DIM + 7] = f32::NAN;
+    npy::write_f32(&nan_features, &[2, FEATURE_DIM], &values).unwrap();
+    let width = format!("[queries, {FEATURE_DIM}]");
     let out_dir = dir.path("out-dir");
     fs::create_dir(&out_dir).unwrap();
 
@@ -1036,6 +1064,23 @@ fn bad_search_and_classify_inputs_fail_cleanly() {
             vec![s(&header_only), "not a valid safetensors file"],
         ),
         (vec!["search", s(&missing), q, "-k", "1"], vec![s(&missing)]),
+        // Query features of the wrong shape, not finite, or missing.
+        (
+            vec!["search", s(index), "--features", s(&narrow), "-k", "1"],
+            vec![s(&narrow), &width, "[2, 3]"],
+        ),
+        (
+            vec!["search", s(index), "--features", s(&images_npy), "-k", "1"],
+            vec![s(&images_npy), &width, "[1, 3, 2, 2]"],
+        ),
+        (
+            vec!["search", s(index), "--features", s(&nan_features), "-k", "1"],
+            vec!["query features", "NaN"],
+        ),
+        (
+            vec!["search", s(index), "--features", s(&missing), "-k", "1"],
+            vec![s(&missing)],
+        ),
         (vec!["classify", s(&f.db), q, "-k", "1"], vec![s(&f.db)]),
         // Outputs that are folders are refused before any work.
         (
@@ -1078,6 +1123,13 @@ fn bad_search_and_classify_inputs_fail_cleanly() {
             "{}",
             run.describe()
         );
+    }
+    // Images and features at once, or features with a collage: clap's usage error.
+    let features = dir.path("features.npy");
+    npy::write_f32(&features, &[1, FEATURE_DIM], &vec![0.5; FEATURE_DIM]).unwrap();
+    for extra in [vec![q], vec!["--collage", s(&out_dir)]] {
+        let run = lookalike(&[vec!["search", s(index), "--features", s(&features), "-k", "1"], extra].concat());
+        run.assert_error(2, None, &["--features", "cannot be used with"]);
     }
 }
 

@@ -84,8 +84,12 @@ enum Command {
     /// The k most similar indexed images of each query image.
     Search {
         index: PathBuf,
-        #[arg(required = true)]
+        #[arg(required_unless_present = "features")]
         images: Vec<PathBuf>,
+        /// Query features instead of images: a Q x D float32 .npy, as `embed` writes with the
+        /// index's weights and preprocessing (centred like the index, normalised, then scored).
+        #[arg(long, conflicts_with_all = ["images", "collage", "weights"])]
+        features: Option<PathBuf>,
         #[arg(short, default_value_t = 5)]
         k: usize,
         /// One JSON array, one object per query.
@@ -269,8 +273,12 @@ fn main() -> ExitCode {
             gpu: None,
         })
         .map(|_| ()),
-        Command::Search { index, images, k, json, collage, weights, experimental_coop } => {
-            search_cmd::search(&index, &images, k, json, collage.as_deref(), weights.as_ref(), experimental_coop)
+        Command::Search { index, images, features, k, json, collage, weights, experimental_coop } => {
+            let queries = match &features {
+                Some(path) => search_cmd::Queries::Features(path),
+                None => search_cmd::Queries::Images(&images),
+            };
+            search_cmd::search(&index, queries, k, json, collage.as_deref(), weights.as_ref(), experimental_coop)
         }
         Command::Classify { index, images, k, eval, confusion, weights } => {
             if images.is_empty() && eval.is_none() {

@@ -9,6 +9,7 @@ use lookalike::embed::Embedder;
 use lookalike::index::{scan_folder, Index, Provenance};
 use lookalike::ops::matmul::Precision;
 use lookalike::render::{collage, confusion_png, save_png};
+use lookalike::npy;
 use lookalike::search::{Neighbor, SearchOptions, Searcher};
 use lookalike::{Context, Error, Result};
 
@@ -177,24 +178,41 @@ fn open_searcher(index: &Index, weights_override: Option<&PathBuf>, matrix_units
     Searcher::new(crate::open_context(matrix_units)?, &loaded.net, index, options)
 }
 
+/// What `lookalike search` looks up.
+pub enum Queries<'a> {
+    Images(&'a [PathBuf]),
+    /// A `[queries, dim]` float32 .npy of raw features.
+    Features(&'a Path),
+}
+
 /// `lookalike search`.
 /// With `matrix_units` (`--experimental-coop`) the backbone and the scan run on the GPU's
 /// matrix units.
-pub fn search(index_path: &Path, images: &[PathBuf], k: usize, json: bool, collage_path: Option<&Path>, weights_override: Option<&PathBuf>, matrix_units: bool) -> Result<()> {
+pub fn search(index_path: &Path, queries: Queries, k: usize, json: bool, collage_path: Option<&Path>, weights_override: Option<&PathBuf>, matrix_units: bool) -> Result<()> {
     if let Some(path) = collage_path {
         refuse_directory(path)?;
     }
     let index = Index::load(index_path)?;
     check_k(&index, k)?;
-    let queries = decode_all(images)?;
-    let mut searcher = open_searcher(&index, weights_override, matrix_units)?;
-    let results = searcher.search_images(&queries, k)?;
-    // Before printing, so a failed run prints no results.
-    if let Some(path) = collage_path {
-        write_collage(&index, &queries, &results, path)?;
-    }
+    let (names, results) = match queries {
+        Queries::Images(images) => {
+            let decoded = decode_all(images)?;
+            let results = open_searcher(&index, weights_override, matrix_units)?.search_images(&decoded, k)?;
+            // Before printing, so a failed run prints no results.
+            if let Some(path) = collage_path {
+                write_collage(&index, &decoded, &results, path)?;
+            }
+            (images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(), results)
+        }
+        Queries::Features(path) => {
+            let features = read_query_features(path, index.dim)?;
+            let options = SearchOptions { matrix_units, ..Default::default() };
+            let results = Searcher::for_features(crate::open_context(matrix_units)?, &index, options)?.search_features(&features, k)?;
+            ((0..results.len()).map(|row| format!("{}:{row}", path.display())).collect(), results)
+        }
+    };
     if json {
-        let out: Vec<serde_json::Value> = images
+        let out: Vec<serde_json::Value> = names
             .iter()
             .zip(&results)
             .map(|(query, neighbours)| {
@@ -206,13 +224,13 @@ pub fn search(index_path: &Path, images: &[PathBuf], k: usize, json: bool, colla
                         serde_json::json!({"rank": rank + 1, "index": n.index, "path": entry.path, "label": entry.label, "score": n.score})
                     })
                     .collect();
-                serde_json::json!({"query": query.to_string_lossy(), "neighbors": list})
+                serde_json::json!({"query": query, "neighbors": list})
             })
             .collect();
         println!("{}", serde_json::Value::Array(out));
     } else {
-        for (query, neighbours) in images.iter().zip(&results) {
-            println!("{}", query.display());
+        for (query, neighbours) in names.iter().zip(&results) {
+            println!("{query}");
             for (rank, n) in neighbours.iter().enumerate() {
                 let entry = &index.entries[n.index];
                 let label = entry.label.as_deref().map(|l| format!("  [{l}]")).unwrap_or_default();
@@ -221,6 +239,19 @@ pub fn search(index_path: &Path, images: &[PathBuf], k: usize, json: bool, colla
         }
     }
     Ok(())
+}
+
+/// The rows of a `[queries, dim]` float32 .npy.
+fn read_query_features(path: &Path, dim: usize) -> Result<Vec<f32>> {
+    let array = npy::read_f32(path)?;
+    match array.shape.as_slice() {
+        &[queries, d] if queries > 0 && d == dim => Ok(array.data),
+        shape => Err(Error::ShapeMismatch {
+            op: format!("query features {}", path.display()),
+            expected: format!("[queries, {dim}] (the index's width)"),
+            got: format!("{shape:?}"),
+        }),
+    }
 }
 
 fn check_k(index: &Index, k: usize) -> Result<()> {
