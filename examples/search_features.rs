@@ -14,9 +14,8 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use lookalike::index::{Entry, Index, Provenance};
 use lookalike::ops::matmul::Precision;
-use lookalike::search::{SearchOptions, Searcher};
+use lookalike::search::{neighbours_json, SearchOptions, Searcher};
 use lookalike::{npy, Context};
-use serde_json::json;
 
 #[derive(Parser)]
 struct Args {
@@ -68,18 +67,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut searcher = Searcher::for_features(Context::new()?, &index, options)?;
     eprintln!("{} rows in {} chunks, {} queries, k {}", index.len(), searcher.chunk_count(), queries.len() / dim, args.k);
     let results = searcher.search_features(&queries, args.k)?;
-    let out: Vec<_> = results
-        .iter()
-        .enumerate()
-        .map(|(q, neighbours)| {
-            let neighbours: Vec<_> = neighbours
-                .iter()
-                .enumerate()
-                .map(|(rank, n)| json!({"rank": rank + 1, "index": n.index, "path": index.entries[n.index].path, "label": null, "score": n.score}))
-                .collect();
-            json!({"query": format!("row {q}"), "neighbors": neighbours})
-        })
-        .collect();
+    let out: Vec<_> = results.iter().enumerate().map(|(q, neighbours)| neighbours_json(&format!("row {q}"), neighbours, &index.entries)).collect();
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

@@ -15,7 +15,7 @@ use crate::cpu;
 use crate::cpu::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Readback};
-use crate::index::{Embeddings, Index};
+use crate::index::{Embeddings, Entry, Index};
 use crate::model::{BatchNormMode, GpuResNet50, ResNet50, FEATURE_DIM};
 use crate::ops::l2_normalize::l2_normalize;
 use crate::ops::gemv;
@@ -29,6 +29,21 @@ use crate::ops::topk::{TopK, TopKInput, TopKOutput, MAX_K};
 pub struct Neighbor {
     pub index: usize,
     pub score: f32,
+}
+
+/// One query's results as `lookalike search --json` prints them: `{"query": NAME,
+/// "neighbors": [{"rank", "index", "path", "label", "score"}, ...]}`, ranks from 1, paths
+/// and labels from the index's `entries`.
+pub fn neighbours_json(query: &str, neighbours: &[Neighbor], entries: &[Entry]) -> serde_json::Value {
+    let list: Vec<serde_json::Value> = neighbours
+        .iter()
+        .enumerate()
+        .map(|(rank, n)| {
+            let entry = &entries[n.index];
+            serde_json::json!({"rank": rank + 1, "index": n.index, "path": entry.path, "label": entry.label, "score": n.score})
+        })
+        .collect();
+    serde_json::json!({"query": query, "neighbors": list})
 }
 
 /// Tuning knobs of a [`Searcher`].

@@ -10,7 +10,7 @@ use lookalike::index::{scan_folder, Index, Provenance};
 use lookalike::ops::matmul::Precision;
 use lookalike::render::{collage, confusion_png, save_png};
 use lookalike::npy;
-use lookalike::search::{Neighbor, SearchOptions, Searcher};
+use lookalike::search::{neighbours_json, Neighbor, SearchOptions, Searcher};
 use lookalike::{Context, Error, Result};
 
 use crate::weights;
@@ -212,21 +212,7 @@ pub fn search(index_path: &Path, queries: Queries, k: usize, json: bool, collage
         }
     };
     if json {
-        let out: Vec<serde_json::Value> = names
-            .iter()
-            .zip(&results)
-            .map(|(query, neighbours)| {
-                let list: Vec<serde_json::Value> = neighbours
-                    .iter()
-                    .enumerate()
-                    .map(|(rank, n)| {
-                        let entry = &index.entries[n.index];
-                        serde_json::json!({"rank": rank + 1, "index": n.index, "path": entry.path, "label": entry.label, "score": n.score})
-                    })
-                    .collect();
-                serde_json::json!({"query": query, "neighbors": list})
-            })
-            .collect();
+        let out: Vec<serde_json::Value> = names.iter().zip(&results).map(|(query, neighbours)| neighbours_json(query, neighbours, &index.entries)).collect();
         println!("{}", serde_json::Value::Array(out));
     } else {
         for (query, neighbours) in names.iter().zip(&results) {
