@@ -134,8 +134,10 @@ impl TuneReport {
 /// GEMV lanes per row tried (workgroups of 256).
 pub const GEMV_LANES: [u32; 7] = [1, 2, 4, 8, 16, 32, 64];
 
-/// Top-k workgroup sizes tried (those within the device's limit).
-pub const TOPK_WORKGROUPS: [u32; 5] = [16, 32, 64, 128, 256];
+/// Top-k workgroup sizes tried (those within the device's limit). A 2048-entry block has 1024
+/// compare-exchanges per step: 512 and 1024 invocations take one or two each, which may hide
+/// a large GPU's workgroup-memory latency better when a few blocks hold the whole row.
+pub const TOPK_WORKGROUPS: [u32; 7] = [16, 32, 64, 128, 256, 512, 1024];
 
 /// Times the candidates on `ctx` and picks the fastest (see the module docs). Takes seconds
 /// on a GPU; about a minute on lavapipe, most of it compiling the 8x8 pipelines.
