@@ -28,6 +28,9 @@ use serde_json::json;
 /// Convolution FLOPs of one 224x224 image (lookalike's `ShapeWalk::resnet50(224, 224).flops`).
 const RESNET50_224_FLOPS: f64 = 8_174_272_512.0;
 const BURN_VERSION: &str = "0.22.1";
+/// Weights of torchvision's ResNet50 (25,557,032) less its 2048 x 1000 classifier and bias,
+/// plus the batch-norms' running means and variances (2 x 26,560), which burn counts too.
+const RESNET50_FEATURE_PARAMS: usize = 23_508_032 + 2 * 26_560;
 
 #[derive(Module, Debug)]
 struct ConvBn {
@@ -186,6 +189,12 @@ fn main() {
 /// Cold start (device, weights, the first forward and its autotune), then each batch.
 fn resnet50(o: &Options, device: &Device, start: Instant, emit: &dyn Fn(&str, serde_json::Value)) {
     let net = ResNet50::new(device);
+    // torchvision's ResNet50 without its classifier: the same network lookalike runs.
+    let params = net.num_params();
+    if params != RESNET50_FEATURE_PARAMS {
+        eprintln!("burn-peer: the network has {params} parameters, not ResNet50's {RESNET50_FEATURE_PARAMS}");
+        std::process::exit(1);
+    }
     // Images come from host memory each run, as lookalike's bench uploads them.
     let pixels = |batch: usize| TensorData::new((0..batch * 3 * 224 * 224).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect::<Vec<f32>>(), [batch, 3, 224, 224]);
     let upload = |data: &TensorData| Tensor::<4>::from_data(data.clone(), device);
