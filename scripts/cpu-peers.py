@@ -19,22 +19,11 @@ import argparse
 import json
 import os
 import sys
-import time
 
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "reference"))
-RESNET50_224_FLOPS = 8_174_272_512  # convolutions only, ShapeWalk::resnet50(224, 224).flops
-
-
-def median_secs(reps, run):
-    run()
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+from peer_timing import RESNET50_224_FLOPS, median_secs
 
 
 def bench_ort(weights, batches, reps):

@@ -117,8 +117,8 @@ def main():
     print("### matmul 1024³, GFLOP/s\n")
     mm = [(f"lookalike {r.get('kernel', r['device'])}" + (f" {r['tiles']}" if "tiles" in r else ""), r["gflop_per_s"])
           for source in (bench, coop) for r in (source or {}).get("matmul", []) if source is bench or r.get("kernel") != "fma-f32"]
-    mm += [(f"burn-wgpu", r["matmul"]["gflop_per_s"]) for r in burn or [] if "matmul" in r]
-    mm += [(f"ORT WebGPU", r["matmul"]["gflop_per_s"]) for r in ortweb or [] if "matmul" in r]
+    mm += [("burn-wgpu", r["matmul"]["gflop_per_s"]) for r in burn or [] if "matmul" in r]
+    mm += [("ORT WebGPU", r["matmul"]["gflop_per_s"]) for r in ortweb or [] if "matmul" in r]
     print(table(["what", "GFLOP/s"], [[name, fmt(g)] for name, g in mm]) + "\n")
 
     print("### k-NN scan, top-10\n")

@@ -28,16 +28,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "reference"))
-RESNET50_224_FLOPS = 8_174_272_512  # convolutions only, ShapeWalk::resnet50(224, 224).flops
-
-
-def median_secs(reps, run):
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        run()
-        times.append(time.perf_counter() - start)
-    return sorted(times)[len(times) // 2]
+from peer_timing import RESNET50_224_FLOPS, median_secs
 
 
 def session(ort, model, provider, constant_folding=True):
@@ -73,7 +64,6 @@ def resnet50(ort, weights, batches, reps):
         features = gpu.run(None, {"input": x})[0]
         expected = cpu.run(None, {"input": x})[0]
         rel_l2 = float(np.linalg.norm(features - expected) / np.linalg.norm(expected))
-        gpu.run(None, {"input": x})
         secs = median_secs(reps, lambda: gpu.run(None, {"input": x}))
         emit(ort, "resnet50", {"device": "onnxruntime-webgpu", "batch": batch, "resolution": 224,
                                "img_per_s": batch / secs,
