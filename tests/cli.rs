@@ -591,7 +591,9 @@ fn tune_caches_launch_shapes_that_later_runs_use() {
     }
     assert_eq!(report["gemv"].as_array().unwrap().len(), 7);
     let workgroups: Vec<u64> = report["topk"].as_array().unwrap().iter().map(|t| t["workgroup"].as_u64().unwrap()).collect();
-    assert_eq!(workgroups, [16, 32, 64, 128, 256], "{}", run.describe());
+    // Every size the tuner tries, up to the adapter's limit (at least WebGPU's 256).
+    let tried = &lookalike::tune::TOPK_WORKGROUPS[..workgroups.len()];
+    assert!(workgroups.len() >= 5 && workgroups.iter().zip(tried).all(|(&w, &t)| w == u64::from(t)), "{}", run.describe());
     assert!(workgroups.contains(&report["tuning"]["topk_workgroup"].as_u64().unwrap()));
     let saved = out["saved"].as_str().unwrap_or_else(|| panic!("nothing saved:\n{}", run.describe()));
     assert!(Path::new(saved).starts_with(&dir.0) && Path::new(saved).is_file(), "{saved}");
