@@ -115,18 +115,25 @@ def main():
     print("\nlookalike, burn and ORT WebGPU: host batch in, features back; PyTorch: input on the GPU, CUDA events.\n")
 
     print("### matmul 1024³, GFLOP/s\n")
-    mm = [(f"lookalike {r.get('kernel', r['device'])}" + (f" {r['tiles']}" if "tiles" in r else ""), r["gflop_per_s"])
-          for source in (bench, coop) for r in (source or {}).get("matmul", []) if source is bench or r.get("kernel") != "fma-f32"]
+    def kernel_name(r):
+        name = {"fma-f32": "lookalike f32 (FMA)", "cpu-f32": "lookalike CPU reference", "coop-f16": "lookalike matrix units (f16)"}
+        tiles = r.get("tiles")
+        return name.get(r.get("kernel"), r.get("kernel", "?")) + (f" {tiles['sg_rows']}x{tiles['sg_cols']} subgroups, tile_k {tiles['tile_k']}" if tiles else "")
+
+    # coop.json repeats the f32 and CPU rows: only its matrix-unit rows are new.
+    mm = [(kernel_name(r), r["gflop_per_s"]) for r in (bench or {}).get("matmul", [])]
+    mm += [(kernel_name(r), r["gflop_per_s"]) for r in (coop or {}).get("matmul", []) if r.get("kernel") == "coop-f16"]
     mm += [("burn-wgpu", r["matmul"]["gflop_per_s"]) for r in burn or [] if "matmul" in r]
     mm += [("ORT WebGPU", r["matmul"]["gflop_per_s"]) for r in ortweb or [] if "matmul" in r]
     print(table(["what", "GFLOP/s"], [[name, fmt(g)] for name, g in mm]) + "\n")
 
     print("### k-NN scan, top-10\n")
     knn_rows = []
-    for r in (bench or {}).get("knn", []):
+    for r in (bench or {}).get("knn", []) + [r for r in (coop or {}).get("knn", []) if r.get("kernel") == "coop-f16"]:
         t = next((t for t in torch_rows or [] if t.get("what") == "knn_scan" and t["n"] == r["n"] and t["queries"] == r["queries"]
                   and t["dtype"].endswith("16" if r["dtype"] == "f16" else "32")), None)
-        knn_rows.append([f"{r['n']:,}", r["dtype"], r["queries"], r["device"], fmt(r["ms"], 2), fmt(r["gb_per_s"]),
+        device = r["device"] + (" (matrix units)" if r.get("kernel") == "coop-f16" else "")
+        knn_rows.append([f"{r['n']:,}", r["dtype"], r["queries"], device, fmt(r["ms"], 2), fmt(r["gb_per_s"]),
                          fmt(t["ms"], 2) if t and r["device"] == "gpu" else "—", ratio(t["ms"], r["ms"]) if t and r["device"] == "gpu" else "—"])
     print(table(["rows", "dtype", "queries", "device", "ms", "GB/s", "PyTorch ms", "PyTorch ms / lookalike ms"], knn_rows))
     print("\nPyTorch's scan: 1M rows, 1 and 256 queries (matmul + topk); rows without a match are left blank.\n")
