@@ -36,50 +36,65 @@ struct Params {
 
 const PAD_INDEX: u32 = 0xffffffffu;
 const PAD_BITS: u32 = 0xff7fffffu;     // -3.40282347e38, the lowest finite f32
-const KEY_NEG_INF: u32 = 0x007fffffu;  // rank_key of -inf
+const KEY_NEG_INF: u32 = 0x007fffffu;  // rank key of -inf (and of NaN and padding)
+const KEY_POS_INF: u32 = 0xff800000u;  // rank key of +inf
+const ORDERED_NEG_ZERO: u32 = 0x7fffffffu;
 
 // Candidates per workgroup; 2 u32 arrays of BLOCK fill WebGPU's default 16 KiB.
 override BLOCK: u32 = 2048u;
 override WG: u32 = 256u;
 
 @group(0) @binding(0) var<uniform> p: Params;
-// Scores are f32 bound as their bits: comparisons go through rank_key, and copies keep the
-// exact bits (a float load or store may canonicalise NaNs).
+// Scores are f32 bound as their bits: comparisons go through integer keys, and copies keep
+// the exact bits (a float load or store may canonicalise NaNs).
 @group(0) @binding(1) var<storage, read> in_scores: array<u32>;
 @group(0) @binding(2) var<storage, read> in_indices: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out_scores: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out_indices: array<u32>;
 
-var<workgroup> sort_bits: array<u32, BLOCK>;
+// Each entry's score is held as `ordered(bits)`: a bijection of u32 whose unsigned order is
+// the float order with -0 below +0 and NaNs beyond the infinities. It is made once per load
+// and undone once per output, so exact bits survive while each comparison only fixes up the
+// few values the ranking treats as equal (about half the instructions of keying raw bits).
+var<workgroup> sort_ordered: array<u32, BLOCK>;
 var<workgroup> sort_index: array<u32, BLOCK>;
 
-// Maps a score to a u32 whose unsigned order is the ranking order. Bit tests, not float
-// compares: WGSL lets implementations assume NaN never occurs.
-fn rank_key(bits: u32, index: u32) -> u32 {
-    let magnitude = bits & 0x7fffffffu;
-    let ordered = select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
-    let key = select(ordered, 0x80000000u, magnitude == 0u);
-    return select(key, KEY_NEG_INF, (index == PAD_INDEX) | (magnitude > 0x7f800000u));
+fn ordered(bits: u32) -> u32 {
+    return select(bits | 0x80000000u, ~bits, (bits & 0x80000000u) != 0u);
+}
+
+fn bits_of(ordered_bits: u32) -> u32 {
+    return select(~ordered_bits, ordered_bits & 0x7fffffffu, (ordered_bits & 0x80000000u) != 0u);
+}
+
+// The rank key of an ordered score: unsigned order is the ranking order. NaNs join -inf
+// (negative NaNs lie below it, positive ones above +inf) and -0 joins +0, the next value up.
+// Padding is held as ordered 0 (a negative NaN), so it ranks with -inf too and, with the
+// highest index, after every real candidate. Bit tests, not float compares: WGSL lets
+// implementations assume NaN never occurs.
+fn rank_key(o: u32) -> u32 {
+    let key = max(o, KEY_NEG_INF) + select(0u, 1u, o == ORDERED_NEG_ZERO);
+    return select(key, KEY_NEG_INF, o > KEY_POS_INF);
 }
 
 // Whether entry a ranks strictly before entry b. Bitwise | and & rather than || and &&:
 // no short-circuit branches in the sort's inner loop.
-fn before(a_bits: u32, a_index: u32, b_bits: u32, b_index: u32) -> bool {
-    let ka = rank_key(a_bits, a_index);
-    let kb = rank_key(b_bits, b_index);
+fn before(a_ordered: u32, a_index: u32, b_ordered: u32, b_index: u32) -> bool {
+    let ka = rank_key(a_ordered);
+    let kb = rank_key(b_ordered);
     return (ka > kb) | ((ka == kb) & (a_index < b_index));
 }
 
 // Orders entries lo < hi: best first when `best_first`, else worst first. Branch-free.
 fn compare_exchange(lo: u32, hi: u32, best_first: bool) {
-    let lo_bits = sort_bits[lo];
+    let lo_ordered = sort_ordered[lo];
     let lo_index = sort_index[lo];
-    let hi_bits = sort_bits[hi];
+    let hi_ordered = sort_ordered[hi];
     let hi_index = sort_index[hi];
-    let swap = before(hi_bits, hi_index, lo_bits, lo_index) == best_first;
-    sort_bits[lo] = select(lo_bits, hi_bits, swap);
+    let swap = before(hi_ordered, hi_index, lo_ordered, lo_index) == best_first;
+    sort_ordered[lo] = select(lo_ordered, hi_ordered, swap);
     sort_index[lo] = select(lo_index, hi_index, swap);
-    sort_bits[hi] = select(hi_bits, lo_bits, swap);
+    sort_ordered[hi] = select(hi_ordered, lo_ordered, swap);
     sort_index[hi] = select(hi_index, lo_index, swap);
 }
 
@@ -104,17 +119,18 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     let count = min(p.span, p.len - start);
     let base = row * p.len + start;
     for (var i = tid; i < p.span; i = i + WG) {
-        var bits = PAD_BITS;
+        var held = 0u;  // padding
         var index = PAD_INDEX;
         if (i < count) {
-            bits = in_scores[base + i];
             if (p.pairs != 0u) {
                 index = in_indices[base + i];
             } else {
                 index = p.index_base + start + i;
             }
+            // Padding in the input (an earlier pass's short list) is held as padding.
+            held = select(ordered(in_scores[base + i]), 0u, index == PAD_INDEX);
         }
-        sort_bits[i] = bits;
+        sort_ordered[i] = held;
         sort_index[i] = index;
     }
     workgroupBarrier();
@@ -142,12 +158,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
             let i = t & (run - 1u);
             let a = (((t >> p.run_log2) << 1u) << level) * run + i;
             let b = a + (run << level);
-            let a_bits = sort_bits[a];
+            let a_ordered = sort_ordered[a];
             let a_index = sort_index[a];
-            let b_bits = sort_bits[b];
+            let b_ordered = sort_ordered[b];
             let b_index = sort_index[b];
-            let take_b = before(b_bits, b_index, a_bits, a_index);
-            sort_bits[a] = select(a_bits, b_bits, take_b);
+            let take_b = before(b_ordered, b_index, a_ordered, a_index);
+            sort_ordered[a] = select(a_ordered, b_ordered, take_b);
             sort_index[a] = select(a_index, b_index, take_b);
         }
         workgroupBarrier();
@@ -167,8 +183,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     for (var j = tid; j < p.k; j = j + WG) {
         var bits = PAD_BITS;
         var index = PAD_INDEX;
-        if (j < run) {
-            bits = sort_bits[j];
+        if (j < run && sort_index[j] != PAD_INDEX) {
+            bits = bits_of(sort_ordered[j]);
             index = sort_index[j];
         }
         out_scores[out_base + j] = bits;
