@@ -15,6 +15,14 @@
 // and writes into the caller's output. Since k <= BLOCK / 2, every pass shrinks the
 // candidates at least 2x.
 //
+// Prefilter (long rows of dense scores, small k): `chunk_max` takes the best score of each
+// of a row's chunks, and a plain pass takes the top k of those maxima; the k-th of them is a
+// floor no top-k candidate lies below (k chunks reach it). The chain's passes then drop
+// every candidate ranked below the floor as they load and sort only the survivors, packed to
+// the front of the block in a run of the next power of two: a few per block instead of
+// 2048. Data that defeats the floor (many ties at it, rows sorted by score) keeps more
+// survivors and costs at most a full sort per block, exact either way.
+//
 // Ranking: NaN counts as -inf, -0 equals +0, ties go to the lower index. Padding entries
 // (index 0xFFFFFFFF, score = lowest f32) rank below every real candidate, -inf and NaN
 // included, so lists padded by a short chunk merge exactly.
@@ -30,8 +38,8 @@ struct Params {
     index_base: u32, // dense scores: column j has index index_base + j
     pairs: u32,      // 1: indices come from `in_indices`
     run_log2: u32,   // log2 of the sorted run length, run <= span
-    _pad1: u32,
-    _pad2: u32,
+    floored: u32,    // 1: drop candidates ranked below the floor in `floor_list`
+    _pad: u32,
 }
 
 const PAD_INDEX: u32 = 0xffffffffu;
@@ -51,6 +59,8 @@ override WG: u32 = 256u;
 @group(0) @binding(2) var<storage, read> in_indices: array<u32>;
 @group(0) @binding(3) var<storage, read_write> out_scores: array<u32>;
 @group(0) @binding(4) var<storage, read_write> out_indices: array<u32>;
+// With `floored`: per row, the top k of the chunk maxima; entry k - 1 is the floor.
+@group(0) @binding(5) var<storage, read> floor_list: array<u32>;
 
 // Each entry's score is held as `ordered(bits)`: a bijection of u32 whose unsigned order is
 // the float order with -0 below +0 and NaNs beyond the infinities. It is made once per load
@@ -104,6 +114,31 @@ fn pair_lo(t: u32, stride: u32) -> u32 {
     return 2u * t - (t & (stride - 1u));
 }
 
+// One candidate as a block holds it: ordered score (0 for padding) and index.
+struct Entry {
+    held: u32,
+    index: u32,
+}
+
+// Candidate i of the block starting at column `start` of the row starting at `base`.
+fn load_entry(base: u32, start: u32, i: u32) -> Entry {
+    var index = p.index_base + start + i;
+    if (p.pairs != 0u) {
+        index = in_indices[base + i];
+    }
+    // Padding in the input (an earlier pass's short list) is held as padding.
+    return Entry(select(ordered(in_scores[base + i]), 0u, index == PAD_INDEX), index);
+}
+
+fn survives(e: Entry, floor_key: u32) -> bool {
+    return (e.index != PAD_INDEX) & (rank_key(e.held) >= floor_key);
+}
+
+// Smallest power of two >= n, at least 1.
+fn next_pow2(n: u32) -> u32 {
+    return select(1u << (32u - countLeadingZeros(n - 1u)), 1u, n <= 1u);
+}
+
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
@@ -118,29 +153,65 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     let start = block * p.span;
     let count = min(p.span, p.len - start);
     let base = row * p.len + start;
-    for (var i = tid; i < p.span; i = i + WG) {
-        var held = 0u;  // padding
-        var index = PAD_INDEX;
-        if (i < count) {
-            if (p.pairs != 0u) {
-                index = in_indices[base + i];
-            } else {
-                index = p.index_base + start + i;
+    var span = p.span;
+    var run_log2 = p.run_log2;
+    if (p.floored == 0u) {
+        for (var i = tid; i < span; i = i + WG) {
+            var e = Entry(0u, PAD_INDEX);
+            if (i < count) {
+                e = load_entry(base, start, i);
             }
-            // Padding in the input (an earlier pass's short list) is held as padding.
-            held = select(ordered(in_scores[base + i]), 0u, index == PAD_INDEX);
+            sort_ordered[i] = e.held;
+            sort_index[i] = e.index;
         }
-        sort_ordered[i] = held;
-        sort_index[i] = index;
+    } else {
+        // Count each invocation's survivors, scan the counts (Hillis-Steele, ping-ponging
+        // between the two halves of sort_ordered's first 2 * WG slots), then load again and
+        // write each survivor to its packed slot, in candidate order.
+        let floor_key = rank_key(ordered(floor_list[row * p.k + p.k - 1u]));
+        var mine = 0u;
+        for (var i = tid; i < count; i = i + WG) {
+            mine = mine + select(0u, 1u, survives(load_entry(base, start, i), floor_key));
+        }
+        sort_ordered[tid] = mine;
+        workgroupBarrier();
+        var half = 0u;
+        for (var d = 1u; d < WG; d = d << 1u) {
+            var sum = sort_ordered[half + tid];
+            if (tid >= d) {
+                sum = sum + sort_ordered[half + tid - d];
+            }
+            sort_ordered[WG - half + tid] = sum;
+            half = WG - half;
+            workgroupBarrier();
+        }
+        var slot = sort_ordered[half + tid] - mine;
+        let kept = workgroupUniformLoad(&sort_ordered[half + WG - 1u]);
+        workgroupBarrier();  // every invocation has read the scan before survivors overwrite it
+        // Most invocations have no survivor (no second read).
+        for (var i = tid; (i < count) & (mine != 0u); i = i + WG) {
+            let e = load_entry(base, start, i);
+            if (survives(e, floor_key)) {
+                sort_ordered[slot] = e.held;
+                sort_index[slot] = e.index;
+                slot = slot + 1u;
+            }
+        }
+        span = next_pow2(kept);
+        run_log2 = min(run_log2, countTrailingZeros(span));
+        for (var i = kept + tid; i < span; i = i + WG) {
+            sort_ordered[i] = 0u;
+            sort_index[i] = PAD_INDEX;
+        }
     }
     workgroupBarrier();
 
     // 1. Bitonic-sort runs of `run`. At step (size, stride) the sub-sequence holding lo is
     // ordered best-first when (lo & size) == 0: runs alternate direction, as merges need.
-    let run = 1u << p.run_log2;
+    let run = 1u << run_log2;
     for (var size = 2u; size <= run; size = size << 1u) {
         for (var stride = size >> 1u; stride > 0u; stride = stride >> 1u) {
-            for (var t = tid; t < p.span / 2u; t = t + WG) {
+            for (var t = tid; t < span / 2u; t = t + WG) {
                 let lo = pair_lo(t, stride);
                 compare_exchange(lo, lo + stride, (lo & size) == 0u);
             }
@@ -151,12 +222,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
     // 2. Halve the runs until one is left. Runs stay where they are: after `level` rounds the
     // live run q sits at slot q << level. Live runs with even q merge best-first, odd ones
     // worst-first, so the next round again pairs a best-first run with a worst-first one.
-    var live = p.span >> p.run_log2;
+    var live = span >> run_log2;
     for (var level = 0u; live > 1u; level = level + 1u) {
         live = live >> 1u;
         for (var t = tid; t < live * run; t = t + WG) {
             let i = t & (run - 1u);
-            let a = (((t >> p.run_log2) << 1u) << level) * run + i;
+            let a = (((t >> run_log2) << 1u) << level) * run + i;
             let b = a + (run << level);
             let a_ordered = sort_ordered[a];
             let a_index = sort_index[a];
@@ -169,7 +240,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         workgroupBarrier();
         for (var stride = run >> 1u; stride > 0u; stride = stride >> 1u) {
             for (var t = tid; t < live * (run >> 1u); t = t + WG) {
-                let q = t >> (p.run_log2 - 1u);
+                let q = t >> (run_log2 - 1u);
                 let lo = ((q << (level + 1u)) * run) + pair_lo(t & ((run >> 1u) - 1u), stride);
                 compare_exchange(lo, lo + stride, (q & 1u) == 0u);
             }
@@ -189,5 +260,39 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         }
         out_scores[out_base + j] = bits;
         out_indices[out_base + j] = index;
+    }
+}
+
+// Best rank key of one chunk of a row.
+var<workgroup> chunk_best: atomic<u32>;
+
+// The prefilter's first step: per row, the best score of each chunk of `span` candidates
+// (`blocks` chunks), as a score of that rank (raw bits may differ, e.g. -0 for +0), written
+// densely to out_scores[row * blocks + chunk].
+@compute @workgroup_size(WG)
+fn chunk_max(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
+             @builtin(local_invocation_index) tid: u32) {
+    let group = wid.x + groups.x * (wid.y + groups.y * wid.z);
+    let row = group / p.blocks;
+    let chunk = group % p.blocks;
+    if (row >= p.rows) {
+        return;
+    }
+    if (tid == 0u) {
+        atomicStore(&chunk_best, 0u);
+    }
+    workgroupBarrier();
+    let start = chunk * p.span;
+    let count = min(p.span, p.len - start);
+    let base = row * p.len + start;
+    var best = 0u;
+    for (var i = tid; i < count; i = i + WG) {
+        best = max(best, rank_key(ordered(in_scores[base + i])));
+    }
+    atomicMax(&chunk_best, best);
+    workgroupBarrier();
+    if (tid == 0u) {
+        // A rank key is itself an ordered score of that rank (it never is -0 or a NaN).
+        out_scores[row * p.blocks + chunk] = bits_of(atomicLoad(&chunk_best));
     }
 }

@@ -1,6 +1,7 @@
 //! GPU top-k against its CPU twin with exact equality of indices and score bits: duplicate
 //! scores, NaN and -inf, k from 1 to MAX_K, lengths that are multiples of nothing, several
-//! rows, padding, explicit (score, index) pairs and the chunked-scan merge.
+//! rows, padding, explicit (score, index) pairs and the chunked-scan merge; long rows go
+//! through the prefilter's floor, including rows that defeat it.
 
 mod common;
 
@@ -117,6 +118,44 @@ fn nan_ranks_below_every_number() {
         }
         check("nan", &v, rows, len, k);
     }
+}
+
+/// Rows where the prefilter's floor keeps many candidates: ascending (the last chunks survive
+/// whole), descending (the first ones do), constant (every candidate ties with the floor) and
+/// signed zeros among -inf and NaN (the floor is a zero; -0 and +0 rank equal).
+#[test]
+fn floors_that_keep_many_candidates_stay_exact() {
+    let len = 20_011;
+    let mut v = Vec::with_capacity(4 * len);
+    v.extend((0..len).map(|j| j as f32 / len as f32));
+    v.extend((0..len).map(|j| 1.0 - j as f32 / len as f32));
+    v.extend(std::iter::repeat_n(0.5f32, len));
+    let mut rng = Rng::new(19);
+    v.extend((0..len).map(|_| match (rng.uniform() * 4.0) as u32 {
+        0 => -0.0,
+        1 => 0.0,
+        2 => f32::NEG_INFINITY,
+        _ => f32::NAN,
+    }));
+    for k in [1, 10, 100, 250] {
+        check("floor-defeating", &v, 4, len, k);
+    }
+}
+
+/// The prefilter is in use where it should be: long rows of dense scores with a small k.
+#[test]
+fn long_rows_take_the_prefilter() {
+    let ctx = ctx();
+    let input = ctx.storage("scores", 100_003).unwrap();
+    let (s, i) = outputs(1000);
+    let labels = |len, k| {
+        let topk = TopK::new(ctx, TopKInput::Scores { scores: &input, index_base: 0 }, 1, len, k, &TopKOutput::dense(&s, &i, k)).unwrap();
+        topk.dispatches().iter().map(|d| d.label()).collect::<Vec<_>>()
+    };
+    assert_eq!(labels(100_003, 100)[..2], ["topk chunk max", "topk floor"]);
+    assert_eq!(labels(5000, 10)[..2], ["topk chunk max", "topk floor"]);
+    assert!(!labels(2048, 10).contains(&"topk floor"), "one block needs no floor");
+    assert!(!labels(5000, 1000).contains(&"topk floor"), "too few chunks per k for a useful floor");
 }
 
 #[test]

@@ -1,6 +1,8 @@
 //! Rust twin of `shaders/topk.wgsl`: exact top-k per row of a score matrix, as a chain of
 //! passes that each reduce blocks of 2048 candidates to their best k in workgroup memory
-//! (the shader's header has the algorithm) until one list per row is left.
+//! (the shader's header has the algorithm) until one list per row is left. Long rows of
+//! dense scores with a small k first get a floor (the k-th best of their chunk maxima), and
+//! the passes sort only the candidates at or above it.
 //!
 //! Ranking: scores descending, NaN as -inf, -0 equal to +0, ties to the lower index. When a
 //! row has fewer than k candidates the remaining results are padding ([`PAD_SCORE`],
@@ -62,15 +64,17 @@ struct Params {
     index_base: u32,
     pairs: u32,
     run_log2: u32,
-    _pad: [u32; 2],
+    floored: u32,
+    _pad: u32,
 }
 
-const BINDINGS: [Binding; 5] = [
+const BINDINGS: [Binding; 6] = [
     Binding::Uniform,
     Binding::ReadOnly,
     Binding::ReadOnly,
     Binding::ReadWrite,
     Binding::ReadWrite,
+    Binding::ReadOnly,
 ];
 
 /// One pass: each row's `len` candidates in `blocks` blocks of `span`, each reduced to k.
@@ -79,14 +83,6 @@ struct Pass {
     len: usize,
     blocks: usize,
     span: usize,
-}
-
-impl Pass {
-    /// Length of the sorted runs a block is reduced through: the shortest power of two that
-    /// holds k, at most the block.
-    fn run(&self, k: usize) -> usize {
-        k.next_power_of_two().min(self.span)
-    }
 }
 
 /// The passes for `len` candidates per row: full blocks while more than one is needed, then
@@ -101,6 +97,33 @@ fn plan(len: usize, k: usize) -> Vec<Pass> {
     }
     passes.push(Pass { len, blocks: 1, span: len.next_power_of_two() });
     passes
+}
+
+/// The prefilter's chunking of a row: `chunks` chunks of `chunk` candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Chunking {
+    chunk: usize,
+    chunks: usize,
+}
+
+/// Chunk maxima per k the floor is taken from: of random scores, about -ln(1 - k / chunks)
+/// x chunks candidates reach the floor, so 4k to 8k chunks leave 7-15% more than k. More
+/// chunks would cost the floor's sort more than they save.
+const CHUNKS_PER_K: usize = 4;
+
+/// The prefilter for rows of `len` dense scores, when it pays: rows that need more than one
+/// pass, and enough chunks (at least 2k, at most one block) for a floor close to the k-th
+/// best: power-of-two chunks, at least 4k of them where the block allows.
+fn chunking(len: usize, k: usize) -> Option<Chunking> {
+    if len <= BLOCK {
+        return None;
+    }
+    let mut chunk = 1usize << (len / (CHUNKS_PER_K * k)).max(1).ilog2();
+    if len.div_ceil(chunk) > BLOCK {
+        chunk = len.div_ceil(BLOCK).next_power_of_two();
+    }
+    let chunks = len.div_ceil(chunk);
+    (chunks >= 2 * k).then_some(Chunking { chunk, chunks })
 }
 
 /// Workgroups for `blocks` x `rows`: that 2-D grid when it fits the per-dimension limit,
@@ -189,10 +212,47 @@ impl TopK {
                 8 * BLOCK
             )));
         }
-        let key = PipelineKey::new(ShaderFile::TopK, "main", &[("BLOCK", BLOCK as f64), ("WG", workgroup as f64)]);
-        let kernel = ctx.kernel(&key, &BINDINGS)?;
+        let constants = [("BLOCK", BLOCK as f64), ("WG", workgroup as f64)];
+        let kernel = ctx.kernel(&PipelineKey::new(ShaderFile::TopK, "main", &constants), &BINDINGS)?;
         let max_groups = ctx.limits().max_compute_workgroups_per_dimension;
         let passes = plan(len, k);
+        let params = |len: usize, span: usize, blocks: usize, out_stride: usize, out_offset: usize, pairs: u32, floored: bool| Params {
+            rows: rows as u32,
+            len: len as u32,
+            k: k as u32,
+            span: span as u32,
+            blocks: blocks as u32,
+            out_stride: out_stride as u32,
+            out_offset: out_offset as u32,
+            index_base,
+            pairs,
+            // Sorted runs: the shortest power of two that holds k, at most the block.
+            run_log2: k.next_power_of_two().min(span).trailing_zeros(),
+            floored: floored as u32,
+            _pad: 0,
+        };
+        let mut dispatches = Vec::with_capacity(passes.len() + 2);
+
+        // The prefilter's floor: chunk maxima, then their top k (entry k - 1 of each row).
+        let chunking = if pairs == 0 { chunking(len, k) } else { None };
+        let floor = match chunking {
+            Some(Chunking { chunk, chunks }) => {
+                let maxima = ctx.storage("topk chunk maxima", rows * chunks)?;
+                let floor = (ctx.storage("topk floor scores", rows * k)?, ctx.storage("topk floor indices", rows * k)?);
+                let chunk_max = ctx.kernel(&PipelineKey::new(ShaderFile::TopK, "chunk_max", &constants), &BINDINGS)?;
+                let uniform = ctx.uniform("topk chunk max params", &params(len, chunk, chunks, chunks, 0, 0, false));
+                // chunk_max writes only out_scores; out_indices takes any other writable buffer.
+                let buffers = [&uniform, scores, scores, &maxima, &floor.1, scores];
+                dispatches.push(Dispatch::new(ctx, "topk chunk max", chunk_max, &buffers, grid(chunks, rows, max_groups))?);
+                let mut floor_params = params(chunks, chunks.next_power_of_two(), 1, k, 0, 0, false);
+                floor_params.index_base = 0;
+                let uniform = ctx.uniform("topk floor params", &floor_params);
+                let buffers = [&uniform, &maxima, &maxima, &floor.0, &floor.1, &maxima];
+                dispatches.push(Dispatch::new(ctx, "topk floor", kernel.clone(), &buffers, grid(1, rows, max_groups))?);
+                Some(floor)
+            }
+            None => None,
+        };
 
         // Intermediate lists ping-pong between two scratch pairs, each sized for the
         // largest list it holds.
@@ -205,7 +265,6 @@ impl TopK {
             scratch.push((ctx.storage("topk scratch scores", n)?, ctx.storage("topk scratch indices", n)?));
         }
 
-        let mut dispatches = Vec::with_capacity(passes.len());
         let mut source = (scores, indices);
         for (i, pass) in passes.iter().enumerate() {
             let last = i + 1 == passes.len();
@@ -215,30 +274,22 @@ impl TopK {
                 let (s, ix) = &scratch[i % 2];
                 ((s, ix), pass.blocks * k, 0)
             };
-            let params = Params {
-                rows: rows as u32,
-                len: pass.len as u32,
-                k: k as u32,
-                span: pass.span as u32,
-                blocks: pass.blocks as u32,
-                out_stride: out_stride as u32,
-                out_offset: out_offset as u32,
-                index_base,
-                pairs: if i == 0 { pairs } else { 1 },
-                run_log2: pass.run(k).trailing_zeros(),
-                _pad: [0; 2],
-            };
-            let uniform = ctx.uniform("topk params", &params);
-            let buffers = [&uniform, source.0, source.1, target.0, target.1];
+            let pairs = if i == 0 { pairs } else { 1 };
+            let uniform = ctx.uniform("topk params", &params(pass.len, pass.span, pass.blocks, out_stride, out_offset, pairs, floor.is_some()));
+            // Without a floor the binding is unread; the pass's own input fills it.
+            let floor_scores = floor.as_ref().map_or(source.0, |f| &f.0);
+            let buffers = [&uniform, source.0, source.1, target.0, target.1, floor_scores];
             dispatches.push(Dispatch::new(ctx, "topk", kernel.clone(), &buffers, grid(pass.blocks, rows, max_groups))?);
             source = target;
         }
         Ok(Self { dispatches, rows, k })
     }
 
-    /// The largest workgroup size [`TopK::with_workgroup`] takes on this device.
+    /// The largest workgroup size [`TopK::with_workgroup`] takes on this device: at most
+    /// half a block, as the prefilter scans per-invocation counts in 2 x workgroup slots.
     pub fn max_workgroup(ctx: &Context) -> u32 {
-        ctx.limits().max_compute_invocations_per_workgroup.min(ctx.limits().max_compute_workgroup_size_x)
+        let limits = ctx.limits();
+        limits.max_compute_invocations_per_workgroup.min(limits.max_compute_workgroup_size_x).min(BLOCK as u32 / 2)
     }
 
     /// The passes, in order; encode them all into one compute pass.
@@ -275,6 +326,23 @@ mod tests {
         }
         assert_eq!(plan(1_000_000, 10).len(), 3);
         assert_eq!(plan(1_000_000, MAX_K).len(), 10);
+    }
+
+    #[test]
+    fn chunkings_fit_one_block_and_give_a_close_floor() {
+        for k in [1, 10, 100, 250, 1000, MAX_K] {
+            for len in [BLOCK + 1, 5000, 20_011, 100_003, 1_000_000, 10_000_000] {
+                let Some(Chunking { chunk, chunks }) = chunking(len, k) else {
+                    continue;
+                };
+                assert!(chunk.is_power_of_two() && chunks == len.div_ceil(chunk), "{len} {k}");
+                assert!(chunks <= BLOCK && chunks >= 2 * k, "{len} {k}: {chunks} chunks");
+            }
+        }
+        assert_eq!(chunking(1_000_000, 100), Some(Chunking { chunk: 2048, chunks: 489 }));
+        assert_eq!(chunking(100_000, 100), Some(Chunking { chunk: 128, chunks: 782 }));
+        assert_eq!(chunking(100_000, 1000), None);
+        assert_eq!(chunking(BLOCK, 1), None);
     }
 
     #[test]
