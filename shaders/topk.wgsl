@@ -114,20 +114,40 @@ fn pair_lo(t: u32, stride: u32) -> u32 {
     return 2u * t - (t & (stride - 1u));
 }
 
+// This workgroup's block: number `number` of its row, `span` candidates (the row's last
+// block may hold fewer, `count`) from column `start`, at buffer offset `base`.
+struct Block {
+    row: u32,
+    number: u32,
+    start: u32,
+    count: u32,
+    base: u32,
+}
+
+// The grid is (blocks, rows) or, past the per-dimension limit, a linear fold of it; rows
+// past the last belong to no block (row >= p.rows).
+fn locate(wid: vec3<u32>, groups: vec3<u32>) -> Block {
+    let group = wid.x + groups.x * (wid.y + groups.y * wid.z);
+    let row = group / p.blocks;
+    let number = group % p.blocks;
+    let start = number * p.span;
+    return Block(row, number, start, min(p.span, p.len - start), row * p.len + start);
+}
+
 // One candidate as a block holds it: ordered score (0 for padding) and index.
 struct Entry {
     held: u32,
     index: u32,
 }
 
-// Candidate i of the block starting at column `start` of the row starting at `base`.
-fn load_entry(base: u32, start: u32, i: u32) -> Entry {
-    var index = p.index_base + start + i;
+// Candidate i of a block.
+fn load_entry(block: Block, i: u32) -> Entry {
+    var index = p.index_base + block.start + i;
     if (p.pairs != 0u) {
-        index = in_indices[base + i];
+        index = in_indices[block.base + i];
     }
     // Padding in the input (an earlier pass's short list) is held as padding.
-    return Entry(select(ordered(in_scores[base + i]), 0u, index == PAD_INDEX), index);
+    return Entry(select(ordered(in_scores[block.base + i]), 0u, index == PAD_INDEX), index);
 }
 
 fn survives(e: Entry, floor_key: u32) -> bool {
@@ -142,24 +162,19 @@ fn next_pow2(n: u32) -> u32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
-    // The grid is (blocks, rows) or, past the per-dimension limit, a linear fold of it.
-    let group = wid.x + groups.x * (wid.y + groups.y * wid.z);
-    let row = group / p.blocks;
-    let block = group % p.blocks;
+    let block = locate(wid, groups);
+    let row = block.row;
     if (row >= p.rows) {
         return;
     }
-
-    let start = block * p.span;
-    let count = min(p.span, p.len - start);
-    let base = row * p.len + start;
+    let count = block.count;
     var span = p.span;
     var run_log2 = p.run_log2;
     if (p.floored == 0u) {
         for (var i = tid; i < span; i = i + WG) {
             var e = Entry(0u, PAD_INDEX);
             if (i < count) {
-                e = load_entry(base, start, i);
+                e = load_entry(block, i);
             }
             sort_ordered[i] = e.held;
             sort_index[i] = e.index;
@@ -171,7 +186,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         let floor_key = rank_key(ordered(floor_list[row * p.k + p.k - 1u]));
         var mine = 0u;
         for (var i = tid; i < count; i = i + WG) {
-            mine = mine + select(0u, 1u, survives(load_entry(base, start, i), floor_key));
+            mine = mine + select(0u, 1u, survives(load_entry(block, i), floor_key));
         }
         sort_ordered[tid] = mine;
         workgroupBarrier();
@@ -190,7 +205,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         workgroupBarrier();  // every invocation has read the scan before survivors overwrite it
         // Most invocations have no survivor (no second read).
         for (var i = tid; (i < count) & (mine != 0u); i = i + WG) {
-            let e = load_entry(base, start, i);
+            let e = load_entry(block, i);
             if (survives(e, floor_key)) {
                 sort_ordered[slot] = e.held;
                 sort_index[slot] = e.index;
@@ -250,7 +265,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
 
     // The best run now holds slot 0, sorted best-first. Blocks shorter than k (only in the
     // last pass, when a row has fewer than k candidates) end in padding entries.
-    let out_base = row * p.out_stride + p.out_offset + block * p.k;
+    let out_base = row * p.out_stride + p.out_offset + block.number * p.k;
     for (var j = tid; j < p.k; j = j + WG) {
         var bits = PAD_BITS;
         var index = PAD_INDEX;
@@ -272,27 +287,22 @@ var<workgroup> chunk_best: atomic<u32>;
 @compute @workgroup_size(WG)
 fn chunk_max(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
              @builtin(local_invocation_index) tid: u32) {
-    let group = wid.x + groups.x * (wid.y + groups.y * wid.z);
-    let row = group / p.blocks;
-    let chunk = group % p.blocks;
-    if (row >= p.rows) {
+    let chunk = locate(wid, groups);
+    if (chunk.row >= p.rows) {
         return;
     }
     if (tid == 0u) {
         atomicStore(&chunk_best, 0u);
     }
     workgroupBarrier();
-    let start = chunk * p.span;
-    let count = min(p.span, p.len - start);
-    let base = row * p.len + start;
     var best = 0u;
-    for (var i = tid; i < count; i = i + WG) {
-        best = max(best, rank_key(ordered(in_scores[base + i])));
+    for (var i = tid; i < chunk.count; i = i + WG) {
+        best = max(best, rank_key(ordered(in_scores[chunk.base + i])));
     }
     atomicMax(&chunk_best, best);
     workgroupBarrier();
     if (tid == 0u) {
         // A rank key is itself an ordered score of that rank (it never is -0 or a NaN).
-        out_scores[row * p.blocks + chunk] = bits_of(atomicLoad(&chunk_best));
+        out_scores[chunk.row * p.blocks + chunk.number] = bits_of(atomicLoad(&chunk_best));
     }
 }
