@@ -114,24 +114,11 @@ fn pair_lo(t: u32, stride: u32) -> u32 {
     return 2u * t - (t & (stride - 1u));
 }
 
-// This workgroup's block: number `number` of its row, `span` candidates (the row's last
-// block may hold fewer, `count`) from column `start`, at buffer offset `base`.
-struct Block {
-    row: u32,
-    number: u32,
-    start: u32,
-    count: u32,
-    base: u32,
-}
-
-// The grid is (blocks, rows) or, past the per-dimension limit, a linear fold of it; rows
-// past the last belong to no block (row >= p.rows).
-fn locate(wid: vec3<u32>, groups: vec3<u32>) -> Block {
+// (row, block of the row) of this workgroup. The grid is (blocks, rows) or, past the
+// per-dimension limit, a linear fold of it; rows past the last are idle.
+fn locate(wid: vec3<u32>, groups: vec3<u32>) -> vec2<u32> {
     let group = wid.x + groups.x * (wid.y + groups.y * wid.z);
-    let row = group / p.blocks;
-    let number = group % p.blocks;
-    let start = number * p.span;
-    return Block(row, number, start, min(p.span, p.len - start), row * p.len + start);
+    return vec2(group / p.blocks, group % p.blocks);
 }
 
 // One candidate as a block holds it: ordered score (0 for padding) and index.
@@ -140,14 +127,14 @@ struct Entry {
     index: u32,
 }
 
-// Candidate i of a block.
-fn load_entry(block: Block, i: u32) -> Entry {
-    var index = p.index_base + block.start + i;
+// Candidate i of the block starting at column `start` of the row starting at `base`.
+fn load_entry(base: u32, start: u32, i: u32) -> Entry {
+    var index = p.index_base + start + i;
     if (p.pairs != 0u) {
-        index = in_indices[block.base + i];
+        index = in_indices[base + i];
     }
     // Padding in the input (an earlier pass's short list) is held as padding.
-    return Entry(select(ordered(in_scores[block.base + i]), 0u, index == PAD_INDEX), index);
+    return Entry(select(ordered(in_scores[base + i]), 0u, index == PAD_INDEX), index);
 }
 
 fn survives(e: Entry, floor_key: u32) -> bool {
@@ -162,19 +149,23 @@ fn next_pow2(n: u32) -> u32 {
 @compute @workgroup_size(WG)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
         @builtin(local_invocation_index) tid: u32) {
-    let block = locate(wid, groups);
-    let row = block.row;
+    let at = locate(wid, groups);
+    let row = at.x;
+    let block = at.y;
     if (row >= p.rows) {
         return;
     }
-    let count = block.count;
+
+    let start = block * p.span;
+    let count = min(p.span, p.len - start);
+    let base = row * p.len + start;
     var span = p.span;
     var run_log2 = p.run_log2;
     if (p.floored == 0u) {
         for (var i = tid; i < span; i = i + WG) {
             var e = Entry(0u, PAD_INDEX);
             if (i < count) {
-                e = load_entry(block, i);
+                e = load_entry(base, start, i);
             }
             sort_ordered[i] = e.held;
             sort_index[i] = e.index;
@@ -186,7 +177,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         let floor_key = rank_key(ordered(floor_list[row * p.k + p.k - 1u]));
         var mine = 0u;
         for (var i = tid; i < count; i = i + WG) {
-            mine = mine + select(0u, 1u, survives(load_entry(block, i), floor_key));
+            mine = mine + select(0u, 1u, survives(load_entry(base, start, i), floor_key));
         }
         sort_ordered[tid] = mine;
         workgroupBarrier();
@@ -205,7 +196,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
         workgroupBarrier();  // every invocation has read the scan before survivors overwrite it
         // Most invocations have no survivor (no second read).
         for (var i = tid; (i < count) & (mine != 0u); i = i + WG) {
-            let e = load_entry(block, i);
+            let e = load_entry(base, start, i);
             if (survives(e, floor_key)) {
                 sort_ordered[slot] = e.held;
                 sort_index[slot] = e.index;
@@ -265,7 +256,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: 
 
     // The best run now holds slot 0, sorted best-first. Blocks shorter than k (only in the
     // last pass, when a row has fewer than k candidates) end in padding entries.
-    let out_base = row * p.out_stride + p.out_offset + block.number * p.k;
+    let out_base = row * p.out_stride + p.out_offset + block * p.k;
     for (var j = tid; j < p.k; j = j + WG) {
         var bits = PAD_BITS;
         var index = PAD_INDEX;
@@ -287,22 +278,27 @@ var<workgroup> chunk_best: atomic<u32>;
 @compute @workgroup_size(WG)
 fn chunk_max(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>,
              @builtin(local_invocation_index) tid: u32) {
-    let chunk = locate(wid, groups);
-    if (chunk.row >= p.rows) {
+    let at = locate(wid, groups);
+    let row = at.x;
+    let chunk = at.y;
+    if (row >= p.rows) {
         return;
     }
     if (tid == 0u) {
         atomicStore(&chunk_best, 0u);
     }
     workgroupBarrier();
+    let start = chunk * p.span;
+    let count = min(p.span, p.len - start);
+    let base = row * p.len + start;
     var best = 0u;
-    for (var i = tid; i < chunk.count; i = i + WG) {
-        best = max(best, rank_key(ordered(in_scores[chunk.base + i])));
+    for (var i = tid; i < count; i = i + WG) {
+        best = max(best, rank_key(ordered(in_scores[base + i])));
     }
     atomicMax(&chunk_best, best);
     workgroupBarrier();
     if (tid == 0u) {
         // A rank key is itself an ordered score of that rank (it never is -0 or a NaN).
-        out_scores[chunk.row * p.blocks + chunk.number] = bits_of(atomicLoad(&chunk_best));
+        out_scores[row * p.blocks + chunk] = bits_of(atomicLoad(&chunk_best));
     }
 }
