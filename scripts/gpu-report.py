@@ -142,6 +142,9 @@ def main():
     if stages:
         print("### Stages of one query (ms)\n")
         print(table(list(stages), [[fmt(v, 3) for v in stages.values()]]) + "\n")
+        parts = (bench or {}).get("topk_k100_parts_ms")
+        if parts:
+            print("Top-100 of the same scores by step (ms): " + ", ".join(f"{k.replace('_', ' ')} {fmt(v, 3)}" for k, v in parts.items()) + ".\n")
 
     print("### Targets\n")
     checks = []

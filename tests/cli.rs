@@ -657,6 +657,10 @@ fn bench_json_has_every_figure() {
     }
     assert_eq!(out["stages_ms"].as_object().unwrap().len(), 6, "stages_ms is the pipeline's partition");
     positive(&out["topk_k100_ms"], "topk_k100_ms");
+    // 300 scores are one top-k pass: no floor steps.
+    let parts = out["topk_k100_parts_ms"].as_object().unwrap();
+    assert_eq!(parts.keys().collect::<Vec<_>>(), ["passes"], "top-100 steps of a short row");
+    positive(&parts["passes"], "topk_k100_parts_ms.passes");
     assert!(out["tuning"]["chosen"]["gemv"]["lanes"].is_u64() && out["tuning"]["source"].is_string());
 }
 

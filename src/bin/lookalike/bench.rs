@@ -216,13 +216,17 @@ pub fn run(o: BenchOptions) -> Result<()> {
 
     let stage_rows = sizes[0];
     let (mut stages, stages_method) = stage_times(&ctx, &mut gpu_net, size, &Rng::normals_parallel(3, stage_rows * FEATURE_DIM), stage_rows)?;
-    // Timed beside the stages but not one of them: the top-100 instead of the top-10.
-    let topk_k100_ms = stages.iter().position(|(s, _)| *s == TOPK_K100).map(|at| stages.remove(at).1);
+    // Timed beside the stages but not among them: the top-100 instead of the top-10, whole
+    // and by step.
+    let mut take = |name: &str| stages.iter().position(|(s, _)| *s == name).map(|at| stages.remove(at).1);
+    let topk_k100_ms = take(TOPK_K100);
+    let topk_k100_parts: Vec<(&str, f64)> = TOPK_K100_PARTS.iter().filter_map(|&(stage, key)| take(stage).map(|ms| (key, ms))).collect();
     say(&o, format!("stages of one {size}x{size} query ({stages_method}): {}", stages.iter().map(|(s, ms)| format!("{s} {ms:.2} ms")).collect::<Vec<_>>().join(", ")));
     let stage = |name: &str| stages.iter().find(|(s, _)| *s == name).map(|(_, ms)| *ms);
     if let (Some(score), Some(k10), Some(k100)) = (stage("score"), stage("topk"), topk_k100_ms) {
         say(&o, format!("top-k after the score of one chunk: k 10 {:.1}%, k 100 {:.1}% of its time", 100.0 * k10 / score, 100.0 * k100 / score));
     }
+    say(&o, format!("top-100 by step: {}", topk_k100_parts.iter().map(|(key, ms)| format!("{} {ms:.3} ms", key.replace('_', " "))).collect::<Vec<_>>().join(", ")));
     if o.json {
         let stages_ms: serde_json::Map<String, Value> = stages.into_iter().map(|(s, ms)| (s.to_string(), json!(ms))).collect();
         let out = json!({
@@ -237,6 +241,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
             "stages_ms": stages_ms,
             "stages_method": stages_method,
             "topk_k100_ms": topk_k100_ms,
+            "topk_k100_parts_ms": topk_k100_parts.into_iter().map(|(key, ms)| (key.to_string(), json!(ms))).collect::<serde_json::Map<String, Value>>(),
             "tuning": {"chosen": ctx.tuning(), "source": ctx.tuning_source().to_string()},
             "peak": {"tflops_fp32": peak_tflops, "gb_per_s": peak_gbps},
         });
@@ -342,6 +347,9 @@ fn knn_on_matrix_units(o: &BenchOptions, ctx: &Context, index: &Index, q: &[f32]
 
 /// The extra entry [`stage_times`] returns: the top-100 of the same scores.
 const TOPK_K100: &str = "topk_k100";
+/// The top-100's steps, also timed alone: (stage name, JSON key). The floor's two steps run
+/// only where the prefilter applies (long rows).
+const TOPK_K100_PARTS: [(&str, &str); 3] = [("topk_k100_chunk_max", "chunk_max"), ("topk_k100_floor", "floor"), ("topk_k100_passes", "passes")];
 
 /// How [`stage_times`] measured.
 const STAGES_BY_TIMESTAMPS: &str = "timestamp queries: GPU time between the start and end of each stage's compute passes, all in one submit, median of several runs";
@@ -349,7 +357,7 @@ const STAGES_BY_WALL_CLOCK: &str = "no timestamp queries on this adapter: each s
 
 /// The stages of one `size`x`size` query from a 640x480 photo: preprocess, conv, pool,
 /// normalise, score, top-k (the backbone's convolutions and pools summed over its layers),
-/// then [`TOPK_K100`], and how they were timed.
+/// then [`TOPK_K100`] and its [`TOPK_K100_PARTS`], and how they were timed.
 fn stage_times(ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], rows: usize) -> Result<(Vec<(&'static str, f64)>, &'static str)> {
     let image = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8]));
     let (input, features, backbone) = net.prepared(ctx, 1, size, size)?;
@@ -384,6 +392,14 @@ fn stage_times(ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], 
     let (top100_s, top100_i) = (ctx.storage("top-100 scores", 100)?, ctx.storage("top-100 ids", 100)?);
     let select100 = TopK::new(ctx, TopKInput::Scores { scores: &scores, index_base: 0 }, 1, chunk, 100, &TopKOutput::dense(&top100_s, &top100_i, 100))?;
     stages.push((TOPK_K100, select100.dispatches().iter().collect()));
+    for d in select100.dispatches() {
+        let part = match d.label() {
+            "topk chunk max" => 0,
+            "topk floor" => 1,
+            _ => 2,
+        };
+        stages.push((TOPK_K100_PARTS[part].0, vec![d]));
+    }
 
     let reps = if ctx.is_cpu() { 3 } else { 11 };
     let (runs, method) = if ctx.has_timestamps() {
