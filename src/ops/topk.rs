@@ -113,7 +113,8 @@ const CHUNKS_PER_K: usize = 4;
 
 /// The prefilter for rows of `len` dense scores, when it pays: rows that need more than one
 /// pass, and enough chunks (at least 2k, at most one block) for a floor close to the k-th
-/// best: power-of-two chunks, at least 4k of them where the block allows.
+/// best: power-of-two chunks, at least 4k of them where the block allows. Exactness needs at
+/// least k chunks (entry k - 1 of the maxima's top k must be a real maximum, not padding).
 fn chunking(len: usize, k: usize) -> Option<Chunking> {
     if len <= BLOCK {
         return None;
