@@ -148,14 +148,23 @@ fn long_rows_take_the_prefilter() {
     let ctx = ctx();
     let input = ctx.storage("scores", 100_003).unwrap();
     let (s, i) = outputs(1000);
-    let labels = |len, k| {
+    let steps = |len, k| {
         let topk = TopK::new(ctx, TopKInput::Scores { scores: &input, index_base: 0 }, 1, len, k, &TopKOutput::dense(&s, &i, k)).unwrap();
-        topk.dispatches().iter().map(|d| d.label()).collect::<Vec<_>>()
+        let labels: Vec<_> = topk.dispatches().iter().map(|d| d.label()).collect();
+        let steps: Vec<_> = topk.steps().iter().map(|&(step, d)| (step, d.len())).collect();
+        assert_eq!(steps.iter().map(|s| s.1).sum::<usize>(), labels.len(), "every dispatch in one step");
+        (labels, steps.into_iter().map(|s| s.0).collect::<Vec<_>>())
     };
-    assert_eq!(labels(100_003, 100)[..2], ["topk chunk max", "topk floor"]);
-    assert_eq!(labels(5000, 10)[..2], ["topk chunk max", "topk floor"]);
-    assert!(!labels(2048, 10).contains(&"topk floor"), "one block needs no floor");
-    assert!(!labels(5000, 1000).contains(&"topk floor"), "too few chunks per k for a useful floor");
+    for (len, k) in [(100_003, 100), (5000, 10)] {
+        let (labels, names) = steps(len, k);
+        assert_eq!(labels[..2], ["topk chunk max", "topk floor"], "{len} {k}");
+        assert_eq!(names, ["chunk_max", "floor", "passes"], "{len} {k}");
+    }
+    for (len, k, why) in [(2048, 10, "one block needs no floor"), (5000, 1000, "too few chunks per k for a useful floor")] {
+        let (labels, names) = steps(len, k);
+        assert!(!labels.contains(&"topk floor"), "{why}");
+        assert_eq!(names, ["passes"], "{why}");
+    }
 }
 
 #[test]

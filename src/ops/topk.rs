@@ -145,6 +145,8 @@ fn grid(blocks: usize, rows: usize, max: u32) -> [u32; 3] {
 #[derive(Debug)]
 pub struct TopK {
     dispatches: Vec<Dispatch>,
+    /// Whether the first two dispatches are the prefilter's chunk maxima and floor.
+    floored: bool,
     rows: usize,
     k: usize,
 }
@@ -283,7 +285,7 @@ impl TopK {
             dispatches.push(Dispatch::new(ctx, "topk", kernel.clone(), &buffers, grid(pass.blocks, rows, max_groups))?);
             source = target;
         }
-        Ok(Self { dispatches, rows, k })
+        Ok(Self { dispatches, floored: floor.is_some(), rows, k })
     }
 
     /// The largest workgroup size [`TopK::with_workgroup`] takes on this device: at most
@@ -296,6 +298,19 @@ impl TopK {
     /// The passes, in order; encode them all into one compute pass.
     pub fn dispatches(&self) -> &[Dispatch] {
         &self.dispatches
+    }
+
+    /// The dispatches by step, for profiling: `chunk_max` and `floor` (the prefilter, where
+    /// it applies), then `passes`.
+    pub fn steps(&self) -> Vec<(&'static str, &[Dispatch])> {
+        let (floor, passes) = self.dispatches.split_at(if self.floored { 2 } else { 0 });
+        let mut steps = Vec::with_capacity(3);
+        if self.floored {
+            steps.push(("chunk_max", &floor[..1]));
+            steps.push(("floor", &floor[1..]));
+        }
+        steps.push(("passes", passes));
+        steps
     }
 
     pub fn rows(&self) -> usize {

@@ -220,7 +220,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
     // and by step.
     let mut take = |name: &str| stages.iter().position(|(s, _)| *s == name).map(|at| stages.remove(at).1);
     let topk_k100_ms = take(TOPK_K100);
-    let topk_k100_parts: Vec<(&str, f64)> = TOPK_K100_PARTS.iter().filter_map(|&(stage, key)| take(stage).map(|ms| (key, ms))).collect();
+    let topk_k100_parts: Vec<(&str, f64)> = TOPK_K100_STEPS.iter().filter_map(|&step| take(step).map(|ms| (step, ms))).collect();
     say(&o, format!("stages of one {size}x{size} query ({stages_method}): {}", stages.iter().map(|(s, ms)| format!("{s} {ms:.2} ms")).collect::<Vec<_>>().join(", ")));
     let stage = |name: &str| stages.iter().find(|(s, _)| *s == name).map(|(_, ms)| *ms);
     if let (Some(score), Some(k10), Some(k100)) = (stage("score"), stage("topk"), topk_k100_ms) {
@@ -347,9 +347,9 @@ fn knn_on_matrix_units(o: &BenchOptions, ctx: &Context, index: &Index, q: &[f32]
 
 /// The extra entry [`stage_times`] returns: the top-100 of the same scores.
 const TOPK_K100: &str = "topk_k100";
-/// The top-100's steps, also timed alone: (stage name, JSON key). The floor's two steps run
-/// only where the prefilter applies (long rows).
-const TOPK_K100_PARTS: [(&str, &str); 3] = [("topk_k100_chunk_max", "chunk_max"), ("topk_k100_floor", "floor"), ("topk_k100_passes", "passes")];
+/// The top-100's steps ([`TopK::steps`]), also timed alone under their own names; the
+/// prefilter's two run only on long rows.
+const TOPK_K100_STEPS: [&str; 3] = ["chunk_max", "floor", "passes"];
 
 /// How [`stage_times`] measured.
 const STAGES_BY_TIMESTAMPS: &str = "timestamp queries: GPU time between the start and end of each stage's compute passes, all in one submit, median of several runs";
@@ -357,7 +357,7 @@ const STAGES_BY_WALL_CLOCK: &str = "no timestamp queries on this adapter: each s
 
 /// The stages of one `size`x`size` query from a 640x480 photo: preprocess, conv, pool,
 /// normalise, score, top-k (the backbone's convolutions and pools summed over its layers),
-/// then [`TOPK_K100`] and its [`TOPK_K100_PARTS`], and how they were timed.
+/// then [`TOPK_K100`] and its [`TOPK_K100_STEPS`], and how they were timed.
 fn stage_times(ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], rows: usize) -> Result<(Vec<(&'static str, f64)>, &'static str)> {
     let image = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8]));
     let (input, features, backbone) = net.prepared(ctx, 1, size, size)?;
@@ -392,13 +392,8 @@ fn stage_times(ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], 
     let (top100_s, top100_i) = (ctx.storage("top-100 scores", 100)?, ctx.storage("top-100 ids", 100)?);
     let select100 = TopK::new(ctx, TopKInput::Scores { scores: &scores, index_base: 0 }, 1, chunk, 100, &TopKOutput::dense(&top100_s, &top100_i, 100))?;
     stages.push((TOPK_K100, select100.dispatches().iter().collect()));
-    for d in select100.dispatches() {
-        let part = match d.label() {
-            "topk chunk max" => 0,
-            "topk floor" => 1,
-            _ => 2,
-        };
-        stages.push((TOPK_K100_PARTS[part].0, vec![d]));
+    for (step, dispatches) in select100.steps() {
+        stages.push((step, dispatches.iter().collect()));
     }
 
     let reps = if ctx.is_cpu() { 3 } else { 11 };
