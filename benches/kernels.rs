@@ -12,9 +12,9 @@ use lookalike::cpu;
 use lookalike::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use lookalike::ops::conv2d_coop::conv2d_coop;
 use lookalike::ops::coop::CoopTiles;
-use lookalike::ops::matmul_coop::matmul_coop;
 use lookalike::ops::gemv::scores;
 use lookalike::ops::matmul::{matmul, MatmulShape, Precision};
+use lookalike::ops::matmul_coop::matmul_coop;
 use lookalike::ops::Tiles;
 use lookalike::rng::Rng;
 
@@ -49,9 +49,11 @@ fn bench_conv(c: &mut Criterion) {
         let input = rng.normals(shape.input_len(), 1.0);
         let weight = rng.normals(shape.weight_len(), 0.1);
         let bias = rng.normals(shape.out_c, 0.1);
-        let (ib, wb, bb) = (ctx.upload("i", &input).unwrap(), ctx.upload("w", &weight).unwrap(), ctx.upload("b", &bias).unwrap());
+        let (ib, wb, bb) =
+            (ctx.upload("i", &input).unwrap(), ctx.upload("w", &weight).unwrap(), ctx.upload("b", &bias).unwrap());
         let out = ctx.storage("o", shape.output_len()).unwrap();
-        let bufs = Conv2dBuffers { input: &ib, weight: &wb, scale: None, bias: Some(&bb), residual: None, output: &out };
+        let bufs =
+            Conv2dBuffers { input: &ib, weight: &wb, scale: None, bias: Some(&bb), residual: None, output: &out };
         // 4x4 and 8x8 blocks per invocation, with the workgroup rows the forward picks for
         // this many output rows (`ops::Tuning` chooses between the two per adapter).
         let d = conv2d(&ctx, &shape, &bufs, true, Tiles::for_rows(shape.m())).unwrap();
@@ -60,7 +62,9 @@ fn bench_conv(c: &mut Criterion) {
         group.bench_function(format!("gpu8x8/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
         if let Some(units) = ctx.cooperative_matrix() {
             // The default layout (2x2 subgroups) and 4x4 subgroups (half the staging per product).
-            for (label, tiles) in [("gpu_coop", CoopTiles::default_for(units)), ("gpu_coop4x4", CoopTiles::four_by_four(units))] {
+            for (label, tiles) in
+                [("gpu_coop", CoopTiles::default_for(units)), ("gpu_coop4x4", CoopTiles::four_by_four(units))]
+            {
                 let d = conv2d_coop(&ctx, &shape, &bufs, true, tiles).unwrap();
                 group.bench_function(format!("{label}/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
             }
@@ -90,7 +94,11 @@ fn bench_matmul(c: &mut Criterion) {
     let cb = ctx.storage("c", shape.m * shape.n).unwrap();
     let mut group = c.benchmark_group("matmul_1024");
     group.sample_size(10).throughput(Throughput::Elements(shape.flops() as u64));
-    for (name, tiles) in [("tile_k16", Tiles { tile_k: 16, ..Tiles::default() }), ("tile_k32", Tiles::default()), ("8x8", Tiles::default().with_8x8_blocks())] {
+    for (name, tiles) in [
+        ("tile_k16", Tiles { tile_k: 16, ..Tiles::default() }),
+        ("tile_k32", Tiles::default()),
+        ("8x8", Tiles::default().with_8x8_blocks()),
+    ] {
         let d = matmul(&ctx, &shape, &ab, &bb, &cb, tiles).unwrap();
         group.bench_function(format!("gpu/{name}"), |bch| bch.iter_custom(|iters| timed(&ctx, &[&d], iters)));
     }
@@ -124,7 +132,9 @@ fn bench_knn_scores(c: &mut Criterion) {
             let d = scores(&ctx, &shape, &qb, buffer, precision, &sb).unwrap();
             let dtype = format!("{precision:?}").to_lowercase();
             group.bench_function(format!("gpu/q{q}_{dtype}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
-            group.bench_function(format!("cpu/q{q}_{dtype}"), |b| b.iter(|| cpu::matmul(&shape, &queries, host).unwrap()));
+            group.bench_function(format!("cpu/q{q}_{dtype}"), |b| {
+                b.iter(|| cpu::matmul(&shape, &queries, host).unwrap())
+            });
         }
     }
     group.finish();
@@ -141,7 +151,15 @@ fn bench_topk(c: &mut Criterion) {
         group.sample_size(10).throughput(Throughput::Elements(len as u64));
         for k in [10, 100] {
             let (os, oi) = (ctx.storage("s", k).unwrap(), ctx.storage("i", k).unwrap());
-            let select = TopK::new(&ctx, TopKInput::Scores { scores: &sb, index_base: 0 }, 1, len, k, &TopKOutput::dense(&os, &oi, k)).unwrap();
+            let select = TopK::new(
+                &ctx,
+                TopKInput::Scores { scores: &sb, index_base: 0 },
+                1,
+                len,
+                k,
+                &TopKOutput::dense(&os, &oi, k),
+            )
+            .unwrap();
             let refs: Vec<_> = select.dispatches().iter().collect();
             group.bench_function(format!("gpu/k{k}"), |b| b.iter_custom(|iters| timed(&ctx, &refs, iters)));
             group.bench_function(format!("cpu/k{k}"), |b| b.iter(|| cpu::topk::topk(&scores, 1, len, k).unwrap()));
@@ -168,7 +186,9 @@ fn bench_pool_preprocess(c: &mut Criterion) {
     group.finish();
 
     // Preprocessing one 640x480 image to 224.
-    let image = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8]));
+    let image = image::RgbImage::from_fn(640, 480, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8])
+    });
     let p = cpu::preprocess::Preprocess::default();
     let out = ctx.storage("nhwc", 224 * 224 * 3).unwrap();
     let prepared = PreprocessBatch::new(&ctx, std::slice::from_ref(&image), &p, &out).unwrap();

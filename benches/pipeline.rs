@@ -29,8 +29,12 @@ fn bench_resnet50(c: &mut Criterion) {
         let input = Rng::new(3).normals(batch * size * size * 3, 1.0);
         gpu.forward(&ctx, &input, batch, size, size).unwrap();
         group.throughput(Throughput::Elements((ShapeWalk::resnet50(size, size).flops * batch as f64) as u64));
-        group.bench_function(format!("gpu/batch{batch}"), |b| b.iter(|| gpu.forward(&ctx, &input, batch, size, size).unwrap()));
-        group.bench_function(format!("cpu/batch{batch}"), |b| b.iter(|| cpu.forward(&input, batch, size, size).unwrap()));
+        group.bench_function(format!("gpu/batch{batch}"), |b| {
+            b.iter(|| gpu.forward(&ctx, &input, batch, size, size).unwrap())
+        });
+        group.bench_function(format!("cpu/batch{batch}"), |b| {
+            b.iter(|| cpu.forward(&input, batch, size, size).unwrap())
+        });
     }
     group.finish();
 }
@@ -38,7 +42,8 @@ fn bench_resnet50(c: &mut Criterion) {
 fn index_of(rows: usize, precision: Precision, preprocess: Preprocess) -> Index {
     let features = Rng::new(7).normals(rows * FEATURE_DIM, 1.0);
     let entries = (0..rows).map(|i| Entry { path: i.to_string(), label: None }).collect();
-    let provenance = Provenance { model: "bench".into(), weights_path: String::new(), weights_sha256: "seed:0".into(), preprocess };
+    let provenance =
+        Provenance { model: "bench".into(), weights_path: String::new(), weights_sha256: "seed:0".into(), preprocess };
     Index::from_features(&features, FEATURE_DIM, entries, precision, true, provenance).unwrap()
 }
 
@@ -54,8 +59,12 @@ fn bench_knn_scan(c: &mut Criterion) {
         for q in [1usize, 64] {
             let queries = Rng::new(8).normals(q * FEATURE_DIM, 1.0);
             let dtype = format!("{precision:?}").to_lowercase();
-            group.bench_function(format!("gpu/q{q}_{dtype}"), |b| b.iter(|| searcher.search_features(&queries, 10).unwrap()));
-            group.bench_function(format!("cpu/q{q}_{dtype}"), |b| b.iter(|| search_features_cpu(&index, &queries, 10).unwrap()));
+            group.bench_function(format!("gpu/q{q}_{dtype}"), |b| {
+                b.iter(|| searcher.search_features(&queries, 10).unwrap())
+            });
+            group.bench_function(format!("cpu/q{q}_{dtype}"), |b| {
+                b.iter(|| search_features_cpu(&index, &queries, 10).unwrap())
+            });
         }
     }
     group.finish();
@@ -63,12 +72,15 @@ fn bench_knn_scan(c: &mut Criterion) {
 
 fn bench_image_to_neighbours(c: &mut Criterion) {
     let ctx = context();
-    let (rows, preprocess) = if ctx.is_cpu() { (20_000, Preprocess::imagenet(73, 64)) } else { (1_000_000, Preprocess::default()) };
+    let (rows, preprocess) =
+        if ctx.is_cpu() { (20_000, Preprocess::imagenet(73, 64)) } else { (1_000_000, Preprocess::default()) };
     let net = RandomResNet50::generate(0).unwrap().net;
     let index = index_of(rows, Precision::F16, preprocess);
     let mut searcher = Searcher::new(ctx, &net, &index, SearchOptions::default()).unwrap();
     let cpu = CpuResNet50::new(&net).unwrap();
-    let image = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8]));
+    let image = image::RgbImage::from_fn(640, 480, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8])
+    });
     let crop = preprocess.crop as usize;
     let mut group = c.benchmark_group(format!("image_to_10_neighbours_crop{crop}_{}k_f16", rows / 1000));
     group.sample_size(10).measurement_time(Duration::from_secs(10)).throughput(Throughput::Elements(1));

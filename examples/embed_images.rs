@@ -19,7 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let dir = std::env::temp_dir();
             let paths: Vec<PathBuf> = (0..2).map(|i| dir.join(format!("lookalike-example-{i}.png"))).collect();
             for (i, path) in paths.iter().enumerate() {
-                image::RgbImage::from_fn(96, 80, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, (i * 120) as u8])).save(path)?;
+                image::RgbImage::from_fn(96, 80, |x, y| image::Rgb([(x * 2) as u8, (y * 3) as u8, (i * 120) as u8]))
+                    .save(path)?;
             }
             (RandomResNet50::generate(0)?.net, paths)
         }

@@ -28,8 +28,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let preprocess = if ctx.is_cpu() { Preprocess::imagenet(72, 64) } else { Preprocess::default() };
 
     let embedded = Embedder::gpu(ctx, &net)?.embed_labelled_files(&scan_folder(&train)?, &preprocess, 16, |_| {})?;
-    let provenance = Provenance { model: "resnet50".into(), weights_path: "seed:0".into(), weights_sha256: "seed:0".into(), preprocess };
-    let index = Index::from_features(&embedded.features, FEATURE_DIM, embedded.entries, Precision::F32, true, provenance)?;
+    let provenance = Provenance {
+        model: "resnet50".into(),
+        weights_path: "seed:0".into(),
+        weights_sha256: "seed:0".into(),
+        preprocess,
+    };
+    let index =
+        Index::from_features(&embedded.features, FEATURE_DIM, embedded.entries, Precision::F32, true, provenance)?;
     let labels: Vec<Option<String>> = index.entries.iter().map(|e| e.label.clone()).collect();
 
     let mut searcher = Searcher::new(Context::new()?, &net, &index, SearchOptions::default())?;

@@ -56,7 +56,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         return Err(format!("queries have {query_dim} values each, the rows {dim}").into());
     }
     let entries = (0..rows.len() / dim).map(|i| Entry { path: i.to_string(), label: None }).collect();
-    let provenance = Provenance { model: "features".into(), weights_path: String::new(), weights_sha256: String::new(), preprocess: Default::default() };
+    let provenance = Provenance {
+        model: "features".into(),
+        weights_path: String::new(),
+        weights_sha256: String::new(),
+        preprocess: Default::default(),
+    };
     let precision = if args.f16 { Precision::F16 } else { Precision::F32 };
     let index = Index::from_features(&rows, dim, entries, precision, args.center, provenance)?;
     if let Some(path) = &args.output {
@@ -65,9 +70,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let options = SearchOptions { chunk_rows: args.chunk_rows, ..SearchOptions::default() };
     let mut searcher = Searcher::for_features(Context::new()?, &index, options)?;
-    eprintln!("{} rows in {} chunks, {} queries, k {}", index.len(), searcher.chunk_count(), queries.len() / dim, args.k);
+    eprintln!(
+        "{} rows in {} chunks, {} queries, k {}",
+        index.len(),
+        searcher.chunk_count(),
+        queries.len() / dim,
+        args.k
+    );
     let results = searcher.search_features(&queries, args.k)?;
-    let out: Vec<_> = results.iter().enumerate().map(|(q, neighbours)| neighbours_json(&format!("row {q}"), neighbours, &index.entries)).collect();
+    let out: Vec<_> = results
+        .iter()
+        .enumerate()
+        .map(|(q, neighbours)| neighbours_json(&format!("row {q}"), neighbours, &index.entries))
+        .collect();
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(())
 }

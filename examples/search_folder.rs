@@ -29,10 +29,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Features of every image under the folder (labels from sub-folder names).
     let files = scan_folder(folder)?;
     let mut embedder = Embedder::gpu(ctx.clone(), &net)?;
-    let embedded = embedder.embed_labelled_files(&files, &preprocess, 16, |done| eprint!("\r{done}/{} images", files.len()))?;
+    let embedded =
+        embedder.embed_labelled_files(&files, &preprocess, 16, |done| eprint!("\r{done}/{} images", files.len()))?;
     eprintln!();
-    let provenance = Provenance { model: "resnet50".into(), weights_path: weights_tag.clone(), weights_sha256: weights_tag, preprocess };
-    let index = Index::from_features(&embedded.features, FEATURE_DIM, embedded.entries, Precision::F32, true, provenance)?;
+    let provenance = Provenance {
+        model: "resnet50".into(),
+        weights_path: weights_tag.clone(),
+        weights_sha256: weights_tag,
+        preprocess,
+    };
+    let index =
+        Index::from_features(&embedded.features, FEATURE_DIM, embedded.entries, Precision::F32, true, provenance)?;
 
     // One GPU pipeline from the query's pixels to its 5 nearest rows.
     let mut searcher = Searcher::new(ctx, &net, &index, SearchOptions::default())?;

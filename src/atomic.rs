@@ -22,9 +22,8 @@ pub fn write_atomic(path: &Path, fill: impl FnOnce(&mut dyn Write) -> std::io::R
     let unique = COUNTER.fetch_add(1, Ordering::Relaxed);
     let temp_path = dir.join(format!(".{}.tmp-{}-{unique}", file_name.to_string_lossy(), std::process::id()));
     // Errors name the file the caller asked for, not the temporary one.
-    let written = write_file(&temp_path, fill)
-        .and_then(|()| fs::rename(&temp_path, path))
-        .map_err(|e| Error::io(path, e));
+    let written =
+        write_file(&temp_path, fill).and_then(|()| fs::rename(&temp_path, path)).map_err(|e| Error::io(path, e));
     if written.is_err() {
         // Best effort: the temporary file is useless now and the original is untouched.
         let _ = fs::remove_file(&temp_path);

@@ -43,7 +43,13 @@ impl Tolerance {
     /// Checks every element; on failure reports the element that exceeds its bound most.
     pub fn check(&self, got: &[f32], expected: &[f32]) -> Result<(), Mismatch> {
         if got.len() != expected.len() {
-            return Err(Mismatch { index: got.len().min(expected.len()), got: f32::NAN, expected: f32::NAN, failures: 1, len: expected.len() });
+            return Err(Mismatch {
+                index: got.len().min(expected.len()),
+                got: f32::NAN,
+                expected: f32::NAN,
+                failures: 1,
+                len: expected.len(),
+            });
         }
         let mut worst: Option<(usize, f32)> = None;
         let mut failures = 0;
@@ -61,7 +67,9 @@ impl Tolerance {
         }
         match worst {
             None => Ok(()),
-            Some((index, _)) => Err(Mismatch { index, got: got[index], expected: expected[index], failures, len: expected.len() }),
+            Some((index, _)) => {
+                Err(Mismatch { index, got: got[index], expected: expected[index], failures, len: expected.len() })
+            }
         }
     }
 }
@@ -78,7 +86,11 @@ pub fn relative_l2(got: &[f32], expected: &[f32]) -> f64 {
         norm += (y as f64).powi(2);
     }
     if norm == 0.0 {
-        if diff == 0.0 { 0.0 } else { f64::INFINITY }
+        if diff == 0.0 {
+            0.0
+        } else {
+            f64::INFINITY
+        }
     } else {
         (diff / norm).sqrt()
     }
@@ -93,9 +105,7 @@ pub fn batch_centred(data: &[f32], rows: usize, dim: usize) -> Vec<f32> {
             *m += x as f64 / rows as f64;
         }
     }
-    data.chunks_exact(dim)
-        .flat_map(|row| row.iter().zip(&mean).map(|(&x, &m)| (x as f64 - m) as f32))
-        .collect()
+    data.chunks_exact(dim).flat_map(|row| row.iter().zip(&mean).map(|(&x, &m)| (x as f64 - m) as f32)).collect()
 }
 
 #[cfg(test)]

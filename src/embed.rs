@@ -79,7 +79,8 @@ impl Embedder {
                 Ok(features)
             }
             Engine::Cpu(net) => {
-                let parts = images.par_iter().map(|img| preprocess_image(img, preprocess)).collect::<Result<Vec<_>>>()?;
+                let parts =
+                    images.par_iter().map(|img| preprocess_image(img, preprocess)).collect::<Result<Vec<_>>>()?;
                 net.forward(&parts.concat(), images.len(), side, side)
             }
         }
@@ -89,10 +90,7 @@ impl Embedder {
     /// parallel on the CPU while this thread runs the previous batch on the device.
     /// Unreadable files are skipped and reported, never fatal.
     pub fn embed_labelled_files(
-        &mut self,
-        files: &[(PathBuf, Option<String>)],
-        preprocess: &Preprocess,
-        batch_size: usize,
+        &mut self, files: &[(PathBuf, Option<String>)], preprocess: &Preprocess, batch_size: usize,
         mut progress: impl FnMut(usize),
     ) -> Result<LabelledFeatures> {
         let batch_size = batch_size.max(1);
@@ -101,7 +99,8 @@ impl Embedder {
             let (sender, receiver) = mpsc::sync_channel::<Vec<(usize, Result<RgbImage>)>>(1);
             scope.spawn(move || {
                 for (start, chunk) in (0..files.len()).step_by(batch_size).zip(files.chunks(batch_size)) {
-                    let decoded = chunk.par_iter().enumerate().map(|(i, (path, _))| (start + i, decode_file(path))).collect();
+                    let decoded =
+                        chunk.par_iter().enumerate().map(|(i, (path, _))| (start + i, decode_file(path))).collect();
                     if sender.send(decoded).is_err() {
                         return; // the consumer stopped on an error
                     }
@@ -136,11 +135,7 @@ impl Embedder {
     /// given, preprocessing as [`Embedder::embed_decoded`] does; the first unreadable file
     /// in that order is the error. `progress` hears how many are done after each batch.
     pub fn embed_files(
-        &mut self,
-        paths: &[PathBuf],
-        preprocess: &Preprocess,
-        batch_size: usize,
-        mut progress: impl FnMut(usize),
+        &mut self, paths: &[PathBuf], preprocess: &Preprocess, batch_size: usize, mut progress: impl FnMut(usize),
     ) -> Result<Vec<f32>> {
         preprocess.validate()?;
         let mut features = Vec::with_capacity(paths.len() * FEATURE_DIM);

@@ -57,8 +57,8 @@ pub mod index;
 pub mod model;
 pub mod npy;
 pub mod ops;
-pub mod rng;
 pub mod render;
+pub mod rng;
 pub mod search;
 pub mod tune;
 

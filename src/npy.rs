@@ -82,24 +82,17 @@ pub fn read_f32_bytes(bytes: &[u8], path: &Path) -> Result<NpyArray> {
     let (major, minor) = (bytes[6], bytes[7]);
     let (header_len, header_start) = match (major, bytes.len()) {
         (1, len) if len >= 10 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
-        (2 | 3, len) if len >= 12 => {
-            (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12)
-        }
+        (2 | 3, len) if len >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
         (1..=3, _) => return Err(fail("the file ends inside the header length".into())),
-        _ => {
-            return Err(fail(format!(
-                "format version {major}.{minor} is not supported; expected 1.0, 2.0 or 3.0"
-            )))
-        }
+        _ => return Err(fail(format!("format version {major}.{minor} is not supported; expected 1.0, 2.0 or 3.0"))),
     };
     let header_end = header_start + header_len;
     let header_bytes = bytes
         .get(header_start..header_end)
         .ok_or_else(|| fail(format!("the file ends inside the {header_len}-byte header")))?;
-    let header_text = std::str::from_utf8(header_bytes)
-        .map_err(|_| fail("the header is not valid ASCII/UTF-8 text".into()))?;
-    let header =
-        parse_header(header_text).map_err(|reason| fail(format!("bad header: {reason}")))?;
+    let header_text =
+        std::str::from_utf8(header_bytes).map_err(|_| fail("the header is not valid ASCII/UTF-8 text".into()))?;
+    let header = parse_header(header_text).map_err(|reason| fail(format!("bad header: {reason}")))?;
 
     if header.descr != F32_DESCR {
         return Err(fail(format!(
@@ -115,11 +108,10 @@ pub fn read_f32_bytes(bytes: &[u8], path: &Path) -> Result<NpyArray> {
                 .into(),
         ));
     }
-    let count = element_count(&header.shape)
-        .ok_or_else(|| fail(format!("shape {:?} has too many elements", header.shape)))?;
-    let expected_bytes = count
-        .checked_mul(4)
-        .ok_or_else(|| fail(format!("shape {:?} has too many elements", header.shape)))?;
+    let count =
+        element_count(&header.shape).ok_or_else(|| fail(format!("shape {:?} has too many elements", header.shape)))?;
+    let expected_bytes =
+        count.checked_mul(4).ok_or_else(|| fail(format!("shape {:?} has too many elements", header.shape)))?;
     let payload = &bytes[header_end..];
     if payload.len() < expected_bytes {
         return Err(fail(format!(
@@ -135,8 +127,7 @@ pub fn read_f32_bytes(bytes: &[u8], path: &Path) -> Result<NpyArray> {
             header.shape
         )));
     }
-    let data =
-        payload.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
+    let data = payload.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect();
     Ok(NpyArray { shape: header.shape, data })
 }
 
@@ -145,8 +136,8 @@ pub fn read_f32_bytes(bytes: &[u8], path: &Path) -> Result<NpyArray> {
 /// The file is written to a temporary sibling, synced, then renamed over `path`, so an
 /// interrupted write never leaves a half-written file in place of an existing one.
 pub fn write_f32(path: &Path, shape: &[usize], data: &[f32]) -> Result<()> {
-    let count = element_count(shape)
-        .ok_or_else(|| Error::InvalidArgument(format!("shape {shape:?} has too many elements")))?;
+    let count =
+        element_count(shape).ok_or_else(|| Error::InvalidArgument(format!("shape {shape:?} has too many elements")))?;
     if count != data.len() {
         return Err(Error::InvalidArgument(format!(
             "cannot write {}: shape {shape:?} holds {count} elements but {} were given",
@@ -172,16 +163,14 @@ fn encode_header(shape: &[usize]) -> Result<Vec<u8>> {
         [single] => format!("({single},)"),
         _ => format!("({})", dims.join(", ")),
     };
-    let mut dict =
-        format!("{{'descr': '{F32_DESCR}', 'fortran_order': False, 'shape': {shape_tuple}, }}");
+    let mut dict = format!("{{'descr': '{F32_DESCR}', 'fortran_order': False, 'shape': {shape_tuple}, }}");
     let prefix_len = MAGIC.len() + 2 + 2;
     let unpadded = prefix_len + dict.len() + 1;
     let padding = (HEADER_ALIGN - unpadded % HEADER_ALIGN) % HEADER_ALIGN;
     dict.push_str(&" ".repeat(padding));
     dict.push('\n');
-    let header_len = u16::try_from(dict.len()).map_err(|_| {
-        Error::InvalidArgument(format!("shape {shape:?} is too long for a version 1.0 header"))
-    })?;
+    let header_len = u16::try_from(dict.len())
+        .map_err(|_| Error::InvalidArgument(format!("shape {shape:?} is too long for a version 1.0 header")))?;
 
     let mut out = Vec::with_capacity(prefix_len + dict.len());
     out.extend_from_slice(MAGIC);
@@ -278,8 +267,7 @@ impl Cursor<'_> {
             _ => return Err(format!("expected a quoted string at byte {}", self.pos)),
         };
         let start = self.pos + 1;
-        let len =
-            self.text[start..].iter().position(|&b| b == quote).ok_or("unterminated string")?;
+        let len = self.text[start..].iter().position(|&b| b == quote).ok_or("unterminated string")?;
         self.pos = start + len + 1;
         Ok(String::from_utf8_lossy(&self.text[start..start + len]).into_owned())
     }
@@ -328,9 +316,7 @@ impl Cursor<'_> {
             self.pos += 1;
         }
         let digits = std::str::from_utf8(&self.text[start..self.pos]).unwrap_or_default();
-        let value = digits
-            .parse()
-            .map_err(|_| format!("expected a non-negative integer dimension at byte {start}"))?;
+        let value = digits.parse().map_err(|_| format!("expected a non-negative integer dimension at byte {start}"))?;
         // Python 2 era files write long integers as `3L`.
         if self.text.get(self.pos) == Some(&b'L') {
             self.pos += 1;
@@ -396,8 +382,7 @@ mod tests {
 
     #[test]
     fn writes_shape_tuples_like_numpy() {
-        let dict =
-            |shape: &[usize]| String::from_utf8(encode_header(shape).unwrap()[10..].to_vec());
+        let dict = |shape: &[usize]| String::from_utf8(encode_header(shape).unwrap()[10..].to_vec());
         let header = dict(&[3]).unwrap();
         assert!(header.starts_with("{'descr': '<f4', 'fortran_order': False, 'shape': (3,), }"));
         assert!(dict(&[2, 3]).unwrap().contains("'shape': (2, 3), }"));
@@ -426,8 +411,7 @@ mod tests {
     #[test]
     fn parses_numpy_written_header() {
         let data = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
-        let bytes =
-            numpy_style_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", &data);
+        let bytes = numpy_style_file("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", &data);
         let array = read_f32_bytes(&bytes, Path::new("x.npy")).unwrap();
         assert_eq!(array.shape, [2, 3]);
         assert_eq!(array.data, data);
@@ -435,11 +419,9 @@ mod tests {
 
     #[test]
     fn parses_other_key_orders_and_spacing() {
-        let bytes =
-            numpy_style_file("{ \"shape\" :(4 ,),'fortran_order':False,'descr':'<f4'}", &[0.0; 4]);
+        let bytes = numpy_style_file("{ \"shape\" :(4 ,),'fortran_order':False,'descr':'<f4'}", &[0.0; 4]);
         assert_eq!(read_f32_bytes(&bytes, Path::new("x.npy")).unwrap().shape, [4]);
-        let bytes =
-            numpy_style_file("{'descr': '<f4', 'fortran_order': False, 'shape': ()}", &[7.0]);
+        let bytes = numpy_style_file("{'descr': '<f4', 'fortran_order': False, 'shape': ()}", &[7.0]);
         let scalar = read_f32_bytes(&bytes, Path::new("x.npy")).unwrap();
         assert_eq!((scalar.shape.len(), scalar.data.as_slice()), (0, &[7.0][..]));
     }
@@ -469,10 +451,7 @@ mod tests {
 
     #[test]
     fn rejects_fortran_order() {
-        let bytes = numpy_style_file(
-            "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }",
-            &[0.0; 4],
-        );
+        let bytes = numpy_style_file("{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", &[0.0; 4]);
         let reason = npy_error_reason(read_f32_bytes(&bytes, Path::new("x.npy")));
         assert!(reason.contains("Fortran"), "{reason}");
     }
@@ -497,8 +476,7 @@ mod tests {
         assert!(npy_error_reason(read_f32_bytes(b"", path)).contains("empty"));
         assert!(npy_error_reason(read_f32_bytes(b"PK\x03\x04 zip file", path)).contains("magic"));
         assert!(npy_error_reason(read_f32_bytes(b"\x93NUMPY\x01", path)).contains("magic"));
-        assert!(npy_error_reason(read_f32_bytes(b"\x93NUMPY\x09\x00\x00\x00", path))
-            .contains("version"));
+        assert!(npy_error_reason(read_f32_bytes(b"\x93NUMPY\x09\x00\x00\x00", path)).contains("version"));
         for dict in [
             "garbage",
             "{'descr': '<f4', 'fortran_order': False}",
@@ -516,11 +494,7 @@ mod tests {
 
     #[test]
     fn rejects_overflowing_shapes() {
-        let dict = format!(
-            "{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}",
-            usize::MAX,
-            2
-        );
+        let dict = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({}, {}), }}", usize::MAX, 2);
         let bytes = numpy_style_file(&dict, &[]);
         let reason = npy_error_reason(read_f32_bytes(&bytes, Path::new("x")));
         assert!(reason.contains("too many elements"), "{reason}");

@@ -17,8 +17,8 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Readback};
 use crate::index::{Embeddings, Entry, Index};
 use crate::model::{BatchNormMode, GpuResNet50, ResNet50, FEATURE_DIM};
-use crate::ops::l2_normalize::l2_normalize;
 use crate::ops::gemv;
+use crate::ops::l2_normalize::l2_normalize;
 use crate::ops::matmul::{MatmulShape, Precision};
 use crate::ops::matmul_coop::matmul_coop;
 use crate::ops::preprocess::PreprocessBatch;
@@ -186,13 +186,19 @@ impl Searcher {
     pub fn search_images(&mut self, images: &[RgbImage], k: usize) -> Result<Vec<Vec<Neighbor>>> {
         self.check_k(k)?;
         if self.dim != FEATURE_DIM {
-            return Err(Error::shape("index", format!("{FEATURE_DIM}-d ResNet50 embeddings"), format!("{}-d rows", self.dim)));
+            return Err(Error::shape(
+                "index",
+                format!("{FEATURE_DIM}-d ResNet50 embeddings"),
+                format!("{}-d rows", self.dim),
+            ));
         }
         let crop = self.preprocess.crop as usize;
         let mut results = Vec::with_capacity(images.len());
         for batch in images.chunks(self.max_queries()) {
             let q = batch.len();
-            let net = self.net.as_mut().ok_or_else(|| Error::InvalidArgument("this searcher has no network: build it with Searcher::new".into()))?;
+            let net = self.net.as_mut().ok_or_else(|| {
+                Error::InvalidArgument("this searcher has no network: build it with Searcher::new".into())
+            })?;
             let (input, features) = {
                 let (input, features, _) = net.prepared(&self.ctx, q, crop, crop)?;
                 (input.clone(), features.clone())
@@ -203,7 +209,8 @@ impl Searcher {
             let cause = net.overflow_cause();
             let (_, _, backbone) = net.prepared(&self.ctx, q, crop, crop)?;
             let plan = &self.plans[&(q, k, QuerySource::Images)];
-            let dispatches: Vec<&Dispatch> = preprocess.dispatches().iter().chain(backbone).chain(&plan.dispatches).collect();
+            let dispatches: Vec<&Dispatch> =
+                preprocess.dispatches().iter().chain(backbone).chain(&plan.dispatches).collect();
             let found = read_results(&self.ctx, plan, &dispatches, q, k)?;
             check_scores(&found, results.len(), "the image", cause)?;
             results.extend(found);
@@ -215,7 +222,11 @@ impl Searcher {
     pub fn search_features(&mut self, features: &[f32], k: usize) -> Result<Vec<Vec<Neighbor>>> {
         self.check_k(k)?;
         if features.is_empty() || !features.len().is_multiple_of(self.dim) {
-            return Err(Error::shape("query features", format!("rows of {} values", self.dim), format!("{} values", features.len())));
+            return Err(Error::shape(
+                "query features",
+                format!("rows of {} values", self.dim),
+                format!("{} values", features.len()),
+            ));
         }
         crate::cpu::check_finite("query features", features)?;
         let mut results = Vec::new();
@@ -232,7 +243,9 @@ impl Searcher {
         Ok(results)
     }
 
-    fn ensure_plan(&mut self, q: usize, k: usize, source: QuerySource, backbone_features: Option<&wgpu::Buffer>) -> Result<()> {
+    fn ensure_plan(
+        &mut self, q: usize, k: usize, source: QuerySource, backbone_features: Option<&wgpu::Buffer>,
+    ) -> Result<()> {
         if self.plans.contains_key(&(q, k, source)) {
             return Ok(());
         }
@@ -293,12 +306,19 @@ impl Searcher {
 /// query is NaN, which a finite query and index cannot give. `first` numbers the first query.
 fn check_scores(found: &[Vec<Neighbor>], first: usize, query: &str, cause: &str) -> Result<()> {
     match found.iter().position(|row| row.first().is_some_and(|n| n.score.is_nan())) {
-        Some(row) => Err(Error::NonFiniteOutput { what: format!("every score of {query} {}", first + row), index: 0, value: f32::NAN, cause: cause.to_string() }),
+        Some(row) => Err(Error::NonFiniteOutput {
+            what: format!("every score of {query} {}", first + row),
+            index: 0,
+            value: f32::NAN,
+            cause: cause.to_string(),
+        }),
         None => Ok(()),
     }
 }
 
-fn read_results(ctx: &Context, plan: &ScanPlan, dispatches: &[&Dispatch], q: usize, k: usize) -> Result<Vec<Vec<Neighbor>>> {
+fn read_results(
+    ctx: &Context, plan: &ScanPlan, dispatches: &[&Dispatch], q: usize, k: usize,
+) -> Result<Vec<Vec<Neighbor>>> {
     let out = ctx.run_and_read_into(
         dispatches,
         &[(&plan.result_scores, &plan.readback_scores, q * k), (&plan.result_indices, &plan.readback_indices, q * k)],
@@ -320,7 +340,11 @@ pub fn search_features_cpu(index: &Index, features: &[f32], k: usize) -> Result<
         return Err(Error::InvalidArgument(format!("k = {k} outside 1..={}", index.len())));
     }
     if features.is_empty() || !features.len().is_multiple_of(dim) {
-        return Err(Error::shape("query features", format!("rows of {dim} values"), format!("{} values", features.len())));
+        return Err(Error::shape(
+            "query features",
+            format!("rows of {dim} values"),
+            format!("{} values", features.len()),
+        ));
     }
     let q = features.len() / dim;
     let queries = cpu::l2_normalize(features, q, dim, index.mean.as_deref())?;

@@ -42,33 +42,18 @@ fn embed_ok(out: &Path, args: &[&str], rows: usize) -> Vec<Vec<f32>> {
     full.extend_from_slice(&["-o", s(out)]);
     let run = lookalike(&full);
     run.assert_success();
-    assert!(
-        run.stdout.is_empty(),
-        "embed printed to stdout:\n{}",
-        run.describe()
-    );
+    assert!(run.stdout.is_empty(), "embed printed to stdout:\n{}", run.describe());
     let array = npy::read_f32(out).unwrap_or_else(|e| panic!("{e}\n{}", run.describe()));
     assert_eq!(array.shape, [rows, FEATURE_DIM], "{}", run.describe());
-    assert!(
-        array.data.iter().all(|v| v.is_finite()),
-        "non-finite features:\n{}",
-        run.describe()
-    );
-    array
-        .data
-        .chunks_exact(FEATURE_DIM)
-        .map(<[f32]>::to_vec)
-        .collect()
+    assert!(array.data.iter().all(|v| v.is_finite()), "non-finite features:\n{}", run.describe());
+    array.data.chunks_exact(FEATURE_DIM).map(<[f32]>::to_vec).collect()
 }
 
 fn assert_rows_close(what: &str, got: &[Vec<f32>], expected: &[Vec<f32>], limit: f64) {
     assert_eq!(got.len(), expected.len(), "{what}: row count");
     for (i, (g, e)) in got.iter().zip(expected).enumerate() {
         let err = relative_l2(g, e);
-        assert!(
-            err <= limit,
-            "{what}: row {i} relative L2 {err:.3e} > {limit:.0e}"
-        );
+        assert!(err <= limit, "{what}: row {i} relative L2 {err:.3e} > {limit:.0e}");
     }
 }
 
@@ -105,11 +90,7 @@ fn assert_embed_fails_on_both(dir: &Scratch, args: &[&str], needles: &[&str]) {
 fn pattern(width: u32, height: u32, seed: u32) -> RgbImage {
     RgbImage::from_fn(width, height, |x, y| {
         let v = x.wrapping_mul(37 + seed) ^ y.wrapping_mul(11 + 3 * seed);
-        Rgb([
-            v as u8,
-            (v >> 3) as u8 ^ (seed as u8).wrapping_mul(50),
-            (x * 4 + y * seed) as u8,
-        ])
+        Rgb([v as u8, (v >> 3) as u8 ^ (seed as u8).wrapping_mul(50), (x * 4 + y * seed) as u8])
     })
 }
 
@@ -148,9 +129,7 @@ fn embed_images_keeps_order_and_gpu_matches_cpu() {
     let landscape = dir.path("landscape.jpg");
     pattern(80, 60, 1).save(&landscape).unwrap();
     let grey = dir.path("portrait-grey.png");
-    GrayImage::from_fn(50, 90, |x, y| Luma([(x * 5 + y * 2) as u8]))
-        .save(&grey)
-        .unwrap();
+    GrayImage::from_fn(50, 90, |x, y| Luma([(x * 5 + y * 2) as u8])).save(&grey).unwrap();
     let rgba = dir.path("square-rgba.png");
     RgbaImage::from_fn(100, 100, |x, y| {
         let p = pattern(100, 100, 3).get_pixel(x, y).0;
@@ -160,45 +139,25 @@ fn embed_images_keeps_order_and_gpu_matches_cpu() {
     .unwrap();
     let pre = ["--resize", "72", "--crop", "64"];
 
-    let gpu = embed_ok(
-        &dir.path("gpu.npy"),
-        &[&pre[..], &[s(&landscape), s(&grey), s(&rgba)]].concat(),
-        3,
-    );
+    let gpu = embed_ok(&dir.path("gpu.npy"), &[&pre[..], &[s(&landscape), s(&grey), s(&rgba)]].concat(), 3);
     for i in 0..3 {
         for j in i + 1..3 {
             let diff = relative_l2(&gpu[i], &gpu[j]);
-            assert!(
-                diff > 1e-3,
-                "images {i} and {j} gave nearly the same features ({diff:.2e})"
-            );
+            assert!(diff > 1e-3, "images {i} and {j} gave nearly the same features ({diff:.2e})");
         }
     }
 
-    let cpu = embed_ok(
-        &dir.path("cpu.npy"),
-        &[&pre[..], &["--cpu", s(&landscape), s(&grey), s(&rgba)]].concat(),
-        3,
-    );
+    let cpu = embed_ok(&dir.path("cpu.npy"), &[&pre[..], &["--cpu", s(&landscape), s(&grey), s(&rgba)]].concat(), 3);
     assert_rows_close("GPU vs --cpu", &gpu, &cpu, GPU_CPU_LIMIT);
 
     // The first two swapped, and batches of 2 + 1 instead of one batch of 3.
     let swapped = embed_ok(
         &dir.path("swapped.npy"),
-        &[
-            &pre[..],
-            &["--batch", "2", s(&grey), s(&landscape), s(&rgba)],
-        ]
-        .concat(),
+        &[&pre[..], &["--batch", "2", s(&grey), s(&landscape), s(&rgba)]].concat(),
         3,
     );
     let expected = [gpu[1].clone(), gpu[0].clone(), gpu[2].clone()];
-    assert_rows_close(
-        "swapped order, --batch 2",
-        &swapped,
-        &expected,
-        SAME_ENGINE_LIMIT,
-    );
+    assert_rows_close("swapped order, --batch 2", &swapped, &expected, SAME_ENGINE_LIMIT);
 }
 
 /// `embed --experimental-coop` runs the convolutions on the matrix units where the adapter
@@ -211,7 +170,16 @@ fn embed_on_matrix_units_is_close_or_refused() {
     let tensor: Vec<f32> = (0..3 * 64 * 64).map(|i| ((i * 7919 % 255) as f32 / 127.5 - 1.0) * 1.5).collect();
     npy::write_f32(&input, &[1, 3, 64, 64], &tensor).unwrap();
     let out = dir.path("coop.npy");
-    let run = lookalike(&["embed", "--weights", s(seed1_weights()), "--experimental-coop", "--input-npy", s(&input), "-o", s(&out)]);
+    let run = lookalike(&[
+        "embed",
+        "--weights",
+        s(seed1_weights()),
+        "--experimental-coop",
+        "--input-npy",
+        s(&input),
+        "-o",
+        s(&out),
+    ]);
     if run.code == Some(0) {
         let f32_path = embed_ok(&dir.path("f32.npy"), &["--input-npy", s(&input)], 1);
         let coop = npy::read_f32(&out).unwrap();
@@ -233,38 +201,19 @@ fn embed_npy_gpu_matches_cpu_and_the_same_images_as_files() {
     original.save(&png).unwrap();
     let jpg = dir.path("b.jpg");
     pattern(64, 64, 5).save(&jpg).unwrap();
-    let decoded = [
-        image::open(&png).unwrap().to_rgb8(),
-        image::open(&jpg).unwrap().to_rgb8(),
-    ];
+    let decoded = [image::open(&png).unwrap().to_rgb8(), image::open(&jpg).unwrap().to_rgb8()];
     assert_eq!(decoded[0], original, "PNG is lossless");
     let input = dir.path("x.npy");
     npy::write_f32(&input, &[2, 3, 64, 64], &nchw_tensor(&decoded)).unwrap();
 
     let gpu = embed_ok(&dir.path("gpu.npy"), &["--input-npy", s(&input)], 2);
-    assert!(
-        relative_l2(&gpu[0], &gpu[1]) > 1e-3,
-        "the two images gave nearly the same features"
-    );
+    assert!(relative_l2(&gpu[0], &gpu[1]) > 1e-3, "the two images gave nearly the same features");
     // --batch 1 also runs the CLI's own chunking of the tensor.
-    let cpu = embed_ok(
-        &dir.path("cpu.npy"),
-        &["--cpu", "--batch", "1", "--input-npy", s(&input)],
-        2,
-    );
+    let cpu = embed_ok(&dir.path("cpu.npy"), &["--cpu", "--batch", "1", "--input-npy", s(&input)], 2);
     assert_rows_close("--input-npy GPU vs --cpu", &gpu, &cpu, GPU_CPU_LIMIT);
 
-    let files = embed_ok(
-        &dir.path("files.npy"),
-        &["--resize", "64", "--crop", "64", s(&png), s(&jpg)],
-        2,
-    );
-    assert_rows_close(
-        "image files vs the same tensor via --input-npy",
-        &files,
-        &gpu,
-        1e-6,
-    );
+    let files = embed_ok(&dir.path("files.npy"), &["--resize", "64", "--crop", "64", s(&png), s(&jpg)], 2);
+    assert_rows_close("image files vs the same tensor via --input-npy", &files, &gpu, 1e-6);
 }
 
 #[test]
@@ -284,10 +233,7 @@ fn unreadable_images_fail_cleanly() {
 
     let cases: [(&Path, &[&str]); 4] = [
         (&empty, &["cannot decode image", "empty"]),
-        (
-            &text,
-            &["cannot decode image", "not a recognised image format"],
-        ),
+        (&text, &["cannot decode image", "not a recognised image format"]),
         (&truncated, &["cannot decode image"]),
         (&missing, &["os error 2"]),
     ];
@@ -295,18 +241,10 @@ fn unreadable_images_fail_cleanly() {
         let needles = [needles, &[s(bad)]].concat();
         assert_embed_fails(&dir, &[&pre[..], &["--cpu", s(bad)]].concat(), &needles);
         // After a good image (in the same batch) the error still names the bad one.
-        assert_embed_fails(
-            &dir,
-            &[&pre[..], &["--cpu", s(&good), s(bad)]].concat(),
-            &needles,
-        );
+        assert_embed_fails(&dir, &[&pre[..], &["--cpu", s(&good), s(bad)]].concat(), &needles);
     }
     // Images are decoded by the same code for either engine: one GPU run suffices.
-    let needles = [
-        "cannot decode image",
-        "not a recognised image format",
-        s(&text),
-    ];
+    let needles = ["cannot decode image", "not a recognised image format", s(&text)];
     assert_embed_fails(&dir, &[&pre[..], &[s(&good), s(&text)]].concat(), &needles);
 }
 
@@ -318,14 +256,8 @@ fn bad_npy_inputs_fail_cleanly() {
     let channels4 = dir.path("channels4.npy");
     npy::write_f32(&channels4, &[1, 4, 64, 64], &vec![0.5; 4 * 64 * 64]).unwrap();
     let float64 = dir.path("float64.npy");
-    let f64_data: Vec<u8> = (0..3 * 64 * 64)
-        .flat_map(|i| (i as f64 * 1e-4).to_le_bytes())
-        .collect();
-    raw_npy(
-        &float64,
-        "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 3, 64, 64), }",
-        &f64_data,
-    );
+    let f64_data: Vec<u8> = (0..3 * 64 * 64).flat_map(|i| (i as f64 * 1e-4).to_le_bytes()).collect();
+    raw_npy(&float64, "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 3, 64, 64), }", &f64_data);
     let truncated = dir.path("truncated.npy");
     npy::write_f32(&truncated, &[2, 3, 64, 64], &vec![0.5; 2 * 3 * 64 * 64]).unwrap();
     let bytes = fs::read(&truncated).unwrap();
@@ -340,11 +272,7 @@ fn bad_npy_inputs_fail_cleanly() {
         (&missing, &["os error 2"]),
     ];
     for (bad, needles) in cases {
-        assert_embed_fails(
-            &dir,
-            &["--cpu", "--input-npy", s(bad)],
-            &[needles, &[s(bad)]].concat(),
-        );
+        assert_embed_fails(&dir, &["--cpu", "--input-npy", s(bad)], &[needles, &[s(bad)]].concat());
     }
     // The tensor is read by the same code for either engine: one GPU run suffices.
     let needles = ["3 channels", "[1, 4, 64, 64]", s(&channels4)];
@@ -369,11 +297,7 @@ fn inputs_too_small_for_resnet50_name_the_minimum() {
 
     let image = dir.path("image.png");
     pattern(40, 30, 4).save(&image).unwrap();
-    assert_embed_fails_on_both(
-        &dir,
-        &["--resize", "16", "--crop", "16", s(&image)],
-        &needles,
-    );
+    assert_embed_fails_on_both(&dir, &["--resize", "16", "--crop", "16", s(&image)], &needles);
 }
 
 #[test]
@@ -398,48 +322,24 @@ fn bad_weights_and_arguments_fail_cleanly() {
     ] {
         // The weights are read before the engine is chosen: one run each.
         let needles = [needles, &[s(file)]].concat();
-        assert_embed_fails(
-            &dir,
-            &["--weights", s(file), "--input-npy", s(&input)],
-            &needles,
-        );
+        assert_embed_fails(&dir, &["--weights", s(file), "--input-npy", s(&input)], &needles);
     }
 
-    assert_embed_fails(
-        &dir,
-        &["--batch", "0", "--input-npy", s(&input)],
-        &["--batch", "at least 1"],
-    );
-    assert_embed_fails(
-        &dir,
-        &["--batch", "0", s(&image)],
-        &["--batch", "at least 1"],
-    );
+    assert_embed_fails(&dir, &["--batch", "0", "--input-npy", s(&input)], &["--batch", "at least 1"]);
+    assert_embed_fails(&dir, &["--batch", "0", s(&image)], &["--batch", "at least 1"]);
     assert_embed_fails_on_both(
         &dir,
         &["--crop", "300", "--resize", "256", s(&image)],
         &["resize (256)", "at least crop (300)"],
     );
-    assert_embed_fails(
-        &dir,
-        &["--cpu", "--crop", "0", "--resize", "64", s(&image)],
-        &["crop (0)", "positive"],
-    );
+    assert_embed_fails(&dir, &["--cpu", "--crop", "0", "--resize", "64", s(&image)], &["crop (0)", "positive"]);
 
     // Command-line mistakes are clap's: exit code 2, still an `error:` first.
     let out = dir.path("out.npy");
     let run = lookalike(&["embed", "--weights", s(seed1_weights()), "-o", s(&out)]);
     assert_fails(&run, 2, &["required"], &out);
-    let run = lookalike(&[
-        "embed",
-        "--weights",
-        s(seed1_weights()),
-        "--input-npy",
-        s(&input),
-        s(&image),
-        "-o",
-        s(&out),
-    ]);
+    let run =
+        lookalike(&["embed", "--weights", s(seed1_weights()), "--input-npy", s(&input), s(&image), "-o", s(&out)]);
     assert_fails(&run, 2, &["cannot be used with"], &out);
 }
 
@@ -465,12 +365,7 @@ fn failed_embed_keeps_an_existing_output() {
         let run = lookalike(&full);
         assert_eq!(run.code, Some(1), "{}", run.describe());
         assert!(!run.stderr.contains("panicked"), "{}", run.describe());
-        assert_eq!(
-            fs::read(&out).unwrap(),
-            marker,
-            "a failed embed changed the output:\n{}",
-            run.describe()
-        );
+        assert_eq!(fs::read(&out).unwrap(), marker, "a failed embed changed the output:\n{}", run.describe());
         assert_no_temp_files(&out, &run.describe());
     }
 }
@@ -482,22 +377,10 @@ fn output_that_is_a_directory_is_refused() {
     npy::write_f32(&input, &[1, 3, 64, 64], &vec![0.1; 3 * 64 * 64]).unwrap();
     let out_dir = dir.path("features");
     fs::create_dir(&out_dir).unwrap();
-    let run = lookalike(&[
-        "embed",
-        "--weights",
-        s(seed1_weights()),
-        "--cpu",
-        "--input-npy",
-        s(&input),
-        "-o",
-        s(&out_dir),
-    ]);
+    let run =
+        lookalike(&["embed", "--weights", s(seed1_weights()), "--cpu", "--input-npy", s(&input), "-o", s(&out_dir)]);
     assert_eq!(run.code, Some(1), "{}", run.describe());
-    assert!(
-        run.stderr.starts_with("error: ") && run.stderr.contains("is a directory"),
-        "{}",
-        run.describe()
-    );
+    assert!(run.stderr.starts_with("error: ") && run.stderr.contains("is a directory"), "{}", run.describe());
     assert!(out_dir.is_dir(), "the directory was replaced");
     assert_no_temp_files(&out_dir, &run.describe());
 }
@@ -535,19 +418,8 @@ fn huge_batch_is_not_a_panic() {
 fn info_prints_the_adapter() {
     let run = lookalike(&["info"]);
     run.assert_success();
-    for line in [
-        "adapter:",
-        "backend:",
-        "driver:",
-        "limits:",
-        "max_storage_buffer_binding_size",
-        "features:",
-    ] {
-        assert!(
-            run.stdout.lines().any(|l| l.trim_start().starts_with(line)),
-            "no {line:?} line:\n{}",
-            run.describe()
-        );
+    for line in ["adapter:", "backend:", "driver:", "limits:", "max_storage_buffer_binding_size", "features:"] {
+        assert!(run.stdout.lines().any(|l| l.trim_start().starts_with(line)), "no {line:?} line:\n{}", run.describe());
     }
 }
 
@@ -560,9 +432,14 @@ fn info_says_whether_matrix_units_are_used() {
     assert!(plain.stdout.contains("matrix units: unused: not requested"), "{}", plain.describe());
     let asked = lookalike(&["info", "--experimental-coop"]);
     asked.assert_success();
-    let line = asked.stdout.lines().find(|l| l.starts_with("matrix units:")).unwrap_or_else(|| panic!("{}", asked.describe()));
+    let line =
+        asked.stdout.lines().find(|l| l.starts_with("matrix units:")).unwrap_or_else(|| panic!("{}", asked.describe()));
     assert!(!line.contains("not requested"), "{}", asked.describe());
-    assert!(line.contains("f16 -> f32, subgroups of") || line.contains("unused: the adapter has no"), "{}", asked.describe());
+    assert!(
+        line.contains("f16 -> f32, subgroups of") || line.contains("unused: the adapter has no"),
+        "{}",
+        asked.describe()
+    );
 }
 
 /// `tune` measures, writes its cache file, and later runs on the same adapter use it;
@@ -577,9 +454,11 @@ fn tune_caches_launch_shapes_that_later_runs_use() {
     info.assert_success();
     assert!(info.stdout.contains("not autotuned here yet"), "{}", info.describe());
 
-    let run = lookalike_with_env(&["tune", "--json", "--resolution", "32", "--gemv-rows", "300", "--topk-len", "5000"], &env);
+    let run =
+        lookalike_with_env(&["tune", "--json", "--resolution", "32", "--gemv-rows", "300", "--topk-len", "5000"], &env);
     run.assert_success();
-    let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}:\n{}", run.describe()));
+    let out: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}:\n{}", run.describe()));
     let report = &out["report"];
     // Every distinct convolution of a 32x32 forward, each with both block sizes timed.
     let convs = report["convs"].as_array().unwrap();
@@ -590,10 +469,15 @@ fn tune_caches_launch_shapes_that_later_runs_use() {
         }
     }
     assert_eq!(report["gemv"].as_array().unwrap().len(), 7);
-    let workgroups: Vec<u64> = report["topk"].as_array().unwrap().iter().map(|t| t["workgroup"].as_u64().unwrap()).collect();
+    let workgroups: Vec<u64> =
+        report["topk"].as_array().unwrap().iter().map(|t| t["workgroup"].as_u64().unwrap()).collect();
     // Every size the tuner tries, up to the adapter's limit (at least WebGPU's 256).
     let tried = &lookalike::tune::TOPK_WORKGROUPS[..workgroups.len()];
-    assert!(workgroups.len() >= 5 && workgroups.iter().zip(tried).all(|(&w, &t)| w == u64::from(t)), "{}", run.describe());
+    assert!(
+        workgroups.len() >= 5 && workgroups.iter().zip(tried).all(|(&w, &t)| w == u64::from(t)),
+        "{}",
+        run.describe()
+    );
     assert!(workgroups.contains(&report["tuning"]["topk_workgroup"].as_u64().unwrap()));
     let saved = out["saved"].as_str().unwrap_or_else(|| panic!("nothing saved:\n{}", run.describe()));
     assert!(Path::new(saved).starts_with(&dir.0) && Path::new(saved).is_file(), "{saved}");
@@ -619,8 +503,11 @@ fn tune_caches_launch_shapes_that_later_runs_use() {
 fn bench_json_has_every_figure() {
     let run = lookalike(&["bench", "--quick", "--json", "--resolution", "32", "--knn-rows", "300"]);
     run.assert_success();
-    let out: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}:\n{}", run.describe()));
-    let positive = |v: &serde_json::Value, what: &str| assert!(v.as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "{what} = {v}:\n{}", run.describe());
+    let out: serde_json::Value =
+        serde_json::from_str(&run.stdout).unwrap_or_else(|e| panic!("{e}:\n{}", run.describe()));
+    let positive = |v: &serde_json::Value, what: &str| {
+        assert!(v.as_f64().is_some_and(|x| x > 0.0 && x.is_finite()), "{what} = {v}:\n{}", run.describe())
+    };
     for key in ["name", "backend", "device_type"] {
         assert!(out["adapter"][key].is_string(), "adapter.{key}:\n{}", run.describe());
     }
@@ -628,7 +515,10 @@ fn bench_json_has_every_figure() {
     let resnet = out["resnet50"].as_array().unwrap();
     for device in ["gpu", "cpu"] {
         for batch in [1, 8] {
-            let row = resnet.iter().find(|r| r["device"] == device && r["batch"] == batch).unwrap_or_else(|| panic!("no resnet50 {device} batch {batch}"));
+            let row = resnet
+                .iter()
+                .find(|r| r["device"] == device && r["batch"] == batch)
+                .unwrap_or_else(|| panic!("no resnet50 {device} batch {batch}"));
             assert_eq!(row["resolution"], 32);
             positive(&row["img_per_s"], "img_per_s");
             positive(&row["gflop_per_s"], "gflop_per_s");
@@ -645,7 +535,10 @@ fn bench_json_has_every_figure() {
                     .iter()
                     .find(|r| r["device"] == device && r["dtype"] == dtype && r["queries"] == queries)
                     .unwrap_or_else(|| panic!("no knn {device} {dtype} {queries}"));
-                assert_eq!((row["n"].as_u64(), row["d"].as_u64(), row["k"].as_u64()), (Some(300), Some(2048), Some(10)));
+                assert_eq!(
+                    (row["n"].as_u64(), row["d"].as_u64(), row["k"].as_u64()),
+                    (Some(300), Some(2048), Some(10))
+                );
                 positive(&row["ms"], "knn ms");
                 positive(&row["gb_per_s"], "knn gb_per_s");
             }
@@ -671,27 +564,15 @@ fn random_weights_are_deterministic_per_seed() {
         let path = dir.path(name);
         let run = lookalike(&["weights", "random", "--seed", seed, "-o", s(&path)]);
         run.assert_success();
-        assert!(
-            run.stderr.contains(&format!("seed {seed}")),
-            "{}",
-            run.describe()
-        );
+        assert!(run.stderr.contains(&format!("seed {seed}")), "{}", run.describe());
         fs::read(&path).unwrap()
     };
     let first = write("3", "a.safetensors");
     let again = write("3", "b.safetensors");
-    assert!(
-        first.len() > 90_000_000,
-        "a ResNet50 with fc in f32 is ~100 MB, got {} bytes",
-        first.len()
-    );
+    assert!(first.len() > 90_000_000, "a ResNet50 with fc in f32 is ~100 MB, got {} bytes", first.len());
     assert!(first == again, "seed 3 twice gave different files");
     drop(again);
     let other = write("4", "c.safetensors");
-    assert_eq!(
-        other.len(),
-        first.len(),
-        "the layout does not depend on the seed"
-    );
+    assert_eq!(other.len(), first.len(), "the layout does not depend on the seed");
     assert!(first != other, "seeds 3 and 4 gave the same file");
 }

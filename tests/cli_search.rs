@@ -72,11 +72,7 @@ fn run_root() -> &'static Path {
 fn pattern(width: u32, height: u32, seed: u32) -> RgbImage {
     RgbImage::from_fn(width, height, |x, y| {
         let v = x.wrapping_mul(37 + seed) ^ y.wrapping_mul(11 + 3 * seed);
-        Rgb([
-            v as u8,
-            (v >> 3) as u8 ^ (seed as u8).wrapping_mul(50),
-            (x * 4 + y * seed) as u8,
-        ])
+        Rgb([v as u8, (v >> 3) as u8 ^ (seed as u8).wrapping_mul(50), (x * 4 + y * seed) as u8])
     })
 }
 
@@ -84,20 +80,12 @@ fn pattern(width: u32, height: u32, seed: u32) -> RgbImage {
 /// parent folders.
 fn save_pattern(path: &Path, width: u32, height: u32, seed: u32) {
     fs::create_dir_all(path.parent().unwrap()).unwrap();
-    let format = match path
-        .extension()
-        .unwrap()
-        .to_string_lossy()
-        .to_ascii_lowercase()
-        .as_str()
-    {
+    let format = match path.extension().unwrap().to_string_lossy().to_ascii_lowercase().as_str() {
         "png" => image::ImageFormat::Png,
         "jpg" | "jpeg" => image::ImageFormat::Jpeg,
         other => panic!("no format for .{other}"),
     };
-    pattern(width, height, seed)
-        .save_with_format(path, format)
-        .unwrap();
+    pattern(width, height, seed).save_with_format(path, format).unwrap();
 }
 
 /// The shared image set and its seeded, centred f32 index.
@@ -157,20 +145,9 @@ fn fixture() -> &'static Fixture {
         save_pattern(&new_jpg, 45, 66, 21);
 
         let index = root.join("index.safetensors");
-        let build = lookalike2(
-            &["index", s(&db), "--seed", "1", "-o", s(&index), "--center"],
-            &PRE,
-        );
+        let build = lookalike2(&["index", s(&db), "--seed", "1", "-o", s(&index), "--center"], &PRE);
         build.assert_success();
-        Fixture {
-            db,
-            expected,
-            broken,
-            new_png,
-            new_jpg,
-            index,
-            build,
-        }
+        Fixture { db, expected, broken, new_png, new_jpg, index, build }
     })
 }
 
@@ -180,19 +157,8 @@ fn file_index() -> &'static Path {
     INDEX.get_or_init(|| {
         let f = fixture();
         let index = run_root().join("fixture/index-weights-file.safetensors");
-        lookalike2(
-            &[
-                "index",
-                s(&f.db),
-                "--weights",
-                s(seed1_weights()),
-                "-o",
-                s(&index),
-                "--center",
-            ],
-            &PRE,
-        )
-        .assert_success();
+        lookalike2(&["index", s(&f.db), "--weights", s(seed1_weights()), "-o", s(&index), "--center"], &PRE)
+            .assert_success();
         index
     })
 }
@@ -200,12 +166,7 @@ fn file_index() -> &'static Path {
 /// The queries of [`f32_search`], in order.
 fn search_queries() -> Vec<PathBuf> {
     let f = fixture();
-    vec![
-        f.path_of("cats/c1.png"),
-        f.new_png.clone(),
-        f.path_of("dogs/puppies/d3.png"),
-        f.path_of("birds/b1.jpeg"),
-    ]
+    vec![f.path_of("cats/c1.png"), f.new_png.clone(), f.path_of("dogs/puppies/d3.png"), f.path_of("birds/b1.jpeg")]
 }
 
 /// `search INDEX QUERIES -k 3 --json --collage C` on the fixture's index, run once.
@@ -232,33 +193,20 @@ fn f32_search() -> &'static SearchRun {
 /// One query's neighbours from `--json`, checked for shape: `(index, path, label, score)`.
 fn neighbours_of(run: &Run, item: &Value, k: usize) -> Vec<(usize, String, Option<String>, f64)> {
     let context = run.describe();
-    let list = item["neighbors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no `neighbors` array in {item}:\n{context}"));
+    let list = item["neighbors"].as_array().unwrap_or_else(|| panic!("no `neighbors` array in {item}:\n{context}"));
     assert_eq!(list.len(), k, "neighbour count in {item}:\n{context}");
     list.iter()
         .enumerate()
         .map(|(i, n)| {
-            assert_eq!(
-                n["rank"].as_u64(),
-                Some(i as u64 + 1),
-                "rank of {n}:\n{context}"
-            );
-            let index = n["index"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("`index` of {n}:\n{context}"))
-                as usize;
-            let path = n["path"]
-                .as_str()
-                .unwrap_or_else(|| panic!("`path` of {n}:\n{context}"));
+            assert_eq!(n["rank"].as_u64(), Some(i as u64 + 1), "rank of {n}:\n{context}");
+            let index = n["index"].as_u64().unwrap_or_else(|| panic!("`index` of {n}:\n{context}")) as usize;
+            let path = n["path"].as_str().unwrap_or_else(|| panic!("`path` of {n}:\n{context}"));
             let label = match &n["label"] {
                 Value::Null => None,
                 Value::String(l) => Some(l.clone()),
                 other => panic!("`label` {other} is neither a string nor null:\n{context}"),
             };
-            let score = n["score"]
-                .as_f64()
-                .unwrap_or_else(|| panic!("`score` of {n}:\n{context}"));
+            let score = n["score"].as_f64().unwrap_or_else(|| panic!("`score` of {n}:\n{context}"));
             (index, path.to_string(), label, score)
         })
         .collect()
@@ -284,21 +232,11 @@ fn index_labels_by_first_level_folder_and_skips_unreadable_files() {
     let run = &f.build;
     let context = run.describe();
     // The unreadable file is listed, and only it: not the .txt / .md files.
+    assert!(run.stderr.contains("skipped 1 unreadable file(s)"), "{context}");
+    assert!(run.stderr.contains(s(&f.broken)), "broken.png is not listed:\n{context}");
+    assert!(!run.stderr.contains("notes.txt") && !run.stderr.contains("readme.md"), "{context}");
     assert!(
-        run.stderr.contains("skipped 1 unreadable file(s)"),
-        "{context}"
-    );
-    assert!(
-        run.stderr.contains(s(&f.broken)),
-        "broken.png is not listed:\n{context}"
-    );
-    assert!(
-        !run.stderr.contains("notes.txt") && !run.stderr.contains("readme.md"),
-        "{context}"
-    );
-    assert!(
-        run.stdout.contains(&format!("{} images", f.expected.len()))
-            && run.stdout.contains("centred"),
+        run.stdout.contains(&format!("{} images", f.expected.len())) && run.stdout.contains("centred"),
         "summary line:\n{context}"
     );
 
@@ -308,59 +246,31 @@ fn index_labels_by_first_level_folder_and_skips_unreadable_files() {
     let got: BTreeMap<String, String> = index
         .entries
         .iter()
-        .map(|e| {
-            (
-                e.path.clone(),
-                e.label
-                    .clone()
-                    .unwrap_or_else(|| panic!("{} has no label", e.path)),
-            )
-        })
+        .map(|e| (e.path.clone(), e.label.clone().unwrap_or_else(|| panic!("{} has no label", e.path))))
         .collect();
-    assert_eq!(
-        got.len(),
-        index.len(),
-        "a path is indexed twice: {:?}",
-        index.entries
-    );
+    assert_eq!(got.len(), index.len(), "a path is indexed twice: {:?}", index.entries);
     assert_eq!(got, f.expected, "paths and labels");
 
     let mean = index.mean.as_ref().expect("--center stores `mean`");
     assert_eq!(mean.len(), FEATURE_DIM);
     assert!(mean.iter().all(|v| v.is_finite()) && norm(mean) > 0.0);
     assert_eq!(index.embeddings.len(), index.len() * FEATURE_DIM);
-    assert!(
-        matches!(index.embeddings, Embeddings::F32(_)),
-        "default dtype is f32"
-    );
+    assert!(matches!(index.embeddings, Embeddings::F32(_)), "default dtype is f32");
     for i in 0..index.len() {
         let row = index.embeddings.rows_f32(FEATURE_DIM, i, i + 1);
-        assert!(
-            (norm(&row) - 1.0).abs() < 1e-5,
-            "row {i} has norm {}",
-            norm(&row)
-        );
+        assert!((norm(&row) - 1.0).abs() < 1e-5, "row {i} has norm {}", norm(&row));
     }
     let p = &index.provenance;
-    assert_eq!(
-        (p.weights_path.as_str(), p.weights_sha256.as_str()),
-        ("seed:1", "seed:1")
-    );
+    assert_eq!((p.weights_path.as_str(), p.weights_sha256.as_str()), ("seed:1", "seed:1"));
     assert_eq!((p.preprocess.resize, p.preprocess.crop), (72, 64));
 
     // The raw file, as a safetensors reader without lookalike sees it.
     let bytes = fs::read(&f.index).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let embeddings = st.tensor("embeddings").unwrap();
-    assert_eq!(
-        (embeddings.dtype(), embeddings.shape()),
-        (Dtype::F32, &[index.len(), FEATURE_DIM][..])
-    );
+    assert_eq!((embeddings.dtype(), embeddings.shape()), (Dtype::F32, &[index.len(), FEATURE_DIM][..]));
     let mean_view = st.tensor("mean").unwrap();
-    assert_eq!(
-        (mean_view.dtype(), mean_view.shape()),
-        (Dtype::F32, &[FEATURE_DIM][..])
-    );
+    assert_eq!((mean_view.dtype(), mean_view.shape()), (Dtype::F32, &[FEATURE_DIM][..]));
     let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
     let meta = header.metadata().clone().expect("string metadata");
     assert_eq!(meta["format"], "lookalike-index");
@@ -374,20 +284,9 @@ fn index_labels_by_first_level_folder_and_skips_unreadable_files() {
     assert!(paths.iter().all(|p| p.starts_with("db/")), "{paths:?}");
     assert_eq!(
         paths.iter().map(|p| folder.join(p).to_string_lossy().into_owned()).collect::<Vec<_>>(),
-        index
-            .entries
-            .iter()
-            .map(|e| e.path.clone())
-            .collect::<Vec<_>>()
+        index.entries.iter().map(|e| e.path.clone()).collect::<Vec<_>>()
     );
-    assert_eq!(
-        labels,
-        index
-            .entries
-            .iter()
-            .map(|e| e.label.clone())
-            .collect::<Vec<_>>()
-    );
+    assert_eq!(labels, index.entries.iter().map(|e| e.label.clone()).collect::<Vec<_>>());
 }
 
 /// `index` and `search` with `--experimental-coop` run on the matrix units where the
@@ -435,67 +334,27 @@ fn search_json_lists_neighbours_per_query_in_order() {
     let index = Index::load(&f.index).unwrap();
     let queries = search_queries();
     let items = run.json();
-    assert_eq!(
-        items.len(),
-        queries.len(),
-        "one object per query:\n{context}"
-    );
+    assert_eq!(items.len(), queries.len(), "one object per query:\n{context}");
     for (query, item) in queries.iter().zip(&items) {
-        assert_eq!(
-            item["query"].as_str(),
-            Some(s(query)),
-            "queries out of order:\n{context}"
-        );
+        assert_eq!(item["query"].as_str(), Some(s(query)), "queries out of order:\n{context}");
         let neighbours = neighbours_of(run, item, 3);
         let ids: BTreeSet<usize> = neighbours.iter().map(|n| n.0).collect();
-        assert_eq!(
-            ids.len(),
-            3,
-            "a row listed twice for {}:\n{context}",
-            query.display()
-        );
+        assert_eq!(ids.len(), 3, "a row listed twice for {}:\n{context}", query.display());
         for (i, (row, path, label, score)) in neighbours.iter().enumerate() {
-            let entry = index
-                .entries
-                .get(*row)
-                .unwrap_or_else(|| panic!("row {row} out of range:\n{context}"));
-            assert_eq!(
-                (path, label),
-                (&entry.path, &entry.label),
-                "row {row} of the index:\n{context}"
-            );
-            assert!(
-                score.is_finite() && *score <= 1.0 + 1e-4,
-                "score {score}:\n{context}"
-            );
+            let entry = index.entries.get(*row).unwrap_or_else(|| panic!("row {row} out of range:\n{context}"));
+            assert_eq!((path, label), (&entry.path, &entry.label), "row {row} of the index:\n{context}");
+            assert!(score.is_finite() && *score <= 1.0 + 1e-4, "score {score}:\n{context}");
             if i > 0 {
-                assert!(
-                    neighbours[i - 1].3 >= *score,
-                    "scores not descending:\n{context}"
-                );
+                assert!(neighbours[i - 1].3 >= *score, "scores not descending:\n{context}");
             }
         }
         if f.expected.contains_key(s(query)) {
             // An indexed image finds itself first.
-            assert_eq!(
-                neighbours[0].1,
-                s(query),
-                "not its own nearest neighbour:\n{context}"
-            );
-            assert!(
-                neighbours[0].3 >= SELF_SCORE,
-                "self-similarity {}:\n{context}",
-                neighbours[0].3
-            );
-            assert!(
-                neighbours[1].3 < SELF_SCORE,
-                "a second image scores like itself:\n{context}"
-            );
+            assert_eq!(neighbours[0].1, s(query), "not its own nearest neighbour:\n{context}");
+            assert!(neighbours[0].3 >= SELF_SCORE, "self-similarity {}:\n{context}", neighbours[0].3);
+            assert!(neighbours[1].3 < SELF_SCORE, "a second image scores like itself:\n{context}");
         } else {
-            assert!(
-                neighbours[0].3 < SELF_SCORE,
-                "an unindexed image scores like an indexed one:\n{context}"
-            );
+            assert!(neighbours[0].3 < SELF_SCORE, "an unindexed image scores like an indexed one:\n{context}");
         }
     }
 }
@@ -514,30 +373,14 @@ fn collage_has_one_row_per_query() {
     let (rows, columns) = (search_queries().len() as u32, 4u32);
     let (width, height) = collage.dimensions();
     let pitch = (width - QUERY_GAP) / columns;
-    assert_eq!(
-        width,
-        columns * pitch + QUERY_GAP,
-        "width {width} is not {columns} tiles:\n{context}"
-    );
+    assert_eq!(width, columns * pitch + QUERY_GAP, "width {width} is not {columns} tiles:\n{context}");
     assert!(pitch > TILE_GAP + 8, "tiles of {pitch} px:\n{context}");
-    assert_eq!(
-        height,
-        TILE_GAP + rows * pitch,
-        "{width}x{height} is not {rows} rows of {columns}:\n{context}"
-    );
+    assert_eq!(height, TILE_GAP + rows * pitch, "{width}x{height} is not {rows} rows of {columns}:\n{context}");
     // Every query tile shows its image: its centre is not the canvas colour.
     for row in 0..rows {
         let centre = collage.get_pixel(TILE_GAP + pitch / 2, TILE_GAP + row * pitch + pitch / 2);
-        assert_ne!(
-            *centre,
-            lookalike::render::CANVAS,
-            "row {row} has no query tile"
-        );
-        assert_ne!(
-            *centre,
-            lookalike::render::TILE_BACKGROUND,
-            "row {row}'s query tile is empty"
-        );
+        assert_ne!(*centre, lookalike::render::CANVAS, "row {row} has no query tile");
+        assert_ne!(*centre, lookalike::render::TILE_BACKGROUND, "row {row}'s query tile is empty");
     }
 }
 
@@ -552,7 +395,8 @@ fn index_paths_work_from_any_directory() {
     let images = [dir.path("imgs/a/x.png"), dir.path("imgs/b/y.png")];
     save_pattern(&images[0], 70, 60, 40);
     save_pattern(&images[1], 60, 70, 41);
-    let run = lookalike_in(&dir.0, &[&["index", "imgs", "--seed", "1", "-o", "index.safetensors"][..], &PRE[..]].concat());
+    let run =
+        lookalike_in(&dir.0, &[&["index", "imgs", "--seed", "1", "-o", "index.safetensors"][..], &PRE[..]].concat());
     run.assert_success();
     let index_path = dir.path("index.safetensors");
     let index = Index::load(&index_path).unwrap();
@@ -570,7 +414,8 @@ fn index_paths_work_from_any_directory() {
     let moved = Scratch::at(run_root().join("relative-moved"));
     fs::remove_dir(&moved.0).unwrap();
     fs::rename(&dir.0, &moved.0).unwrap();
-    let (index_path, query, neighbour) = (moved.path("index.safetensors"), moved.path("imgs/a/x.png"), moved.path("imgs/b/y.png"));
+    let (index_path, query, neighbour) =
+        (moved.path("index.safetensors"), moved.path("imgs/a/x.png"), moved.path("imgs/b/y.png"));
     let collage = moved.path("collage.png");
     let search = ["search", s(&index_path), s(&query), "-k", "2", "--collage", s(&collage), "--json"];
     let run = lookalike(&search);
@@ -589,30 +434,15 @@ fn search_matches_a_brute_force_over_the_index() {
     let index = Index::load(index_path).unwrap();
     let p = &index.provenance;
     assert_eq!(p.weights_path, s(seed1_weights()));
-    assert_eq!(
-        p.weights_sha256.len(),
-        64,
-        "a SHA-256 in hex: {}",
-        p.weights_sha256
-    );
+    assert_eq!(p.weights_sha256.len(), 64, "a SHA-256 in hex: {}", p.weights_sha256);
     let n = index.len();
     let dir = Scratch::at(run_root().join("brute-force"));
-    let queries = [
-        f.path_of("dogs/D2.PNG"),
-        f.new_png.clone(),
-        f.new_jpg.clone(),
-    ];
+    let queries = [f.path_of("dogs/D2.PNG"), f.new_png.clone(), f.new_jpg.clone()];
     let q_paths: Vec<&str> = queries.iter().map(|q| s(q)).collect();
 
     let features_path = dir.path("q.npy");
     let embed = lookalike2(
-        &[
-            "embed",
-            "--weights",
-            s(seed1_weights()),
-            "-o",
-            s(&features_path),
-        ],
+        &["embed", "--weights", s(seed1_weights()), "-o", s(&features_path)],
         &[&PRE[..], &q_paths].concat(),
     );
     embed.assert_success();
@@ -620,10 +450,7 @@ fn search_matches_a_brute_force_over_the_index() {
     assert_eq!(features.shape, [queries.len(), FEATURE_DIM]);
 
     let k = n.to_string();
-    let run = lookalike2(
-        &["search", s(index_path)],
-        &[&q_paths[..], &["-k", &k, "--json"]].concat(),
-    );
+    let run = lookalike2(&["search", s(index_path)], &[&q_paths[..], &["-k", &k, "--json"]].concat());
     run.assert_success();
     let context = run.describe();
     let items = run.json();
@@ -652,20 +479,11 @@ fn search_matches_a_brute_force_over_the_index() {
     let rows = index.embeddings.rows_f32(FEATURE_DIM, 0, n);
     for (qi, item) in items.iter().enumerate() {
         let raw = &features.data[qi * FEATURE_DIM..(qi + 1) * FEATURE_DIM];
-        let centred: Vec<f64> = raw
-            .iter()
-            .zip(mean)
-            .map(|(&x, &m)| x as f64 - m as f64)
-            .collect();
+        let centred: Vec<f64> = raw.iter().zip(mean).map(|(&x, &m)| x as f64 - m as f64).collect();
         let length = centred.iter().map(|x| x * x).sum::<f64>().sqrt();
         let scores: Vec<f64> = rows
             .chunks_exact(FEATURE_DIM)
-            .map(|row| {
-                row.iter()
-                    .zip(&centred)
-                    .map(|(&r, &q)| r as f64 * q / length)
-                    .sum()
-            })
+            .map(|row| row.iter().zip(&centred).map(|(&r, &q)| r as f64 * q / length).sum())
             .collect();
         let mut expected: Vec<usize> = (0..n).collect();
         expected.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
@@ -686,10 +504,7 @@ fn search_matches_a_brute_force_over_the_index() {
             );
         }
         if qi == 0 {
-            assert_eq!(
-                got[0].1, q_paths[0],
-                "an indexed query finds itself:\n{context}"
-            );
+            assert_eq!(got[0].1, q_paths[0], "an indexed query finds itself:\n{context}");
             assert!(got[0].3 >= SELF_SCORE, "{context}");
         }
     }
@@ -700,33 +515,13 @@ fn f16_index_ranks_like_the_f32_index() {
     let f = fixture();
     let dir = Scratch::at(run_root().join("f16"));
     let index_path = dir.path("index-f16.safetensors");
-    lookalike2(
-        &[
-            "index",
-            s(&f.db),
-            "--seed",
-            "1",
-            "-o",
-            s(&index_path),
-            "--center",
-            "--dtype",
-            "f16",
-        ],
-        &PRE,
-    )
-    .assert_success();
+    lookalike2(&["index", s(&f.db), "--seed", "1", "-o", s(&index_path), "--center", "--dtype", "f16"], &PRE)
+        .assert_success();
     let bytes = fs::read(&index_path).unwrap();
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let view = st.tensor("embeddings").unwrap();
-    assert_eq!(
-        (view.dtype(), view.shape()),
-        (Dtype::F16, &[f.expected.len(), FEATURE_DIM][..])
-    );
-    assert_eq!(
-        st.tensor("mean").unwrap().dtype(),
-        Dtype::F32,
-        "the mean stays f32"
-    );
+    assert_eq!((view.dtype(), view.shape()), (Dtype::F16, &[f.expected.len(), FEATURE_DIM][..]));
+    assert_eq!(st.tensor("mean").unwrap().dtype(), Dtype::F32, "the mean stays f32");
     let index16 = Index::load(&index_path).unwrap();
     let index32 = Index::load(&f.index).unwrap();
     assert!(matches!(index16.embeddings, Embeddings::F16(_)));
@@ -736,11 +531,7 @@ fn f16_index_ranks_like_the_f32_index() {
         index16.embeddings.rows_f32(FEATURE_DIM, 0, index16.len()),
         index32.embeddings.rows_f32(FEATURE_DIM, 0, index32.len()),
     );
-    let worst = a
-        .iter()
-        .zip(&b)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0.0f32, f32::max);
     assert!(worst < 1e-3, "f16 rows differ from f32 by up to {worst}");
 
     let queries = search_queries();
@@ -755,18 +546,8 @@ fn f16_index_ranks_like_the_f32_index() {
     assert_eq!(items16.len(), queries.len(), "{}", run.describe());
     for (query, (i16, i32)) in queries.iter().zip(items16.iter().zip(&items32)) {
         let (n16, n32) = (neighbours_of(&run, i16, 3), neighbours_of(f32_run, i32, 3));
-        assert_eq!(
-            n16[0].0,
-            n32[0].0,
-            "top-1 of {} differs: f16 {n16:?}, f32 {n32:?}",
-            query.display()
-        );
-        assert!(
-            (n16[0].3 - n32[0].3).abs() < 2e-3,
-            "top-1 scores {} vs {}",
-            n16[0].3,
-            n32[0].3
-        );
+        assert_eq!(n16[0].0, n32[0].0, "top-1 of {} differs: f16 {n16:?}, f32 {n32:?}", query.display());
+        assert!((n16[0].3 - n32[0].3).abs() < 2e-3, "top-1 scores {} vs {}", n16[0].3, n32[0].3);
     }
 }
 
@@ -784,27 +565,25 @@ fn add_appends_only_new_images_with_the_same_weights() {
     let more = dir.path("more");
 
     // Other weights: refused before any work, the index untouched.
-    let run = lookalike2(
-        &[
-            "index",
-            s(&more),
-            "--add",
-            "--seed",
-            "2",
-            "-o",
-            s(&index_path),
-        ],
-        &PRE,
-    );
+    let run = lookalike2(&["index", s(&more), "--add", "--seed", "2", "-o", s(&index_path)], &PRE);
     assert_fails(&run, &["other weights", s(&index_path)]);
-    assert!(
-        fs::read(&index_path).unwrap() == before_bytes,
-        "a refused --add changed the index"
-    );
+    assert!(fs::read(&index_path).unwrap() == before_bytes, "a refused --add changed the index");
     assert_no_temp_files(&index_path, &run.describe());
 
     // Settings other than the index's own would be ignored: refused, naming each one.
-    let run = lookalike(&["index", s(&more), "--add", "--dtype", "f16", "--resize", "100", "--crop", "64", "-o", s(&index_path)]);
+    let run = lookalike(&[
+        "index",
+        s(&more),
+        "--add",
+        "--dtype",
+        "f16",
+        "--resize",
+        "100",
+        "--crop",
+        "64",
+        "-o",
+        s(&index_path),
+    ]);
     assert_fails(&run, &["--add keeps", "--dtype F16 (it stores F32)", "--resize 100 (it used 72)"]);
     assert!(!run.stderr.contains("--crop"), "--crop 64 is the index's own:\n{}", run.describe());
     assert!(fs::read(&index_path).unwrap() == before_bytes, "a refused --add changed the index");
@@ -814,58 +593,33 @@ fn add_appends_only_new_images_with_the_same_weights() {
     run.assert_success();
     let after = Index::load(&index_path).unwrap_or_else(|e| panic!("{e}\n{}", run.describe()));
     assert_eq!(after.len(), before.len() + 2, "{}", run.describe());
-    assert_eq!(
-        after.entries[..before.len()],
-        before.entries[..],
-        "old entries changed"
-    );
-    let added: BTreeMap<&str, Option<&str>> = after.entries[before.len()..]
-        .iter()
-        .map(|e| (e.path.as_str(), e.label.as_deref()))
-        .collect();
+    assert_eq!(after.entries[..before.len()], before.entries[..], "old entries changed");
+    let added: BTreeMap<&str, Option<&str>> =
+        after.entries[before.len()..].iter().map(|e| (e.path.as_str(), e.label.as_deref())).collect();
     assert_eq!(added, fish.iter().map(|p| (s(p), Some("fish"))).collect());
     assert_eq!(after.mean, before.mean, "--add keeps the stored mean");
     assert_eq!(after.provenance, before.provenance);
     let old = before.len() * FEATURE_DIM;
     match (&before.embeddings, &after.embeddings) {
         (Embeddings::F32(b), Embeddings::F32(a)) => {
-            assert!(
-                a[..old]
-                    .iter()
-                    .zip(b)
-                    .all(|(x, y)| x.to_bits() == y.to_bits()),
-                "old rows changed"
-            );
+            assert!(a[..old].iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits()), "old rows changed");
         }
         other => panic!("dtype changed: {other:?}"),
     }
     for i in before.len()..after.len() {
         let row = after.embeddings.rows_f32(FEATURE_DIM, i, i + 1);
-        assert!(
-            (norm(&row) - 1.0).abs() < 1e-5,
-            "added row {i} has norm {}",
-            norm(&row)
-        );
+        assert!((norm(&row) - 1.0).abs() < 1e-5, "added row {i} has norm {}", norm(&row));
     }
     // An added image is found as itself.
     let run = lookalike(&["search", s(&index_path), s(&fish[1]), "-k", "1", "--json"]);
     run.assert_success();
     let top = neighbours_of(&run, &run.json()[0], 1);
-    assert_eq!(
-        (top[0].1.as_str(), top[0].2.as_deref()),
-        (s(&fish[1]), Some("fish")),
-        "{}",
-        run.describe()
-    );
+    assert_eq!((top[0].1.as_str(), top[0].2.as_deref()), (s(&fish[1]), Some("fish")), "{}", run.describe());
 
     // Adding the same folders again adds nothing: also with an explicit --seed 1, and with
     // the folders spelled differently (the paths are compared as files, not as strings).
     let more_dot = format!("{}/.", s(&more));
-    let db_up = format!(
-        "{}/../{}",
-        s(&f.db),
-        f.db.file_name().unwrap().to_string_lossy()
-    );
+    let db_up = format!("{}/../{}", s(&f.db), f.db.file_name().unwrap().to_string_lossy());
     for args in [
         vec![s(&more)],
         // The index's own settings, spelled out: accepted.
@@ -877,17 +631,8 @@ fn add_appends_only_new_images_with_the_same_weights() {
         let run = lookalike2(&["index", "--add", "-o", s(&index_path)], &args);
         run.assert_success();
         let again = Index::load(&index_path).unwrap();
-        assert_eq!(
-            again.len(),
-            after.len(),
-            "paths duplicated by a second --add:\n{}",
-            run.describe()
-        );
-        assert!(
-            again == after,
-            "a second --add changed the index:\n{}",
-            run.describe()
-        );
+        assert_eq!(again.len(), after.len(), "paths duplicated by a second --add:\n{}", run.describe());
+        assert!(again == after, "a second --add changed the index:\n{}", run.describe());
     }
 }
 
@@ -910,32 +655,14 @@ fn classify_votes_like_search_and_evaluates_a_folder() {
     let labels: Vec<Option<String>> = index.entries.iter().map(|e| e.label.clone()).collect();
     let search = &f32_search().run;
     for ((query, line), item) in queries.iter().zip(&lines).zip(search.json()) {
-        let neighbours: Vec<Neighbor> = neighbours_of(search, &item, 3)
-            .iter()
-            .map(|n| Neighbor {
-                index: n.0,
-                score: n.3 as f32,
-            })
-            .collect();
+        let neighbours: Vec<Neighbor> =
+            neighbours_of(search, &item, 3).iter().map(|n| Neighbor { index: n.0, score: n.3 as f32 }).collect();
         let expected = vote(&neighbours, &labels).expect("every row is labelled");
-        assert_eq!(
-            *line,
-            format!("{} -> {expected}", query.display()),
-            "{context}"
-        );
+        assert_eq!(*line, format!("{} -> {expected}", query.display()), "{context}");
     }
 
     let confusion = dir.path("c.png");
-    let run = lookalike(&[
-        "classify",
-        s(&f.index),
-        "--eval",
-        s(&f.db),
-        "-k",
-        "3",
-        "--confusion",
-        s(&confusion),
-    ]);
+    let run = lookalike(&["classify", s(&f.index), "--eval", s(&f.db), "-k", "3", "--confusion", s(&confusion)]);
     run.assert_success();
     let context = run.describe();
     let accuracy = run
@@ -944,32 +671,16 @@ fn classify_votes_like_search_and_evaluates_a_folder() {
         .find(|l| l.starts_with("accuracy "))
         .unwrap_or_else(|| panic!("no accuracy line:\n{context}"));
     // All readable labelled images of the folder, the broken one skipped.
-    assert!(
-        accuracy.ends_with(&format!(" of {})", f.expected.len())),
-        "{context}"
-    );
+    assert!(accuracy.ends_with(&format!(" of {})", f.expected.len())), "{context}");
     for label in ["cats", "dogs", "birds"] {
-        assert!(
-            run.stdout
-                .lines()
-                .any(|l| l.trim_start().starts_with(label)),
-            "no row for {label}:\n{context}"
-        );
+        assert!(run.stdout.lines().any(|l| l.trim_start().starts_with(label)), "no row for {label}:\n{context}");
     }
-    assert!(
-        run.stderr.contains("skipped") && run.stderr.contains(s(&f.broken)),
-        "{context}"
-    );
-    let png = image::open(&confusion)
-        .unwrap_or_else(|e| panic!("{}: {e}\n{context}", confusion.display()))
-        .to_rgb8();
+    assert!(run.stderr.contains("skipped") && run.stderr.contains(s(&f.broken)), "{context}");
+    let png = image::open(&confusion).unwrap_or_else(|e| panic!("{}: {e}\n{context}", confusion.display())).to_rgb8();
     // Three classes: a 3 x 3 grid of equal cells with one-pixel lines.
     let (width, height) = png.dimensions();
     assert_eq!(width, height, "{context}");
-    assert!(
-        height > 4 && (height - 1) % 3 == 0,
-        "{width}x{height} is not 3 cells:\n{context}"
-    );
+    assert!(height > 4 && (height - 1) % 3 == 0, "{width}x{height} is not 3 cells:\n{context}");
     assert_no_temp_files(&confusion, &context);
 }
 
@@ -989,13 +700,8 @@ fn bad_search_and_classify_inputs_fail_cleanly() {
     fs::write(&garbage, b"\x89PNG\r\n\x1a\n then nothing useful").unwrap();
     let missing = dir.path("missing.png");
     let random_bytes = dir.path("random.safetensors");
-    fs::write(
-        &random_bytes,
-        (0..4096u32)
-            .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
-            .collect::<Vec<_>>(),
-    )
-    .unwrap();
+    fs::write(&random_bytes, (0..4096u32).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect::<Vec<_>>())
+        .unwrap();
     let truncated = dir.path("truncated.safetensors");
     fs::write(&truncated, &original[..original.len() / 2]).unwrap();
     let header_only = dir.path("header-only.safetensors");
@@ -1014,115 +720,44 @@ fn bad_search_and_classify_inputs_fail_cleanly() {
     fs::create_dir(&out_dir).unwrap();
 
     let cases: Vec<(Vec<&str>, Vec<&str>)> = vec![
-        (
-            vec!["search", s(index), q, "-k", "0"],
-            vec![&k_range, "got 0"],
-        ),
-        (
-            vec!["search", s(index), q, "-k", &too_many, "--json"],
-            vec![&k_range],
-        ),
+        (vec!["search", s(index), q, "-k", "0"], vec![&k_range, "got 0"]),
+        (vec!["search", s(index), q, "-k", &too_many, "--json"], vec![&k_range]),
         (vec!["classify", s(index), q, "-k", "0"], vec![&k_range]),
-        (
-            vec!["classify", s(index), "--eval", s(&f.db), "-k", &too_many],
-            vec![&k_range],
-        ),
-        (
-            vec!["search", s(index), q, s(&garbage), "-k", "1"],
-            vec![s(&garbage), "cannot decode image"],
-        ),
-        (
-            vec!["search", s(index), q, s(&missing), "-k", "1"],
-            vec![s(&missing)],
-        ),
-        (
-            vec!["search", s(index), s(&f.broken), "-k", "1", "--json"],
-            vec![s(&f.broken)],
-        ),
-        (
-            vec!["classify", s(index), s(&garbage), "-k", "1"],
-            vec![s(&garbage), "cannot decode image"],
-        ),
-        (
-            vec!["classify", s(index), "-k", "1"],
-            vec!["give query images"],
-        ),
-        (
-            vec!["search", s(seed1_weights()), q, "-k", "1"],
-            vec![s(seed1_weights()), "not a lookalike index"],
-        ),
-        (
-            vec!["search", s(&random_bytes), q, "-k", "1"],
-            vec![s(&random_bytes), "not a valid safetensors file"],
-        ),
-        (
-            vec!["search", s(&truncated), q, "-k", "1"],
-            vec![s(&truncated), "not a valid safetensors file"],
-        ),
-        (
-            vec!["classify", s(&header_only), q, "-k", "1"],
-            vec![s(&header_only), "not a valid safetensors file"],
-        ),
+        (vec!["classify", s(index), "--eval", s(&f.db), "-k", &too_many], vec![&k_range]),
+        (vec!["search", s(index), q, s(&garbage), "-k", "1"], vec![s(&garbage), "cannot decode image"]),
+        (vec!["search", s(index), q, s(&missing), "-k", "1"], vec![s(&missing)]),
+        (vec!["search", s(index), s(&f.broken), "-k", "1", "--json"], vec![s(&f.broken)]),
+        (vec!["classify", s(index), s(&garbage), "-k", "1"], vec![s(&garbage), "cannot decode image"]),
+        (vec!["classify", s(index), "-k", "1"], vec!["give query images"]),
+        (vec!["search", s(seed1_weights()), q, "-k", "1"], vec![s(seed1_weights()), "not a lookalike index"]),
+        (vec!["search", s(&random_bytes), q, "-k", "1"], vec![s(&random_bytes), "not a valid safetensors file"]),
+        (vec!["search", s(&truncated), q, "-k", "1"], vec![s(&truncated), "not a valid safetensors file"]),
+        (vec!["classify", s(&header_only), q, "-k", "1"], vec![s(&header_only), "not a valid safetensors file"]),
         (vec!["search", s(&missing), q, "-k", "1"], vec![s(&missing)]),
         // Query features of the wrong shape, not finite, or missing.
-        (
-            vec!["search", s(index), "--features", s(&narrow), "-k", "1"],
-            vec![s(&narrow), &width, "[2, 3]"],
-        ),
+        (vec!["search", s(index), "--features", s(&narrow), "-k", "1"], vec![s(&narrow), &width, "[2, 3]"]),
         (
             vec!["search", s(index), "--features", s(&images_npy), "-k", "1"],
             vec![s(&images_npy), &width, "[1, 3, 2, 2]"],
         ),
-        (
-            vec!["search", s(index), "--features", s(&nan_features), "-k", "1"],
-            vec!["query features", "NaN"],
-        ),
-        (
-            vec!["search", s(index), "--features", s(&missing), "-k", "1"],
-            vec![s(&missing)],
-        ),
+        (vec!["search", s(index), "--features", s(&nan_features), "-k", "1"], vec!["query features", "NaN"]),
+        (vec!["search", s(index), "--features", s(&missing), "-k", "1"], vec![s(&missing)]),
         (vec!["classify", s(&f.db), q, "-k", "1"], vec![s(&f.db)]),
         // Outputs that are folders are refused before any work.
+        (vec!["search", s(index), q, "-k", "1", "--collage", s(&out_dir)], vec![s(&out_dir), "is a directory"]),
         (
-            vec!["search", s(index), q, "-k", "1", "--collage", s(&out_dir)],
+            vec!["classify", s(index), "--eval", s(&f.db), "-k", "1", "--confusion", s(&out_dir)],
             vec![s(&out_dir), "is a directory"],
         ),
-        (
-            vec![
-                "classify",
-                s(index),
-                "--eval",
-                s(&f.db),
-                "-k",
-                "1",
-                "--confusion",
-                s(&out_dir),
-            ],
-            vec![s(&out_dir), "is a directory"],
-        ),
-        (
-            vec!["index", s(&f.db), "--seed", "1", "-o", s(&out_dir)],
-            vec![s(&out_dir), "is a directory"],
-        ),
-        (
-            vec!["index", s(&f.db), "--add", "-o", s(&out_dir)],
-            vec![s(&out_dir), "is a directory"],
-        ),
+        (vec!["index", s(&f.db), "--seed", "1", "-o", s(&out_dir)], vec![s(&out_dir), "is a directory"]),
+        (vec!["index", s(&f.db), "--add", "-o", s(&out_dir)], vec![s(&out_dir), "is a directory"]),
     ];
     for (args, needles) in &cases {
         let run = lookalike(args);
         assert_fails(&run, needles);
-        assert!(
-            fs::read(index).unwrap() == original,
-            "the index changed:\n{}",
-            run.describe()
-        );
+        assert!(fs::read(index).unwrap() == original, "the index changed:\n{}", run.describe());
         assert!(!missing.exists());
-        assert!(
-            out_dir.is_dir() && fs::read_dir(&out_dir).unwrap().next().is_none(),
-            "{}",
-            run.describe()
-        );
+        assert!(out_dir.is_dir() && fs::read_dir(&out_dir).unwrap().next().is_none(), "{}", run.describe());
     }
     // Images and features at once, or features with a collage: clap's usage error.
     let features = dir.path("features.npy");
@@ -1149,15 +784,7 @@ fn search_with_other_weights_is_refused() {
     fs::write(&other, bytes).unwrap();
     let query = fixture().path_of("cats/c1.png");
     for command in ["search", "classify"] {
-        let run = lookalike(&[
-            command,
-            s(index),
-            s(&query),
-            "-k",
-            "1",
-            "--weights",
-            s(&other),
-        ]);
+        let run = lookalike(&[command, s(index), s(&query), "-k", "1", "--weights", s(&other)]);
         assert_fails(&run, &["other weights", s(&other)]);
         assert!(fs::read(index).unwrap() == original, "{}", run.describe());
     }
@@ -1170,23 +797,9 @@ fn search_with_other_weights_is_refused() {
     let run = lookalike(&["search", s(&moved), s(&query), "-k", "1"]);
     assert_fails(&run, &["gone.safetensors", "--weights"]);
     // ... and with --weights of the right file it works.
-    let run = lookalike(&[
-        "search",
-        s(&moved),
-        s(&query),
-        "-k",
-        "1",
-        "--json",
-        "--weights",
-        s(seed1_weights()),
-    ]);
+    let run = lookalike(&["search", s(&moved), s(&query), "-k", "1", "--json", "--weights", s(seed1_weights())]);
     run.assert_success();
-    assert_eq!(
-        neighbours_of(&run, &run.json()[0], 1)[0].1,
-        s(&query),
-        "{}",
-        run.describe()
-    );
+    assert_eq!(neighbours_of(&run, &run.json()[0], 1)[0].1, s(&query), "{}", run.describe());
 }
 
 /// Seeded weights and the file `weights random` writes for the same seed are one network:
@@ -1242,24 +855,13 @@ fn index_of_nothing_readable_fails_and_keeps_the_existing_index() {
         // Unreadable files are listed before the error.
         let preamble = (folder == unreadable.as_path()).then_some("skipped 2 unreadable file(s):");
         assert_fails_after(&run, preamble, needles);
-        assert!(
-            fs::read(&out).unwrap() == original,
-            "a failed index replaced the existing one:\n{}",
-            run.describe()
-        );
+        assert!(fs::read(&out).unwrap() == original, "a failed index replaced the existing one:\n{}", run.describe());
         assert_no_temp_files(&out, &run.describe());
     }
     // Without an existing index nothing is created.
     fs::remove_file(&out).unwrap();
-    let run = lookalike2(
-        &["index", s(&unreadable), "--seed", "1", "-o", s(&out)],
-        &PRE,
-    );
-    assert_fails_after(
-        &run,
-        Some("skipped 2 unreadable file(s):"),
-        &["could be read"],
-    );
+    let run = lookalike2(&["index", s(&unreadable), "--seed", "1", "-o", s(&out)], &PRE);
+    assert_fails_after(&run, Some("skipped 2 unreadable file(s):"), &["could be read"]);
     assert!(!out.exists(), "{}", run.describe());
     assert_no_temp_files(&out, &run.describe());
 }
@@ -1279,10 +881,7 @@ fn classify_without_labels_is_refused() {
     let original = fs::read(&path).unwrap();
     let query = f.path_of("cats/c1.png");
     let confusion = dir.path("c.png");
-    for extra in [
-        vec![s(&query)],
-        vec!["--eval", s(&f.db), "--confusion", s(&confusion)],
-    ] {
+    for extra in [vec![s(&query)], vec!["--eval", s(&f.db), "--confusion", s(&confusion)]] {
         let run = lookalike2(&["classify", s(&path), "-k", "1"], &extra);
         assert_fails(&run, &["has no labels", s(&path)]);
         assert!(fs::read(&path).unwrap() == original);
@@ -1292,10 +891,5 @@ fn classify_without_labels_is_refused() {
     let run = lookalike(&["search", s(&path), s(&query), "-k", "2", "--json"]);
     run.assert_success();
     let top = neighbours_of(&run, &run.json()[0], 2);
-    assert_eq!(
-        (top[0].1.as_str(), top[0].2.as_deref()),
-        (s(&query), None),
-        "{}",
-        run.describe()
-    );
+    assert_eq!((top[0].1.as_str(), top[0].2.as_deref()), (s(&query), None), "{}", run.describe());
 }

@@ -13,13 +13,13 @@ use std::sync::OnceLock;
 
 use common::{assert_close, ctx, images, random_conv_shape};
 use lookalike::compare::{batch_centred, relative_l2};
+use lookalike::index::{Embeddings, Entry, Index, Provenance};
 use lookalike::model::{BatchNormMode, CpuResNet50, GpuResNet50, RandomResNet50, FEATURE_DIM};
-use lookalike::ops::matmul::{MatmulShape, Precision};
 use lookalike::ops::conv2d::{Conv2dBuffers, Conv2dShape};
 use lookalike::ops::conv2d_coop::conv2d_coop;
 use lookalike::ops::coop::{round_to_f16, CoopTiles};
+use lookalike::ops::matmul::{MatmulShape, Precision};
 use lookalike::ops::matmul_coop::{matmul_coop, matmul_coop_with};
-use lookalike::index::{Embeddings, Entry, Index, Provenance};
 use lookalike::rng::Rng;
 use lookalike::search::{SearchOptions, Searcher};
 use lookalike::{cpu, Context, Error};
@@ -53,7 +53,11 @@ fn with_units(test: &str) -> Option<&'static Context> {
     }
     let why = ctx.cooperative_matrix_unavailable().unwrap_or_default().to_string();
     let required = std::env::var("LOOKALIKE_REQUIRE_COOP").is_ok_and(|v| !v.is_empty() && v != "0");
-    assert!(!required, "LOOKALIKE_REQUIRE_COOP is set but {} has no usable matrix units: {why}", ctx.adapter_info().name);
+    assert!(
+        !required,
+        "LOOKALIKE_REQUIRE_COOP is set but {} has no usable matrix units: {why}",
+        ctx.adapter_info().name
+    );
     let shape = MatmulShape { m: 4, n: 4, k: 4, b_transposed: false };
     let buf = ctx.upload("x", &[0.0; 16]).unwrap();
     let refused = matmul_coop(ctx, &shape, &buf, &buf, Precision::F32, &buf);
@@ -137,7 +141,16 @@ fn conv2d_coop_matches_cpu_on_rounded_inputs() {
         let scale = with_scale.then(|| rng.normals(shape.out_c, 1.0));
         let bias = with_bias.then(|| rng.normals(shape.out_c, 0.5));
         let residual = with_residual.then(|| rng.normals(shape.output_len(), 1.0));
-        let expected = cpu::conv2d(&shape, &round_to_f16(&input), &round_to_f16(&weight), scale.as_deref(), bias.as_deref(), residual.as_deref(), relu).unwrap();
+        let expected = cpu::conv2d(
+            &shape,
+            &round_to_f16(&input),
+            &round_to_f16(&weight),
+            scale.as_deref(),
+            bias.as_deref(),
+            residual.as_deref(),
+            relu,
+        )
+        .unwrap();
         let upload = |v: &Option<Vec<f32>>| v.as_ref().map(|v| ctx.upload("epilogue", v).unwrap());
         let (scale_buf, bias_buf, residual_buf) = (upload(&scale), upload(&bias), upload(&residual));
         let (input_buf, weight_buf) = (ctx.upload("input", &input).unwrap(), ctx.upload("weight", &weight).unwrap());
@@ -158,7 +171,11 @@ fn conv2d_coop_matches_cpu_on_rounded_inputs() {
     }
     // Each invocation stages one depth per slice: a K slice wider than the workgroup is refused.
     let shape = Conv2dShape::square(1, 8, 8, 16, 16, 3, 1, 1);
-    let (x, w, y) = (ctx.upload("x", &vec![0.0; shape.input_len()]).unwrap(), ctx.upload("w", &vec![0.0; shape.weight_len()]).unwrap(), ctx.storage("y", shape.output_len()).unwrap());
+    let (x, w, y) = (
+        ctx.upload("x", &vec![0.0; shape.input_len()]).unwrap(),
+        ctx.upload("w", &vec![0.0; shape.weight_len()]).unwrap(),
+        ctx.storage("y", shape.output_len()).unwrap(),
+    );
     let buffers = Conv2dBuffers { input: &x, weight: &w, scale: None, bias: None, residual: None, output: &y };
     let too_deep = CoopTiles { sg_rows: 1, sg_cols: 1, tile_k: 2 * coop.subgroup.max(coop.size) };
     let refused = conv2d_coop(ctx, &shape, &buffers, false, too_deep);
@@ -179,7 +196,8 @@ fn resnet50_on_matrix_units_stays_close_to_f32() {
     for i in 0..batch {
         let r = i * FEATURE_DIM..(i + 1) * FEATURE_DIM;
         let (g, e) = (&got[r.clone()], &expected[r]);
-        let cosine = g.iter().zip(e).map(|(a, b)| a * b).sum::<f32>() / (g.iter().map(|a| a * a).sum::<f32>() * e.iter().map(|b| b * b).sum::<f32>()).sqrt();
+        let cosine = g.iter().zip(e).map(|(a, b)| a * b).sum::<f32>()
+            / (g.iter().map(|a| a * a).sum::<f32>() * e.iter().map(|b| b * b).sum::<f32>()).sqrt();
         eprintln!("image {i}: relative L2 {:.2e}, 1 - cosine {:.2e}", relative_l2(g, e), 1.0 - cosine);
         assert_close(&format!("resnet50 on matrix units, image {i}"), g, e, RESNET50_LIMIT);
     }
@@ -214,9 +232,15 @@ fn search_on_matrix_units_is_a_top_k_of_the_rounded_queries() {
     let features = rng.normals(n * dim, 1.0);
     let queries = rng.normals(q * dim, 1.0);
     let entries: Vec<Entry> = (0..n).map(|i| Entry { path: format!("{i}.png"), label: None }).collect();
-    let provenance = Provenance { model: "resnet50".into(), weights_path: "test".into(), weights_sha256: "seed:1".into(), preprocess: Default::default() };
+    let provenance = Provenance {
+        model: "resnet50".into(),
+        weights_path: "test".into(),
+        weights_sha256: "seed:1".into(),
+        preprocess: Default::default(),
+    };
     for precision in [Precision::F32, Precision::F16] {
-        let index = Index::from_features(&features, dim, entries.clone(), precision, false, provenance.clone()).unwrap();
+        let index =
+            Index::from_features(&features, dim, entries.clone(), precision, false, provenance.clone()).unwrap();
         let rows: Vec<f32> = match &index.embeddings {
             // The units take f16: f32 rows are rounded as they are staged.
             Embeddings::F32(v) => round_to_f16(v),
@@ -227,14 +251,25 @@ fn search_on_matrix_units_is_a_top_k_of_the_rounded_queries() {
         for (qi, (query, found)) in queries.chunks(dim).zip(&got).enumerate() {
             let norm = query.iter().map(|x| x * x).sum::<f32>().sqrt();
             let unit: Vec<f32> = round_to_f16(&query.iter().map(|x| x / norm).collect::<Vec<_>>());
-            let exact: Vec<f64> = rows.chunks(dim).map(|r| r.iter().zip(&unit).map(|(a, b)| *a as f64 * *b as f64).sum()).collect();
+            let exact: Vec<f64> =
+                rows.chunks(dim).map(|r| r.iter().zip(&unit).map(|(a, b)| *a as f64 * *b as f64).sum()).collect();
             let mut sorted = exact.clone();
             sorted.sort_by(|a, b| b.total_cmp(a));
             assert_eq!(found.len(), k);
             for (rank, neighbor) in found.iter().enumerate() {
                 let want = exact[neighbor.index];
-                assert!((neighbor.score as f64 - want).abs() <= 1e-5, "{precision:?} query {qi} rank {rank}: row {} scored {} on the units, {want} exactly", neighbor.index, neighbor.score);
-                assert!(want >= sorted[k - 1] - 1e-5, "{precision:?} query {qi} rank {rank}: row {} ({want}) is not among the top {k} (k-th {})", neighbor.index, sorted[k - 1]);
+                assert!(
+                    (neighbor.score as f64 - want).abs() <= 1e-5,
+                    "{precision:?} query {qi} rank {rank}: row {} scored {} on the units, {want} exactly",
+                    neighbor.index,
+                    neighbor.score
+                );
+                assert!(
+                    want >= sorted[k - 1] - 1e-5,
+                    "{precision:?} query {qi} rank {rank}: row {} ({want}) is not among the top {k} (k-th {})",
+                    neighbor.index,
+                    sorted[k - 1]
+                );
             }
             assert!(found.windows(2).all(|w| w[0].score >= w[1].score), "{precision:?} query {qi}: not sorted");
         }
@@ -253,7 +288,12 @@ fn matmul_coop_is_refused_without_the_experimental_feature() {
     let refused = matmul_coop(ctx, &shape, &buf, &buf, Precision::F32, &buf);
     assert!(matches!(&refused, Err(Error::InvalidArgument(m)) if m.contains("not requested")), "{refused:?}");
     let entries = vec![Entry { path: "a.png".into(), label: None }];
-    let provenance = Provenance { model: "resnet50".into(), weights_path: "test".into(), weights_sha256: "seed:1".into(), preprocess: Default::default() };
+    let provenance = Provenance {
+        model: "resnet50".into(),
+        weights_path: "test".into(),
+        weights_sha256: "seed:1".into(),
+        preprocess: Default::default(),
+    };
     let index = Index::from_features(&[1.0; 8], 8, entries, Precision::F32, false, provenance).unwrap();
     let options = SearchOptions { matrix_units: true, ..Default::default() };
     let refused = Searcher::for_features(ctx.clone(), &index, options).map(|_| ());

@@ -27,9 +27,11 @@ fn conv2d_matches_cpu_on_random_shapes() {
         let bias = rng.normals(shape.out_c, 0.5);
         let residual = rng.normals(shape.output_len(), 1.0);
         let pick = |on: bool, v: &[f32]| if on { Some(v.to_vec()) } else { None };
-        let (scale, bias, residual) = (pick(with_scale, &scale), pick(with_bias, &bias), pick(with_residual, &residual));
+        let (scale, bias, residual) =
+            (pick(with_scale, &scale), pick(with_bias, &bias), pick(with_residual, &residual));
 
-        let expected = cpu::conv2d(&shape, &input, &weight, scale.as_deref(), bias.as_deref(), residual.as_deref(), relu).unwrap();
+        let expected =
+            cpu::conv2d(&shape, &input, &weight, scale.as_deref(), bias.as_deref(), residual.as_deref(), relu).unwrap();
 
         let up = |name: &str, v: &Option<Vec<f32>>| v.as_ref().map(|v| ctx.upload(name, v).unwrap());
         let input_buf = ctx.upload("input", &input).unwrap();
@@ -57,7 +59,12 @@ fn conv2d_other_tile_sizes_agree() {
     let small = Tiles { wg_x: 8, wg_y: 8, tile_k: 8, block: 4 };
     // Few 8x8 configurations: lavapipe's LLVM takes ~16 s to compile each (Mesa caches it).
     // 8x8 blocks in 128- and 64-column tiles (the narrow one is what 64-channel layers get).
-    let tiles = [small, Tiles { wg_x: 16, wg_y: 8, tile_k: 32, block: 4 }, Tiles::default().with_8x8_blocks(), Tiles::default().with_8x8_blocks_for(64)];
+    let tiles = [
+        small,
+        Tiles { wg_x: 16, wg_y: 8, tile_k: 32, block: 4 },
+        Tiles::default().with_8x8_blocks(),
+        Tiles::default().with_8x8_blocks_for(64),
+    ];
     // Channels above and below the K slice (incremental and divided depth advance), an RGB
     // stem-like layer, a 1x1 with more channels than one tile, and 1x1s whose input or
     // weight is smaller than one vec4 (bound through a placeholder).
@@ -81,7 +88,14 @@ fn conv2d_other_tile_sizes_agree() {
         let (bias_buf, residual_buf) = (ctx.upload("bias", &bias).unwrap(), ctx.upload("residual", &residual).unwrap());
         for tiles in tiles {
             let output = ctx.storage("output", shape.output_len()).unwrap();
-            let buffers = Conv2dBuffers { input: &input_buf, weight: &weight_buf, scale: None, bias: Some(&bias_buf), residual: Some(&residual_buf), output: &output };
+            let buffers = Conv2dBuffers {
+                input: &input_buf,
+                weight: &weight_buf,
+                scale: None,
+                bias: Some(&bias_buf),
+                residual: Some(&residual_buf),
+                output: &output,
+            };
             let dispatch = conv2d(ctx, &shape, &buffers, true, tiles).unwrap();
             let got = ctx.run_and_read(&[&dispatch], &output, shape.output_len()).unwrap();
             assert_close(&format!("conv2d {shape:?} {tiles:?}"), &got, &expected, KERNEL_LIMIT);
@@ -89,8 +103,12 @@ fn conv2d_other_tile_sizes_agree() {
     }
     let output = ctx.storage("output", 16).unwrap();
     let shape = Conv2dShape::square(1, 4, 4, 1, 1, 1, 1, 0);
-    let buffers = Conv2dBuffers { input: &output, weight: &output, scale: None, bias: None, residual: None, output: &output };
-    assert!(matches!(conv2d(ctx, &shape, &buffers, false, Tiles { block: 6, ..Tiles::default() }), Err(Error::InvalidArgument(_))));
+    let buffers =
+        Conv2dBuffers { input: &output, weight: &output, scale: None, bias: None, residual: None, output: &output };
+    assert!(matches!(
+        conv2d(ctx, &shape, &buffers, false, Tiles { block: 6, ..Tiles::default() }),
+        Err(Error::InvalidArgument(_))
+    ));
 }
 
 #[test]
@@ -100,7 +118,8 @@ fn conv2d_rejects_short_buffers() {
     let small = ctx.storage("small", 10).unwrap();
     let weight = ctx.storage("weight", shape.weight_len()).unwrap();
     let output = ctx.storage("output", shape.output_len()).unwrap();
-    let buffers = Conv2dBuffers { input: &small, weight: &weight, scale: None, bias: None, residual: None, output: &output };
+    let buffers =
+        Conv2dBuffers { input: &small, weight: &weight, scale: None, bias: None, residual: None, output: &output };
     let err = conv2d(ctx, &shape, &buffers, false, Tiles::default()).unwrap_err();
     assert!(matches!(err, Error::ShapeMismatch { .. }), "{err}");
 }
@@ -110,7 +129,8 @@ fn matmul_matches_cpu_on_random_shapes() {
     let ctx = ctx();
     let mut rng = Rng::new(3);
     for case in 0..10 {
-        let shape = MatmulShape { m: rng.int(1, 150), n: rng.int(1, 170), k: rng.int(1, 300), b_transposed: case % 2 == 1 };
+        let shape =
+            MatmulShape { m: rng.int(1, 150), n: rng.int(1, 170), k: rng.int(1, 300), b_transposed: case % 2 == 1 };
         let a = rng.normals(shape.m * shape.k, 1.0);
         let b = rng.normals(shape.k * shape.n, 1.0);
         let expected = cpu::matmul(&shape, &a, &b).unwrap();
@@ -237,7 +257,10 @@ fn matmul_with_f16_b_matches_cpu_on_rounded_values() {
             assert_close(&format!("f16 matmul {shape:?} {tiles:?}"), &got, &expected, KERNEL_LIMIT);
         }
         let odd = Tiles { tile_k: 7, ..Tiles::default().with_8x8_blocks() };
-        assert!(matches!(matmul_with(ctx, &shape, &a_buf, &b_buf, Precision::F16, &c, odd), Err(lookalike::Error::InvalidArgument(_))));
+        assert!(matches!(
+            matmul_with(ctx, &shape, &a_buf, &b_buf, Precision::F16, &c, odd),
+            Err(lookalike::Error::InvalidArgument(_))
+        ));
     }
 }
 
@@ -329,7 +352,8 @@ fn gemv_matches_cpu_for_f32_and_f16_rows() {
     let shape = MatmulShape { m: 1, n: 333, k: 24, b_transposed: true };
     let (a, b) = (rng.normals(shape.k, 1.0), rng.normals(shape.k * shape.n, 1.0));
     let expected = cpu::matmul(&shape, &a, &b).unwrap();
-    let (a_buf, b_buf, c) = (ctx.upload("a", &a).unwrap(), ctx.upload("b", &b).unwrap(), ctx.storage("c", shape.n).unwrap());
+    let (a_buf, b_buf, c) =
+        (ctx.upload("a", &a).unwrap(), ctx.upload("b", &b).unwrap(), ctx.storage("c", shape.n).unwrap());
     for lanes in lookalike::tune::GEMV_LANES {
         let t = GemvTiles { workgroup: 256, lanes };
         let dispatch = gemv(ctx, &shape, &a_buf, &b_buf, Precision::F32, &c, t).unwrap();
@@ -352,6 +376,9 @@ fn gemv_refuses_what_it_does_not_cover() {
     assert!(matches!(run(1, 8, false, Precision::F32, t), Err(Error::InvalidArgument(_))));
     assert!(matches!(run(1, 6, true, Precision::F32, t), Err(Error::InvalidArgument(_))));
     assert!(matches!(run(1, 12, true, Precision::F16, t), Err(Error::InvalidArgument(_))));
-    assert!(matches!(run(1, 8, true, Precision::F32, GemvTiles { workgroup: 256, lanes: 3 }), Err(Error::InvalidArgument(_))));
+    assert!(matches!(
+        run(1, 8, true, Precision::F32, GemvTiles { workgroup: 256, lanes: 3 }),
+        Err(Error::InvalidArgument(_))
+    ));
     assert!(run(1, 8, true, Precision::F16, t).is_ok());
 }

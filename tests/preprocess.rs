@@ -63,8 +63,18 @@ fn check(what: &str, images: &[RgbImage], p: &Preprocess) -> f32 {
                 (max, at) = (d, i);
             }
         }
-        eprintln!("{what} slot {slot} ({}x{}): max abs diff {max:e}, {differing} of {} values not bit-identical", img.width(), img.height(), expected.len());
-        assert!(max <= LIMIT, "{what} slot {slot}: index {at}: got {}, expected {} (diff {max:e})", got[at], expected[at]);
+        eprintln!(
+            "{what} slot {slot} ({}x{}): max abs diff {max:e}, {differing} of {} values not bit-identical",
+            img.width(),
+            img.height(),
+            expected.len()
+        );
+        assert!(
+            max <= LIMIT,
+            "{what} slot {slot}: index {at}: got {}, expected {} (diff {max:e})",
+            got[at],
+            expected[at]
+        );
         worst = worst.max(max);
     }
     worst
@@ -131,7 +141,10 @@ fn photo_sized_image_to_resnet_input() {
     let start = Instant::now();
     preprocess_image(&img, &p).unwrap();
     let cpu = start.elapsed();
-    eprintln!("640x480 -> 224 on {}: prepare + run {first:?}, replay {replay:?}; CPU oracle {cpu:?}", ctx.adapter_info().name);
+    eprintln!(
+        "640x480 -> 224 on {}: prepare + run {first:?}, replay {replay:?}; CPU oracle {cpu:?}",
+        ctx.adapter_info().name
+    );
 }
 
 #[test]
@@ -140,10 +153,12 @@ fn bad_inputs_are_errors() {
     let p = Preprocess::imagenet(32, 24);
     let img = pattern(40, 30);
     let output = ctx.storage("batch", 2 * p.image_len()).unwrap();
-    let err = |images: &[RgbImage], p: &Preprocess, output: &wgpu::Buffer| match PreprocessBatch::new(ctx, images, p, output) {
-        Ok(_) => panic!("{p:?} on {} images was accepted", images.len()),
-        Err(e) => e,
-    };
+    let err =
+        |images: &[RgbImage], p: &Preprocess, output: &wgpu::Buffer| match PreprocessBatch::new(ctx, images, p, output)
+        {
+            Ok(_) => panic!("{p:?} on {} images was accepted", images.len()),
+            Err(e) => e,
+        };
 
     for bad in [Preprocess::imagenet(16, 24), Preprocess::imagenet(0, 0), Preprocess { std: [0.2, 0.0, 0.2], ..p }] {
         let e = err(std::slice::from_ref(&img), &bad, &output);

@@ -100,10 +100,17 @@ fn non_finite_inputs_and_overflowing_activations_are_errors() {
     let cpu = CpuResNet50::new(net).unwrap();
     input[7] = f32::NAN;
     for result in [gpu.forward(ctx, &input, batch, size, size), cpu.forward(&input, batch, size, size)] {
-        assert!(matches!(&result, Err(Error::NonFinite { name, index: 7, .. }) if name == "resnet50 input"), "{result:?}");
+        assert!(
+            matches!(&result, Err(Error::NonFinite { name, index: 7, .. }) if name == "resnet50 input"),
+            "{result:?}"
+        );
     }
     let image_len = size * size * 3;
-    let huge: Vec<f32> = input.iter().enumerate().map(|(i, &x)| if i < image_len { 1.0 } else { (x * 1e38).clamp(-3e38, 3e38) }).collect();
+    let huge: Vec<f32> = input
+        .iter()
+        .enumerate()
+        .map(|(i, &x)| if i < image_len { 1.0 } else { (x * 1e38).clamp(-3e38, 3e38) })
+        .collect();
     for result in [gpu.forward(ctx, &huge, batch, size, size), cpu.forward(&huge, batch, size, size)] {
         let message = result.as_ref().map(|_| String::new()).unwrap_or_else(|e| e.to_string());
         assert!(matches!(&result, Err(Error::NonFiniteOutput { what, .. }) if what.ends_with("image 1")), "{result:?}");

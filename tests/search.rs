@@ -43,7 +43,14 @@ fn assert_same_up_to_near_ties(got: &[Vec<Neighbor>], expected: &[Vec<Neighbor>]
         assert_eq!(g.len(), e.len());
         for (rank, (a, b)) in g.iter().zip(e).enumerate() {
             assert!((a.score - b.score).abs() <= 1e-4, "query {q} rank {rank}: score {} vs {}", a.score, b.score);
-            assert!(a.index == b.index || (a.score - b.score).abs() <= tie, "query {q} rank {rank}: id {} ({}) vs {} ({})", a.index, a.score, b.index, b.score);
+            assert!(
+                a.index == b.index || (a.score - b.score).abs() <= tie,
+                "query {q} rank {rank}: id {} ({}) vs {} ({})",
+                a.index,
+                a.score,
+                b.index,
+                b.score
+            );
         }
     }
 }
@@ -65,7 +72,9 @@ fn gpu_search_matches_cpu_brute_force_and_chunking_changes_nothing() {
     let features = concentrated_features(n, dim, &mut rng);
     let queries = concentrated_features(5, dim, &mut rng);
     for center in [false, true] {
-        let index = Index::from_features(&features, dim, entries(n), Precision::F32, center, provenance(Preprocess::default())).unwrap();
+        let index =
+            Index::from_features(&features, dim, entries(n), Precision::F32, center, provenance(Preprocess::default()))
+                .unwrap();
         for k in [1, 10, 300] {
             let expected = search_features_cpu(&index, &queries, k).unwrap();
             let mut whole = Searcher::for_features(context(), &index, SearchOptions::default()).unwrap();
@@ -77,9 +86,15 @@ fn gpu_search_matches_cpu_brute_force_and_chunking_changes_nothing() {
             // Uncentred cosines of concentrated features sit within f32 rounding of each
             // other: only such near-ties may swap.
             assert_same_up_to_near_ties(&got, &expected, 1e-6);
-            let mut chunked = Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(97), ..Default::default() }).unwrap();
+            let mut chunked =
+                Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(97), ..Default::default() })
+                    .unwrap();
             assert!(chunked.chunk_count() > 10);
-            assert_eq!(ids(&chunked.search_features(&queries, k).unwrap()), ids(&got), "chunked, center={center} k={k}");
+            assert_eq!(
+                ids(&chunked.search_features(&queries, k).unwrap()),
+                ids(&got),
+                "chunked, center={center} k={k}"
+            );
         }
     }
 }
@@ -89,8 +104,11 @@ fn k_equal_to_n_and_bad_k_values() {
     let mut rng = Rng::new(2);
     let (n, dim) = (33, 16);
     let features = rng.normals(n * dim, 1.0);
-    let index = Index::from_features(&features, dim, entries(n), Precision::F32, false, provenance(Preprocess::default())).unwrap();
-    let mut searcher = Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(8), ..Default::default() }).unwrap();
+    let index =
+        Index::from_features(&features, dim, entries(n), Precision::F32, false, provenance(Preprocess::default()))
+            .unwrap();
+    let mut searcher =
+        Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(8), ..Default::default() }).unwrap();
     let q = rng.normals(dim, 1.0);
     let all = searcher.search_features(&q, n).unwrap();
     let mut seen: Vec<usize> = all[0].iter().map(|x| x.index).collect();
@@ -104,7 +122,10 @@ fn k_equal_to_n_and_bad_k_values() {
     let mut two = rng.normals(2 * dim, 1.0);
     two[dim + 3] = f32::INFINITY;
     let refused = searcher.search_features(&two, 1);
-    assert!(matches!(&refused, Err(Error::NonFinite { name, index, .. }) if name == "query features" && *index == dim + 3), "{refused:?}");
+    assert!(
+        matches!(&refused, Err(Error::NonFinite { name, index, .. }) if name == "query features" && *index == dim + 3),
+        "{refused:?}"
+    );
 }
 
 #[test]
@@ -113,11 +134,17 @@ fn f16_index_with_centering_keeps_recall() {
     let (n, dim, queries) = (3000, 2048, 20);
     let features = concentrated_features(n, dim, &mut rng);
     let q = concentrated_features(queries, dim, &mut rng);
-    let exact = Index::from_features(&features, dim, entries(n), Precision::F32, true, provenance(Preprocess::default())).unwrap();
-    let half = Index::from_features(&features, dim, entries(n), Precision::F16, true, provenance(Preprocess::default())).unwrap();
+    let exact =
+        Index::from_features(&features, dim, entries(n), Precision::F32, true, provenance(Preprocess::default()))
+            .unwrap();
+    let half =
+        Index::from_features(&features, dim, entries(n), Precision::F16, true, provenance(Preprocess::default()))
+            .unwrap();
     let truth = search_features_cpu(&exact, &q, 10).unwrap();
-    let got = Searcher::for_features(context(), &half, SearchOptions::default()).unwrap().search_features(&q, 10).unwrap();
-    let hits: usize = truth.iter().zip(&got).map(|(t, g)| g.iter().filter(|x| t.iter().any(|y| y.index == x.index)).count()).sum();
+    let got =
+        Searcher::for_features(context(), &half, SearchOptions::default()).unwrap().search_features(&q, 10).unwrap();
+    let hits: usize =
+        truth.iter().zip(&got).map(|(t, g)| g.iter().filter(|x| t.iter().any(|y| y.index == x.index)).count()).sum();
     let recall = hits as f64 / (queries * 10) as f64;
     assert!(recall >= 0.995, "f16 recall@10 with centring {recall}");
 }
@@ -134,7 +161,8 @@ fn index_paths_follow_the_index_folder() {
         e.path = old.join("images").join(&e.path).to_string_lossy().into_owned();
     }
     let features = Rng::new(5).normals(3 * 8, 1.0);
-    let index = Index::from_features(&features, 8, moved, Precision::F32, false, provenance(Preprocess::default())).unwrap();
+    let index =
+        Index::from_features(&features, 8, moved, Precision::F32, false, provenance(Preprocess::default())).unwrap();
     index.save(&old.join("index.safetensors")).unwrap();
     std::fs::rename(&old, &new).unwrap();
     let loaded = Index::load(&new.join("index.safetensors")).unwrap();
@@ -149,7 +177,11 @@ fn index_paths_follow_the_index_folder() {
     std::fs::copy(new.join("index.safetensors"), root.join("copy").join("index.safetensors")).unwrap();
     let copied = Index::load(&root.join("copy").join("index.safetensors")).unwrap();
     assert_eq!(copied.entries[2].path, new.join("images").join("img2.png").to_string_lossy());
-    assert_eq!(copied.entries[1].path, root.join("copy").join("images").join("img1.png").to_string_lossy(), "missing everywhere: beside the index");
+    assert_eq!(
+        copied.entries[1].path,
+        root.join("copy").join("images").join("img1.png").to_string_lossy(),
+        "missing everywhere: beside the index"
+    );
 
     // Version 1: the same file without `paths_base`, paths as typed at build time.
     let bytes = std::fs::read(new.join("index.safetensors")).unwrap();
@@ -180,10 +212,22 @@ fn index_file_round_trips_and_is_written_atomically() {
     // and elsewhere) for the round trip to be exact.
     let mut absolute = entries(20);
     for (i, e) in absolute.iter_mut().enumerate() {
-        e.path = if i == 7 { "/elsewhere/img7.png".into() } else { dir.join("images").join(&e.path).to_string_lossy().into_owned() };
+        e.path = if i == 7 {
+            "/elsewhere/img7.png".into()
+        } else {
+            dir.join("images").join(&e.path).to_string_lossy().into_owned()
+        };
     }
     for (precision, center) in [(Precision::F32, false), (Precision::F16, true)] {
-        let index = Index::from_features(&features, 8, absolute.clone(), precision, center, provenance(Preprocess::imagenet(72, 64))).unwrap();
+        let index = Index::from_features(
+            &features,
+            8,
+            absolute.clone(),
+            precision,
+            center,
+            provenance(Preprocess::imagenet(72, 64)),
+        )
+        .unwrap();
         index.save(&path).unwrap();
         let loaded = Index::load(&path).unwrap();
         assert_eq!(loaded, index);
@@ -200,7 +244,10 @@ fn index_file_round_trips_and_is_written_atomically() {
         assert_eq!(metadata["format"], "lookalike-index");
         // Stored relative to the index's folder where possible (Python users join them to it).
         let stored: Vec<String> = serde_json::from_str(&metadata["paths"]).unwrap();
-        assert_eq!((stored[0].as_str(), stored[7].as_str(), metadata["paths_base"].as_str()), ("images/img0.png", "/elsewhere/img7.png", "index_dir"));
+        assert_eq!(
+            (stored[0].as_str(), stored[7].as_str(), metadata["paths_base"].as_str()),
+            ("images/img0.png", "/elsewhere/img7.png", "index_dir")
+        );
         assert_eq!(st.tensor("embeddings").unwrap().shape(), [20, 8]);
         assert_eq!(st.names().len(), if center { 2 } else { 1 });
     }
@@ -210,7 +257,11 @@ fn index_file_round_trips_and_is_written_atomically() {
     let index = Index::load(&path).unwrap();
     assert!(index.save(&dir).is_err());
     assert_eq!(std::fs::read(&path).unwrap(), before);
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().contains(".tmp-")).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+        .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // Truncated and foreign files are errors, not panics.
     std::fs::write(dir.join("cut.safetensors"), &before[..before.len() / 2]).unwrap();
@@ -240,9 +291,19 @@ fn images_to_neighbours_on_the_gpu_match_the_cpu_pipeline() {
         data.extend(preprocess_image(img, &preprocess).unwrap());
     }
     let features = cpu.forward(&data, images.len(), 64, 64).unwrap();
-    let index = Index::from_features(&features[..6 * FEATURE_DIM], FEATURE_DIM, entries(6), Precision::F32, true, provenance(preprocess)).unwrap();
+    let index = Index::from_features(
+        &features[..6 * FEATURE_DIM],
+        FEATURE_DIM,
+        entries(6),
+        Precision::F32,
+        true,
+        provenance(preprocess),
+    )
+    .unwrap();
     let expected = search_features_cpu(&index, &features[6 * FEATURE_DIM..], 4).unwrap();
-    let mut searcher = Searcher::new(context(), &weights, &index, SearchOptions { chunk_rows: Some(4), ..Default::default() }).unwrap();
+    let mut searcher =
+        Searcher::new(context(), &weights, &index, SearchOptions { chunk_rows: Some(4), ..Default::default() })
+            .unwrap();
     let got = searcher.search_images(&images[6..], 4).unwrap();
     assert_eq!(ids(&got), ids(&expected));
     for (g, e) in got.iter().flatten().zip(expected.iter().flatten()) {

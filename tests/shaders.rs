@@ -45,7 +45,10 @@ fn every_shader_translates_to_msl() {
     for shader in ShaderFile::ALL {
         let (module, info) = resolved(shader);
         let pipeline = msl::PipelineOptions::default();
-        let options = msl::Options { lang_version: if shader.is_cooperative() { (2, 3) } else { msl::Options::default().lang_version }, ..Default::default() };
+        let options = msl::Options {
+            lang_version: if shader.is_cooperative() { (2, 3) } else { msl::Options::default().lang_version },
+            ..Default::default()
+        };
         msl::write_string(&module, &info, &options, &pipeline)
             .unwrap_or_else(|e| panic!("{} -> MSL: {e}", shader.name()));
     }

@@ -29,14 +29,23 @@ fn gpu_topk(scores: &[f32], rows: usize, len: usize, k: usize) -> Results {
     let ctx = ctx();
     let input = ctx.upload("scores", scores).unwrap();
     let (s, i) = outputs(rows * k);
-    let topk = TopK::new(ctx, TopKInput::Scores { scores: &input, index_base: 0 }, rows, len, k, &TopKOutput::dense(&s, &i, k)).unwrap();
+    let topk = TopK::new(
+        ctx,
+        TopKInput::Scores { scores: &input, index_base: 0 },
+        rows,
+        len,
+        k,
+        &TopKOutput::dense(&s, &i, k),
+    )
+    .unwrap();
     run(&topk, &s, &i, rows * k)
 }
 
 /// Exact equality: same indices, same score bits (NaN payloads and -0 included).
 fn assert_same(what: &str, got: &Results, expected: &Results) {
     assert_eq!(got.1.len(), expected.1.len(), "{what}: result count");
-    let mismatch = (0..expected.1.len()).find(|&j| got.1[j] != expected.1[j] || got.0[j].to_bits() != expected.0[j].to_bits());
+    let mismatch =
+        (0..expected.1.len()).find(|&j| got.1[j] != expected.1[j] || got.0[j].to_bits() != expected.0[j].to_bits());
     if let Some(j) = mismatch {
         panic!(
             "{what}: first mismatch at result {j}: got ({}, {}), expected ({}, {})",
@@ -62,7 +71,16 @@ fn scores(rng: &mut Rng, n: usize, round: bool) -> Vec<f32> {
 #[test]
 fn matches_cpu_on_random_scores() {
     let mut rng = Rng::new(11);
-    for (rows, len, k) in [(1, 1, 1), (3, 7, 1), (3, 7, 7), (1, 2048, 2048 / 2), (1, 2049, 1000), (3, 5000, 1), (3, 5000, MAX_K), (2, 100_003, 10)] {
+    for (rows, len, k) in [
+        (1, 1, 1),
+        (3, 7, 1),
+        (3, 7, 7),
+        (1, 2048, 2048 / 2),
+        (1, 2049, 1000),
+        (3, 5000, 1),
+        (3, 5000, MAX_K),
+        (2, 100_003, 10),
+    ] {
         check("random", &scores(&mut rng, rows * len, false), rows, len, k);
     }
 }
@@ -81,8 +99,21 @@ fn every_tuned_workgroup_size_matches_cpu() {
         let (s, i) = outputs(rows * k);
         for workgroup in lookalike::tune::TOPK_WORKGROUPS.into_iter().filter(|&w| w <= TopK::max_workgroup(ctx)) {
             let output = TopKOutput::dense(&s, &i, k);
-            let topk = TopK::with_workgroup(ctx, TopKInput::Scores { scores: &input, index_base: 0 }, rows, len, k, &output, workgroup).unwrap();
-            assert_same(&format!("workgroup {workgroup} rows={rows} len={len} k={k}"), &run(&topk, &s, &i, rows * k), &expected);
+            let topk = TopK::with_workgroup(
+                ctx,
+                TopKInput::Scores { scores: &input, index_base: 0 },
+                rows,
+                len,
+                k,
+                &output,
+                workgroup,
+            )
+            .unwrap();
+            assert_same(
+                &format!("workgroup {workgroup} rows={rows} len={len} k={k}"),
+                &run(&topk, &s, &i, rows * k),
+                &expected,
+            );
         }
     }
 }
@@ -103,7 +134,9 @@ fn ties_go_to_the_lower_index() {
 #[test]
 fn nan_ranks_below_every_number() {
     let mut rng = Rng::new(13);
-    for (rows, len, k, nan_share) in [(3, 2049, 1000, 0.6), (3, 5000, 1024, 0.9), (2, 9000, 5, 0.999), (1, 300, 1024, 0.5)] {
+    for (rows, len, k, nan_share) in
+        [(3, 2049, 1000, 0.6), (3, 5000, 1024, 0.9), (2, 9000, 5, 0.999), (1, 300, 1024, 0.5)]
+    {
         let mut v = scores(&mut rng, rows * len, true);
         for x in v.iter_mut() {
             let u = rng.uniform();
@@ -149,7 +182,15 @@ fn long_rows_take_the_prefilter() {
     let input = ctx.storage("scores", 100_003).unwrap();
     let (s, i) = outputs(1000);
     let steps = |len, k| {
-        let topk = TopK::new(ctx, TopKInput::Scores { scores: &input, index_base: 0 }, 1, len, k, &TopKOutput::dense(&s, &i, k)).unwrap();
+        let topk = TopK::new(
+            ctx,
+            TopKInput::Scores { scores: &input, index_base: 0 },
+            1,
+            len,
+            k,
+            &TopKOutput::dense(&s, &i, k),
+        )
+        .unwrap();
         let labels: Vec<_> = topk.dispatches().iter().map(|d| d.label()).collect();
         let steps: Vec<_> = topk.steps().iter().map(|&(step, d)| (step, d.len())).collect();
         assert_eq!(steps.iter().map(|s| s.1).sum::<usize>(), labels.len(), "every dispatch in one step");
@@ -160,7 +201,9 @@ fn long_rows_take_the_prefilter() {
         assert_eq!(labels[..2], ["topk chunk max", "topk floor"], "{len} {k}");
         assert_eq!(names, ["chunk_max", "floor", "passes"], "{len} {k}");
     }
-    for (len, k, why) in [(2048, 10, "one block needs no floor"), (5000, 1000, "too few chunks per k for a useful floor")] {
+    for (len, k, why) in
+        [(2048, 10, "one block needs no floor"), (5000, 1000, "too few chunks per k for a useful floor")]
+    {
         let (labels, names) = steps(len, k);
         assert!(!labels.contains(&"topk floor"), "{why}");
         assert_eq!(names, ["passes"], "{why}");
@@ -195,7 +238,9 @@ fn explicit_pairs_match_cpu() {
     let expected = cpu_topk_pairs(&v, &ids, rows, len, k).unwrap();
     let (sb, ib) = (ctx.upload("scores", &v).unwrap(), ctx.upload_pod("ids", &ids).unwrap());
     let (s, i) = outputs(rows * k);
-    let topk = TopK::new(ctx, TopKInput::Pairs { scores: &sb, indices: &ib }, rows, len, k, &TopKOutput::dense(&s, &i, k)).unwrap();
+    let topk =
+        TopK::new(ctx, TopKInput::Pairs { scores: &sb, indices: &ib }, rows, len, k, &TopKOutput::dense(&s, &i, k))
+            .unwrap();
     assert_same("pairs", &run(&topk, &s, &i, rows * k), &expected);
 }
 
@@ -254,7 +299,15 @@ fn reruns_see_new_scores() {
     let (rows, len, k) = (2, 3000, 20);
     let input = ctx.storage("scores", rows * len).unwrap();
     let (s, i) = outputs(rows * k);
-    let topk = TopK::new(ctx, TopKInput::Scores { scores: &input, index_base: 1000 }, rows, len, k, &TopKOutput::dense(&s, &i, k)).unwrap();
+    let topk = TopK::new(
+        ctx,
+        TopKInput::Scores { scores: &input, index_base: 1000 },
+        rows,
+        len,
+        k,
+        &TopKOutput::dense(&s, &i, k),
+    )
+    .unwrap();
     for _ in 0..2 {
         let v = scores(&mut rng, rows * len, false);
         ctx.write(&input, &v);

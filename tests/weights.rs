@@ -98,12 +98,15 @@ fn f32s(bytes: &[u8]) -> Vec<f32> {
 fn parse(bytes: &[u8]) -> Tensors<'_> {
     let st = SafeTensors::deserialize(bytes).expect("a valid safetensors file");
     st.iter()
-        .map(|(name, v)| (name.to_string(), Tensor { dtype: v.dtype(), shape: v.shape().to_vec(), data: Cow::Borrowed(v.data()) }))
+        .map(|(name, v)| {
+            (name.to_string(), Tensor { dtype: v.dtype(), shape: v.shape().to_vec(), data: Cow::Borrowed(v.data()) })
+        })
         .collect()
 }
 
 fn serialize(tensors: &Tensors) -> Vec<u8> {
-    let views = tensors.iter().map(|(name, t)| (name.as_str(), TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap()));
+    let views =
+        tensors.iter().map(|(name, t)| (name.as_str(), TensorView::new(t.dtype, t.shape.clone(), &t.data).unwrap()));
     safetensors::serialize(views, None).expect("serialize")
 }
 
@@ -167,7 +170,8 @@ fn save_load_round_trip_writes_the_torchvision_state_dict() {
         st.iter().map(|(name, v)| (name.to_string(), (v.dtype(), v.shape().to_vec()))).collect();
     assert_eq!(got, expected);
     // Spot-check a few names against torchvision's spelling.
-    for name in ["conv1.weight", "bn1.running_var", "layer1.0.downsample.0.weight", "layer4.2.bn3.num_batches_tracked"] {
+    for name in ["conv1.weight", "bn1.running_var", "layer1.0.downsample.0.weight", "layer4.2.bn3.num_batches_tracked"]
+    {
         assert!(got.contains_key(name), "{name} missing");
     }
 
@@ -275,12 +279,14 @@ fn extra_tensors_are_ignored() {
         tensors.insert("layer1.0.bn1.extra_buffer".into(), Tensor::new(Dtype::U8, vec![5], vec![7; 5]));
         tensors.insert("fc.weight".into(), Tensor::f32(vec![10, FEATURE_DIM], &vec![f32::NAN; 10 * FEATURE_DIM]));
         tensors.insert("fc.bias".into(), Tensor::f32(vec![10], &[f32::INFINITY; 10]));
-        tensors.insert("bn1.num_batches_tracked".into(), Tensor::new(Dtype::I64, vec![], 12345i64.to_le_bytes().to_vec()));
+        tensors
+            .insert("bn1.num_batches_tracked".into(), Tensor::new(Dtype::I64, vec![], 12345i64.to_le_bytes().to_vec()));
     });
     assert!(load_bytes(&bytes, "extra").unwrap() == *net);
 
     // And a file with no fc and no num_batches_tracked at all (timm's feature extractor).
-    let bytes = edited(|tensors| tensors.retain(|name, _| !name.starts_with("fc.") && !name.ends_with("num_batches_tracked")));
+    let bytes =
+        edited(|tensors| tensors.retain(|name, _| !name.starts_with("fc.") && !name.ends_with("num_batches_tracked")));
     assert!(load_bytes(&bytes, "features-only").unwrap() == *net);
 }
 
@@ -360,9 +366,11 @@ fn integer_dtypes_are_rejected() {
 
 #[test]
 fn non_finite_values_are_located() {
-    for (name, index, value) in
-        [("layer3.1.conv1.weight", 12_345, f32::NAN), ("layer2.3.bn1.bias", 77, f32::INFINITY), ("bn1.running_mean", 0, f32::NEG_INFINITY)]
-    {
+    for (name, index, value) in [
+        ("layer3.1.conv1.weight", 12_345, f32::NAN),
+        ("layer2.3.bn1.bias", 77, f32::INFINITY),
+        ("bn1.running_mean", 0, f32::NEG_INFINITY),
+    ] {
         let err = load_edited(|t| t.get_mut(name).unwrap().set_f32(index, value));
         assert!(
             matches!(&err, Error::NonFinite { name: n, index: i, .. } if n == name && *i == index),

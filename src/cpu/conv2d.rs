@@ -23,21 +23,31 @@ fn parallelism() -> gemm::Parallelism {
 /// `dst[m, n] = lhs[m, k] * rhs`, all row-major; `rhs` is `[k, n]`, or `[n, k]` when
 /// `rhs_transposed`.
 #[allow(clippy::too_many_arguments)]
-fn gemm_into(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: usize, rhs_transposed: bool, parallelism: gemm::Parallelism) {
+fn gemm_into(
+    dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: usize, rhs_transposed: bool,
+    parallelism: gemm::Parallelism,
+) {
     let rhs_strides = if rhs_transposed { (1, k) } else { (n, 1) };
     gemm_strided(dst, lhs, rhs, rhs_strides, m, n, k, parallelism);
 }
 
 /// [`gemm_into`] with `rhs[kk, j]` at `rhs[kk * rhs_strides.0 + j * rhs_strides.1]`.
 #[allow(clippy::too_many_arguments)]
-fn gemm_strided(dst: &mut [f32], lhs: &[f32], rhs: &[f32], rhs_strides: (usize, usize), m: usize, n: usize, k: usize, parallelism: gemm::Parallelism) {
+#[rustfmt::skip] // the gemm call's arguments grouped by operand
+fn gemm_strided(
+    dst: &mut [f32], lhs: &[f32], rhs: &[f32], rhs_strides: (usize, usize), m: usize, n: usize, k: usize,
+    parallelism: gemm::Parallelism,
+) {
     if m == 0 || n == 0 || k == 0 {
         dst[..m * n].fill(0.0);
         return;
     }
     // The unsafe call below relies on this: keep it a real assert (it costs nothing per GEMM).
     let rhs_last = (k - 1) * rhs_strides.0 + (n - 1) * rhs_strides.1;
-    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() > rhs_last, "gemm: slices shorter than {m}x{k} * {k}x{n}");
+    assert!(
+        dst.len() >= m * n && lhs.len() >= m * k && rhs.len() > rhs_last,
+        "gemm: slices shorter than {m}x{k} * {k}x{n}"
+    );
     // SAFETY: dst and lhs hold dense row-major m*n and m*k values and the last rhs element
     // read lies inside rhs (asserted above).
     unsafe {
@@ -53,7 +63,9 @@ fn gemm_strided(dst: &mut [f32], lhs: &[f32], rhs: &[f32], rhs_strides: (usize, 
 }
 
 /// [`gemm_into`] on the calling thread only, for callers that split work across threads.
-pub(crate) fn gemm_serial(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: usize, rhs_transposed: bool) {
+pub(crate) fn gemm_serial(
+    dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: usize, rhs_transposed: bool,
+) {
     gemm_into(dst, lhs, rhs, m, n, k, rhs_transposed, gemm::Parallelism::None);
 }
 
@@ -148,7 +160,11 @@ impl Epilogue<'_> {
 /// ReLU that keeps NaN (`f32::max` drops it): an overflow upstream then reaches the
 /// features, where it is reported, instead of vanishing into zeros.
 fn relu(x: f32) -> f32 {
-    if x < 0.0 { 0.0 } else { x }
+    if x < 0.0 {
+        0.0
+    } else {
+        x
+    }
 }
 
 /// Output rows per task when the convolution is split over rows: each task gathers its
@@ -161,13 +177,8 @@ fn task_rows(k: usize) -> usize {
 /// Convolution with the same epilogue as the GPU kernel:
 /// `y = relu?(conv * scale + bias + residual)`. NHWC input, HWIO weight.
 pub fn conv2d(
-    shape: &Conv2dShape,
-    input: &[f32],
-    weight: &[f32],
-    scale: Option<&[f32]>,
-    bias: Option<&[f32]>,
-    residual: Option<&[f32]>,
-    relu: bool,
+    shape: &Conv2dShape, input: &[f32], weight: &[f32], scale: Option<&[f32]>, bias: Option<&[f32]>,
+    residual: Option<&[f32]>, relu: bool,
 ) -> Result<Vec<f32>> {
     let mut out = vec![0.0f32; shape.output_len()];
     conv2d_into(shape, input, weight, &Epilogue { scale, bias, residual, relu }, &mut out)?;
@@ -181,7 +192,9 @@ thread_local! {
 
 /// [`conv2d`] into a caller's buffer of `shape.output_len()` values (its contents are
 /// overwritten), so that a forward pass can reuse activation memory.
-pub fn conv2d_into(shape: &Conv2dShape, input: &[f32], weight: &[f32], epilogue: &Epilogue, out: &mut [f32]) -> Result<()> {
+pub fn conv2d_into(
+    shape: &Conv2dShape, input: &[f32], weight: &[f32], epilogue: &Epilogue, out: &mut [f32],
+) -> Result<()> {
     check_slice("cpu conv2d weight", weight, shape.weight_len())?;
     convolve_checked(shape, input, Rhs::Plain(weight), epilogue, out)
 }
@@ -207,7 +220,9 @@ impl ConvWeights {
 }
 
 /// [`conv2d_into`] with weights prepared by [`ConvWeights::new`].
-pub fn conv2d_prepared_into(shape: &Conv2dShape, input: &[f32], weights: &ConvWeights, epilogue: &Epilogue, out: &mut [f32]) -> Result<()> {
+pub fn conv2d_prepared_into(
+    shape: &Conv2dShape, input: &[f32], weights: &ConvWeights, epilogue: &Epilogue, out: &mut [f32],
+) -> Result<()> {
     let rhs = match weights {
         ConvWeights::Hwio(hwio) => {
             check_slice("cpu conv2d weight", hwio, shape.weight_len())?;
@@ -215,9 +230,15 @@ pub fn conv2d_prepared_into(shape: &Conv2dShape, input: &[f32], weights: &ConvWe
         }
         ConvWeights::Packed(packed) => {
             // The kernel writes whole panels into rows of out_c values.
-            if (packed.depth(), packed.columns()) != (shape.k(), shape.out_c) || !shape.out_c.is_multiple_of(Panels::WIDTH) {
+            if (packed.depth(), packed.columns()) != (shape.k(), shape.out_c)
+                || !shape.out_c.is_multiple_of(Panels::WIDTH)
+            {
                 let want = format!("{} x {} (channels a multiple of {})", shape.k(), shape.out_c, Panels::WIDTH);
-                return Err(Error::shape("cpu conv2d packed weight", want, format!("{} x {}", packed.depth(), packed.columns())));
+                return Err(Error::shape(
+                    "cpu conv2d packed weight",
+                    want,
+                    format!("{} x {}", packed.depth(), packed.columns()),
+                ));
             }
             match panels::multiply() {
                 Some(multiply) => Rhs::Packed(packed, multiply),
@@ -266,7 +287,9 @@ impl Rhs<'_> {
     fn multiply_parallel(&self, dst: &mut [f32], lhs: &[f32], m: usize, n: usize, k: usize) {
         let threads = rayon::current_num_threads();
         match *self {
-            Rhs::Plain(weight) if m <= COLUMN_SPLIT_MAX_ROWS && threads > 1 => gemm_by_columns(dst, lhs, weight, m, n, k, threads),
+            Rhs::Plain(weight) if m <= COLUMN_SPLIT_MAX_ROWS && threads > 1 => {
+                gemm_by_columns(dst, lhs, weight, m, n, k, threads)
+            }
             Rhs::Plain(weight) => gemm_into(dst, lhs, weight, m, n, k, false, parallelism()),
             Rhs::Packed(packed, multiply) if m <= COLUMN_SPLIT_MAX_ROWS && threads > 1 => {
                 let per_part = packed.count().div_ceil(threads);
@@ -283,9 +306,12 @@ impl Rhs<'_> {
                 copy_column_blocks(dst, blocks, m, n);
             }
             Rhs::Packed(packed, multiply) => {
-                dst[..m * n].par_chunks_mut(PARALLEL_ROWS * n).zip(lhs[..m * k].par_chunks(PARALLEL_ROWS * k)).for_each(|(dst, lhs)| {
-                    multiply(lhs, packed, 0..packed.count(), dst, n);
-                });
+                dst[..m * n]
+                    .par_chunks_mut(PARALLEL_ROWS * n)
+                    .zip(lhs[..m * k].par_chunks(PARALLEL_ROWS * k))
+                    .for_each(|(dst, lhs)| {
+                        multiply(lhs, packed, 0..packed.count(), dst, n);
+                    });
             }
         }
     }
@@ -306,10 +332,13 @@ fn copy_column_blocks(dst: &mut [f32], blocks: Vec<(usize, Vec<f32>)>, m: usize,
 
 /// The checked convolution: split into tasks of `task_rows` output rows, or one
 /// multi-threaded GEMM when `None`.
-fn convolve(shape: &Conv2dShape, input: &[f32], rhs: Rhs, epilogue: &Epilogue, out: &mut [f32], task_rows: Option<usize>) {
+fn convolve(
+    shape: &Conv2dShape, input: &[f32], rhs: Rhs, epilogue: &Epilogue, out: &mut [f32], task_rows: Option<usize>,
+) {
     let (m, k, n) = (shape.m(), shape.k(), shape.out_c);
     // A 1x1 stride-1 convolution over NHWC is already a GEMM on the input.
-    let pointwise = shape.kernel_h == 1 && shape.kernel_w == 1 && shape.stride == 1 && shape.pad_h == 0 && shape.pad_w == 0;
+    let pointwise =
+        shape.kernel_h == 1 && shape.kernel_w == 1 && shape.stride == 1 && shape.pad_h == 0 && shape.pad_w == 0;
     if let Some(rows) = task_rows {
         out.par_chunks_mut(rows * n).enumerate().for_each(|(task, out)| {
             let (m0, rows) = (task * rows, out.len() / n);
@@ -367,18 +396,13 @@ fn gemm_by_columns(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize
 /// Inference batch-norm, `relu?((x - mean) / sqrt(var + eps) * weight + bias + residual)`.
 #[allow(clippy::too_many_arguments)]
 pub fn batch_norm(
-    shape: &BatchNormShape,
-    input: &[f32],
-    weight: &[f32],
-    bias: &[f32],
-    running_mean: &[f32],
-    running_var: &[f32],
-    residual: Option<&[f32]>,
-    relu: bool,
+    shape: &BatchNormShape, input: &[f32], weight: &[f32], bias: &[f32], running_mean: &[f32], running_var: &[f32],
+    residual: Option<&[f32]>, relu: bool,
 ) -> Result<Vec<f32>> {
     let c = shape.channels;
     check_slice("cpu batch_norm input", input, shape.len)?;
-    for (what, v) in [("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)] {
+    for (what, v) in [("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)]
+    {
         check_slice(&format!("cpu batch_norm {what}"), v, c)?;
     }
     if let Some(r) = residual {
@@ -422,7 +446,8 @@ mod tests {
                                     continue;
                                 }
                                 for ci in 0..shape.in_c {
-                                    let x = input[((n * shape.in_h + ih as usize) * shape.in_w + iw as usize) * shape.in_c + ci];
+                                    let x = input
+                                        [((n * shape.in_h + ih as usize) * shape.in_w + iw as usize) * shape.in_c + ci];
                                     let w = weight[((kh * shape.kernel_w + kw) * shape.in_c + ci) * cout + co];
                                     acc += x as f64 * w as f64;
                                 }
@@ -447,7 +472,13 @@ mod tests {
             Conv2dShape::square(1, 23, 41, 6, 9, 1, 1, 0),
             Conv2dShape::square(2, 19, 17, 4, 5, 1, 2, 0),
             Conv2dShape::square(1, 5, 6, 3, 4, 3, 1, 1),
-            Conv2dShape { kernel_h: 3, kernel_w: 5, pad_h: 1, pad_w: 2, ..Conv2dShape::square(2, 33, 27, 3, 6, 3, 1, 1) },
+            Conv2dShape {
+                kernel_h: 3,
+                kernel_w: 5,
+                pad_h: 1,
+                pad_w: 2,
+                ..Conv2dShape::square(2, 33, 27, 3, 6, 3, 1, 1)
+            },
             // Few rows and enough channels for `gemm_by_columns` to split them unevenly.
             Conv2dShape::square(1, 9, 7, 5, 37, 3, 1, 1),
             Conv2dShape::square(1, 11, 13, 6, 40, 1, 1, 0),
@@ -500,9 +531,21 @@ mod tests {
         let shape = Conv2dShape::square(1, 5, 5, 4, 20, 1, 1, 0);
         let odd = ConvWeights::Packed(Panels::from_columns(&vec![0.5; 4 * 20], 4, 20).unwrap());
         let mut out = vec![0.0; shape.output_len()];
-        assert!(matches!(conv2d_prepared_into(&shape, &vec![1.0; shape.input_len()], &odd, &Epilogue::default(), &mut out), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(
+            conv2d_prepared_into(&shape, &vec![1.0; shape.input_len()], &odd, &Epilogue::default(), &mut out),
+            Err(Error::ShapeMismatch { .. })
+        ));
         let other = ConvWeights::Packed(Panels::from_columns(&vec![0.5; 8 * 16], 8, 16).unwrap());
         let shape = Conv2dShape::square(1, 5, 5, 4, 16, 1, 1, 0);
-        assert!(matches!(conv2d_prepared_into(&shape, &vec![1.0; shape.input_len()], &other, &Epilogue::default(), &mut out[..shape.output_len()]), Err(Error::ShapeMismatch { .. })));
+        assert!(matches!(
+            conv2d_prepared_into(
+                &shape,
+                &vec![1.0; shape.input_len()],
+                &other,
+                &Epilogue::default(),
+                &mut out[..shape.output_len()]
+            ),
+            Err(Error::ShapeMismatch { .. })
+        ));
     }
 }

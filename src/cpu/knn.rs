@@ -43,7 +43,11 @@ thread_local! {
 /// query, (score, row) pairs best first, ranked as [`crate::cpu::topk::topk`] ranks.
 pub fn knn(rows: Rows, dim: usize, queries: &[f32], k: usize) -> Result<Vec<Vec<(f32, u32)>>> {
     if dim == 0 || !rows.len().is_multiple_of(dim) || !queries.len().is_multiple_of(dim) || queries.is_empty() {
-        return Err(Error::shape("cpu knn", format!("rows and queries of {dim} values"), format!("{} and {} values", rows.len(), queries.len())));
+        return Err(Error::shape(
+            "cpu knn",
+            format!("rows and queries of {dim} values"),
+            format!("{} and {} values", rows.len(), queries.len()),
+        ));
     }
     let (n, q) = (rows.len() / dim, queries.len() / dim);
     if k == 0 || k > n.min(MAX_K) {
@@ -126,7 +130,9 @@ impl Plan {
         let scoring = match (&avx2, panels::multiply()) {
             (Some(_), _) if q <= direct_max => Scoring::Direct,
             (Some(_), _) if q <= few_max => Scoring::Few,
-            (_, Some(multiply)) if q >= PANELS_MIN_QUERIES => Scoring::Panels(Panels::from_rows(queries, dim)?, multiply),
+            (_, Some(multiply)) if q >= PANELS_MIN_QUERIES => {
+                Scoring::Panels(Panels::from_rows(queries, dim)?, multiply)
+            }
             _ => Scoring::Gemm,
         };
         Ok(Plan { scoring, avx2 })
@@ -142,7 +148,10 @@ impl Plan {
 }
 
 /// `scores[j * stride + qi]` = query `qi` · row `rows_range.start + j` (see [`Plan::stride`]).
-fn score_block(plan: &Plan, rows: Rows, dim: usize, queries: &[f32], rows_range: std::ops::Range<usize>, widened: &mut Vec<f32>, scores: &mut Vec<f32>) {
+fn score_block(
+    plan: &Plan, rows: Rows, dim: usize, queries: &[f32], rows_range: std::ops::Range<usize>, widened: &mut Vec<f32>,
+    scores: &mut Vec<f32>,
+) {
     let (q, len) = (queries.len() / dim, rows_range.len());
     let (start, end) = (rows_range.start * dim, rows_range.end * dim);
     scores.resize(plan.stride(q) * len, 0.0);
@@ -174,7 +183,9 @@ fn score_block(plan: &Plan, rows: Rows, dim: usize, queries: &[f32], rows_range:
         }
     };
     match &plan.scoring {
-        Scoring::Panels(panels, multiply) => multiply(block, panels, 0..panels.count(), scores, panels.count() * Panels::WIDTH),
+        Scoring::Panels(panels, multiply) => {
+            multiply(block, panels, 0..panels.count(), scores, panels.count() * Panels::WIDTH)
+        }
         // Rows as the GEMM's M, which its micro-kernels block well (with the scores written
         // query-major, the GEMM runs as slowly as with queries as M).
         _ => gemm_serial(scores, block, queries, len, q, dim, true),
@@ -292,7 +303,16 @@ mod tests {
     #[test]
     fn knn_matches_a_full_score_matrix() {
         let mut rng = Rng::new(3);
-        for (n, dim, q, k) in [(1, 5, 1, 1), (4, 3, 2, 4), (1300, 7, 3, 10), (2 * TASK_ROWS + 77, 33, 5, 700), (TASK_ROWS, 16, 65, 1), (TASK_ROWS + 101, 530, 9, 10), (700, 300, 6, 3), (1000, 270, 40, 5)] {
+        for (n, dim, q, k) in [
+            (1, 5, 1, 1),
+            (4, 3, 2, 4),
+            (1300, 7, 3, 10),
+            (2 * TASK_ROWS + 77, 33, 5, 700),
+            (TASK_ROWS, 16, 65, 1),
+            (TASK_ROWS + 101, 530, 9, 10),
+            (700, 300, 6, 3),
+            (1000, 270, 40, 5),
+        ] {
             // Rounded values make exact ties between rows.
             let mut rows: Vec<f32> = rng.normals(n * dim, 1.0).iter().map(|x| (x * 4.0).round() / 4.0).collect();
             // Rows scoring NaN and ±inf, which rank lowest and by value: they pass the
@@ -305,14 +325,19 @@ mod tests {
             let scores: Vec<f32> = (0..q * n)
                 .map(|at| {
                     let (qi, r) = (at / n, at % n);
-                    queries[qi * dim..(qi + 1) * dim].iter().zip(&rows[r * dim..(r + 1) * dim]).map(|(a, b)| a * b).sum()
+                    queries[qi * dim..(qi + 1) * dim]
+                        .iter()
+                        .zip(&rows[r * dim..(r + 1) * dim])
+                        .map(|(a, b)| a * b)
+                        .sum()
                 })
                 .collect();
             let (top_scores, top_indices) = topk(&scores, q, n, k).unwrap();
             for (name, r) in [("f32", Rows::F32(&rows)), ("f16", Rows::F16(&rows16))] {
                 let got = knn(r, dim, &queries, k).unwrap();
                 for qi in 0..q {
-                    let expected: Vec<(u32, u32)> = (0..k).map(|j| (top_scores[qi * k + j].to_bits(), top_indices[qi * k + j])).collect();
+                    let expected: Vec<(u32, u32)> =
+                        (0..k).map(|j| (top_scores[qi * k + j].to_bits(), top_indices[qi * k + j])).collect();
                     let got: Vec<(u32, u32)> = got[qi].iter().map(|&(s, i)| (s.to_bits(), i)).collect();
                     assert_eq!(got, expected, "{name} n {n} dim {dim} query {qi} k {k}");
                 }
@@ -331,7 +356,8 @@ mod tests {
         }
         let got = knn(Rows::F32(&rows), dim, &[1.0, 0.0], k).unwrap();
         let ranked: Vec<(u32, u32)> = got[0].iter().map(|&(s, i)| (s.to_bits(), i)).collect();
-        let expected = [(3.0f32.to_bits(), n as u32 - 1), (1.0f32.to_bits(), 5), ((-2.0f32).to_bits(), TASK_ROWS as u32 + 3)];
+        let expected =
+            [(3.0f32.to_bits(), n as u32 - 1), (1.0f32.to_bits(), 5), ((-2.0f32).to_bits(), TASK_ROWS as u32 + 3)];
         assert_eq!(ranked[..3], expected);
         assert!(got[0][3].0.is_nan(), "{:?}", got[0]);
     }

@@ -38,7 +38,11 @@ impl Panels {
     pub fn from_columns(matrix: &[f32], depth: usize, columns: usize) -> Result<Self> {
         Self::check(matrix.len(), depth)?;
         if matrix.len() != depth * columns {
-            return Err(Error::shape("panels", format!("{depth} x {columns} values"), format!("{} values", matrix.len())));
+            return Err(Error::shape(
+                "panels",
+                format!("{depth} x {columns} values"),
+                format!("{} values", matrix.len()),
+            ));
         }
         // Each panel step is a run of up to 16 adjacent values of one matrix row; the matrix
         // is read in order (reading it a panel at a time, 16 values per row, missed the
@@ -55,7 +59,11 @@ impl Panels {
 
     fn check(len: usize, depth: usize) -> Result<()> {
         if depth == 0 || len == 0 || !len.is_multiple_of(depth) {
-            return Err(Error::shape("panels", format!("a non-empty multiple of {depth} values"), format!("{len} values")));
+            return Err(Error::shape(
+                "panels",
+                format!("a non-empty multiple of {depth} values"),
+                format!("{len} values"),
+            ));
         }
         Ok(())
     }
@@ -93,7 +101,9 @@ pub fn multiply() -> Option<Multiply> {
     #[cfg(target_arch = "x86_64")]
     if is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features the kernel is compiled for (checked above).
-        return Some(|lhs, rhs, panels, out, out_stride| unsafe { crate::cpu::x86::multiply_panels(lhs, rhs, panels, out, out_stride) });
+        return Some(|lhs, rhs, panels, out, out_stride| unsafe {
+            crate::cpu::x86::multiply_panels(lhs, rhs, panels, out, out_stride)
+        });
     }
     None
 }
@@ -136,7 +146,11 @@ mod tests {
                 multiply(&lhs, &packed, last..last + 1, &mut part, Panels::WIDTH);
                 for row in 0..m {
                     for c in last * Panels::WIDTH..n {
-                        assert_eq!(part[row * Panels::WIDTH + c - last * Panels::WIDTH], expected[row * n + c], "{m}x{k}x{n} last panel");
+                        assert_eq!(
+                            part[row * Panels::WIDTH + c - last * Panels::WIDTH],
+                            expected[row * n + c],
+                            "{m}x{k}x{n} last panel"
+                        );
                     }
                 }
             }

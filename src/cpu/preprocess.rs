@@ -56,10 +56,7 @@ impl Preprocess {
             )));
         }
         if self.std.iter().any(|s| !s.is_finite() || *s == 0.0) {
-            return Err(Error::InvalidArgument(format!(
-                "std {:?} must be finite and non-zero",
-                self.std
-            )));
+            return Err(Error::InvalidArgument(format!("std {:?} must be finite and non-zero", self.std)));
         }
         Ok(())
     }
@@ -111,9 +108,7 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     if bytes.is_empty() {
         return Err(fail("the file is empty (0 bytes)".into()));
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| fail(e.to_string()))?;
+    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
     if reader.format().is_none() {
         return Err(fail("not a recognised image format; expected JPEG or PNG".into()));
     }
@@ -145,12 +140,7 @@ impl FilterTaps {
     /// `len` outputs that each copy one input with a weight of exactly 1.0. Applying them
     /// (`0.0 + 1.0 * x`) reproduces the input bit for bit, as the pass-through does.
     pub fn identity(len: u32) -> Self {
-        Self {
-            start: (0..len).collect(),
-            count: vec![1; len as usize],
-            weights: vec![1.0; len as usize],
-            max_taps: 1,
-        }
+        Self { start: (0..len).collect(), count: vec![1; len as usize], weights: vec![1.0; len as usize], max_taps: 1 }
     }
 
     /// The first input index and the weights of output `o`.
@@ -178,12 +168,7 @@ impl FilterTaps {
 pub fn bilinear_taps(in_len: u32, out_len: u32) -> FilterTaps {
     let out = out_len as usize;
     if in_len == 0 || out_len == 0 {
-        return FilterTaps {
-            start: vec![0; out],
-            count: vec![0; out],
-            weights: Vec::new(),
-            max_taps: 0,
-        };
+        return FilterTaps { start: vec![0; out], count: vec![0; out], weights: Vec::new(), max_taps: 0 };
     }
     let scale = in_len as f64 / out_len as f64;
     let support = scale.max(1.0);
@@ -195,9 +180,8 @@ pub fn bilinear_taps(in_len: u32, out_len: u32) -> FilterTaps {
         // `as i64` truncates toward zero like PIL's C cast; the clamps make it floor-safe.
         let first = ((centre - support + 0.5) as i64).max(0);
         let end = ((centre + support + 0.5) as i64).min(in_len as i64);
-        let mut weights: Vec<f64> = (first..end)
-            .map(|i| (1.0 - ((i as f64 - centre + 0.5) * inverse_support).abs()).max(0.0))
-            .collect();
+        let mut weights: Vec<f64> =
+            (first..end).map(|i| (1.0 - ((i as f64 - centre + 0.5) * inverse_support).abs()).max(0.0)).collect();
         let sum: f64 = weights.iter().sum();
         if sum > 0.0 {
             weights.iter_mut().for_each(|w| *w /= sum);
@@ -281,9 +265,7 @@ fn resize_rows(src: &[u8], in_w: usize, taps: &FilterTaps) -> Vec<f32> {
     let out_w = taps.start.len();
     let rows = src.len() / (in_w * CHANNELS);
     let mut dst = vec![0.0f32; rows * out_w * CHANNELS];
-    for (src_row, dst_row) in
-        src.chunks_exact(in_w * CHANNELS).zip(dst.chunks_exact_mut(out_w * CHANNELS))
-    {
+    for (src_row, dst_row) in src.chunks_exact(in_w * CHANNELS).zip(dst.chunks_exact_mut(out_w * CHANNELS)) {
         for (o, dst_pixel) in dst_row.chunks_exact_mut(CHANNELS).enumerate() {
             let (start, weights) = taps.taps(o);
             for (c, out) in dst_pixel.iter_mut().enumerate() {
@@ -371,9 +353,9 @@ pub fn preprocess_image(img: &RgbImage, p: &Preprocess) -> Result<Vec<f32>> {
 pub fn preprocess_files(paths: &[PathBuf], p: &Preprocess) -> Result<Vec<f32>> {
     p.validate()?;
     let image_len = p.image_len();
-    let total = image_len.checked_mul(paths.len()).ok_or_else(|| {
-        Error::InvalidArgument(format!("a batch of {} images is too large", paths.len()))
-    })?;
+    let total = image_len
+        .checked_mul(paths.len())
+        .ok_or_else(|| Error::InvalidArgument(format!("a batch of {} images is too large", paths.len())))?;
     let mut batch = vec![0.0f32; total];
     // Each image writes its own slot, so the batch needs no second copy; collecting the
     // results in order makes the reported error deterministic.
@@ -410,9 +392,7 @@ mod tests {
 
     /// A deterministic non-trivial test image.
     fn pattern(width: u32, height: u32) -> RgbImage {
-        RgbImage::from_fn(width, height, |x, y| {
-            Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, 255 - (x * 5) as u8])
-        })
+        RgbImage::from_fn(width, height, |x, y| Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, 255 - (x * 5) as u8]))
     }
 
     #[test]
@@ -486,8 +466,7 @@ mod tests {
 
     #[test]
     fn crop_offsets_round_half_to_even() {
-        let offsets: Vec<usize> =
-            [0, 1, 2, 3, 4, 5, 7].iter().map(|d| crop_offset(10 + d, 10)).collect();
+        let offsets: Vec<usize> = [0, 1, 2, 3, 4, 5, 7].iter().map(|d| crop_offset(10 + d, 10)).collect();
         assert_eq!(offsets, [0, 0, 1, 2, 2, 2, 4]);
     }
 
@@ -516,9 +495,7 @@ mod tests {
         let img = pattern(40, 30);
         let out = preprocess_image(&img, &Preprocess::imagenet(32, 24)).unwrap();
         assert_eq!(out.len(), 24 * 24 * 3);
-        for bad in
-            [Preprocess::imagenet(16, 24), Preprocess::imagenet(0, 0), Preprocess::imagenet(8, 0)]
-        {
+        for bad in [Preprocess::imagenet(16, 24), Preprocess::imagenet(0, 0), Preprocess::imagenet(8, 0)] {
             let result = preprocess_image(&img, &bad);
             assert!(matches!(result, Err(Error::InvalidArgument(_))), "{bad:?}: {result:?}");
         }
@@ -561,8 +538,7 @@ mod tests {
             })
             .collect();
         let batch = preprocess_files(&paths, &p).unwrap();
-        let expected: Vec<f32> =
-            images.iter().flat_map(|img| preprocess_image(img, &p).unwrap()).collect();
+        let expected: Vec<f32> = images.iter().flat_map(|img| preprocess_image(img, &p).unwrap()).collect();
         assert_eq!(batch, expected);
 
         let bad = dir.join("bad.png");

@@ -54,16 +54,20 @@ pub fn topk_pairs(scores: &[f32], indices: &[u32], rows: usize, len: usize, k: u
     Ok(select(scores, rows, len, k, |row, j| indices[row * len + j]))
 }
 
-fn select(scores: &[f32], rows: usize, len: usize, k: usize, index: impl Fn(usize, usize) -> u32 + Sync) -> (Vec<f32>, Vec<u32>) {
+fn select(
+    scores: &[f32], rows: usize, len: usize, k: usize, index: impl Fn(usize, usize) -> u32 + Sync,
+) -> (Vec<f32>, Vec<u32>) {
     let mut out_scores = vec![PAD_SCORE; rows * k];
     let mut out_indices = vec![PAD_INDEX; rows * k];
-    out_scores.par_chunks_mut(k).zip(out_indices.par_chunks_mut(k)).enumerate().for_each(|(row, (best_scores, best_indices))| {
-        let row_scores = &scores[row * len..(row + 1) * len];
-        let best = best_k(row_scores.iter().enumerate().map(|(j, &s)| (s, index(row, j))), k);
-        for ((score, index), (s, ix)) in best.into_iter().zip(best_scores.iter_mut().zip(best_indices)) {
-            (*s, *ix) = (score, index);
-        }
-    });
+    out_scores.par_chunks_mut(k).zip(out_indices.par_chunks_mut(k)).enumerate().for_each(
+        |(row, (best_scores, best_indices))| {
+            let row_scores = &scores[row * len..(row + 1) * len];
+            let best = best_k(row_scores.iter().enumerate().map(|(j, &s)| (s, index(row, j))), k);
+            for ((score, index), (s, ix)) in best.into_iter().zip(best_scores.iter_mut().zip(best_indices)) {
+                (*s, *ix) = (score, index);
+            }
+        },
+    );
     (out_scores, out_indices)
 }
 

@@ -66,9 +66,13 @@ const KERNEL_ROWS: usize = 6;
 /// # Safety
 /// The CPU must support AVX2 and FMA.
 #[target_feature(enable = "avx2,fma")]
-pub(crate) unsafe fn multiply_panels(lhs: &[f32], rhs: &Panels, panels: Range<usize>, out: &mut [f32], out_stride: usize) {
+pub(crate) unsafe fn multiply_panels(
+    lhs: &[f32], rhs: &Panels, panels: Range<usize>, out: &mut [f32], out_stride: usize,
+) {
     let (width, dim) = (Panels::WIDTH, rhs.depth());
-    assert!(width == 16 && lhs.len().is_multiple_of(dim) && panels.end <= rhs.count() && panels.len() * width <= out_stride);
+    assert!(
+        width == 16 && lhs.len().is_multiple_of(dim) && panels.end <= rhs.count() && panels.len() * width <= out_stride
+    );
     let m = lhs.len() / dim;
     if m == 0 || panels.is_empty() {
         return;
@@ -88,7 +92,8 @@ pub(crate) unsafe fn multiply_panels(lhs: &[f32], rhs: &Panels, panels: Range<us
                     // <= dim); the panel slice holds depth x 16; output rows i0..i0 + r
                     // have 16 columns from 16 * column (< out_stride).
                     let a = lhs[i0 * dim + k0..(i0 + r - 1) * dim + k0 + depth].as_ptr();
-                    let c = out[i0 * out_stride + column * width..(i0 + r - 1) * out_stride + (column + 1) * width].as_mut_ptr();
+                    let c = out[i0 * out_stride + column * width..(i0 + r - 1) * out_stride + (column + 1) * width]
+                        .as_mut_ptr();
                     let first = k0 == 0;
                     // SAFETY: the bounds above, with the kernel reading r rows of `depth`
                     // at stride `dim`, `depth` panel steps of 16, and r output rows of 16
@@ -115,7 +120,9 @@ pub(crate) unsafe fn multiply_panels(lhs: &[f32], rhs: &Panels, panels: Range<us
 /// AVX2 and FMA; `a`, `b` and `c` valid for those reads and writes.
 #[target_feature(enable = "avx2,fma")]
 #[inline]
-unsafe fn kernel<const R: usize>(depth: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, first: bool) {
+unsafe fn kernel<const R: usize>(
+    depth: usize, a: *const f32, lda: usize, b: *const f32, c: *mut f32, ldc: usize, first: bool,
+) {
     // SAFETY (all accesses): within the ranges the caller promises.
     unsafe {
         let mut acc = [[_mm256_setzero_ps(); 2]; R];
@@ -230,7 +237,9 @@ pub(crate) unsafe fn dots_few<T: Lanes>(rows: &[T], dim: usize, queries: &[f32],
 /// AVX2, FMA and F16C; `rows` holds R x dim, `queries` Q x dim, `out` (R - 1) x stride + Q.
 #[target_feature(enable = "avx2,fma,f16c")]
 #[inline]
-unsafe fn dots_block<T: Lanes, const R: usize, const Q: usize>(rows: &[T], queries: &[f32], dim: usize, out: &mut [f32], stride: usize) {
+unsafe fn dots_block<T: Lanes, const R: usize, const Q: usize>(
+    rows: &[T], queries: &[f32], dim: usize, out: &mut [f32], stride: usize,
+) {
     let (a, b) = (rows.as_ptr(), queries.as_ptr());
     let mut acc = [[_mm256_setzero_ps(); Q]; R];
     let mut i = 0;
@@ -252,7 +261,11 @@ unsafe fn dots_block<T: Lanes, const R: usize, const Q: usize>(rows: &[T], queri
     }
     for (r, sums) in acc.iter().enumerate() {
         for (qi, sum) in sums.iter().enumerate() {
-            let tail: f32 = rows[r * dim + i..(r + 1) * dim].iter().zip(&queries[qi * dim + i..(qi + 1) * dim]).map(|(x, y)| x.to_f32() * y).sum();
+            let tail: f32 = rows[r * dim + i..(r + 1) * dim]
+                .iter()
+                .zip(&queries[qi * dim + i..(qi + 1) * dim])
+                .map(|(x, y)| x.to_f32() * y)
+                .sum();
             out[r * stride + qi] = horizontal_sum(*sum) + tail;
         }
     }

@@ -69,14 +69,10 @@ impl ContextBuilder {
         let seen: Vec<String> = adapters.iter().map(|a| describe(&a.get_info())).collect();
         adapters.retain(|a| {
             let info = a.get_info();
-            let name_ok = self
-                .adapter_name
-                .as_ref()
-                .is_none_or(|want| info.name.to_lowercase().contains(&want.to_lowercase()));
+            let name_ok =
+                self.adapter_name.as_ref().is_none_or(|want| info.name.to_lowercase().contains(&want.to_lowercase()));
             let type_ok = self.allow_cpu || info.device_type != wgpu::DeviceType::Cpu;
-            name_ok && type_ok && a.get_downlevel_capabilities().flags.contains(
-                wgpu::DownlevelFlags::COMPUTE_SHADERS,
-            )
+            name_ok && type_ok && a.get_downlevel_capabilities().flags.contains(wgpu::DownlevelFlags::COMPUTE_SHADERS)
         });
         adapters.sort_by_key(|a| rank(a.get_info().device_type));
         let Some(adapter) = adapters.into_iter().next() else {
@@ -135,9 +131,8 @@ pub struct Context {
 }
 
 /// Features used where the adapter has them; none is required.
-const OPTIONAL_FEATURES: wgpu::Features = wgpu::Features::TIMESTAMP_QUERY
-    .union(wgpu::Features::SHADER_F16)
-    .union(wgpu::Features::SUBGROUP);
+const OPTIONAL_FEATURES: wgpu::Features =
+    wgpu::Features::TIMESTAMP_QUERY.union(wgpu::Features::SHADER_F16).union(wgpu::Features::SUBGROUP);
 
 impl Context {
     /// A builder honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`.
@@ -201,9 +196,20 @@ impl Context {
             }
             Err(_) => open(features, wgpu::ExperimentalFeatures::disabled()).await,
         };
-        let (device, queue) = opened.map_err(|e| Error::RequestDevice { adapter: describe(&info), reason: e.to_string() })?;
+        let (device, queue) =
+            opened.map_err(|e| Error::RequestDevice { adapter: describe(&info), reason: e.to_string() })?;
         let (tuning, tuning_source) = crate::tune::for_adapter(&info);
-        Ok(Self { device, queue, info, limits, features, tuning, tuning_source, cooperative, pipelines: Default::default() })
+        Ok(Self {
+            device,
+            queue,
+            info,
+            limits,
+            features,
+            tuning,
+            tuning_source,
+            cooperative,
+            pipelines: Default::default(),
+        })
     }
 
     /// The adapter's name, backend, type and driver.
@@ -316,7 +322,8 @@ impl CooperativeMatrix {
             (wgpu::Features::SHADER_F16, "f16 in shaders"),
             (wgpu::Features::SUBGROUP, "subgroups"),
         ];
-        let missing: Vec<&str> = needed.iter().filter(|(f, _)| !adapter.features().contains(*f)).map(|(_, name)| *name).collect();
+        let missing: Vec<&str> =
+            needed.iter().filter(|(f, _)| !adapter.features().contains(*f)).map(|(_, name)| *name).collect();
         if !missing.is_empty() {
             return Err(format!("the adapter has no {}", missing.join(", no ")));
         }

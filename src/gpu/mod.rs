@@ -7,9 +7,9 @@ mod profile;
 pub mod shaders;
 
 pub use context::{Context, ContextBuilder, CooperativeMatrix};
+pub(crate) use pipeline::scoped;
 pub use pipeline::{Binding, Dispatch, Kernel, PipelineKey};
 pub use profile::Stage;
-pub(crate) use pipeline::scoped;
 
 use wgpu::util::DeviceExt;
 
@@ -63,27 +63,35 @@ impl Context {
             raw
         };
         self.check_binding_size(label, bytes.len() as u64)?;
-        scoped(self, || format!("uploading {label}"), || {
-            self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
-                label: Some(label),
-                contents: bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-            })
-        })
+        scoped(
+            self,
+            || format!("uploading {label}"),
+            || {
+                self.device.create_buffer_init(&wgpu::util::BufferInitDescriptor {
+                    label: Some(label),
+                    contents: bytes,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                })
+            },
+        )
     }
 
     /// An uninitialised storage buffer of `len` f32s.
     pub fn storage(&self, label: &str, len: usize) -> Result<wgpu::Buffer> {
         let bytes = (len.max(1) * 4) as u64;
         self.check_binding_size(label, bytes)?;
-        scoped(self, || format!("allocating {label}"), || {
-            self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some(label),
-                size: bytes,
-                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            })
-        })
+        scoped(
+            self,
+            || format!("allocating {label}"),
+            || {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(label),
+                    size: bytes,
+                    usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                })
+            },
+        )
     }
 
     /// A uniform buffer holding one `Pod` parameter block.
@@ -109,9 +117,12 @@ impl Context {
 
     /// [`Context::run_and_read`] for several results, all copied after the dispatches in
     /// the same submit.
-    pub fn run_and_read_many(&self, dispatches: &[&Dispatch], results: &[(&wgpu::Buffer, usize)]) -> Result<Vec<Vec<f32>>> {
+    pub fn run_and_read_many(
+        &self, dispatches: &[&Dispatch], results: &[(&wgpu::Buffer, usize)],
+    ) -> Result<Vec<Vec<f32>>> {
         let staging: Vec<Readback> = results.iter().map(|&(_, len)| self.readback(len)).collect();
-        let targets: Vec<_> = results.iter().zip(&staging).map(|(&(buffer, len), stage)| (buffer, stage, len)).collect();
+        let targets: Vec<_> =
+            results.iter().zip(&staging).map(|(&(buffer, len), stage)| (buffer, stage, len)).collect();
         self.run_and_read_into(dispatches, &targets)
     }
 
@@ -130,7 +141,9 @@ impl Context {
 
     /// Runs `dispatches` in one submit, copying the first `len` f32s of each source buffer
     /// into its readback buffer after them, and returns what was read.
-    pub fn run_and_read_into(&self, dispatches: &[&Dispatch], results: &[(&wgpu::Buffer, &Readback, usize)]) -> Result<Vec<Vec<f32>>> {
+    pub fn run_and_read_into(
+        &self, dispatches: &[&Dispatch], results: &[(&wgpu::Buffer, &Readback, usize)],
+    ) -> Result<Vec<Vec<f32>>> {
         for &(buffer, stage, len) in results {
             let bytes = (len * 4) as u64;
             if bytes > buffer.size() || bytes > stage.buffer.size() {
@@ -141,21 +154,25 @@ impl Context {
                 )));
             }
         }
-        scoped(self, || "recording and submitting".into(), || {
-            let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-            {
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                for d in dispatches {
-                    d.encode(&mut pass);
+        scoped(
+            self,
+            || "recording and submitting".into(),
+            || {
+                let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
+                {
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                    for d in dispatches {
+                        d.encode(&mut pass);
+                    }
                 }
-            }
-            for &(buffer, stage, len) in results {
-                if len > 0 {
-                    encoder.copy_buffer_to_buffer(buffer, 0, &stage.buffer, 0, (len * 4) as u64);
+                for &(buffer, stage, len) in results {
+                    if len > 0 {
+                        encoder.copy_buffer_to_buffer(buffer, 0, &stage.buffer, 0, (len * 4) as u64);
+                    }
                 }
-            }
-            self.queue.submit([encoder.finish()]);
-        })?;
+                self.queue.submit([encoder.finish()]);
+            },
+        )?;
         results.iter().map(|&(_, stage, len)| self.read_staging(&stage.buffer, len)).collect()
     }
 

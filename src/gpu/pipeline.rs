@@ -166,11 +166,7 @@ impl Dispatch {
     /// Builds the bind group for `kernel` from `buffers` in binding order; the grid must
     /// fit the device's per-dimension limit.
     pub(crate) fn new(
-        ctx: &Context,
-        label: &'static str,
-        kernel: Arc<Kernel>,
-        buffers: &[&wgpu::Buffer],
-        workgroups: [u32; 3],
+        ctx: &Context, label: &'static str, kernel: Arc<Kernel>, buffers: &[&wgpu::Buffer], workgroups: [u32; 3],
     ) -> Result<Self> {
         let max = ctx.limits().max_compute_workgroups_per_dimension;
         if workgroups.iter().any(|&w| w > max) {
@@ -183,13 +179,17 @@ impl Dispatch {
             .enumerate()
             .map(|(i, b)| wgpu::BindGroupEntry { binding: i as u32, resource: b.as_entire_binding() })
             .collect();
-        let bind_group = scoped(ctx, || format!("binding buffers for {label}"), || {
-            ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(label),
-                layout: &kernel.layout,
-                entries: &entries,
-            })
-        })?;
+        let bind_group = scoped(
+            ctx,
+            || format!("binding buffers for {label}"),
+            || {
+                ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(label),
+                    layout: &kernel.layout,
+                    entries: &entries,
+                })
+            },
+        )?;
         Ok(Self { label, kernel, bind_group, workgroups })
     }
 

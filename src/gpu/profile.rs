@@ -27,32 +27,45 @@ impl Context {
         let count = 2 * stages.len() as u32;
         let resolve_bytes = 8 * count as u64;
         let readback = self.readback(2 * count as usize);
-        scoped(self, || "recording timestamped stages".into(), || {
-            let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor { label: Some("stage timestamps"), ty: wgpu::QueryType::Timestamp, count });
-            let resolved = self.device.create_buffer(&wgpu::BufferDescriptor {
-                label: Some("resolved timestamps"),
-                size: resolve_bytes,
-                usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
-                mapped_at_creation: false,
-            });
-            let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("stages") });
-            for (i, (name, dispatches)) in stages.iter().enumerate() {
-                let writes = wgpu::ComputePassTimestampWrites {
-                    query_set: &queries,
-                    beginning_of_pass_write_index: Some(2 * i as u32),
-                    end_of_pass_write_index: Some(2 * i as u32 + 1),
-                };
-                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor { label: Some(name), timestamp_writes: Some(writes) });
-                for d in dispatches {
-                    d.encode(&mut pass);
+        scoped(
+            self,
+            || "recording timestamped stages".into(),
+            || {
+                let queries = self.device.create_query_set(&wgpu::QuerySetDescriptor {
+                    label: Some("stage timestamps"),
+                    ty: wgpu::QueryType::Timestamp,
+                    count,
+                });
+                let resolved = self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some("resolved timestamps"),
+                    size: resolve_bytes,
+                    usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+                    mapped_at_creation: false,
+                });
+                let mut encoder =
+                    self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: Some("stages") });
+                for (i, (name, dispatches)) in stages.iter().enumerate() {
+                    let writes = wgpu::ComputePassTimestampWrites {
+                        query_set: &queries,
+                        beginning_of_pass_write_index: Some(2 * i as u32),
+                        end_of_pass_write_index: Some(2 * i as u32 + 1),
+                    };
+                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: Some(name),
+                        timestamp_writes: Some(writes),
+                    });
+                    for d in dispatches {
+                        d.encode(&mut pass);
+                    }
                 }
-            }
-            encoder.resolve_query_set(&queries, 0..count, &resolved, 0);
-            encoder.copy_buffer_to_buffer(&resolved, 0, &readback.buffer, 0, resolve_bytes);
-            self.queue.submit([encoder.finish()]);
-        })?;
+                encoder.resolve_query_set(&queries, 0..count, &resolved, 0);
+                encoder.copy_buffer_to_buffer(&resolved, 0, &readback.buffer, 0, resolve_bytes);
+                self.queue.submit([encoder.finish()]);
+            },
+        )?;
         let words = self.read_staging(&readback.buffer, 2 * count as usize)?;
-        let ticks: Vec<u64> = words.chunks_exact(2).map(|w| u64::from(w[0].to_bits()) | (u64::from(w[1].to_bits()) << 32)).collect();
+        let ticks: Vec<u64> =
+            words.chunks_exact(2).map(|w| u64::from(w[0].to_bits()) | (u64::from(w[1].to_bits()) << 32)).collect();
         let ns_per_tick = f64::from(self.queue.get_timestamp_period());
         stages
             .iter()

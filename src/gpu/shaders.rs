@@ -67,7 +67,10 @@ impl ShaderFile {
     /// Whether the shader runs on matrix units (cooperative matrices, an experimental wgpu
     /// feature): translated for Vulkan and Metal only, built only on devices that have them.
     pub fn is_cooperative(self) -> bool {
-        matches!(self, ShaderFile::MatmulCoop8 | ShaderFile::MatmulCoop16 | ShaderFile::Conv2dCoop8 | ShaderFile::Conv2dCoop16)
+        matches!(
+            self,
+            ShaderFile::MatmulCoop8 | ShaderFile::MatmulCoop16 | ShaderFile::Conv2dCoop8 | ShaderFile::Conv2dCoop16
+        )
     }
 
     /// The WGSL text.
@@ -87,8 +90,12 @@ impl ShaderFile {
             // problem file says what A, B and the output are: each written once.
             ShaderFile::MatmulCoop8 => concat!(wgsl!("coop_f16_8"), wgsl!("coop_gemm"), wgsl!("matmul_coop")),
             ShaderFile::MatmulCoop16 => concat!(wgsl!("coop_f16_16"), wgsl!("coop_gemm"), wgsl!("matmul_coop")),
-            ShaderFile::Conv2dCoop8 => concat!(wgsl!("coop_f16_8"), wgsl!("coop_gemm"), wgsl!("conv2d_io"), wgsl!("conv2d_coop")),
-            ShaderFile::Conv2dCoop16 => concat!(wgsl!("coop_f16_16"), wgsl!("coop_gemm"), wgsl!("conv2d_io"), wgsl!("conv2d_coop")),
+            ShaderFile::Conv2dCoop8 => {
+                concat!(wgsl!("coop_f16_8"), wgsl!("coop_gemm"), wgsl!("conv2d_io"), wgsl!("conv2d_coop"))
+            }
+            ShaderFile::Conv2dCoop16 => {
+                concat!(wgsl!("coop_f16_16"), wgsl!("coop_gemm"), wgsl!("conv2d_io"), wgsl!("conv2d_coop"))
+            }
         }
     }
 }

@@ -34,9 +34,12 @@ impl TensorData<'_> {
 /// Writes a safetensors file whose header is the same bytes for the same content: metadata
 /// keys in sorted order, then the tensors back to back in the order given, the data
 /// 8-byte aligned as the safetensors writers leave it.
-pub(crate) fn write(out: &mut dyn Write, tensors: &[(&str, Vec<usize>, TensorData)], metadata: &BTreeMap<&str, String>) -> std::io::Result<()> {
+pub(crate) fn write(
+    out: &mut dyn Write, tensors: &[(&str, Vec<usize>, TensorData)], metadata: &BTreeMap<&str, String>,
+) -> std::io::Result<()> {
     let mut header = serde_json::Map::new();
-    let sorted: serde_json::Map<String, serde_json::Value> = metadata.iter().map(|(k, v)| (k.to_string(), v.clone().into())).collect();
+    let sorted: serde_json::Map<String, serde_json::Value> =
+        metadata.iter().map(|(k, v)| (k.to_string(), v.clone().into())).collect();
     header.insert("__metadata__".into(), sorted.into());
     let mut offset = 0;
     for (name, shape, data) in tensors {
@@ -58,7 +61,9 @@ pub(crate) fn write(out: &mut dyn Write, tensors: &[(&str, Vec<usize>, TensorDat
 }
 
 /// Little-endian bytes of `values`, a block at a time.
-fn write_le<T: bytemuck::Pod, const N: usize>(out: &mut dyn Write, values: &[T], to_le: fn(T) -> [u8; N]) -> std::io::Result<()> {
+fn write_le<T: bytemuck::Pod, const N: usize>(
+    out: &mut dyn Write, values: &[T], to_le: fn(T) -> [u8; N],
+) -> std::io::Result<()> {
     if cfg!(target_endian = "little") {
         return out.write_all(bytemuck::cast_slice(values));
     }
@@ -101,14 +106,18 @@ impl TensorFile {
         file.read_exact(&mut len_bytes).map_err(|_| bad("shorter than a safetensors header".into()))?;
         let header_len = u64::from_le_bytes(len_bytes);
         if header_len > MAX_HEADER || 8 + header_len > file_len {
-            return Err(bad(format!("header of {header_len} bytes in a file of {file_len}: truncated or not safetensors")));
+            return Err(bad(format!(
+                "header of {header_len} bytes in a file of {file_len}: truncated or not safetensors"
+            )));
         }
         let mut header = vec![0u8; header_len as usize];
         file.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
         let mut fields: BTreeMap<String, serde_json::Value> =
             serde_json::from_slice(&header).map_err(|e| bad(format!("header is not a JSON object: {e}")))?;
         let metadata = match fields.remove("__metadata__") {
-            Some(m) => serde_json::from_value(m).map_err(|e| bad(format!("`__metadata__` is not a map of strings: {e}")))?,
+            Some(m) => {
+                serde_json::from_value(m).map_err(|e| bad(format!("`__metadata__` is not a map of strings: {e}")))?
+            }
             None => BTreeMap::new(),
         };
         let data_len = file_len - 8 - header_len;
@@ -139,7 +148,9 @@ impl TensorFile {
         self.read(name, "F16", half::f16::ZERO, half::f16::from_le_bytes)
     }
 
-    fn read<T: bytemuck::Pod, const N: usize>(&mut self, name: &str, dtype: &str, zero: T, from_le: fn([u8; N]) -> T) -> Result<Vec<T>> {
+    fn read<T: bytemuck::Pod, const N: usize>(
+        &mut self, name: &str, dtype: &str, zero: T, from_le: fn([u8; N]) -> T,
+    ) -> Result<Vec<T>> {
         let bad = |reason: String| Error::Safetensors { path: self.path.clone(), reason };
         let entry = self.entries.get(name).ok_or_else(|| Error::MissingTensor { name: name.into() })?;
         if entry.dtype != dtype {
@@ -148,7 +159,10 @@ impl TensorFile {
         let count = entry.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
         let [begin, end] = entry.data_offsets;
         if count.and_then(|n| n.checked_mul(N)) != Some((end - begin) as usize) {
-            return Err(bad(format!("tensor `{name}`: shape {:?} of {dtype} does not fill bytes {begin}..{end}", entry.shape)));
+            return Err(bad(format!(
+                "tensor `{name}`: shape {:?} of {dtype} does not fill bytes {begin}..{end}",
+                entry.shape
+            )));
         }
         let mut values = vec![zero; count.unwrap_or(0)];
         self.file.seek(SeekFrom::Start(self.data_start + begin)).map_err(|e| Error::io(&self.path, e))?;
@@ -187,7 +201,8 @@ mod tests {
     fn round_trip_and_every_truncation_is_an_error() {
         let rows: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
         let halves: Vec<half::f16> = rows.iter().map(|&x| half::f16::from_f32(x)).collect();
-        let bytes = written(&[("rows", vec![3, 4], TensorData::F32(&rows)), ("halves", vec![12], TensorData::F16(&halves))]);
+        let bytes =
+            written(&[("rows", vec![3, 4], TensorData::F32(&rows)), ("halves", vec![12], TensorData::F16(&halves))]);
         let mut file = open("whole", &bytes).unwrap();
         assert_eq!(file.metadata.get("a").map(String::as_str), Some("1"));
         assert_eq!(file.describe("rows"), Some(("F32", &[3usize, 4][..])));

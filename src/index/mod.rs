@@ -152,9 +152,15 @@ pub fn mean_row(features: &[f32], dim: usize) -> Vec<f32> {
 impl Index {
     /// A new index from raw (unnormalised) features. With `center`, their mean is stored
     /// and subtracted before normalising.
-    pub fn from_features(features: &[f32], dim: usize, entries: Vec<Entry>, precision: Precision, center: bool, provenance: Provenance) -> Result<Self> {
+    pub fn from_features(
+        features: &[f32], dim: usize, entries: Vec<Entry>, precision: Precision, center: bool, provenance: Provenance,
+    ) -> Result<Self> {
         if dim == 0 || features.len() != entries.len() * dim {
-            return Err(Error::shape("index features", format!("{} x {dim}", entries.len()), format!("{} values", features.len())));
+            return Err(Error::shape(
+                "index features",
+                format!("{} x {dim}", entries.len()),
+                format!("{} values", features.len()),
+            ));
         }
         if entries.is_empty() {
             return Err(Error::InvalidArgument("an index needs at least one image".into()));
@@ -167,7 +173,11 @@ impl Index {
     /// Adds raw features of new images, normalised with this index's stored mean.
     pub fn add(&mut self, features: &[f32], entries: Vec<Entry>) -> Result<()> {
         if features.len() != entries.len() * self.dim {
-            return Err(Error::shape("added features", format!("{} x {}", entries.len(), self.dim), format!("{} values", features.len())));
+            return Err(Error::shape(
+                "added features",
+                format!("{} x {}", entries.len(), self.dim),
+                format!("{} values", features.len()),
+            ));
         }
         let unit = normalize_rows(features, self.dim, self.mean.as_deref());
         self.embeddings.extend(&unit);
@@ -196,7 +206,11 @@ impl Index {
                 count += 1;
             }
         }
-        if count == 0 { 1.0 } else { sum / count as f64 }
+        if count == 0 {
+            1.0
+        } else {
+            sum / count as f64
+        }
     }
 
     /// Writes the index atomically: an interrupted write never destroys an existing file.
@@ -246,7 +260,9 @@ impl Index {
         let mut file = TensorFile::open(path)?;
         let bad = |reason: String| Error::Safetensors { path: path.to_path_buf(), reason };
         let meta = std::mem::take(&mut file.metadata);
-        let get = |key: &str| meta.get(key).cloned().ok_or_else(|| bad(format!("not a lookalike index: metadata `{key}` is missing")));
+        let get = |key: &str| {
+            meta.get(key).cloned().ok_or_else(|| bad(format!("not a lookalike index: metadata `{key}` is missing")))
+        };
         if get("format")? != FORMAT {
             return Err(bad(format!("not a lookalike index (format is not `{FORMAT}`)")));
         }
@@ -257,16 +273,27 @@ impl Index {
         let parse_json = |key: &str| -> Result<serde_json::Value> {
             serde_json::from_str(&get(key)?).map_err(|e| bad(format!("metadata `{key}`: {e}")))
         };
-        let number = |key: &str| -> Result<usize> { get(key)?.parse().map_err(|_| bad(format!("metadata `{key}` is not a number"))) };
-        let paths: Vec<String> = serde_json::from_value(parse_json("paths")?).map_err(|e| bad(format!("metadata `paths`: {e}")))?;
-        let labels: Vec<Option<String>> = serde_json::from_value(parse_json("labels")?).map_err(|e| bad(format!("metadata `labels`: {e}")))?;
-        let rgb = |key: &str| -> Result<[f32; 3]> { serde_json::from_value(parse_json(key)?).map_err(|e| bad(format!("metadata `{key}`: {e}"))) };
+        let number = |key: &str| -> Result<usize> {
+            get(key)?.parse().map_err(|_| bad(format!("metadata `{key}` is not a number")))
+        };
+        let paths: Vec<String> =
+            serde_json::from_value(parse_json("paths")?).map_err(|e| bad(format!("metadata `paths`: {e}")))?;
+        let labels: Vec<Option<String>> =
+            serde_json::from_value(parse_json("labels")?).map_err(|e| bad(format!("metadata `labels`: {e}")))?;
+        let rgb = |key: &str| -> Result<[f32; 3]> {
+            serde_json::from_value(parse_json(key)?).map_err(|e| bad(format!("metadata `{key}`: {e}")))
+        };
         let dim = number("dim")?;
         let count = number("count")?;
         if paths.len() != count || labels.len() != count {
-            return Err(bad(format!("metadata lists {} paths and {} labels for {count} rows", paths.len(), labels.len())));
+            return Err(bad(format!(
+                "metadata lists {} paths and {} labels for {count} rows",
+                paths.len(),
+                labels.len()
+            )));
         }
-        let (dtype, shape) = file.describe("embeddings").ok_or_else(|| Error::MissingTensor { name: "embeddings".into() })?;
+        let (dtype, shape) =
+            file.describe("embeddings").ok_or_else(|| Error::MissingTensor { name: "embeddings".into() })?;
         if shape != [count, dim] {
             return Err(Error::shape("embeddings", format!("[{count}, {dim}]"), format!("{shape:?}")));
         }
@@ -277,13 +304,20 @@ impl Index {
         };
         let mean = match file.describe("mean") {
             Some(("F32", shape)) if shape == [dim] => Some(file.read_f32("mean")?),
-            Some((dtype, shape)) => return Err(Error::shape("mean", format!("F32 [{dim}]"), format!("{dtype} {shape:?}"))),
+            Some((dtype, shape)) => {
+                return Err(Error::shape("mean", format!("F32 [{dim}]"), format!("{dtype} {shape:?}")))
+            }
             None => None,
         };
         if (get("centered")? == "true") != mean.is_some() {
             return Err(bad("metadata `centered` disagrees with the presence of the `mean` tensor".into()));
         }
-        let preprocess = Preprocess { resize: number("resize")? as u32, crop: number("crop")? as u32, mean: rgb("mean_rgb")?, std: rgb("std_rgb")? };
+        let preprocess = Preprocess {
+            resize: number("resize")? as u32,
+            crop: number("crop")? as u32,
+            mean: rgb("mean_rgb")?,
+            std: rgb("std_rgb")?,
+        };
         preprocess.validate()?;
         let paths = match meta.get("paths_base").map(String::as_str) {
             None => paths,
@@ -300,10 +334,17 @@ impl Index {
                 };
                 paths.into_iter().map(|p| locate(p).to_string_lossy().into_owned()).collect()
             }
-            Some(other) => return Err(bad(format!("metadata `paths_base` is `{other}`; expected `{PATHS_BASE_INDEX_DIR}`"))),
+            Some(other) => {
+                return Err(bad(format!("metadata `paths_base` is `{other}`; expected `{PATHS_BASE_INDEX_DIR}`")))
+            }
         };
         let entries = paths.into_iter().zip(labels).map(|(path, label)| Entry { path, label }).collect();
-        let provenance = Provenance { model: get("model")?, weights_path: get("weights_path")?, weights_sha256: get("weights_sha256")?, preprocess };
+        let provenance = Provenance {
+            model: get("model")?,
+            weights_path: get("weights_path")?,
+            weights_sha256: get("weights_sha256")?,
+            preprocess,
+        };
         Ok(Self { dim, embeddings, mean, entries, provenance })
     }
 }
@@ -320,7 +361,10 @@ fn index_dir(path: &Path) -> Result<PathBuf> {
 fn stored_path(path: &str, base: &Path) -> String {
     let absolute = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
     match absolute.strip_prefix(base) {
-        Ok(relative) if relative.components().all(|c| matches!(c, std::path::Component::Normal(_))) && !relative.as_os_str().is_empty() => {
+        Ok(relative)
+            if relative.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+                && !relative.as_os_str().is_empty() =>
+        {
             relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
         }
         _ => absolute.to_string_lossy().into_owned(),
@@ -336,7 +380,11 @@ pub fn scan_folder(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
             let path = entry.map_err(|e| Error::io(dir, e))?.path();
             if path.is_dir() {
                 walk(&path, out)?;
-            } else if path.extension().and_then(|e| e.to_str()).is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png")) {
+            } else if path
+                .extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+            {
                 out.push(path);
             }
         }
@@ -356,4 +404,3 @@ pub fn scan_folder(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
         })
         .collect())
 }
-

@@ -43,7 +43,8 @@ impl CpuResNet50 {
         cpu::check_finite("resnet50 input", input)?;
         let spare = std::mem::take(&mut *self.spare.lock().unwrap_or_else(|e| e.into_inner()));
         let mut exec = CpuExecutor { folded: &self.folded, acts: vec![Some(input.to_vec())], spare };
-        let result = self.net.walk(&mut exec, Act { id: 0, h: height, w: width, c: 3 }, batch).and_then(|x| exec.take(x));
+        let result =
+            self.net.walk(&mut exec, Act { id: 0, h: height, w: width, c: 3 }, batch).and_then(|x| exec.take(x));
         let mut spare = exec.spare;
         spare.extend(exec.acts.into_iter().flatten());
         *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = spare;
@@ -76,7 +77,9 @@ impl CpuExecutor<'_> {
     /// A buffer of `len` values with unspecified contents: the smallest spare one that
     /// fits, else the largest grown.
     fn buffer(&mut self, len: usize) -> Vec<f32> {
-        let fit = (0..self.spare.len()).filter(|&i| self.spare[i].capacity() >= len).min_by_key(|&i| self.spare[i].capacity());
+        let fit = (0..self.spare.len())
+            .filter(|&i| self.spare[i].capacity() >= len)
+            .min_by_key(|&i| self.spare[i].capacity());
         let pick = fit.or_else(|| (0..self.spare.len()).max_by_key(|&i| self.spare[i].capacity()));
         let mut buf = pick.map(|i| self.spare.swap_remove(i)).unwrap_or_default();
         buf.resize(len, 0.0);
@@ -93,7 +96,8 @@ impl CpuExecutor<'_> {
 impl Executor for CpuExecutor<'_> {
     fn conv(&mut self, layer: &ConvBn, x: Act, batch: usize, residual: Option<Act>, relu: bool) -> Result<Act> {
         let shape = layer.shape(batch, x.h, x.w);
-        let (weight, bias) = self.folded.get(&layer.conv_name).ok_or_else(|| Error::MissingTensor { name: layer.conv_name.clone() })?;
+        let (weight, bias) =
+            self.folded.get(&layer.conv_name).ok_or_else(|| Error::MissingTensor { name: layer.conv_name.clone() })?;
         let mut out = self.buffer(shape.output_len());
         let residual = residual.map(|r| self.get(r)).transpose()?;
         let epilogue = cpu::conv2d::Epilogue { bias: Some(bias), residual, relu, ..Default::default() };

@@ -69,7 +69,10 @@ impl GpuResNet50 {
             let buffers = match mode {
                 BatchNormMode::Folded => {
                     let (weight, bias) = layer.folded()?;
-                    LayerBuffers::Folded { weight: ctx.upload(&layer.conv_name, &weight)?, bias: ctx.upload(&layer.bn_name, &bias)? }
+                    LayerBuffers::Folded {
+                        weight: ctx.upload(&layer.conv_name, &weight)?,
+                        bias: ctx.upload(&layer.bn_name, &bias)?,
+                    }
                 }
                 BatchNormMode::Separate => {
                     let bn = &layer.bn;
@@ -132,7 +135,9 @@ impl GpuResNet50 {
 
     /// `[batch, h, w, 3]` NHWC normalised images → `[batch, 2048]` features. Batches larger
     /// than [`GpuResNet50::max_batch`] run as several submits.
-    pub fn forward(&mut self, ctx: &Context, input: &[f32], batch: usize, height: usize, width: usize) -> Result<Vec<f32>> {
+    pub fn forward(
+        &mut self, ctx: &Context, input: &[f32], batch: usize, height: usize, width: usize,
+    ) -> Result<Vec<f32>> {
         ResNet50::check_input(height, width)?;
         let image_len = height * width * 3;
         crate::cpu::check_slice("resnet50 input", input, batch * image_len)?;
@@ -150,10 +155,15 @@ impl GpuResNet50 {
             ctx.write(&plan.buffers[0], chunk);
             let refs: Vec<&Dispatch> = plan.dispatches.iter().collect();
             let features_buffer = &plan.buffers[plan.features];
-            let part = ctx.run_and_read_into(&refs, &[(features_buffer, &plan.readback, n * FEATURE_DIM)]).map(|mut v| v.pop().unwrap_or_default()).map_err(|e| match e {
-                Error::Gpu { context, message } => Error::Gpu { context: format!("{context} (resnet50 chunk {chunk_index})"), message },
-                other => other,
-            })?;
+            let part = ctx
+                .run_and_read_into(&refs, &[(features_buffer, &plan.readback, n * FEATURE_DIM)])
+                .map(|mut v| v.pop().unwrap_or_default())
+                .map_err(|e| match e {
+                    Error::Gpu { context, message } => {
+                        Error::Gpu { context: format!("{context} (resnet50 chunk {chunk_index})"), message }
+                    }
+                    other => other,
+                })?;
             check_features(&part, features.len() / FEATURE_DIM, self.overflow_cause())?;
             features.extend_from_slice(&part);
         }
@@ -164,11 +174,15 @@ impl GpuResNet50 {
     /// its `[batch, 2048]` features buffer and its dispatches, for callers that record the
     /// backbone into a larger submit (the search pipeline). `batch` must not exceed
     /// [`GpuResNet50::max_batch`].
-    pub fn prepared(&mut self, ctx: &Context, batch: usize, height: usize, width: usize) -> Result<(&wgpu::Buffer, &wgpu::Buffer, &[Dispatch])> {
+    pub fn prepared(
+        &mut self, ctx: &Context, batch: usize, height: usize, width: usize,
+    ) -> Result<(&wgpu::Buffer, &wgpu::Buffer, &[Dispatch])> {
         ResNet50::check_input(height, width)?;
         let max_batch = Self::max_batch(ctx, height, width);
         if batch == 0 || batch > max_batch {
-            return Err(Error::InvalidArgument(format!("batch {batch} outside 1..={max_batch} for {height}x{width} on this device")));
+            return Err(Error::InvalidArgument(format!(
+                "batch {batch} outside 1..={max_batch} for {height}x{width} on this device"
+            )));
         }
         let plan = self.plan(ctx, batch, height, width)?;
         Ok((&plan.buffers[0], &plan.buffers[plan.features], &plan.dispatches))
@@ -214,7 +228,9 @@ struct PlanBuilder<'a> {
 impl PlanBuilder<'_> {
     fn conv_dispatch(&self, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool) -> Result<Dispatch> {
         match self.math {
-            ConvMath::F32 => conv2d(self.ctx, shape, buffers, relu, self.ctx.tuning().gemm_tiles(shape.m(), shape.out_c)),
+            ConvMath::F32 => {
+                conv2d(self.ctx, shape, buffers, relu, self.ctx.tuning().gemm_tiles(shape.m(), shape.out_c))
+            }
             ConvMath::MatrixUnits(tiles) => conv2d_coop(self.ctx, shape, buffers, relu, tiles),
         }
     }
@@ -235,7 +251,8 @@ impl Executor for PlanBuilder<'_> {
     fn conv(&mut self, layer: &ConvBn, x: Act, batch: usize, residual: Option<Act>, relu: bool) -> Result<Act> {
         let shape = layer.shape(batch, x.h, x.w);
         let (h, w) = (shape.out_h(), shape.out_w());
-        let buffers = self.layers.get(&layer.conv_name).ok_or_else(|| Error::MissingTensor { name: layer.conv_name.clone() })?;
+        let buffers =
+            self.layers.get(&layer.conv_name).ok_or_else(|| Error::MissingTensor { name: layer.conv_name.clone() })?;
         match buffers {
             LayerBuffers::Folded { weight, bias } => {
                 let out = self.alloc(h, w, layer.out_c)?;
@@ -256,8 +273,14 @@ impl Executor for PlanBuilder<'_> {
                 let raw = self.alloc(h, w, layer.out_c)?;
                 let out = self.alloc(h, w, layer.out_c)?;
                 let b = &self.buffers;
-                let conv_buffers =
-                    Conv2dBuffers { input: &b[x.id], weight, scale: None, bias: None, residual: None, output: &b[raw.id] };
+                let conv_buffers = Conv2dBuffers {
+                    input: &b[x.id],
+                    weight,
+                    scale: None,
+                    bias: None,
+                    residual: None,
+                    output: &b[raw.id],
+                };
                 let conv = self.conv_dispatch(&shape, &conv_buffers, false)?;
                 let bn_shape = BatchNormShape { len: shape.output_len(), channels: layer.out_c, eps: BN_EPS };
                 let bn_buffers = BatchNormBuffers {

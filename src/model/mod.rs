@@ -30,4 +30,3 @@ pub(crate) fn check_features(features: &[f32], first_image: usize, cause: &str) 
 
 /// Why f32 features can come out non-finite: the weights are checked when loaded.
 pub(crate) const F32_OVERFLOW: &str = "an activation outgrew f32 (the input is far outside the normalised range)";
-

@@ -39,7 +39,8 @@ impl RandomResNet50 {
         }
         let (h, w) = (CALIBRATION_SIZE, CALIBRATION_SIZE);
         let images = rng.normals(CALIBRATION_BATCH * h * w * 3, 1.0);
-        let mut calibrate = Calibrate { rng: Rng::new(seed.wrapping_add(1)), acts: vec![Some(images)], chosen: HashMap::new() };
+        let mut calibrate =
+            Calibrate { rng: Rng::new(seed.wrapping_add(1)), acts: vec![Some(images)], chosen: HashMap::new() };
         let template = net.clone();
         template.walk(&mut calibrate, Act { id: 0, h, w, c: 3 }, CALIBRATION_BATCH)?;
         for layer in net.convs_mut() {
@@ -108,7 +109,16 @@ impl Executor for Calibrate {
         let bn = self.choose(layer, &raw);
         let residual = residual.map(|r| self.get(r).to_vec());
         let bn_shape = BatchNormShape { len: raw.len(), channels: layer.out_c, eps: BN_EPS };
-        let out = cpu::batch_norm(&bn_shape, &raw, &bn.weight, &bn.bias, &bn.running_mean, &bn.running_var, residual.as_deref(), relu)?;
+        let out = cpu::batch_norm(
+            &bn_shape,
+            &raw,
+            &bn.weight,
+            &bn.bias,
+            &bn.running_mean,
+            &bn.running_var,
+            residual.as_deref(),
+            relu,
+        )?;
         self.chosen.insert(layer.bn_name.clone(), bn);
         Ok(self.push(out, shape.out_h(), shape.out_w(), layer.out_c))
     }

@@ -36,8 +36,7 @@ impl BatchNorm {
 
     /// Per-channel `(scale, shift)` with `bn(x) = x * scale + shift`.
     pub fn affine(&self) -> (Vec<f32>, Vec<f32>) {
-        let scale: Vec<f32> =
-            self.weight.iter().zip(&self.running_var).map(|(w, v)| w / (v + BN_EPS).sqrt()).collect();
+        let scale: Vec<f32> = self.weight.iter().zip(&self.running_var).map(|(w, v)| w / (v + BN_EPS).sqrt()).collect();
         let shift = self.bias.iter().zip(&self.running_mean).zip(&scale).map(|((b, m), s)| b - m * s).collect();
         (scale, shift)
     }
@@ -95,7 +94,11 @@ impl ConvBn {
     pub fn weight_hwio(&self) -> Result<Vec<f32>> {
         if self.weight.len() != self.weight_len() {
             let expected = format!("{:?} ({} values)", self.weight_shape(), self.weight_len());
-            return Err(Error::shape(format!("{}.weight", self.conv_name), expected, format!("{} values", self.weight.len())));
+            return Err(Error::shape(
+                format!("{}.weight", self.conv_name),
+                expected,
+                format!("{} values", self.weight.len()),
+            ));
         }
         let (o, i, k) = (self.out_c, self.in_c, self.kernel);
         let mut hwio = vec![0.0; self.weight.len()];
@@ -170,9 +173,9 @@ impl ResNet50 {
 
     /// Every conv + batch-norm pair, in forward order.
     pub fn convs(&self) -> impl Iterator<Item = &ConvBn> {
-        std::iter::once(&self.stem).chain(
-            self.blocks.iter().flat_map(|b| [Some(&b.conv1), Some(&b.conv2), Some(&b.conv3), b.downsample.as_ref()].into_iter().flatten()),
-        )
+        std::iter::once(&self.stem).chain(self.blocks.iter().flat_map(|b| {
+            [Some(&b.conv1), Some(&b.conv2), Some(&b.conv3), b.downsample.as_ref()].into_iter().flatten()
+        }))
     }
 
     /// Mutable [`ResNet50::convs`].

@@ -83,7 +83,12 @@ impl ResNet50 {
         let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
         let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         for layer in self.convs() {
-            tensors.push((format!("{}.weight", layer.conv_name), Dtype::F32, layer.weight_shape().to_vec(), f32_bytes(&layer.weight)));
+            tensors.push((
+                format!("{}.weight", layer.conv_name),
+                Dtype::F32,
+                layer.weight_shape().to_vec(),
+                f32_bytes(&layer.weight),
+            ));
             let bn = &layer.bn_name;
             for (field, values) in [
                 ("weight", &layer.bn.weight),
@@ -98,19 +103,22 @@ impl ResNet50 {
         if let Some((weight, bias)) = fc {
             let classes = bias.len();
             if weight.len() != classes * crate::model::FEATURE_DIM {
-                return Err(Error::shape("fc.weight", format!("[{classes}, 2048]"), format!("{} values", weight.len())));
+                return Err(Error::shape(
+                    "fc.weight",
+                    format!("[{classes}, 2048]"),
+                    format!("{} values", weight.len()),
+                ));
             }
             tensors.push(("fc.weight".into(), Dtype::F32, vec![classes, crate::model::FEATURE_DIM], f32_bytes(weight)));
             tensors.push(("fc.bias".into(), Dtype::F32, vec![classes], f32_bytes(bias)));
         }
         let views = tensors
             .iter()
-            .map(|(name, dtype, shape, bytes)| {
-                TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v))
-            })
+            .map(|(name, dtype, shape, bytes)| TensorView::new(*dtype, shape.clone(), bytes).map(|v| (name.clone(), v)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| Error::Safetensors { path: path.to_path_buf(), reason: e.to_string() })?;
         let metadata = [("format".to_string(), "pt".to_string())].into_iter().collect();
-        safetensors::serialize(views, Some(metadata)).map_err(|e| Error::Safetensors { path: path.to_path_buf(), reason: e.to_string() })
+        safetensors::serialize(views, Some(metadata))
+            .map_err(|e| Error::Safetensors { path: path.to_path_buf(), reason: e.to_string() })
     }
 }

@@ -2,7 +2,7 @@
 //! (with optional residual add and ReLU), used by the unfused ResNet path.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
+use crate::gpu::{grid_1d, shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::{check_len, ELEMENTWISE_WG};
 
 /// Batch-norm over `len` NHWC elements with `channels` innermost.
@@ -50,7 +50,10 @@ const BINDINGS: [Binding; 8] = [
 /// Prepares one batch-norm launch: `y = relu?((x - mean) / sqrt(var + eps) * w + b + residual)`.
 pub fn batch_norm(ctx: &Context, shape: &BatchNormShape, buffers: &BatchNormBuffers, relu: bool) -> Result<Dispatch> {
     if shape.channels == 0 || !shape.len.is_multiple_of(shape.channels) || shape.len > u32::MAX as usize {
-        return Err(Error::InvalidArgument(format!("batch_norm: {} elements are not whole rows of {} channels", shape.len, shape.channels)));
+        return Err(Error::InvalidArgument(format!(
+            "batch_norm: {} elements are not whole rows of {} channels",
+            shape.len, shape.channels
+        )));
     }
     check_len("batch_norm input", buffers.input, shape.len)?;
     check_len("batch_norm output", buffers.output, shape.len)?;

@@ -4,7 +4,7 @@
 use crate::error::{Error, Result};
 use std::sync::Arc;
 
-use crate::gpu::{Binding, Context, Dispatch, Kernel, PipelineKey, shaders::ShaderFile};
+use crate::gpu::{shaders::ShaderFile, Binding, Context, Dispatch, Kernel, PipelineKey};
 use crate::ops::{check_len, vec4_placeholder, vec4_view, Tiles};
 
 /// A convolution's geometry. Activations are NHWC; the weight is HWIO (`[kh, kw, cin,
@@ -26,7 +26,9 @@ pub struct Conv2dShape {
 impl Conv2dShape {
     /// A square kernel with equal padding on both axes.
     #[allow(clippy::too_many_arguments)]
-    pub fn square(batch: usize, in_h: usize, in_w: usize, in_c: usize, out_c: usize, kernel: usize, stride: usize, pad: usize) -> Self {
+    pub fn square(
+        batch: usize, in_h: usize, in_w: usize, in_c: usize, out_c: usize, kernel: usize, stride: usize, pad: usize,
+    ) -> Self {
         Self { batch, in_h, in_w, in_c, out_c, kernel_h: kernel, kernel_w: kernel, stride, pad_h: pad, pad_w: pad }
     }
 
@@ -182,7 +184,9 @@ pub(crate) fn params(shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool) -
 /// A convolution launch of either kernel, its buffers bound in [`BINDINGS`] order. Unused
 /// epilogue inputs still need a binding: the input stands in, and the flags keep the kernel
 /// from reading it.
-pub(crate) fn dispatch(ctx: &Context, label: &'static str, kernel: Arc<Kernel>, params: &Params, buffers: &Conv2dBuffers, grid: [u32; 3]) -> Result<Dispatch> {
+pub(crate) fn dispatch(
+    ctx: &Context, label: &'static str, kernel: Arc<Kernel>, params: &Params, buffers: &Conv2dBuffers, grid: [u32; 3],
+) -> Result<Dispatch> {
     let uniform = ctx.uniform(&format!("{label} params"), params);
     let (input, weight, unused) = (buffers.input, buffers.weight, buffers.input);
     let placeholder = vec4_placeholder(ctx, &[input, weight])?;
@@ -202,13 +206,17 @@ pub(crate) fn dispatch(ctx: &Context, label: &'static str, kernel: Arc<Kernel>, 
 }
 
 /// Prepares one convolution launch (validated, pipeline from the cache, bind group built).
-pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool, tiles: Tiles) -> Result<Dispatch> {
+pub fn conv2d(
+    ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool, tiles: Tiles,
+) -> Result<Dispatch> {
     let params = params(shape, buffers, relu)?;
     // The conv kernel's K slice follows WG_X (see the shader): tile_k does not apply.
     let entry = match tiles.block {
         4 => "main",
         8 => "main_8x8",
-        other => return Err(Error::InvalidArgument(format!("conv2d: {other}x{other} blocks per invocation; 4 or 8 exist"))),
+        other => {
+            return Err(Error::InvalidArgument(format!("conv2d: {other}x{other} blocks per invocation; 4 or 8 exist")))
+        }
     };
     let [wg_x, wg_y, _] = tiles.constants();
     // Four input channels per load where they come in fours and the slice splits into
@@ -216,10 +224,6 @@ pub fn conv2d(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu:
     let a_vec4 = shape.in_c.is_multiple_of(4) && tiles.wg_x.is_multiple_of(4);
     let key = PipelineKey::new(ShaderFile::Conv2d, entry, &[wg_x, wg_y, ("A_VEC4", a_vec4 as u8 as f64)]);
     let kernel = ctx.kernel(&key, &BINDINGS)?;
-    let grid = [
-        shape.out_c.div_ceil(tiles.cols()) as u32,
-        shape.m().div_ceil(tiles.rows()) as u32,
-        1,
-    ];
+    let grid = [shape.out_c.div_ceil(tiles.cols()) as u32, shape.m().div_ceil(tiles.rows()) as u32, 1];
     dispatch(ctx, "conv2d", kernel, &params, buffers, grid)
 }

@@ -15,13 +15,17 @@ use crate::ops::coop::{self, CoopTiles};
 /// Prepares one convolution launch on the matrix units with `tiles`, whose invocations
 /// (`sg_rows * sg_cols` subgroups) must be a multiple of `tile_k`: each stages one depth
 /// of several rows per slice.
-pub fn conv2d_coop(ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool, tiles: CoopTiles) -> Result<Dispatch> {
+pub fn conv2d_coop(
+    ctx: &Context, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool, tiles: CoopTiles,
+) -> Result<Dispatch> {
     let coop = coop::units(ctx, "conv2d_coop")?;
     let params = params(shape, buffers, relu)?;
     tiles.validate(ctx, coop)?;
     let invocations = tiles.sg_rows * tiles.sg_cols * coop.subgroup;
     if !invocations.is_multiple_of(tiles.tile_k) {
-        return Err(Error::InvalidArgument(format!("conv2d_coop: {tiles:?} on {coop}: {invocations} invocations are not a multiple of tile_k")));
+        return Err(Error::InvalidArgument(format!(
+            "conv2d_coop: {tiles:?} on {coop}: {invocations} invocations are not a multiple of tile_k"
+        )));
     }
     let shader = coop::shader(coop, ShaderFile::Conv2dCoop8, ShaderFile::Conv2dCoop16);
     let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, false)), &BINDINGS)?;

@@ -3,7 +3,7 @@
 //! tiled matmul would compute (and stage) three padding rows for each real one.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Context, Dispatch, PipelineKey, shaders::ShaderFile};
+use crate::gpu::{grid_1d, shaders::ShaderFile, Context, Dispatch, PipelineKey};
 use crate::ops::matmul::{check_buffers, matmul_with, MatmulShape, Params, Precision, BINDINGS};
 
 /// Most queries one launch scores.
@@ -25,7 +25,9 @@ impl Default for GemvTiles {
 impl GemvTiles {
     pub(crate) fn validate(&self) -> Result<()> {
         if !self.lanes.is_power_of_two() || !self.workgroup.is_multiple_of(self.lanes) || self.workgroup > 1024 {
-            return Err(Error::InvalidArgument(format!("gemv: {self:?} needs power-of-two lanes dividing a workgroup of at most 1024")));
+            return Err(Error::InvalidArgument(format!(
+                "gemv: {self:?} needs power-of-two lanes dividing a workgroup of at most 1024"
+            )));
         }
         Ok(())
     }
@@ -43,12 +45,7 @@ pub fn supports(shape: &MatmulShape, precision: Precision) -> bool {
 
 /// Prepares `C[m, n] = A[m, k] * B[n, k]ᵀ` (see [`supports`]) with B stored in `precision`.
 pub fn gemv(
-    ctx: &Context,
-    shape: &MatmulShape,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    precision: Precision,
-    c: &wgpu::Buffer,
+    ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, precision: Precision, c: &wgpu::Buffer,
     tiles: GemvTiles,
 ) -> Result<Dispatch> {
     shape.validate()?;
@@ -76,7 +73,9 @@ pub fn gemv(
 /// The scores of queries against reference rows (`shape.b_transposed`) as the k-NN scan
 /// computes them: [`gemv`] where it applies, else the tiled matmul, with this adapter's
 /// launch shapes (`Context::tuning`).
-pub fn scores(ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, precision: Precision, c: &wgpu::Buffer) -> Result<Dispatch> {
+pub fn scores(
+    ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, precision: Precision, c: &wgpu::Buffer,
+) -> Result<Dispatch> {
     let tuning = ctx.tuning();
     if supports(shape, precision) {
         gemv(ctx, shape, a, b, precision, c, tuning.gemv)

@@ -2,7 +2,7 @@
 //! centring (subtracting the database mean first).
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
+use crate::gpu::{grid_1d, shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::check_len;
 
 #[repr(C)]
@@ -21,7 +21,9 @@ const BINDINGS: [Binding; 4] = [Binding::Uniform, Binding::ReadOnly, Binding::Re
 
 /// Prepares `output[r] = (input[r] - mean) / ||input[r] - mean||` for `rows` rows of `dim`
 /// (no centring when `mean` is `None`). `output` must not be `input`.
-pub fn l2_normalize(ctx: &Context, rows: usize, dim: usize, input: &wgpu::Buffer, mean: Option<&wgpu::Buffer>, output: &wgpu::Buffer) -> Result<Dispatch> {
+pub fn l2_normalize(
+    ctx: &Context, rows: usize, dim: usize, input: &wgpu::Buffer, mean: Option<&wgpu::Buffer>, output: &wgpu::Buffer,
+) -> Result<Dispatch> {
     if rows == 0 || dim == 0 || rows * dim > u32::MAX as usize {
         return Err(Error::InvalidArgument(format!("l2_normalize: cannot take {rows} rows of {dim}")));
     }

@@ -25,19 +25,16 @@ struct Params {
 
 /// Prepares one launch of `C = A * B` on the matrix units, B stored in `b_precision`,
 /// with [`CoopTiles::default_for`] the adapter's units.
-pub fn matmul_coop(ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, b_precision: Precision, c: &wgpu::Buffer) -> Result<Dispatch> {
+pub fn matmul_coop(
+    ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, b_precision: Precision, c: &wgpu::Buffer,
+) -> Result<Dispatch> {
     let coop = coop::units(ctx, "matmul_coop")?;
     matmul_coop_with(ctx, shape, a, b, b_precision, c, CoopTiles::default_for(coop))
 }
 
 /// [`matmul_coop`] with chosen tiles.
 pub fn matmul_coop_with(
-    ctx: &Context,
-    shape: &MatmulShape,
-    a: &wgpu::Buffer,
-    b: &wgpu::Buffer,
-    b_precision: Precision,
-    c: &wgpu::Buffer,
+    ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, b_precision: Precision, c: &wgpu::Buffer,
     tiles: CoopTiles,
 ) -> Result<Dispatch> {
     let coop = coop::units(ctx, "matmul_coop")?;
@@ -45,7 +42,13 @@ pub fn matmul_coop_with(
     tiles.validate(ctx, coop)?;
     check_buffers("matmul_coop", shape, [a, b, c], b_precision)?;
     let shader = coop::shader(coop, ShaderFile::MatmulCoop8, ShaderFile::MatmulCoop16);
-    let kernel = ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, shape.b_transposed)), &VEC4_BINDINGS)?;
-    let params = Params { m: shape.m as u32, n: shape.n as u32, k: shape.k as u32, b_f16: (b_precision == Precision::F16) as u32 };
+    let kernel =
+        ctx.kernel(&PipelineKey::new(shader, "main", &tiles.constants(coop, shape.b_transposed)), &VEC4_BINDINGS)?;
+    let params = Params {
+        m: shape.m as u32,
+        n: shape.n as u32,
+        k: shape.k as u32,
+        b_f16: (b_precision == Precision::F16) as u32,
+    };
     dispatch(ctx, "matmul_coop", kernel, &params, [a, b, c], tiles.grid(coop, shape.m, shape.n))
 }

@@ -7,18 +7,18 @@
 pub mod batch_norm;
 pub mod conv2d;
 pub mod conv2d_coop;
+pub mod coop;
 pub mod gemv;
 pub mod l2_normalize;
 pub mod matmul;
 pub mod matmul_coop;
-pub mod coop;
 pub mod pool;
 pub mod preprocess;
 pub mod topk;
 
 use crate::error::{Error, Result};
-use crate::ops::gemv::GemvTiles;
 use crate::gpu::known::gpu_spec;
+use crate::ops::gemv::GemvTiles;
 
 /// Register-blocked tile configuration shared by the GEMM-like kernels (`conv2d`,
 /// `matmul`): a workgroup of `wg_x * wg_y` invocations, each computing a `block x block`
@@ -163,7 +163,10 @@ impl Tuning {
             // convolutions (98 workgroups of 8x8) and most of layer4's 512-channel ones (52)
             // to 4x4 blocks, a third of the forward's FLOPs (a prediction; `lookalike tune`
             // measures and overrides it).
-            _ => Self { min_groups_for_8x8: gpu_spec(&info.name).map_or(0, |spec| spec.multiprocessors), ..Self::default() },
+            _ => Self {
+                min_groups_for_8x8: gpu_spec(&info.name).map_or(0, |spec| spec.multiprocessors),
+                ..Self::default()
+            },
         }
     }
 
@@ -183,7 +186,11 @@ impl Tuning {
 pub(crate) fn check_len(what: &str, buffer: &wgpu::Buffer, len: usize) -> Result<()> {
     let need = (len * 4) as u64;
     if buffer.size() < need {
-        return Err(Error::shape(what, format!("at least {len} f32 ({need} bytes)"), format!("{} bytes", buffer.size())));
+        return Err(Error::shape(
+            what,
+            format!("at least {len} f32 ({need} bytes)"),
+            format!("{} bytes", buffer.size()),
+        ));
     }
     Ok(())
 }
@@ -233,14 +240,29 @@ mod tests {
 
     #[test]
     fn large_gpus_keep_their_multiprocessors_busy() {
-        let info = |name: &str, device_type| wgpu::AdapterInfo { name: name.into(), ..wgpu::AdapterInfo::new(device_type, wgpu::Backend::Vulkan) };
+        let info = |name: &str, device_type| wgpu::AdapterInfo {
+            name: name.into(),
+            ..wgpu::AdapterInfo::new(device_type, wgpu::Backend::Vulkan)
+        };
         let h100 = Tuning::for_adapter(&info("NVIDIA H100 80GB HBM3", wgpu::DeviceType::DiscreteGpu));
         assert_eq!(h100.min_groups_for_8x8, 132);
-        assert_eq!(Tuning::for_adapter(&info("NVIDIA H100 PCIe", wgpu::DeviceType::DiscreteGpu)).min_groups_for_8x8, 114);
-        assert_eq!(Tuning::for_adapter(&info("NVIDIA GeForce RTX 3060", wgpu::DeviceType::DiscreteGpu)), Tuning::default());
+        assert_eq!(
+            Tuning::for_adapter(&info("NVIDIA H100 PCIe", wgpu::DeviceType::DiscreteGpu)).min_groups_for_8x8,
+            114
+        );
+        assert_eq!(
+            Tuning::for_adapter(&info("NVIDIA GeForce RTX 3060", wgpu::DeviceType::DiscreteGpu)),
+            Tuning::default()
+        );
         // ResNet50 at 224, batch 32 (rows = 32 x spatial): layer3's 256-channel and layer4's
         // 512-channel GEMMs take 4x4 blocks, the wide ones keep 8x8.
-        for (rows, cols, block) in [(32 * 28 * 28, 128, 8), (32 * 14 * 14, 256, 4), (32 * 14 * 14, 1024, 8), (32 * 7 * 7, 512, 4), (32 * 7 * 7, 2048, 8)] {
+        for (rows, cols, block) in [
+            (32 * 28 * 28, 128, 8),
+            (32 * 14 * 14, 256, 4),
+            (32 * 14 * 14, 1024, 8),
+            (32 * 7 * 7, 512, 4),
+            (32 * 7 * 7, 2048, 8),
+        ] {
             assert_eq!(h100.gemm_tiles(rows, cols).block, block, "{rows} x {cols}");
         }
     }

@@ -1,7 +1,7 @@
 //! Rust twin of `shaders/pool.wgsl`: max pooling and global average pooling over NHWC.
 
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
+use crate::gpu::{grid_1d, shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::{check_len, ELEMENTWISE_WG};
 
 /// Max pooling with a square `kernel`, `stride` and `pad` (padded taps are ignored, as in
@@ -40,10 +40,18 @@ impl MaxPoolShape {
             return Err(Error::InvalidArgument(format!("max_pool: zero-sized dimension in {self:?}")));
         }
         if 2 * self.pad > self.kernel {
-            return Err(Error::InvalidArgument(format!("max_pool: pad {} exceeds half the kernel {}", self.pad, self.kernel)));
+            return Err(Error::InvalidArgument(format!(
+                "max_pool: pad {} exceeds half the kernel {}",
+                self.pad, self.kernel
+            )));
         }
         if self.kernel > self.in_h + 2 * self.pad || self.kernel > self.in_w + 2 * self.pad {
-            return Err(Error::InputTooSmall { height: self.in_h, width: self.in_w, min: self.kernel - 2 * self.pad, what: "max pooling".into() });
+            return Err(Error::InputTooSmall {
+                height: self.in_h,
+                width: self.in_w,
+                min: self.kernel - 2 * self.pad,
+                what: "max pooling".into(),
+            });
         }
         Ok(())
     }
@@ -67,7 +75,9 @@ struct Params {
 
 const BINDINGS: [Binding; 3] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadWrite];
 
-fn launch(ctx: &Context, entry: &'static str, params: Params, input: &wgpu::Buffer, output: &wgpu::Buffer) -> Result<Dispatch> {
+fn launch(
+    ctx: &Context, entry: &'static str, params: Params, input: &wgpu::Buffer, output: &wgpu::Buffer,
+) -> Result<Dispatch> {
     let key = PipelineKey::new(ShaderFile::Pool, entry, &[("WG", ELEMENTWISE_WG as f64)]);
     let kernel = ctx.kernel(&key, &BINDINGS)?;
     let uniform = ctx.uniform("pool params", &params);
@@ -97,7 +107,9 @@ pub fn max_pool(ctx: &Context, shape: &MaxPoolShape, input: &wgpu::Buffer, outpu
 }
 
 /// Prepares a global average pool: `[batch, h, w, channels]` → `[batch, channels]`.
-pub fn global_avg_pool(ctx: &Context, batch: usize, h: usize, w: usize, channels: usize, input: &wgpu::Buffer, output: &wgpu::Buffer) -> Result<Dispatch> {
+pub fn global_avg_pool(
+    ctx: &Context, batch: usize, h: usize, w: usize, channels: usize, input: &wgpu::Buffer, output: &wgpu::Buffer,
+) -> Result<Dispatch> {
     if [batch, h, w, channels].contains(&0) {
         return Err(Error::InvalidArgument("global_avg_pool: zero-sized dimension".into()));
     }

@@ -11,7 +11,7 @@ use image::RgbImage;
 
 use crate::cpu::preprocess::{crop_offset, resize_taps, resized_size, FilterTaps, Preprocess};
 use crate::error::{Error, Result};
-use crate::gpu::{grid_1d, Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
+use crate::gpu::{grid_1d, shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::{check_len, ELEMENTWISE_WG};
 
 /// Longest side, in pixels, an image may have after resizing. Beyond it the taps and the
@@ -64,7 +64,12 @@ impl Plan {
     fn new(img: &RgbImage, p: &Preprocess) -> Result<Self> {
         let (in_h, in_w) = (img.height(), img.width());
         if in_h == 0 || in_w == 0 {
-            return Err(Error::InputTooSmall { height: in_h as usize, width: in_w as usize, min: 1, what: "resizing".into() });
+            return Err(Error::InputTooSmall {
+                height: in_h as usize,
+                width: in_w as usize,
+                min: 1,
+                what: "resizing".into(),
+            });
         }
         let (out_h, out_w) = resized_size(in_h, in_w, p.resize);
         if out_h.max(out_w) > MAX_RESIZED_SIDE {
@@ -76,7 +81,12 @@ impl Plan {
         }
         let crop = p.crop as usize;
         if out_h < crop || out_w < crop {
-            return Err(Error::InputTooSmall { height: out_h, width: out_w, min: crop, what: "the centre crop".into() });
+            return Err(Error::InputTooSmall {
+                height: out_h,
+                width: out_w,
+                min: crop,
+                what: "the centre crop".into(),
+            });
         }
         let (vertical, horizontal) = resize_taps(in_h, in_w, p.resize);
         let horizontal = window(&horizontal, crop_offset(out_w, crop), crop, 0);
@@ -105,7 +115,8 @@ fn window(taps: &FilterTaps, first: usize, len: usize, shift: u32) -> FilterTaps
 }
 
 fn to_u32(what: &str, value: usize) -> Result<u32> {
-    u32::try_from(value).map_err(|_| Error::InvalidArgument(format!("preprocess: {what} ({value}) exceeds 32-bit indexing")))
+    u32::try_from(value)
+        .map_err(|_| Error::InvalidArgument(format!("preprocess: {what} ({value}) exceeds 32-bit indexing")))
 }
 
 /// A batch of decoded images prepared for the GPU: pixels and filter taps uploaded, two
@@ -131,9 +142,9 @@ impl PreprocessBatch {
             return Err(Error::InvalidArgument("preprocess: the batch holds no images".into()));
         }
         let image_len = p.image_len();
-        let total = image_len
-            .checked_mul(images.len())
-            .ok_or_else(|| Error::InvalidArgument(format!("preprocess: a batch of {} images is too large", images.len())))?;
+        let total = image_len.checked_mul(images.len()).ok_or_else(|| {
+            Error::InvalidArgument(format!("preprocess: a batch of {} images is too large", images.len()))
+        })?;
         to_u32("the output length", total)?;
         check_len("preprocess output", output, total)?;
         let plans = images.iter().map(|img| Plan::new(img, p)).collect::<Result<Vec<_>>>()?;
@@ -200,7 +211,9 @@ impl PreprocessBatch {
         for params in &params {
             let uniform = ctx.uniform("preprocess params", params);
             let buffers = [&uniform, &pixels, &unit, &spans, &weights, &scratch, output];
-            for (label, kernel, len) in [("preprocess horizontal", &horizontal, params.h_len), ("preprocess vertical", &vertical, params.v_len)] {
+            for (label, kernel, len) in
+                [("preprocess horizontal", &horizontal, params.h_len), ("preprocess vertical", &vertical, params.v_len)]
+            {
                 let grid = grid_1d(len as usize, ELEMENTWISE_WG, max_groups);
                 dispatches.push(Dispatch::new(ctx, label, kernel.clone(), &buffers, grid)?);
             }

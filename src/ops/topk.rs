@@ -11,7 +11,7 @@
 //! [`TopKInput::Pairs`] into exactly the top-k of the whole row.
 
 use crate::error::{Error, Result};
-use crate::gpu::{Binding, Context, Dispatch, PipelineKey, shaders::ShaderFile};
+use crate::gpu::{shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::check_len;
 
 /// Largest k the op accepts.
@@ -68,14 +68,8 @@ struct Params {
     _pad: u32,
 }
 
-const BINDINGS: [Binding; 6] = [
-    Binding::Uniform,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
-    Binding::ReadOnly,
-];
+const BINDINGS: [Binding; 6] =
+    [Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite, Binding::ReadWrite, Binding::ReadOnly];
 
 /// One pass: each row's `len` candidates in `blocks` blocks of `span`, each reduced to k.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -155,16 +149,22 @@ impl TopK {
     /// Validates the shapes and buffers, allocates the scratch lists between passes and
     /// builds every pass's dispatch, with this adapter's workgroup size
     /// ([`crate::ops::Tuning::topk_workgroup`]).
-    pub fn new(ctx: &Context, input: TopKInput, rows: usize, len: usize, k: usize, output: &TopKOutput) -> Result<Self> {
+    pub fn new(
+        ctx: &Context, input: TopKInput, rows: usize, len: usize, k: usize, output: &TopKOutput,
+    ) -> Result<Self> {
         Self::with_workgroup(ctx, input, rows, len, k, output, ctx.tuning().topk_workgroup)
     }
 
     /// [`TopK::new`] with `workgroup` invocations per workgroup (a power of two up to the
     /// device's limit).
-    pub fn with_workgroup(ctx: &Context, input: TopKInput, rows: usize, len: usize, k: usize, output: &TopKOutput, workgroup: u32) -> Result<Self> {
+    pub fn with_workgroup(
+        ctx: &Context, input: TopKInput, rows: usize, len: usize, k: usize, output: &TopKOutput, workgroup: u32,
+    ) -> Result<Self> {
         let limit = Self::max_workgroup(ctx);
         if !workgroup.is_power_of_two() || workgroup > limit {
-            return Err(Error::InvalidArgument(format!("topk: workgroups of {workgroup} invocations; a power of two up to {limit}")));
+            return Err(Error::InvalidArgument(format!(
+                "topk: workgroups of {workgroup} invocations; a power of two up to {limit}"
+            )));
         }
         if k == 0 || k > MAX_K {
             return Err(Error::InvalidArgument(format!("topk: k = {k} must be in 1..={MAX_K}")));
@@ -203,8 +203,12 @@ impl TopK {
         };
         check_len("topk output scores", output.scores, output_len)?;
         check_len("topk output indices", output.indices, output_len)?;
-        if output.scores == output.indices || [scores, indices].iter().any(|&b| b == output.scores || b == output.indices) {
-            return Err(Error::InvalidArgument("topk: output buffers must be distinct from each other and the input".into()));
+        if output.scores == output.indices
+            || [scores, indices].iter().any(|&b| b == output.scores || b == output.indices)
+        {
+            return Err(Error::InvalidArgument(
+                "topk: output buffers must be distinct from each other and the input".into(),
+            ));
         }
 
         // A block's scores and indices live in workgroup memory: 16 KiB, WebGPU's default.
@@ -219,7 +223,13 @@ impl TopK {
         let kernel = ctx.kernel(&PipelineKey::new(ShaderFile::TopK, "main", &constants), &BINDINGS)?;
         let max_groups = ctx.limits().max_compute_workgroups_per_dimension;
         let passes = plan(len, k);
-        let params = |len: usize, span: usize, blocks: usize, out_stride: usize, out_offset: usize, pairs: u32, floored: bool| Params {
+        let params = |len: usize,
+                      span: usize,
+                      blocks: usize,
+                      out_stride: usize,
+                      out_offset: usize,
+                      pairs: u32,
+                      floored: bool| Params {
             rows: rows as u32,
             len: len as u32,
             k: k as u32,
@@ -246,7 +256,13 @@ impl TopK {
                 let uniform = ctx.uniform("topk chunk max params", &params(len, chunk, chunks, chunks, 0, 0, false));
                 // chunk_max writes only out_scores; out_indices takes any other writable buffer.
                 let buffers = [&uniform, scores, scores, &maxima, &floor.1, scores];
-                dispatches.push(Dispatch::new(ctx, "topk chunk max", chunk_max, &buffers, grid(chunks, rows, max_groups))?);
+                dispatches.push(Dispatch::new(
+                    ctx,
+                    "topk chunk max",
+                    chunk_max,
+                    &buffers,
+                    grid(chunks, rows, max_groups),
+                )?);
                 let mut floor_params = params(chunks, chunks.next_power_of_two(), 1, k, 0, 0, false);
                 floor_params.index_base = 0;
                 let uniform = ctx.uniform("topk floor params", &floor_params);
@@ -278,7 +294,10 @@ impl TopK {
                 ((s, ix), pass.blocks * k, 0)
             };
             let pairs = if i == 0 { pairs } else { 1 };
-            let uniform = ctx.uniform("topk params", &params(pass.len, pass.span, pass.blocks, out_stride, out_offset, pairs, floor.is_some()));
+            let uniform = ctx.uniform(
+                "topk params",
+                &params(pass.len, pass.span, pass.blocks, out_stride, out_offset, pairs, floor.is_some()),
+            );
             // Without a floor the binding is unread; the pass's own input fills it.
             let floor_scores = floor.as_ref().map_or(source.0, |f| &f.0);
             let buffers = [&uniform, source.0, source.1, target.0, target.1, floor_scores];

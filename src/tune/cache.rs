@@ -200,9 +200,24 @@ mod tests {
         let info = lavapipe_info();
         assert!(load(&dir, &info).unwrap().is_none(), "nothing cached yet");
         let coop_tiles = Some(CoopTiles { sg_rows: 4, sg_cols: 2, tile_k: 32 });
-        let tuning = Tuning { gemv: GemvTiles { workgroup: 256, lanes: 8 }, min_cols_for_8x8: Some(512), min_groups_for_8x8: 40, topk_workgroup: 64, coop_tiles };
+        let tuning = Tuning {
+            gemv: GemvTiles { workgroup: 256, lanes: 8 },
+            min_cols_for_8x8: Some(512),
+            min_groups_for_8x8: 40,
+            topk_workgroup: 64,
+            coop_tiles,
+        };
         let options = TuneOptions { batch: 1, resolution: 224, gemv_rows: 1, topk_len: 100, reps: 1 };
-        let r = TuneReport { tuning, table: Tuning::default(), options, timer: "wall clock", convs: vec![], gemv: vec![], topk: vec![], coop: vec![] };
+        let r = TuneReport {
+            tuning,
+            table: Tuning::default(),
+            options,
+            timer: "wall clock",
+            convs: vec![],
+            gemv: vec![],
+            topk: vec![],
+            coop: vec![],
+        };
         let path = save(&dir, &info, &r).unwrap();
         assert_eq!(load(&dir, &info).unwrap(), Some((r.tuning, path.clone())));
         // Another driver version looks for another file.
@@ -220,7 +235,14 @@ mod tests {
         let err = load(&dir, &info).unwrap_err().to_string();
         assert!(err.contains("empty side"), "{err}");
         // Files from before the matrix-unit layout existed still load, without one.
-        std::fs::write(&path, text.replace(",\n    \"coop_tiles\": {\n      \"sg_rows\": 4,\n      \"sg_cols\": 2,\n      \"tile_k\": 32\n    }", "")).unwrap();
+        std::fs::write(
+            &path,
+            text.replace(
+                ",\n    \"coop_tiles\": {\n      \"sg_rows\": 4,\n      \"sg_cols\": 2,\n      \"tile_k\": 32\n    }",
+                "",
+            ),
+        )
+        .unwrap();
         assert_eq!(load(&dir, &info).unwrap().map(|(t, _)| t.coop_tiles), Some(None));
         std::fs::write(&path, "{").unwrap();
         assert!(load(&dir, &info).is_err());

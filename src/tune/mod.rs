@@ -17,8 +17,8 @@ mod cache;
 
 use serde::Serialize;
 
-pub use cache::{cache_dir, cache_path, load, save, TuningSource};
 pub(crate) use cache::for_adapter;
+pub use cache::{cache_dir, cache_path, load, save, TuningSource};
 
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -142,7 +142,11 @@ pub const TOPK_WORKGROUPS: [u32; 7] = [16, 32, 64, 128, 256, 512, 1024];
 /// Times the candidates on `ctx` and picks the fastest (see the module docs). Takes seconds
 /// on a GPU; about a minute on lavapipe, most of it compiling the 8x8 pipelines.
 pub fn autotune(ctx: &Context, options: &TuneOptions) -> Result<TuneReport> {
-    if options.batch == 0 || options.resolution < crate::model::MIN_INPUT || options.gemv_rows == 0 || options.topk_len < 100 {
+    if options.batch == 0
+        || options.resolution < crate::model::MIN_INPUT
+        || options.gemv_rows == 0
+        || options.topk_len < 100
+    {
         return Err(Error::InvalidArgument(format!(
             "autotune: {options:?} needs a batch, at least {} pixels, scan rows and at least 100 top-k scores",
             crate::model::MIN_INPUT
@@ -159,7 +163,8 @@ pub fn autotune(ctx: &Context, options: &TuneOptions) -> Result<TuneReport> {
     let (min_cols_for_8x8, min_groups_for_8x8) = best_thresholds(&report);
     let topk_workgroup = fastest_topk(&report.topk).unwrap_or(table.topk_workgroup);
     let coop_tiles = fastest_coop(&report.coop);
-    report.tuning = Tuning { gemv: fastest_gemv(&report.gemv), min_cols_for_8x8, min_groups_for_8x8, topk_workgroup, coop_tiles };
+    report.tuning =
+        Tuning { gemv: fastest_gemv(&report.gemv), min_cols_for_8x8, min_groups_for_8x8, topk_workgroup, coop_tiles };
     Ok(report)
 }
 
@@ -194,7 +199,14 @@ impl ConvData {
     }
 
     fn buffers(&self) -> Conv2dBuffers<'_> {
-        Conv2dBuffers { input: &self.input, weight: &self.weight, scale: None, bias: Some(&self.bias), residual: None, output: &self.output }
+        Conv2dBuffers {
+            input: &self.input,
+            weight: &self.weight,
+            scale: None,
+            bias: Some(&self.bias),
+            residual: None,
+            output: &self.output,
+        }
     }
 }
 
@@ -213,7 +225,14 @@ fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec
         timings.push(ConvTiming {
             layer: format!(
                 "{}x{}x{}x{} -> {}, {}x{}/{}",
-                shape.batch, shape.in_h, shape.in_w, shape.in_c, shape.out_c, shape.kernel_h, shape.kernel_w, shape.stride
+                shape.batch,
+                shape.in_h,
+                shape.in_w,
+                shape.in_c,
+                shape.out_c,
+                shape.kernel_h,
+                shape.kernel_w,
+                shape.stride
             ),
             count,
             rows: shape.m(),
@@ -265,7 +284,9 @@ fn time_gemv(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<
         .map(|&lanes| {
             let tiles = GemvTiles { workgroup: 256, lanes };
             let mut ms = [0.0; 2];
-            for (slot, (precision, refs)) in ms.iter_mut().zip([(Precision::F32, &rows_f32), (Precision::F16, &rows_f16)]) {
+            for (slot, (precision, refs)) in
+                ms.iter_mut().zip([(Precision::F32, &rows_f32), (Precision::F16, &rows_f16)])
+            {
                 let d = gemv(ctx, &shape, &query, refs, precision, &scores, tiles)?;
                 *slot = ctx.median_ms(&[&d], options.reps)?;
             }
@@ -277,7 +298,8 @@ fn time_gemv(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<
 fn time_topk(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<TopKTiming>> {
     let len = options.topk_len;
     let scores = ctx.upload("tune topk scores", &Rng::normals_parallel(rng.next_u64(), len))?;
-    let (best_scores, best_indices) = (ctx.storage("tune topk best scores", 100)?, ctx.storage("tune topk best indices", 100)?);
+    let (best_scores, best_indices) =
+        (ctx.storage("tune topk best scores", 100)?, ctx.storage("tune topk best indices", 100)?);
     let limit = TopK::max_workgroup(ctx);
     TOPK_WORKGROUPS
         .iter()
@@ -286,7 +308,15 @@ fn time_topk(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<
             let mut ms = [0.0; 2];
             for (slot, k) in ms.iter_mut().zip([10, 100]) {
                 let output = TopKOutput::dense(&best_scores, &best_indices, k);
-                let select = TopK::with_workgroup(ctx, TopKInput::Scores { scores: &scores, index_base: 0 }, 1, len, k, &output, workgroup)?;
+                let select = TopK::with_workgroup(
+                    ctx,
+                    TopKInput::Scores { scores: &scores, index_base: 0 },
+                    1,
+                    len,
+                    k,
+                    &output,
+                    workgroup,
+                )?;
                 *slot = ctx.median_ms(&select.dispatches().iter().collect::<Vec<_>>(), options.reps)?;
             }
             Ok(TopKTiming { workgroup, k10_ms: ms[0], k100_ms: ms[1] })
@@ -344,7 +374,16 @@ mod tests {
 
     fn report(convs: Vec<ConvTiming>, gemv: Vec<GemvTiming>) -> TuneReport {
         let options = TuneOptions { batch: 1, resolution: 224, gemv_rows: 1, topk_len: 100, reps: 1 };
-        TuneReport { tuning: Tuning::default(), table: Tuning::default(), options, timer: "wall clock", convs, gemv, topk: vec![], coop: vec![] }
+        TuneReport {
+            tuning: Tuning::default(),
+            table: Tuning::default(),
+            options,
+            timer: "wall clock",
+            convs,
+            gemv,
+            topk: vec![],
+            coop: vec![],
+        }
     }
 
     #[test]
@@ -352,7 +391,8 @@ mod tests {
         // 8x8 loses at 64 channels, wins from 128 on (counts weight the repeats).
         let r = report(vec![conv(64, 3, 1.0, 2.0), conv(128, 4, 2.0, 1.0), conv(256, 6, 2.0, 1.5)], vec![]);
         assert_eq!(best_thresholds(&r), (Some(128), 0));
-        let with = |min_cols_for_8x8, min_groups_for_8x8| Tuning { min_cols_for_8x8, min_groups_for_8x8, ..Tuning::default() };
+        let with =
+            |min_cols_for_8x8, min_groups_for_8x8| Tuning { min_cols_for_8x8, min_groups_for_8x8, ..Tuning::default() };
         assert_eq!(r.conv_ms(&with(Some(128), 0)), 3.0 + 4.0 + 9.0);
         assert_eq!(r.conv_ms(&with(None, 0)), 3.0 + 8.0 + 12.0);
         // 8x8 never wins: never use it.

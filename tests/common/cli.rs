@@ -86,11 +86,7 @@ fn run_in(dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Run {
     if let Some(dir) = dir {
         command.current_dir(dir);
     }
-    let output = command
-        .args(args)
-        .envs(env.iter().copied())
-        .output()
-        .expect("failed to start the lookalike binary");
+    let output = command.args(args).envs(env.iter().copied()).output().expect("failed to start the lookalike binary");
     Run {
         args: args.iter().map(|a| a.to_string()).collect(),
         code: output.status.code(),

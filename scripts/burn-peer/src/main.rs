@@ -101,7 +101,10 @@ impl ResNet50 {
         }
         Self {
             stem: ConvBn::new(device, 3, 64, 7, 2),
-            pool: MaxPool2dConfig::new([3, 3]).with_strides([2, 2]).with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1)).init(),
+            pool: MaxPool2dConfig::new([3, 3])
+                .with_strides([2, 2])
+                .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+                .init(),
             blocks,
             head: AdaptiveAvgPool2dConfig::new([1, 1]).init(),
         }
@@ -144,7 +147,13 @@ fn options() -> Result<Options, String> {
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--quick" => o.quick = true,
-            "--reps" => o.reps = args.next().and_then(|n| n.parse().ok()).filter(|&n| n > 0).ok_or("--reps takes a positive number")?,
+            "--reps" => {
+                o.reps = args
+                    .next()
+                    .and_then(|n| n.parse().ok())
+                    .filter(|&n| n > 0)
+                    .ok_or("--reps takes a positive number")?
+            }
             "--api" => {
                 o.vulkan = match args.next().as_deref() {
                     Some("vulkan") => true,
@@ -159,7 +168,11 @@ fn options() -> Result<Options, String> {
                     _ => return Err("--only takes resnet50 or matmul".into()),
                 }
             }
-            other => return Err(format!("unknown argument {other}; usage: burn-peer [--quick] [--reps N] [--api vulkan|auto] [--only resnet50|matmul]")),
+            other => {
+                return Err(format!(
+                    "unknown argument {other}; usage: burn-peer [--quick] [--reps N] [--api vulkan|auto] [--only resnet50|matmul]"
+                ));
+            }
         }
     }
     Ok(o)
@@ -175,9 +188,12 @@ fn main() {
     };
     let api = if o.vulkan { "vulkan" } else { "auto" };
     // One JSON line per result, printed as soon as it is measured.
-    let emit = |kind: &str, row: serde_json::Value| println!("{}", json!({"peer": format!("burn-wgpu {BURN_VERSION}"), "api": api, kind: row}));
+    let emit = |kind: &str, row: serde_json::Value| {
+        println!("{}", json!({"peer": format!("burn-wgpu {BURN_VERSION}"), "api": api, kind: row}))
+    };
     let start = Instant::now();
-    let device = if o.vulkan { Device::vulkan(DeviceKind::DefaultDevice) } else { Device::wgpu(DeviceKind::DefaultDevice) };
+    let device =
+        if o.vulkan { Device::vulkan(DeviceKind::DefaultDevice) } else { Device::wgpu(DeviceKind::DefaultDevice) };
     if o.resnet {
         resnet50(&o, &device, start, &emit);
     }
@@ -196,7 +212,12 @@ fn resnet50(o: &Options, device: &Device, start: Instant, emit: &dyn Fn(&str, se
         std::process::exit(1);
     }
     // Images come from host memory each run, as lookalike's bench uploads them.
-    let pixels = |batch: usize| TensorData::new((0..batch * 3 * 224 * 224).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect::<Vec<f32>>(), [batch, 3, 224, 224]);
+    let pixels = |batch: usize| {
+        TensorData::new(
+            (0..batch * 3 * 224 * 224).map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0).collect::<Vec<f32>>(),
+            [batch, 3, 224, 224],
+        )
+    };
     let upload = |data: &TensorData| Tensor::<4>::from_data(data.clone(), device);
     let first = net.forward(upload(&pixels(1))).into_data();
     let cold_start_ms = start.elapsed().as_secs_f64() * 1e3;
@@ -216,13 +237,21 @@ fn resnet50(o: &Options, device: &Device, start: Instant, emit: &dyn Fn(&str, se
         });
         let img_per_s = batch as f64 / secs;
         eprintln!("burn-peer: resnet50 224 batch {batch}: {img_per_s:.2} img/s");
-        emit("resnet50", json!({"device": "burn-wgpu", "batch": batch, "resolution": 224, "img_per_s": img_per_s, "gflop_per_s": img_per_s * RESNET50_224_FLOPS / 1e9}));
+        emit(
+            "resnet50",
+            json!({"device": "burn-wgpu", "batch": batch, "resolution": 224, "img_per_s": img_per_s, "gflop_per_s": img_per_s * RESNET50_224_FLOPS / 1e9}),
+        );
     }
 }
 
 fn matmul(o: &Options, device: &Device) -> serde_json::Value {
     let n = 1024;
-    let values = |seed: usize| TensorData::new((0..n * n).map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0).collect::<Vec<f32>>(), [n, n]);
+    let values = |seed: usize| {
+        TensorData::new(
+            (0..n * n).map(|i| ((i * 7919 + seed) % 1000) as f32 / 500.0 - 1.0).collect::<Vec<f32>>(),
+            [n, n],
+        )
+    };
     let (a, b) = (Tensor::<2>::from_data(values(1), device), Tensor::<2>::from_data(values(2), device));
     // Submit and wait, no read-back, as lookalike's bench times its matmul.
     let run = || {

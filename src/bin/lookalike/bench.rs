@@ -3,27 +3,27 @@
 
 use std::time::Instant;
 
+use lookalike::compare::relative_l2;
 use lookalike::cpu;
+use lookalike::cpu::preprocess::Preprocess;
 use lookalike::embed::Embedder;
 use lookalike::gpu::known::gpu_spec;
+use lookalike::gpu::CooperativeMatrix;
 use lookalike::gpu::Stage;
 use lookalike::index::{Entry, Index, Provenance};
 use lookalike::model::resnet50::ShapeWalk;
+use lookalike::model::MIN_INPUT;
 use lookalike::model::{BatchNormMode, GpuResNet50, RandomResNet50, FEATURE_DIM};
 use lookalike::npy::NhwcBatch;
-use lookalike::ops::l2_normalize::l2_normalize;
-use lookalike::ops::gemv;
-use lookalike::ops::matmul::{matmul, MatmulShape, Precision};
-use lookalike::compare::relative_l2;
-use lookalike::gpu::CooperativeMatrix;
 use lookalike::ops::coop::{round_to_f16, CoopTiles};
+use lookalike::ops::gemv;
+use lookalike::ops::l2_normalize::l2_normalize;
+use lookalike::ops::matmul::{matmul, MatmulShape, Precision};
 use lookalike::ops::matmul_coop::matmul_coop_with;
 use lookalike::ops::preprocess::PreprocessBatch;
 use lookalike::ops::topk::{TopK, TopKInput, TopKOutput};
 use lookalike::rng::Rng;
 use lookalike::search::{search_features_cpu, SearchOptions, Searcher};
-use lookalike::cpu::preprocess::Preprocess;
-use lookalike::model::MIN_INPUT;
 use lookalike::{Context, Error, Result};
 use serde_json::{json, Value};
 
@@ -44,11 +44,7 @@ pub struct BenchOptions {
 /// `matmul_coop` on the bench's matmul in a few workgroup layouts, each timed and checked
 /// against the CPU product (on a new card the first run is also the first test there).
 fn matmul_coop_rows(
-    o: &BenchOptions,
-    ctx: &Context,
-    units: CooperativeMatrix,
-    shape: &MatmulShape,
-    (a, b): (&[f32], &[f32]),
+    o: &BenchOptions, ctx: &Context, units: CooperativeMatrix, shape: &MatmulShape, (a, b): (&[f32], &[f32]),
     (ab, bb, cb): (&wgpu::Buffer, &wgpu::Buffer, &wgpu::Buffer),
 ) -> Result<Vec<Value>> {
     let exact = cpu::matmul(shape, a, b)?;
@@ -99,18 +95,35 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let net = RandomResNet50::generate(0)?.net;
     let size = o.resolution;
     if size < MIN_INPUT {
-        return Err(Error::InputTooSmall { height: size, width: size, min: MIN_INPUT, what: "bench --resolution".into() });
+        return Err(Error::InputTooSmall {
+            height: size,
+            width: size,
+            min: MIN_INPUT,
+            what: "bench --resolution".into(),
+        });
     }
     let mut gpu_net = GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?;
     let one = Rng::new(1).normals(size * size * 3, 1.0);
     gpu_net.forward(&ctx, &one, 1, size, size)?;
     let cold_start_ms = cold.elapsed().as_secs_f64() * 1e3;
-    let (peak_tflops, peak_gbps) = gpu_spec(&info.name).map_or((None, None), |spec| (Some(spec.fp32_tflops), Some(spec.memory_gbps)));
+    let (peak_tflops, peak_gbps) =
+        gpu_spec(&info.name).map_or((None, None), |spec| (Some(spec.fp32_tflops), Some(spec.memory_gbps)));
     let peak_tflops = o.peak_tflops.or(peak_tflops);
     let peak_gbps = o.peak_gbps.or(peak_gbps);
-    say(&o, format!("adapter: {} ({:?}, {:?}, driver {} {})", info.name, info.backend, info.device_type, info.driver, info.driver_info));
-    say(&o, format!("cold start (context, weights upload, pipelines, first {size}x{size} forward): {cold_start_ms:.0} ms"));
-    let of_peak = |gflops: f64| peak_tflops.map(|p| format!(" ({:.1}% of {p} TFLOP/s)", 100.0 * gflops / (p * 1e3))).unwrap_or_default();
+    say(
+        &o,
+        format!(
+            "adapter: {} ({:?}, {:?}, driver {} {})",
+            info.name, info.backend, info.device_type, info.driver, info.driver_info
+        ),
+    );
+    say(
+        &o,
+        format!("cold start (context, weights upload, pipelines, first {size}x{size} forward): {cold_start_ms:.0} ms"),
+    );
+    let of_peak = |gflops: f64| {
+        peak_tflops.map(|p| format!(" ({:.1}% of {p} TFLOP/s)", 100.0 * gflops / (p * 1e3))).unwrap_or_default()
+    };
     let of_bw = |gbps: f64| peak_gbps.map(|p| format!(" ({:.1}% of {p} GB/s)", 100.0 * gbps / p)).unwrap_or_default();
 
     // ResNet50 at 224 (or --resolution): GPU and CPU reference.
@@ -129,7 +142,8 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let mut coop_nets: Vec<(CoopTiles, GpuResNet50)> = Vec::new();
     if let Some(units) = ctx.cooperative_matrix() {
         for tiles in [CoopTiles::default_for(units), CoopTiles::four_by_four(units)] {
-            coop_nets.push((tiles, GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?.on_matrix_units_with(&ctx, tiles)?));
+            coop_nets
+                .push((tiles, GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?.on_matrix_units_with(&ctx, tiles)?));
         }
     }
     for &batch in batches {
@@ -141,7 +155,13 @@ pub fn run(o: BenchOptions) -> Result<()> {
         for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
             let gflops = flops_per_image * batch as f64 / secs / 1e9;
             let img_s = batch as f64 / secs;
-            say(&o, format!("resnet50 {size} batch {batch:>2} {device}: {img_s:8.1} img/s {gflops:8.1} GFLOP/s{}", if device == "gpu" { of_peak(gflops) } else { String::new() }));
+            say(
+                &o,
+                format!(
+                    "resnet50 {size} batch {batch:>2} {device}: {img_s:8.1} img/s {gflops:8.1} GFLOP/s{}",
+                    if device == "gpu" { of_peak(gflops) } else { String::new() }
+                ),
+            );
             let kernel = if device == "gpu" { "fma-f32" } else { "cpu-f32" };
             resnet.push(json!({"device": device, "kernel": kernel, "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops}));
         }
@@ -149,13 +169,19 @@ pub fn run(o: BenchOptions) -> Result<()> {
         for (at, (tiles, net_on_units)) in coop_nets.iter_mut().enumerate() {
             // An experimental feature: a failure is reported, and the rest still measured.
             let mut on_units = || -> Result<Value> {
-                let secs = median_secs(reps, || net_on_units.forward(&ctx, &images.data, batch, size, size).map(|_| ()))?;
+                let secs =
+                    median_secs(reps, || net_on_units.forward(&ctx, &images.data, batch, size, size).map(|_| ()))?;
                 let (gflops, img_s) = (flops_per_image * batch as f64 / secs / 1e9, batch as f64 / secs);
                 // Against the f32 GPU path on the same images: what the f16 rounding costs.
-                let vs_f32 = relative_l2(&net_on_units.forward(&ctx, &images.data, batch, size, size)?, &gpu_net.forward(&ctx, &images.data, batch, size, size)?);
+                let vs_f32 = relative_l2(
+                    &net_on_units.forward(&ctx, &images.data, batch, size, size)?,
+                    &gpu_net.forward(&ctx, &images.data, batch, size, size)?,
+                );
                 say(&o, format!("resnet50 {size} batch {batch:>2} gpu, matrix units, {tiles:?}: {img_s:8.1} img/s {gflops:8.1} GFLOP/s; features {vs_f32:.1e} relative L2 from the f32 path"));
                 let layout = json!({"sg_rows": tiles.sg_rows, "sg_cols": tiles.sg_cols, "tile_k": tiles.tile_k});
-                Ok(json!({"device": "gpu", "kernel": "coop-f16", "tiles": layout, "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops, "rel_l2_vs_f32": vs_f32}))
+                Ok(
+                    json!({"device": "gpu", "kernel": "coop-f16", "tiles": layout, "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops, "rel_l2_vs_f32": vs_f32}),
+                )
             };
             match on_units() {
                 Ok(row) => resnet.push(row),
@@ -204,7 +230,9 @@ pub fn run(o: BenchOptions) -> Result<()> {
         match knn_scan(&o, &ctx, rows, &mut rng, &of_bw) {
             Ok(rows) => knn.extend(rows),
             // Only the sizes added "when memory allows" may fail softly.
-            Err(e) if o.knn_rows.is_empty() && rows != DEFAULT_KNN_ROWS => knn_skipped.push(format!("{rows}x2048: {e}")),
+            Err(e) if o.knn_rows.is_empty() && rows != DEFAULT_KNN_ROWS => {
+                knn_skipped.push(format!("{rows}x2048: {e}"))
+            }
             Err(e) => return Err(e),
         }
     }
@@ -215,20 +243,46 @@ pub fn run(o: BenchOptions) -> Result<()> {
     say(&o, format!("launch shapes: {:?} ({})", ctx.tuning(), ctx.tuning_source()));
 
     let stage_rows = sizes[0];
-    let (mut stages, stages_method) = stage_times(&ctx, &mut gpu_net, size, &Rng::normals_parallel(3, stage_rows * FEATURE_DIM), stage_rows)?;
+    let (mut stages, stages_method) =
+        stage_times(&ctx, &mut gpu_net, size, &Rng::normals_parallel(3, stage_rows * FEATURE_DIM), stage_rows)?;
     // Timed beside the stages but not among them: the top-100 instead of the top-10, whole
     // and by step.
     let mut take = |name: &str| stages.iter().position(|(s, _)| *s == name).map(|at| stages.remove(at).1);
     let topk_k100_ms = take(TOPK_K100);
-    let topk_k100_parts: Vec<(&str, f64)> = TOPK_K100_STEPS.iter().filter_map(|&step| take(step).map(|ms| (step, ms))).collect();
-    say(&o, format!("stages of one {size}x{size} query ({stages_method}): {}", stages.iter().map(|(s, ms)| format!("{s} {ms:.2} ms")).collect::<Vec<_>>().join(", ")));
+    let topk_k100_parts: Vec<(&str, f64)> =
+        TOPK_K100_STEPS.iter().filter_map(|&step| take(step).map(|ms| (step, ms))).collect();
+    say(
+        &o,
+        format!(
+            "stages of one {size}x{size} query ({stages_method}): {}",
+            stages.iter().map(|(s, ms)| format!("{s} {ms:.2} ms")).collect::<Vec<_>>().join(", ")
+        ),
+    );
     let stage = |name: &str| stages.iter().find(|(s, _)| *s == name).map(|(_, ms)| *ms);
     if let (Some(score), Some(k10), Some(k100)) = (stage("score"), stage("topk"), topk_k100_ms) {
-        say(&o, format!("top-k after the score of one chunk: k 10 {:.1}%, k 100 {:.1}% of its time", 100.0 * k10 / score, 100.0 * k100 / score));
+        say(
+            &o,
+            format!(
+                "top-k after the score of one chunk: k 10 {:.1}%, k 100 {:.1}% of its time",
+                100.0 * k10 / score,
+                100.0 * k100 / score
+            ),
+        );
     }
-    say(&o, format!("top-100 by step: {}", topk_k100_parts.iter().map(|(key, ms)| format!("{} {ms:.3} ms", key.replace('_', " "))).collect::<Vec<_>>().join(", ")));
+    say(
+        &o,
+        format!(
+            "top-100 by step: {}",
+            topk_k100_parts
+                .iter()
+                .map(|(key, ms)| format!("{} {ms:.3} ms", key.replace('_', " ")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    );
     if o.json {
-        let stages_ms: serde_json::Map<String, Value> = stages.into_iter().map(|(s, ms)| (s.to_string(), json!(ms))).collect();
+        let stages_ms: serde_json::Map<String, Value> =
+            stages.into_iter().map(|(s, ms)| (s.to_string(), json!(ms))).collect();
         let out = json!({
             "adapter": {"name": info.name, "backend": format!("{:?}", info.backend), "device_type": format!("{:?}", info.device_type), "driver": info.driver, "driver_info": info.driver_info},
             "cold_start_ms": cold_start_ms,
@@ -267,7 +321,11 @@ fn knn_sizes(o: &BenchOptions, ctx: &Context) -> (Vec<usize>, Vec<String>) {
     } else {
         match available_memory() {
             Some(have) if have >= need => None,
-            Some(have) => Some(format!("{:.1} GB of host memory available, {:.1} GB needed", have as f64 / 1e9, need as f64 / 1e9)),
+            Some(have) => Some(format!(
+                "{:.1} GB of host memory available, {:.1} GB needed",
+                have as f64 / 1e9,
+                need as f64 / 1e9
+            )),
             None => Some("host memory unknown on this platform; pass --knn-rows 100000,1000000 to force".into()),
         }
     };
@@ -286,14 +344,22 @@ fn available_memory() -> Option<usize> {
 }
 
 /// One scan size: f32 and f16 rows, 1 and 64 queries, GPU and CPU.
-fn knn_scan(o: &BenchOptions, ctx: &Context, rows: usize, rng: &mut Rng, of_bw: &dyn Fn(f64) -> String) -> Result<Vec<Value>> {
+fn knn_scan(
+    o: &BenchOptions, ctx: &Context, rows: usize, rng: &mut Rng, of_bw: &dyn Fn(f64) -> String,
+) -> Result<Vec<Value>> {
     let k = 10;
     let features = Rng::normals_parallel(rows as u64, rows * FEATURE_DIM);
     let entries: Vec<Entry> = (0..rows).map(|i| Entry { path: i.to_string(), label: None }).collect();
-    let provenance = Provenance { model: "bench".into(), weights_path: String::new(), weights_sha256: String::new(), preprocess: Default::default() };
+    let provenance = Provenance {
+        model: "bench".into(),
+        weights_path: String::new(),
+        weights_sha256: String::new(),
+        preprocess: Default::default(),
+    };
     let mut knn = Vec::new();
     for precision in [Precision::F32, Precision::F16] {
-        let index = Index::from_features(&features, FEATURE_DIM, entries.clone(), precision, false, provenance.clone())?;
+        let index =
+            Index::from_features(&features, FEATURE_DIM, entries.clone(), precision, false, provenance.clone())?;
         let mut searcher = Searcher::for_features(ctx.clone(), &index, SearchOptions::default())?;
         for queries in [1usize, 64] {
             let q = rng.normals(queries * FEATURE_DIM, 1.0);
@@ -304,7 +370,14 @@ fn knn_scan(o: &BenchOptions, ctx: &Context, rows: usize, rng: &mut Rng, of_bw: 
             for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
                 let gbps = bytes / secs / 1e9;
                 let dtype = format!("{precision:?}").to_lowercase();
-                say(o, format!("knn {rows}x2048 {dtype} queries {queries:>2} k {k} {device}: {:9.2} ms {gbps:7.1} GB/s{}", secs * 1e3, if device == "gpu" { of_bw(gbps) } else { String::new() }));
+                say(
+                    o,
+                    format!(
+                        "knn {rows}x2048 {dtype} queries {queries:>2} k {k} {device}: {:9.2} ms {gbps:7.1} GB/s{}",
+                        secs * 1e3,
+                        if device == "gpu" { of_bw(gbps) } else { String::new() }
+                    ),
+                );
                 let kernel = if device == "gpu" { "fma-f32" } else { "cpu-f32" };
                 knn.push(json!({"device": device, "kernel": kernel, "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype, "ms": secs * 1e3, "gb_per_s": gbps}));
             }
@@ -318,15 +391,23 @@ fn knn_scan(o: &BenchOptions, ctx: &Context, rows: usize, rng: &mut Rng, of_bw: 
 
 /// The same scan scored on the matrix units (f16-rounded queries and rows), timed, with the
 /// fraction of the f32 scan's neighbours it finds; a failure becomes the row's `error`.
-fn knn_on_matrix_units(o: &BenchOptions, ctx: &Context, index: &Index, q: &[f32], k: usize, exact: &mut Searcher, of_bw: &dyn Fn(f64) -> String) -> Value {
+fn knn_on_matrix_units(
+    o: &BenchOptions, ctx: &Context, index: &Index, q: &[f32], k: usize, exact: &mut Searcher,
+    of_bw: &dyn Fn(f64) -> String,
+) -> Value {
     let (rows, queries) = (index.len(), q.len() / FEATURE_DIM);
     let dtype = format!("{:?}", index.embeddings.precision()).to_lowercase();
     let mut row = json!({"device": "gpu", "kernel": "coop-f16", "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype});
     let mut measure = || -> Result<(f64, f64)> {
-        let mut on_units = Searcher::for_features(ctx.clone(), index, SearchOptions { matrix_units: true, ..Default::default() })?;
+        let mut on_units =
+            Searcher::for_features(ctx.clone(), index, SearchOptions { matrix_units: true, ..Default::default() })?;
         let secs = median_secs(if ctx.is_cpu() { 1 } else { 10 }, || on_units.search_features(q, k).map(|_| ()))?;
         let (got, want) = (on_units.search_features(q, k)?, exact.search_features(q, k)?);
-        let found = got.iter().zip(&want).map(|(g, w)| g.iter().filter(|n| w.iter().any(|x| x.index == n.index)).count()).sum::<usize>();
+        let found = got
+            .iter()
+            .zip(&want)
+            .map(|(g, w)| g.iter().filter(|n| w.iter().any(|x| x.index == n.index)).count())
+            .sum::<usize>();
         Ok((secs, found as f64 / (queries * k) as f64))
     };
     match measure() {
@@ -358,8 +439,12 @@ const STAGES_BY_WALL_CLOCK: &str = "no timestamp queries on this adapter: each s
 /// The stages of one `size`x`size` query from a 640x480 photo: preprocess, conv, pool,
 /// normalise, score, top-k (the backbone's convolutions and pools summed over its layers),
 /// then [`TOPK_K100`] and its [`TOPK_K100_STEPS`], and how they were timed.
-fn stage_times(ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], rows: usize) -> Result<(Vec<(&'static str, f64)>, &'static str)> {
-    let image = image::RgbImage::from_fn(640, 480, |x, y| image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8]));
+fn stage_times(
+    ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], rows: usize,
+) -> Result<(Vec<(&'static str, f64)>, &'static str)> {
+    let image = image::RgbImage::from_fn(640, 480, |x, y| {
+        image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
+    });
     let (input, features, backbone) = net.prepared(ctx, 1, size, size)?;
     // The ImageNet transform scaled to the crop: resize 256 for crop 224.
     let crop = size as u32;
@@ -375,7 +460,14 @@ fn stage_times(ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], 
     // The score kernel search uses for one query.
     let shape = MatmulShape { m: 1, n: chunk, k: FEATURE_DIM, b_transposed: true };
     let score = gemv::scores(ctx, &shape, &unit, &refs_buf, Precision::F32, &scores)?;
-    let select = TopK::new(ctx, TopKInput::Scores { scores: &scores, index_base: 0 }, 1, chunk, 10, &TopKOutput::dense(&top_s, &top_i, 10))?;
+    let select = TopK::new(
+        ctx,
+        TopKInput::Scores { scores: &scores, index_base: 0 },
+        1,
+        chunk,
+        10,
+        &TopKOutput::dense(&top_s, &top_i, 10),
+    )?;
 
     let mut stages: Vec<Stage> = vec![("preprocess", prepare.dispatches().iter().collect())];
     for d in backbone {
@@ -390,7 +482,14 @@ fn stage_times(ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], 
     stages.push(("score", vec![&score]));
     stages.push(("topk", select.dispatches().iter().collect()));
     let (top100_s, top100_i) = (ctx.storage("top-100 scores", 100)?, ctx.storage("top-100 ids", 100)?);
-    let select100 = TopK::new(ctx, TopKInput::Scores { scores: &scores, index_base: 0 }, 1, chunk, 100, &TopKOutput::dense(&top100_s, &top100_i, 100))?;
+    let select100 = TopK::new(
+        ctx,
+        TopKInput::Scores { scores: &scores, index_base: 0 },
+        1,
+        chunk,
+        100,
+        &TopKOutput::dense(&top100_s, &top100_i, 100),
+    )?;
     stages.push((TOPK_K100, select100.dispatches().iter().collect()));
     for (step, dispatches) in select100.steps() {
         stages.push((step, dispatches.iter().collect()));
@@ -421,7 +520,8 @@ fn stage_times(ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], 
     let totals = names
         .iter()
         .map(|name| {
-            let mut per_run: Vec<f64> = runs.iter().map(|run| run.iter().filter(|(n, _)| n == name).map(|(_, ms)| ms).sum()).collect();
+            let mut per_run: Vec<f64> =
+                runs.iter().map(|run| run.iter().filter(|(n, _)| n == name).map(|(_, ms)| ms).sum()).collect();
             per_run.sort_by(f64::total_cmp);
             (*name, per_run[per_run.len() / 2])
         })

@@ -40,7 +40,10 @@ pub fn procedural_image(class: usize, width: u32, height: u32, rng: &mut Rng) ->
             0 => (freq * std::f32::consts::TAU * rv + phase).sin(),
             1 => (freq * std::f32::consts::PI * ru).sin().signum() * (freq * std::f32::consts::PI * rv).sin().signum(),
             2 => (freq * std::f32::consts::TAU * ((u - 0.5).powi(2) + (v - 0.5).powi(2)).sqrt() + phase).sin(),
-            3 => centres.iter().map(|(cx, cy)| (-((u - cx).powi(2) + (v - cy).powi(2)) * 50.0).exp()).sum::<f32>() * 2.0 - 1.0,
+            3 => {
+                centres.iter().map(|(cx, cy)| (-((u - cx).powi(2) + (v - cy).powi(2)) * 50.0).exp()).sum::<f32>() * 2.0
+                    - 1.0
+            }
             _ => ((ru + rv) * 2.0 - 1.0 + 0.2 * phase.sin()).clamp(-1.0, 1.0),
         };
         let a = (0.5 + 0.5 * t).clamp(0.0, 1.0);
@@ -57,7 +60,9 @@ fn draw_dataset(dir: &Path, per_class: usize, side: u32, rng: &mut Rng) -> Resul
         for i in 0..per_class {
             let (w, h) = (side + rng.int(0, side as usize / 2) as u32, side + rng.int(0, side as usize / 4) as u32);
             let path = folder.join(format!("{name}_{i:03}.png"));
-            procedural_image(class, w, h, rng).save(&path).map_err(|e| Error::Image { path: path.clone(), reason: e.to_string() })?;
+            procedural_image(class, w, h, rng)
+                .save(&path)
+                .map_err(|e| Error::Image { path: path.clone(), reason: e.to_string() })?;
             files.push((path, class));
         }
     }
@@ -85,7 +90,13 @@ pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Resu
     }
     draw_dataset(&library, per_class, crop + crop / 4, &mut rng)?;
     let queries = draw_dataset(&queries_dir, 2, crop + crop / 4, &mut rng)?;
-    println!("images: {} classes x {per_class} in {}, {} held-out queries in {}", CLASSES.len(), library.display(), queries.len(), queries_dir.display());
+    println!(
+        "images: {} classes x {per_class} in {}, {} held-out queries in {}",
+        CLASSES.len(),
+        library.display(),
+        queries.len(),
+        queries_dir.display()
+    );
 
     let index_path = out.join("index.safetensors");
     let start = Instant::now();
@@ -105,7 +116,10 @@ pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Resu
         gpu: Some(ctx.clone()),
     })?;
     let index_secs = start.elapsed().as_secs_f64();
-    println!("index built in {index_secs:.1} s ({:.1} img/s end to end: decode, preprocess, ResNet50)", index.len() as f64 / index_secs);
+    println!(
+        "index built in {index_secs:.1} s ({:.1} img/s end to end: decode, preprocess, ResNet50)",
+        index.len() as f64 / index_secs
+    );
 
     // The index records the weights; load them once for searching and for the comparison.
     let net = crate::weights::for_index(&index, weights.map(Path::to_path_buf).as_ref())?.net;
@@ -121,7 +135,11 @@ fn search_and_report(ctx: &Context, index: &Index, queries: &[(PathBuf, usize)],
     let start = Instant::now();
     let results = searcher.search_images(&images, k)?;
     let secs = start.elapsed().as_secs_f64();
-    println!("searched {} queries (k = {k}) in {:.2} s on the GPU: one submit per batch, only ids and scores read back", images.len(), secs);
+    println!(
+        "searched {} queries (k = {k}) in {:.2} s on the GPU: one submit per batch, only ids and scores read back",
+        images.len(),
+        secs
+    );
     let labels: Vec<Option<String>> = index.entries.iter().map(|e| e.label.clone()).collect();
     let mut names: Vec<String> = CLASSES.iter().map(|s| s.to_string()).collect();
     names.sort();
@@ -141,7 +159,11 @@ fn search_and_report(ctx: &Context, index: &Index, queries: &[(PathBuf, usize)],
 }
 
 fn index_dir(index: &Index) -> PathBuf {
-    index.entries.first().and_then(|e| Path::new(&e.path).parent()?.parent()?.parent().map(Path::to_path_buf)).unwrap_or_else(|| PathBuf::from("."))
+    index
+        .entries
+        .first()
+        .and_then(|e| Path::new(&e.path).parent()?.parent()?.parent().map(Path::to_path_buf))
+        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn file_name(path: &Path) -> String {
@@ -165,8 +187,14 @@ fn compare_devices(ctx: &Context, net: &ResNet50, paths: &[PathBuf], preprocess:
     let n = images.len() as f64;
     println!("preprocess + ResNet50 at {side}x{side}, batch {}:", images.len());
     println!("  GPU: {:7.1} img/s {:7.1} GFLOP/s", n / gpu_secs, gflop / gpu_secs);
-    let gemm = if lookalike::cpu::panels::multiply().is_some() { "AVX2 kernel over packed weights" } else { "gemm crate" };
-    println!("  CPU: {:7.1} img/s {:7.1} GFLOP/s (reference: im2col + {gemm}, {} threads)", n / cpu_secs, gflop / cpu_secs, rayon::current_num_threads());
+    let gemm =
+        if lookalike::cpu::panels::multiply().is_some() { "AVX2 kernel over packed weights" } else { "gemm crate" };
+    println!(
+        "  CPU: {:7.1} img/s {:7.1} GFLOP/s (reference: im2col + {gemm}, {} threads)",
+        n / cpu_secs,
+        gflop / cpu_secs,
+        rayon::current_num_threads()
+    );
     println!("  GPU vs CPU features: relative L2 {:.2e}", relative_l2(&on_gpu, &on_cpu));
     Ok(())
 }

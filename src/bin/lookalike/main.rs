@@ -19,7 +19,11 @@ use lookalike::ops::matmul::Precision;
 use lookalike::{npy, Context, Error, Result};
 
 #[derive(Parser)]
-#[command(name = "lookalike", version, about = "Image similarity search on the GPU: ResNet50 features and k-NN in handwritten WGSL")]
+#[command(
+    name = "lookalike",
+    version,
+    about = "Image similarity search on the GPU: ResNet50 features and k-NN in handwritten WGSL"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -248,13 +252,42 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info { experimental_coop } => info(experimental_coop),
         Command::Tune { json, batch, resolution, gemv_rows, topk_len, no_save, experimental_coop } => {
-            tune_cmd::run(tune_cmd::TuneArgs { json, batch, resolution, gemv_rows, topk_len, no_save, experimental_coop })
+            tune_cmd::run(tune_cmd::TuneArgs {
+                json,
+                batch,
+                resolution,
+                gemv_rows,
+                topk_len,
+                no_save,
+                experimental_coop,
+            })
         }
         Command::Bench { quick, json, knn_rows, resolution, peak_tflops, peak_gbps, experimental_coop } => {
             let knn_rows = knn_rows.into_iter().map(|rows| rows.max(16)).collect();
-            bench::run(bench::BenchOptions { quick, json, knn_rows, resolution, peak_tflops, peak_gbps, experimental_coop })
+            bench::run(bench::BenchOptions {
+                quick,
+                json,
+                knn_rows,
+                resolution,
+                peak_tflops,
+                peak_gbps,
+                experimental_coop,
+            })
         }
-        Command::Index { dir, weights, seed, output, dtype, center, batch, resize, crop, add, cpu, experimental_coop } => search_cmd::index(search_cmd::IndexOptions {
+        Command::Index {
+            dir,
+            weights,
+            seed,
+            output,
+            dtype,
+            center,
+            batch,
+            resize,
+            crop,
+            add,
+            cpu,
+            experimental_coop,
+        } => search_cmd::index(search_cmd::IndexOptions {
             dir: &dir,
             weights: weights.as_deref(),
             seed,
@@ -331,7 +364,11 @@ fn random_weights(seed: u64, output: &std::path::Path) -> Result<()> {
     check_output(output)?;
     let random = RandomResNet50::generate(seed)?;
     random.net.save(output, Some((&random.fc_weight, &random.fc_bias)))?;
-    eprintln!("wrote {} (ResNet50, seed {seed}, {} parameters with fc)", output.display(), random.net.parameter_count() + random.fc_weight.len() + random.fc_bias.len());
+    eprintln!(
+        "wrote {} (ResNet50, seed {seed}, {} parameters with fc)",
+        output.display(),
+        random.net.parameter_count() + random.fc_weight.len() + random.fc_bias.len()
+    );
     Ok(())
 }
 
@@ -360,7 +397,12 @@ fn embed(args: EmbedArgs) -> Result<()> {
             let mut features = Vec::with_capacity(images.batch * FEATURE_DIM);
             let image_len = images.height * images.width * 3;
             for chunk in images.data.chunks(args.batch.saturating_mul(image_len).max(1)) {
-                let part = npy::NhwcBatch { batch: chunk.len() / image_len, height: images.height, width: images.width, data: chunk.to_vec() };
+                let part = npy::NhwcBatch {
+                    batch: chunk.len() / image_len,
+                    height: images.height,
+                    width: images.width,
+                    data: chunk.to_vec(),
+                };
                 features.extend(embedder.embed(&part)?);
             }
             (features, images.batch)
@@ -368,8 +410,12 @@ fn embed(args: EmbedArgs) -> Result<()> {
         None => {
             let preprocess = Preprocess::imagenet(args.resize, args.crop);
             let bar = ProgressBar::new(args.images.len() as u64);
-            bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} images {elapsed}").unwrap_or_else(|_| ProgressStyle::default_bar()));
-            let features = embedder.embed_files(&args.images, &preprocess, args.batch, |done| bar.set_position(done as u64));
+            bar.set_style(
+                ProgressStyle::with_template("{bar:40} {pos}/{len} images {elapsed}")
+                    .unwrap_or_else(|_| ProgressStyle::default_bar()),
+            );
+            let features =
+                embedder.embed_files(&args.images, &preprocess, args.batch, |done| bar.set_position(done as u64));
             bar.finish_and_clear();
             (features?, args.images.len())
         }

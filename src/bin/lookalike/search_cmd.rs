@@ -7,9 +7,9 @@ use lookalike::classify::{vote, ConfusionMatrix};
 use lookalike::cpu::preprocess::{decode_file, Preprocess};
 use lookalike::embed::Embedder;
 use lookalike::index::{scan_folder, Index, Provenance};
+use lookalike::npy;
 use lookalike::ops::matmul::Precision;
 use lookalike::render::{collage, confusion_png, save_png};
-use lookalike::npy;
 use lookalike::search::{neighbours_json, Neighbor, SearchOptions, Searcher};
 use lookalike::{Context, Error, Result};
 
@@ -49,7 +49,8 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         return Err(Error::InvalidArgument("--batch must be at least 1".into()));
     }
     let default = Preprocess::default();
-    let asked = Preprocess { resize: o.resize.unwrap_or(default.resize), crop: o.crop.unwrap_or(default.crop), ..default };
+    let asked =
+        Preprocess { resize: o.resize.unwrap_or(default.resize), crop: o.crop.unwrap_or(default.crop), ..default };
     asked.validate()?;
     refuse_directory(o.output)?;
     let existing = if o.add && o.output.exists() { Some(Index::load(o.output)?) } else { None };
@@ -61,7 +62,12 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         Some(index) => {
             let loaded = weights::load(o.weights, o.seed)?;
             if !weights::same_network(&loaded, &index.provenance.weights_sha256)? {
-                return Err(Error::InvalidArgument(format!("{} was built with other weights ({}); cannot add with {}", o.output.display(), index.provenance.weights_sha256, loaded.path)));
+                return Err(Error::InvalidArgument(format!(
+                    "{} was built with other weights ({}); cannot add with {}",
+                    o.output.display(),
+                    index.provenance.weights_sha256,
+                    loaded.path
+                )));
             }
             loaded
         }
@@ -108,11 +114,26 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         }
         None => {
             if embedded.entries.is_empty() {
-                return Err(Error::InvalidArgument(format!("none of the images under {} could be read", o.dir.display())));
+                return Err(Error::InvalidArgument(format!(
+                    "none of the images under {} could be read",
+                    o.dir.display()
+                )));
             }
-            let provenance = Provenance { model: "resnet50".into(), weights_path: loaded.path, weights_sha256: loaded.sha256, preprocess };
+            let provenance = Provenance {
+                model: "resnet50".into(),
+                weights_path: loaded.path,
+                weights_sha256: loaded.sha256,
+                preprocess,
+            };
             let precision = o.precision.unwrap_or(Precision::F32);
-            Index::from_features(&embedded.features, lookalike::model::FEATURE_DIM, embedded.entries, precision, o.center, provenance)?
+            Index::from_features(
+                &embedded.features,
+                lookalike::model::FEATURE_DIM,
+                embedded.entries,
+                precision,
+                o.center,
+                provenance,
+            )?
         }
     };
     index.save(o.output)?;
@@ -188,7 +209,10 @@ pub enum Queries<'a> {
 /// `lookalike search`.
 /// With `matrix_units` (`--experimental-coop`) the backbone and the scan run on the GPU's
 /// matrix units.
-pub fn search(index_path: &Path, queries: Queries, k: usize, json: bool, collage_path: Option<&Path>, weights_override: Option<&PathBuf>, matrix_units: bool) -> Result<()> {
+pub fn search(
+    index_path: &Path, queries: Queries, k: usize, json: bool, collage_path: Option<&Path>,
+    weights_override: Option<&PathBuf>, matrix_units: bool,
+) -> Result<()> {
     if let Some(path) = collage_path {
         refuse_directory(path)?;
     }
@@ -207,12 +231,17 @@ pub fn search(index_path: &Path, queries: Queries, k: usize, json: bool, collage
         Queries::Features(path) => {
             let features = read_query_features(path, index.dim)?;
             let options = SearchOptions { matrix_units, ..Default::default() };
-            let results = Searcher::for_features(crate::open_context(matrix_units)?, &index, options)?.search_features(&features, k)?;
+            let results = Searcher::for_features(crate::open_context(matrix_units)?, &index, options)?
+                .search_features(&features, k)?;
             ((0..results.len()).map(|row| format!("{}:{row}", path.display())).collect(), results)
         }
     };
     if json {
-        let out: Vec<serde_json::Value> = names.iter().zip(&results).map(|(query, neighbours)| neighbours_json(query, neighbours, &index.entries)).collect();
+        let out: Vec<serde_json::Value> = names
+            .iter()
+            .zip(&results)
+            .map(|(query, neighbours)| neighbours_json(query, neighbours, &index.entries))
+            .collect();
         println!("{}", serde_json::Value::Array(out));
     } else {
         for (query, neighbours) in names.iter().zip(&results) {
@@ -242,7 +271,10 @@ fn read_query_features(path: &Path, dim: usize) -> Result<Vec<f32>> {
 
 fn check_k(index: &Index, k: usize) -> Result<()> {
     if k == 0 || k > index.len() {
-        return Err(Error::InvalidArgument(format!("-k must be between 1 and the {} images in the index, got {k}", index.len())));
+        return Err(Error::InvalidArgument(format!(
+            "-k must be between 1 and the {} images in the index, got {k}",
+            index.len()
+        )));
     }
     Ok(())
 }
@@ -273,14 +305,20 @@ fn labels_of(index: &Index) -> Vec<Option<String>> {
 }
 
 /// `lookalike classify`: majority vote of the k neighbours' labels.
-pub fn classify(index_path: &Path, images: &[PathBuf], k: usize, eval: Option<&Path>, confusion_path: &Path, weights_override: Option<&PathBuf>) -> Result<()> {
+pub fn classify(
+    index_path: &Path, images: &[PathBuf], k: usize, eval: Option<&Path>, confusion_path: &Path,
+    weights_override: Option<&PathBuf>,
+) -> Result<()> {
     if eval.is_some() {
         refuse_directory(confusion_path)?;
     }
     let index = Index::load(index_path)?;
     check_k(&index, k)?;
     if index.entries.iter().all(|e| e.label.is_none()) {
-        return Err(Error::InvalidArgument(format!("{} has no labels: index a folder with one sub-folder per class", index_path.display())));
+        return Err(Error::InvalidArgument(format!(
+            "{} has no labels: index a folder with one sub-folder per class",
+            index_path.display()
+        )));
     }
     let labels = labels_of(&index);
     let mut searcher = open_searcher(&index, weights_override, false)?;
@@ -294,7 +332,10 @@ pub fn classify(index_path: &Path, images: &[PathBuf], k: usize, eval: Option<&P
         let files = scan_folder(dir)?;
         let labelled: Vec<_> = files.into_iter().filter_map(|(p, l)| l.map(|l| (p, l))).collect();
         if labelled.is_empty() {
-            return Err(Error::InvalidArgument(format!("no labelled images under {} (one sub-folder per class)", dir.display())));
+            return Err(Error::InvalidArgument(format!(
+                "no labelled images under {} (one sub-folder per class)",
+                dir.display()
+            )));
         }
         let mut known: Vec<String> = labels.iter().flatten().cloned().collect();
         known.sort();

@@ -38,7 +38,9 @@ pub fn run(args: TuneArgs) -> Result<()> {
     let saved: Option<PathBuf> = if args.no_save {
         None
     } else {
-        let dir = tune::cache_dir().ok_or_else(|| Error::InvalidArgument("no cache folder: set LOOKALIKE_CACHE_DIR (or HOME), or pass --no-save".into()))?;
+        let dir = tune::cache_dir().ok_or_else(|| {
+            Error::InvalidArgument("no cache folder: set LOOKALIKE_CACHE_DIR (or HOME), or pass --no-save".into())
+        })?;
         Some(tune::save(&dir, ctx.adapter_info(), &report)?)
     };
     if args.json {
@@ -55,7 +57,10 @@ pub fn run(args: TuneArgs) -> Result<()> {
     println!("convolutions ({}, median of {}):", report.timer, options.reps);
     println!("  {:<34} {:>5} {:>7} {:>11} {:>10} {:>10}", "layer", "count", "cols", "8x8 groups", "4x4 ms", "8x8 ms");
     for c in &report.convs {
-        println!("  {:<34} {:>5} {:>7} {:>11} {:>10.3} {:>10.3}", c.layer, c.count, c.cols, c.groups_8x8, c.ms_4x4, c.ms_8x8);
+        println!(
+            "  {:<34} {:>5} {:>7} {:>11} {:>10.3} {:>10.3}",
+            c.layer, c.count, c.cols, c.groups_8x8, c.ms_4x4, c.ms_8x8
+        );
     }
     println!("single-query scan, {} rows x 2048 ({}):", options.gemv_rows, report.timer);
     for g in &report.gemv {
@@ -75,7 +80,10 @@ pub fn run(args: TuneArgs) -> Result<()> {
     println!("built-in table: {:?} (convolutions {table:.2} ms)", report.table);
     println!("tuned:          {:?} (convolutions {tuned:.2} ms)", report.tuning);
     match saved {
-        Some(path) => println!("saved {}: every context on this adapter uses it (LOOKALIKE_TUNING=table ignores it)", path.display()),
+        Some(path) => println!(
+            "saved {}: every context on this adapter uses it (LOOKALIKE_TUNING=table ignores it)",
+            path.display()
+        ),
         None => println!("not saved (--no-save)"),
     }
     Ok(())

@@ -26,7 +26,9 @@ pub fn load(weights: Option<&Path>, seed: Option<u64>) -> Result<LoadedWeights> 
             let tag = format!("seed:{seed}");
             Ok(LoadedWeights { net: RandomResNet50::generate(seed)?.net, path: tag.clone(), sha256: tag })
         }
-        (None, None) => Err(Error::InvalidArgument("give --weights FILE (or --seed N for seeded random weights)".into())),
+        (None, None) => {
+            Err(Error::InvalidArgument("give --weights FILE (or --seed N for seeded random weights)".into()))
+        }
     }
 }
 
@@ -37,7 +39,9 @@ pub fn for_index(index: &Index, override_path: Option<&PathBuf>) -> Result<Loade
     let loaded = match (override_path, recorded.weights_sha256.strip_prefix("seed:")) {
         (Some(path), _) => load(Some(path), None)?,
         (None, Some(seed)) => {
-            let seed = seed.parse().map_err(|_| Error::InvalidArgument(format!("index records unreadable weights {:?}", recorded.weights_sha256)))?;
+            let seed = seed.parse().map_err(|_| {
+                Error::InvalidArgument(format!("index records unreadable weights {:?}", recorded.weights_sha256))
+            })?;
             load(None, Some(seed))?
         }
         (None, None) => load(Some(Path::new(&recorded.weights_path)), None).map_err(|e| match e {
