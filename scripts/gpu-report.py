@@ -88,6 +88,17 @@ def main():
     if bench:
         print(f"Cold start {fmt(bench.get('cold_start_ms'), 0)} ms; launch shapes {json.dumps(bench['tuning']['chosen'])} "
               f"({bench['tuning']['source']}).\n")
+    # bench checks every GPU result it times against the CPU reference's: figures of wrong
+    # results are not figures.
+    for name, report in (("lookalike.json", bench), ("coop.json", coop)):
+        checks = (report or {}).get("checks")
+        if checks is None:
+            continue
+        if checks["passed"]:
+            print(f"{name}: every GPU result matches the CPU reference's.\n")
+        else:
+            print(f"**{name}: GPU results differ from the CPU reference** — do not record its figures as valid:\n")
+            print("\n".join(f"- {f}" for f in checks["failures"]) + "\n")
 
     # ResNet50: lookalike times upload + forward + read-back; PyTorch times the forward on
     # device-resident input (CUDA events); burn and ORT WebGPU are timed as lookalike.

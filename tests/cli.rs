@@ -498,7 +498,8 @@ fn tune_caches_launch_shapes_that_later_runs_use() {
 }
 
 /// `bench --quick --json` prints one object with every field the benchmark issue lists, each
-/// figure finite and positive (small shapes: the report, not the speed, is under test).
+/// figure finite and positive (small shapes: the report, not the speed, is under test), and
+/// every GPU result checked against the CPU reference's.
 #[test]
 fn bench_json_has_every_figure() {
     let run = lookalike(&["bench", "--quick", "--json", "--resolution", "32", "--knn-rows", "300"]);
@@ -522,11 +523,18 @@ fn bench_json_has_every_figure() {
             assert_eq!(row["resolution"], 32);
             positive(&row["img_per_s"], "img_per_s");
             positive(&row["gflop_per_s"], "gflop_per_s");
+            let vs_cpu = row["rel_l2_vs_cpu"].as_f64();
+            assert_eq!(
+                device == "gpu",
+                vs_cpu.is_some_and(|d| d < 1e-4),
+                "resnet50 {device} batch {batch}: {vs_cpu:?}"
+            );
         }
     }
     let matmul = out["matmul"].as_array().unwrap();
     assert_eq!(matmul.len(), 2);
     matmul.iter().for_each(|m| positive(&m["gflop_per_s"], "matmul gflop_per_s"));
+    assert!(matmul.iter().any(|m| m["device"] == "gpu" && m["rel_l2_vs_cpu"].as_f64().is_some_and(|d| d < 1e-5)));
     let knn = out["knn"].as_array().unwrap();
     for device in ["gpu", "cpu"] {
         for dtype in ["f32", "f16"] {
@@ -541,6 +549,12 @@ fn bench_json_has_every_figure() {
                 );
                 positive(&row["ms"], "knn ms");
                 positive(&row["gb_per_s"], "knn gb_per_s");
+                let diff = row["max_score_diff_vs_cpu"].as_f64();
+                assert_eq!(
+                    device == "gpu",
+                    diff.is_some_and(|d| d <= 1e-5),
+                    "knn {device} {dtype} {queries}: {diff:?}"
+                );
             }
         }
     }
@@ -555,6 +569,7 @@ fn bench_json_has_every_figure() {
     assert_eq!(parts.keys().collect::<Vec<_>>(), ["passes"], "top-100 steps of a short row");
     positive(&parts["passes"], "topk_k100_parts_ms.passes");
     assert!(out["tuning"]["chosen"]["gemv"]["lanes"].is_u64() && out["tuning"]["source"].is_string());
+    assert_eq!(out["checks"], serde_json::json!({"passed": true, "failures": []}), "{}", run.describe());
 }
 
 #[test]

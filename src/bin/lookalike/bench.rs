@@ -27,6 +27,8 @@ use lookalike::search::{search_features_cpu, SearchOptions, Searcher};
 use lookalike::{Context, Error, Result};
 use serde_json::{json, Value};
 
+use crate::bench_checks::Checks;
+
 /// Options of `lookalike bench`.
 pub struct BenchOptions {
     pub quick: bool,
@@ -130,6 +132,8 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let flops_per_image = ShapeWalk::resnet50(size, size).flops;
     let batches: &[usize] = if o.quick { &[1, 8] } else { &[1, 8, 32] };
     let mut resnet = Vec::new();
+    // Every GPU result timed is checked against the CPU's result of the same run.
+    let mut checks = Checks::default();
     let mut cpu_embedder = Embedder::cpu(&net)?;
     // With --experimental-coop, the same network with its convolutions on the matrix units,
     // in the default workgroup layout and in 4x4 subgroups (half the staging per product).
@@ -149,21 +153,39 @@ pub fn run(o: BenchOptions) -> Result<()> {
     for &batch in batches {
         let data = Rng::new(batch as u64).normals(batch * size * size * 3, 1.0);
         let reps = if ctx.is_cpu() { 1 } else { 5 };
-        let gpu_secs = median_secs(reps, || gpu_net.forward(&ctx, &data, batch, size, size).map(|_| ()))?;
+        // Each side's features of its last timed run, for the check.
+        let (mut gpu_features, mut cpu_features) = (Vec::new(), Vec::new());
+        let gpu_secs = median_secs(reps, || {
+            gpu_features = gpu_net.forward(&ctx, &data, batch, size, size)?;
+            Ok(())
+        })?;
         let images = NhwcBatch { batch, height: size, width: size, data };
-        let cpu_secs = median_secs(3, || cpu_embedder.embed(&images).map(|_| ()))?;
+        let cpu_secs = median_secs(3, || {
+            cpu_features = cpu_embedder.embed(&images)?;
+            Ok(())
+        })?;
+        let vs_cpu = checks.dense(&format!("resnet50 batch {batch} features"), &gpu_features, &cpu_features);
         for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
             let gflops = flops_per_image * batch as f64 / secs / 1e9;
             let img_s = batch as f64 / secs;
+            let gpu = device == "gpu";
             say(
                 &o,
                 format!(
                     "resnet50 {size} batch {batch:>2} {device}: {img_s:8.1} img/s {gflops:8.1} GFLOP/s{}",
-                    if device == "gpu" { of_peak(gflops) } else { String::new() }
+                    if gpu {
+                        of_peak(gflops) + &format!("; features {vs_cpu:.1e} relative L2 from the CPU's")
+                    } else {
+                        String::new()
+                    }
                 ),
             );
-            let kernel = if device == "gpu" { "fma-f32" } else { "cpu-f32" };
-            resnet.push(json!({"device": device, "kernel": kernel, "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops}));
+            let kernel = if gpu { "fma-f32" } else { "cpu-f32" };
+            let mut row = json!({"device": device, "kernel": kernel, "batch": batch, "resolution": size, "img_per_s": img_s, "gflop_per_s": gflops});
+            if gpu {
+                row["rel_l2_vs_cpu"] = json!(vs_cpu);
+            }
+            resnet.push(row);
         }
         let mut failed = Vec::new();
         for (at, (tiles, net_on_units)) in coop_nets.iter_mut().enumerate() {
@@ -205,13 +227,25 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let (ab, bb, cb) = (ctx.upload("a", &a)?, ctx.upload("b", &b)?, ctx.storage("c", n * n)?);
     let d = matmul(&ctx, &shape, &ab, &bb, &cb, ctx.tuning().gemm_tiles(n, n))?;
     let gpu_secs = median_secs(if ctx.is_cpu() { 2 } else { 10 }, || ctx.run(&[&d]))?;
-    let cpu_secs = median_secs(3, || cpu::matmul(&shape, &a, &b).map(|_| ()))?;
+    let gpu_product = ctx.read(&cb, n * n)?;
+    let mut cpu_product = Vec::new();
+    let cpu_secs = median_secs(3, || {
+        cpu_product = cpu::matmul(&shape, &a, &b)?;
+        Ok(())
+    })?;
+    let vs_cpu = checks.dense("matmul 1024^3", &gpu_product, &cpu_product);
     let mut matmuls = Vec::new();
     for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
         let gflops = shape.flops() / secs / 1e9;
-        say(&o, format!("matmul 1024^3 {device}: {gflops:8.1} GFLOP/s"));
-        let kernel = if device == "gpu" { "fma-f32" } else { "cpu-f32" };
-        matmuls.push(json!({"device": device, "kernel": kernel, "m": n, "n": n, "k": n, "gflop_per_s": gflops}));
+        let gpu = device == "gpu";
+        let check = if gpu { format!("; {vs_cpu:.1e} relative L2 from the CPU's product") } else { String::new() };
+        say(&o, format!("matmul 1024^3 {device}: {gflops:8.1} GFLOP/s{check}"));
+        let kernel = if gpu { "fma-f32" } else { "cpu-f32" };
+        let mut row = json!({"device": device, "kernel": kernel, "m": n, "n": n, "k": n, "gflop_per_s": gflops});
+        if gpu {
+            row["rel_l2_vs_cpu"] = json!(vs_cpu);
+        }
+        matmuls.push(row);
     }
     if let Some(units) = ctx.cooperative_matrix() {
         match matmul_coop_rows(&o, &ctx, units, &shape, (&a, &b), (&ab, &bb, &cb)) {
@@ -227,7 +261,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let (sizes, mut knn_skipped) = knn_sizes(&o, &ctx);
     let mut knn = Vec::new();
     for &rows in &sizes {
-        match knn_scan(&o, &ctx, rows, &mut rng, &of_bw) {
+        match knn_scan(&o, &ctx, rows, &mut rng, &of_bw, &mut checks) {
             Ok(rows) => knn.extend(rows),
             // Only the sizes added "when memory allows" may fail softly.
             Err(e) if o.knn_rows.is_empty() && rows != DEFAULT_KNN_ROWS => {
@@ -243,8 +277,8 @@ pub fn run(o: BenchOptions) -> Result<()> {
     say(&o, format!("launch shapes: {:?} ({})", ctx.tuning(), ctx.tuning_source()));
 
     let stage_rows = sizes[0];
-    let (mut stages, stages_method) =
-        stage_times(&ctx, &mut gpu_net, size, &Rng::normals_parallel(3, stage_rows * FEATURE_DIM), stage_rows)?;
+    let refs = Rng::normals_parallel(3, stage_rows * FEATURE_DIM);
+    let (mut stages, stages_method) = stage_times(&ctx, &mut gpu_net, size, &refs, stage_rows, &mut checks)?;
     // Timed beside the stages but not among them: the top-100 instead of the top-10, whole
     // and by step.
     let mut take = |name: &str| stages.iter().position(|(s, _)| *s == name).map(|at| stages.remove(at).1);
@@ -298,9 +332,17 @@ pub fn run(o: BenchOptions) -> Result<()> {
             "topk_k100_parts_ms": topk_k100_parts.into_iter().map(|(key, ms)| (key.to_string(), json!(ms))).collect::<serde_json::Map<String, Value>>(),
             "tuning": {"chosen": ctx.tuning(), "source": ctx.tuning_source().to_string()},
             "peak": {"tflops_fp32": peak_tflops, "gb_per_s": peak_gbps},
+            "checks": checks.to_json(),
         });
         println!("{out}");
     }
+    if !checks.passed() {
+        return Err(Error::Gpu {
+            context: "bench".into(),
+            message: format!("GPU results differ from the CPU reference:\n  {}", checks.failures().join("\n  ")),
+        });
+    }
+    say(&o, "checks: every GPU result above matches the CPU reference's".into());
     Ok(())
 }
 
@@ -345,7 +387,7 @@ fn available_memory() -> Option<usize> {
 
 /// One scan size: f32 and f16 rows, 1 and 64 queries, GPU and CPU.
 fn knn_scan(
-    o: &BenchOptions, ctx: &Context, rows: usize, rng: &mut Rng, of_bw: &dyn Fn(f64) -> String,
+    o: &BenchOptions, ctx: &Context, rows: usize, rng: &mut Rng, of_bw: &dyn Fn(f64) -> String, checks: &mut Checks,
 ) -> Result<Vec<Value>> {
     let k = 10;
     let features = Rng::normals_parallel(rows as u64, rows * FEATURE_DIM);
@@ -364,22 +406,40 @@ fn knn_scan(
         for queries in [1usize, 64] {
             let q = rng.normals(queries * FEATURE_DIM, 1.0);
             let reps = if ctx.is_cpu() { 1 } else { 10 };
-            let gpu_secs = median_secs(reps, || searcher.search_features(&q, k).map(|_| ()))?;
-            let cpu_secs = median_secs(5, || search_features_cpu(&index, &q, k).map(|_| ()))?;
+            let (mut gpu_found, mut cpu_found) = (Vec::new(), Vec::new());
+            let gpu_secs = median_secs(reps, || {
+                gpu_found = searcher.search_features(&q, k)?;
+                Ok(())
+            })?;
+            let cpu_secs = median_secs(5, || {
+                cpu_found = search_features_cpu(&index, &q, k)?;
+                Ok(())
+            })?;
             let bytes = precision.bytes(rows * FEATURE_DIM) as f64;
+            let dtype = format!("{precision:?}").to_lowercase();
+            let what = format!("knn {rows}x2048 {dtype} queries {queries}");
+            let score_diff = checks.neighbours(&what, &gpu_found, &cpu_found);
             for (device, secs) in [("gpu", gpu_secs), ("cpu", cpu_secs)] {
                 let gbps = bytes / secs / 1e9;
-                let dtype = format!("{precision:?}").to_lowercase();
+                let gpu = device == "gpu";
                 say(
                     o,
                     format!(
                         "knn {rows}x2048 {dtype} queries {queries:>2} k {k} {device}: {:9.2} ms {gbps:7.1} GB/s{}",
                         secs * 1e3,
-                        if device == "gpu" { of_bw(gbps) } else { String::new() }
+                        if gpu {
+                            of_bw(gbps) + &format!("; scores within {score_diff:.1e} of the CPU's")
+                        } else {
+                            String::new()
+                        }
                     ),
                 );
-                let kernel = if device == "gpu" { "fma-f32" } else { "cpu-f32" };
-                knn.push(json!({"device": device, "kernel": kernel, "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype, "ms": secs * 1e3, "gb_per_s": gbps}));
+                let kernel = if gpu { "fma-f32" } else { "cpu-f32" };
+                let mut row = json!({"device": device, "kernel": kernel, "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype, "ms": secs * 1e3, "gb_per_s": gbps});
+                if gpu {
+                    row["max_score_diff_vs_cpu"] = json!(score_diff);
+                }
+                knn.push(row);
             }
             if queries > gemv::MAX_QUERIES && ctx.cooperative_matrix().is_some() {
                 knn.push(knn_on_matrix_units(o, ctx, &index, &q, k, &mut searcher, of_bw));
@@ -440,7 +500,7 @@ const STAGES_BY_WALL_CLOCK: &str = "no timestamp queries on this adapter: each s
 /// normalise, score, top-k (the backbone's convolutions and pools summed over its layers),
 /// then [`TOPK_K100`] and its [`TOPK_K100_STEPS`], and how they were timed.
 fn stage_times(
-    ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], rows: usize,
+    ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], rows: usize, checks: &mut Checks,
 ) -> Result<(Vec<(&'static str, f64)>, &'static str)> {
     let image = image::RgbImage::from_fn(640, 480, |x, y| {
         image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
@@ -510,6 +570,13 @@ fn stage_times(
         }
         (vec![times], STAGES_BY_WALL_CLOCK)
     };
+    // The last run's top-10 and top-100 against the CPU twin's on the same scores.
+    let chunk_scores = ctx.read(&scores, chunk)?;
+    for (k, (s, i)) in [(10, (&top_s, &top_i)), (100, (&top100_s, &top100_i))] {
+        let (want_s, want_i) = cpu::topk::topk(&chunk_scores, 1, chunk, k)?;
+        let (got_s, got_i) = (ctx.read(s, k)?, ctx.read_u32(i, k)?);
+        checks.top_k(&format!("top-{k} of {chunk} scores"), (&got_s, &got_i), (&want_s, &want_i));
+    }
     // Sum each run's layers per stage name (first-seen order), then take the median run.
     let mut names: Vec<&'static str> = Vec::new();
     for (name, _) in &stages {

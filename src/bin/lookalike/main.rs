@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 mod bench;
+mod bench_checks;
 mod demo;
 mod search_cmd;
 mod tune_cmd;
