@@ -174,6 +174,8 @@ def main():
         chosen = tune["report"]["tuning"]
         print(f"### `lookalike tune --batch {tune['report']['options']['batch']}`\n")
         print(f"Convolutions {fmt(tune.get('conv_ms_table'), 2)} ms with the built-in table, {fmt(tune.get('conv_ms_tuned'), 2)} ms tuned.")
+        for why in tune["report"].get("rejected", []):
+            print(f"- **rejected** (its result differs from the CPU reference's): {why}")
         topk = tune["report"].get("topk", [])
         if topk:
             print("Top-k (k 10 + k 100, ms): " + ", ".join(f"{t['workgroup']}: {t['k10_ms'] + t['k100_ms']:.3f}" for t in topk) + ".")

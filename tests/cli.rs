@@ -469,6 +469,8 @@ fn tune_caches_launch_shapes_that_later_runs_use() {
         }
     }
     assert_eq!(report["gemv"].as_array().unwrap().len(), 7);
+    // Each candidate's result was checked against the CPU reference's.
+    assert_eq!(report["rejected"], serde_json::json!([]), "{}", run.describe());
     let workgroups: Vec<u64> =
         report["topk"].as_array().unwrap().iter().map(|t| t["workgroup"].as_u64().unwrap()).collect();
     // Every size the tuner tries, up to the adapter's limit (at least WebGPU's 256).

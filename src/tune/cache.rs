@@ -213,12 +213,24 @@ mod tests {
             table: Tuning::default(),
             options,
             timer: "wall clock",
-            convs: vec![],
+            // A rejected candidate's infinite time is written as null and read past.
+            convs: vec![crate::tune::ConvTiming {
+                layer: "1x7x7x512 -> 2048, 1x1/1".into(),
+                count: 3,
+                rows: 49,
+                cols: 2048,
+                groups_8x8: 16,
+                ms_4x4: 0.5,
+                ms_8x8: f64::INFINITY,
+            }],
             gemv: vec![],
             topk: vec![],
             coop: vec![],
+            rejected: vec!["conv 1x7x7x512 -> 2048, 1x1/1 in 8x8 blocks: ...".into()],
         };
         let path = save(&dir, &info, &r).unwrap();
+        let written: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert!(written["report"]["convs"][0]["ms_8x8"].is_null(), "{written}");
         assert_eq!(load(&dir, &info).unwrap(), Some((r.tuning, path.clone())));
         // Another driver version looks for another file.
         let other = wgpu::AdapterInfo { driver_info: "Mesa 25.1.0".into(), ..info.clone() };

@@ -5,7 +5,12 @@
 //! sets the channel count and grid size from which 8x8 blocks pay), the single-query
 //! scan with each GEMV lanes-per-row, and the top-k of one row of scores with each workgroup
 //! size; on a context with matrix units, also each candidate workgroup layout of the
-//! convolutions on them. [`save`] writes the result to the cache folder; every [`Context`] opened on the
+//! convolutions on them. Each candidate's result is checked against the CPU reference's
+//! (convolutions and scans within [`Tolerance::reordered`], top-k bit for bit): one that
+//! differs is reported in [`TuneReport::rejected`] and never chosen, since the tests run on
+//! lavapipe only and a race may show on a real GPU alone (the matrix-unit layouts, f16 and
+//! experimental, are timed unchecked; `bench --experimental-coop` reports their distance).
+//! [`save`] writes the result to the cache folder; every [`Context`] opened on the
 //! same adapter, driver, lookalike version and shader sources then uses it.
 //! Without a cached file the built-in table ([`Tuning::for_adapter`]) applies.
 //!
@@ -20,6 +25,10 @@ use serde::Serialize;
 pub(crate) use cache::for_adapter;
 pub use cache::{cache_dir, cache_path, load, save, TuningSource};
 
+use rayon::prelude::*;
+
+use crate::compare::Tolerance;
+use crate::cpu;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::model::resnet50::conv_shapes;
@@ -119,6 +128,9 @@ pub struct TuneReport {
     pub topk: Vec<TopKTiming>,
     /// With matrix units (`tune --experimental-coop`): each layout that builds on them.
     pub coop: Vec<CoopTiming>,
+    /// Candidates whose results differed from the CPU reference's, and how: each is timed as
+    /// infinitely slow (`null` in JSON), so never chosen.
+    pub rejected: Vec<String>,
 }
 
 impl TuneReport {
@@ -153,19 +165,50 @@ pub fn autotune(ctx: &Context, options: &TuneOptions) -> Result<TuneReport> {
         )));
     }
     let mut rng = Rng::new(7);
-    let convs = time_convs(ctx, options, &mut rng)?;
-    let gemv = time_gemv(ctx, options, &mut rng)?;
-    let topk = time_topk(ctx, options, &mut rng)?;
+    let mut rejected = Vec::new();
+    let convs = time_convs(ctx, options, &mut rng, &mut rejected)?;
+    let gemv = time_gemv(ctx, options, &mut rng, &mut rejected)?;
+    let topk = time_topk(ctx, options, &mut rng, &mut rejected)?;
     let coop = time_coop_convs(ctx, options, &mut rng)?;
     let table = Tuning::for_adapter(ctx.adapter_info());
     let timer = if ctx.has_timestamps() { "timestamps" } else { "wall clock" };
-    let mut report = TuneReport { tuning: table, table, options: *options, timer, convs, gemv, topk, coop };
+    let mut report = TuneReport { tuning: table, table, options: *options, timer, convs, gemv, topk, coop, rejected };
     let (min_cols_for_8x8, min_groups_for_8x8) = best_thresholds(&report);
     let topk_workgroup = fastest_topk(&report.topk).unwrap_or(table.topk_workgroup);
     let coop_tiles = fastest_coop(&report.coop);
     report.tuning =
         Tuning { gemv: fastest_gemv(&report.gemv), min_cols_for_8x8, min_groups_for_8x8, topk_workgroup, coop_tiles };
+    report.check_chosen()?;
     Ok(report)
+}
+
+impl TuneReport {
+    /// Fails when every choice of some kind computed a wrong result somewhere (the fastest
+    /// left is then infinitely slow): no launch shape is safe to cache.
+    fn check_chosen(&self) -> Result<()> {
+        let gemv = self.gemv.iter().find(|g| g.tiles == self.tuning.gemv).map_or(0.0, |g| g.f32_ms + g.f16_ms);
+        let topk =
+            self.topk.iter().find(|t| t.workgroup == self.tuning.topk_workgroup).map_or(0.0, |t| t.k10_ms + t.k100_ms);
+        if [self.conv_ms(&self.tuning), gemv, topk].iter().all(|ms| ms.is_finite()) {
+            return Ok(());
+        }
+        Err(Error::Gpu {
+            context: "autotune".into(),
+            message: format!(
+                "no candidate computes every case right on this adapter:\n  {}",
+                self.rejected.join("\n  ")
+            ),
+        })
+    }
+}
+
+/// A candidate's result against the CPU reference's: on a mismatch its time becomes
+/// infinite and the reason joins `rejected`.
+fn check_candidate(ms: &mut f64, what: String, checked: std::result::Result<(), String>, rejected: &mut Vec<String>) {
+    if let Err(why) = checked {
+        *ms = f64::INFINITY;
+        rejected.push(format!("{what}: {why}"));
+    }
 }
 
 /// The forward's distinct convolutions, each with how often it occurs.
@@ -188,12 +231,19 @@ struct ConvData {
     output: wgpu::Buffer,
 }
 
+/// A convolution's operands on the host: input, weight (HWIO) and bias.
+type ConvOperands = (Vec<f32>, Vec<f32>, Vec<f32>);
+
 impl ConvData {
-    fn new(ctx: &Context, shape: &Conv2dShape, rng: &mut Rng) -> Result<Self> {
+    fn operands(shape: &Conv2dShape, rng: &mut Rng) -> ConvOperands {
+        (rng.normals(shape.input_len(), 1.0), rng.normals(shape.weight_len(), 0.05), rng.normals(shape.out_c, 0.1))
+    }
+
+    fn new(ctx: &Context, shape: &Conv2dShape, (input, weight, bias): &ConvOperands) -> Result<Self> {
         Ok(Self {
-            input: ctx.upload("tune conv input", &rng.normals(shape.input_len(), 1.0))?,
-            weight: ctx.upload("tune conv weight", &rng.normals(shape.weight_len(), 0.05))?,
-            bias: ctx.upload("tune conv bias", &rng.normals(shape.out_c, 0.1))?,
+            input: ctx.upload("tune conv input", input)?,
+            weight: ctx.upload("tune conv weight", weight)?,
+            bias: ctx.upload("tune conv bias", bias)?,
             output: ctx.storage("tune conv output", shape.output_len())?,
         })
     }
@@ -210,30 +260,35 @@ impl ConvData {
     }
 }
 
-fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<ConvTiming>> {
+/// Each distinct convolution with 4x4 and 8x8 blocks, timed and checked against the CPU's.
+fn time_convs(
+    ctx: &Context, options: &TuneOptions, rng: &mut Rng, rejected: &mut Vec<String>,
+) -> Result<Vec<ConvTiming>> {
     let distinct = distinct_convs(options);
     let mut timings = Vec::with_capacity(distinct.len());
     for (shape, count) in distinct {
-        let data = ConvData::new(ctx, &shape, rng)?;
+        let operands = ConvData::operands(&shape, rng);
+        let data = ConvData::new(ctx, &shape, &operands)?;
+        let (input, weight, bias) = operands;
+        let expected = cpu::conv2d::conv2d(&shape, &input, &weight, None, Some(&bias), None, true)?;
+        drop((input, weight, bias));
         let buffers = data.buffers();
+        let layer = format!(
+            "{}x{}x{}x{} -> {}, {}x{}/{}",
+            shape.batch, shape.in_h, shape.in_w, shape.in_c, shape.out_c, shape.kernel_h, shape.kernel_w, shape.stride
+        );
         let tiles = Tiles::for_rows(shape.m());
         let mut ms = [0.0; 2];
         for (slot, tiles) in ms.iter_mut().zip([tiles, tiles.with_8x8_blocks_for(shape.out_c)]) {
             let d = conv2d(ctx, &shape, &buffers, true, tiles)?;
             *slot = ctx.median_ms(&[&d], options.reps)?;
+            let got = ctx.read(&data.output, shape.output_len())?;
+            let checked = Tolerance::reordered(&expected).check(&got, &expected).map_err(|m| m.to_string());
+            let what = format!("conv {layer} in {0}x{0} blocks", tiles.block);
+            check_candidate(slot, what, checked, rejected);
         }
         timings.push(ConvTiming {
-            layer: format!(
-                "{}x{}x{}x{} -> {}, {}x{}/{}",
-                shape.batch,
-                shape.in_h,
-                shape.in_w,
-                shape.in_c,
-                shape.out_c,
-                shape.kernel_h,
-                shape.kernel_w,
-                shape.stride
-            ),
+            layer,
             count,
             rows: shape.m(),
             cols: shape.out_c,
@@ -250,7 +305,10 @@ fn time_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec
 fn time_coop_convs(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<CoopTiming>> {
     let Some(units) = ctx.cooperative_matrix() else { return Ok(Vec::new()) };
     let distinct = distinct_convs(options);
-    let data = distinct.iter().map(|(shape, _)| ConvData::new(ctx, shape, rng)).collect::<Result<Vec<_>>>()?;
+    let data = distinct
+        .iter()
+        .map(|(shape, _)| ConvData::new(ctx, shape, &ConvData::operands(shape, rng)))
+        .collect::<Result<Vec<_>>>()?;
     let mut timings = Vec::new();
     'layouts: for tiles in CoopTiles::candidates(units) {
         let mut conv_ms = 0.0;
@@ -268,36 +326,53 @@ fn fastest_coop(timings: &[CoopTiming]) -> Option<CoopTiles> {
     timings.iter().min_by(|a, b| a.conv_ms.total_cmp(&b.conv_ms)).map(|t| t.tiles)
 }
 
-fn time_gemv(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<GemvTiming>> {
+/// Each GEMV lanes-per-row on f32 and f16 rows, timed and checked against the CPU's dots.
+fn time_gemv(
+    ctx: &Context, options: &TuneOptions, rng: &mut Rng, rejected: &mut Vec<String>,
+) -> Result<Vec<GemvTiming>> {
     let rows = options.gemv_rows;
     let values = Rng::normals_parallel(rng.next_u64(), rows * FEATURE_DIM);
     let halves: Vec<half::f16> = values.iter().map(|&x| half::f16::from_f32(x)).collect();
+    let query_values = rng.normals(FEATURE_DIM, 1.0);
+    let dots = |row: &[f32]| row.iter().zip(&query_values).map(|(x, q)| x * q).sum::<f32>();
+    let expected_f32: Vec<f32> = values.par_chunks(FEATURE_DIM).map(dots).collect();
     let rows_f32 = ctx.upload("tune rows f32", &values)?;
     drop(values);
+    let expected_f16: Vec<f32> =
+        halves.par_chunks(FEATURE_DIM).map(|row| dots(&row.iter().map(|h| h.to_f32()).collect::<Vec<f32>>())).collect();
     let rows_f16 = ctx.upload_pod("tune rows f16", &halves)?;
     drop(halves);
-    let query = ctx.upload("tune query", &rng.normals(FEATURE_DIM, 1.0))?;
+    let query = ctx.upload("tune query", &query_values)?;
     let scores = ctx.storage("tune scores", rows)?;
     let shape = MatmulShape { m: 1, n: rows, k: FEATURE_DIM, b_transposed: true };
+    let cases = [(Precision::F32, &rows_f32, &expected_f32), (Precision::F16, &rows_f16, &expected_f16)];
     GEMV_LANES
         .iter()
         .map(|&lanes| {
             let tiles = GemvTiles { workgroup: 256, lanes };
             let mut ms = [0.0; 2];
-            for (slot, (precision, refs)) in
-                ms.iter_mut().zip([(Precision::F32, &rows_f32), (Precision::F16, &rows_f16)])
-            {
+            for (slot, (precision, refs, expected)) in ms.iter_mut().zip(cases) {
                 let d = gemv(ctx, &shape, &query, refs, precision, &scores, tiles)?;
                 *slot = ctx.median_ms(&[&d], options.reps)?;
+                let got = ctx.read(&scores, rows)?;
+                let checked = Tolerance::reordered(expected).check(&got, expected).map_err(|m| m.to_string());
+                check_candidate(slot, format!("gemv {lanes} lanes per row, {precision:?} rows"), checked, rejected);
             }
             Ok(GemvTiming { tiles, f32_ms: ms[0], f16_ms: ms[1] })
         })
         .collect()
 }
 
-fn time_topk(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<TopKTiming>> {
+/// Each top-k workgroup size at k 10 and 100, timed and checked bit for bit against the
+/// CPU twin's.
+fn time_topk(
+    ctx: &Context, options: &TuneOptions, rng: &mut Rng, rejected: &mut Vec<String>,
+) -> Result<Vec<TopKTiming>> {
     let len = options.topk_len;
-    let scores = ctx.upload("tune topk scores", &Rng::normals_parallel(rng.next_u64(), len))?;
+    let values = Rng::normals_parallel(rng.next_u64(), len);
+    let expected = [cpu::topk::topk(&values, 1, len, 10)?, cpu::topk::topk(&values, 1, len, 100)?];
+    let scores = ctx.upload("tune topk scores", &values)?;
+    drop(values);
     let (best_scores, best_indices) =
         (ctx.storage("tune topk best scores", 100)?, ctx.storage("tune topk best indices", 100)?);
     let limit = TopK::max_workgroup(ctx);
@@ -306,7 +381,7 @@ fn time_topk(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<
         .filter(|&&workgroup| workgroup <= limit)
         .map(|&workgroup| {
             let mut ms = [0.0; 2];
-            for (slot, k) in ms.iter_mut().zip([10, 100]) {
+            for ((slot, k), expected) in ms.iter_mut().zip([10, 100]).zip(&expected) {
                 let output = TopKOutput::dense(&best_scores, &best_indices, k);
                 let select = TopK::with_workgroup(
                     ctx,
@@ -318,6 +393,18 @@ fn time_topk(ctx: &Context, options: &TuneOptions, rng: &mut Rng) -> Result<Vec<
                     workgroup,
                 )?;
                 *slot = ctx.median_ms(&select.dispatches().iter().collect::<Vec<_>>(), options.reps)?;
+                let (want_scores, want_indices) = expected;
+                let got = (ctx.read(&best_scores, k)?, ctx.read_u32(&best_indices, k)?);
+                let same =
+                    |at: usize| got.0[at].to_bits() == want_scores[at].to_bits() && got.1[at] == want_indices[at];
+                let checked = match (0..k).find(|&at| !same(at)) {
+                    None => Ok(()),
+                    Some(at) => Err(format!(
+                        "rank {at}: row {} score {}, the CPU's row {} score {}",
+                        got.1[at], got.0[at], want_indices[at], want_scores[at]
+                    )),
+                };
+                check_candidate(slot, format!("top-{k} in workgroups of {workgroup}"), checked, rejected);
             }
             Ok(TopKTiming { workgroup, k10_ms: ms[0], k100_ms: ms[1] })
         })
@@ -383,7 +470,32 @@ mod tests {
             gemv,
             topk: vec![],
             coop: vec![],
+            rejected: vec![],
         }
+    }
+
+    #[test]
+    fn wrong_candidates_are_never_chosen_and_all_wrong_is_an_error() {
+        let wrong = f64::INFINITY;
+        // 8x8 is fastest everywhere but wrong on the narrowest layer: the thresholds start
+        // above it.
+        let mut r = report(vec![conv(64, 1, 2.0, wrong), conv(2048, 1, 2.0, 1.0)], vec![]);
+        let (min_cols_for_8x8, min_groups_for_8x8) = best_thresholds(&r);
+        r.tuning = Tuning { min_cols_for_8x8, min_groups_for_8x8, ..r.table };
+        assert_eq!(r.conv_ms(&r.tuning), 1.0 + 2.0);
+        assert!(r.check_chosen().is_ok());
+        // 4x4 wrong on one layer, 8x8 on another: no threshold is right everywhere.
+        let mut r = report(vec![conv(64, 1, wrong, 1.0), conv(2048, 1, 2.0, wrong)], vec![]);
+        let (min_cols_for_8x8, min_groups_for_8x8) = best_thresholds(&r);
+        r.tuning = Tuning { min_cols_for_8x8, min_groups_for_8x8, ..r.table };
+        r.rejected = vec!["conv 64 in 4x4 blocks: ...".into(), "conv 2048 in 8x8 blocks: ...".into()];
+        let err = r.check_chosen().unwrap_err().to_string();
+        assert!(err.contains("conv 64 in 4x4 blocks") && err.contains("conv 2048 in 8x8"), "{err}");
+        // Every top-k workgroup wrong.
+        let mut r = report(vec![], vec![]);
+        r.topk = vec![TopKTiming { workgroup: 32, k10_ms: 1.0, k100_ms: wrong }];
+        r.tuning.topk_workgroup = fastest_topk(&r.topk).unwrap();
+        assert!(r.check_chosen().is_err());
     }
 
     #[test]

@@ -76,6 +76,10 @@ pub fn run(args: TuneArgs) -> Result<()> {
             println!("  {:?}: {:10.3} ms", c.tiles, c.conv_ms);
         }
     }
+    // An autotune that finds every candidate of a kind wrong fails instead (see `autotune`).
+    for why in &report.rejected {
+        println!("rejected, its result differs from the CPU reference's: {why}");
+    }
     let (table, tuned) = (report.conv_ms(&report.table), report.conv_ms(&report.tuning));
     println!("built-in table: {:?} (convolutions {table:.2} ms)", report.table);
     println!("tuned:          {:?} (convolutions {tuned:.2} ms)", report.tuning);
