@@ -88,6 +88,24 @@ impl Tolerance {
     }
 }
 
+/// A top-k against the expected one: the same rows in the same order with the same score
+/// bits (the ranking is exact, so nothing less is right). The error names the first rank
+/// that differs.
+pub fn same_ranking(got: (&[f32], &[u32]), expected: (&[f32], &[u32])) -> Result<(), String> {
+    let (len, want) = (got.0.len(), expected.0.len());
+    if len != want || got.1.len() != len || expected.1.len() != want {
+        return Err(format!("{len} scores and {} rows, expected {want} and {}", got.1.len(), expected.1.len()));
+    }
+    let same = |at: usize| got.0[at].to_bits() == expected.0[at].to_bits() && got.1[at] == expected.1[at];
+    match (0..len).find(|&at| !same(at)) {
+        None => Ok(()),
+        Some(at) => Err(format!(
+            "rank {at}: row {} score {}, expected row {} score {}",
+            got.1[at], got.0[at], expected.1[at], expected.0[at]
+        )),
+    }
+}
+
 /// `||got - expected|| / ||expected||` in f64 (0 when both are zero, infinite on length
 /// mismatch).
 pub fn relative_l2(got: &[f32], expected: &[f32]) -> f64 {
@@ -143,6 +161,17 @@ mod tests {
         assert!(t.check(&[100.02, -300.02, 0.02], &expected).is_ok());
         let worst = t.check(&[100.0, -300.0, 0.05], &expected).unwrap_err();
         assert_eq!((worst.index, worst.failures), (2, 1));
+    }
+
+    #[test]
+    fn rankings_match_bit_for_bit() {
+        let (scores, rows) = ([0.5f32, 0.0, -1.0], [3u32, 1, 2]);
+        assert!(same_ranking((&scores, &rows), (&scores, &rows)).is_ok());
+        // -0 is not +0: the exact bits are the output.
+        let err = same_ranking((&[0.5, -0.0, -1.0], &rows), (&scores, &rows)).unwrap_err();
+        assert!(err.starts_with("rank 1:"), "{err}");
+        assert!(same_ranking((&scores, &[3, 2, 1]), (&scores, &rows)).is_err());
+        assert!(same_ranking((&scores[..2], &rows[..2]), (&scores, &rows)).is_err());
     }
 
     #[test]

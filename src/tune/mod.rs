@@ -27,7 +27,7 @@ pub use cache::{cache_dir, cache_path, load, save, TuningSource};
 
 use rayon::prelude::*;
 
-use crate::compare::Tolerance;
+use crate::compare::{same_ranking, Tolerance};
 use crate::cpu;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
@@ -393,17 +393,8 @@ fn time_topk(
                     workgroup,
                 )?;
                 *slot = ctx.median_ms(&select.dispatches().iter().collect::<Vec<_>>(), options.reps)?;
-                let (want_scores, want_indices) = expected;
                 let got = (ctx.read(&best_scores, k)?, ctx.read_u32(&best_indices, k)?);
-                let same =
-                    |at: usize| got.0[at].to_bits() == want_scores[at].to_bits() && got.1[at] == want_indices[at];
-                let checked = match (0..k).find(|&at| !same(at)) {
-                    None => Ok(()),
-                    Some(at) => Err(format!(
-                        "rank {at}: row {} score {}, the CPU's row {} score {}",
-                        got.1[at], got.0[at], want_indices[at], want_scores[at]
-                    )),
-                };
+                let checked = same_ranking((&got.0, &got.1), (&expected.0, &expected.1));
                 check_candidate(slot, format!("top-{k} in workgroups of {workgroup}"), checked, rejected);
             }
             Ok(TopKTiming { workgroup, k10_ms: ms[0], k100_ms: ms[1] })
