@@ -15,14 +15,21 @@ pub struct GpuSpec {
     pub memory_gbps: f64,
 }
 
-/// More specific names first: the first match wins ("H100 PCIe" before "H100"); a name
-/// that would also match another card's carries the vendor ("NVIDIA A40", not the "A40" of
-/// "RTX A4000"). Datasheet figures: boost-clock fp32 without tensor cores, memory bandwidth.
-const SPECS: [GpuSpec; 20] = [
+/// More specific names first: the first match wins ("H100 PCIe" before "H100", "GH200"
+/// before "H200"); a name that would also match another card's carries the vendor ("NVIDIA
+/// A40", not the "A40" of "RTX A4000"). Laptop GPUs share desktop names with other figures
+/// and are not listed ([`gpu_spec`] returns `None` for them). Datasheet figures: boost-clock
+/// fp32 without tensor cores, memory bandwidth.
+const SPECS: [GpuSpec; 25] = [
     GpuSpec { name: "H100 PCIe", multiprocessors: 114, fp32_tflops: 51.2, memory_gbps: 2000.0 },
     GpuSpec { name: "H100 NVL", multiprocessors: 132, fp32_tflops: 60.0, memory_gbps: 3900.0 },
     GpuSpec { name: "H100", multiprocessors: 132, fp32_tflops: 66.9, memory_gbps: 3350.0 },
+    // GH200 with 96 GB of HBM3 (its "480GB" counts the Grace memory), then with HBM3e.
+    GpuSpec { name: "GH200 480GB", multiprocessors: 132, fp32_tflops: 66.9, memory_gbps: 4000.0 },
+    GpuSpec { name: "GH200", multiprocessors: 132, fp32_tflops: 66.9, memory_gbps: 4900.0 },
+    GpuSpec { name: "H200 NVL", multiprocessors: 132, fp32_tflops: 60.0, memory_gbps: 4800.0 },
     GpuSpec { name: "H200", multiprocessors: 132, fp32_tflops: 66.9, memory_gbps: 4800.0 },
+    GpuSpec { name: "H800 PCIe", multiprocessors: 114, fp32_tflops: 51.2, memory_gbps: 2000.0 },
     GpuSpec { name: "H800", multiprocessors: 132, fp32_tflops: 66.9, memory_gbps: 3350.0 },
     GpuSpec { name: "A100-SXM4-80GB", multiprocessors: 108, fp32_tflops: 19.5, memory_gbps: 2039.0 },
     GpuSpec { name: "A100 80GB PCIe", multiprocessors: 108, fp32_tflops: 19.5, memory_gbps: 1935.0 },
@@ -36,6 +43,7 @@ const SPECS: [GpuSpec; 20] = [
     GpuSpec { name: "V100-PCIE", multiprocessors: 80, fp32_tflops: 14.0, memory_gbps: 900.0 },
     GpuSpec { name: "V100", multiprocessors: 80, fp32_tflops: 15.7, memory_gbps: 900.0 },
     GpuSpec { name: "RTX 5090", multiprocessors: 170, fp32_tflops: 104.8, memory_gbps: 1792.0 },
+    GpuSpec { name: "RTX 4090 D", multiprocessors: 114, fp32_tflops: 73.5, memory_gbps: 1008.0 },
     GpuSpec { name: "RTX 4090", multiprocessors: 128, fp32_tflops: 82.6, memory_gbps: 1008.0 },
     GpuSpec { name: "RTX 4080 SUPER", multiprocessors: 80, fp32_tflops: 52.2, memory_gbps: 736.0 },
     GpuSpec { name: "RTX 4080", multiprocessors: 76, fp32_tflops: 48.7, memory_gbps: 716.8 },
@@ -43,6 +51,9 @@ const SPECS: [GpuSpec; 20] = [
 
 /// The datasheet figures of the GPU an adapter name names, if it is one of the known ones.
 pub fn gpu_spec(adapter_name: &str) -> Option<&'static GpuSpec> {
+    if adapter_name.contains("Laptop") {
+        return None;
+    }
     SPECS.iter().find(|spec| adapter_name.contains(spec.name))
 }
 
@@ -68,6 +79,10 @@ mod tests {
         assert_eq!(gpu_spec("Tesla V100-SXM2-16GB").map(|s| s.fp32_tflops), Some(15.7));
         assert_eq!(sms("NVIDIA GeForce RTX 4080 SUPER"), Some(80));
         assert_eq!(gpu_spec("NVIDIA A100 80GB PCIe").map(|s| s.memory_gbps), Some(1935.0));
+        assert_eq!(gpu_spec("NVIDIA GH200 480GB").map(|s| s.memory_gbps), Some(4000.0));
+        assert_eq!(gpu_spec("NVIDIA H200 NVL").map(|s| s.fp32_tflops), Some(60.0));
+        assert_eq!(sms("NVIDIA GeForce RTX 4090 D"), Some(114));
+        assert_eq!(sms("NVIDIA GeForce RTX 4090 Laptop GPU"), None);
         // Every entry is reachable: no earlier name is a substring of a later one.
         for (i, spec) in SPECS.iter().enumerate() {
             assert_eq!(gpu_spec(spec.name), Some(&SPECS[i]), "{} is shadowed", spec.name);

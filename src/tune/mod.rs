@@ -183,8 +183,9 @@ pub fn autotune(ctx: &Context, options: &TuneOptions) -> Result<TuneReport> {
 }
 
 impl TuneReport {
-    /// Fails when every choice of some kind computed a wrong result somewhere (the fastest
-    /// left is then infinitely slow): no launch shape is safe to cache.
+    /// Fails when the chosen launch shapes still include a rejected candidate (infinitely
+    /// slow): every candidate of a kind was wrong, or, for the convolutions, no thresholds
+    /// avoid all the wrong ones. Nothing is then safe to cache.
     fn check_chosen(&self) -> Result<()> {
         let gemv = self.gemv.iter().find(|g| g.tiles == self.tuning.gemv).map_or(0.0, |g| g.f32_ms + g.f16_ms);
         let topk =
@@ -200,6 +201,13 @@ impl TuneReport {
             ),
         })
     }
+}
+
+/// Fills the first `len` values of a candidate's output with NaN (rows 0x7fc00000 where
+/// they are indices) before it runs, so that whatever it leaves unwritten fails its check
+/// instead of passing on the previous candidate's result.
+fn poison(ctx: &Context, output: &wgpu::Buffer, len: usize) {
+    ctx.write(output, &vec![f32::NAN; len]);
 }
 
 /// A candidate's result against the CPU reference's: on a mismatch its time becomes
@@ -280,6 +288,7 @@ fn time_convs(
         let tiles = Tiles::for_rows(shape.m());
         let mut ms = [0.0; 2];
         for (slot, tiles) in ms.iter_mut().zip([tiles, tiles.with_8x8_blocks_for(shape.out_c)]) {
+            poison(ctx, &data.output, shape.output_len());
             let d = conv2d(ctx, &shape, &buffers, true, tiles)?;
             *slot = ctx.median_ms(&[&d], options.reps)?;
             let got = ctx.read(&data.output, shape.output_len())?;
@@ -345,6 +354,8 @@ fn time_gemv(
     let query = ctx.upload("tune query", &query_values)?;
     let scores = ctx.storage("tune scores", rows)?;
     let shape = MatmulShape { m: 1, n: rows, k: FEATURE_DIM, b_transposed: true };
+    // The f16 rows' dots differ from the f32 rows' by about the tolerance (1e-4 of the
+    // largest): their check catches a misread or unwritten score, not a subtle rounding.
     let cases = [(Precision::F32, &rows_f32, &expected_f32), (Precision::F16, &rows_f16, &expected_f16)];
     GEMV_LANES
         .iter()
@@ -352,6 +363,7 @@ fn time_gemv(
             let tiles = GemvTiles { workgroup: 256, lanes };
             let mut ms = [0.0; 2];
             for (slot, (precision, refs, expected)) in ms.iter_mut().zip(cases) {
+                poison(ctx, &scores, rows);
                 let d = gemv(ctx, &shape, &query, refs, precision, &scores, tiles)?;
                 *slot = ctx.median_ms(&[&d], options.reps)?;
                 let got = ctx.read(&scores, rows)?;
@@ -382,6 +394,8 @@ fn time_topk(
         .map(|&workgroup| {
             let mut ms = [0.0; 2];
             for ((slot, k), expected) in ms.iter_mut().zip([10, 100]).zip(&expected) {
+                poison(ctx, &best_scores, k);
+                poison(ctx, &best_indices, k);
                 let output = TopKOutput::dense(&best_scores, &best_indices, k);
                 let select = TopK::with_workgroup(
                     ctx,

@@ -342,7 +342,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
             message: format!("GPU results differ from the CPU reference:\n  {}", checks.failures().join("\n  ")),
         });
     }
-    say(&o, "checks: every GPU result above matches the CPU reference's".into());
+    say(&o, "checks: every f32 GPU result above matches the CPU reference's".into());
     Ok(())
 }
 

@@ -29,9 +29,9 @@ impl Checks {
     }
 
     /// GPU neighbours against the CPU's: per query the same count, scores rank by rank
-    /// within [`SCORE_MAX`], no row twice, and any row the CPU did not return tied with its
-    /// last score (rows that close may fall either side of the k-th). Returns the largest
-    /// score difference.
+    /// within [`SCORE_MAX`], no row twice, a row both returned with the same score on both,
+    /// and any row the CPU did not return tied with its last score (rows that close may fall
+    /// either side of the k-th). Returns the largest score difference.
     pub fn neighbours(&mut self, what: &str, gpu: &[Vec<Neighbor>], cpu: &[Vec<Neighbor>]) -> f32 {
         let mut worst = 0.0f32;
         if gpu.len() != cpu.len() {
@@ -85,9 +85,21 @@ fn same_neighbours(got: &[Neighbor], want: &[Neighbor], worst: &mut f32) -> Resu
     }
     let last = want.last().map_or(f32::NEG_INFINITY, |n| n.score);
     for (rank, g) in got.iter().enumerate() {
+        // A row both returned carries the same score on both (scores swapped between rows
+        // would pass the rank-by-rank comparison).
+        if let Some(w) = want.iter().find(|w| w.index == g.index) {
+            let same = (g.score - w.score).abs() <= SCORE_MAX;
+            if !same {
+                return Err(format!(
+                    "rank {rank}: row {} scores {} on the GPU, {} on the CPU",
+                    g.index, g.score, w.score
+                ));
+            }
+            continue;
+        }
         // Had the CPU seen it above its last score, the CPU would have returned it.
         let tied = (g.score - last).abs() <= SCORE_MAX;
-        if !tied && !want.iter().any(|w| w.index == g.index) {
+        if !tied {
             return Err(format!(
                 "rank {rank}: row {} (score {}) is not among the CPU's neighbours nor tied with their last ({last})",
                 g.index, g.score
@@ -130,6 +142,8 @@ mod tests {
             (list(&[(4, 0.9), (8, 0.5), (2, 0.3)]), false),
             (list(&[(4, 0.9), (7, 0.5), (2, 0.29)]), false),
             (list(&[(4, 0.9), (4, 0.5), (2, 0.3)]), false),
+            // The right scores in order, on swapped rows.
+            (list(&[(4, 0.9), (2, 0.5), (7, 0.3)]), false),
             (list(&[(4, 0.9), (7, 0.5)]), false),
             (list(&[(4, f32::NAN), (7, 0.5), (2, 0.3)]), false),
         ];
