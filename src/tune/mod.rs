@@ -141,6 +141,25 @@ impl TuneReport {
             .map(|c| c.count as f64 * if tuning.gemm_tiles(c.rows, c.cols).block == 8 { c.ms_8x8 } else { c.ms_4x4 })
             .sum()
     }
+
+    /// Fails when the chosen launch shapes still include a rejected candidate (infinitely
+    /// slow): every candidate of a kind was wrong, or, for the convolutions, no thresholds
+    /// avoid all the wrong ones. Nothing is then safe to cache.
+    fn check_chosen(&self) -> Result<()> {
+        let gemv = self.gemv.iter().find(|g| g.tiles == self.tuning.gemv).map_or(0.0, |g| g.f32_ms + g.f16_ms);
+        let topk =
+            self.topk.iter().find(|t| t.workgroup == self.tuning.topk_workgroup).map_or(0.0, |t| t.k10_ms + t.k100_ms);
+        if [self.conv_ms(&self.tuning), gemv, topk].iter().all(|ms| ms.is_finite()) {
+            return Ok(());
+        }
+        Err(Error::Gpu {
+            context: "autotune".into(),
+            message: format!(
+                "no candidate computes every case right on this adapter:\n  {}",
+                self.rejected.join("\n  ")
+            ),
+        })
+    }
 }
 
 /// GEMV lanes per row tried (workgroups of 256).
@@ -180,27 +199,6 @@ pub fn autotune(ctx: &Context, options: &TuneOptions) -> Result<TuneReport> {
         Tuning { gemv: fastest_gemv(&report.gemv), min_cols_for_8x8, min_groups_for_8x8, topk_workgroup, coop_tiles };
     report.check_chosen()?;
     Ok(report)
-}
-
-impl TuneReport {
-    /// Fails when the chosen launch shapes still include a rejected candidate (infinitely
-    /// slow): every candidate of a kind was wrong, or, for the convolutions, no thresholds
-    /// avoid all the wrong ones. Nothing is then safe to cache.
-    fn check_chosen(&self) -> Result<()> {
-        let gemv = self.gemv.iter().find(|g| g.tiles == self.tuning.gemv).map_or(0.0, |g| g.f32_ms + g.f16_ms);
-        let topk =
-            self.topk.iter().find(|t| t.workgroup == self.tuning.topk_workgroup).map_or(0.0, |t| t.k10_ms + t.k100_ms);
-        if [self.conv_ms(&self.tuning), gemv, topk].iter().all(|ms| ms.is_finite()) {
-            return Ok(());
-        }
-        Err(Error::Gpu {
-            context: "autotune".into(),
-            message: format!(
-                "no candidate computes every case right on this adapter:\n  {}",
-                self.rejected.join("\n  ")
-            ),
-        })
-    }
 }
 
 /// Fills the first `len` values of a candidate's output with NaN (rows 0x7fc00000 where
@@ -343,12 +341,14 @@ fn time_gemv(
     let values = Rng::normals_parallel(rng.next_u64(), rows * FEATURE_DIM);
     let halves: Vec<half::f16> = values.iter().map(|&x| half::f16::from_f32(x)).collect();
     let query_values = rng.normals(FEATURE_DIM, 1.0);
-    let dots = |row: &[f32]| row.iter().zip(&query_values).map(|(x, q)| x * q).sum::<f32>();
-    let expected_f32: Vec<f32> = values.par_chunks(FEATURE_DIM).map(dots).collect();
+    let expected_f32: Vec<f32> =
+        values.par_chunks(FEATURE_DIM).map(|row| row.iter().zip(&query_values).map(|(x, q)| x * q).sum()).collect();
     let rows_f32 = ctx.upload("tune rows f32", &values)?;
     drop(values);
-    let expected_f16: Vec<f32> =
-        halves.par_chunks(FEATURE_DIM).map(|row| dots(&row.iter().map(|h| h.to_f32()).collect::<Vec<f32>>())).collect();
+    let expected_f16: Vec<f32> = halves
+        .par_chunks(FEATURE_DIM)
+        .map(|row| row.iter().zip(&query_values).map(|(x, q)| x.to_f32() * q).sum())
+        .collect();
     let rows_f16 = ctx.upload_pod("tune rows f16", &halves)?;
     drop(halves);
     let query = ctx.upload("tune query", &query_values)?;
