@@ -41,7 +41,7 @@ fn bench_resnet50(c: &mut Criterion) {
 
 fn index_of(rows: usize, precision: Precision, preprocess: Preprocess) -> Index {
     let features = Rng::new(7).normals(rows * FEATURE_DIM, 1.0);
-    let entries = (0..rows).map(|i| Entry { path: i.to_string(), label: None }).collect();
+    let entries = (0..rows).map(|i| Entry::new(i.to_string(), None)).collect();
     let provenance =
         Provenance { model: "bench".into(), weights_path: String::new(), weights_sha256: "seed:0".into(), preprocess };
     Index::from_features(&features, FEATURE_DIM, entries, precision, true, provenance).unwrap()

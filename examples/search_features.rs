@@ -55,7 +55,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     if query_dim != dim {
         return Err(format!("queries have {query_dim} values each, the rows {dim}").into());
     }
-    let entries = (0..rows.len() / dim).map(|i| Entry { path: i.to_string(), label: None }).collect();
+    let entries = (0..rows.len() / dim).map(|i| Entry::new(i.to_string(), None)).collect();
     let provenance = Provenance {
         model: "features".into(),
         weights_path: String::new(),
@@ -78,11 +78,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         args.k
     );
     let results = searcher.search_features(&queries, args.k)?;
-    let out: Vec<_> = results
+    let out = results
         .iter()
         .enumerate()
-        .map(|(q, neighbours)| neighbours_json(&format!("row {q}"), neighbours, &index.entries))
-        .collect();
-    println!("{}", serde_json::to_string_pretty(&out)?);
+        .map(|(q, neighbours)| neighbours_json(Path::new(&format!("row {q}")), neighbours, &index.entries))
+        .collect::<lookalike::Result<Vec<String>>>()?;
+    println!("[{}]", out.join(",\n"));
     Ok(())
 }

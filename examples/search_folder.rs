@@ -46,7 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let k = 5.min(index.len());
     let neighbours = searcher.search_images(&[decode_file(query)?], k)?;
     for (rank, n) in neighbours[0].iter().enumerate() {
-        println!("{:>2}. {:+.4} {}", rank + 1, n.score, index.entries[n.index].path);
+        println!("{:>2}. {:+.4} {}", rank + 1, n.score, index.entries[n.index].path.display());
     }
     Ok(())
 }

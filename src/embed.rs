@@ -115,10 +115,10 @@ impl Embedder {
                     match result {
                         Ok(img) if img.width() > 0 && img.height() > 0 => {
                             images.push(img);
-                            out.entries.push(Entry { path: path.to_string_lossy().into_owned(), label: label.clone() });
+                            out.entries.push(Entry::new(path.clone(), label.clone()));
                         }
                         Ok(_) => out.skipped.push((path.clone(), "empty image".into())),
-                        Err(e) => out.skipped.push((path.clone(), e.to_string())),
+                        Err(e) => out.skipped.push((path.clone(), e.reason())),
                     }
                 }
                 if !images.is_empty() {

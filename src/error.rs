@@ -48,6 +48,13 @@ pub enum Error {
     #[error("input of {height}x{width} is too small: {what} needs at least {min}x{min}")]
     InputTooSmall { height: usize, width: usize, min: usize, what: String },
 
+    #[error(
+        "{} is being written by another process, which holds its lock {}; wait for it \
+         (leave out --no-wait to queue behind it)",
+        index.display(), lock.display()
+    )]
+    IndexLocked { index: PathBuf, lock: PathBuf },
+
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
@@ -62,6 +69,18 @@ impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+
+    /// What went wrong, without the path the message would start with: for lists that
+    /// print each path once beside its reason.
+    pub fn reason(&self) -> String {
+        match self {
+            Error::Image { reason, .. } | Error::Npy { reason, .. } | Error::Safetensors { reason, .. } => {
+                reason.clone()
+            }
+            Error::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        }
     }
 
     pub(crate) fn shape(op: impl Into<String>, expected: impl ToString, got: impl ToString) -> Self {

@@ -40,7 +40,7 @@
 //! // Query: pixels in, the 5 nearest rows out.
 //! let mut searcher = Searcher::new(ctx, &net, &index, SearchOptions::default())?;
 //! for n in &searcher.search_images(&[decode_file("query.jpg".as_ref())?], 5)?[0] {
-//!     println!("{:.3} {}", n.score, index.entries[n.index].path);
+//!     println!("{:.3} {}", n.score, index.entries[n.index].path.display());
 //! }
 //! # Ok(())
 //! # }

@@ -246,7 +246,10 @@ fn index_labels_by_first_level_folder_and_skips_unreadable_files() {
     let got: BTreeMap<String, String> = index
         .entries
         .iter()
-        .map(|e| (e.path.clone(), e.label.clone().unwrap_or_else(|| panic!("{} has no label", e.path))))
+        .map(|e| {
+            let path = e.path.to_str().expect("UTF-8 paths in this test").to_string();
+            (path, e.label.clone().unwrap_or_else(|| panic!("{} has no label", e.path.display())))
+        })
         .collect();
     assert_eq!(got.len(), index.len(), "a path is indexed twice: {:?}", index.entries);
     assert_eq!(got, f.expected, "paths and labels");
@@ -342,7 +345,11 @@ fn search_json_lists_neighbours_per_query_in_order() {
         assert_eq!(ids.len(), 3, "a row listed twice for {}:\n{context}", query.display());
         for (i, (row, path, label, score)) in neighbours.iter().enumerate() {
             let entry = index.entries.get(*row).unwrap_or_else(|| panic!("row {row} out of range:\n{context}"));
-            assert_eq!((path, label), (&entry.path, &entry.label), "row {row} of the index:\n{context}");
+            assert_eq!(
+                (Path::new(path), label),
+                (entry.path.as_path(), &entry.label),
+                "row {row} of the index:\n{context}"
+            );
             assert!(score.is_finite() && *score <= 1.0 + 1e-4, "score {score}:\n{context}");
             if i > 0 {
                 assert!(neighbours[i - 1].3 >= *score, "scores not descending:\n{context}");
@@ -594,8 +601,10 @@ fn add_appends_only_new_images_with_the_same_weights() {
     let after = Index::load(&index_path).unwrap_or_else(|e| panic!("{e}\n{}", run.describe()));
     assert_eq!(after.len(), before.len() + 2, "{}", run.describe());
     assert_eq!(after.entries[..before.len()], before.entries[..], "old entries changed");
-    let added: BTreeMap<&str, Option<&str>> =
-        after.entries[before.len()..].iter().map(|e| (e.path.as_str(), e.label.as_deref())).collect();
+    let added: BTreeMap<&str, Option<&str>> = after.entries[before.len()..]
+        .iter()
+        .map(|e| (e.path.to_str().expect("UTF-8 paths in this test"), e.label.as_deref()))
+        .collect();
     assert_eq!(added, fish.iter().map(|p| (s(p), Some("fish"))).collect());
     assert_eq!(after.mean, before.mean, "--add keeps the stored mean");
     assert_eq!(after.provenance, before.provenance);

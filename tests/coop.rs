@@ -231,7 +231,7 @@ fn search_on_matrix_units_is_a_top_k_of_the_rounded_queries() {
     let (n, dim, q, k) = (1237, 256, 9, 10);
     let features = rng.normals(n * dim, 1.0);
     let queries = rng.normals(q * dim, 1.0);
-    let entries: Vec<Entry> = (0..n).map(|i| Entry { path: format!("{i}.png"), label: None }).collect();
+    let entries: Vec<Entry> = (0..n).map(|i| Entry::new(format!("{i}.png"), None)).collect();
     let provenance = Provenance {
         model: "resnet50".into(),
         weights_path: "test".into(),
@@ -287,7 +287,7 @@ fn matmul_coop_is_refused_without_the_experimental_feature() {
     let buf = ctx.upload("x", &[0.0; 16]).unwrap();
     let refused = matmul_coop(ctx, &shape, &buf, &buf, Precision::F32, &buf);
     assert!(matches!(&refused, Err(Error::InvalidArgument(m)) if m.contains("not requested")), "{refused:?}");
-    let entries = vec![Entry { path: "a.png".into(), label: None }];
+    let entries = vec![Entry::new("a.png", None)];
     let provenance = Provenance {
         model: "resnet50".into(),
         weights_path: "test".into(),

@@ -17,7 +17,7 @@ fn provenance(preprocess: Preprocess) -> Provenance {
 }
 
 fn entries(n: usize) -> Vec<Entry> {
-    (0..n).map(|i| Entry { path: format!("img{i}.png"), label: Some(format!("class{}", i % 3)) }).collect()
+    (0..n).map(|i| Entry::new(format!("img{i}.png"), Some(format!("class{}", i % 3)))).collect()
 }
 
 /// Features like a random ResNet's: a large shared direction plus small per-image parts,
@@ -158,7 +158,7 @@ fn index_paths_follow_the_index_folder() {
     std::fs::create_dir_all(&old).unwrap();
     let mut moved = entries(3);
     for e in &mut moved {
-        e.path = old.join("images").join(&e.path).to_string_lossy().into_owned();
+        e.path = old.join("images").join(&e.path);
     }
     let features = Rng::new(5).normals(3 * 8, 1.0);
     let index =
@@ -166,7 +166,7 @@ fn index_paths_follow_the_index_folder() {
     index.save(&old.join("index.safetensors")).unwrap();
     std::fs::rename(&old, &new).unwrap();
     let loaded = Index::load(&new.join("index.safetensors")).unwrap();
-    assert_eq!(loaded.entries[2].path, new.join("images").join("img2.png").to_string_lossy());
+    assert_eq!(loaded.entries[2].path, new.join("images").join("img2.png"));
 
     // The index file copied alone finds the images where it was written, if they are not
     // beside it.
@@ -176,10 +176,10 @@ fn index_paths_follow_the_index_folder() {
     std::fs::create_dir_all(root.join("copy")).unwrap();
     std::fs::copy(new.join("index.safetensors"), root.join("copy").join("index.safetensors")).unwrap();
     let copied = Index::load(&root.join("copy").join("index.safetensors")).unwrap();
-    assert_eq!(copied.entries[2].path, new.join("images").join("img2.png").to_string_lossy());
+    assert_eq!(copied.entries[2].path, new.join("images").join("img2.png"));
     assert_eq!(
         copied.entries[1].path,
-        root.join("copy").join("images").join("img1.png").to_string_lossy(),
+        root.join("copy").join("images").join("img1.png"),
         "missing everywhere: beside the index"
     );
 
@@ -192,7 +192,10 @@ fn index_paths_follow_the_index_folder() {
     metadata.insert("version".into(), "1".into());
     let v1 = safetensors::serialize(st.tensors(), Some(metadata.clone())).unwrap();
     std::fs::write(new.join("v1.safetensors"), v1).unwrap();
-    assert_eq!(Index::load(&new.join("v1.safetensors")).unwrap().entries[2].path, "images/img2.png");
+    assert_eq!(
+        Index::load(&new.join("v1.safetensors")).unwrap().entries[2].path,
+        std::path::Path::new("images/img2.png")
+    );
     // A newer version is refused with the versions this build reads.
     metadata.insert("version".into(), "3".into());
     std::fs::write(new.join("v3.safetensors"), safetensors::serialize(st.tensors(), Some(metadata)).unwrap()).unwrap();
@@ -212,11 +215,7 @@ fn index_file_round_trips_and_is_written_atomically() {
     // and elsewhere) for the round trip to be exact.
     let mut absolute = entries(20);
     for (i, e) in absolute.iter_mut().enumerate() {
-        e.path = if i == 7 {
-            "/elsewhere/img7.png".into()
-        } else {
-            dir.join("images").join(&e.path).to_string_lossy().into_owned()
-        };
+        e.path = if i == 7 { "/elsewhere/img7.png".into() } else { dir.join("images").join(&e.path) };
     }
     for (precision, center) in [(Precision::F32, false), (Precision::F16, true)] {
         let index = Index::from_features(

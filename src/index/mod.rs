@@ -14,8 +14,15 @@
 //!   holding the index file: images at or below that folder are stored that way, so the
 //!   index and its images can move together; others are stored absolute. `index_dir` is
 //!   that folder when the file was written: an index file copied elsewhere alone still finds
-//!   images that are missing beside it but present there. Version 1 files stored paths as
-//!   given (relative ones to the working directory of the build).
+//!   images that are missing beside it but present there (left out when that folder's name
+//!   is not UTF-8). Version 1 files stored paths as given (relative ones to the working
+//!   directory of the build).
+//! - A path that is not valid UTF-8 is stored losslessly, as Python's `os.fsdecode` names it
+//!   (undecodable bytes as `\udcXX` escapes): `os.fsencode(json.loads(meta["paths"])[i])`
+//!   gives its bytes back. See [`paths`].
+//!
+//! Writers of one index file take turns through [`WriteLock`]; readers never wait and never
+//! see a torn file (every write replaces the file by an atomic rename).
 
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -24,8 +31,13 @@ use std::path::{Path, PathBuf};
 use sha2::Digest;
 
 mod file;
+mod lock;
+pub mod paths;
+mod scan;
 
 use file::{TensorData, TensorFile};
+pub use lock::{Wait, WriteLock};
+pub use scan::{scan_folder, scan_folder_with, FolderScan, ScanOptions};
 
 use crate::atomic::write_atomic;
 use crate::cpu::preprocess::Preprocess;
@@ -92,9 +104,16 @@ impl Embeddings {
 pub struct Entry {
     /// Absolute, or relative to the working directory ([`Index::load`] returns absolute
     /// paths for version 2 files; [`Index::save`] stores them relative to the index's folder
-    /// where they lie below it; see the module docs).
-    pub path: String,
+    /// where they lie below it, and losslessly when they are not UTF-8: see the module docs
+    /// and [`paths`]).
+    pub path: PathBuf,
     pub label: Option<String>,
+}
+
+impl Entry {
+    pub fn new(path: impl Into<PathBuf>, label: Option<String>) -> Self {
+        Self { path: path.into(), label }
+    }
 }
 
 /// Which network and preprocessing produced the embeddings.
@@ -219,12 +238,11 @@ impl Index {
         let json = |v: serde_json::Value| v.to_string();
         let labels: Vec<Option<&str>> = self.entries.iter().map(|e| e.label.as_deref()).collect();
         let base = index_dir(path)?;
-        let paths: Vec<String> = self.entries.iter().map(|e| stored_path(&e.path, &base)).collect();
-        let metadata: BTreeMap<&str, String> = [
+        let stored: Vec<PathBuf> = self.entries.iter().map(|e| stored_path(&e.path, &base)).collect();
+        let mut metadata: BTreeMap<&str, String> = [
             ("format", FORMAT.to_string()),
             ("version", VERSION.to_string()),
             ("paths_base", PATHS_BASE_INDEX_DIR.to_string()),
-            ("index_dir", base.to_string_lossy().into_owned()),
             ("model", p.model.clone()),
             ("weights_path", p.weights_path.clone()),
             ("weights_sha256", p.weights_sha256.clone()),
@@ -235,11 +253,15 @@ impl Index {
             ("dim", self.dim.to_string()),
             ("count", self.len().to_string()),
             ("centered", self.mean.is_some().to_string()),
-            ("paths", json(serde_json::json!(paths))),
+            ("paths", paths::encode_array(stored.iter().map(PathBuf::as_path))),
             ("labels", json(serde_json::json!(labels))),
         ]
         .into_iter()
         .collect();
+        // A plain string: left out (the fallback it serves with it) where it is not UTF-8.
+        if let Some(dir) = base.to_str() {
+            metadata.insert("index_dir", dir.to_string());
+        }
         let shape = vec![self.len(), self.dim];
         let mut tensors = vec![(
             "embeddings",
@@ -276,8 +298,8 @@ impl Index {
         let number = |key: &str| -> Result<usize> {
             get(key)?.parse().map_err(|_| bad(format!("metadata `{key}` is not a number")))
         };
-        let paths: Vec<String> =
-            serde_json::from_value(parse_json("paths")?).map_err(|e| bad(format!("metadata `paths`: {e}")))?;
+        let paths: Vec<PathBuf> =
+            paths::decode_array(&get("paths")?).map_err(|e| bad(format!("metadata `paths`: {e}")))?;
         let labels: Vec<Option<String>> =
             serde_json::from_value(parse_json("labels")?).map_err(|e| bad(format!("metadata `labels`: {e}")))?;
         let rgb = |key: &str| -> Result<[f32; 3]> {
@@ -325,14 +347,14 @@ impl Index {
                 let base = index_dir(path)?;
                 // Moved or copied: beside the index first, else where it was written.
                 let written_in = meta.get("index_dir").map(PathBuf::from).filter(|dir| *dir != base);
-                let locate = |p: String| {
+                let locate = |p: PathBuf| {
                     let beside = base.join(&p);
                     match &written_in {
                         Some(dir) if !beside.exists() && dir.join(&p).exists() => dir.join(&p),
                         _ => beside,
                     }
                 };
-                paths.into_iter().map(|p| locate(p).to_string_lossy().into_owned()).collect()
+                paths.into_iter().map(locate).collect()
             }
             Some(other) => {
                 return Err(bad(format!("metadata `paths_base` is `{other}`; expected `{PATHS_BASE_INDEX_DIR}`")))
@@ -358,49 +380,22 @@ fn index_dir(path: &Path) -> Result<PathBuf> {
 /// `path` as an index in `base` stores it: relative to `base` ('/'-separated) when it lies
 /// at or below it, else absolute. Purely lexical, so a symlinked folder is not resolved
 /// into a different spelling; no `..` components, which a symlink would send elsewhere.
-fn stored_path(path: &str, base: &Path) -> String {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| PathBuf::from(path));
+fn stored_path(path: &Path, base: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     match absolute.strip_prefix(base) {
         Ok(relative)
             if relative.components().all(|c| matches!(c, std::path::Component::Normal(_)))
                 && !relative.as_os_str().is_empty() =>
         {
-            relative.components().map(|c| c.as_os_str().to_string_lossy()).collect::<Vec<_>>().join("/")
-        }
-        _ => absolute.to_string_lossy().into_owned(),
-    }
-}
-
-/// Image files (jpg, jpeg, png; any case) under `dir`, recursively, sorted; each with the
-/// name of its first-level sub-folder as label (`None` for files directly in `dir`).
-pub fn scan_folder(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
-        let entries = std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))?;
-        for entry in entries {
-            let path = entry.map_err(|e| Error::io(dir, e))?.path();
-            if path.is_dir() {
-                walk(&path, out)?;
-            } else if path
-                .extension()
-                .and_then(|e| e.to_str())
-                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
-            {
-                out.push(path);
+            let mut joined = std::ffi::OsString::new();
+            for (i, part) in relative.components().enumerate() {
+                if i > 0 {
+                    joined.push("/");
+                }
+                joined.push(part.as_os_str());
             }
+            PathBuf::from(joined)
         }
-        Ok(())
+        _ => absolute,
     }
-    let mut files = Vec::new();
-    walk(dir, &mut files)?;
-    files.sort();
-    Ok(files
-        .into_iter()
-        .map(|path| {
-            let rel = path.strip_prefix(dir).unwrap_or(&path);
-            let mut parts = rel.components();
-            let first = parts.next().map(|c| c.as_os_str().to_string_lossy().into_owned());
-            let label = if parts.next().is_some() { first } else { None };
-            (path, label)
-        })
-        .collect())
 }

@@ -391,7 +391,7 @@ fn knn_scan(
 ) -> Result<Vec<Value>> {
     let k = 10;
     let features = Rng::normals_parallel(rows as u64, rows * FEATURE_DIM);
-    let entries: Vec<Entry> = (0..rows).map(|i| Entry { path: i.to_string(), label: None }).collect();
+    let entries: Vec<Entry> = (0..rows).map(|i| Entry::new(i.to_string(), None)).collect();
     let provenance = Provenance {
         model: "bench".into(),
         weights_path: String::new(),

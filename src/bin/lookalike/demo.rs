@@ -114,6 +114,8 @@ pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Resu
         cpu: false,
         matrix_units: false,
         gpu: Some(ctx.clone()),
+        follow_links: false,
+        no_wait: false,
     })?;
     let index_secs = start.elapsed().as_secs_f64();
     println!(
@@ -162,7 +164,7 @@ fn index_dir(index: &Index) -> PathBuf {
     index
         .entries
         .first()
-        .and_then(|e| Path::new(&e.path).parent()?.parent()?.parent().map(Path::to_path_buf))
+        .and_then(|e| e.path.parent()?.parent()?.parent().map(Path::to_path_buf))
         .unwrap_or_else(|| PathBuf::from("."))
 }
 

@@ -85,6 +85,13 @@ enum Command {
         /// L2 from the f32 path's. Fails where the adapter has none.
         #[arg(long, conflicts_with = "cpu")]
         experimental_coop: bool,
+        /// Walk into links to folders (each folder and each real file is still taken once;
+        /// loops are walked once). Without it, links to folders are listed and passed over.
+        #[arg(long)]
+        follow_links: bool,
+        /// Fail at once when another process is writing OUTPUT, instead of waiting for it.
+        #[arg(long)]
+        no_wait: bool,
     },
     /// The k most similar indexed images of each query image.
     Search {
@@ -288,6 +295,8 @@ fn main() -> ExitCode {
             add,
             cpu,
             experimental_coop,
+            follow_links,
+            no_wait,
         } => search_cmd::index(search_cmd::IndexOptions {
             dir: &dir,
             weights: weights.as_deref(),
@@ -305,6 +314,8 @@ fn main() -> ExitCode {
             cpu,
             matrix_units: experimental_coop,
             gpu: None,
+            follow_links,
+            no_wait,
         })
         .map(|_| ()),
         Command::Search { index, images, features, k, json, collage, weights, experimental_coop } => {
@@ -328,7 +339,8 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            // One line: a path with a newline in it must not forge a second one.
+            eprintln!("error: {}", lookalike::index::paths::one_line(&e.to_string()));
             ExitCode::FAILURE
         }
     }

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lookalike::classify::{vote, ConfusionMatrix};
 use lookalike::cpu::preprocess::{decode_file, Preprocess};
 use lookalike::embed::Embedder;
-use lookalike::index::{scan_folder, Index, Provenance};
+use lookalike::index::{paths, scan_folder, scan_folder_with, Index, Provenance, ScanOptions, Wait, WriteLock};
 use lookalike::npy;
 use lookalike::ops::matmul::Precision;
 use lookalike::render::{collage, confusion_png, save_png};
@@ -34,6 +34,10 @@ pub struct IndexOptions<'a> {
     pub matrix_units: bool,
     /// The GPU context to embed on (unless `cpu`); `None` opens one.
     pub gpu: Option<Context>,
+    /// Walk into links to folders (`--follow-links`).
+    pub follow_links: bool,
+    /// Fail instead of waiting when another process is writing the index (`--no-wait`).
+    pub no_wait: bool,
 }
 
 fn progress_bar(len: usize, what: &str) -> ProgressBar {
@@ -53,6 +57,16 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         Preprocess { resize: o.resize.unwrap_or(default.resize), crop: o.crop.unwrap_or(default.crop), ..default };
     asked.validate()?;
     refuse_directory(o.output)?;
+    // Held from before the old index is read until the new one has replaced it, so two
+    // writers of one index take turns and neither loses the other's rows.
+    let wait = if o.no_wait { Wait::NoWait } else { Wait::Block };
+    let _lock = WriteLock::acquire(o.output, wait, |lock| {
+        eprintln!(
+            "waiting for another process writing {} to finish (it holds {}; --no-wait fails instead)",
+            paths::display(o.output),
+            paths::display(lock)
+        )
+    })?;
     let existing = if o.add && o.output.exists() { Some(Index::load(o.output)?) } else { None };
     if let Some(index) = &existing {
         refuse_other_settings(&o, index)?;
@@ -76,17 +90,17 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     let preprocess = existing.as_ref().map_or(asked, |i| i.provenance.preprocess);
     // Absolute, so `search` finds the images (for --collage) from any directory; the file
     // stores those below its own folder relative to it (`Index::save`).
-    let mut files: Vec<(PathBuf, Option<String>)> = scan_folder(o.dir)?
-        .into_iter()
-        .map(|(path, label)| (std::path::absolute(&path).unwrap_or(path), label))
-        .collect();
+    let scan = scan_folder_with(o.dir, ScanOptions { follow_links: o.follow_links })?;
+    let mut files: Vec<(PathBuf, Option<String>)> =
+        scan.files.into_iter().map(|(path, label)| (std::path::absolute(&path).unwrap_or(path), label)).collect();
     if let Some(index) = &existing {
         // Known by file, not by spelling: `DIR`, `./DIR/` and `/abs/DIR` list the same images.
         let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
         let known: std::collections::HashSet<PathBuf> =
-            index.entries.iter().flat_map(|e| [PathBuf::from(&e.path), canonical(Path::new(&e.path))]).collect();
+            index.entries.iter().flat_map(|e| [e.path.clone(), canonical(&e.path)]).collect();
         files.retain(|(path, _)| !known.contains(path) && !known.contains(&canonical(path)));
     }
+    print_skipped("path(s) passed over while walking the folder", &scan.skipped);
     if files.is_empty() && existing.is_none() {
         return Err(Error::InvalidArgument(format!("no .jpg, .jpeg or .png images under {}", o.dir.display())));
     }
@@ -101,12 +115,7 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     let embedded = embedder.embed_labelled_files(&files, &preprocess, o.batch, |done| bar.set_position(done as u64));
     bar.finish_and_clear();
     let embedded = embedded?;
-    if !embedded.skipped.is_empty() {
-        eprintln!("skipped {} unreadable file(s):", embedded.skipped.len());
-        for (path, why) in &embedded.skipped {
-            eprintln!("  {}: {why}", path.display());
-        }
-    }
+    print_skipped("file(s) skipped, since they could not be used", &embedded.skipped);
     let index = match existing {
         Some(mut index) => {
             index.add(&embedded.features, embedded.entries)?;
@@ -152,6 +161,17 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     Ok(index)
 }
 
+/// Lists `skipped` paths on stderr, each once beside its reason, one line each.
+fn print_skipped(what: &str, skipped: &[(PathBuf, String)]) {
+    if skipped.is_empty() {
+        return;
+    }
+    eprintln!("{} {what}:", skipped.len());
+    for (path, why) in skipped {
+        eprintln!("  {}: {}", paths::display(path), paths::one_line(why));
+    }
+}
+
 /// With `--add`, settings given on the command line must be the index's own: new rows are
 /// stored, centred and preprocessed as the old ones were, so a different value would be
 /// silently ignored. Checked before any work.
@@ -184,7 +204,17 @@ fn refuse_other_settings(o: &IndexOptions, index: &Index) -> Result<()> {
 /// only at the end, after every image was embedded or searched.
 fn refuse_directory(output: &Path) -> Result<()> {
     if output.is_dir() {
-        return Err(Error::InvalidArgument(format!("output {} is a directory; give a file path", output.display())));
+        return Err(Error::InvalidArgument(format!(
+            "output {} is a directory; give a file path",
+            paths::display(output)
+        )));
+    }
+    if let Some(parent) = output.parent().filter(|p| !p.as_os_str().is_empty() && !p.is_dir()) {
+        return Err(Error::InvalidArgument(format!(
+            "the folder of output {} does not exist: create {} first",
+            paths::display(output),
+            paths::display(parent)
+        )));
     }
     Ok(())
 }
@@ -226,30 +256,35 @@ pub fn search(
             if let Some(path) = collage_path {
                 write_collage(&index, &decoded, &results, path)?;
             }
-            (images.iter().map(|p| p.display().to_string()).collect::<Vec<_>>(), results)
+            (images.to_vec(), results)
         }
         Queries::Features(path) => {
             let features = read_query_features(path, index.dim)?;
             let options = SearchOptions { matrix_units, ..Default::default() };
             let results = Searcher::for_features(crate::open_context(matrix_units)?, &index, options)?
                 .search_features(&features, k)?;
-            ((0..results.len()).map(|row| format!("{}:{row}", path.display())).collect(), results)
+            let name = |row: usize| {
+                let mut name = path.as_os_str().to_os_string();
+                name.push(format!(":{row}"));
+                PathBuf::from(name)
+            };
+            ((0..results.len()).map(name).collect(), results)
         }
     };
     if json {
-        let out: Vec<serde_json::Value> = names
+        let out = names
             .iter()
             .zip(&results)
             .map(|(query, neighbours)| neighbours_json(query, neighbours, &index.entries))
-            .collect();
-        println!("{}", serde_json::Value::Array(out));
+            .collect::<Result<Vec<String>>>()?;
+        println!("[{}]", out.join(","));
     } else {
         for (query, neighbours) in names.iter().zip(&results) {
-            println!("{query}");
+            println!("{}", paths::display(query));
             for (rank, n) in neighbours.iter().enumerate() {
                 let entry = &index.entries[n.index];
-                let label = entry.label.as_deref().map(|l| format!("  [{l}]")).unwrap_or_default();
-                println!("  {:>3}. {:+.4}  {}{label}", rank + 1, n.score, entry.path);
+                let label = entry.label.as_deref().map(|l| format!("  [{}]", paths::one_line(l))).unwrap_or_default();
+                println!("  {:>3}. {:+.4}  {}{label}", rank + 1, n.score, paths::display(&entry.path));
             }
         }
     }
@@ -287,7 +322,7 @@ pub fn write_collage(index: &Index, queries: &[image::RgbImage], results: &[Vec<
         .map(|(query, neighbours)| {
             std::iter::once(query.clone())
                 .chain(neighbours.iter().map(|n| {
-                    decode_file(Path::new(&index.entries[n.index].path)).unwrap_or_else(|e| {
+                    decode_file(&index.entries[n.index].path).unwrap_or_else(|e| {
                         eprintln!("collage: grey tile for a neighbour ({e})");
                         image::RgbImage::from_pixel(8, 8, image::Rgb([90, 90, 90]))
                     })
@@ -325,7 +360,8 @@ pub fn classify(
     if !images.is_empty() {
         let results = searcher.search_images(&decode_all(images)?, k)?;
         for (path, neighbours) in images.iter().zip(&results) {
-            println!("{} -> {}", path.display(), vote(neighbours, &labels).unwrap_or_else(|| "(no label)".into()));
+            let label = vote(neighbours, &labels).unwrap_or_else(|| "(no label)".into());
+            println!("{} -> {}", paths::display(path), paths::one_line(&label));
         }
     }
     if let Some(dir) = eval {
@@ -352,7 +388,7 @@ pub fn classify(
                         images.push(img);
                         truths.push(label);
                     }
-                    Err(e) => skipped.push(e.to_string()),
+                    Err(e) => skipped.push((path.clone(), e.reason())),
                 }
             }
             if !images.is_empty() {
@@ -363,9 +399,7 @@ pub fn classify(
             bar.inc(chunk.len() as u64);
         }
         bar.finish_and_clear();
-        for why in &skipped {
-            eprintln!("skipped: {why}");
-        }
+        print_skipped("file(s) skipped, since they could not be read", &skipped);
         println!("{matrix}");
         save_png(&confusion_png(&matrix, 32), confusion_path)?;
         eprintln!("wrote {}", confusion_path.display());

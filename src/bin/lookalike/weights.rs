@@ -19,8 +19,16 @@ pub struct LoadedWeights {
 pub fn load(weights: Option<&Path>, seed: Option<u64>) -> Result<LoadedWeights> {
     match (weights, seed) {
         (Some(path), _) => {
+            // An index records it as text; a lossy spelling would name another file.
+            let text = path.to_str().ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "the weights path {} is not valid UTF-8, and an index records it as text: rename the file \
+                     or pass a link to it",
+                    lookalike::index::paths::display(path)
+                ))
+            })?;
             let net = ResNet50::load(path)?;
-            Ok(LoadedWeights { net, path: path.to_string_lossy().into_owned(), sha256: sha256_file(path)? })
+            Ok(LoadedWeights { net, path: text.to_string(), sha256: sha256_file(path)? })
         }
         (None, Some(seed)) => {
             let tag = format!("seed:{seed}");
