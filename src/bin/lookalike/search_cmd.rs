@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lookalike::classify::{vote, ConfusionMatrix};
 use lookalike::cpu::preprocess::{decode_file, Preprocess};
 use lookalike::embed::Embedder;
-use lookalike::index::{paths, scan_folder, scan_folder_with, Index, Provenance, ScanOptions, Wait, WriteLock};
+use lookalike::index::{paths, scan_folder_with, Index, Provenance, ScanOptions, Wait, WriteLock};
 use lookalike::npy;
 use lookalike::ops::matmul::Precision;
 use lookalike::render::{collage, confusion_png, save_png};
@@ -57,6 +57,10 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         Preprocess { resize: o.resize.unwrap_or(default.resize), crop: o.crop.unwrap_or(default.crop), ..default };
     asked.validate()?;
     refuse_directory(o.output)?;
+    // Through a link to the index, the index itself is locked and replaced (as SQLite
+    // writes through one): locking the link's name would not keep out a writer of the file.
+    let output = resolve_link(o.output)?;
+    let o = IndexOptions { output: &output, ..o };
     // Held from before the old index is read until the new one has replaced it, so two
     // writers of one index take turns and neither loses the other's rows.
     let wait = if o.no_wait { Wait::NoWait } else { Wait::Block };
@@ -159,6 +163,16 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         println!("the embeddings share a dominant direction: rebuild with --center for a far better ranking (above all with --dtype f16)");
     }
     Ok(index)
+}
+
+/// `path`, or the file it links to.
+fn resolve_link(path: &Path) -> Result<PathBuf> {
+    match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path).map_err(|e| {
+            Error::InvalidArgument(format!("output {} is a link that leads nowhere ({e})", paths::display(path)))
+        }),
+        _ => Ok(path.to_path_buf()),
+    }
 }
 
 /// Lists `skipped` paths on stderr, each once beside its reason, one line each.
@@ -365,7 +379,9 @@ pub fn classify(
         }
     }
     if let Some(dir) = eval {
-        let files = scan_folder(dir)?;
+        let scan = scan_folder_with(dir, ScanOptions::default())?;
+        print_skipped("path(s) passed over while walking the folder", &scan.skipped);
+        let files = scan.files;
         let labelled: Vec<_> = files.into_iter().filter_map(|(p, l)| l.map(|l| (p, l))).collect();
         if labelled.is_empty() {
             return Err(Error::InvalidArgument(format!(
