@@ -233,6 +233,8 @@ impl Index {
     }
 
     /// Writes the index atomically: an interrupted write never destroys an existing file.
+    /// A read-modify-write (load, add, save) that other processes may run at the same time
+    /// holds a [`WriteLock`] on `path` from before the load until after the save.
     pub fn save(&self, path: &Path) -> Result<()> {
         let p = &self.provenance;
         let json = |v: serde_json::Value| v.to_string();
