@@ -64,6 +64,17 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 
+    /// The message without the file it concerns, for lists that print the path beside it
+    /// (`path: reason`).
+    pub fn without_path(&self) -> String {
+        match self {
+            Error::Image { reason, .. } => format!("cannot decode image: {reason}"),
+            Error::Io { source, .. } => source.to_string(),
+            Error::Safetensors { reason, .. } | Error::Npy { reason, .. } => reason.clone(),
+            other => other.to_string(),
+        }
+    }
+
     pub(crate) fn shape(op: impl Into<String>, expected: impl ToString, got: impl ToString) -> Self {
         Error::ShapeMismatch { op: op.into(), expected: expected.to_string(), got: got.to_string() }
     }
