@@ -1,18 +1,18 @@
 //! Images to ResNet50 features on the GPU or the CPU reference: what `lookalike embed` runs.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::mpsc;
 
 use image::RgbImage;
 use rayon::prelude::*;
 
-use crate::cpu::preprocess::{decode_file, preprocess_image, Preprocess};
+use crate::cpu::preprocess::{check_image, decode_file, decoded_bytes, preprocess_image, Preprocess};
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch};
 use crate::index::Entry;
 use crate::model::{BatchNormMode, CpuResNet50, GpuResNet50, ResNet50, FEATURE_DIM};
 use crate::npy::NhwcBatch;
-use crate::ops::preprocess::PreprocessBatch;
+use crate::ops::preprocess::{submit_runs, PreprocessBatch};
 
 enum Engine {
     Gpu { ctx: Box<Context>, net: Box<GpuResNet50> },
@@ -60,17 +60,23 @@ impl Embedder {
         }
     }
 
-    /// `[n, 2048]` features of decoded images; on the GPU the preprocessing runs there too,
-    /// in the same submit as the backbone.
+    /// `[n, 2048]` features of decoded images of any size; on the GPU the preprocessing runs
+    /// there too, in the same submit as the backbone. Submits are split by count
+    /// ([`GpuResNet50::max_batch`]) and by uploaded bytes ([`submit_runs`]); an image whose
+    /// rows exceed one storage binding is preprocessed on the CPU, to the same numbers
+    /// ([`PreprocessBatch::with_cpu_fallback`]). Fails on an empty image ([`check_image`]
+    /// finds those first) and where the crop's activations exceed the device's limits.
     pub fn embed_decoded(&mut self, images: &[RgbImage], preprocess: &Preprocess) -> Result<Vec<f32>> {
         preprocess.validate()?;
         let side = preprocess.crop as usize;
         match &mut self.engine {
             Engine::Gpu { ctx, net } => {
+                GpuResNet50::check_fits(ctx, side, side)?;
                 let mut features = Vec::with_capacity(images.len() * FEATURE_DIM);
-                for chunk in images.chunks(GpuResNet50::max_batch(ctx, side, side).max(1)) {
+                for run in submit_runs(ctx, images, preprocess, GpuResNet50::max_batch(ctx, side, side)) {
+                    let chunk = &images[run];
                     let (input, output, backbone) = net.prepared(ctx, chunk.len(), side, side)?;
-                    let prepare = PreprocessBatch::new(ctx, chunk, preprocess, input)?;
+                    let prepare = PreprocessBatch::with_cpu_fallback(ctx, chunk, preprocess, input)?;
                     let dispatches: Vec<&Dispatch> = prepare.dispatches().iter().chain(backbone).collect();
                     let part = ctx.run_and_read(&dispatches, output, chunk.len() * FEATURE_DIM)?;
                     crate::model::check_features(&part, features.len() / FEATURE_DIM, net.overflow_cause())?;
@@ -86,24 +92,32 @@ impl Embedder {
         }
     }
 
-    /// Embeds a folder's files for an index: a producer thread decodes each batch in
-    /// parallel on the CPU while this thread runs the previous batch on the device.
-    /// Unreadable files are skipped and reported, never fatal.
+    /// Embeds a folder's files for an index: a producer thread decodes each run of files
+    /// ([`decode_run_len`]: at most `batch_size`, decoded pixels within
+    /// [`DECODE_BUDGET_BYTES`]) in parallel on the CPU while this thread runs the previous
+    /// run on the device. Files that cannot be read or used are skipped and reported, never
+    /// fatal.
     pub fn embed_labelled_files(
         &mut self, files: &[(PathBuf, Option<String>)], preprocess: &Preprocess, batch_size: usize,
         mut progress: impl FnMut(usize),
     ) -> Result<LabelledFeatures> {
-        let batch_size = batch_size.max(1);
+        preprocess.validate()?;
         let mut out = LabelledFeatures::default();
         std::thread::scope(|scope| {
             let (sender, receiver) = mpsc::sync_channel::<Vec<(usize, Result<RgbImage>)>>(1);
             scope.spawn(move || {
-                for (start, chunk) in (0..files.len()).step_by(batch_size).zip(files.chunks(batch_size)) {
-                    let decoded =
-                        chunk.par_iter().enumerate().map(|(i, (path, _))| (start + i, decode_file(path))).collect();
+                let mut start = 0;
+                while start < files.len() {
+                    let end = start + decode_run_len(files[start..].iter().map(|(path, _)| path.as_path()), batch_size);
+                    let decoded = files[start..end]
+                        .par_iter()
+                        .enumerate()
+                        .map(|(i, (path, _))| (start + i, decode_file(path)))
+                        .collect();
                     if sender.send(decoded).is_err() {
                         return; // the consumer stopped on an error
                     }
+                    start = end;
                 }
             });
             let mut done = 0;
@@ -112,13 +126,12 @@ impl Embedder {
                 let mut images = Vec::with_capacity(decoded.len());
                 for (i, result) in decoded {
                     let (path, label) = &files[i];
-                    match result {
-                        Ok(img) if img.width() > 0 && img.height() > 0 => {
+                    match result.and_then(|img| check_image(&img, preprocess).map(|()| img)) {
+                        Ok(img) => {
                             images.push(img);
                             out.entries.push(Entry::new(path.clone(), label.clone()));
                         }
-                        Ok(_) => out.skipped.push((path.clone(), "empty image".into())),
-                        Err(e) => out.skipped.push((path.clone(), e.reason())),
+                        Err(e) => out.skipped.push((path.clone(), e.without_path())),
                     }
                 }
                 if !images.is_empty() {
@@ -131,22 +144,48 @@ impl Embedder {
         Ok(out)
     }
 
-    /// Decodes (in parallel) and embeds image files, `batch_size` at a time, in the order
-    /// given, preprocessing as [`Embedder::embed_decoded`] does; the first unreadable file
-    /// in that order is the error. `progress` hears how many are done after each batch.
+    /// Decodes (in parallel) and embeds image files in the order given, in runs of at most
+    /// `batch_size` files and [`DECODE_BUDGET_BYTES`] of decoded pixels, preprocessing as
+    /// [`Embedder::embed_decoded`] does; the first unreadable file in that order is the
+    /// error. `progress` hears how many are done after each run.
     pub fn embed_files(
         &mut self, paths: &[PathBuf], preprocess: &Preprocess, batch_size: usize, mut progress: impl FnMut(usize),
     ) -> Result<Vec<f32>> {
         preprocess.validate()?;
         let mut features = Vec::with_capacity(paths.len() * FEATURE_DIM);
-        for chunk in paths.chunks(batch_size.max(1)) {
-            let decoded: Vec<Result<RgbImage>> = chunk.par_iter().map(|p| decode_file(p)).collect();
+        let mut start = 0;
+        while start < paths.len() {
+            let end = start + decode_run_len(paths[start..].iter().map(PathBuf::as_path), batch_size);
+            let decoded: Vec<Result<RgbImage>> = paths[start..end].par_iter().map(|p| decode_file(p)).collect();
             let images = decoded.into_iter().collect::<Result<Vec<_>>>()?;
             features.extend(self.embed_decoded(&images, preprocess)?);
-            progress(features.len() / FEATURE_DIM);
+            progress(end);
+            start = end;
         }
         Ok(features)
     }
+}
+
+/// Decoded 8-bit RGB bytes one run of files may hold at once (a run holds at least one
+/// file): with a run decoding while another is embedded, a few of these are in memory.
+pub const DECODE_BUDGET_BYTES: u64 = 512 << 20;
+
+/// How many of `paths`, from the first, to decode together: at most `max_files` (at least
+/// 1), with decoded pixels ([`decoded_bytes`], read from the headers) within
+/// [`DECODE_BUDGET_BYTES`] unless the run is a single file.
+pub fn decode_run_len<'a>(paths: impl IntoIterator<Item = &'a Path>, max_files: usize) -> usize {
+    let (mut files, mut bytes) = (0, 0);
+    for path in paths {
+        if files == max_files.max(1) {
+            break;
+        }
+        let size = decoded_bytes(path);
+        if files > 0 && bytes + size > DECODE_BUDGET_BYTES {
+            break;
+        }
+        (files, bytes) = (files + 1, bytes + size);
+    }
+    files
 }
 
 /// Features of the readable files of a folder, with the files that were skipped.
@@ -155,6 +194,6 @@ pub struct LabelledFeatures {
     /// `[entries.len(), 2048]`, rows in the order of `entries`.
     pub features: Vec<f32>,
     pub entries: Vec<Entry>,
-    /// Files that could not be read, with the reason.
+    /// Files that could not be read or used, with the reason (without the path).
     pub skipped: Vec<(PathBuf, String)>,
 }

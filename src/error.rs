@@ -71,14 +71,13 @@ impl Error {
         Error::Io { path: path.into(), source }
     }
 
-    /// What went wrong, without the path the message would start with: for lists that
-    /// print each path once beside its reason.
-    pub fn reason(&self) -> String {
+    /// The message without the file it concerns, for lists that print the path beside it
+    /// (`path: reason`).
+    pub fn without_path(&self) -> String {
         match self {
-            Error::Image { reason, .. } | Error::Npy { reason, .. } | Error::Safetensors { reason, .. } => {
-                reason.clone()
-            }
+            Error::Image { reason, .. } => format!("cannot decode image: {reason}"),
             Error::Io { source, .. } => source.to_string(),
+            Error::Safetensors { reason, .. } | Error::Npy { reason, .. } => reason.clone(),
             other => other.to_string(),
         }
     }

@@ -23,7 +23,7 @@ use crate::ops::gemv;
 use crate::ops::l2_normalize::l2_normalize;
 use crate::ops::matmul::{MatmulShape, Precision};
 use crate::ops::matmul_coop::matmul_coop;
-use crate::ops::preprocess::PreprocessBatch;
+use crate::ops::preprocess::{submit_runs, PreprocessBatch};
 use crate::ops::topk::{TopK, TopKInput, TopKOutput, MAX_K};
 
 /// One neighbour: its row in the index and its cosine similarity to the query.
@@ -108,6 +108,8 @@ enum QuerySource {
 /// Everything after the backbone for one (queries, k), recorded once.
 struct ScanPlan {
     uploaded_features: wgpu::Buffer,
+    /// The backbone's features buffer it reads, for [`QuerySource::Images`].
+    source: Option<wgpu::Buffer>,
     result_scores: wgpu::Buffer,
     result_indices: wgpu::Buffer,
     readback_scores: Readback,
@@ -212,7 +214,11 @@ impl Searcher {
         by_scores.min(by_backbone).clamp(1, 256)
     }
 
-    /// The k nearest index rows of each decoded image, best first.
+    /// The k nearest index rows of each decoded image, best first. Images of any size:
+    /// submits are split by uploaded bytes, and an image whose rows exceed one storage
+    /// binding is preprocessed on the CPU ([`PreprocessBatch::with_cpu_fallback`]). Fails on
+    /// an empty image ([`crate::cpu::preprocess::check_image`] finds those first), and where
+    /// the crop's activations exceed the device's limits ([`GpuResNet50::check_fits`]).
     pub fn search_images(&mut self, images: &[RgbImage], k: usize) -> Result<Vec<Vec<Neighbor>>> {
         self.check_k(k)?;
         if self.dim != FEATURE_DIM {
@@ -223,18 +229,26 @@ impl Searcher {
             ));
         }
         let crop = self.preprocess.crop as usize;
+        if self.net.is_none() {
+            return Err(Error::InvalidArgument("this searcher has no network: build it with Searcher::new".into()));
+        }
+        GpuResNet50::check_fits(&self.ctx, crop, crop)?;
         let mut results = Vec::with_capacity(images.len());
-        for batch in images.chunks(self.max_queries()) {
+        for run in submit_runs(&self.ctx, images, &self.preprocess, self.max_queries()) {
+            let batch = &images[run];
             let q = batch.len();
-            let net = self.net.as_mut().ok_or_else(|| {
-                Error::InvalidArgument("this searcher has no network: build it with Searcher::new".into())
-            })?;
+            let net = self.net.as_mut().ok_or_else(|| Error::InvalidArgument("no network".into()))?;
             let (input, features) = {
                 let (input, features, _) = net.prepared(&self.ctx, q, crop, crop)?;
                 (input.clone(), features.clone())
             };
+            // The network keeps a few plans only: a scan recorded on an older features buffer is stale.
+            let key = (q, k, QuerySource::Images);
+            if self.plans.get(&key).is_some_and(|plan| plan.source.as_ref() != Some(&features)) {
+                self.plans.remove(&key);
+            }
             self.ensure_plan(q, k, QuerySource::Images, Some(&features))?;
-            let preprocess = PreprocessBatch::new(&self.ctx, batch, &self.preprocess, &input)?;
+            let preprocess = PreprocessBatch::with_cpu_fallback(&self.ctx, batch, &self.preprocess, &input)?;
             let net = self.net.as_mut().ok_or_else(|| Error::InvalidArgument("no network".into()))?;
             let cause = net.overflow_cause();
             let (_, _, backbone) = net.prepared(&self.ctx, q, crop, crop)?;
@@ -319,6 +333,7 @@ impl Searcher {
         }
         let plan = ScanPlan {
             uploaded_features,
+            source: backbone_features.cloned(),
             result_scores,
             result_indices,
             readback_scores: ctx.readback(q * k),

@@ -108,15 +108,39 @@ pub fn decode_bytes(bytes: &[u8], path: &Path) -> Result<RgbImage> {
     if bytes.is_empty() {
         return Err(fail("the file is empty (0 bytes)".into()));
     }
-    let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
+    let mut reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| fail(e.to_string()))?;
     if reader.format().is_none() {
         return Err(fail("not a recognised image format; expected JPEG or PNG".into()));
     }
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    reader.limits(limits);
     // Decoders are third-party code fed untrusted bytes: turn a decoder panic into an error.
     let decoded = panic::catch_unwind(AssertUnwindSafe(|| reader.decode()))
         .map_err(|_| fail("the image decoder panicked on this file".into()))?
-        .map_err(|e| fail(e.to_string()))?;
+        .map_err(|e| match e {
+            image::ImageError::Limits(_) => fail(format!(
+                "decoding it needs more than the {} MiB of memory allowed for one image",
+                MAX_DECODED_BYTES >> 20
+            )),
+            other => fail(other.to_string()),
+        })?;
     Ok(decoded.into_rgb8())
+}
+
+/// Most bytes one decoded image may take in its file's own pixel format: a 100 MP photo
+/// with 16-bit RGB samples (600 MB) decodes, a billion-pixel bomb does not.
+pub const MAX_DECODED_BYTES: u64 = 1 << 30;
+
+/// Bytes of the 8-bit RGB image [`decode_file`] would return for `path`, from its header
+/// alone; 0 where the header cannot be read (decoding it will then report why).
+pub fn decoded_bytes(path: &Path) -> u64 {
+    let header = || {
+        let reader = ImageReader::new(std::io::BufReader::new(std::fs::File::open(path).ok()?));
+        reader.with_guessed_format().ok()?.into_dimensions().ok()
+    };
+    let dimensions = panic::catch_unwind(AssertUnwindSafe(header)).ok().flatten();
+    dimensions.map_or(0, |(w, h)| w as u64 * h as u64 * CHANNELS as u64)
 }
 
 /// Resampling taps for one axis, flat so they can be uploaded to the GPU unchanged.
@@ -140,7 +164,12 @@ impl FilterTaps {
     /// `len` outputs that each copy one input with a weight of exactly 1.0. Applying them
     /// (`0.0 + 1.0 * x`) reproduces the input bit for bit, as the pass-through does.
     pub fn identity(len: u32) -> Self {
-        Self { start: (0..len).collect(), count: vec![1; len as usize], weights: vec![1.0; len as usize], max_taps: 1 }
+        Self::identity_range(0, len as usize)
+    }
+
+    /// Outputs `first..first + len` of [`FilterTaps::identity`].
+    fn identity_range(first: u32, len: usize) -> Self {
+        Self { start: (first..).take(len).collect(), count: vec![1; len], weights: vec![1.0; len], max_taps: 1 }
     }
 
     /// The first input index and the weights of output `o`.
@@ -166,16 +195,23 @@ impl FilterTaps {
 /// by the image border. Upscaling (support 1) is plain bilinear with clamp-to-edge.
 /// Either length 0 gives `out_len` empty tap lists.
 pub fn bilinear_taps(in_len: u32, out_len: u32) -> FilterTaps {
-    let out = out_len as usize;
+    bilinear_taps_range(in_len, out_len as usize, 0, out_len as usize)
+}
+
+/// Outputs `first..first + len` of [`bilinear_taps`]`(in_len, out_len)`: the same weights
+/// (each output's depend on it alone), computed without the others, so the crop of a
+/// huge resize (a strip resized to millions of columns) costs only its own outputs. The
+/// row stride `max_taps` is the largest count within the range.
+pub fn bilinear_taps_range(in_len: u32, out_len: usize, first: usize, len: usize) -> FilterTaps {
     if in_len == 0 || out_len == 0 {
-        return FilterTaps { start: vec![0; out], count: vec![0; out], weights: Vec::new(), max_taps: 0 };
+        return FilterTaps { start: vec![0; len], count: vec![0; len], weights: Vec::new(), max_taps: 0 };
     }
     let scale = in_len as f64 / out_len as f64;
     let support = scale.max(1.0);
     // PIL multiplies by the reciprocal; doing the same keeps the f64 weights bit-identical.
     let inverse_support = 1.0 / support;
-    let mut rows: Vec<(u32, Vec<f64>)> = Vec::with_capacity(out);
-    for o in 0..out {
+    let mut rows: Vec<(u32, Vec<f64>)> = Vec::with_capacity(len);
+    for o in first..first + len {
         let centre = (o as f64 + 0.5) * scale;
         // `as i64` truncates toward zero like PIL's C cast; the clamps make it floor-safe.
         let first = ((centre - support + 0.5) as i64).max(0);
@@ -188,6 +224,7 @@ pub fn bilinear_taps(in_len: u32, out_len: u32) -> FilterTaps {
         }
         rows.push((first as u32, weights));
     }
+    let out = len;
     let max_taps = rows.iter().map(|(_, w)| w.len()).max().unwrap_or(0);
     let mut taps = FilterTaps {
         start: Vec::with_capacity(out),
@@ -232,6 +269,62 @@ pub fn resize_taps(height: u32, width: u32, target: u32) -> (FilterTaps, FilterT
     (bilinear_taps(height, out_h as u32), bilinear_taps(width, out_w as u32))
 }
 
+/// What the centre crop of one image needs from the resize: the taps of the crop's columns
+/// and rows only, and the source rows they read. Computing just these outputs gives the
+/// very numbers of the whole resize followed by the crop, for any aspect ratio (a 20000x1
+/// strip resized to shorter side 256 would be 5120000 wide; its crop needs 224 columns).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CropWindow {
+    /// Source rows `first_row..first_row + rows` are the only ones the crop reads.
+    pub first_row: usize,
+    pub rows: usize,
+    /// Taps of the crop's columns over the source columns.
+    pub horizontal: FilterTaps,
+    /// Taps of the crop's rows, starts counted from `first_row`.
+    pub vertical: FilterTaps,
+    /// `(height, width)` of the whole resized image.
+    pub resized: (usize, usize),
+}
+
+/// The [`CropWindow`] of a `height`×`width` image under `p`: identity taps when the shorter
+/// side already is `p.resize` (the pass-through), else [`bilinear_taps_range`]. Fails on an
+/// empty image ([`Error::InputTooSmall`]); `p` is assumed valid ([`Preprocess::validate`]).
+pub fn crop_window(height: u32, width: u32, p: &Preprocess) -> Result<CropWindow> {
+    if height == 0 || width == 0 {
+        return Err(Error::InputTooSmall {
+            height: height as usize,
+            width: width as usize,
+            min: 1,
+            what: "resizing".into(),
+        });
+    }
+    let (out_h, out_w) = resized_size(height, width, p.resize);
+    let crop = p.crop as usize;
+    if out_h < crop || out_w < crop {
+        return Err(Error::InputTooSmall { height: out_h, width: out_w, min: crop, what: "the centre crop".into() });
+    }
+    let pass_through = height.min(width) == p.resize;
+    let axis = |in_len: u32, out_len: usize| {
+        let first = crop_offset(out_len, crop);
+        match pass_through {
+            true => FilterTaps::identity_range(first as u32, crop),
+            false => bilinear_taps_range(in_len, out_len, first, crop),
+        }
+    };
+    let horizontal = axis(width, out_w);
+    let mut vertical = axis(height, out_h);
+    let first_row = vertical.start.iter().copied().min().unwrap_or(0);
+    let end_row = vertical.start.iter().zip(&vertical.count).map(|(s, c)| s + c).max().unwrap_or(0);
+    vertical.start.iter_mut().for_each(|s| *s -= first_row);
+    Ok(CropWindow {
+        first_row: first_row as usize,
+        rows: (end_row - first_row) as usize,
+        horizontal,
+        vertical,
+        resized: (out_h, out_w),
+    })
+}
+
 /// Resizes so the shorter side becomes `target`, returning f32 samples in `[0, 1]`.
 ///
 /// Separable, horizontal pass first, then vertical. Every sample is `u8 as f32 / 255.0`;
@@ -261,22 +354,27 @@ pub fn resize_shorter_side(img: &RgbImage, target: u32) -> Result<HwcImage> {
 }
 
 /// Horizontal pass over 8-bit rows of `in_w` pixels: returns `rows × out_len × 3` f32 samples.
+/// Rows run in parallel; each sample is read through a table of `u8 as f32 / 255.0`, the
+/// same values as dividing.
 fn resize_rows(src: &[u8], in_w: usize, taps: &FilterTaps) -> Vec<f32> {
+    let unit: [f32; 256] = std::array::from_fn(|v| to_unit(v as u8));
     let out_w = taps.start.len();
     let rows = src.len() / (in_w * CHANNELS);
     let mut dst = vec![0.0f32; rows * out_w * CHANNELS];
-    for (src_row, dst_row) in src.chunks_exact(in_w * CHANNELS).zip(dst.chunks_exact_mut(out_w * CHANNELS)) {
-        for (o, dst_pixel) in dst_row.chunks_exact_mut(CHANNELS).enumerate() {
-            let (start, weights) = taps.taps(o);
-            for (c, out) in dst_pixel.iter_mut().enumerate() {
-                let mut sum = 0.0f32;
-                for (j, w) in weights.iter().enumerate() {
-                    sum += w * to_unit(src_row[(start + j) * CHANNELS + c]);
+    src.par_chunks_exact(in_w * CHANNELS).zip(dst.par_chunks_exact_mut(out_w * CHANNELS)).for_each(
+        |(src_row, dst_row)| {
+            for (o, dst_pixel) in dst_row.chunks_exact_mut(CHANNELS).enumerate() {
+                let (start, weights) = taps.taps(o);
+                for (c, out) in dst_pixel.iter_mut().enumerate() {
+                    let mut sum = 0.0f32;
+                    for (j, w) in weights.iter().enumerate() {
+                        sum += w * unit[src_row[(start + j) * CHANNELS + c] as usize];
+                    }
+                    *out = sum;
                 }
-                *out = sum;
             }
-        }
-    }
+        },
+    );
     dst
 }
 
@@ -340,12 +438,25 @@ pub fn normalize(hwc: &mut [f32], mean: [f32; 3], std: [f32; 3]) {
 }
 
 /// Resize, centre-crop and normalise one image: `crop × crop × 3` f32 in HWC order.
+///
+/// Only the crop is computed ([`crop_window`]): bit for bit what [`resize_shorter_side`],
+/// [`center_crop`] and [`normalize`] give, at the cost of the crop's outputs alone, so any
+/// photo or strip fits in memory.
 pub fn preprocess_image(img: &RgbImage, p: &Preprocess) -> Result<Vec<f32>> {
     p.validate()?;
-    let resized = resize_shorter_side(img, p.resize)?;
-    let mut cropped = center_crop(&resized, p.crop as usize)?;
-    normalize(&mut cropped.data, p.mean, p.std);
-    Ok(cropped.data)
+    let window = crop_window(img.height(), img.width(), p)?;
+    let row_len = img.width() as usize * CHANNELS;
+    let rows = &img.as_raw()[window.first_row * row_len..(window.first_row + window.rows) * row_len];
+    let horizontal = resize_rows(rows, img.width() as usize, &window.horizontal);
+    let mut data = resize_columns(&horizontal, p.crop as usize, &window.vertical);
+    normalize(&mut data, p.mean, p.std);
+    Ok(data)
+}
+
+/// Checks that `img` can be preprocessed under `p` (it is not empty), without doing it.
+pub fn check_image(img: &RgbImage, p: &Preprocess) -> Result<()> {
+    p.validate()?;
+    crop_window(img.height(), img.width(), p).map(|_| ())
 }
 
 /// Decodes and preprocesses files in parallel into one `N × crop × crop × 3` (NHWC) batch in
@@ -499,6 +610,66 @@ mod tests {
             let result = preprocess_image(&img, &bad);
             assert!(matches!(result, Err(Error::InvalidArgument(_))), "{bad:?}: {result:?}");
         }
+    }
+
+    /// The oracle's way: the whole resize, then the crop.
+    fn full_resize_then_crop(img: &RgbImage, p: &Preprocess) -> Vec<f32> {
+        let mut cropped = center_crop(&resize_shorter_side(img, p.resize).unwrap(), p.crop as usize).unwrap();
+        normalize(&mut cropped.data, p.mean, p.std);
+        cropped.data
+    }
+
+    #[test]
+    fn cropped_resize_is_bit_identical_to_the_whole_resize() {
+        let mut rng = crate::rng::Rng::new(17);
+        let noise = |w: u32, h: u32, rng: &mut crate::rng::Rng| {
+            RgbImage::from_fn(w, h, |_, _| Rgb([0; 3].map(|_: u8| rng.next_u64() as u8)))
+        };
+        // Down- and upscaling, the pass-through, odd crops, strips both ways.
+        let cases = [(301, 187, 128, 112), (97, 150, 64, 57), (64, 91, 64, 48), (23, 41, 50, 33), (300, 2, 16, 9)];
+        for (w, h, resize, crop) in cases.into_iter().chain([(2, 300, 16, 16), (1, 1, 7, 5), (1000, 3, 8, 8)]) {
+            let img = noise(w, h, &mut rng);
+            let p = Preprocess::imagenet(resize, crop);
+            let got = preprocess_image(&img, &p).unwrap();
+            let expected = full_resize_then_crop(&img, &p);
+            assert!(got.iter().map(|v| v.to_bits()).eq(expected.iter().map(|v| v.to_bits())), "{w}x{h} {p:?}");
+        }
+        for _ in 0..20 {
+            let (w, h) = (rng.int(1, 120) as u32, rng.int(1, 120) as u32);
+            let crop = rng.int(1, 40) as u32;
+            let p = Preprocess::imagenet(crop + rng.int(0, 30) as u32, crop);
+            let img = noise(w, h, &mut rng);
+            assert_eq!(preprocess_image(&img, &p).unwrap(), full_resize_then_crop(&img, &p), "{w}x{h} {p:?}");
+        }
+    }
+
+    #[test]
+    fn taps_of_a_range_are_those_outputs_of_the_whole() {
+        for (in_len, out_len, first, len) in [(1000, 37, 5, 20), (13, 200, 150, 50), (8, 4, 0, 4), (5, 5, 2, 1)] {
+            let whole = bilinear_taps(in_len, out_len);
+            let part = bilinear_taps_range(in_len, out_len as usize, first, len);
+            for o in 0..len {
+                assert_eq!(part.taps(o), whole.taps(first + o), "{in_len} -> {out_len}, output {}", first + o);
+            }
+        }
+    }
+
+    #[test]
+    fn extreme_strips_crop_only_their_centre() {
+        let p = Preprocess::default();
+        for (w, h) in [(20000, 1), (1, 20000), (30000, 200)] {
+            let img = RgbImage::from_fn(w, h, |x, y| Rgb([(x % 251) as u8, (y % 13) as u8, 77]));
+            let window = crop_window(h, w, &p).unwrap();
+            assert!(window.rows <= h as usize && window.horizontal.start.len() == 224, "{w}x{h}: {window:?}");
+            let out = preprocess_image(&img, &p).unwrap();
+            assert_eq!(out.len(), p.image_len());
+            assert!(out.iter().all(|v| v.is_finite()));
+        }
+        // One source row: every crop row is that row's resize.
+        let strip = RgbImage::from_fn(20000, 1, |x, _| Rgb([(x % 251) as u8, 0, 0]));
+        let out = preprocess_image(&strip, &p).unwrap();
+        let row = 224 * 3;
+        assert!(out.chunks_exact(row).all(|r| r == &out[..row]));
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub struct ContextBuilder {
     adapter_name: Option<String>,
     allow_cpu: bool,
     cooperative_matrices: bool,
+    max_binding_bytes: Option<u64>,
 }
 
 impl Default for ContextBuilder {
@@ -21,6 +22,7 @@ impl Default for ContextBuilder {
             adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
             allow_cpu: true,
             cooperative_matrices: false,
+            max_binding_bytes: None,
         }
     }
 }
@@ -42,6 +44,16 @@ impl ContextBuilder {
     /// Whether a CPU (software) adapter such as lavapipe may be chosen. Default true.
     pub fn allow_cpu(mut self, allow: bool) -> Self {
         self.allow_cpu = allow;
+        self
+    }
+
+    /// Caps the storage binding and buffer sizes the device is opened with at `bytes`
+    /// (rounded down to a multiple of 4; the adapter's own limits still apply), so that
+    /// lookalike leaves room on a shared GPU. Work is split to fit, as on a device with
+    /// these limits: smaller batches, reference chunks and uploads, and photos whose rows
+    /// exceed one binding preprocessed on the CPU.
+    pub fn max_binding_bytes(mut self, bytes: u64) -> Self {
+        self.max_binding_bytes = Some(bytes & !3);
         self
     }
 
@@ -87,7 +99,7 @@ impl ContextBuilder {
             };
             return Err(Error::NoAdapter { filter, hint });
         };
-        Context::from_adapter(adapter, self.cooperative_matrices).await
+        Context::from_adapter(adapter, self.cooperative_matrices, self.max_binding_bytes).await
     }
 
     /// Blocking [`ContextBuilder::build_async`].
@@ -145,9 +157,13 @@ impl Context {
         Self::builder().build()
     }
 
-    async fn from_adapter(adapter: wgpu::Adapter, cooperative_matrices: bool) -> Result<Self> {
+    async fn from_adapter(adapter: wgpu::Adapter, cooperative_matrices: bool, cap: Option<u64>) -> Result<Self> {
         let info = adapter.get_info();
-        let have = adapter.limits();
+        let mut have = adapter.limits();
+        if let Some(cap) = cap {
+            have.max_storage_buffer_binding_size = have.max_storage_buffer_binding_size.min(cap);
+            have.max_buffer_size = have.max_buffer_size.min(cap);
+        }
         // Ask for the large-buffer limits the adapter offers (big activations and reference
         // matrices), keep the rest at wgpu's defaults clamped to what the adapter has.
         let limits = wgpu::Limits {

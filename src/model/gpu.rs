@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Readback};
-use crate::model::resnet50::{Act, ConvBn, Executor, ResNet50, ShapeWalk, BN_EPS, FEATURE_DIM};
+use crate::model::resnet50::{Act, ConvBn, Executor, ResNet50, ShapeWalk, BN_EPS, FEATURE_DIM, MIN_INPUT};
 use crate::model::{check_features, F32_OVERFLOW};
 use crate::ops::batch_norm::{batch_norm, BatchNormBuffers, BatchNormShape};
 use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
@@ -50,7 +50,12 @@ struct Plan {
     features: usize,
     readback: Readback,
     dispatches: Vec<Dispatch>,
+    /// [`GpuResNet50::uses`] when last handed out.
+    last_used: u64,
 }
+
+/// Plans kept per network (see [`GpuResNet50::plan`]).
+const MAX_PLANS: usize = 4;
 
 /// ResNet50 resident on the GPU.
 pub struct GpuResNet50 {
@@ -59,6 +64,8 @@ pub struct GpuResNet50 {
     math: ConvMath,
     layers: HashMap<String, LayerBuffers>,
     plans: HashMap<(usize, usize, usize), Plan>,
+    /// Plans handed out so far, to find the least recently used.
+    uses: u64,
 }
 
 impl GpuResNet50 {
@@ -85,7 +92,7 @@ impl GpuResNet50 {
             };
             layers.insert(layer.conv_name.clone(), buffers);
         }
-        Ok(Self { arch: ResNet50::architecture(), mode, math: ConvMath::F32, layers, plans: HashMap::new() })
+        Ok(Self { arch: ResNet50::architecture(), mode, math: ConvMath::F32, layers, plans: HashMap::new(), uses: 0 })
     }
 
     /// The same network with its convolutions on the context's matrix units (see
@@ -127,10 +134,36 @@ impl GpuResNet50 {
     }
 
     /// Largest batch one submit can take at this resolution: every activation must fit one
-    /// storage binding.
+    /// storage binding. 0 where one image's do not ([`GpuResNet50::check_fits`] says why).
     pub fn max_batch(ctx: &Context, height: usize, width: usize) -> usize {
-        let per_image = ShapeWalk::resnet50(height, width).largest_activation.max(height * width * 3) as u64 * 4;
-        (ctx.max_binding_bytes() / per_image.max(1)) as usize
+        (ctx.max_binding_bytes() / Self::image_bytes(height, width).max(1)) as usize
+    }
+
+    /// Bytes of one image's largest activation (or its input, if larger).
+    fn image_bytes(height: usize, width: usize) -> u64 {
+        ShapeWalk::resnet50(height, width).largest_activation.max(height * width * 3) as u64 * 4
+    }
+
+    /// An error naming the limit and what to do where one `height x width` image's
+    /// activations exceed the device's largest storage binding.
+    pub fn check_fits(ctx: &Context, height: usize, width: usize) -> Result<()> {
+        let (needed, limit) = (Self::image_bytes(height, width), ctx.max_binding_bytes());
+        if needed <= limit {
+            return Ok(());
+        }
+        // Activations grow with the side, so the largest square that fits is a bisection away.
+        let fits = (MIN_INPUT..height.max(width)).collect::<Vec<_>>();
+        let largest = fits.partition_point(|&side| Self::image_bytes(side, side) <= limit);
+        let advice = match largest {
+            0 => "no input size fits: use a device with larger limits".to_string(),
+            n => {
+                format!("use a smaller crop (--crop {} or less fits here) or a device with larger limits", fits[n - 1])
+            }
+        };
+        Err(Error::InvalidArgument(format!(
+            "a {height}x{width} input needs {needed} bytes for one image's largest ResNet50 activation, more than \
+             this device's largest storage binding ({limit} bytes): {advice}"
+        )))
     }
 
     /// `[batch, h, w, 3]` NHWC normalised images → `[batch, 2048]` features. Batches larger
@@ -142,12 +175,8 @@ impl GpuResNet50 {
         let image_len = height * width * 3;
         crate::cpu::check_slice("resnet50 input", input, batch * image_len)?;
         crate::cpu::check_finite("resnet50 input", input)?;
+        Self::check_fits(ctx, height, width)?;
         let max_batch = Self::max_batch(ctx, height, width);
-        if max_batch == 0 {
-            return Err(Error::InvalidArgument(format!(
-                "{height}x{width} is too large for this device: one image's activations exceed its largest storage binding"
-            )));
-        }
         let mut features = Vec::with_capacity(batch * FEATURE_DIM);
         for (chunk_index, chunk) in input.chunks(max_batch * image_len).enumerate() {
             let n = chunk.len() / image_len;
@@ -178,23 +207,36 @@ impl GpuResNet50 {
         &mut self, ctx: &Context, batch: usize, height: usize, width: usize,
     ) -> Result<(&wgpu::Buffer, &wgpu::Buffer, &[Dispatch])> {
         ResNet50::check_input(height, width)?;
+        Self::check_fits(ctx, height, width)?;
         let max_batch = Self::max_batch(ctx, height, width);
         if batch == 0 || batch > max_batch {
             return Err(Error::InvalidArgument(format!(
-                "batch {batch} outside 1..={max_batch} for {height}x{width} on this device"
+                "a batch of {batch} images of {height}x{width}: between 1 and {max_batch} fit this device's largest \
+                 storage binding ({} bytes); split the batch (GpuResNet50::max_batch)",
+                ctx.max_binding_bytes()
             )));
         }
         let plan = self.plan(ctx, batch, height, width)?;
         Ok((&plan.buffers[0], &plan.buffers[plan.features], &plan.dispatches))
     }
 
+    /// The plan for `(batch, height, width)`, built on first use. Batches split by bytes
+    /// come in many sizes, so only the [`MAX_PLANS`] most recently used plans are kept: a
+    /// caller that binds a plan's buffers elsewhere must check they are still the plan's.
     fn plan(&mut self, ctx: &Context, batch: usize, height: usize, width: usize) -> Result<&Plan> {
         let key = (batch, height, width);
+        self.uses += 1;
         if !self.plans.contains_key(&key) {
+            if self.plans.len() >= MAX_PLANS {
+                let oldest = self.plans.iter().min_by_key(|(_, plan)| plan.last_used).map(|(key, _)| *key);
+                oldest.and_then(|oldest| self.plans.remove(&oldest));
+            }
             let plan = self.build_plan(ctx, batch, height, width)?;
             self.plans.insert(key, plan);
         }
-        self.plans.get(&key).ok_or_else(|| Error::InvalidArgument("plan cache".into()))
+        let plan = self.plans.get_mut(&key).ok_or_else(|| Error::InvalidArgument("plan cache".into()))?;
+        plan.last_used = self.uses;
+        Ok(plan)
     }
 
     fn build_plan(&self, ctx: &Context, batch: usize, height: usize, width: usize) -> Result<Plan> {
@@ -210,7 +252,13 @@ impl GpuResNet50 {
         };
         let features = self.arch.walk(&mut builder, Act { id: 0, h: height, w: width, c: 3 }, batch)?;
         let readback = ctx.readback(batch * FEATURE_DIM);
-        Ok(Plan { buffers: builder.buffers, features: features.id, readback, dispatches: builder.dispatches })
+        Ok(Plan {
+            buffers: builder.buffers,
+            features: features.id,
+            readback,
+            dispatches: builder.dispatches,
+            last_used: 0,
+        })
     }
 }
 

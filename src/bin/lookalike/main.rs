@@ -257,6 +257,8 @@ enum WeightsCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Query images that `search` or `classify` listed as unusable and left out.
+    let mut queries_skipped = 0;
     let result = match cli.command {
         Command::Info { experimental_coop } => info(experimental_coop),
         Command::Tune { json, batch, resolution, gemv_rows, topk_len, no_save, experimental_coop } => {
@@ -324,12 +326,14 @@ fn main() -> ExitCode {
                 None => search_cmd::Queries::Images(&images),
             };
             search_cmd::search(&index, queries, k, json, collage.as_deref(), weights.as_ref(), experimental_coop)
+                .map(|skipped| queries_skipped = skipped)
         }
         Command::Classify { index, images, k, eval, confusion, weights } => {
             if images.is_empty() && eval.is_none() {
                 Err(Error::InvalidArgument("give query images and/or --eval DIR".into()))
             } else {
                 search_cmd::classify(&index, &images, k, eval.as_deref(), &confusion, weights.as_ref())
+                    .map(|skipped| queries_skipped = skipped)
             }
         }
         Command::Demo { weights, per_class, out } => demo::run(weights.as_deref(), per_class.map(|n| n.max(1)), &out),
@@ -337,6 +341,8 @@ fn main() -> ExitCode {
         Command::Weights { command: WeightsCommand::Random { seed, output } } => random_weights(seed, &output),
     };
     match result {
+        // Each left-out query was reported as it was found.
+        Ok(()) if queries_skipped > 0 => ExitCode::FAILURE,
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             // One line: a path with a newline in it must not forge a second one.

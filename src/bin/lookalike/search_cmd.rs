@@ -4,14 +4,15 @@ use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lookalike::classify::{vote, ConfusionMatrix};
-use lookalike::cpu::preprocess::{decode_file, Preprocess};
-use lookalike::embed::Embedder;
+use lookalike::cpu::preprocess::{check_image, decode_file, Preprocess};
+use lookalike::embed::{decode_run_len, Embedder};
 use lookalike::index::{paths, scan_folder_with, Index, Provenance, ScanOptions, Wait, WriteLock};
 use lookalike::npy;
 use lookalike::ops::matmul::Precision;
 use lookalike::render::{collage, confusion_png, save_png};
 use lookalike::search::{neighbours_json, Neighbor, SearchOptions, Searcher};
 use lookalike::{Context, Error, Result};
+use rayon::prelude::*;
 
 use crate::weights;
 
@@ -233,8 +234,67 @@ fn refuse_directory(output: &Path) -> Result<()> {
     Ok(())
 }
 
-fn decode_all(paths: &[PathBuf]) -> Result<Vec<image::RgbImage>> {
-    paths.iter().map(|p| decode_file(p)).collect()
+/// Query files decoded at once, at most (fewer where large: [`decode_run_len`]).
+const QUERY_RUN: usize = 32;
+
+/// Longest side of the copy of a query or neighbour kept for a collage, whose tiles are far
+/// smaller: a run of 100 MP photos is not kept whole.
+const COLLAGE_SOURCE_SIDE: u32 = 1024;
+
+fn collage_copy(img: image::RgbImage) -> image::RgbImage {
+    let (width, height) = img.dimensions();
+    let longest = width.max(height);
+    if longest <= COLLAGE_SOURCE_SIDE {
+        return img;
+    }
+    let fit = |side: u32| ((side as u64 * COLLAGE_SOURCE_SIDE as u64 / longest as u64) as u32).max(1);
+    image::imageops::thumbnail(&img, fit(width), fit(height))
+}
+
+/// One answered query: its position among the query files, its neighbours and, for a
+/// collage, a copy of it.
+struct Answer {
+    query: usize,
+    neighbours: Vec<Neighbor>,
+    image: Option<image::RgbImage>,
+}
+
+/// Searches query image files in runs of bounded decoded size. A file that cannot be read
+/// or used is reported on stderr as `error: PATH: reason` and left out; the others are
+/// answered. Returns the answers and how many files were left out.
+fn search_files(
+    searcher: &mut Searcher, files: &[PathBuf], preprocess: &Preprocess, k: usize, keep_images: bool,
+) -> Result<(Vec<Answer>, usize)> {
+    let (mut answers, mut skipped) = (Vec::new(), 0);
+    let mut start = 0;
+    while start < files.len() {
+        let end = start + decode_run_len(files[start..].iter().map(PathBuf::as_path), QUERY_RUN);
+        let decoded: Vec<Result<image::RgbImage>> = files[start..end]
+            .par_iter()
+            .map(|path| decode_file(path).and_then(|img| check_image(&img, preprocess).map(|()| img)))
+            .collect();
+        let (mut images, mut queries) = (Vec::new(), Vec::new());
+        for (query, result) in (start..end).zip(decoded) {
+            match result {
+                Ok(img) => {
+                    images.push(img);
+                    queries.push(query);
+                }
+                Err(e) => {
+                    eprintln!("error: {}: {}", paths::display(&files[query]), paths::one_line(&e.without_path()));
+                    skipped += 1;
+                }
+            }
+        }
+        if !images.is_empty() {
+            let results = searcher.search_images(&images, k)?;
+            for ((query, img), neighbours) in queries.into_iter().zip(images).zip(results) {
+                answers.push(Answer { query, neighbours, image: keep_images.then(|| collage_copy(img)) });
+            }
+        }
+        start = end;
+    }
+    Ok((answers, skipped))
 }
 
 fn open_searcher(index: &Index, weights_override: Option<&PathBuf>, matrix_units: bool) -> Result<Searcher> {
@@ -252,25 +312,33 @@ pub enum Queries<'a> {
 
 /// `lookalike search`.
 /// With `matrix_units` (`--experimental-coop`) the backbone and the scan run on the GPU's
-/// matrix units.
+/// matrix units. Query images that cannot be read or used are listed on stderr and left
+/// out; returns how many (the exit status is then a failure).
 pub fn search(
     index_path: &Path, queries: Queries, k: usize, json: bool, collage_path: Option<&Path>,
     weights_override: Option<&PathBuf>, matrix_units: bool,
-) -> Result<()> {
+) -> Result<usize> {
     if let Some(path) = collage_path {
         refuse_directory(path)?;
     }
     let index = Index::load(index_path)?;
     check_k(&index, k)?;
-    let (names, results) = match queries {
+    let (names, results, skipped) = match queries {
         Queries::Images(images) => {
-            let decoded = decode_all(images)?;
-            let results = open_searcher(&index, weights_override, matrix_units)?.search_images(&decoded, k)?;
+            let mut searcher = open_searcher(&index, weights_override, matrix_units)?;
+            let preprocess = index.provenance.preprocess;
+            let (answers, skipped) = search_files(&mut searcher, images, &preprocess, k, collage_path.is_some())?;
+            if answers.is_empty() {
+                return Ok(skipped);
+            }
+            let (names, results): (Vec<PathBuf>, Vec<Vec<Neighbor>>) =
+                answers.iter().map(|a| (images[a.query].clone(), a.neighbours.clone())).unzip();
             // Before printing, so a failed run prints no results.
             if let Some(path) = collage_path {
-                write_collage(&index, &decoded, &results, path)?;
+                let queries: Vec<image::RgbImage> = answers.into_iter().filter_map(|a| a.image).collect();
+                write_collage(&index, &queries, &results, path)?;
             }
-            (images.to_vec(), results)
+            (names, results, skipped)
         }
         Queries::Features(path) => {
             let features = read_query_features(path, index.dim)?;
@@ -282,7 +350,7 @@ pub fn search(
                 name.push(format!(":{row}"));
                 PathBuf::from(name)
             };
-            ((0..results.len()).map(name).collect(), results)
+            ((0..results.len()).map(name).collect(), results, 0)
         }
     };
     if json {
@@ -302,7 +370,7 @@ pub fn search(
             }
         }
     }
-    Ok(())
+    Ok(skipped)
 }
 
 /// The rows of a `[queries, dim]` float32 .npy.
@@ -336,7 +404,7 @@ pub fn write_collage(index: &Index, queries: &[image::RgbImage], results: &[Vec<
         .map(|(query, neighbours)| {
             std::iter::once(query.clone())
                 .chain(neighbours.iter().map(|n| {
-                    decode_file(&index.entries[n.index].path).unwrap_or_else(|e| {
+                    decode_file(&index.entries[n.index].path).map(collage_copy).unwrap_or_else(|e| {
                         eprintln!("collage: grey tile for a neighbour ({e})");
                         image::RgbImage::from_pixel(8, 8, image::Rgb([90, 90, 90]))
                     })
@@ -353,11 +421,13 @@ fn labels_of(index: &Index) -> Vec<Option<String>> {
     index.entries.iter().map(|e| e.label.clone()).collect()
 }
 
-/// `lookalike classify`: majority vote of the k neighbours' labels.
+/// `lookalike classify`: majority vote of the k neighbours' labels. Query images that
+/// cannot be read or used are listed on stderr and left out; returns how many (the exit
+/// status is then a failure). Unusable images under `eval` are listed and left out too.
 pub fn classify(
     index_path: &Path, images: &[PathBuf], k: usize, eval: Option<&Path>, confusion_path: &Path,
     weights_override: Option<&PathBuf>,
-) -> Result<()> {
+) -> Result<usize> {
     if eval.is_some() {
         refuse_directory(confusion_path)?;
     }
@@ -371,12 +441,11 @@ pub fn classify(
     }
     let labels = labels_of(&index);
     let mut searcher = open_searcher(&index, weights_override, false)?;
-    if !images.is_empty() {
-        let results = searcher.search_images(&decode_all(images)?, k)?;
-        for (path, neighbours) in images.iter().zip(&results) {
-            let label = vote(neighbours, &labels).unwrap_or_else(|| "(no label)".into());
-            println!("{} -> {}", paths::display(path), paths::one_line(&label));
-        }
+    let preprocess = index.provenance.preprocess;
+    let (answers, skipped_queries) = search_files(&mut searcher, images, &preprocess, k, false)?;
+    for answer in &answers {
+        let label = vote(&answer.neighbours, &labels).unwrap_or_else(|| "(no label)".into());
+        println!("{} -> {}", paths::display(&images[answer.query]), paths::one_line(&label));
     }
     if let Some(dir) = eval {
         let scan = scan_folder_with(dir, ScanOptions::default())?;
@@ -395,16 +464,24 @@ pub fn classify(
         let mut matrix = ConfusionMatrix::new(known);
         let bar = progress_bar(labelled.len(), "queries");
         let mut skipped = Vec::new();
-        for chunk in labelled.chunks(32) {
+        let mut start = 0;
+        while start < labelled.len() {
+            let end = start + decode_run_len(labelled[start..].iter().map(|(path, _)| path.as_path()), QUERY_RUN);
+            let chunk = &labelled[start..end];
+            start = end;
+            let decoded: Vec<Result<image::RgbImage>> = chunk
+                .par_iter()
+                .map(|(path, _)| decode_file(path).and_then(|img| check_image(&img, &preprocess).map(|()| img)))
+                .collect();
             let mut images = Vec::new();
             let mut truths = Vec::new();
-            for (path, label) in chunk {
-                match decode_file(path) {
+            for ((path, label), result) in chunk.iter().zip(decoded) {
+                match result {
                     Ok(img) => {
                         images.push(img);
                         truths.push(label);
                     }
-                    Err(e) => skipped.push((path.clone(), e.reason())),
+                    Err(e) => skipped.push((path.clone(), e.without_path())),
                 }
             }
             if !images.is_empty() {
@@ -420,5 +497,5 @@ pub fn classify(
         save_png(&confusion_png(&matrix, 32), confusion_path)?;
         eprintln!("wrote {}", confusion_path.display());
     }
-    Ok(())
+    Ok(skipped_queries)
 }
