@@ -232,8 +232,8 @@ fn index_labels_by_first_level_folder_and_skips_unreadable_files() {
     let run = &f.build;
     let context = run.describe();
     // The unreadable file is listed, and only it: not the .txt / .md files.
-    assert!(run.stderr.contains("skipped 1 unreadable file(s)"), "{context}");
-    assert!(run.stderr.contains(s(&f.broken)), "broken.png is not listed:\n{context}");
+    assert!(run.stderr.contains("1 file(s) skipped, since they could not be used:"), "{context}");
+    assert_eq!(run.stderr.matches(s(&f.broken)).count(), 1, "broken.png is not listed once:\n{context}");
     assert!(!run.stderr.contains("notes.txt") && !run.stderr.contains("readme.md"), "{context}");
     assert!(
         run.stdout.contains(&format!("{} images", f.expected.len())) && run.stdout.contains("centred"),
@@ -863,7 +863,7 @@ fn index_of_nothing_readable_fails_and_keeps_the_existing_index() {
         fs::write(&out, &original).unwrap();
         let run = lookalike2(&["index", s(folder), "--seed", "1", "-o", s(&out)], &PRE);
         // Unreadable files are listed before the error.
-        let preamble = (folder == unreadable.as_path()).then_some("skipped 2 unreadable file(s):");
+        let preamble = (folder == unreadable.as_path()).then_some("2 file(s) skipped, since they could not be used:");
         assert_fails_after(&run, preamble, needles);
         assert!(fs::read(&out).unwrap() == original, "a failed index replaced the existing one:\n{}", run.describe());
         assert_no_temp_files(&out, &run.describe());
@@ -871,7 +871,7 @@ fn index_of_nothing_readable_fails_and_keeps_the_existing_index() {
     // Without an existing index nothing is created.
     fs::remove_file(&out).unwrap();
     let run = lookalike2(&["index", s(&unreadable), "--seed", "1", "-o", s(&out)], &PRE);
-    assert_fails_after(&run, Some("skipped 2 unreadable file(s):"), &["could be read"]);
+    assert_fails_after(&run, Some("2 file(s) skipped, since they could not be used:"), &["could be read"]);
     assert!(!out.exists(), "{}", run.describe());
     assert_no_temp_files(&out, &run.describe());
 }
