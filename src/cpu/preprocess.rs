@@ -41,7 +41,7 @@ impl Preprocess {
         Self { resize, crop, mean: [0.485, 0.456, 0.406], std: [0.229, 0.224, 0.225] }
     }
 
-    /// Checks `0 < crop <= resize` and that every std is finite and non-zero.
+    /// Checks `0 < crop <= resize`, that every mean is finite and every std finite and non-zero.
     pub fn validate(&self) -> Result<()> {
         if self.crop == 0 || self.resize == 0 {
             return Err(Error::InvalidArgument(format!(
@@ -57,6 +57,9 @@ impl Preprocess {
         }
         if self.std.iter().any(|s| !s.is_finite() || *s == 0.0) {
             return Err(Error::InvalidArgument(format!("std {:?} must be finite and non-zero", self.std)));
+        }
+        if self.mean.iter().any(|m| !m.is_finite()) {
+            return Err(Error::InvalidArgument(format!("mean {:?} must be finite", self.mean)));
         }
         Ok(())
     }
@@ -495,7 +498,15 @@ mod tests {
         let img = pattern(40, 30);
         let out = preprocess_image(&img, &Preprocess::imagenet(32, 24)).unwrap();
         assert_eq!(out.len(), 24 * 24 * 3);
-        for bad in [Preprocess::imagenet(16, 24), Preprocess::imagenet(0, 0), Preprocess::imagenet(8, 0)] {
+        let infinite_mean = Preprocess { mean: [0.5, f32::INFINITY, 0.5], ..Preprocess::default() };
+        let nan_std = Preprocess { std: [0.5, f32::NAN, 0.5], ..Preprocess::default() };
+        for bad in [
+            Preprocess::imagenet(16, 24),
+            Preprocess::imagenet(0, 0),
+            Preprocess::imagenet(8, 0),
+            infinite_mean,
+            nan_std,
+        ] {
             let result = preprocess_image(&img, &bad);
             assert!(matches!(result, Err(Error::InvalidArgument(_))), "{bad:?}: {result:?}");
         }
