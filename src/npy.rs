@@ -15,6 +15,9 @@ const MAGIC: &[u8; 6] = b"\x93NUMPY";
 const F32_DESCR: &str = "<f4";
 /// numpy aligns magic + length + header to this many bytes so the data can be memory-mapped.
 const HEADER_ALIGN: usize = 64;
+/// Most dimensions numpy gives an array (`NPY_MAXDIMS`); a header listing more is not
+/// numpy's, and parsing it would allocate several times its length.
+const MAX_DIMS: usize = 64;
 
 /// An n-dimensional float32 array in C (row-major) order.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +52,14 @@ impl NpyArray {
             return Err(Error::Npy {
                 path: path.to_path_buf(),
                 reason: format!("expected 3 channels in dimension 1 (NCHW), got shape {:?}", self.shape),
+            });
+        }
+        // With no images the element count is 0 whatever H and W are: one image's length,
+        // which callers compute, must still fit.
+        if h.checked_mul(w).and_then(|hw| hw.checked_mul(c)).is_none() {
+            return Err(Error::Npy {
+                path: path.to_path_buf(),
+                reason: format!("images of {h} x {w} pixels are too large (shape {:?})", self.shape),
             });
         }
         let mut data = vec![0.0; self.data.len()];
@@ -301,6 +312,9 @@ impl Cursor<'_> {
             if self.eat(b')') {
                 return Ok(dims);
             }
+            if dims.len() == MAX_DIMS {
+                return Err(format!("more than {MAX_DIMS} dimensions (numpy's limit)"));
+            }
             dims.push(self.integer()?);
             if !self.eat(b',') {
                 self.expect_byte(b')')?;
@@ -498,6 +512,28 @@ mod tests {
         let bytes = numpy_style_file(&dict, &[]);
         let reason = npy_error_reason(read_f32_bytes(&bytes, Path::new("x")));
         assert!(reason.contains("too many elements"), "{reason}");
+    }
+
+    #[test]
+    fn rejects_more_dimensions_than_numpy_allows() {
+        let ones = |n: usize| vec!["1"; n].join(", ");
+        let bytes =
+            numpy_style_file(&format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({},)}}", ones(64)), &[2.0]);
+        assert_eq!(read_f32_bytes(&bytes, Path::new("x")).unwrap().shape, [1; 64]);
+        let bytes =
+            numpy_style_file(&format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({},)}}", ones(65)), &[2.0]);
+        let reason = npy_error_reason(read_f32_bytes(&bytes, Path::new("x")));
+        assert!(reason.contains("more than 64 dimensions"), "{reason}");
+    }
+
+    #[test]
+    fn an_empty_batch_of_huge_images_is_refused() {
+        let huge = 1usize << 40;
+        let empty = NpyArray { shape: vec![0, 3, huge, huge], data: Vec::new() };
+        let result = empty.into_nhwc_images(Path::new("x.npy"));
+        assert!(matches!(&result, Err(Error::Npy { reason, .. }) if reason.contains("too large")), "{result:?}");
+        let empty = NpyArray { shape: vec![0, 3, 5, 7], data: Vec::new() };
+        assert_eq!(empty.into_nhwc_images(Path::new("x.npy")).unwrap().batch, 0);
     }
 
     #[test]

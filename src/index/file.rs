@@ -138,14 +138,31 @@ impl TensorFile {
         self.entries.get(name).map(|e| (e.dtype.as_str(), &e.shape[..]))
     }
 
-    /// Tensor `name` as f32 values (dtype F32).
+    /// Tensor `name` as f32 values (dtype F32), all finite.
     pub fn read_f32(&mut self, name: &str) -> Result<Vec<f32>> {
-        self.read(name, "F32", 0.0f32, f32::from_le_bytes)
+        let values = self.read(name, "F32", 0.0f32, f32::from_le_bytes)?;
+        self.check_finite(name, values.iter().copied())?;
+        Ok(values)
     }
 
-    /// Tensor `name` as f16 values (dtype F16).
+    /// Tensor `name` as f16 values (dtype F16), all finite.
     pub fn read_f16(&mut self, name: &str) -> Result<Vec<half::f16>> {
-        self.read(name, "F16", half::f16::ZERO, half::f16::from_le_bytes)
+        let values = self.read(name, "F16", half::f16::ZERO, half::f16::from_le_bytes)?;
+        self.check_finite(name, values.iter().map(|v| v.to_f32()))?;
+        Ok(values)
+    }
+
+    /// Embeddings and means are finite when written: a NaN or infinity means a damaged file.
+    fn check_finite(&self, name: &str, values: impl Iterator<Item = f32>) -> Result<()> {
+        match values.enumerate().find(|(_, v)| !v.is_finite()) {
+            Some((index, value)) => Err(Error::Safetensors {
+                path: self.path.clone(),
+                reason: format!(
+                    "tensor `{name}` holds a non-finite value ({value}) at flat index {index}: the file is damaged"
+                ),
+            }),
+            None => Ok(()),
+        }
     }
 
     fn read<T: bytemuck::Pod, const N: usize>(
@@ -210,6 +227,15 @@ mod tests {
         assert_eq!(file.read_f16("halves").unwrap(), halves);
         assert!(matches!(file.read_f16("rows"), Err(Error::UnsupportedDtype { .. })));
         assert!(matches!(file.read_f32("absent"), Err(Error::MissingTensor { .. })));
+        let mut damaged = bytes.clone();
+        let rows_start = bytes.len() - 12 * 2 - 12 * 4;
+        damaged[rows_start + 4 * 5..][..4].copy_from_slice(&f32::NAN.to_le_bytes());
+        damaged[bytes.len() - 2..].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
+        let mut file = open("damaged", &damaged).unwrap();
+        let err = file.read_f32("rows").unwrap_err().to_string();
+        assert!(err.contains("non-finite value (NaN) at flat index 5"), "{err}");
+        let err = file.read_f16("halves").unwrap_err().to_string();
+        assert!(err.contains("non-finite value (inf) at flat index 11"), "{err}");
         // The safetensors crate reads the same file.
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(st.tensor("halves").unwrap().shape(), [12]);

@@ -309,6 +309,9 @@ impl Index {
         };
         let dim = number("dim")?;
         let count = number("count")?;
+        if dim == 0 || count == 0 {
+            return Err(bad(format!("{count} rows of {dim} values: an index holds at least one non-empty row")));
+        }
         if paths.len() != count || labels.len() != count {
             return Err(bad(format!(
                 "metadata lists {} paths and {} labels for {count} rows",
@@ -336,12 +339,11 @@ impl Index {
         if (get("centered")? == "true") != mean.is_some() {
             return Err(bad("metadata `centered` disagrees with the presence of the `mean` tensor".into()));
         }
-        let preprocess = Preprocess {
-            resize: number("resize")? as u32,
-            crop: number("crop")? as u32,
-            mean: rgb("mean_rgb")?,
-            std: rgb("std_rgb")?,
+        let side = |key: &str| -> Result<u32> {
+            u32::try_from(number(key)?).map_err(|_| bad(format!("metadata `{key}` is out of range")))
         };
+        let preprocess =
+            Preprocess { resize: side("resize")?, crop: side("crop")?, mean: rgb("mean_rgb")?, std: rgb("std_rgb")? };
         preprocess.validate()?;
         let paths = match meta.get("paths_base").map(String::as_str) {
             None => paths,
