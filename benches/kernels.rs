@@ -1,6 +1,7 @@
 //! Each GPU kernel family beside its CPU twin, on the shapes ResNet50 and the k-NN scan run.
 //! GPU timing wraps submit + wait (`iter_custom`). Throughput "elements" are FLOPs for conv
-//! and matmul, scores for top-k, input values for pooling, output pixels for preprocessing.
+//! and matmul, scores for top-k, input values for pooling and L2 normalisation, output pixels
+//! for preprocessing.
 //! With `LOOKALIKE_BENCH_COOP=1`, on an adapter with matrix units, the convolutions and the
 //! matmul also run on them (`gpu_coop/...`).
 
@@ -200,5 +201,41 @@ fn bench_pool_preprocess(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench_conv, bench_matmul, bench_knn_scores, bench_topk, bench_pool_preprocess);
+/// Row-wise L2 normalisation of 1 and 256 raw feature rows of 2048 (the search's queries),
+/// with and without the index mean subtracted; rows scaled by 1e30 take the kernel's
+/// rescaled second pass.
+fn bench_l2_normalize(c: &mut Criterion) {
+    use lookalike::ops::l2_normalize::l2_normalize;
+    let ctx = context();
+    let mut rng = Rng::new(7);
+    let dim = 2048;
+    let mean = rng.normals(dim, 1.0);
+    let mean_buffer = ctx.upload("mean", &mean).unwrap();
+    let mut group = c.benchmark_group("l2_normalize_x_2048");
+    group.sample_size(10);
+    for (rows, scale) in [(1usize, 1.0f32), (256, 1.0), (256, 1e30)] {
+        let data = rng.normals(rows * dim, scale);
+        let (input, output) = (ctx.upload("x", &data).unwrap(), ctx.storage("y", rows * dim).unwrap());
+        group.throughput(Throughput::Elements((rows * dim) as u64));
+        for centred in [false, true] {
+            let name =
+                format!("r{rows}{}{}", if scale == 1.0 { "" } else { "_1e30" }, if centred { "_centred" } else { "" });
+            let d = l2_normalize(&ctx, rows, dim, &input, centred.then_some(&mean_buffer), &output).unwrap();
+            group.bench_function(format!("gpu/{name}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
+            let m = centred.then_some(&mean[..]);
+            group.bench_function(format!("cpu/{name}"), |b| b.iter(|| cpu::l2_normalize(&data, rows, dim, m).unwrap()));
+        }
+    }
+    group.finish();
+}
+
+criterion_group!(
+    benches,
+    bench_conv,
+    bench_matmul,
+    bench_knn_scores,
+    bench_topk,
+    bench_pool_preprocess,
+    bench_l2_normalize
+);
 criterion_main!(benches);

@@ -20,7 +20,10 @@ const WG: u32 = 256;
 const BINDINGS: [Binding; 4] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
 
 /// Prepares `output[r] = (input[r] - mean) / ||input[r] - mean||` for `rows` rows of `dim`
-/// (no centring when `mean` is `None`). `output` must not be `input`.
+/// (no centring when `mean` is `None`). `output` must not be `input`. Scale-safe: any finite
+/// row, from subnormal values to f32::MAX, gives its unit vector (a row whose plain f32 sum
+/// of squares overflows or vanishes is summed again, rescaled by powers of two before it is
+/// centred and squared); a zero row stays zero, a row with a NaN or an infinity comes out NaN.
 pub fn l2_normalize(
     ctx: &Context, rows: usize, dim: usize, input: &wgpu::Buffer, mean: Option<&wgpu::Buffer>, output: &wgpu::Buffer,
 ) -> Result<Dispatch> {
