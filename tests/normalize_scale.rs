@@ -152,7 +152,7 @@ fn a_non_finite_value_makes_its_row_nan_and_leaves_the_others() {
 }
 
 fn entries(n: usize) -> Vec<Entry> {
-    (0..n).map(|i| Entry { path: format!("row{i}"), label: None }).collect()
+    (0..n).map(|i| Entry::new(format!("row{i}"), None)).collect()
 }
 
 fn features_index(features: &[f32], dim: usize, precision: Precision, center: bool) -> Index {
