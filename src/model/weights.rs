@@ -10,7 +10,7 @@ use crate::model::resnet50::{ConvBn, ResNet50};
 
 /// Reads one tensor as f32 (from F32, F16 or BF16), checking its shape and that every
 /// value is finite.
-fn read_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+fn read_tensor(st: &SafeTensors, path: &Path, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
     let view = st.tensor(name).map_err(|_| Error::MissingTensor { name: name.to_string() })?;
     if view.shape() != shape {
         return Err(Error::shape(name, format!("{shape:?}"), format!("{:?}", view.shape())));
@@ -20,21 +20,28 @@ fn read_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>
         Dtype::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
         Dtype::F16 => bytes.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         Dtype::BF16 => bytes.chunks_exact(2).map(|b| half::bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        other => return Err(Error::UnsupportedDtype { name: name.to_string(), dtype: format!("{other:?}") }),
+        other => {
+            return Err(Error::UnsupportedDtype {
+                path: path.to_path_buf(),
+                name: name.to_string(),
+                dtype: format!("{other:?}"),
+                expected: "F32, F16 or BF16",
+            })
+        }
     };
     crate::cpu::check_finite(name, &values)?;
     Ok(values)
 }
 
-fn load_conv_bn(st: &SafeTensors, layer: &mut ConvBn) -> Result<()> {
-    layer.weight = read_tensor(st, &format!("{}.weight", layer.conv_name), &layer.weight_shape())?;
+fn load_conv_bn(st: &SafeTensors, path: &Path, layer: &mut ConvBn) -> Result<()> {
+    layer.weight = read_tensor(st, path, &format!("{}.weight", layer.conv_name), &layer.weight_shape())?;
     let c = [layer.out_c];
     let bn = &layer.bn_name;
-    layer.bn.weight = read_tensor(st, &format!("{bn}.weight"), &c)?;
-    layer.bn.bias = read_tensor(st, &format!("{bn}.bias"), &c)?;
-    layer.bn.running_mean = read_tensor(st, &format!("{bn}.running_mean"), &c)?;
+    layer.bn.weight = read_tensor(st, path, &format!("{bn}.weight"), &c)?;
+    layer.bn.bias = read_tensor(st, path, &format!("{bn}.bias"), &c)?;
+    layer.bn.running_mean = read_tensor(st, path, &format!("{bn}.running_mean"), &c)?;
     let var_name = format!("{bn}.running_var");
-    layer.bn.running_var = read_tensor(st, &var_name, &c)?;
+    layer.bn.running_var = read_tensor(st, path, &var_name, &c)?;
     if let Some((index, &value)) = layer.bn.running_var.iter().enumerate().find(|(_, v)| **v < 0.0) {
         return Err(Error::InvalidArgument(format!("{var_name}[{index}] is negative ({value}): not a variance")));
     }
@@ -55,7 +62,7 @@ impl ResNet50 {
             .map_err(|e| Error::Safetensors { path: path.to_path_buf(), reason: e.to_string() })?;
         let mut net = Self::architecture();
         for layer in net.convs_mut() {
-            load_conv_bn(&st, layer)?;
+            load_conv_bn(&st, path, layer)?;
         }
         Ok(net)
     }
