@@ -27,8 +27,8 @@ pub enum Error {
     #[error("tensor {name} is missing from the weights file")]
     MissingTensor { name: String },
 
-    #[error("tensor {name} has dtype {dtype}; expected F32, F16 or BF16")]
-    UnsupportedDtype { name: String, dtype: String },
+    #[error("{path}: tensor {name} has dtype {dtype}; expected {expected}")]
+    UnsupportedDtype { path: PathBuf, name: String, dtype: String, expected: &'static str },
 
     #[error("tensor {name} holds a non-finite value ({value}) at flat index {index}")]
     NonFinite { name: String, index: usize, value: f32 },
@@ -38,6 +38,12 @@ pub enum Error {
 
     #[error("{path}: not a valid safetensors file: {reason}")]
     Safetensors { path: PathBuf, reason: String },
+
+    #[error("index {path}: {what} {problem}: the file is damaged; rebuild it or restore a copy")]
+    DamagedIndex { path: PathBuf, what: String, problem: String },
+
+    #[error("{path} is a directory, not {expected}")]
+    IsADirectory { path: PathBuf, expected: &'static str },
 
     #[error("{path}: not a valid .npy file: {reason}")]
     Npy { path: PathBuf, reason: String },

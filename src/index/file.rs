@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 pub(crate) enum TensorData<'a> {
     F32(&'a [f32]),
     F16(&'a [half::f16]),
+    U32(&'a [u32]),
 }
 
 impl TensorData<'_> {
@@ -20,6 +21,7 @@ impl TensorData<'_> {
         match self {
             TensorData::F32(_) => "F32",
             TensorData::F16(_) => "F16",
+            TensorData::U32(_) => "U32",
         }
     }
 
@@ -27,6 +29,7 @@ impl TensorData<'_> {
         match self {
             TensorData::F32(v) => 4 * v.len(),
             TensorData::F16(v) => 2 * v.len(),
+            TensorData::U32(v) => 4 * v.len(),
         }
     }
 }
@@ -55,6 +58,7 @@ pub(crate) fn write(
         match data {
             TensorData::F32(v) => write_le(out, v, f32::to_le_bytes)?,
             TensorData::F16(v) => write_le(out, v, half::f16::to_le_bytes)?,
+            TensorData::U32(v) => write_le(out, v, u32::to_le_bytes)?,
         }
     }
     Ok(())
@@ -100,7 +104,12 @@ impl TensorFile {
     pub fn open(path: &Path) -> Result<Self> {
         let bad = |reason: String| Error::Safetensors { path: path.to_path_buf(), reason };
         let file = File::open(path).map_err(|e| Error::io(path, e))?;
-        let file_len = file.metadata().map_err(|e| Error::io(path, e))?.len();
+        let info = file.metadata().map_err(|e| Error::io(path, e))?;
+        // Opening a directory succeeds on Unix; reading it would then fail as a short file.
+        if info.is_dir() {
+            return Err(Error::IsADirectory { path: path.to_path_buf(), expected: "an index file" });
+        }
+        let file_len = info.len();
         let mut file = BufReader::new(file);
         let mut len_bytes = [0u8; 8];
         file.read_exact(&mut len_bytes).map_err(|_| bad("shorter than a safetensors header".into()))?;
@@ -138,40 +147,33 @@ impl TensorFile {
         self.entries.get(name).map(|e| (e.dtype.as_str(), &e.shape[..]))
     }
 
-    /// Tensor `name` as f32 values (dtype F32), all finite.
+    /// Tensor `name` as f32 values (dtype F32).
     pub fn read_f32(&mut self, name: &str) -> Result<Vec<f32>> {
-        let values = self.read(name, "F32", 0.0f32, f32::from_le_bytes)?;
-        self.check_finite(name, values.iter().copied())?;
-        Ok(values)
+        self.read(name, "F32", f32::from_le_bytes)
     }
 
-    /// Tensor `name` as f16 values (dtype F16), all finite.
+    /// Tensor `name` as f16 values (dtype F16).
     pub fn read_f16(&mut self, name: &str) -> Result<Vec<half::f16>> {
-        let values = self.read(name, "F16", half::f16::ZERO, half::f16::from_le_bytes)?;
-        self.check_finite(name, values.iter().map(|v| v.to_f32()))?;
-        Ok(values)
+        self.read(name, "F16", half::f16::from_le_bytes)
     }
 
-    /// Embeddings and means are finite when written: a NaN or infinity means a damaged file.
-    fn check_finite(&self, name: &str, values: impl Iterator<Item = f32>) -> Result<()> {
-        match values.enumerate().find(|(_, v)| !v.is_finite()) {
-            Some((index, value)) => Err(Error::Safetensors {
-                path: self.path.clone(),
-                reason: format!(
-                    "tensor `{name}` holds a non-finite value ({value}) at flat index {index}: the file is damaged"
-                ),
-            }),
-            None => Ok(()),
-        }
+    /// Tensor `name` as u32 values (dtype U32).
+    pub fn read_u32(&mut self, name: &str) -> Result<Vec<u32>> {
+        self.read(name, "U32", u32::from_le_bytes)
     }
 
     fn read<T: bytemuck::Pod, const N: usize>(
-        &mut self, name: &str, dtype: &str, zero: T, from_le: fn([u8; N]) -> T,
+        &mut self, name: &str, dtype: &'static str, from_le: fn([u8; N]) -> T,
     ) -> Result<Vec<T>> {
         let bad = |reason: String| Error::Safetensors { path: self.path.clone(), reason };
-        let entry = self.entries.get(name).ok_or_else(|| Error::MissingTensor { name: name.into() })?;
+        let entry = self.entries.get(name).ok_or_else(|| bad(format!("tensor `{name}` is missing")))?;
         if entry.dtype != dtype {
-            return Err(Error::UnsupportedDtype { name: name.into(), dtype: entry.dtype.clone() });
+            return Err(Error::UnsupportedDtype {
+                path: self.path.clone(),
+                name: name.into(),
+                dtype: entry.dtype.clone(),
+                expected: dtype,
+            });
         }
         let count = entry.shape.iter().try_fold(1usize, |n, &d| n.checked_mul(d));
         let [begin, end] = entry.data_offsets;
@@ -181,7 +183,9 @@ impl TensorFile {
                 entry.shape
             )));
         }
-        let mut values = vec![zero; count.unwrap_or(0)];
+        // Zeroed by the allocator (pages the read then fills), not written twice.
+        let mut values: Vec<T> = bytemuck::try_zeroed_vec(count.unwrap_or(0))
+            .map_err(|_| bad(format!("tensor `{name}`: cannot allocate {} bytes for it", end - begin)))?;
         self.file.seek(SeekFrom::Start(self.data_start + begin)).map_err(|e| Error::io(&self.path, e))?;
         self.file.read_exact(bytemuck::cast_slice_mut(&mut values)).map_err(|e| Error::io(&self.path, e))?;
         if cfg!(target_endian = "big") {
@@ -218,24 +222,23 @@ mod tests {
     fn round_trip_and_every_truncation_is_an_error() {
         let rows: Vec<f32> = (0..12).map(|i| i as f32 * 0.5 - 2.0).collect();
         let halves: Vec<half::f16> = rows.iter().map(|&x| half::f16::from_f32(x)).collect();
-        let bytes =
-            written(&[("rows", vec![3, 4], TensorData::F32(&rows)), ("halves", vec![12], TensorData::F16(&halves))]);
+        let crcs = [7u32, u32::MAX];
+        let bytes = written(&[
+            ("rows", vec![3, 4], TensorData::F32(&rows)),
+            ("halves", vec![12], TensorData::F16(&halves)),
+            ("crcs", vec![2], TensorData::U32(&crcs)),
+        ]);
         let mut file = open("whole", &bytes).unwrap();
         assert_eq!(file.metadata.get("a").map(String::as_str), Some("1"));
         assert_eq!(file.describe("rows"), Some(("F32", &[3usize, 4][..])));
         assert_eq!(file.read_f32("rows").unwrap(), rows);
         assert_eq!(file.read_f16("halves").unwrap(), halves);
-        assert!(matches!(file.read_f16("rows"), Err(Error::UnsupportedDtype { .. })));
-        assert!(matches!(file.read_f32("absent"), Err(Error::MissingTensor { .. })));
-        let mut damaged = bytes.clone();
-        let rows_start = bytes.len() - 12 * 2 - 12 * 4;
-        damaged[rows_start + 4 * 5..][..4].copy_from_slice(&f32::NAN.to_le_bytes());
-        damaged[bytes.len() - 2..].copy_from_slice(&half::f16::INFINITY.to_le_bytes());
-        let mut file = open("damaged", &damaged).unwrap();
-        let err = file.read_f32("rows").unwrap_err().to_string();
-        assert!(err.contains("non-finite value (NaN) at flat index 5"), "{err}");
-        let err = file.read_f16("halves").unwrap_err().to_string();
-        assert!(err.contains("non-finite value (inf) at flat index 11"), "{err}");
+        assert_eq!(file.read_u32("crcs").unwrap(), crcs);
+        let wrong = file.read_f16("rows").unwrap_err();
+        assert!(matches!(&wrong, Error::UnsupportedDtype { expected: "F16", .. }), "{wrong:?}");
+        assert!(wrong.to_string().contains(".safetensors: tensor rows has dtype F32"), "{wrong}");
+        let absent = file.read_f32("absent").unwrap_err().to_string();
+        assert!(absent.contains("lookalike-file-") && absent.contains("`absent` is missing"), "{absent}");
         // The safetensors crate reads the same file.
         let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
         assert_eq!(st.tensor("halves").unwrap().shape(), [12]);
@@ -261,6 +264,9 @@ mod tests {
         assert!(open("beyond", &header(beyond)).unwrap_err().to_string().contains("truncated"));
         assert!(open("json", &header("[1, 2]")).is_err());
         assert!(open("meta", &header(r#"{"__metadata__":{"a":1}}"#)).is_err());
+        let dir = std::env::temp_dir();
+        let err = TensorFile::open(&dir).unwrap_err().to_string();
+        assert_eq!(err, format!("{} is a directory, not an index file", dir.display()));
         let huge = u64::MAX.to_le_bytes();
         assert!(open("huge", &huge).unwrap_err().to_string().contains("truncated or not safetensors"));
     }

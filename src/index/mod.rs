@@ -20,6 +20,17 @@
 //! - A path that is not valid UTF-8 is stored losslessly, as Python's `os.fsdecode` names it
 //!   (undecodable bytes as `\udcXX` escapes): `os.fsencode(json.loads(meta["paths"])[i])`
 //!   gives its bytes back. See [`paths`].
+//! - Checksums: tensor `embeddings_crc32` `[N]` U32, the zlib CRC-32 of each `embeddings`
+//!   row's little-endian bytes, and metadata `crc32`, a JSON object `{"metadata": {KEY:
+//!   CRC-32}, "tensors": {NAME: CRC-32}}` over every other metadata value (its UTF-8) and
+//!   over `mean` and `embeddings_crc32`. Readers that predate them ignore both, so the
+//!   version stays 2; version 2 files written before them load on the invariants alone, and
+//!   version 1 files are read without them.
+//!
+//! [`Index::load`] checks what every well-formed index holds (finite values, unit-norm or
+//! all-zero rows within their dtype's rounding, a finite `mean`, consistent shapes) and the
+//! checksums when present: a damaged file is an error naming the tensor and row (see
+//! [`verify`]).
 //!
 //! Writers of one index file take turns through [`WriteLock`]; readers never wait and never
 //! see a torn file (every write replaces the file by an atomic rename).
@@ -34,10 +45,12 @@ mod file;
 mod lock;
 pub mod paths;
 mod scan;
+pub mod verify;
 
 use file::{TensorData, TensorFile};
 pub use lock::{Wait, WriteLock};
 pub use scan::{scan_folder, scan_folder_with, FolderScan, ScanOptions};
+use verify::{damaged, Checksums, ROW_CRC32};
 
 use crate::atomic::write_atomic;
 use crate::cpu::preprocess::Preprocess;
@@ -276,10 +289,18 @@ impl Index {
         if let Some(mean) = &self.mean {
             tensors.push(("mean", vec![self.dim], TensorData::F32(mean)));
         }
+        let row_crc32 = verify::row_crc32(&self.embeddings, self.dim);
+        let mut checksummed = vec![(ROW_CRC32, verify::crc32_le(&row_crc32))];
+        if let Some(mean) = &self.mean {
+            checksummed.push(("mean", verify::crc32_le(mean)));
+        }
+        metadata.insert(verify::CRC32_KEY, Checksums::json(&metadata, &checksummed));
+        tensors.push((ROW_CRC32, vec![self.len()], TensorData::U32(&row_crc32)));
         write_atomic(path, |w| file::write(w, &tensors, &metadata))
     }
 
-    /// Reads and validates an index file.
+    /// Reads an index file and verifies it (see the module docs): a damaged file is an
+    /// error naming the tensor and row.
     pub fn load(path: &Path) -> Result<Self> {
         let mut file = TensorFile::open(path)?;
         let bad = |reason: String| Error::Safetensors { path: path.to_path_buf(), reason };
@@ -294,6 +315,10 @@ impl Index {
         if !["1", VERSION].contains(&version.as_str()) {
             return Err(bad(format!("index format version {version}; this lookalike reads versions 1 and {VERSION}")));
         }
+        // Before the rest is read, so damaged metadata is reported as damage, not as whatever
+        // it now says. Version 1 predates checksums: such a file is read without them.
+        let version_1 = version == "1";
+        let checksums = if version_1 { None } else { Checksums::verify_metadata(path, &meta)? };
         let parse_json = |key: &str| -> Result<serde_json::Value> {
             serde_json::from_str(&get(key)?).map_err(|e| bad(format!("metadata `{key}`: {e}")))
         };
@@ -319,23 +344,7 @@ impl Index {
                 labels.len()
             )));
         }
-        let (dtype, shape) =
-            file.describe("embeddings").ok_or_else(|| Error::MissingTensor { name: "embeddings".into() })?;
-        if shape != [count, dim] {
-            return Err(Error::shape("embeddings", format!("[{count}, {dim}]"), format!("{shape:?}")));
-        }
-        let embeddings = match dtype {
-            "F32" => Embeddings::F32(file.read_f32("embeddings")?),
-            "F16" => Embeddings::F16(file.read_f16("embeddings")?),
-            other => return Err(Error::UnsupportedDtype { name: "embeddings".into(), dtype: other.to_string() }),
-        };
-        let mean = match file.describe("mean") {
-            Some(("F32", shape)) if shape == [dim] => Some(file.read_f32("mean")?),
-            Some((dtype, shape)) => {
-                return Err(Error::shape("mean", format!("F32 [{dim}]"), format!("{dtype} {shape:?}")))
-            }
-            None => None,
-        };
+        let (embeddings, mean) = read_tensors(&mut file, path, checksums.as_ref(), version_1, count, dim)?;
         if (get("centered")? == "true") != mean.is_some() {
             return Err(bad("metadata `centered` disagrees with the presence of the `mean` tensor".into()));
         }
@@ -373,6 +382,77 @@ impl Index {
         };
         Ok(Self { dim, embeddings, mean, entries, provenance })
     }
+}
+
+/// The `embeddings` and `mean` tensors of an index file of `count` rows of `dim`, checked
+/// against the file's checksums when it has them and the invariants of [`verify`].
+/// `version_1` files predate checksums: a stray `embeddings_crc32` there is ignored.
+fn read_tensors(
+    file: &mut TensorFile, path: &Path, checksums: Option<&Checksums>, version_1: bool, count: usize, dim: usize,
+) -> Result<(Embeddings, Option<Vec<f32>>)> {
+    let tensor = |name: &str| format!("tensor `{name}`");
+    if count == 0 || dim == 0 {
+        return Err(damaged(path, "metadata `count` and `dim`".into(), format!("give {count} rows of {dim}")));
+    }
+    let (dtype, shape) = file.describe("embeddings").ok_or_else(|| Error::Safetensors {
+        path: path.to_path_buf(),
+        reason: "not a lookalike index: tensor `embeddings` is missing".into(),
+    })?;
+    if shape != [count, dim] {
+        let problem = format!("has shape {shape:?} where metadata `count` and `dim` give [{count}, {dim}]");
+        return Err(damaged(path, tensor("embeddings"), problem));
+    }
+    let embeddings = match dtype {
+        "F32" => Embeddings::F32(file.read_f32("embeddings")?),
+        "F16" => Embeddings::F16(file.read_f16("embeddings")?),
+        other => {
+            return Err(Error::UnsupportedDtype {
+                path: path.to_path_buf(),
+                name: "embeddings".into(),
+                dtype: other.to_string(),
+                expected: "F32 or F16",
+            })
+        }
+    };
+    let row_crc32 = match (checksums, file.describe(ROW_CRC32)) {
+        (None, None) => None,
+        (None, Some(_)) if version_1 => None,
+        (None, Some(_)) => {
+            let problem = format!("is missing though the file holds `{ROW_CRC32}`");
+            return Err(damaged(path, format!("metadata `{}`", verify::CRC32_KEY), problem));
+        }
+        (Some(_), None) => return Err(damaged(path, tensor(ROW_CRC32), "is missing".into())),
+        (Some(checksums), Some((dtype, shape))) => {
+            if dtype != "U32" || shape != [count] {
+                let problem = format!("is {dtype} {shape:?} where U32 [{count}] belongs");
+                return Err(damaged(path, tensor(ROW_CRC32), problem));
+            }
+            let crcs = file.read_u32(ROW_CRC32)?;
+            checksums.verify_tensor(path, ROW_CRC32, &crcs)?;
+            Some(crcs)
+        }
+    };
+    let mean = match file.describe("mean") {
+        Some(("F32", shape)) if shape == [dim] => Some(file.read_f32("mean")?),
+        Some((dtype, shape)) => {
+            return Err(damaged(path, tensor("mean"), format!("is {dtype} {shape:?} where F32 [{dim}] belongs")))
+        }
+        None => None,
+    };
+    if let Some(checksums) = checksums {
+        if let Some(missing) = checksums.tensors.keys().find(|name| file.describe(name).is_none()) {
+            let problem = format!("is missing though `{}` lists it", verify::CRC32_KEY);
+            return Err(damaged(path, tensor(missing), problem));
+        }
+        if let Some(mean) = &mean {
+            checksums.verify_tensor(path, "mean", mean)?;
+        }
+    }
+    if let Some(mean) = &mean {
+        verify::check_mean(path, mean)?;
+    }
+    verify::check_rows(path, &embeddings, dim, row_crc32.as_deref())?;
+    Ok((embeddings, mean))
 }
 
 /// The absolute folder holding the index file `path`.

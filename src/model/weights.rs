@@ -11,21 +11,26 @@ use crate::error::{Error, Result};
 use crate::model::resnet50::{ConvBn, ResNet50};
 
 /// Tensor `name` with its shape checked and a dtype we read (F32, F16 or BF16).
-fn view<'a>(st: &SafeTensors<'a>, name: &str, shape: &[usize]) -> Result<TensorView<'a>> {
+fn view<'a>(st: &SafeTensors<'a>, path: &Path, name: &str, shape: &[usize]) -> Result<TensorView<'a>> {
     let view = st.tensor(name).map_err(|_| Error::MissingTensor { name: name.to_string() })?;
     if view.shape() != shape {
         return Err(Error::shape(name, format!("{shape:?}"), format!("{:?}", view.shape())));
     }
     match view.dtype() {
         Dtype::F32 | Dtype::F16 | Dtype::BF16 => Ok(view),
-        other => Err(Error::UnsupportedDtype { name: name.to_string(), dtype: format!("{other:?}") }),
+        other => Err(Error::UnsupportedDtype {
+            path: path.to_path_buf(),
+            name: name.to_string(),
+            dtype: format!("{other:?}"),
+            expected: "F32, F16 or BF16",
+        }),
     }
 }
 
 /// Reads one tensor as f32 (from F32, F16 or BF16), checking its shape and that every
 /// value is finite.
-fn read_tensor(st: &SafeTensors, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
-    let view = view(st, name, shape)?;
+fn read_tensor(st: &SafeTensors, path: &Path, name: &str, shape: &[usize]) -> Result<Vec<f32>> {
+    let view = view(st, path, name, shape)?;
     let bytes = view.data();
     let values = match view.dtype() {
         Dtype::F16 => widen(bytes, half::f16::from_le_bytes),
@@ -115,9 +120,9 @@ fn tensor_names(layer: &ConvBn) -> [(String, Vec<usize>); 5] {
     ]
 }
 
-fn load_conv_bn(st: &SafeTensors, layer: &mut ConvBn) -> Result<()> {
+fn load_conv_bn(st: &SafeTensors, path: &Path, layer: &mut ConvBn) -> Result<()> {
     let [weight, bn_weight, bn_bias, mean, var] = tensor_names(layer);
-    let read = |(name, shape): (String, Vec<usize>)| read_tensor(st, &name, &shape);
+    let read = |(name, shape): (String, Vec<usize>)| read_tensor(st, path, &name, &shape);
     layer.weight = read(weight)?;
     layer.bn.weight = read(bn_weight)?;
     layer.bn.bias = read(bn_bias)?;
@@ -148,11 +153,11 @@ impl ResNet50 {
         // most of 100 MB.
         for layer in net.convs() {
             for (name, shape) in tensor_names(layer) {
-                view(&st, &name, &shape)?;
+                view(&st, path, &name, &shape)?;
             }
         }
         for layer in net.convs_mut() {
-            load_conv_bn(&st, layer)?;
+            load_conv_bn(&st, path, layer)?;
         }
         Ok(net)
     }
