@@ -724,6 +724,11 @@ fn bad_search_and_classify_inputs_fail_cleanly() {
     let mut values = vec![0.5; 2 * FEATURE_DIM];
     values[FEATURE_DIM + 7] = f32::NAN;
     npy::write_f32(&nan_features, &[2, FEATURE_DIM], &values).unwrap();
+    // A query with no direction once centred: the index's own mean.
+    let mean_row = dir.path("mean-row.npy");
+    let mut values = vec![0.5; FEATURE_DIM];
+    values.extend(Index::load(index).unwrap().mean.expect("a centred index"));
+    npy::write_f32(&mean_row, &[2, FEATURE_DIM], &values).unwrap();
     let width = format!("[queries, {FEATURE_DIM}]");
     let out_dir = dir.path("out-dir");
     fs::create_dir(&out_dir).unwrap();
@@ -750,7 +755,14 @@ fn bad_search_and_classify_inputs_fail_cleanly() {
             vec!["search", s(index), "--features", s(&images_npy), "-k", "1"],
             vec![s(&images_npy), &width, "[1, 3, 2, 2]"],
         ),
-        (vec!["search", s(index), "--features", s(&nan_features), "-k", "1"], vec!["query features", "NaN"]),
+        (
+            vec!["search", s(index), "--features", s(&nan_features), "-k", "1"],
+            vec![s(&nan_features), "row 1 holds NaN at column 7"],
+        ),
+        (
+            vec!["search", s(index), "--features", s(&mean_row), "-k", "1"],
+            vec![s(&mean_row), "row 1 equals the index's mean"],
+        ),
         (vec!["search", s(index), "--features", s(&missing), "-k", "1"], vec![s(&missing)]),
         (vec!["classify", s(&f.db), q, "-k", "1"], vec![s(&f.db)]),
         // Outputs that are folders are refused before any work.

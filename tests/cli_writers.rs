@@ -171,7 +171,7 @@ fn links_and_loops_are_walked_once_and_listed() {
         let context = run.describe();
         // Each real file once, whatever the links and whether they are followed.
         assert_eq!(got, expected(&["cats/0.png", "deep23/bottom.png", "dogs/1.png"]), "{context}");
-        assert!(run.stderr.contains("dogs/broken.png: a broken link"), "{context}");
+        assert!(run.stderr.contains("dogs/broken.png: a link that leads nowhere"), "{context}");
         assert!(run.stderr.contains("dogs/again.png: the same file as"), "{context}");
         assert!(run.stderr.contains("cats/hard.png: the same file as"), "{context}");
         if follow {
@@ -180,6 +180,13 @@ fn links_and_loops_are_walked_once_and_listed() {
             assert!(run.stderr.contains("felines: a link to a folder: not followed"), "{context}");
         }
     }
+    // DIR itself a link: walked, and not listed as a link passed over.
+    symlink(&db, dir.path("dblink")).unwrap();
+    let out = dir.path("through-link.safetensors");
+    let run = lookalike(&index_args(&dir.path("dblink"), &out, &[]));
+    run.assert_success();
+    assert_eq!(indexed_paths(&out).len(), 3, "{}", run.describe());
+    assert!(!run.stderr.contains("dblink: a link"), "{}", run.describe());
 }
 
 #[cfg(unix)]
@@ -192,15 +199,27 @@ fn names_that_are_not_utf8_are_stored_exactly_and_added_once() {
     let odd = db.join("k").join(OsStr::from_bytes(b"caf\xe9 \xff.png"));
     save_image(&odd, 3);
     save_image(&db.join("k/plain.png"), 4);
+    // Two classes whose names differ only in a byte that is not UTF-8.
+    save_image(&db.join(OsStr::from_bytes(b"caf\xe8")).join("x.png"), 5);
+    save_image(&db.join(OsStr::from_bytes(b"caf\xe9")).join("y.png"), 6);
     let out = dir.path("x.safetensors");
     lookalike(&index_args(&db, &out, &[])).assert_success();
+    let mut labels: Vec<String> = Index::load(&out).unwrap().entries.into_iter().filter_map(|e| e.label).collect();
+    labels.sort();
+    assert_eq!(labels, ["caf\\xe8", "caf\\xe9", "k", "k"], "two folders, two classes");
     let paths = indexed_paths(&out);
     assert!(paths.iter().any(|p| p.ends_with(odd.strip_prefix(&db).unwrap())), "{paths:?}");
     assert!(paths.iter().all(|p| p.exists()), "a stored path does not open: {paths:?}");
-    // The file is known by its exact name: nothing to add.
+    // The file is known by its exact name, and a hard link to an indexed image is that
+    // image: nothing to add.
     let again = lookalike(&index_args(&db, &out, &["--add"]));
     again.assert_success();
     assert_eq!(indexed_paths(&out), paths, "{}", again.describe());
+    fs::create_dir_all(dir.path("more")).unwrap();
+    fs::hard_link(db.join("k/plain.png"), dir.path("more/same.png")).unwrap();
+    let linked = lookalike(&index_args(&dir.path("more"), &out, &["--add"]));
+    linked.assert_success();
+    assert_eq!(indexed_paths(&out), paths, "a hard link was added again:\n{}", linked.describe());
     // JSON output spells it as Python's os.fsdecode does.
     let run = lookalike(&["search", s(&out), s(&db.join("k/plain.png")), "-k", "2", "--json"]);
     run.assert_success();

@@ -227,6 +227,19 @@ fn every_truncation_and_half_checksummed_files_are_errors() {
     no_key.remove("crc32");
     std::fs::write(&cut, safetensors::serialize(st.tensors(), Some(no_key)).unwrap()).unwrap();
     assert_names(&load_error(&cut), &cut, &["metadata `crc32` is missing"]);
+    // Relabelled version 1 (which predates checksums) with a row damaged: the checksums it
+    // still carries are checked, and they cover `version`.
+    let relabelled = damaged(&path, "relabelled.safetensors", |b| {
+        let at = b.windows(13).position(|w| w == b"\"version\":\"2\"").expect("the version entry");
+        b[at + 11] = b'1';
+        flip(b, 8, 3, 2, 3);
+    });
+    assert_names(&load_error(&relabelled), &relabelled, &["metadata `version`", "CRC-32"]);
+    // Bytes after the last tensor are no part of a safetensors file.
+    let mut longer = bytes.clone();
+    longer.extend_from_slice(b"GARBAGE!GARBAGE!");
+    std::fs::write(&cut, &longer).unwrap();
+    assert_names(&load_error(&cut), &cut, &["16 bytes", "after"]);
     // A damaged `crc32` value names itself.
     let mut garbled = metadata.clone();
     garbled.insert("crc32".into(), "{\"metadata\":".into());

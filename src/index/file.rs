@@ -139,6 +139,25 @@ impl TensorFile {
             }
             entries.insert(name, entry);
         }
+        // The tensors tile the data section, as the format requires and writers leave it:
+        // no gap, no overlap, nothing after the last (a spliced or appended file is damage).
+        let mut spans: Vec<(u64, u64, &str)> =
+            entries.iter().map(|(name, e)| (e.data_offsets[0], e.data_offsets[1], name.as_str())).collect();
+        spans.sort();
+        let mut covered = 0;
+        for (begin, end, name) in spans {
+            if begin != covered {
+                let how = if begin < covered { "overlaps the tensor before it" } else { "leaves a gap before it" };
+                return Err(bad(format!("tensor `{name}` at bytes {begin}..{end} {how}: damaged file")));
+            }
+            covered = end;
+        }
+        if covered != data_len {
+            return Err(bad(format!(
+                "{} bytes after the last tensor's end ({covered} of {data_len}): damaged or appended to",
+                data_len - covered
+            )));
+        }
         Ok(Self { path: path.to_path_buf(), file, data_start: 8 + header_len, entries, metadata })
     }
 

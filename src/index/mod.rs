@@ -49,7 +49,7 @@ pub mod verify;
 
 use file::{TensorData, TensorFile};
 pub use lock::{Wait, WriteLock};
-pub use scan::{scan_folder, scan_folder_with, FolderScan, ScanOptions};
+pub use scan::{scan_folder, scan_folder_with, FileId, FolderScan, ScanOptions};
 use verify::{damaged, Checksums, ROW_CRC32};
 
 use crate::atomic::write_atomic;
@@ -316,9 +316,10 @@ impl Index {
             return Err(bad(format!("index format version {version}; this lookalike reads versions 1 and {VERSION}")));
         }
         // Before the rest is read, so damaged metadata is reported as damage, not as whatever
-        // it now says. Version 1 predates checksums: such a file is read without them.
+        // it now says. Version 1 predates checksums, but a file that carries them is checked
+        // whatever its `version` says (which they cover: an edit to "1" is damage too).
         let version_1 = version == "1";
-        let checksums = if version_1 { None } else { Checksums::verify_metadata(path, &meta)? };
+        let checksums = Checksums::verify_metadata(path, &meta)?;
         let parse_json = |key: &str| -> Result<serde_json::Value> {
             serde_json::from_str(&get(key)?).map_err(|e| bad(format!("metadata `{key}`: {e}")))
         };

@@ -22,7 +22,9 @@ pub struct ScanOptions {
 #[derive(Debug, Default)]
 pub struct FolderScan {
     /// Image files (jpg, jpeg, png; any case), sorted, each with the name of its first-level
-    /// sub-folder as label (`None` for files directly in the folder).
+    /// sub-folder as label (`None` for files directly in the folder): the name as text, with
+    /// backslashes, control characters and bytes that are not UTF-8 escaped (`\\`, `\n`,
+    /// `\xNN`), so each folder is a class of its own and every label prints on one line.
     pub files: Vec<(PathBuf, Option<String>)>,
     /// Paths passed over, with the reason: links not followed, loops, unreadable folders,
     /// broken links, second names of a file already listed.
@@ -50,7 +52,10 @@ pub fn scan_folder_with(dir: &Path, options: ScanOptions) -> Result<FolderScan> 
                 }
                 let why = match e.loop_ancestor() {
                     Some(ancestor) => format!("a link back to {} (a loop): walked once", ancestor.display()),
-                    None if path.is_symlink() && std::fs::metadata(&path).is_err() => "a broken link".to_string(),
+                    None if path.is_symlink() => match std::fs::metadata(&path) {
+                        Err(target) => format!("a link that leads nowhere ({target})"),
+                        Ok(_) => format!("cannot be read: {e}"),
+                    },
                     None => {
                         format!("cannot be read: {}", e.io_error().map_or_else(|| e.to_string(), |io| io.to_string()))
                     }
@@ -61,14 +66,16 @@ pub fn scan_folder_with(dir: &Path, options: ScanOptions) -> Result<FolderScan> 
         };
         let path = entry.path();
         let file_type = entry.file_type();
-        if file_type.is_symlink() {
+        if file_type.is_symlink() && entry.depth() > 0 {
             // Not following links: say what each link was and whether it was taken.
             match std::fs::metadata(path) {
                 Ok(target) if target.is_dir() => scan
                     .skipped
                     .push((path.to_path_buf(), "a link to a folder: not followed (--follow-links follows it)".into())),
                 Ok(target) if target.is_file() && is_image_name(path) => candidates.push((path.to_path_buf(), true)),
-                Err(_) if is_image_name(path) => scan.skipped.push((path.to_path_buf(), "a broken link".into())),
+                Err(e) if is_image_name(path) => {
+                    scan.skipped.push((path.to_path_buf(), format!("a link that leads nowhere ({e})")))
+                }
                 _ => {}
             }
         } else if file_type.is_dir() {
@@ -107,12 +114,13 @@ fn is_image_name(path: &Path) -> bool {
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
 }
 
-/// The first-level sub-folder of `path` below `dir` (lossy where it is not UTF-8: a label is
-/// a class name to show, not a path to open).
+/// The first-level sub-folder of `path` below `dir`, as one line of text: the name as it is
+/// unless it holds a backslash, a control character or bytes that are not UTF-8, which are
+/// escaped ([`super::paths::display`]), so two folders never share a label.
 fn label_of(path: &Path, dir: &Path) -> Option<String> {
     let rel = path.strip_prefix(dir).unwrap_or(path);
     let mut parts = rel.components();
-    let first = parts.next().map(|c| c.as_os_str().to_string_lossy().into_owned());
+    let first = parts.next().map(|c| super::paths::display(Path::new(c.as_os_str())));
     if parts.next().is_some() {
         first
     } else {
@@ -139,9 +147,10 @@ fn keep_each_file_once(mut candidates: Vec<(PathBuf, bool)>, scan: &mut FolderSc
     }
 }
 
-/// What makes two names one file: device and inode on Unix, the resolved path elsewhere.
+/// What makes two names one file: device and inode on Unix (so hard links are one file),
+/// the resolved path elsewhere.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-enum FileId {
+pub enum FileId {
     #[cfg(unix)]
     Inode(u64, u64),
     #[cfg(not(unix))]
@@ -149,7 +158,8 @@ enum FileId {
 }
 
 impl FileId {
-    fn of(path: &Path) -> Option<Self> {
+    /// The file `path` names (links followed); `None` where it cannot be read.
+    pub fn of(path: &Path) -> Option<Self> {
         #[cfg(unix)]
         {
             use std::os::unix::fs::MetadataExt;

@@ -105,6 +105,7 @@ pub fn run<T>(loader: &str, bound: u64, load: impl FnOnce() -> T) -> Run<T> {
 pub fn kind(error: &Error) -> String {
     let name = match error {
         Error::Safetensors { .. } => "Safetensors",
+        Error::DamagedIndex { .. } => "DamagedIndex",
         Error::Npy { .. } => "Npy",
         Error::Image { .. } => "Image",
         Error::Io { .. } => "Io",

@@ -6,7 +6,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lookalike::classify::{vote, ConfusionMatrix};
 use lookalike::cpu::preprocess::{check_image, decode_file, Preprocess};
 use lookalike::embed::{decode_run_len, Embedder};
-use lookalike::index::{paths, scan_folder_with, Index, Provenance, ScanOptions, Wait, WriteLock};
+use lookalike::index::{paths, scan_folder_with, FileId, Index, Provenance, ScanOptions, Wait, WriteLock};
 use lookalike::npy;
 use lookalike::ops::matmul::Precision;
 use lookalike::render::{collage, confusion_png, save_png};
@@ -99,11 +99,14 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     let mut files: Vec<(PathBuf, Option<String>)> =
         scan.files.into_iter().map(|(path, label)| (std::path::absolute(&path).unwrap_or(path), label)).collect();
     if let Some(index) = &existing {
-        // Known by file, not by spelling: `DIR`, `./DIR/` and `/abs/DIR` list the same images.
-        let canonical = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-        let known: std::collections::HashSet<PathBuf> =
-            index.entries.iter().flat_map(|e| [e.path.clone(), canonical(&e.path)]).collect();
-        files.retain(|(path, _)| !known.contains(path) && !known.contains(&canonical(path)));
+        // Known by file, not by spelling: `DIR`, `./DIR/`, `/abs/DIR`, a link or a hard link
+        // to an indexed image all name one file.
+        let known_paths: std::collections::HashSet<&Path> = index.entries.iter().map(|e| e.path.as_path()).collect();
+        let known_files: std::collections::HashSet<FileId> =
+            index.entries.iter().filter_map(|e| FileId::of(&e.path)).collect();
+        files.retain(|(path, _)| {
+            !known_paths.contains(path.as_path()) && FileId::of(path).is_none_or(|id| !known_files.contains(&id))
+        });
     }
     print_skipped("path(s) passed over while walking the folder", &scan.skipped);
     if files.is_empty() && existing.is_none() {
@@ -341,7 +344,7 @@ pub fn search(
             (names, results, skipped)
         }
         Queries::Features(path) => {
-            let features = read_query_features(path, index.dim)?;
+            let features = read_query_features(path, &index)?;
             let options = SearchOptions { matrix_units, ..Default::default() };
             let results = Searcher::for_features(crate::open_context(matrix_units)?, &index, options)?
                 .search_features(&features, k)?;
@@ -374,16 +377,40 @@ pub fn search(
 }
 
 /// The rows of a `[queries, dim]` float32 .npy.
-fn read_query_features(path: &Path, dim: usize) -> Result<Vec<f32>> {
+/// Every row finite and with a direction of its own: a row equal to the index's mean (all
+/// zero when it is not centred) would score 0 against every row, a ranking of nothing.
+fn read_query_features(path: &Path, index: &Index) -> Result<Vec<f32>> {
+    let dim = index.dim;
     let array = npy::read_f32(path)?;
-    match array.shape.as_slice() {
-        &[queries, d] if queries > 0 && d == dim => Ok(array.data),
-        shape => Err(Error::ShapeMismatch {
-            op: format!("query features {}", path.display()),
-            expected: format!("[queries, {dim}] (the index's width)"),
-            got: format!("{shape:?}"),
-        }),
+    let data = match array.shape.as_slice() {
+        &[queries, d] if queries > 0 && d == dim => array.data,
+        shape => {
+            return Err(Error::ShapeMismatch {
+                op: format!("query features {}", paths::display(path)),
+                expected: format!("[queries, {dim}] (the index's width)"),
+                got: format!("{shape:?}"),
+            })
+        }
+    };
+    let zero = vec![0.0; dim];
+    let origin = index.mean.as_deref().unwrap_or(&zero);
+    for (row, features) in data.chunks_exact(dim).enumerate() {
+        if let Some((column, value)) = features.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::InvalidArgument(format!(
+                "query features {}: row {row} holds {value} at column {column}; give finite features",
+                paths::display(path)
+            )));
+        }
+        if features == origin {
+            let what = if index.mean.is_some() { "equals the index's mean" } else { "is all zero" };
+            return Err(Error::InvalidArgument(format!(
+                "query features {}: row {row} {what}, so it has no direction and every row would score 0; \
+                 leave it out",
+                paths::display(path)
+            )));
+        }
     }
+    Ok(data)
 }
 
 fn check_k(index: &Index, k: usize) -> Result<()> {
