@@ -334,10 +334,8 @@ pub struct CropWindow {
     pub resized: (usize, usize),
 }
 
-/// The [`CropWindow`] of a `height`×`width` image under `p`: identity taps when the shorter
-/// side already is `p.resize` (the pass-through), else [`bilinear_taps_range`]. Fails on an
-/// empty image ([`Error::InputTooSmall`]); `p` is assumed valid ([`Preprocess::validate`]).
-pub fn crop_window(height: u32, width: u32, p: &Preprocess) -> Result<CropWindow> {
+/// An image with no pixels cannot be resized.
+fn check_not_empty(height: u32, width: u32) -> Result<()> {
     if height == 0 || width == 0 {
         return Err(Error::InputTooSmall {
             height: height as usize,
@@ -346,6 +344,14 @@ pub fn crop_window(height: u32, width: u32, p: &Preprocess) -> Result<CropWindow
             what: "resizing".into(),
         });
     }
+    Ok(())
+}
+
+/// The [`CropWindow`] of a `height`×`width` image under `p`: identity taps when the shorter
+/// side already is `p.resize` (the pass-through), else [`bilinear_taps_range`]. Fails on an
+/// empty image ([`Error::InputTooSmall`]); `p` is assumed valid ([`Preprocess::validate`]).
+pub fn crop_window(height: u32, width: u32, p: &Preprocess) -> Result<CropWindow> {
+    check_not_empty(height, width)?;
     let (out_h, out_w) = resized_size(height, width, p.resize);
     let crop = p.crop as usize;
     if out_h < crop || out_w < crop {
@@ -384,14 +390,7 @@ pub fn resize_shorter_side(img: &RgbImage, target: u32) -> Result<HwcImage> {
     if target == 0 {
         return Err(Error::InvalidArgument("the resize target must be positive".into()));
     }
-    if in_h == 0 || in_w == 0 {
-        return Err(Error::InputTooSmall {
-            height: in_h as usize,
-            width: in_w as usize,
-            min: 1,
-            what: "resizing".into(),
-        });
-    }
+    check_not_empty(in_h, in_w)?;
     if in_h.min(in_w) == target {
         return Ok(HwcImage::from_rgb8(img));
     }
