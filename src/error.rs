@@ -61,6 +61,9 @@ pub enum Error {
     )]
     IndexLocked { index: PathBuf, lock: PathBuf },
 
+    #[error("{}: {source}", path.display())]
+    InFile { path: PathBuf, source: Box<Error> },
+
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
@@ -75,6 +78,18 @@ impl Error {
     /// Wraps an I/O error with the path it concerns.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io { path: path.into(), source }
+    }
+
+    /// `self`, said of the file at `path` when its message names no file (a tensor missing
+    /// from, or a value wrong in, a file the caller read).
+    pub fn in_file(self, path: &std::path::Path) -> Self {
+        match self {
+            Error::MissingTensor { .. }
+            | Error::NonFinite { .. }
+            | Error::ShapeMismatch { .. }
+            | Error::InvalidArgument(_) => Error::InFile { path: path.to_path_buf(), source: Box::new(self) },
+            named => named,
+        }
     }
 
     /// The message without the file it concerns, for lists that print the path beside it

@@ -315,8 +315,14 @@ fn bad_weights_and_arguments_fail_cleanly() {
     std::io::Read::read_exact(&mut fs::File::open(seed1_weights()).unwrap(), &mut prefix).unwrap();
     fs::write(&head, &prefix).unwrap();
     let missing = dir.path("missing.safetensors");
+    // A valid safetensors file that is not ResNet50: the error names the file and tensor.
+    let foreign = dir.path("foreign.safetensors");
+    let data = vec![0u8; 8];
+    let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2], &data).unwrap();
+    fs::write(&foreign, safetensors::serialize([("x", view)], None).unwrap()).unwrap();
     for (file, needles) in [
-        (&not_safetensors, &["not a valid safetensors file"][..]),
+        (&foreign, &["tensor conv1.weight is missing"][..]),
+        (&not_safetensors, &["not a valid safetensors file"]),
         (&head, &["not a valid safetensors file"]),
         (&missing, &["os error 2"]),
     ] {

@@ -396,7 +396,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
         return Err(Error::InvalidArgument("--batch must be at least 1".into()));
     }
     check_output(&args.output)?;
-    let net = ResNet50::load(&args.weights)?;
+    let net = ResNet50::load(&args.weights).map_err(|e| e.in_file(&args.weights))?;
     let mut embedder = match (args.cpu, args.experimental_coop) {
         (true, _) => Embedder::cpu(&net)?,
         (false, true) => Embedder::gpu_on_matrix_units(open_context(true)?, &net)?,

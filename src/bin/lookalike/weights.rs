@@ -27,7 +27,7 @@ pub fn load(weights: Option<&Path>, seed: Option<u64>) -> Result<LoadedWeights> 
                     lookalike::index::paths::display(path)
                 ))
             })?;
-            let net = ResNet50::load(path)?;
+            let net = ResNet50::load(path).map_err(|e| e.in_file(path))?;
             Ok(LoadedWeights { net, path: text.to_string(), sha256: sha256_file(path)? })
         }
         (None, Some(seed)) => {
