@@ -51,7 +51,9 @@ pub fn scan_folder_with(dir: &Path, options: ScanOptions) -> Result<FolderScan> 
                     return Err(Error::io(dir, e.into()));
                 }
                 let why = match e.loop_ancestor() {
-                    Some(ancestor) => format!("a link back to {} (a loop): walked once", ancestor.display()),
+                    Some(ancestor) => {
+                        format!("a link to {}, a folder that holds it (a loop): not followed", ancestor.display())
+                    }
                     None if path.is_symlink() => match std::fs::metadata(&path) {
                         Err(target) => format!("a link that leads nowhere ({target})"),
                         Ok(_) => format!("cannot be read: {e}"),
