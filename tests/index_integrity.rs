@@ -240,6 +240,14 @@ fn every_truncation_and_half_checksummed_files_are_errors() {
     longer.extend_from_slice(b"GARBAGE!GARBAGE!");
     std::fs::write(&cut, &longer).unwrap();
     assert_names(&load_error(&cut), &cut, &["16 bytes", "after"]);
+    // A key the loader reads, dropped from the checksum map along with an edit of its value.
+    let mut uncovered = metadata.clone();
+    let mut map: serde_json::Value = serde_json::from_str(&uncovered["crc32"]).unwrap();
+    map["metadata"].as_object_mut().unwrap().remove("labels");
+    uncovered.insert("crc32".into(), map.to_string());
+    uncovered.insert("labels".into(), serde_json::json!(vec!["dog"; 5]).to_string());
+    std::fs::write(&cut, safetensors::serialize(st.tensors(), Some(uncovered)).unwrap()).unwrap();
+    assert_names(&load_error(&cut), &cut, &["metadata `labels` is not covered by `crc32`"]);
     // A damaged `crc32` value names itself.
     let mut garbled = metadata.clone();
     garbled.insert("crc32".into(), "{\"metadata\":".into());

@@ -199,6 +199,15 @@ impl Index {
         }
         let mean = center.then(|| mean_row(features, dim));
         let unit = normalize_rows(features, dim, mean.as_deref());
+        if center && unit.iter().all(|&x| x == 0.0) {
+            // One image, or only identical ones: every row is the mean, with no direction, and
+            // every query would score 0 against all of them.
+            return Err(Error::InvalidArgument(format!(
+                "centring needs images whose features differ: all {} equal their mean, so no row would \
+                 have a direction; leave out --center or add other images",
+                entries.len()
+            )));
+        }
         Ok(Self { dim, embeddings: Embeddings::from_f32(unit, precision), mean, entries, provenance })
     }
 
@@ -482,5 +491,29 @@ fn stored_path(path: &Path, base: &Path) -> PathBuf {
             PathBuf::from(joined)
         }
         _ => absolute,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn centring_rows_that_all_equal_their_mean_is_refused() {
+        let provenance = Provenance {
+            model: "resnet50".into(),
+            weights_path: "w".into(),
+            weights_sha256: "seed:0".into(),
+            preprocess: Preprocess::default(),
+        };
+        let entries = |n: usize| (0..n).map(|i| Entry::new(format!("{i}.png"), None)).collect::<Vec<_>>();
+        let same = [0.5f32, -1.0, 2.0].repeat(3);
+        let err = Index::from_features(&same, 3, entries(3), Precision::F32, true, provenance.clone()).unwrap_err();
+        assert!(err.to_string().contains("all 3 equal their mean"), "{err}");
+        // Not centred, or with rows that differ, it is an index.
+        assert!(Index::from_features(&same, 3, entries(3), Precision::F32, false, provenance.clone()).is_ok());
+        let mut differ = same.clone();
+        differ[4] = 1.0;
+        assert!(Index::from_features(&differ, 3, entries(3), Precision::F32, true, provenance).is_ok());
     }
 }

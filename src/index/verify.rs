@@ -27,6 +27,27 @@ pub const ROW_CRC32: &str = "embeddings_crc32";
 /// The metadata key holding the CRC-32s of everything else.
 pub const CRC32_KEY: &str = "crc32";
 
+/// The metadata an index's loader reads: in a file with checksums, each present must be
+/// covered by them (keys the loader ignores may come and go).
+pub const COVERED_KEYS: [&str; 16] = [
+    "format",
+    "version",
+    "paths_base",
+    "index_dir",
+    "model",
+    "weights_path",
+    "weights_sha256",
+    "resize",
+    "crop",
+    "mean_rgb",
+    "std_rgb",
+    "dim",
+    "count",
+    "centered",
+    "paths",
+    "labels",
+];
+
 /// zlib CRC-32 of `values`' little-endian bytes.
 pub fn crc32_le<T: bytemuck::Pod>(values: &[T]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
@@ -75,6 +96,14 @@ impl Checksums {
         let Some(text) = metadata.get(CRC32_KEY) else { return Ok(None) };
         let checksums: Checksums = serde_json::from_str(text)
             .map_err(|e| damaged(path, format!("metadata `{CRC32_KEY}`"), format!("is not the checksum map ({e})")))?;
+        // Whatever the loader reads must be covered: a key dropped from the map together
+        // with an edit to its value is damage, not a file without that checksum.
+        if let Some(key) =
+            COVERED_KEYS.iter().find(|k| metadata.contains_key(**k) && !checksums.metadata.contains_key(**k))
+        {
+            let what = format!("metadata `{key}`");
+            return Err(damaged(path, what, format!("is not covered by `{CRC32_KEY}`")));
+        }
         for (key, &crc) in &checksums.metadata {
             let what = format!("metadata `{key}`");
             match metadata.get(key) {

@@ -59,7 +59,7 @@ fn valid_files(dir: &Path) -> Vec<Valid> {
     for (i, (count, dim, precision, center)) in [
         (3, 5, Precision::F32, false),
         (4, 7, Precision::F16, true),
-        (1, 16, Precision::F32, true),
+        (1, 16, Precision::F32, false), // centring one row leaves no direction
         (6, 3, Precision::F16, false),
     ]
     .into_iter()

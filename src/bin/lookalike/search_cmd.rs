@@ -73,6 +73,9 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         )
     })?;
     let existing = if o.add && o.output.exists() { Some(Index::load(o.output)?) } else { None };
+    if o.add && existing.is_none() {
+        eprintln!("{} does not exist yet: --add builds a new index there", paths::display(o.output));
+    }
     if let Some(index) = &existing {
         refuse_other_settings(&o, index)?;
     }
@@ -479,6 +482,7 @@ pub fn classify(
         print_skipped("path(s) passed over while walking the folder", &scan.skipped);
         let files = scan.files;
         let labelled: Vec<_> = files.into_iter().filter_map(|(p, l)| l.map(|l| (p, l))).collect();
+        let mut skipped_queries = skipped_queries;
         if labelled.is_empty() {
             return Err(Error::InvalidArgument(format!(
                 "no labelled images under {} (one sub-folder per class)",
@@ -523,6 +527,9 @@ pub fn classify(
         println!("{matrix}");
         save_png(&confusion_png(&matrix, 32), confusion_path)?;
         eprintln!("wrote {}", confusion_path.display());
+        // As for query images: an evaluation that left files out says so in its status.
+        skipped_queries += skipped.len();
+        return Ok(skipped_queries);
     }
     Ok(skipped_queries)
 }
