@@ -220,6 +220,13 @@ fn names_that_are_not_utf8_are_stored_exactly_and_added_once() {
     let linked = lookalike(&index_args(&dir.path("more"), &out, &["--add"]));
     linked.assert_success();
     assert_eq!(indexed_paths(&out), paths, "a hard link was added again:\n{}", linked.describe());
+    // Beside the indexed image, under a name sorting first: still the indexed file, not a
+    // new one whose second name is the indexed image.
+    fs::hard_link(db.join("k/plain.png"), db.join("k/a-first.png")).unwrap();
+    let beside = lookalike(&index_args(&db, &out, &["--add"]));
+    beside.assert_success();
+    assert_eq!(indexed_paths(&out), paths, "{}", beside.describe());
+    assert!(!beside.stderr.contains("the same file as"), "{}", beside.describe());
     // JSON output spells it as Python's os.fsdecode does.
     let run = lookalike(&["search", s(&out), s(&db.join("k/plain.png")), "-k", "2", "--json"]);
     run.assert_success();

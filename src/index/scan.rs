@@ -6,16 +6,19 @@
 //! two links) is listed once, under its first name that is not a link. Whatever is passed
 //! over is listed with the reason, never dropped silently.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
 
 /// How [`scan_folder_with`] walks.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct ScanOptions {
     /// Walk into links to folders (loops and repeated folders are walked once).
     pub follow_links: bool,
+    /// Files an index already holds (`index --add`): left out under every name, without
+    /// being listed, so a second name of one of them is not taken for a new file.
+    pub indexed: HashSet<FileId>,
 }
 
 /// The images of a folder tree and what was passed over.
@@ -95,7 +98,7 @@ pub fn scan_folder_with(dir: &Path, options: ScanOptions) -> Result<FolderScan> 
             candidates.push((path.to_path_buf(), entry.path_is_symlink()));
         }
     }
-    keep_each_file_once(candidates, &mut scan);
+    keep_each_file_once(candidates, &options.indexed, &mut scan);
     for (path, label) in &mut scan.files {
         *label = label_of(path, dir);
     }
@@ -132,11 +135,12 @@ fn label_of(path: &Path, dir: &Path) -> Option<String> {
 
 /// Each real file once: of the names that reach it, the first that is not a link, else the
 /// first; the others are listed as skipped.
-fn keep_each_file_once(mut candidates: Vec<(PathBuf, bool)>, scan: &mut FolderScan) {
+fn keep_each_file_once(mut candidates: Vec<(PathBuf, bool)>, indexed: &HashSet<FileId>, scan: &mut FolderScan) {
     candidates.sort_by(|a, b| (a.1, &a.0).cmp(&(b.1, &b.0)));
     let mut kept: HashMap<FileId, PathBuf> = HashMap::new();
     for (path, _) in candidates {
         match FileId::of(&path) {
+            Some(id) if indexed.contains(&id) => {}
             Some(id) => match kept.get(&id) {
                 Some(first) => scan.skipped.push((path, format!("the same file as {}", first.display()))),
                 None => {

@@ -98,18 +98,16 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     let preprocess = existing.as_ref().map_or(asked, |i| i.provenance.preprocess);
     // Absolute, so `search` finds the images (for --collage) from any directory; the file
     // stores those below its own folder relative to it (`Index::save`).
-    let scan = scan_folder_with(o.dir, ScanOptions { follow_links: o.follow_links })?;
+    // Known by file, not by spelling: `DIR`, `./DIR/`, `/abs/DIR`, a link or a hard link to
+    // an indexed image all name one file, which the walk leaves out.
+    let indexed = existing.iter().flat_map(|index| &index.entries).filter_map(|e| FileId::of(&e.path)).collect();
+    let scan = scan_folder_with(o.dir, ScanOptions { follow_links: o.follow_links, indexed })?;
     let mut files: Vec<(PathBuf, Option<String>)> =
         scan.files.into_iter().map(|(path, label)| (std::path::absolute(&path).unwrap_or(path), label)).collect();
     if let Some(index) = &existing {
-        // Known by file, not by spelling: `DIR`, `./DIR/`, `/abs/DIR`, a link or a hard link
-        // to an indexed image all name one file.
+        // And by name, for an indexed file that cannot be read now.
         let known_paths: std::collections::HashSet<&Path> = index.entries.iter().map(|e| e.path.as_path()).collect();
-        let known_files: std::collections::HashSet<FileId> =
-            index.entries.iter().filter_map(|e| FileId::of(&e.path)).collect();
-        files.retain(|(path, _)| {
-            !known_paths.contains(path.as_path()) && FileId::of(path).is_none_or(|id| !known_files.contains(&id))
-        });
+        files.retain(|(path, _)| !known_paths.contains(path.as_path()));
     }
     print_skipped("path(s) passed over while walking the folder", &scan.skipped);
     if files.is_empty() && existing.is_none() {
