@@ -242,11 +242,6 @@ impl Searcher {
                 let (input, features, _) = net.prepared(&self.ctx, q, crop, crop)?;
                 (input.clone(), features.clone())
             };
-            // The network keeps a few plans only: a scan recorded on an older features buffer is stale.
-            let key = (q, k, QuerySource::Images);
-            if self.plans.get(&key).is_some_and(|plan| plan.source.as_ref() != Some(&features)) {
-                self.plans.remove(&key);
-            }
             self.ensure_plan(q, k, QuerySource::Images, Some(&features))?;
             let preprocess = PreprocessBatch::with_cpu_fallback(&self.ctx, batch, &self.preprocess, &input)?;
             let net = self.net.as_mut().ok_or_else(|| Error::InvalidArgument("no network".into()))?;
@@ -290,7 +285,9 @@ impl Searcher {
     fn ensure_plan(
         &mut self, q: usize, k: usize, source: QuerySource, backbone_features: Option<&wgpu::Buffer>,
     ) -> Result<()> {
-        if self.plans.contains_key(&(q, k, source)) {
+        // The network keeps a few plans only: a scan recorded on a features buffer it has
+        // since dropped is stale, and is recorded again.
+        if self.plans.get(&(q, k, source)).is_some_and(|plan| plan.source.as_ref() == backbone_features) {
             return Ok(());
         }
         let ctx = &self.ctx;
