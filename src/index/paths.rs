@@ -3,10 +3,11 @@
 //! A file name need not be valid UTF-8 (Unix: any bytes but `/` and NUL; Windows: UTF-16
 //! with unpaired surrogates allowed). JSON strings are Unicode, so the index stores such a
 //! path the way Python's `os.fsdecode` names it: every byte that is not part of valid UTF-8
-//! becomes the lone surrogate U+DC80..U+DCFF (`surrogateescape`), written as a `\udcXX`
-//! escape; on Windows an unpaired surrogate is written as itself (`\udXXX`). Python's
-//! `json.loads` reads these strings and `os.fsencode(path)` (or `open(path)`) gives back the
-//! exact bytes; a valid UTF-8 path is stored as plain JSON text, as before.
+//! becomes the lone surrogate U+DC80..U+DCFF (`surrogateescape`), written as a JSON escape
+//! (byte 0xE9 as `\udce9`); on Windows an unpaired surrogate is written as itself (e.g.
+//! `\ud800`). Python's `json.loads` reads these strings and `os.fsencode(path)` (or
+//! `open(path)`) gives back the exact bytes; a valid UTF-8 path is stored as plain JSON
+//! text, as before.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -103,8 +104,7 @@ impl<'de> serde::Deserialize<'de> for Wtf8 {
 
 /// WTF-8 (UTF-8 that may hold surrogates) to the path it stands for.
 fn from_wtf8(bytes: &[u8]) -> Result<PathBuf, String> {
-    let mut units = Vec::new(); // UTF-16 on Windows; on Unix bytes, surrogates as escapes.
-    let mut native = Vec::new();
+    let mut scalars = Vec::with_capacity(bytes.len());
     let mut rest = bytes;
     while !rest.is_empty() {
         let len = match rest[0] {
@@ -115,26 +115,9 @@ fn from_wtf8(bytes: &[u8]) -> Result<PathBuf, String> {
         };
         let Some(seq) = rest.get(..len) else { return Err("truncated character".into()) };
         rest = &rest[len..];
-        let scalar = decode_scalar(seq).ok_or("malformed character")?;
-        if (0xD800..=0xDFFF).contains(&scalar) {
-            if cfg!(unix) {
-                if !(0xDC80..=0xDCFF).contains(&scalar) {
-                    return Err(format!("\\u{scalar:04x} stands for no byte of a file name"));
-                }
-                native.push((scalar & 0xFF) as u8);
-            } else {
-                units.push(scalar as u16);
-                native.extend_from_slice(seq);
-            }
-        } else {
-            native.extend_from_slice(seq);
-            if let Some(c) = char::from_u32(scalar) {
-                let mut buf = [0u16; 2];
-                units.extend_from_slice(c.encode_utf16(&mut buf));
-            }
-        }
+        scalars.push(decode_scalar(seq).ok_or("malformed character")?);
     }
-    native_path(native, units)
+    native_path(&scalars)
 }
 
 /// The scalar value (surrogates allowed) of one UTF-8-shaped sequence.
@@ -150,21 +133,42 @@ fn decode_scalar(seq: &[u8]) -> Option<u32> {
     }
 }
 
+/// Unix: characters as UTF-8, U+DC80..U+DCFF as the bytes they escape.
 #[cfg(unix)]
-fn native_path(bytes: Vec<u8>, _units: Vec<u16>) -> Result<PathBuf, String> {
+fn native_path(scalars: &[u32]) -> Result<PathBuf, String> {
     use std::os::unix::ffi::OsStringExt;
+    let mut bytes = Vec::with_capacity(scalars.len());
+    for &scalar in scalars {
+        match char::from_u32(scalar) {
+            Some(c) => bytes.extend_from_slice(c.encode_utf8(&mut [0; 4]).as_bytes()),
+            None if (0xDC80..=0xDCFF).contains(&scalar) => bytes.push((scalar & 0xFF) as u8),
+            None => return Err(format!("\\u{scalar:04x} stands for no byte of a file name")),
+        }
+    }
     Ok(PathBuf::from(std::ffi::OsString::from_vec(bytes)))
 }
 
+/// Windows: UTF-16, unpaired surrogates as themselves.
 #[cfg(windows)]
-fn native_path(_bytes: Vec<u8>, units: Vec<u16>) -> Result<PathBuf, String> {
+fn native_path(scalars: &[u32]) -> Result<PathBuf, String> {
     use std::os::windows::ffi::OsStringExt;
+    let mut units = Vec::with_capacity(scalars.len());
+    for &scalar in scalars {
+        match char::from_u32(scalar) {
+            Some(c) => units.extend_from_slice(c.encode_utf16(&mut [0; 2])),
+            None => units.push(scalar as u16),
+        }
+    }
     Ok(PathBuf::from(std::ffi::OsString::from_wide(&units)))
 }
 
 #[cfg(not(any(unix, windows)))]
-fn native_path(bytes: Vec<u8>, _units: Vec<u16>) -> Result<PathBuf, String> {
-    String::from_utf8(bytes).map(PathBuf::from).map_err(|_| "not UTF-8 on this platform".into())
+fn native_path(scalars: &[u32]) -> Result<PathBuf, String> {
+    scalars
+        .iter()
+        .map(|&s| char::from_u32(s).ok_or_else(|| "not Unicode, which paths are on this platform".to_string()))
+        .collect::<Result<String, String>>()
+        .map(PathBuf::from)
 }
 
 /// `path` for a line of text output: control characters escaped (`\n`, `\t`, `\u{1b}`) and
