@@ -55,24 +55,12 @@ fn f32_bytes(values: &[f32], dtype: Dtype) -> Vec<u8> {
 /// tensors make a header edit harmless now and then; the 16-bit ones hold only the
 /// tensors the network reads.
 fn valid_file(net: &ResNet50, dtype: Dtype) -> Valid {
-    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
-    for layer in net.convs() {
-        tensors.push((
-            format!("{}.weight", layer.conv_name),
-            dtype,
-            layer.weight_shape().to_vec(),
-            f32_bytes(&layer.weight, dtype),
-        ));
-        let bn = &layer.bn;
-        for (field, values) in [
-            ("weight", &bn.weight),
-            ("bias", &bn.bias),
-            ("running_mean", &bn.running_mean),
-            ("running_var", &bn.running_var),
-        ] {
-            tensors.push((format!("{}.{field}", layer.bn_name), dtype, vec![layer.out_c], f32_bytes(values, dtype)));
-        }
-        if dtype == Dtype::F32 {
+    let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = loaded_tensors(net)
+        .into_iter()
+        .map(|(name, shape, values)| (name, dtype, shape, f32_bytes(values, dtype)))
+        .collect();
+    if dtype == Dtype::F32 {
+        for layer in net.convs() {
             tensors.push((format!("{}.num_batches_tracked", layer.bn_name), Dtype::I64, vec![], vec![0; 8]));
         }
     }
