@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Turns the files of a lent-GPU run (`bash .gpu/run.sh`, see scripts/gpu-bench) into the
+"""Turns the files of a GPU machine's run (`bash .gpu/run.sh`, see scripts/gpu-bench) into the
 Markdown tables BENCHMARKS.md keeps: ResNet50, matmul and k-NN beside PyTorch, burn-wgpu
 and ORT WebGPU on the same card, as ratios; the per-stage times and top-k's share of the
 scan; the issue's targets, met or not; and the tuning `lookalike tune` chose, ready to copy
