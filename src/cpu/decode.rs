@@ -108,18 +108,18 @@ pub fn decoded_bytes(path: &Path) -> u64 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use image::Rgb;
 
-    fn png_bytes(img: &RgbImage) -> Vec<u8> {
+    pub(crate) fn png_bytes(img: &RgbImage) -> Vec<u8> {
         let mut bytes = Vec::new();
         img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
         bytes
     }
 
     /// A deterministic non-trivial test image.
-    fn pattern(width: u32, height: u32) -> RgbImage {
+    pub(crate) fn pattern(width: u32, height: u32) -> RgbImage {
         RgbImage::from_fn(width, height, |x, y| Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, 255 - (x * 5) as u8]))
     }
 

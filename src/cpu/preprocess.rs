@@ -426,25 +426,14 @@ pub fn preprocess_files(paths: &[PathBuf], p: &Preprocess) -> Result<Vec<f32>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageFormat, Rgb};
-    use std::io::Cursor;
+    use crate::cpu::decode::tests::{pattern, png_bytes};
+    use image::Rgb;
 
     fn assert_close(actual: &[f32], expected: &[f32], tolerance: f32) {
         assert_eq!(actual.len(), expected.len());
         for (i, (a, e)) in actual.iter().zip(expected).enumerate() {
             assert!((a - e).abs() <= tolerance, "index {i}: {a} vs {e}");
         }
-    }
-
-    fn png_bytes(img: &RgbImage) -> Vec<u8> {
-        let mut bytes = Vec::new();
-        img.write_to(&mut Cursor::new(&mut bytes), ImageFormat::Png).unwrap();
-        bytes
-    }
-
-    /// A deterministic non-trivial test image.
-    fn pattern(width: u32, height: u32) -> RgbImage {
-        RgbImage::from_fn(width, height, |x, y| Rgb([(x * 7 + y * 3) as u8, (x * y) as u8, 255 - (x * 5) as u8]))
     }
 
     #[test]
