@@ -64,6 +64,9 @@ pub enum Error {
     #[error("{}: {source}", path.display())]
     InFile { path: PathBuf, source: Box<Error> },
 
+    #[error("{}: {reason}", path.display())]
+    Dataset { path: PathBuf, reason: String },
+
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
 
@@ -98,7 +101,9 @@ impl Error {
         match self {
             Error::Image { reason, .. } => format!("cannot decode image: {reason}"),
             Error::Io { source, .. } => source.to_string(),
-            Error::Safetensors { reason, .. } | Error::Npy { reason, .. } => reason.clone(),
+            Error::Safetensors { reason, .. } | Error::Npy { reason, .. } | Error::Dataset { reason, .. } => {
+                reason.clone()
+            }
             other => other.to_string(),
         }
     }

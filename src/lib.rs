@@ -50,6 +50,7 @@ mod atomic;
 pub mod classify;
 pub mod compare;
 pub mod cpu;
+pub mod data;
 pub mod embed;
 pub mod error;
 pub mod gpu;
@@ -60,6 +61,7 @@ pub mod ops;
 pub mod render;
 pub mod rng;
 pub mod search;
+pub mod train;
 pub mod tune;
 
 pub use error::{Error, Result};

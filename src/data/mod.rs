@@ -1,0 +1,154 @@
+//! Labelled image sets for metric learning: IDX (MNIST, Fashion-MNIST), CIFAR-10's binary
+//! version and folders of images with one sub-folder per class.
+
+use crate::error::{Error, Result};
+use std::path::Path;
+
+/// Images of one size as u8 pixels, NHWC (`[count, height, width, channels]`), each with a
+/// class index into `class_names`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LabelledImages {
+    pub pixels: Vec<u8>,
+    pub height: usize,
+    pub width: usize,
+    pub channels: usize,
+    pub labels: Vec<u32>,
+    pub class_names: Vec<String>,
+}
+
+impl LabelledImages {
+    /// Number of images.
+    pub fn len(&self) -> usize {
+        self.labels.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.labels.is_empty()
+    }
+
+    /// Values per image.
+    pub fn image_len(&self) -> usize {
+        self.height * self.width * self.channels
+    }
+
+    /// Pixels of image `i`.
+    pub fn image(&self, i: usize) -> &[u8] {
+        let n = self.image_len();
+        &self.pixels[i * n..(i + 1) * n]
+    }
+
+    /// Checks the invariants every reader guarantees; `source` names the data in errors.
+    pub fn validate(&self, source: &Path) -> Result<()> {
+        let fail = |reason: String| Err(Error::Dataset { path: source.to_path_buf(), reason });
+        if self.image_len() == 0 {
+            return fail(format!("images of {}x{}x{} hold no pixels", self.height, self.width, self.channels));
+        }
+        if self.pixels.len() != self.len() * self.image_len() {
+            return fail(format!(
+                "{} pixel bytes for {} images of {}",
+                self.pixels.len(),
+                self.len(),
+                self.image_len()
+            ));
+        }
+        if let Some((i, &label)) = self.labels.iter().enumerate().find(|(_, &l)| l as usize >= self.class_names.len()) {
+            return fail(format!("image {i} has label {label}, but there are {} classes", self.class_names.len()));
+        }
+        Ok(())
+    }
+
+    /// The images reordered so each class's images are contiguous (classes in index order,
+    /// images in their original order within a class), with where each class starts: the
+    /// layout pair sampling reads. Fails when a class has fewer than two images (no anchor
+    /// and different positive) or there is a single class (no negatives).
+    pub fn grouped_by_class(&self, source: &Path) -> Result<ClassGrouped> {
+        self.validate(source)?;
+        let classes = self.class_names.len();
+        let mut counts = vec![0u32; classes];
+        for &label in &self.labels {
+            counts[label as usize] += 1;
+        }
+        if classes < 2 {
+            return Err(Error::Dataset {
+                path: source.to_path_buf(),
+                reason: format!("{classes} class(es): metric learning needs at least 2"),
+            });
+        }
+        if let Some((c, &n)) = counts.iter().enumerate().find(|(_, &n)| n < 2) {
+            return Err(Error::Dataset {
+                path: source.to_path_buf(),
+                reason: format!(
+                    "class {:?} has {n} image(s): each class needs at least 2 (an anchor and a different positive)",
+                    self.class_names[c]
+                ),
+            });
+        }
+        let mut offsets = Vec::with_capacity(classes);
+        let mut start = 0u32;
+        for &n in &counts {
+            offsets.push(start);
+            start += n;
+        }
+        let mut order: Vec<usize> = (0..self.len()).collect();
+        order.sort_by_key(|&i| self.labels[i]);
+        let mut pixels = Vec::with_capacity(self.pixels.len());
+        for &i in &order {
+            pixels.extend_from_slice(self.image(i));
+        }
+        Ok(ClassGrouped {
+            images: LabelledImages {
+                pixels,
+                labels: order.iter().map(|&i| self.labels[i]).collect(),
+                class_names: self.class_names.clone(),
+                ..*self
+            },
+            class_offsets: offsets,
+            class_counts: counts,
+        })
+    }
+}
+
+/// A training set grouped by class for pair sampling (see [`LabelledImages::grouped_by_class`]).
+#[derive(Debug, Clone)]
+pub struct ClassGrouped {
+    pub images: LabelledImages,
+    /// First image of each class.
+    pub class_offsets: Vec<u32>,
+    /// Images of each class (each at least 2).
+    pub class_counts: Vec<u32>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(labels: &[u32], classes: usize) -> LabelledImages {
+        LabelledImages {
+            pixels: labels.iter().map(|&l| l as u8 * 10).collect(),
+            height: 1,
+            width: 1,
+            channels: 1,
+            labels: labels.to_vec(),
+            class_names: (0..classes).map(|c| format!("c{c}")).collect(),
+        }
+    }
+
+    #[test]
+    fn grouping_keeps_pixels_with_their_labels() {
+        let g = set(&[2, 0, 1, 2, 0, 1, 1], 3).grouped_by_class(Path::new("x")).unwrap();
+        assert_eq!(g.images.labels, [0, 0, 1, 1, 1, 2, 2]);
+        assert_eq!(g.images.pixels, [0, 0, 10, 10, 10, 20, 20]);
+        assert_eq!(g.class_offsets, [0, 2, 5]);
+        assert_eq!(g.class_counts, [2, 3, 2]);
+    }
+
+    #[test]
+    fn grouping_refuses_small_classes_and_single_classes() {
+        let err = set(&[0, 0, 1], 2).grouped_by_class(Path::new("data")).unwrap_err().to_string();
+        assert!(err.contains("data") && err.contains("\"c1\" has 1 image"), "{err}");
+        let err = set(&[0, 0, 0], 1).grouped_by_class(Path::new("data")).unwrap_err().to_string();
+        assert!(err.contains("at least 2"), "{err}");
+        let err = set(&[0, 3], 2).grouped_by_class(Path::new("data")).unwrap_err().to_string();
+        assert!(err.contains("label 3"), "{err}");
+    }
+}
