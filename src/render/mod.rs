@@ -1,4 +1,5 @@
-//! PNG figures: neighbour collages and confusion-matrix heat maps (pixels only, no text).
+//! PNG figures: neighbour collages, confusion-matrix heat maps (bare, or with class names)
+//! and loss curves.
 
 use std::io::{Cursor, Write};
 use std::path::Path;
@@ -10,6 +11,12 @@ use rayon::prelude::*;
 use crate::atomic::write_atomic;
 use crate::classify::ConfusionMatrix;
 use crate::error::{Error, Result};
+
+mod plot;
+mod text;
+
+pub use plot::{labelled_confusion_png, loss_curve_png};
+pub use text::{draw_text, text_width, GLYPH};
 
 /// Colour between and around tiles.
 pub const CANVAS: Rgb<u8> = Rgb([16, 16, 16]);
@@ -117,7 +124,7 @@ fn fit_within(image: &RgbImage, side: u32) -> Option<RgbImage> {
 }
 
 /// Fills the rectangle at (`x`, `y`) of `width` x `height`, clipped to the image.
-fn fill_rect(image: &mut RgbImage, x: u32, y: u32, width: u32, height: u32, colour: Rgb<u8>) {
+pub(crate) fn fill_rect(image: &mut RgbImage, x: u32, y: u32, width: u32, height: u32, colour: Rgb<u8>) {
     let right = x.saturating_add(width).min(image.width());
     let bottom = y.saturating_add(height).min(image.height());
     for py in y..bottom {
@@ -161,7 +168,7 @@ pub fn confusion_png(matrix: &ConfusionMatrix, cell: u32) -> RgbImage {
 }
 
 /// `from` moved the fraction `t` (0..=1) of the way to `to`.
-fn blend(from: Rgb<u8>, to: Rgb<u8>, t: f32) -> Rgb<u8> {
+pub(crate) fn blend(from: Rgb<u8>, to: Rgb<u8>, t: f32) -> Rgb<u8> {
     let t = t.clamp(0.0, 1.0);
     Rgb(std::array::from_fn(|i| {
         let (a, b) = (f32::from(from.0[i]), f32::from(to.0[i]));
