@@ -49,6 +49,26 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Rejects a learning rate or temperature that is not positive and finite, betas outside
+    /// [0, 1) and an epsilon that is negative.
+    pub fn validate(&self) -> crate::Result<()> {
+        let positive = |x: f32| x.is_finite() && x > 0.0;
+        let beta = |x: f32| (0.0..1.0).contains(&x);
+        if !positive(self.learning_rate) || !positive(self.temperature) {
+            return Err(crate::Error::InvalidArgument(format!(
+                "learning rate ({}) and temperature ({}) must be positive and finite",
+                self.learning_rate, self.temperature
+            )));
+        }
+        if !beta(self.beta1) || !beta(self.beta2) || !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+            return Err(crate::Error::InvalidArgument(format!(
+                "Adam needs betas in [0, 1) and epsilon >= 0 (got {}, {}, {})",
+                self.beta1, self.beta2, self.epsilon
+            )));
+        }
+        Ok(())
+    }
+
     /// Steps over all epochs.
     pub fn total_steps(&self) -> usize {
         self.epochs * self.steps_per_epoch
