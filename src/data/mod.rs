@@ -1,18 +1,32 @@
 //! Labelled image sets for metric learning: IDX (MNIST, Fashion-MNIST), CIFAR-10's binary
 //! version and folders of images with one sub-folder per class.
+//!
+//! [`load`] tells the three apart by what the folder holds and reads the training split
+//! and, where there is one, the test split.
+
+pub mod cifar;
+pub mod folder;
+pub mod idx;
 
 use crate::error::{Error, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// Images of one size as u8 pixels, NHWC (`[count, height, width, channels]`), each with a
 /// class index into `class_names`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LabelledImages {
+    /// `count * height * width * channels` bytes, image after image, each row-major with
+    /// channels innermost.
     pub pixels: Vec<u8>,
+    /// Rows of each image.
     pub height: usize,
+    /// Columns of each image.
     pub width: usize,
+    /// Values per pixel: 1 (grey) or 3 (RGB).
     pub channels: usize,
+    /// The class index of each image.
     pub labels: Vec<u32>,
+    /// The name of each class, by index.
     pub class_names: Vec<String>,
 }
 
@@ -22,6 +36,7 @@ impl LabelledImages {
         self.labels.len()
     }
 
+    /// Whether there is no image.
     pub fn is_empty(&self) -> bool {
         self.labels.is_empty()
     }
@@ -111,11 +126,111 @@ impl LabelledImages {
 /// A training set grouped by class for pair sampling (see [`LabelledImages::grouped_by_class`]).
 #[derive(Debug, Clone)]
 pub struct ClassGrouped {
+    /// The images, each class's contiguous.
     pub images: LabelledImages,
     /// First image of each class.
     pub class_offsets: Vec<u32>,
     /// Images of each class (each at least 2).
     pub class_counts: Vec<u32>,
+}
+
+/// The layout a data set was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataFormat {
+    /// IDX files (MNIST, Fashion-MNIST), plain or gzip.
+    Idx,
+    /// CIFAR-10's binary batches.
+    Cifar10,
+    /// One sub-folder of images per class.
+    ImageFolder,
+}
+
+impl std::fmt::Display for DataFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            DataFormat::Idx => "IDX",
+            DataFormat::Cifar10 => "CIFAR-10 binary",
+            DataFormat::ImageFolder => "image folder",
+        })
+    }
+}
+
+/// How [`load`] reads a data set.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadOptions {
+    /// Side of the square images an image folder is resized and cropped to (IDX and
+    /// CIFAR-10 keep their own size).
+    pub size: usize,
+    /// A second image folder, with the same class sub-folders, as the test split (image
+    /// folders only: IDX and CIFAR-10 carry their own test split).
+    pub test: Option<PathBuf>,
+}
+
+impl Default for LoadOptions {
+    /// 32x32 images, no separate test folder.
+    fn default() -> Self {
+        Self { size: folder::DEFAULT_SIZE, test: None }
+    }
+}
+
+/// A labelled data set: the training split, the test split where there is one, and where
+/// and how it was read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Dataset {
+    /// The images to train on.
+    pub train: LabelledImages,
+    /// The images to evaluate on, with the training split's classes.
+    pub test: Option<LabelledImages>,
+    /// The folder read.
+    pub source: PathBuf,
+    /// Its layout.
+    pub format: DataFormat,
+}
+
+/// Reads the data set in the folder `path`, telling its layout by what it holds:
+/// `train-images-idx3-ubyte[.gz]` makes it IDX ([`idx::load_idx`]); `data_batch_N.bin`,
+/// `test_batch.bin` or a `cifar-10-batches-bin` sub-folder make it CIFAR-10
+/// ([`cifar::load_cifar`]); anything else is read as one sub-folder of images per class
+/// ([`folder::load_folders`]). Nothing is checked about class sizes here: see
+/// [`LabelledImages::grouped_by_class`].
+pub fn load(path: &Path, options: &LoadOptions) -> Result<Dataset> {
+    let fail = |reason: String| Error::Dataset { path: path.to_path_buf(), reason };
+    let meta = std::fs::metadata(path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => fail("no such folder".into()),
+        _ => Error::io(path, e),
+    })?;
+    if !meta.is_dir() {
+        return Err(fail(
+            "is a file; expected a folder holding IDX files (train-images-idx3-ubyte[.gz]), CIFAR-10 \
+             batches (data_batch_1.bin ...) or one sub-folder of images per class"
+                .into(),
+        ));
+    }
+    let format = if idx::is_idx_folder(path) {
+        DataFormat::Idx
+    } else if cifar::is_cifar_folder(path) {
+        DataFormat::Cifar10
+    } else {
+        DataFormat::ImageFolder
+    };
+    if let (Some(test), false) = (&options.test, format == DataFormat::ImageFolder) {
+        return Err(Error::InvalidArgument(format!(
+            "{} is {format} data, which carries its own test split; a separate test folder ({}) applies to \
+             image folders only",
+            path.display(),
+            test.display()
+        )));
+    }
+    let (train, test) = match format {
+        DataFormat::Idx => idx::load_idx(path)?,
+        DataFormat::Cifar10 => cifar::load_cifar(path)?,
+        DataFormat::ImageFolder => folder::load_folders(path, options.test.as_deref(), options.size)?,
+    };
+    train.validate(path)?;
+    if let Some(test) = &test {
+        test.validate(options.test.as_deref().unwrap_or(path))?;
+    }
+    Ok(Dataset { train, test, source: path.to_path_buf(), format })
 }
 
 #[cfg(test)]

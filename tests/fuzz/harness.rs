@@ -107,6 +107,7 @@ pub fn kind(error: &Error) -> String {
         Error::Safetensors { .. } => "Safetensors",
         Error::DamagedIndex { .. } => "DamagedIndex",
         Error::Npy { .. } => "Npy",
+        Error::Dataset { .. } => "Dataset",
         Error::Image { .. } => "Image",
         Error::Io { .. } => "Io",
         Error::MissingTensor { .. } => "MissingTensor",
