@@ -27,11 +27,14 @@ pub enum ShaderFile {
     Conv2dCoop8,
     /// `conv2d_coop.wgsl` on 16x16x16 matrix units.
     Conv2dCoop16,
+    TrainSample,
+    MetricLoss,
+    Adam,
 }
 
 impl ShaderFile {
     /// Every shader, for tests that validate them all.
-    pub const ALL: [ShaderFile; 12] = [
+    pub const ALL: [ShaderFile; 15] = [
         ShaderFile::Conv2d,
         ShaderFile::BatchNorm,
         ShaderFile::Pool,
@@ -44,6 +47,9 @@ impl ShaderFile {
         ShaderFile::MatmulCoop16,
         ShaderFile::Conv2dCoop8,
         ShaderFile::Conv2dCoop16,
+        ShaderFile::TrainSample,
+        ShaderFile::MetricLoss,
+        ShaderFile::Adam,
     ];
 
     /// The file's stem, as it appears in error messages.
@@ -61,6 +67,9 @@ impl ShaderFile {
             ShaderFile::MatmulCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + matmul_coop.wgsl",
             ShaderFile::Conv2dCoop8 => "coop_f16_8.wgsl + coop_gemm.wgsl + conv2d_io.wgsl + conv2d_coop.wgsl",
             ShaderFile::Conv2dCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + conv2d_io.wgsl + conv2d_coop.wgsl",
+            ShaderFile::TrainSample => "train_sample.wgsl",
+            ShaderFile::MetricLoss => "metric_loss.wgsl",
+            ShaderFile::Adam => "adam.wgsl",
         }
     }
 
@@ -96,6 +105,9 @@ impl ShaderFile {
             ShaderFile::Conv2dCoop16 => {
                 concat!(wgsl!("coop_f16_16"), wgsl!("coop_gemm"), wgsl!("conv2d_io"), wgsl!("conv2d_coop"))
             }
+            ShaderFile::TrainSample => wgsl!("train_sample"),
+            ShaderFile::MetricLoss => wgsl!("metric_loss"),
+            ShaderFile::Adam => wgsl!("adam"),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! cache and returns a [`Dispatch`](crate::gpu::Dispatch) that can be encoded any number of
 //! times. Activations are NHWC f32 throughout.
 
+pub mod adam;
 pub mod batch_norm;
 pub mod conv2d;
 pub mod conv2d_coop;
@@ -12,9 +13,11 @@ pub mod gemv;
 pub mod l2_normalize;
 pub mod matmul;
 pub mod matmul_coop;
+pub mod metric_loss;
 pub mod pool;
 pub mod preprocess;
 pub mod topk;
+pub mod train_sample;
 
 use crate::error::{Error, Result};
 use crate::gpu::known::gpu_spec;
