@@ -27,11 +27,13 @@ pub enum ShaderFile {
     Conv2dCoop8,
     /// `conv2d_coop.wgsl` on 16x16x16 matrix units.
     Conv2dCoop16,
+    Conv2dBackward,
+    Dense,
 }
 
 impl ShaderFile {
     /// Every shader, for tests that validate them all.
-    pub const ALL: [ShaderFile; 12] = [
+    pub const ALL: [ShaderFile; 14] = [
         ShaderFile::Conv2d,
         ShaderFile::BatchNorm,
         ShaderFile::Pool,
@@ -44,6 +46,8 @@ impl ShaderFile {
         ShaderFile::MatmulCoop16,
         ShaderFile::Conv2dCoop8,
         ShaderFile::Conv2dCoop16,
+        ShaderFile::Conv2dBackward,
+        ShaderFile::Dense,
     ];
 
     /// The file's stem, as it appears in error messages.
@@ -61,6 +65,8 @@ impl ShaderFile {
             ShaderFile::MatmulCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + matmul_coop.wgsl",
             ShaderFile::Conv2dCoop8 => "coop_f16_8.wgsl + coop_gemm.wgsl + conv2d_io.wgsl + conv2d_coop.wgsl",
             ShaderFile::Conv2dCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + conv2d_io.wgsl + conv2d_coop.wgsl",
+            ShaderFile::Conv2dBackward => "conv2d_backward.wgsl",
+            ShaderFile::Dense => "dense.wgsl",
         }
     }
 
@@ -96,6 +102,8 @@ impl ShaderFile {
             ShaderFile::Conv2dCoop16 => {
                 concat!(wgsl!("coop_f16_16"), wgsl!("coop_gemm"), wgsl!("conv2d_io"), wgsl!("conv2d_coop"))
             }
+            ShaderFile::Conv2dBackward => wgsl!("conv2d_backward"),
+            ShaderFile::Dense => wgsl!("dense"),
         }
     }
 }
