@@ -9,6 +9,7 @@
 //! updates every weight.
 
 pub mod convnet;
+pub mod cpu;
 pub mod sampler;
 
 pub use convnet::{ConvNet, ConvNetSpec, ParamLayout};
