@@ -27,6 +27,8 @@ pub enum ShaderFile {
     Conv2dCoop8,
     /// `conv2d_coop.wgsl` on 16x16x16 matrix units.
     Conv2dCoop16,
+    Conv2dBackward,
+    Dense,
     TrainSample,
     MetricLoss,
     Adam,
@@ -34,7 +36,7 @@ pub enum ShaderFile {
 
 impl ShaderFile {
     /// Every shader, for tests that validate them all.
-    pub const ALL: [ShaderFile; 15] = [
+    pub const ALL: [ShaderFile; 17] = [
         ShaderFile::Conv2d,
         ShaderFile::BatchNorm,
         ShaderFile::Pool,
@@ -47,6 +49,8 @@ impl ShaderFile {
         ShaderFile::MatmulCoop16,
         ShaderFile::Conv2dCoop8,
         ShaderFile::Conv2dCoop16,
+        ShaderFile::Conv2dBackward,
+        ShaderFile::Dense,
         ShaderFile::TrainSample,
         ShaderFile::MetricLoss,
         ShaderFile::Adam,
@@ -67,6 +71,8 @@ impl ShaderFile {
             ShaderFile::MatmulCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + matmul_coop.wgsl",
             ShaderFile::Conv2dCoop8 => "coop_f16_8.wgsl + coop_gemm.wgsl + conv2d_io.wgsl + conv2d_coop.wgsl",
             ShaderFile::Conv2dCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + conv2d_io.wgsl + conv2d_coop.wgsl",
+            ShaderFile::Conv2dBackward => "conv2d_backward.wgsl",
+            ShaderFile::Dense => "dense.wgsl",
             ShaderFile::TrainSample => "train_sample.wgsl",
             ShaderFile::MetricLoss => "metric_loss.wgsl",
             ShaderFile::Adam => "adam.wgsl",
@@ -105,6 +111,8 @@ impl ShaderFile {
             ShaderFile::Conv2dCoop16 => {
                 concat!(wgsl!("coop_f16_16"), wgsl!("coop_gemm"), wgsl!("conv2d_io"), wgsl!("conv2d_coop"))
             }
+            ShaderFile::Conv2dBackward => wgsl!("conv2d_backward"),
+            ShaderFile::Dense => wgsl!("dense"),
             ShaderFile::TrainSample => wgsl!("train_sample"),
             ShaderFile::MetricLoss => wgsl!("metric_loss"),
             ShaderFile::Adam => wgsl!("adam"),
