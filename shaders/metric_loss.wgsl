@@ -12,12 +12,15 @@
 // strided by WG. The unit rows go to `u` (read back by the other rows after a storage
 // barrier); du is summed in `de` and turned into de in place. Per-row squared norms and
 // log-sum-exps stay in workgroup memory, which bounds C (the host refuses more).
+//
+// `normalize` is the forward's first line alone for any number of rows (embedding for
+// evaluation), one invocation per row.
 
 struct Params {
     classes: u32,
     dim: u32,
     inv_temperature: f32,
-    _pad: u32,
+    rows: u32,  // `normalize` only
 }
 
 override WG: u32 = 256u;
@@ -35,6 +38,20 @@ const NORM_FLOOR: f32 = 1e-12;
 var<workgroup> norm_sq: array<f32, 2u * MAX_CLASSES>;
 var<workgroup> lse: array<f32, MAX_CLASSES>;
 var<workgroup> partial: array<f32, WG>;
+
+// u_r = e_r / sqrt(max(|e_r|^2, 1e-12)); returns |e_r|^2.
+fn normalize_row(r: u32) -> f32 {
+    var s = 0.0;
+    for (var d = 0u; d < p.dim; d = d + 1u) {
+        let x = e[r * p.dim + d];
+        s = s + x * x;
+    }
+    let inv = 1.0 / sqrt(max(s, NORM_FLOOR));
+    for (var d = 0u; d < p.dim; d = d + 1u) {
+        u[r * p.dim + d] = e[r * p.dim + d] * inv;
+    }
+    return s;
+}
 
 fn dot_rows(a: u32, b: u32) -> f32 {
     var s = 0.0;
@@ -56,16 +73,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
 
     // Unit rows.
     for (var r = lid; r < rows; r = r + WG) {
-        var s = 0.0;
-        for (var d = 0u; d < p.dim; d = d + 1u) {
-            let x = e[r * p.dim + d];
-            s = s + x * x;
-        }
-        norm_sq[r] = s;
-        let inv = 1.0 / sqrt(max(s, NORM_FLOOR));
-        for (var d = 0u; d < p.dim; d = d + 1u) {
-            u[r * p.dim + d] = e[r * p.dim + d] * inv;
-        }
+        norm_sq[r] = normalize_row(r);
     }
     storageBarrier();
     workgroupBarrier();
@@ -82,7 +90,9 @@ fn main(@builtin(local_invocation_index) lid: u32) {
             sum = sum + exp(logit(i, j) - top);
         }
         lse[i] = top + log(sum);
-        loss = loss + lse[i] - logit(i, i);
+        // (top - diagonal) first: exactly 0 where the diagonal leads, so a small loss keeps
+        // the precision of log(sum).
+        loss = loss + (top - logit(i, i)) + log(sum);
     }
     partial[lid] = loss;
     workgroupBarrier();
@@ -126,5 +136,13 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         for (var d = 0u; d < p.dim; d = d + 1u) {
             de[r * p.dim + d] = inv * (de[r * p.dim + d] - u[r * p.dim + d] * project);
         }
+    }
+}
+
+@compute @workgroup_size(WG)
+fn normalize(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) groups: vec3<u32>) {
+    let r = gid.x + gid.y * groups.x * WG;
+    if (r < p.rows) {
+        normalize_row(r);
     }
 }

@@ -10,6 +10,8 @@
 
 pub mod convnet;
 pub mod cpu;
+pub mod gpu;
+pub mod gpu_embed;
 pub mod sampler;
 
 pub use convnet::{ConvNet, ConvNetSpec, ParamLayout};
