@@ -1,6 +1,7 @@
 // Pooling over NHWC activations.
 //   max_pool:        window k x k, stride, zero-free padding (padded taps are ignored)
 //   global_avg_pool: mean over H x W per (n, c), the ResNet head
+//   global_avg_pool_backward: its gradient, dY / (H x W) at every pixel
 
 struct Params {
     batch: u32,
@@ -71,4 +72,20 @@ fn global_avg_pool(@builtin(global_invocation_id) gid: vec3<u32>,
         sum = sum + input[(n * plane + s) * p.channels + c];
     }
     output[i] = sum / f32(plane);
+}
+
+// The gradient of global_avg_pool: every pixel of an image receives its channel's gradient
+// over the pixel count. Here `input` is dY [batch, channels], `output` dX [batch, in_h * in_w,
+// channels] and `len` the length of dX.
+@compute @workgroup_size(WG)
+fn global_avg_pool_backward(@builtin(global_invocation_id) gid: vec3<u32>,
+                            @builtin(num_workgroups) groups: vec3<u32>) {
+    let i = flat_index(gid, groups);
+    if (i >= p.len) {
+        return;
+    }
+    let plane = p.in_h * p.in_w;
+    let c = i % p.channels;
+    let n = i / (p.channels * plane);
+    output[i] = input[n * p.channels + c] / f32(plane);
 }

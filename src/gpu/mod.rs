@@ -144,6 +144,23 @@ impl Context {
     pub fn run_and_read_into(
         &self, dispatches: &[&Dispatch], results: &[(&wgpu::Buffer, &Readback, usize)],
     ) -> Result<Vec<Vec<f32>>> {
+        self.record_and_read(
+            |encoder| {
+                let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
+                for d in dispatches {
+                    d.encode(&mut pass);
+                }
+            },
+            results,
+        )
+    }
+
+    /// Records `record` into one encoder, then copies the first `len` f32s of each source
+    /// buffer into its readback buffer, submits once and returns what was read: for work
+    /// that needs several passes or buffer copies between them (a run of training steps).
+    pub(crate) fn record_and_read(
+        &self, record: impl FnOnce(&mut wgpu::CommandEncoder), results: &[(&wgpu::Buffer, &Readback, usize)],
+    ) -> Result<Vec<Vec<f32>>> {
         for &(buffer, stage, len) in results {
             let bytes = (len * 4) as u64;
             if bytes > buffer.size() || bytes > stage.buffer.size() {
@@ -159,12 +176,7 @@ impl Context {
             || "recording and submitting".into(),
             || {
                 let mut encoder = self.device.create_command_encoder(&wgpu::CommandEncoderDescriptor { label: None });
-                {
-                    let mut pass = encoder.begin_compute_pass(&wgpu::ComputePassDescriptor::default());
-                    for d in dispatches {
-                        d.encode(&mut pass);
-                    }
-                }
+                record(&mut encoder);
                 for &(buffer, stage, len) in results {
                     if len > 0 {
                         encoder.copy_buffer_to_buffer(buffer, 0, &stage.buffer, 0, (len * 4) as u64);

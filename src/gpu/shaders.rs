@@ -27,11 +27,16 @@ pub enum ShaderFile {
     Conv2dCoop8,
     /// `conv2d_coop.wgsl` on 16x16x16 matrix units.
     Conv2dCoop16,
+    Conv2dBackward,
+    Dense,
+    TrainSample,
+    MetricLoss,
+    Adam,
 }
 
 impl ShaderFile {
     /// Every shader, for tests that validate them all.
-    pub const ALL: [ShaderFile; 12] = [
+    pub const ALL: [ShaderFile; 17] = [
         ShaderFile::Conv2d,
         ShaderFile::BatchNorm,
         ShaderFile::Pool,
@@ -44,6 +49,11 @@ impl ShaderFile {
         ShaderFile::MatmulCoop16,
         ShaderFile::Conv2dCoop8,
         ShaderFile::Conv2dCoop16,
+        ShaderFile::Conv2dBackward,
+        ShaderFile::Dense,
+        ShaderFile::TrainSample,
+        ShaderFile::MetricLoss,
+        ShaderFile::Adam,
     ];
 
     /// The file's stem, as it appears in error messages.
@@ -61,6 +71,11 @@ impl ShaderFile {
             ShaderFile::MatmulCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + matmul_coop.wgsl",
             ShaderFile::Conv2dCoop8 => "coop_f16_8.wgsl + coop_gemm.wgsl + conv2d_io.wgsl + conv2d_coop.wgsl",
             ShaderFile::Conv2dCoop16 => "coop_f16_16.wgsl + coop_gemm.wgsl + conv2d_io.wgsl + conv2d_coop.wgsl",
+            ShaderFile::Conv2dBackward => "conv2d_backward.wgsl",
+            ShaderFile::Dense => "dense.wgsl",
+            ShaderFile::TrainSample => "train_sample.wgsl",
+            ShaderFile::MetricLoss => "metric_loss.wgsl",
+            ShaderFile::Adam => "adam.wgsl",
         }
     }
 
@@ -96,6 +111,11 @@ impl ShaderFile {
             ShaderFile::Conv2dCoop16 => {
                 concat!(wgsl!("coop_f16_16"), wgsl!("coop_gemm"), wgsl!("conv2d_io"), wgsl!("conv2d_coop"))
             }
+            ShaderFile::Conv2dBackward => wgsl!("conv2d_backward"),
+            ShaderFile::Dense => wgsl!("dense"),
+            ShaderFile::TrainSample => wgsl!("train_sample"),
+            ShaderFile::MetricLoss => wgsl!("metric_loss"),
+            ShaderFile::Adam => wgsl!("adam"),
         }
     }
 }

@@ -4,17 +4,22 @@
 //! cache and returns a [`Dispatch`](crate::gpu::Dispatch) that can be encoded any number of
 //! times. Activations are NHWC f32 throughout.
 
+pub mod adam;
 pub mod batch_norm;
 pub mod conv2d;
+pub mod conv2d_backward;
 pub mod conv2d_coop;
 pub mod coop;
+pub mod dense;
 pub mod gemv;
 pub mod l2_normalize;
 pub mod matmul;
 pub mod matmul_coop;
+pub mod metric_loss;
 pub mod pool;
 pub mod preprocess;
 pub mod topk;
+pub mod train_sample;
 
 use crate::error::{Error, Result};
 use crate::gpu::known::gpu_spec;
@@ -211,6 +216,27 @@ pub(crate) fn vec4_view<'a>(buffer: &'a wgpu::Buffer, placeholder: Option<&'a wg
     match placeholder {
         Some(small) if buffer.size() < 16 => small,
         _ => buffer,
+    }
+}
+
+/// A tensor at an element offset into a buffer: one of the tensors of a flat parameter or
+/// gradient vector. Kernels that take one read and write from `offset` on.
+#[derive(Debug, Clone, Copy)]
+pub struct At<'a> {
+    pub buffer: &'a wgpu::Buffer,
+    pub offset: usize,
+}
+
+impl<'a> At<'a> {
+    pub fn new(buffer: &'a wgpu::Buffer, offset: usize) -> Self {
+        Self { buffer, offset }
+    }
+}
+
+/// A whole buffer: the tensor starts at its first element.
+impl<'a> From<&'a wgpu::Buffer> for At<'a> {
+    fn from(buffer: &'a wgpu::Buffer) -> Self {
+        Self { buffer, offset: 0 }
     }
 }
 

@@ -1,4 +1,5 @@
-//! Rust twin of `shaders/pool.wgsl`: max pooling and global average pooling over NHWC.
+//! Rust twin of `shaders/pool.wgsl`: max pooling and global average pooling over NHWC, and
+//! the gradient of global average pooling.
 
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
@@ -129,4 +130,35 @@ pub fn global_avg_pool(
         _pad: [0; 2],
     };
     launch(ctx, "global_avg_pool", params, input, output)
+}
+
+/// Prepares the gradient of a global average pool over `pixels` pixels: `grad_output`
+/// `[batch, channels]` → `grad_input` `[batch, pixels, channels]`, each pixel receiving its
+/// channel's gradient over `pixels`.
+pub fn global_avg_pool_backward(
+    ctx: &Context, batch: usize, pixels: usize, channels: usize, grad_output: &wgpu::Buffer, grad_input: &wgpu::Buffer,
+) -> Result<Dispatch> {
+    if [batch, pixels, channels].contains(&0) {
+        return Err(Error::InvalidArgument("global_avg_pool_backward: zero-sized dimension".into()));
+    }
+    let len = batch * pixels * channels;
+    if len > u32::MAX as usize {
+        return Err(Error::InvalidArgument(format!("global_avg_pool_backward: {len} values exceed 32-bit indexing")));
+    }
+    check_len("global_avg_pool_backward grad_output", grad_output, batch * channels)?;
+    check_len("global_avg_pool_backward grad_input", grad_input, len)?;
+    let params = Params {
+        batch: batch as u32,
+        in_h: pixels as u32,
+        in_w: 1,
+        channels: channels as u32,
+        out_h: 1,
+        out_w: 1,
+        kernel: 0,
+        stride: 1,
+        pad: 0,
+        len: len as u32,
+        _pad: [0; 2],
+    };
+    launch(ctx, "global_avg_pool_backward", params, grad_output, grad_input)
 }

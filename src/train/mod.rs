@@ -9,7 +9,11 @@
 //! updates every weight.
 
 pub mod convnet;
+pub mod cpu;
 pub mod eval;
+pub mod gpu;
+pub mod gpu_embed;
+pub mod run;
 pub mod sampler;
 
 pub use convnet::{ConvNet, ConvNetSpec, ParamLayout};
