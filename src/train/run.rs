@@ -1,0 +1,104 @@
+//! Training and evaluation on either twin: [`Trainer`] runs steps on the GPU (many per
+//! submission) or on the CPU, and [`evaluate`] scores a net's embeddings of a test set.
+
+use crate::data::{ClassGrouped, LabelledImages};
+use crate::error::{Error, Result};
+use crate::gpu::Context;
+use crate::search::Neighbor;
+use crate::train::cpu::CpuTrainer;
+use crate::train::eval::{all_neighbours, neighbours_needed, retrieval_metrics, RetrievalMetrics};
+use crate::train::gpu::GpuTrainer;
+use crate::train::gpu_embed::GpuConvNet;
+use crate::train::{ConvNet, TrainConfig};
+
+/// A training run on the GPU or on the CPU twin; both draw the same pairs for a seed.
+pub enum Trainer {
+    Gpu(Box<GpuTrainer>),
+    Cpu(Box<CpuTrainer>),
+}
+
+impl Trainer {
+    /// On the GPU of `ctx`, or on the CPU twin when `ctx` is `None`. `data` must hold at
+    /// least two classes of at least two images each ([`LabelledImages::grouped_by_class`]).
+    pub fn new(ctx: Option<Context>, net: ConvNet, data: &ClassGrouped, config: TrainConfig) -> Result<Self> {
+        check_input(&net, &data.images)?;
+        Ok(match ctx {
+            Some(ctx) => Trainer::Gpu(Box::new(GpuTrainer::new(ctx, net, data, config)?)),
+            None => Trainer::Cpu(Box::new(CpuTrainer::new(net, data.clone(), config)?)),
+        })
+    }
+
+    /// Runs `steps` more steps and returns the loss of each. On the GPU all of them go in
+    /// one submission and the losses are read back once at the end.
+    pub fn run(&mut self, steps: usize) -> Result<Vec<f32>> {
+        match self {
+            Trainer::Gpu(gpu) => gpu.run(steps),
+            Trainer::Cpu(cpu) => Ok((0..steps).map(|_| cpu.step()).collect()),
+        }
+    }
+
+    /// Steps taken so far.
+    pub fn steps_done(&self) -> u64 {
+        match self {
+            Trainer::Gpu(gpu) => gpu.steps_done(),
+            Trainer::Cpu(cpu) => cpu.steps_done(),
+        }
+    }
+
+    /// The net as trained so far (read back from the GPU).
+    pub fn net(&self) -> Result<ConvNet> {
+        match self {
+            Trainer::Gpu(gpu) => gpu.net(),
+            Trainer::Cpu(cpu) => Ok(cpu.net().clone()),
+        }
+    }
+}
+
+/// Refuses images whose size or channels differ from the net's input.
+pub fn check_input(net: &ConvNet, images: &LabelledImages) -> Result<()> {
+    let s = &net.spec;
+    if (images.height, images.width, images.channels) != (s.height, s.width, s.channels) {
+        return Err(Error::shape(
+            "convnet input",
+            format!("{}x{}x{} images", s.height, s.width, s.channels),
+            format!("{}x{}x{}", images.height, images.width, images.channels),
+        ));
+    }
+    Ok(())
+}
+
+/// Unit embeddings (`[images, dim]`) of every image, on the GPU of `ctx` or on the CPU.
+pub fn embed_images(ctx: Option<&Context>, net: &ConvNet, images: &LabelledImages) -> Result<Vec<f32>> {
+    check_input(net, images)?;
+    match ctx {
+        Some(ctx) => GpuConvNet::new(ctx, net, 256.min(images.len().max(1)))?.embed_u8(&images.pixels),
+        None => {
+            let mut out = Vec::with_capacity(images.len() * net.spec.dim);
+            for chunk in images.pixels.chunks(256 * images.image_len()) {
+                let input: Vec<f32> = chunk.iter().map(|&p| f32::from(p) / 255.0).collect();
+                out.extend(crate::cpu::convnet::embed(net, &input, chunk.len() / images.image_len())?);
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// A net's retrieval scores on a test set, with the neighbours they came from.
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    pub metrics: RetrievalMetrics,
+    /// Each test image's nearest other test images, best first.
+    pub neighbours: Vec<Vec<Neighbor>>,
+}
+
+/// Embeds `test` and scores exact k-NN among its images (each query excluded from its own
+/// list): on the GPU of `ctx` (embedding, matmul and top-k), or on the CPU.
+pub fn evaluate(ctx: Option<&Context>, net: &ConvNet, test: &LabelledImages) -> Result<Evaluation> {
+    if test.len() < 2 {
+        return Err(Error::InvalidArgument(format!("{} test image(s): evaluation needs at least 2", test.len())));
+    }
+    let embeddings = embed_images(ctx, net, test)?;
+    let neighbours = all_neighbours(ctx, &embeddings, net.spec.dim, neighbours_needed(&test.labels))?;
+    let metrics = retrieval_metrics(&neighbours, &test.labels)?;
+    Ok(Evaluation { metrics, neighbours })
+}
