@@ -271,3 +271,13 @@ impl CpuTrainer {
         self.net
     }
 }
+
+/// FLOPs of one training step over `classes` classes (2C images; a multiply-add counts
+/// two): the forward, the kernel gradients (as many as the forward's convolutions and
+/// dense layer) and the input gradients of every layer but the first convolution.
+pub fn step_flops(spec: &ConvNetSpec, classes: usize) -> f64 {
+    let [first, ..] = spec.convs();
+    let first_conv = 2.0 * (first.out_pixels() * first.k() * first.out_c) as f64;
+    let forward = spec.forward_flops();
+    (2 * classes) as f64 * (3.0 * forward - first_conv)
+}
