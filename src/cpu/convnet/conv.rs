@@ -14,13 +14,32 @@ pub struct ConvGrads {
     pub bias: Vec<f32>,
 }
 
-/// Buffers a convolution reuses between calls.
+/// Buffers a convolution reuses between calls, and whether its GEMMs may use all threads.
 #[derive(Debug, Default)]
 pub(crate) struct ConvScratch {
     /// im2col rows, then their gradient.
     cols: Vec<f32>,
     /// The gradient before the ReLU, shaped like the output.
     dz: Vec<f32>,
+    /// Keeps every GEMM on the calling thread (the caller splits the work itself).
+    serial: bool,
+}
+
+impl ConvScratch {
+    /// Scratch for a caller that runs convolutions on several threads at once.
+    pub(crate) fn serial() -> Self {
+        Self { serial: true, ..Self::default() }
+    }
+
+    /// How a GEMM of `work` multiply-adds runs.
+    fn parallelism(&self, work: usize) -> gemm::Parallelism {
+        let threads = rayon::current_num_threads();
+        if !self.serial && threads > 1 && work >= PARALLEL_MIN_WORK {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        }
+    }
 }
 
 fn check_shapes(what: &str, input: &[f32], batch: usize, g: &ConvGeometry, kernel: &[f32]) {
@@ -51,23 +70,15 @@ pub(crate) fn conv_forward_into(
     if n == 0 {
         return;
     }
+    let parallelism = scratch.parallelism(m * n * k);
     let cols = im2col(input, batch, g, &mut scratch.cols);
     out.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(bias));
-    gemm(out, true, m, n, k, Strided::rows(cols, k), Strided::rows(kernel, n), parallelism(m * n * k));
+    gemm(out, true, m, n, k, Strided::rows(cols, k), Strided::rows(kernel, n), parallelism);
     out.iter_mut().for_each(|y| *y = relu(*y));
 }
 
 /// Multiply-adds above which a GEMM is split across threads.
 const PARALLEL_MIN_WORK: usize = 1 << 20;
-
-fn parallelism(work: usize) -> gemm::Parallelism {
-    let threads = rayon::current_num_threads();
-    if threads > 1 && work >= PARALLEL_MIN_WORK {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    }
-}
 
 /// The im2col rows of a 3x3 stride-2 valid convolution (`[batch · out pixels, 9 · in_c]`,
 /// columns ordered (kh, kw, ic) as the HWIO kernel's rows) in `cols`. The three taps of a
@@ -167,14 +178,14 @@ pub(crate) fn conv_backward_into(
     for row in dz.chunks_exact(n) {
         grad_bias.iter_mut().zip(row).for_each(|(d, &z)| *d += z);
     }
+    let parallelism = scratch.parallelism(m * n * k);
     let cols = im2col(input, batch, g, &mut scratch.cols);
     // d_kernel = colsᵀ · dz.
-    let work = m * n * k;
-    gemm(grad_kernel, false, k, n, m, Strided::transposed(cols, k), Strided::rows(dz, n), parallelism(work));
+    gemm(grad_kernel, false, k, n, m, Strided::transposed(cols, k), Strided::rows(dz, n), parallelism);
     if let Some(grad_input) = grad_input {
         // d_cols = dz · kernelᵀ, then each patch's gradient goes back to its pixels.
         let grad_cols = &mut scratch.cols[..m * k];
-        gemm(grad_cols, false, m, k, n, Strided::rows(dz, n), Strided::transposed(kernel, n), parallelism(work));
+        gemm(grad_cols, false, m, k, n, Strided::rows(dz, n), Strided::transposed(kernel, n), parallelism);
         col2im_add(grad_cols, batch, g, grad_input);
     }
 }
