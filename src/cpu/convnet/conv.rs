@@ -161,7 +161,6 @@ pub(crate) fn conv_backward_into(
     assert!(output.len() == out_len && grad_output.len() == out_len, "conv_backward: output lengths for {g:?}");
     assert!(grad_kernel.len() == kernel.len() && grad_bias.len() == g.out_c, "conv_backward: gradient lengths");
     let n = g.out_c;
-    grad_kernel.fill(0.0);
     grad_bias.fill(0.0);
     let mut grad_input = grad_input;
     if let Some(d) = grad_input.as_deref_mut() {
@@ -171,6 +170,7 @@ pub(crate) fn conv_backward_into(
     if n == 0 {
         return;
     }
+    // From here the GEMM overwrites grad_kernel (it is all zeros for an empty batch).
     let (m, k) = (batch * g.out_pixels(), g.k());
     scratch.dz.clear();
     scratch.dz.extend(output.iter().zip(grad_output).map(|(&y, &dy)| if y > 0.0 { dy } else { 0.0 }));
