@@ -6,6 +6,7 @@
 //! ResNet50's convolution weights).
 
 pub mod conv2d;
+pub mod convnet;
 pub mod decode;
 pub mod knn;
 pub mod l2_normalize;

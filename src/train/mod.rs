@@ -9,6 +9,7 @@
 //! updates every weight.
 
 pub mod convnet;
+pub mod cpu;
 pub mod eval;
 pub mod sampler;
 

@@ -1,0 +1,273 @@
+//! Training the convnet on the CPU: the twin of the GPU trainer, built from the layer
+//! functions of [`crate::cpu::convnet`], and a trainer in its own right.
+
+use std::ops::Range;
+
+use crate::cpu::convnet::{self as ops, ConvScratch};
+use crate::data::ClassGrouped;
+use crate::error::{Error, Result};
+use crate::train::convnet::{ConvNet, ConvNetSpec};
+use crate::train::sampler::pair_batch;
+use crate::train::TrainConfig;
+
+/// Trains a [`ConvNet`] by the recipe of [`crate::train`]: each step draws one anchor and
+/// one positive per class ([`pair_batch`] with the 0-based step index), embeds all 2C
+/// images as one batch, takes the pair loss's gradient w.r.t. every weight and applies one
+/// Adam step (t = step index + 1). Every buffer is allocated once, in [`CpuTrainer::new`].
+#[derive(Debug)]
+pub struct CpuTrainer {
+    net: ConvNet,
+    data: ClassGrouped,
+    config: TrainConfig,
+    /// Adam's first and second moments, one per weight.
+    m: Vec<f32>,
+    v: Vec<f32>,
+    grads: Vec<f32>,
+    steps: u64,
+    work: Workspace,
+}
+
+/// Where each tensor lies in the flat weight vector, in [`ConvNetSpec::layout`] order.
+#[derive(Debug, Clone)]
+struct Ranges {
+    conv_kernel: [Range<usize>; 3],
+    conv_bias: [Range<usize>; 3],
+    dense_kernel: Range<usize>,
+    dense_bias: Range<usize>,
+}
+
+impl Ranges {
+    fn of(spec: &ConvNetSpec) -> Result<Self> {
+        let layout = spec.layout();
+        let range = |name: &str| {
+            layout.tensor(name).map(|t| t.range()).ok_or_else(|| Error::MissingTensor { name: name.to_string() })
+        };
+        Ok(Self {
+            conv_kernel: [range("conv1.kernel")?, range("conv2.kernel")?, range("conv3.kernel")?],
+            conv_bias: [range("conv1.bias")?, range("conv2.bias")?, range("conv3.bias")?],
+            dense_kernel: range("dense.kernel")?,
+            dense_bias: range("dense.bias")?,
+        })
+    }
+}
+
+/// The activations of one step and their gradients, sized once for 2C images.
+#[derive(Debug)]
+struct Workspace {
+    spec: ConvNetSpec,
+    ranges: Ranges,
+    classes: usize,
+    rows: Vec<u32>,
+    input: Vec<f32>,
+    /// Post-ReLU outputs of the three convolutions.
+    conv_out: [Vec<f32>; 3],
+    /// Gradients w.r.t. the convolutions' outputs.
+    grad_conv_out: [Vec<f32>; 3],
+    pooled: Vec<f32>,
+    grad_pooled: Vec<f32>,
+    embeddings: Vec<f32>,
+    grad_embeddings: Vec<f32>,
+    units: Vec<f32>,
+    grad_units: Vec<f32>,
+    inv_norm: Vec<f32>,
+    dlogits: Vec<f64>,
+    conv: ConvScratch,
+}
+
+impl Workspace {
+    fn new(spec: ConvNetSpec, classes: usize) -> Result<Self> {
+        let batch = 2 * classes;
+        let activations = spec.convs().map(|g| vec![0.0; batch * g.out_pixels() * g.out_c]);
+        let (w3, dim) = (spec.widths[2], spec.dim);
+        Ok(Self {
+            spec,
+            ranges: Ranges::of(&spec)?,
+            classes,
+            rows: Vec::with_capacity(batch),
+            input: vec![0.0; batch * spec.input_len()],
+            grad_conv_out: activations.clone(),
+            conv_out: activations,
+            pooled: vec![0.0; batch * w3],
+            grad_pooled: vec![0.0; batch * w3],
+            embeddings: vec![0.0; batch * dim],
+            grad_embeddings: vec![0.0; batch * dim],
+            units: vec![0.0; batch * dim],
+            grad_units: vec![0.0; batch * dim],
+            inv_norm: vec![0.0; batch],
+            dlogits: Vec::with_capacity(classes * classes),
+            conv: ConvScratch::default(),
+        })
+    }
+
+    /// Gathers the batch of `step` from `data`.
+    fn gather(&mut self, data: &ClassGrouped, seed: u64, step: u64) {
+        // The sampler counts steps in 32 bits, as the GPU does: step indices wrap at 2³².
+        self.rows = pair_batch(seed, step as u32, &data.class_offsets, &data.class_counts);
+        ops::gather_batch_into(&data.images, &self.rows, &mut self.input);
+    }
+
+    /// The loss of the gathered batch under `params`, and its gradient w.r.t. every weight
+    /// written into `grads` (the flat layout).
+    fn loss_and_gradient(&mut self, params: &[f32], temperature: f32, grads: &mut [f32]) -> f32 {
+        let (spec, r, batch) = (self.spec, self.ranges.clone(), 2 * self.classes);
+        let convs = spec.convs();
+        let (w3, dim) = (spec.widths[2], spec.dim);
+        for (i, g) in convs.iter().enumerate() {
+            let (done, rest) = self.conv_out.split_at_mut(i);
+            let input = if i == 0 { &self.input } else { &done[i - 1] };
+            let (kernel, bias) = (&params[r.conv_kernel[i].clone()], &params[r.conv_bias[i].clone()]);
+            ops::conv_forward_into(input, batch, g, kernel, bias, &mut self.conv, &mut rest[0]);
+        }
+        ops::global_avg_pool_into(&self.conv_out[2], batch, convs[2].out_pixels(), w3, &mut self.pooled);
+        let (dense_kernel, dense_bias) = (&params[r.dense_kernel.clone()], &params[r.dense_bias.clone()]);
+        ops::dense_forward_into(&self.pooled, batch, w3, dim, dense_kernel, dense_bias, &mut self.embeddings);
+        ops::l2_normalize_rows_into(&self.embeddings, dim, &mut self.units, &mut self.inv_norm);
+        let loss =
+            ops::pair_loss_into(&self.units, self.classes, dim, temperature, &mut self.dlogits, &mut self.grad_units);
+
+        ops::l2_normalize_backward_into(&self.units, &self.inv_norm, &self.grad_units, dim, &mut self.grad_embeddings);
+        let (before_dense, dense_grads) = grads.split_at_mut(r.dense_kernel.start);
+        let (grad_dense_kernel, grad_dense_bias) = dense_grads.split_at_mut(r.dense_kernel.len());
+        ops::dense_backward_into(
+            &self.pooled,
+            &self.grad_embeddings,
+            batch,
+            w3,
+            dim,
+            dense_kernel,
+            &mut self.grad_pooled,
+            grad_dense_kernel,
+            &mut grad_dense_bias[..r.dense_bias.len()],
+        );
+        ops::global_avg_pool_backward_into(
+            &self.grad_pooled,
+            batch,
+            convs[2].out_pixels(),
+            w3,
+            &mut self.grad_conv_out[2],
+        );
+        for (i, g) in convs.iter().enumerate().rev() {
+            let input = if i == 0 { &self.input } else { &self.conv_out[i - 1] };
+            let (below, from_here) = self.grad_conv_out.split_at_mut(i);
+            let grad_input = (i > 0).then(|| &mut below[i - 1][..]);
+            // Kernel and bias are adjacent in the layout.
+            let (grad_kernel, grad_bias) =
+                before_dense[r.conv_kernel[i].start..r.conv_bias[i].end].split_at_mut(r.conv_kernel[i].len());
+            ops::conv_backward_into(
+                input,
+                &self.conv_out[i],
+                &from_here[0],
+                batch,
+                g,
+                &params[r.conv_kernel[i].clone()],
+                &mut self.conv,
+                grad_input,
+                grad_kernel,
+                grad_bias,
+            );
+        }
+        loss
+    }
+}
+
+impl CpuTrainer {
+    /// A trainer of `net` on `data` by `config`. Fails when the images' size differs from
+    /// the net's input, the weights do not fit the architecture, the net already names
+    /// other classes than the data (a net with no class names takes the data's), or the
+    /// temperature is not positive.
+    pub fn new(mut net: ConvNet, data: ClassGrouped, config: TrainConfig) -> Result<Self> {
+        let spec = net.spec;
+        spec.validate()?;
+        let layout = spec.layout();
+        crate::cpu::check_slice("convnet weights", &net.params, layout.len)?;
+        let images = &data.images;
+        if (images.height, images.width, images.channels) != (spec.height, spec.width, spec.channels) {
+            return Err(Error::shape(
+                "training images",
+                format!("{}x{}x{} (the net's input)", spec.height, spec.width, spec.channels),
+                format!("{}x{}x{}", images.height, images.width, images.channels),
+            ));
+        }
+        let classes = data.class_counts.len();
+        if classes < 2 || data.class_offsets.len() != classes {
+            return Err(Error::InvalidArgument(format!(
+                "training needs at least 2 classes with an offset each; got {classes} counts and {} offsets",
+                data.class_offsets.len()
+            )));
+        }
+        for (c, (&offset, &count)) in data.class_offsets.iter().zip(&data.class_counts).enumerate() {
+            if count < 2 || offset as usize + count as usize > images.len() {
+                return Err(Error::InvalidArgument(format!(
+                    "class {c}: {count} images from {offset} in a set of {}; each class needs at least 2 \
+                     (group the set with LabelledImages::grouped_by_class)",
+                    images.len()
+                )));
+            }
+        }
+        if net.class_names.is_empty() {
+            net.class_names = images.class_names.clone();
+        } else if net.class_names != images.class_names {
+            return Err(Error::InvalidArgument(format!(
+                "the net was trained on classes {:?} but the data has {:?}",
+                net.class_names, images.class_names
+            )));
+        }
+        if !(config.temperature > 0.0 && config.temperature.is_finite()) {
+            return Err(Error::InvalidArgument(format!("temperature {} must be positive", config.temperature)));
+        }
+        let work = Workspace::new(spec, classes)?;
+        Ok(Self {
+            m: vec![0.0; layout.len],
+            v: vec![0.0; layout.len],
+            grads: vec![0.0; layout.len],
+            steps: 0,
+            net,
+            data,
+            config,
+            work,
+        })
+    }
+
+    /// One training step; returns its loss (before the update).
+    pub fn step(&mut self) -> f32 {
+        let step = self.steps;
+        self.work.gather(&self.data, self.config.seed, step);
+        let loss = self.work.loss_and_gradient(&self.net.params, self.config.temperature, &mut self.grads);
+        ops::adam_update(&mut self.net.params, &self.grads, &mut self.m, &mut self.v, &self.config, step + 1);
+        self.steps += 1;
+        loss
+    }
+
+    /// The loss and the gradient w.r.t. the flat weights on the batch of step `step` under
+    /// the current weights, without updating anything.
+    pub fn loss_and_gradient(&mut self, step: u64) -> (f32, &[f32]) {
+        self.work.gather(&self.data, self.config.seed, step);
+        let loss = self.work.loss_and_gradient(&self.net.params, self.config.temperature, &mut self.grads);
+        (loss, &self.grads)
+    }
+
+    /// Steps taken so far: the index of the next step.
+    pub fn steps_done(&self) -> u64 {
+        self.steps
+    }
+
+    /// The net with its current weights.
+    pub fn net(&self) -> &ConvNet {
+        &self.net
+    }
+
+    /// The recipe being followed.
+    pub fn config(&self) -> &TrainConfig {
+        &self.config
+    }
+
+    /// Adam's first and second moments, one of each per weight.
+    pub fn moments(&self) -> (&[f32], &[f32]) {
+        (&self.m, &self.v)
+    }
+
+    /// The trained net.
+    pub fn into_net(self) -> ConvNet {
+        self.net
+    }
+}
