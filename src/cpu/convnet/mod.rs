@@ -11,6 +11,7 @@
 
 mod conv;
 mod dense;
+mod gemm;
 mod loss;
 
 pub use conv::{conv_backward, conv_forward, ConvGrads};
