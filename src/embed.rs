@@ -1,4 +1,5 @@
-//! Images to ResNet50 features on the GPU or the CPU reference: what `lookalike embed` runs.
+//! Images to backbone features (ResNet50's, or a trained convnet's unit embeddings) on
+//! the GPU or the CPU reference: what `lookalike embed` and `lookalike index` run.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
@@ -10,37 +11,48 @@ use crate::cpu::preprocess::{check_image, decode_file, decoded_bytes, preprocess
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch};
 use crate::index::Entry;
-use crate::model::{BatchNormMode, CpuResNet50, GpuResNet50, ResNet50, FEATURE_DIM};
+use crate::model::{BackboneRef, CpuBackbone, GpuBackbone};
 use crate::npy::NhwcBatch;
 use crate::ops::preprocess::{submit_runs, PreprocessBatch};
 
 enum Engine {
-    Gpu { ctx: Box<Context>, net: Box<GpuResNet50> },
-    Cpu(Box<CpuResNet50>),
+    Gpu { ctx: Box<Context>, net: Box<GpuBackbone> },
+    Cpu(Box<CpuBackbone>),
 }
 
-/// A ResNet50 feature extractor on one device.
+/// A feature extractor on one device: ResNet50 or a trained convnet (anything that
+/// converts into a [`BackboneRef`]: `&Backbone`, `&ResNet50`, `&ConvNet`).
 pub struct Embedder {
     engine: Engine,
 }
 
 impl Embedder {
-    /// The GPU forward (batch-norm folded) on `ctx`.
-    pub fn gpu(ctx: Context, net: &ResNet50) -> Result<Self> {
-        let gpu = GpuResNet50::new(&ctx, net, BatchNormMode::Folded)?;
+    /// The GPU forward (ResNet50 with batch-norm folded) on `ctx`.
+    pub fn gpu<'a>(ctx: Context, net: impl Into<BackboneRef<'a>>) -> Result<Self> {
+        let gpu = GpuBackbone::new(&ctx, net, false)?;
         Ok(Self { engine: Engine::Gpu { ctx: Box::new(ctx), net: Box::new(gpu) } })
     }
 
     /// The GPU forward with every convolution on `ctx`'s matrix units (f16 inputs, f32
-    /// sums; see [`GpuResNet50::on_matrix_units`]); an error where it has none.
-    pub fn gpu_on_matrix_units(ctx: Context, net: &ResNet50) -> Result<Self> {
-        let gpu = GpuResNet50::new(&ctx, net, BatchNormMode::Folded)?.on_matrix_units(&ctx)?;
+    /// sums; see [`crate::model::GpuResNet50::on_matrix_units`]); an error where it has
+    /// none, and for a convnet, which has no such path.
+    pub fn gpu_on_matrix_units<'a>(ctx: Context, net: impl Into<BackboneRef<'a>>) -> Result<Self> {
+        let gpu = GpuBackbone::new(&ctx, net, true)?;
         Ok(Self { engine: Engine::Gpu { ctx: Box::new(ctx), net: Box::new(gpu) } })
     }
 
-    /// The multi-threaded CPU reference.
-    pub fn cpu(net: &ResNet50) -> Result<Self> {
-        Ok(Self { engine: Engine::Cpu(Box::new(CpuResNet50::new(net)?)) })
+    /// The CPU reference (multi-threaded for ResNet50).
+    pub fn cpu<'a>(net: impl Into<BackboneRef<'a>>) -> Result<Self> {
+        Ok(Self { engine: Engine::Cpu(Box::new(CpuBackbone::new(net)?)) })
+    }
+
+    /// Width of the feature rows it returns: 2048 for ResNet50, the convnet's embedding
+    /// width for a convnet (whose rows are unit-norm).
+    pub fn feature_dim(&self) -> usize {
+        match &self.engine {
+            Engine::Gpu { net, .. } => net.feature_dim(),
+            Engine::Cpu(net) => net.feature_dim(),
+        }
     }
 
     /// The GPU context, when running on one.
@@ -51,7 +63,7 @@ impl Embedder {
         }
     }
 
-    /// `[batch, 2048]` features of an NHWC batch of normalised images.
+    /// `[batch, feature_dim]` features of an NHWC batch of preprocessed images.
     pub fn embed(&mut self, images: &NhwcBatch) -> Result<Vec<f32>> {
         let NhwcBatch { batch, height, width, data } = images;
         match &mut self.engine {
@@ -60,9 +72,9 @@ impl Embedder {
         }
     }
 
-    /// `[n, 2048]` features of decoded images of any size; on the GPU the preprocessing runs
-    /// there too, in the same submit as the backbone. Submits are split by count
-    /// ([`GpuResNet50::max_batch`]) and by uploaded bytes ([`submit_runs`]); an image whose
+    /// `[n, feature_dim]` features of decoded images of any size; on the GPU the
+    /// preprocessing runs there too, in the same submit as the backbone. Submits are split
+    /// by count ([`GpuBackbone::max_batch`]) and by uploaded bytes ([`submit_runs`]); an image whose
     /// rows exceed one storage binding is preprocessed on the CPU, to the same numbers
     /// ([`PreprocessBatch::with_cpu_fallback`]). Fails on an empty image ([`check_image`]
     /// finds those first) and where the crop's activations exceed the device's limits.
@@ -71,15 +83,16 @@ impl Embedder {
         let side = preprocess.crop as usize;
         match &mut self.engine {
             Engine::Gpu { ctx, net } => {
-                GpuResNet50::check_fits(ctx, side, side)?;
-                let mut features = Vec::with_capacity(images.len() * FEATURE_DIM);
-                for run in submit_runs(ctx, images, preprocess, GpuResNet50::max_batch(ctx, side, side)) {
+                net.check_fits(ctx, side, side)?;
+                let (dim, name, cause) = (net.feature_dim(), net.name(), net.overflow_cause());
+                let mut features = Vec::with_capacity(images.len() * dim);
+                for run in submit_runs(ctx, images, preprocess, net.max_batch(ctx, side, side)) {
                     let chunk = &images[run];
                     let (input, output, backbone) = net.prepared(ctx, chunk.len(), side, side)?;
                     let prepare = PreprocessBatch::with_cpu_fallback(ctx, chunk, preprocess, input)?;
                     let dispatches: Vec<&Dispatch> = prepare.dispatches().iter().chain(backbone).collect();
-                    let part = ctx.run_and_read(&dispatches, output, chunk.len() * FEATURE_DIM)?;
-                    crate::model::check_features(&part, features.len() / FEATURE_DIM, net.overflow_cause())?;
+                    let part = ctx.run_and_read(&dispatches, output, chunk.len() * dim)?;
+                    crate::model::check_features(&part, dim, features.len() / dim, name, cause)?;
                     features.extend(part);
                 }
                 Ok(features)
@@ -152,7 +165,7 @@ impl Embedder {
         &mut self, paths: &[PathBuf], preprocess: &Preprocess, batch_size: usize, mut progress: impl FnMut(usize),
     ) -> Result<Vec<f32>> {
         preprocess.validate()?;
-        let mut features = Vec::with_capacity(paths.len() * FEATURE_DIM);
+        let mut features = Vec::with_capacity(paths.len() * self.feature_dim());
         let mut start = 0;
         while start < paths.len() {
             let end = start + decode_run_len(paths[start..].iter().map(PathBuf::as_path), batch_size);
@@ -191,7 +204,7 @@ pub fn decode_run_len<'a>(paths: impl IntoIterator<Item = &'a Path>, max_files: 
 /// Features of the readable files of a folder, with the files that were skipped.
 #[derive(Debug, Default)]
 pub struct LabelledFeatures {
-    /// `[entries.len(), 2048]`, rows in the order of `entries`.
+    /// `[entries.len(), feature_dim]`, rows in the order of `entries`.
     pub features: Vec<f32>,
     pub entries: Vec<Entry>,
     /// Files that could not be read or used, with the reason (without the path).

@@ -1,7 +1,8 @@
 //! lookalike: image similarity search on the GPU with handwritten WGSL kernels.
 //!
 //! An image becomes its k nearest images in a database, entirely on the GPU: decode →
-//! preprocess → ResNet50 → centring + L2 normalisation → one matmul against the normalised
+//! preprocess → backbone (ResNet50, or a convnet trained by [`train`]: see
+//! [`model::Backbone`]) → centring + L2 normalisation → one matmul against the normalised
 //! reference matrix (cosine k-NN as a dense layer) → top-k; only k ids and scores come back.
 //! Every kernel has a CPU twin in [`cpu`], the oracle of the tests.
 //!
@@ -13,14 +14,15 @@
 //! use lookalike::cpu::preprocess::{decode_file, Preprocess};
 //! use lookalike::embed::Embedder;
 //! use lookalike::index::{scan_folder, Index, Provenance};
-//! use lookalike::model::{ResNet50, FEATURE_DIM};
+//! use lookalike::model::Backbone;
 //! use lookalike::ops::matmul::Precision;
 //! use lookalike::search::{SearchOptions, Searcher};
 //! use lookalike::Context;
 //!
 //! # fn main() -> lookalike::Result<()> {
-//! let net = ResNet50::load("resnet50.safetensors".as_ref())?;
-//! let preprocess = Preprocess::default(); // resize 256, crop 224, ImageNet mean/std
+//! // ResNet50 or a trained convnet, told apart by the file's metadata.
+//! let net = Backbone::load("resnet50.safetensors".as_ref())?;
+//! let preprocess = net.default_preprocess()?; // ResNet50: resize 256, crop 224, ImageNet mean/std
 //!
 //! // Index a folder (labels from its sub-folders), centred, stored as f16. Clones of one
 //! // context share its device and compiled pipelines.
@@ -29,12 +31,13 @@
 //! let files = scan_folder("photos".as_ref())?;
 //! let found = embedder.embed_labelled_files(&files, &preprocess, 32, |_| {})?;
 //! let provenance = Provenance {
-//!     model: "resnet50".into(),
+//!     model: net.name().into(),
 //!     weights_path: "resnet50.safetensors".into(),
 //!     weights_sha256: lookalike::index::sha256_file("resnet50.safetensors".as_ref())?,
 //!     preprocess,
 //! };
-//! let index = Index::from_features(&found.features, FEATURE_DIM, found.entries, Precision::F16, true, provenance)?;
+//! let dim = net.feature_dim();
+//! let index = Index::from_features(&found.features, dim, found.entries, Precision::F16, true, provenance)?;
 //! index.save("photos.index".as_ref())?;
 //!
 //! // Query: pixels in, the 5 nearest rows out.

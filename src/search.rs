@@ -1,11 +1,13 @@
 //! Image bytes in, k nearest neighbours out, as one GPU pipeline.
 //!
 //! Per batch of queries one encoder records: preprocessing (resize, crop, normalise) →
-//! ResNet50 → centring + L2 normalisation → for each chunk of the reference matrix, a
-//! matmul against the normalised rows (cosine k-NN as one dense layer; a GEMV that reads
-//! the rows once for up to four queries) and a per-chunk top-k → a GPU merge of the chunks'
-//! lists. One submit; only k indices and scores per query come back. Everything but the preprocessing (which depends on each image's size) is
-//! recorded once per (queries, k) and replayed.
+//! the backbone (ResNet50 or a trained convnet, see [`crate::model::Backbone`]) →
+//! centring + L2 normalisation → for each chunk of the reference matrix, a matmul against
+//! the normalised rows (cosine k-NN as one dense layer; a GEMV that reads the rows once for
+//! up to four queries) and a per-chunk top-k → a GPU merge of the chunks' lists. One
+//! submit; only k indices and scores per query come back. Everything but the
+//! preprocessing (which depends on each image's size) is recorded once per (queries, k)
+//! and replayed.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -18,7 +20,7 @@ use crate::cpu::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Readback};
 use crate::index::{Embeddings, Entry, Index};
-use crate::model::{BatchNormMode, GpuResNet50, ResNet50, FEATURE_DIM};
+use crate::model::{BackboneRef, GpuBackbone};
 use crate::ops::gemv;
 use crate::ops::l2_normalize::l2_normalize;
 use crate::ops::matmul::{MatmulShape, Precision};
@@ -81,12 +83,12 @@ pub fn neighbours_json(query: &Path, neighbours: &[Neighbor], entries: &[Entry])
 pub struct SearchOptions {
     /// Reference rows per scanned chunk; default: as many as one storage binding holds.
     pub chunk_rows: Option<usize>,
-    /// Use the context's matrix units: [`Searcher::new`]'s network runs its convolutions on
-    /// them ([`GpuResNet50::on_matrix_units`]), and scans of more than
-    /// [`gemv::MAX_QUERIES`] queries are scored on them ([`crate::ops::matmul_coop`]): the
-    /// normalised queries and f32 index rows are rounded to f16 (f16 rows already are),
-    /// sums stay f32, so scores move by ~1e-4 and near-ties may reorder. The searcher
-    /// refuses to open where the context has no matrix units.
+    /// Use the context's matrix units: [`Searcher::new`]'s ResNet50 runs its convolutions
+    /// on them ([`crate::model::GpuResNet50::on_matrix_units`]; a convnet refuses), and
+    /// scans of more than [`gemv::MAX_QUERIES`] queries are scored on them
+    /// ([`crate::ops::matmul_coop`]): the normalised queries and f32 index rows are rounded
+    /// to f16 (f16 rows already are), sums stay f32, so scores move by ~1e-4 and near-ties
+    /// may reorder. The searcher refuses to open where the context has no matrix units.
     pub matrix_units: bool,
 }
 
@@ -120,10 +122,10 @@ struct ScanPlan {
     _buffers: Vec<wgpu::Buffer>,
 }
 
-/// A GPU-resident index with its ResNet50, answering k-NN queries.
+/// A GPU-resident index with its backbone, answering k-NN queries.
 pub struct Searcher {
     ctx: Context,
-    net: Option<GpuResNet50>,
+    net: Option<GpuBackbone>,
     preprocess: Preprocess,
     dim: usize,
     count: usize,
@@ -135,12 +137,17 @@ pub struct Searcher {
 }
 
 impl Searcher {
-    /// Uploads the network and the index's reference matrix (in chunks that each fit one
-    /// storage binding, or `options.chunk_rows`).
-    pub fn new(ctx: Context, net: &ResNet50, index: &Index, options: SearchOptions) -> Result<Self> {
+    /// Uploads the network (`&Backbone`, `&ResNet50` or `&ConvNet`) and the index's
+    /// reference matrix (in chunks that each fit one storage binding, or
+    /// `options.chunk_rows`). Refuses a network whose features are not the index's: rows of
+    /// another width, or an index whose `model` names the other backbone.
+    pub fn new<'a>(
+        ctx: Context, net: impl Into<BackboneRef<'a>>, index: &Index, options: SearchOptions,
+    ) -> Result<Self> {
+        let net = net.into();
+        check_backbone(net, index)?;
         let mut searcher = Self::for_features(ctx, index, options)?;
-        let gpu_net = GpuResNet50::new(&searcher.ctx, net, BatchNormMode::Folded)?;
-        searcher.net = Some(if options.matrix_units { gpu_net.on_matrix_units(&searcher.ctx)? } else { gpu_net });
+        searcher.net = Some(GpuBackbone::new(&searcher.ctx, net, options.matrix_units)?);
         Ok(searcher)
     }
 
@@ -210,7 +217,7 @@ impl Searcher {
         let largest_chunk = self.chunks.iter().map(|c| c.rows).max().unwrap_or(1);
         let by_scores = self.ctx.max_binding_bytes() as usize / (4 * largest_chunk).max(1);
         let crop = self.preprocess.crop as usize;
-        let by_backbone = if self.net.is_some() { GpuResNet50::max_batch(&self.ctx, crop, crop) } else { usize::MAX };
+        let by_backbone = self.net.as_ref().map_or(usize::MAX, |net| net.max_batch(&self.ctx, crop, crop));
         by_scores.min(by_backbone).clamp(1, 256)
     }
 
@@ -218,21 +225,21 @@ impl Searcher {
     /// submits are split by uploaded bytes, and an image whose rows exceed one storage
     /// binding is preprocessed on the CPU ([`PreprocessBatch::with_cpu_fallback`]). Fails on
     /// an empty image ([`crate::cpu::preprocess::check_image`] finds those first), and where
-    /// the crop's activations exceed the device's limits ([`GpuResNet50::check_fits`]).
+    /// the crop does not suit the network ([`GpuBackbone::check_fits`]).
     pub fn search_images(&mut self, images: &[RgbImage], k: usize) -> Result<Vec<Vec<Neighbor>>> {
         self.check_k(k)?;
-        if self.dim != FEATURE_DIM {
+        let crop = self.preprocess.crop as usize;
+        let net = self.net.as_ref().ok_or_else(|| {
+            Error::InvalidArgument("this searcher has no network: build it with Searcher::new".into())
+        })?;
+        if self.dim != net.feature_dim() {
             return Err(Error::shape(
                 "index",
-                format!("{FEATURE_DIM}-d ResNet50 embeddings"),
+                format!("{}-d {} features", net.feature_dim(), net.name()),
                 format!("{}-d rows", self.dim),
             ));
         }
-        let crop = self.preprocess.crop as usize;
-        if self.net.is_none() {
-            return Err(Error::InvalidArgument("this searcher has no network: build it with Searcher::new".into()));
-        }
-        GpuResNet50::check_fits(&self.ctx, crop, crop)?;
+        net.check_fits(&self.ctx, crop, crop)?;
         let mut results = Vec::with_capacity(images.len());
         for run in submit_runs(&self.ctx, images, &self.preprocess, self.max_queries()) {
             let batch = &images[run];
@@ -342,6 +349,29 @@ impl Searcher {
         self.plans.insert((q, k, source), plan);
         Ok(())
     }
+}
+
+/// Refuses to search `index` with `net` where its rows come from another network: another
+/// width, or a `model` naming the other backbone (other names, from older tools or
+/// synthetic indexes, are left to the width check).
+fn check_backbone(net: BackboneRef, index: &Index) -> Result<()> {
+    let recorded = index.provenance.model.as_str();
+    let known = [crate::model::backbone::RESNET50, crate::train::convnet::ARCHITECTURE];
+    if known.contains(&recorded) && recorded != net.name() {
+        return Err(Error::InvalidArgument(format!(
+            "the index was built with a {recorded}, and its rows cannot be searched with {} features: use the \
+             {recorded} weights it records",
+            net.name()
+        )));
+    }
+    if index.dim != net.feature_dim() {
+        return Err(Error::shape(
+            "index",
+            format!("{}-d rows, as the {} gives", net.feature_dim(), net.name()),
+            format!("{}-d rows", index.dim),
+        ));
+    }
+    Ok(())
 }
 
 /// Fails if a query's best score is NaN: top-k ranks NaN lowest, so every score of that

@@ -133,6 +133,7 @@ impl Entry {
 /// Which network and preprocessing produced the embeddings.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Provenance {
+    /// The network: `resnet50` or `convnet` ([`crate::model::Backbone::name`]).
     pub model: String,
     pub weights_path: String,
     /// SHA-256 of the weights file (or `seed:N` for in-memory seeded weights).

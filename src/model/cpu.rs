@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use crate::cpu;
 use crate::cpu::conv2d::ConvWeights;
 use crate::error::{Error, Result};
-use crate::model::resnet50::{Act, ConvBn, Executor, ResNet50};
+use crate::model::resnet50::{Act, ConvBn, Executor, ResNet50, FEATURE_DIM};
 use crate::model::{check_features, F32_OVERFLOW};
 use crate::ops::pool::MaxPoolShape;
 
@@ -49,7 +49,7 @@ impl CpuResNet50 {
         spare.extend(exec.acts.into_iter().flatten());
         *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = spare;
         let features = result?;
-        check_features(&features, 0, F32_OVERFLOW)?;
+        check_features(&features, FEATURE_DIM, 0, "ResNet50", F32_OVERFLOW)?;
         Ok(features)
     }
 }

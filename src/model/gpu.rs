@@ -193,7 +193,7 @@ impl GpuResNet50 {
                     }
                     other => other,
                 })?;
-            check_features(&part, features.len() / FEATURE_DIM, self.overflow_cause())?;
+            check_features(&part, FEATURE_DIM, features.len() / FEATURE_DIM, "ResNet50", self.overflow_cause())?;
             features.extend_from_slice(&part);
         }
         Ok(features)

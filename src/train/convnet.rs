@@ -203,6 +203,50 @@ impl ConvNet {
         Ok(Self { spec, params, class_names: Vec::new(), metadata: BTreeMap::new() })
     }
 
+    /// Rec. 601 luma weights of R, G and B: how [`ConvNet::for_rgb_input`] folds a
+    /// one-channel net's first kernel over three channels.
+    pub const LUMA: [f32; 3] = [0.299, 0.587, 0.114];
+
+    /// The same net taking RGB input, as the search pipeline feeds it. A three-channel net
+    /// is returned as it is. A one-channel net (trained on grey images) gets its first
+    /// kernel `[3, 3, 1, w]` spread over R, G and B with the [`ConvNet::LUMA`] weights:
+    /// the convolution is linear, so it then sees the luma of the RGB image, which for a
+    /// grey image (R = G = B) is the grey value itself (up to rounding). Other channel
+    /// counts are an error.
+    pub fn for_rgb_input(&self) -> Result<Self> {
+        match self.spec.channels {
+            3 => return Ok(self.clone()),
+            1 => {}
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "a convnet of {other} input channels cannot take RGB images: the pipeline feeds 1- or \
+                     3-channel nets"
+                )))
+            }
+        }
+        let grey = self.spec.layout();
+        if self.params.len() != grey.len {
+            return Err(Error::shape("convnet weights", grey.len, self.params.len()));
+        }
+        let spec = ConvNetSpec { channels: 3, ..self.spec };
+        let mut params = Vec::with_capacity(spec.layout().len);
+        for t in &grey.tensors {
+            let values = &self.params[t.range()];
+            if t.name != "conv1.kernel" {
+                params.extend_from_slice(values);
+                continue;
+            }
+            // HWIO with one input channel: each tap's row of `w` outputs becomes three rows.
+            let outputs = t.shape[3];
+            for tap in values.chunks_exact(outputs) {
+                for weight in Self::LUMA {
+                    params.extend(tap.iter().map(|k| k * weight));
+                }
+            }
+        }
+        Ok(Self { spec, params, class_names: self.class_names.clone(), metadata: self.metadata.clone() })
+    }
+
     /// The values of tensor `name`.
     pub fn tensor(&self, name: &str) -> Option<&[f32]> {
         self.spec.layout().tensor(name).map(|t| &self.params[t.range()])
@@ -368,5 +412,38 @@ mod tests {
         assert_eq!(back, net);
         assert!(ConvNet::is_convnet_file(&std::fs::read(&path).unwrap()));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rgb_version_of_a_grey_net_sees_grey_images_as_the_grey_net_does() {
+        use crate::cpu::convnet::embed;
+        let spec = ConvNetSpec { widths: [5, 6, 7], dim: 4, ..ConvNetSpec::recipe(19, 17, 1) };
+        let grey_net = ConvNet::glorot(spec, 5).unwrap();
+        let rgb_net = grey_net.for_rgb_input().unwrap();
+        assert_eq!(rgb_net.spec, ConvNetSpec { channels: 3, ..spec });
+        assert_eq!(rgb_net.params.len(), rgb_net.spec.layout().len);
+        // Every tensor but the first kernel is carried over unchanged.
+        for name in ["conv1.bias", "conv2.kernel", "conv3.bias", "dense.kernel", "dense.bias"] {
+            assert_eq!(rgb_net.tensor(name), grey_net.tensor(name), "{name}");
+        }
+        let mut rng = Rng::new(9);
+        let batch = 3;
+        let grey: Vec<f32> = (0..batch * spec.input_len()).map(|_| rng.int(0, 255) as f32 / 255.0).collect();
+        let rgb: Vec<f32> = grey.iter().flat_map(|&g| [g; 3]).collect();
+        let expected = embed(&grey_net, &grey, batch).unwrap();
+        let got = embed(&rgb_net, &rgb, batch).unwrap();
+        let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "largest difference {worst}: {got:?} vs {expected:?}");
+        // A colour image is seen through its luma, not through one channel.
+        let colour: Vec<f32> = grey.iter().flat_map(|&g| [g, 1.0 - g, 0.5]).collect();
+        let luma: Vec<f32> = colour.chunks_exact(3).map(|p| (0..3).map(|c| ConvNet::LUMA[c] * p[c]).sum()).collect();
+        let got = embed(&rgb_net, &colour, batch).unwrap();
+        let expected = embed(&grey_net, &luma, batch).unwrap();
+        let worst = got.iter().zip(&expected).map(|(a, b)| (a - b).abs()).fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "largest difference {worst} on a colour image");
+        // An RGB net is its own RGB version; other channel counts are refused.
+        assert_eq!(rgb_net.for_rgb_input().unwrap(), rgb_net);
+        let two = ConvNet::glorot(ConvNetSpec { channels: 2, ..spec }, 1).unwrap();
+        assert!(two.for_rgb_input().unwrap_err().to_string().contains("2 input channels"));
     }
 }

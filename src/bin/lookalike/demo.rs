@@ -12,7 +12,7 @@ use lookalike::cpu::preprocess::{decode_file, Preprocess};
 use lookalike::embed::Embedder;
 use lookalike::index::Index;
 use lookalike::model::resnet50::ShapeWalk;
-use lookalike::model::ResNet50;
+use lookalike::model::{Backbone, ResNet50};
 use lookalike::ops::matmul::Precision;
 use lookalike::rng::Rng;
 use lookalike::search::{SearchOptions, Searcher};
@@ -70,6 +70,16 @@ fn draw_dataset(dir: &Path, per_class: usize, side: u32, rng: &mut Rng) -> Resul
 }
 
 pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Result<()> {
+    // Its sizes and figures are ResNet50's: a convnet is refused before any work.
+    if let Some(path) = weights {
+        if let Backbone::ConvNet(_) = Backbone::load(path)? {
+            return Err(Error::InvalidArgument(format!(
+                "{} holds a convnet; the demo runs ResNet50: index and search with the convnet instead \
+                 (lookalike index DIR --weights FILE)",
+                path.display()
+            )));
+        }
+    }
     // One device for indexing, searching and the comparison: each pipeline compiles once.
     let ctx = Context::new()?;
     let info = ctx.adapter_info().clone();
@@ -124,7 +134,10 @@ pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Resu
     );
 
     // The index records the weights; load them once for searching and for the comparison.
-    let net = crate::weights::for_index(&index, weights.map(Path::to_path_buf).as_ref())?.net;
+    let Backbone::ResNet50(net) = crate::weights::for_index(&index, weights.map(Path::to_path_buf).as_ref())?.net
+    else {
+        return Err(Error::InvalidArgument("the demo's index records a convnet, not ResNet50".into()));
+    };
     search_and_report(&ctx, &index, &queries, &net)?;
     compare_devices(&ctx, &net, &queries.iter().map(|(p, _)| p.clone()).collect::<Vec<_>>(), &preprocess)
 }

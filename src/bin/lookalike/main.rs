@@ -16,7 +16,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 use lookalike::cpu::preprocess::Preprocess;
 use lookalike::embed::Embedder;
-use lookalike::model::{RandomResNet50, ResNet50, FEATURE_DIM};
+use lookalike::model::{Backbone, RandomResNet50};
 use lookalike::ops::matmul::Precision;
 use lookalike::{npy, Context, Error, Result};
 
@@ -50,10 +50,10 @@ enum Command {
     Index {
         /// Folder of .jpg / .jpeg / .png images.
         dir: PathBuf,
-        /// ResNet50 weights (safetensors).
+        /// Weights (safetensors): ResNet50, or a trained convnet (told by the file's metadata).
         #[arg(long, conflicts_with = "seed")]
         weights: Option<PathBuf>,
-        /// Seeded random weights instead of a file.
+        /// Seeded random ResNet50 weights instead of a file.
         #[arg(long)]
         seed: Option<u64>,
         /// The index file to write (safetensors).
@@ -68,10 +68,10 @@ enum Command {
         /// Images per GPU batch.
         #[arg(long, default_value_t = 16)]
         batch: usize,
-        /// Shorter side after resizing [default: 256].
+        /// Shorter side after resizing [default: 256 for ResNet50, a convnet's input side].
         #[arg(long)]
         resize: Option<u32>,
-        /// Side of the centre crop [default: 224].
+        /// Side of the centre crop [default: 224 for ResNet50, a convnet's input side].
         #[arg(long)]
         crop: Option<u32>,
         /// Add the folder's new images to an existing index at OUTPUT (same weights and
@@ -197,7 +197,8 @@ enum Command {
         #[arg(long)]
         experimental_coop: bool,
     },
-    /// ResNet50 features of images (or of a preprocessed tensor) to an N x 2048 .npy file.
+    /// Features of images (or of a preprocessed tensor) to an N x D .npy file: ResNet50's
+    /// (D = 2048) or a trained convnet's unit embeddings.
     Embed(EmbedArgs),
     /// Train an embedding net by metric learning (the Keras "metric learning for image
     /// similarity search" recipe, on the GPU): writes the model (safetensors), a loss curve,
@@ -235,15 +236,17 @@ enum Dtype {
 
 #[derive(clap::Args)]
 struct EmbedArgs {
-    /// ResNet50 weights (safetensors, torchvision/timm names; f32, f16 or bf16).
+    /// Weights (safetensors): ResNet50 (torchvision/timm names; f32, f16 or bf16) or a
+    /// trained convnet (told by the file's metadata).
     #[arg(long)]
     weights: PathBuf,
-    /// Resize the shorter side to this many pixels (bilinear, antialiased).
-    #[arg(long, default_value_t = 256)]
-    resize: u32,
-    /// Centre-crop to this square size.
-    #[arg(long, default_value_t = 224)]
-    crop: u32,
+    /// Resize the shorter side to this many pixels (bilinear, antialiased) [default: 256
+    /// for ResNet50, a convnet's input side].
+    #[arg(long)]
+    resize: Option<u32>,
+    /// Centre-crop to this square size [default: 224 for ResNet50, a convnet's input side].
+    #[arg(long)]
+    crop: Option<u32>,
     /// Run the CPU reference instead of the GPU.
     #[arg(long)]
     cpu: bool,
@@ -255,10 +258,10 @@ struct EmbedArgs {
     /// Images per forward pass.
     #[arg(long, default_value_t = 16)]
     batch: usize,
-    /// An already-normalised N x 3 x H x W float32 tensor (NCHW) instead of image files.
+    /// An already-preprocessed N x 3 x H x W float32 tensor (NCHW) instead of image files.
     #[arg(long, conflicts_with = "images")]
     input_npy: Option<PathBuf>,
-    /// Output: N x 2048 float32 .npy, rows in the order given.
+    /// Output: N x D float32 .npy, rows in the order given.
     #[arg(short, long)]
     output: PathBuf,
     /// JPEG or PNG files.
@@ -491,7 +494,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
         return Err(Error::InvalidArgument("--batch must be at least 1".into()));
     }
     check_output(&args.output)?;
-    let net = ResNet50::load(&args.weights).map_err(|e| e.in_file(&args.weights))?;
+    let net = Backbone::load(&args.weights)?;
     let mut embedder = match (args.cpu, args.experimental_coop) {
         (true, _) => Embedder::cpu(&net)?,
         (false, true) => Embedder::gpu_on_matrix_units(open_context(true)?, &net)?,
@@ -507,8 +510,8 @@ fn embed(args: EmbedArgs) -> Result<()> {
     let (features, rows) = match &args.input_npy {
         Some(path) => {
             let images = npy::read_f32(path)?.into_nhwc_images(path)?;
-            ResNet50::check_input(images.height, images.width)?;
-            let mut features = Vec::with_capacity(images.batch * FEATURE_DIM);
+            net.check_input(images.height, images.width)?;
+            let mut features = Vec::with_capacity(images.batch * net.feature_dim());
             let image_len = images.height * images.width * 3;
             for chunk in images.data.chunks(args.batch.saturating_mul(image_len).max(1)) {
                 let part = npy::NhwcBatch {
@@ -522,7 +525,14 @@ fn embed(args: EmbedArgs) -> Result<()> {
             (features, images.batch)
         }
         None => {
-            let preprocess = Preprocess::imagenet(args.resize, args.crop);
+            let default = net.default_preprocess()?;
+            let preprocess = Preprocess {
+                resize: args.resize.unwrap_or(default.resize),
+                crop: args.crop.unwrap_or(default.crop),
+                ..default
+            };
+            preprocess.validate()?;
+            net.check_input(preprocess.crop as usize, preprocess.crop as usize)?;
             let bar = ProgressBar::new(args.images.len() as u64);
             bar.set_style(
                 ProgressStyle::with_template("{bar:40} {pos}/{len} images {elapsed}")
@@ -534,7 +544,8 @@ fn embed(args: EmbedArgs) -> Result<()> {
             (features?, args.images.len())
         }
     };
-    npy::write_f32(&args.output, &[rows, FEATURE_DIM], &features)?;
-    eprintln!("wrote {} ({rows} x {FEATURE_DIM})", args.output.display());
+    let dim = net.feature_dim();
+    npy::write_f32(&args.output, &[rows, dim], &features)?;
+    eprintln!("wrote {} ({rows} x {dim}, {})", args.output.display(), net.name());
     Ok(())
 }

@@ -26,7 +26,8 @@ pub struct IndexOptions<'a> {
     pub precision: Option<Precision>,
     pub center: bool,
     pub batch: usize,
-    /// `None`: `Preprocess::default()`'s, or the index's with `add`.
+    /// `None`: the network's default ([`Backbone::default_preprocess`]), or the index's
+    /// with `add`.
     pub resize: Option<u32>,
     pub crop: Option<u32>,
     pub add: bool,
@@ -53,10 +54,6 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     if o.batch == 0 {
         return Err(Error::InvalidArgument("--batch must be at least 1".into()));
     }
-    let default = Preprocess::default();
-    let asked =
-        Preprocess { resize: o.resize.unwrap_or(default.resize), crop: o.crop.unwrap_or(default.crop), ..default };
-    asked.validate()?;
     refuse_directory(o.output)?;
     // Through a link to the index, the index itself is locked and replaced (as SQLite
     // writes through one): locking the link's name would not keep out a writer of the file.
@@ -83,6 +80,7 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         Some(index) if o.weights.is_none() && o.seed.is_none() => weights::for_index(index, None)?,
         Some(index) => {
             let loaded = weights::load(o.weights, o.seed)?;
+            weights::check_model(&loaded, index)?;
             if !weights::same_network(&loaded, &index.provenance.weights_sha256)? {
                 return Err(Error::InvalidArgument(format!(
                     "{} was built with other weights ({}); cannot add with {}",
@@ -95,7 +93,20 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         }
         None => weights::load(o.weights, o.seed)?,
     };
-    let preprocess = existing.as_ref().map_or(asked, |i| i.provenance.preprocess);
+    let preprocess = match &existing {
+        Some(index) => index.provenance.preprocess,
+        None => {
+            let default = loaded.net.default_preprocess()?;
+            let asked = Preprocess {
+                resize: o.resize.unwrap_or(default.resize),
+                crop: o.crop.unwrap_or(default.crop),
+                ..default
+            };
+            asked.validate()?;
+            asked
+        }
+    };
+    loaded.net.check_input(preprocess.crop as usize, preprocess.crop as usize)?;
     // Absolute, so `search` finds the images (for --collage) from any directory; the file
     // stores those below its own folder relative to it (`Index::save`).
     // Known by file, not by spelling: `DIR`, `./DIR/`, `/abs/DIR`, a link or a hard link to
@@ -138,7 +149,7 @@ pub fn index(o: IndexOptions) -> Result<Index> {
                 )));
             }
             let provenance = Provenance {
-                model: "resnet50".into(),
+                model: loaded.net.name().into(),
                 weights_path: loaded.path,
                 weights_sha256: loaded.sha256,
                 preprocess,
@@ -146,7 +157,7 @@ pub fn index(o: IndexOptions) -> Result<Index> {
             let precision = o.precision.unwrap_or(Precision::F32);
             Index::from_features(
                 &embedded.features,
-                lookalike::model::FEATURE_DIM,
+                loaded.net.feature_dim(),
                 embedded.entries,
                 precision,
                 o.center,

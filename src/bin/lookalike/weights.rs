@@ -1,21 +1,22 @@
-//! Where a command's ResNet50 comes from: a safetensors file or a seed.
+//! Where a command's network comes from: a safetensors file (ResNet50 or a trained
+//! convnet, told apart by the file's metadata) or a seed (ResNet50).
 
 use std::path::{Path, PathBuf};
 
 use lookalike::index::{sha256_file, Index};
-use lookalike::model::{RandomResNet50, ResNet50};
+use lookalike::model::{Backbone, RandomResNet50};
 use lookalike::{Error, Result};
 
 /// A loaded network and how an index records it.
 pub struct LoadedWeights {
-    pub net: ResNet50,
+    pub net: Backbone,
     /// The file as given, or `seed:N`.
     pub path: String,
     /// SHA-256 of the file, or `seed:N`.
     pub sha256: String,
 }
 
-/// `--weights FILE` or `--seed N` (seeded random weights).
+/// `--weights FILE` (either network) or `--seed N` (seeded random ResNet50 weights).
 pub fn load(weights: Option<&Path>, seed: Option<u64>) -> Result<LoadedWeights> {
     match (weights, seed) {
         (Some(path), _) => {
@@ -27,12 +28,13 @@ pub fn load(weights: Option<&Path>, seed: Option<u64>) -> Result<LoadedWeights> 
                     lookalike::index::paths::display(path)
                 ))
             })?;
-            let net = ResNet50::load(path).map_err(|e| e.in_file(path))?;
+            let net = Backbone::load(path)?;
             Ok(LoadedWeights { net, path: text.to_string(), sha256: sha256_file(path)? })
         }
         (None, Some(seed)) => {
             let tag = format!("seed:{seed}");
-            Ok(LoadedWeights { net: RandomResNet50::generate(seed)?.net, path: tag.clone(), sha256: tag })
+            let net = Backbone::ResNet50(RandomResNet50::generate(seed)?.net);
+            Ok(LoadedWeights { net, path: tag.clone(), sha256: tag })
         }
         (None, None) => {
             Err(Error::InvalidArgument("give --weights FILE (or --seed N for seeded random weights)".into()))
@@ -60,6 +62,7 @@ pub fn for_index(index: &Index, override_path: Option<&PathBuf>) -> Result<Loade
             other => other,
         })?,
     };
+    check_model(&loaded, index)?;
     if !same_network(&loaded, &recorded.weights_sha256)? {
         return Err(Error::InvalidArgument(format!(
             "the index was built with other weights: it records {} ({}), but {} has {}",
@@ -67,6 +70,23 @@ pub fn for_index(index: &Index, override_path: Option<&PathBuf>) -> Result<Loade
         )));
     }
     Ok(loaded)
+}
+
+/// Refuses weights of another network than the one the index records as its `model`
+/// (`resnet50` or `convnet`), naming both, before their hashes are compared.
+pub fn check_model(loaded: &LoadedWeights, index: &Index) -> Result<()> {
+    let recorded = &index.provenance;
+    if recorded.model == loaded.net.name() {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "the index was built with a {} ({}), but {} holds a {}: give the {} weights the index was built with",
+        recorded.model,
+        recorded.weights_path,
+        loaded.path,
+        loaded.net.name(),
+        recorded.model
+    )))
 }
 
 /// Whether `loaded` is the network an index recorded as `recorded_sha256`: the same hash,
