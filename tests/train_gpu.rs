@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::ctx;
 use lookalike::compare::Tolerance;
-use lookalike::cpu::convnet::{adam_update, embed, gather_batch, l2_normalize_backward, l2_normalize_rows, pair_loss};
+use lookalike::cpu::convnet::{adam_update, gather_batch, l2_normalize_backward, l2_normalize_rows, pair_loss};
 use lookalike::data::{ClassGrouped, LabelledImages};
 use lookalike::ops::adam::{adam, advance_step, AdamBuffers, AdamRates};
 use lookalike::ops::metric_loss::{l2_normalize_rows as gpu_l2_normalize_rows, metric_loss, MetricLossBuffers};
@@ -15,7 +15,6 @@ use lookalike::ops::train_sample::{train_sample, TrainingSet};
 use lookalike::rng::Rng;
 use lookalike::train::cpu::CpuTrainer;
 use lookalike::train::gpu::GpuTrainer;
-use lookalike::train::gpu_embed::GpuConvNet;
 use lookalike::train::sampler::pair_batch;
 use lookalike::train::{ConvNet, ConvNetSpec, TrainConfig};
 use lookalike::{Context, Error};
@@ -284,17 +283,4 @@ fn gpu_trainer_refuses_data_of_another_size_or_classes() {
     let mut gpu = GpuTrainer::new(ctx().clone(), net, &data, config).unwrap();
     assert_eq!(gpu.run(0).unwrap(), Vec::<f32>::new());
     assert_eq!(gpu.steps_done(), 0);
-}
-
-#[test]
-fn gpu_embeddings_match_the_cpu_twin() {
-    let (net, data, _) = small_net_and_set(14);
-    let images = &data.images;
-    let count = images.len(); // 19 images in batches of 4: a partial last batch
-    let input = gather_batch(images, &(0..count as u32).collect::<Vec<_>>());
-    let want = embed(&net, &input, count).unwrap();
-    let gpu = GpuConvNet::new(ctx(), &net, 4).unwrap();
-    check("embeddings", Tolerance::new(1e-4, 1e-6), &gpu.embed(&input).unwrap(), &want);
-    check("embeddings of u8", Tolerance::new(1e-4, 1e-6), &gpu.embed_u8(&images.pixels).unwrap(), &want);
-    assert!(gpu.embed(&input[1..]).is_err());
 }

@@ -32,11 +32,14 @@ pub struct RetrievalMetrics {
 }
 
 /// The metrics from each query's neighbours, best first, itself excluded, and `labels` of
-/// every image (queries are images `0..neighbours.len()`). Each list must hold at least
-/// min(10, images − 1) neighbours and, for MAP@R, at least the query's R; a query whose
-/// class has no other image counts 0 in MAP@R, as in pytorch-metric-learning.
-pub fn retrieval_metrics(neighbours: &[Vec<Neighbor>], labels: &[u32]) -> Result<RetrievalMetrics> {
-    if neighbours.is_empty() {
+/// every image (queries are images `0..nearest.len()`): the 10-NN figures and precision@1
+/// from `nearest` (at least min(10, images − 1) per query), MAP@R from `ranked` (at least the
+/// query's R per query; the same lists may serve both). A query whose class has no other
+/// image counts 0 in MAP@R, as in pytorch-metric-learning.
+pub fn retrieval_metrics(
+    nearest: &[Vec<Neighbor>], ranked: &[Vec<Neighbor>], labels: &[u32],
+) -> Result<RetrievalMetrics> {
+    if nearest.is_empty() || ranked.len() != nearest.len() {
         return Err(Error::InvalidArgument("no queries to score".into()));
     }
     let mut class_sizes = std::collections::HashMap::<u32, usize>::new();
@@ -45,15 +48,15 @@ pub fn retrieval_metrics(neighbours: &[Vec<Neighbor>], labels: &[u32]) -> Result
     }
     let names: Vec<Option<String>> = labels.iter().map(|l| Some(l.to_string())).collect();
     let (mut p10, mut vote10, mut p1, mut map) = (0.0, 0.0, 0.0, 0.0);
-    for (query, found) in neighbours.iter().enumerate() {
+    for (query, (found, ranked)) in nearest.iter().zip(ranked).enumerate() {
         let label = labels[query];
         let r = class_sizes[&label] - 1;
         let k = K.min(labels.len() - 1);
-        if found.len() < k.max(r) {
+        if found.len() < k || ranked.len() < r {
             return Err(Error::InvalidArgument(format!(
-                "query {query} has {} neighbours; its scores need {}",
+                "query {query} has {} and {} neighbours; its scores need {k} and {r}",
                 found.len(),
-                k.max(r)
+                ranked.len()
             )));
         }
         let relevant = |n: &Neighbor| labels.get(n.index) == Some(&label);
@@ -65,7 +68,7 @@ pub fn retrieval_metrics(neighbours: &[Vec<Neighbor>], labels: &[u32]) -> Result
         if r > 0 {
             let mut hits = 0usize;
             let mut sum = 0.0;
-            for (i, n) in found[..r].iter().enumerate() {
+            for (i, n) in ranked[..r].iter().enumerate() {
                 if relevant(n) {
                     hits += 1;
                     sum += hits as f64 / (i + 1) as f64;
@@ -74,7 +77,7 @@ pub fn retrieval_metrics(neighbours: &[Vec<Neighbor>], labels: &[u32]) -> Result
             map += sum / r as f64;
         }
     }
-    let q = neighbours.len() as f64;
+    let q = nearest.len() as f64;
     Ok(RetrievalMetrics {
         precision_at_10: p10 / q,
         vote_accuracy_at_10: vote10 / q,
@@ -168,19 +171,18 @@ mod tests {
         // Classes: 0 0 0 1 1 ... query 0 (class 0, R = 2) finds 3, 1, 4, 2: relevant at ranks 2
         // and 4, so AP@R over the first R = 2 is (1/2)/2.
         let labels = [0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 1];
-        let mut lists: Vec<Vec<Neighbor>> = Vec::new();
-        lists.push([3, 1, 4, 2, 5, 6, 7, 8, 9, 10, 11].map(n).to_vec());
-        let m = retrieval_metrics(&lists, &labels).unwrap();
+        let mut lists: Vec<Vec<Neighbor>> = vec![[3, 1, 4, 2, 5, 6, 7, 8, 9, 10, 11].map(n).to_vec()];
+        let m = retrieval_metrics(&lists, &lists, &labels).unwrap();
         assert!((m.map_at_r - 0.25).abs() < 1e-12, "{m:?}");
         assert_eq!(m.precision_at_1, 0.0);
         assert!((m.precision_at_10 - 0.2).abs() < 1e-12);
         assert_eq!(m.vote_accuracy_at_10, 0.0);
         // A perfect ranking scores 1 everywhere but 10-NN precision, capped by R = 2 of 10.
         lists[0] = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11].map(n).to_vec();
-        let m = retrieval_metrics(&lists, &labels).unwrap();
+        let m = retrieval_metrics(&lists, &lists, &labels).unwrap();
         assert_eq!((m.map_at_r, m.precision_at_1), (1.0, 1.0));
         assert!((m.precision_at_10 - 0.2).abs() < 1e-12);
-        assert!(retrieval_metrics(&[vec![n(1)]], &labels).is_err());
+        assert!(retrieval_metrics(&[vec![n(1)]], &[vec![n(1)]], &labels).is_err());
     }
 
     #[test]

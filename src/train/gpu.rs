@@ -13,7 +13,7 @@ use crate::ops::metric_loss::{metric_loss, MetricLossBuffers};
 use crate::ops::pool::global_avg_pool_backward;
 use crate::ops::train_sample::{train_sample, TrainingSet, STATE_WORDS};
 use crate::train::convnet::ConvNet;
-use crate::train::gpu_embed::{conv_shape, Forward, GpuWeights};
+use crate::train::gpu_forward::{conv_shape, Forward, GpuWeights};
 use crate::train::TrainConfig;
 
 /// Trains a [`ConvNet`] on the GPU by the recipe of [`crate::train`]. Every launch of a step

@@ -12,7 +12,7 @@ pub mod convnet;
 pub mod cpu;
 pub mod eval;
 pub mod gpu;
-pub mod gpu_embed;
+pub mod gpu_forward;
 pub mod run;
 pub mod sampler;
 

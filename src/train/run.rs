@@ -4,11 +4,11 @@
 use crate::data::{ClassGrouped, LabelledImages};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
+use crate::model::GpuConvNet;
 use crate::search::Neighbor;
 use crate::train::cpu::CpuTrainer;
-use crate::train::eval::{all_neighbours, neighbours_needed, retrieval_metrics, RetrievalMetrics};
+use crate::train::eval::{all_neighbours, neighbours_needed, retrieval_metrics, RetrievalMetrics, K};
 use crate::train::gpu::GpuTrainer;
-use crate::train::gpu_embed::GpuConvNet;
 use crate::train::{ConvNet, TrainConfig};
 
 /// A training run on the GPU or on the CPU twin; both draw the same pairs for a seed.
@@ -71,7 +71,24 @@ pub fn check_input(net: &ConvNet, images: &LabelledImages) -> Result<()> {
 pub fn embed_images(ctx: Option<&Context>, net: &ConvNet, images: &LabelledImages) -> Result<Vec<f32>> {
     check_input(net, images)?;
     match ctx {
-        Some(ctx) => GpuConvNet::new(ctx, net, 256.min(images.len().max(1)))?.embed_u8(&images.pixels),
+        Some(ctx) => {
+            // The pipeline's forward takes RGB: grey images are spread over the three channels,
+            // which a one-channel net reads through its luma-weighted first kernel.
+            let mut gpu = GpuConvNet::new(ctx, net)?;
+            let rgb_len = images.height * images.width * 3;
+            let mut out = Vec::with_capacity(images.len() * net.spec.dim);
+            for chunk in images.pixels.chunks(4096 * images.image_len()) {
+                let count = chunk.len() / images.image_len();
+                let rgb: Vec<f32> = if images.channels == 3 {
+                    chunk.iter().map(|&p| f32::from(p) / 255.0).collect()
+                } else {
+                    chunk.iter().flat_map(|&p| [f32::from(p) / 255.0; 3]).collect()
+                };
+                debug_assert_eq!(rgb.len(), count * rgb_len);
+                out.extend(gpu.forward(ctx, &rgb, count, images.height, images.width)?);
+            }
+            Ok(out)
+        }
         None => {
             let mut out = Vec::with_capacity(images.len() * net.spec.dim);
             for chunk in images.pixels.chunks(256 * images.image_len()) {
@@ -87,18 +104,26 @@ pub fn embed_images(ctx: Option<&Context>, net: &ConvNet, images: &LabelledImage
 #[derive(Debug, Clone)]
 pub struct Evaluation {
     pub metrics: RetrievalMetrics,
-    /// Each test image's nearest other test images, best first.
+    /// Each test image's 10 nearest other test images, best first.
     pub neighbours: Vec<Vec<Neighbor>>,
 }
 
 /// Embeds `test` and scores exact k-NN among its images (each query excluded from its own
-/// list): on the GPU of `ctx` (embedding, matmul and top-k), or on the CPU.
+/// list). With `ctx`, the embeddings and every image's 10 nearest neighbours come from the
+/// GPU (its matmul and top-k); MAP@R, which needs each query's R nearest (R up to a class's
+/// size), is ranked by the CPU reference search on the same embeddings, which a software
+/// adapter would take minutes over.
 pub fn evaluate(ctx: Option<&Context>, net: &ConvNet, test: &LabelledImages) -> Result<Evaluation> {
     if test.len() < 2 {
         return Err(Error::InvalidArgument(format!("{} test image(s): evaluation needs at least 2", test.len())));
     }
     let embeddings = embed_images(ctx, net, test)?;
-    let neighbours = all_neighbours(ctx, &embeddings, net.spec.dim, neighbours_needed(&test.labels))?;
-    let metrics = retrieval_metrics(&neighbours, &test.labels)?;
+    let dim = net.spec.dim;
+    let ranked = all_neighbours(None, &embeddings, dim, neighbours_needed(&test.labels))?;
+    let neighbours = match ctx {
+        Some(ctx) => all_neighbours(Some(ctx), &embeddings, dim, K.min(test.len() - 1))?,
+        None => ranked.iter().map(|list| list[..K.min(list.len())].to_vec()).collect(),
+    };
+    let metrics = retrieval_metrics(&neighbours, &ranked, &test.labels)?;
     Ok(Evaluation { metrics, neighbours })
 }

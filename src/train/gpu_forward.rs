@@ -1,12 +1,12 @@
-//! The convnet's forward on the GPU: its weights there, the launches from a batch of images
-//! to the dense outputs (shared by training and embedding), and [`GpuConvNet`], which embeds
-//! images for evaluation.
+//! The convnet's training forward on the GPU: its weights there (a flat vector Adam updates,
+//! with copies the convolutions bind) and the launches from a batch of images to the dense
+//! outputs, keeping every activation the backward reads. Inference runs through
+//! [`crate::model::GpuConvNet`].
 
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Dispatch, Readback};
+use crate::gpu::{Context, Dispatch};
 use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use crate::ops::dense::{dense_forward, DenseShape};
-use crate::ops::metric_loss::l2_normalize_rows;
 use crate::ops::pool::global_avg_pool;
 use crate::ops::At;
 use crate::train::convnet::{ConvGeometry, ConvNet, ConvNetSpec, ParamTensor, KERNEL, STRIDE};
@@ -118,87 +118,5 @@ impl Forward {
         let (kernel, bias) = (weights.at(&weights.flat, "dense.kernel")?, weights.at(&weights.flat, "dense.bias")?);
         dispatches.push(dense_forward(ctx, &dense, &pooled, kernel, bias, &embeddings)?);
         Ok(Self { conv_out, pooled, embeddings, dispatches })
-    }
-}
-
-/// A convnet that embeds images on the GPU in batches: the forward and L2 normalisation
-/// recorded once for `batch` images and replayed per batch (one submit and one readback
-/// each). Its unit embeddings are the CPU twin's ([`crate::cpu::convnet::embed`]) up to f32
-/// rounding.
-pub struct GpuConvNet {
-    ctx: Context,
-    spec: ConvNetSpec,
-    batch: usize,
-    _weights: GpuWeights,
-    input: wgpu::Buffer,
-    forward: Forward,
-    unit: wgpu::Buffer,
-    normalize: Dispatch,
-    readback: Readback,
-}
-
-impl GpuConvNet {
-    /// Uploads `net`'s weights and records its forward for batches of `batch` images.
-    pub fn new(ctx: &Context, net: &ConvNet, batch: usize) -> Result<Self> {
-        if batch == 0 {
-            return Err(Error::InvalidArgument("GpuConvNet: a batch of 0 images".into()));
-        }
-        let spec = net.spec;
-        spec.validate()?;
-        let weights = GpuWeights::upload(ctx, net)?;
-        let input = ctx.storage("convnet input", batch * spec.input_len())?;
-        let forward = Forward::new(ctx, &spec, &weights, batch, &input)?;
-        let unit = ctx.storage("unit embeddings", batch * spec.dim)?;
-        let normalize = l2_normalize_rows(ctx, batch, spec.dim, &forward.embeddings, &unit)?;
-        let readback = ctx.readback(batch * spec.dim);
-        Ok(Self { ctx: ctx.clone(), spec, batch, _weights: weights, input, forward, unit, normalize, readback })
-    }
-
-    /// Images per submit.
-    pub fn batch(&self) -> usize {
-        self.batch
-    }
-
-    /// Unit embeddings (`[count, dim]`) of `count` NHWC images already scaled to [0, 1]
-    /// (`images.len()` must be a multiple of the net's input size).
-    pub fn embed(&self, images: &[f32]) -> Result<Vec<f32>> {
-        let per_image = self.spec.input_len();
-        if !images.len().is_multiple_of(per_image) {
-            return Err(Error::shape(
-                "convnet images",
-                format!(
-                    "a multiple of {per_image} values ({}x{}x{})",
-                    self.spec.height, self.spec.width, self.spec.channels
-                ),
-                images.len(),
-            ));
-        }
-        let dim = self.spec.dim;
-        let mut out = Vec::with_capacity(images.len() / per_image * dim);
-        let mut padded = Vec::new();
-        for chunk in images.chunks(self.batch * per_image) {
-            let count = chunk.len() / per_image;
-            // A last, partial batch is padded with black images whose rows are dropped.
-            let data = if count == self.batch {
-                chunk
-            } else {
-                padded.clear();
-                padded.extend_from_slice(chunk);
-                padded.resize(self.batch * per_image, 0.0);
-                &padded[..]
-            };
-            self.ctx.write(&self.input, data);
-            let mut dispatches: Vec<&Dispatch> = self.forward.dispatches.iter().collect();
-            dispatches.push(&self.normalize);
-            let rows = self.ctx.run_and_read_into(&dispatches, &[(&self.unit, &self.readback, count * dim)])?;
-            out.extend_from_slice(&rows[0]);
-        }
-        Ok(out)
-    }
-
-    /// Unit embeddings of u8 NHWC images, each value scaled by 1/255 as in training.
-    pub fn embed_u8(&self, pixels: &[u8]) -> Result<Vec<f32>> {
-        let scaled: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
-        self.embed(&scaled)
     }
 }
