@@ -298,3 +298,18 @@ fn gpu_embeddings_match_the_cpu_twin() {
     check("embeddings of u8", Tolerance::new(1e-4, 1e-6), &gpu.embed_u8(&images.pixels).unwrap(), &want);
     assert!(gpu.embed(&input[1..]).is_err());
 }
+
+#[test]
+fn a_profiled_step_is_a_training_step() {
+    let (net, data, config) = small_net_and_set(15);
+    let mut plain = GpuTrainer::new(ctx().clone(), net.clone(), &data, config).unwrap();
+    let mut profiled = GpuTrainer::new(ctx().clone(), net, &data, config).unwrap();
+    let losses = plain.run(3).unwrap();
+    let times = profiled.profile_step().unwrap().expect("lavapipe has timestamps");
+    assert_eq!(times.len(), profiled.launches_per_step());
+    assert!(times.iter().all(|(_, ms)| ms.is_finite() && *ms >= 0.0), "{times:?}");
+    assert_eq!(profiled.steps_done(), 1);
+    // The same launches in the same order: the same bits.
+    assert_eq!(profiled.run(2).unwrap(), losses[1..]);
+    assert_eq!(profiled.net().unwrap().params, plain.net().unwrap().params);
+}
