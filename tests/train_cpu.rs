@@ -286,6 +286,22 @@ fn training_is_deterministic_for_a_seed() {
     assert_ne!(run(2).0, a.0);
 }
 
+#[test]
+fn training_does_not_depend_on_the_thread_count() {
+    // 17 classes: a batch of 34 images in 3 parts.
+    let spec = tiny_spec();
+    let run = |threads: usize| {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+        pool.install(|| {
+            let net = ConvNet::glorot(spec, 3).unwrap();
+            let mut trainer = CpuTrainer::new(net, random_set(&spec, 17, 2, 16), TrainConfig::default()).unwrap();
+            let losses: Vec<u32> = (0..3).map(|_| trainer.step().to_bits()).collect();
+            (losses, trainer.into_net().params.iter().map(|w| w.to_bits()).collect::<Vec<_>>())
+        })
+    };
+    assert_eq!(run(1), run(3));
+}
+
 /// 3 classes of distinct patterns (horizontal stripes, vertical stripes, a checkerboard)
 /// with noise.
 fn patterns(side: usize, per_class: usize, seed: u64) -> ClassGrouped {

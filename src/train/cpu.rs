@@ -3,8 +3,10 @@
 
 use std::ops::Range;
 
+use rayon::prelude::*;
+
 use crate::cpu::convnet::{self as ops, ConvScratch};
-use crate::data::ClassGrouped;
+use crate::data::{ClassGrouped, LabelledImages};
 use crate::error::{Error, Result};
 use crate::train::convnet::{ConvNet, ConvNetSpec};
 use crate::train::sampler::pair_batch;
@@ -51,13 +53,40 @@ impl Ranges {
     }
 }
 
-/// The activations of one step and their gradients, sized once for 2C images.
+/// Images per part of a batch at most: the batch is split into parts of at most this many
+/// images (and at least two parts), run on the threads side by side. The split depends on
+/// the batch size only, so a run's results do not depend on the thread count.
+const PART_IMAGES: usize = 16;
+
+/// The images of each part: `batch` split into near-equal contiguous ranges.
+fn parts_of(batch: usize) -> Vec<Range<usize>> {
+    let parts = batch.div_ceil(PART_IMAGES).max(2).min(batch);
+    (0..parts).map(|p| p * batch / parts..(p + 1) * batch / parts).collect()
+}
+
+/// Everything one step computes, sized once for 2C images: the parts of the batch (which
+/// run the layers up to the embeddings and back on their own threads) and the pair loss
+/// over all of them.
 #[derive(Debug)]
 struct Workspace {
     spec: ConvNetSpec,
     ranges: Ranges,
     classes: usize,
     rows: Vec<u32>,
+    parts: Vec<Part>,
+    embeddings: Vec<f32>,
+    grad_embeddings: Vec<f32>,
+    units: Vec<f32>,
+    grad_units: Vec<f32>,
+    inv_norm: Vec<f32>,
+    dlogits: Vec<f64>,
+}
+
+/// The layers' activations, their gradients and a partial weight gradient for one part of
+/// the batch.
+#[derive(Debug)]
+struct Part {
+    images: Range<usize>,
     input: Vec<f32>,
     /// Post-ReLU outputs of the three convolutions.
     conv_out: [Vec<f32>; 3],
@@ -66,86 +95,63 @@ struct Workspace {
     pooled: Vec<f32>,
     grad_pooled: Vec<f32>,
     embeddings: Vec<f32>,
-    grad_embeddings: Vec<f32>,
-    units: Vec<f32>,
-    grad_units: Vec<f32>,
-    inv_norm: Vec<f32>,
-    dlogits: Vec<f64>,
+    /// This part's share of the gradient w.r.t. the flat weights.
+    grads: Vec<f32>,
     conv: ConvScratch,
 }
 
-impl Workspace {
-    fn new(spec: ConvNetSpec, classes: usize) -> Result<Self> {
-        let batch = 2 * classes;
+impl Part {
+    fn new(spec: &ConvNetSpec, images: Range<usize>) -> Self {
+        let batch = images.len();
         let activations = spec.convs().map(|g| vec![0.0; batch * g.out_pixels() * g.out_c]);
-        let (w3, dim) = (spec.widths[2], spec.dim);
-        Ok(Self {
-            spec,
-            ranges: Ranges::of(&spec)?,
-            classes,
-            rows: Vec::with_capacity(batch),
+        Self {
+            images,
             input: vec![0.0; batch * spec.input_len()],
             grad_conv_out: activations.clone(),
             conv_out: activations,
-            pooled: vec![0.0; batch * w3],
-            grad_pooled: vec![0.0; batch * w3],
-            embeddings: vec![0.0; batch * dim],
-            grad_embeddings: vec![0.0; batch * dim],
-            units: vec![0.0; batch * dim],
-            grad_units: vec![0.0; batch * dim],
-            inv_norm: vec![0.0; batch],
-            dlogits: Vec::with_capacity(classes * classes),
-            conv: ConvScratch::default(),
-        })
+            pooled: vec![0.0; batch * spec.widths[2]],
+            grad_pooled: vec![0.0; batch * spec.widths[2]],
+            embeddings: vec![0.0; batch * spec.dim],
+            grads: vec![0.0; spec.layout().len],
+            conv: ConvScratch::serial(),
+        }
     }
 
-    /// Gathers the batch of `step` from `data`.
-    fn gather(&mut self, data: &ClassGrouped, seed: u64, step: u64) {
-        // The sampler counts steps in 32 bits, as the GPU does: step indices wrap at 2³².
-        self.rows = pair_batch(seed, step as u32, &data.class_offsets, &data.class_counts);
-        ops::gather_batch_into(&data.images, &self.rows, &mut self.input);
-    }
-
-    /// The loss of the gathered batch under `params`, and its gradient w.r.t. every weight
-    /// written into `grads` (the flat layout).
-    fn loss_and_gradient(&mut self, params: &[f32], temperature: f32, grads: &mut [f32]) -> f32 {
-        let (spec, r, batch) = (self.spec, self.ranges.clone(), 2 * self.classes);
+    /// Gathers this part's `rows` of `images` and embeds them (before normalisation).
+    fn forward(&mut self, spec: &ConvNetSpec, r: &Ranges, params: &[f32], images: &LabelledImages, rows: &[u32]) {
+        let batch = self.images.len();
+        ops::gather_batch_into(images, rows, &mut self.input);
         let convs = spec.convs();
-        let (w3, dim) = (spec.widths[2], spec.dim);
         for (i, g) in convs.iter().enumerate() {
             let (done, rest) = self.conv_out.split_at_mut(i);
             let input = if i == 0 { &self.input } else { &done[i - 1] };
             let (kernel, bias) = (&params[r.conv_kernel[i].clone()], &params[r.conv_bias[i].clone()]);
             ops::conv_forward_into(input, batch, g, kernel, bias, &mut self.conv, &mut rest[0]);
         }
+        let w3 = spec.widths[2];
         ops::global_avg_pool_into(&self.conv_out[2], batch, convs[2].out_pixels(), w3, &mut self.pooled);
-        let (dense_kernel, dense_bias) = (&params[r.dense_kernel.clone()], &params[r.dense_bias.clone()]);
-        ops::dense_forward_into(&self.pooled, batch, w3, dim, dense_kernel, dense_bias, &mut self.embeddings);
-        ops::l2_normalize_rows_into(&self.embeddings, dim, &mut self.units, &mut self.inv_norm);
-        let loss =
-            ops::pair_loss_into(&self.units, self.classes, dim, temperature, &mut self.dlogits, &mut self.grad_units);
+        let (kernel, bias) = (&params[r.dense_kernel.clone()], &params[r.dense_bias.clone()]);
+        ops::dense_forward_into(&self.pooled, batch, w3, spec.dim, kernel, bias, &mut self.embeddings);
+    }
 
-        ops::l2_normalize_backward_into(&self.units, &self.inv_norm, &self.grad_units, dim, &mut self.grad_embeddings);
-        let (before_dense, dense_grads) = grads.split_at_mut(r.dense_kernel.start);
+    /// This part's gradient w.r.t. the weights, from the gradient w.r.t. its embeddings.
+    fn backward(&mut self, spec: &ConvNetSpec, r: &Ranges, params: &[f32], grad_embeddings: &[f32]) {
+        let (batch, convs, w3) = (self.images.len(), spec.convs(), spec.widths[2]);
+        let (before_dense, dense_grads) = self.grads.split_at_mut(r.dense_kernel.start);
         let (grad_dense_kernel, grad_dense_bias) = dense_grads.split_at_mut(r.dense_kernel.len());
         ops::dense_backward_into(
             &self.pooled,
-            &self.grad_embeddings,
+            grad_embeddings,
             batch,
             w3,
-            dim,
-            dense_kernel,
+            spec.dim,
+            &params[r.dense_kernel.clone()],
             &mut self.grad_pooled,
             grad_dense_kernel,
             &mut grad_dense_bias[..r.dense_bias.len()],
         );
-        ops::global_avg_pool_backward_into(
-            &self.grad_pooled,
-            batch,
-            convs[2].out_pixels(),
-            w3,
-            &mut self.grad_conv_out[2],
-        );
+        let pixels = convs[2].out_pixels();
+        ops::global_avg_pool_backward_into(&self.grad_pooled, batch, pixels, w3, &mut self.grad_conv_out[2]);
         for (i, g) in convs.iter().enumerate().rev() {
             let input = if i == 0 { &self.input } else { &self.conv_out[i - 1] };
             let (below, from_here) = self.grad_conv_out.split_at_mut(i);
@@ -166,6 +172,63 @@ impl Workspace {
                 grad_bias,
             );
         }
+    }
+}
+
+/// Weights per task when partial gradients are summed and Adam runs on all threads.
+const WEIGHTS_PER_TASK: usize = 1 << 14;
+
+impl Workspace {
+    fn new(spec: ConvNetSpec, classes: usize) -> Result<Self> {
+        let (batch, dim) = (2 * classes, spec.dim);
+        Ok(Self {
+            spec,
+            ranges: Ranges::of(&spec)?,
+            classes,
+            rows: Vec::with_capacity(batch),
+            parts: parts_of(batch).into_iter().map(|images| Part::new(&spec, images)).collect(),
+            embeddings: vec![0.0; batch * dim],
+            grad_embeddings: vec![0.0; batch * dim],
+            units: vec![0.0; batch * dim],
+            grad_units: vec![0.0; batch * dim],
+            inv_norm: vec![0.0; batch],
+            dlogits: Vec::with_capacity(classes * classes),
+        })
+    }
+
+    /// The loss of step `step`'s batch from `data` under `params`, and its gradient w.r.t.
+    /// every weight written into `grads` (the flat layout).
+    fn loss_and_gradient(
+        &mut self, data: &ClassGrouped, seed: u64, step: u64, params: &[f32], temperature: f32, grads: &mut [f32],
+    ) -> f32 {
+        // The sampler counts steps in 32 bits, as the GPU does: step indices wrap at 2³².
+        self.rows = pair_batch(seed, step as u32, &data.class_offsets, &data.class_counts);
+        let (spec, r, rows, dim) = (&self.spec, &self.ranges, &self.rows, self.spec.dim);
+        self.parts.par_iter_mut().for_each(|part| {
+            let range = part.images.clone();
+            part.forward(spec, r, params, &data.images, &rows[range]);
+        });
+        for part in &self.parts {
+            self.embeddings[part.images.start * dim..part.images.end * dim].copy_from_slice(&part.embeddings);
+        }
+        ops::l2_normalize_rows_into(&self.embeddings, dim, &mut self.units, &mut self.inv_norm);
+        let loss =
+            ops::pair_loss_into(&self.units, self.classes, dim, temperature, &mut self.dlogits, &mut self.grad_units);
+        ops::l2_normalize_backward_into(&self.units, &self.inv_norm, &self.grad_units, dim, &mut self.grad_embeddings);
+        let grad_embeddings = &self.grad_embeddings;
+        self.parts.par_iter_mut().for_each(|part| {
+            let mine = &grad_embeddings[part.images.start * dim..part.images.end * dim];
+            part.backward(spec, r, params, mine);
+        });
+        // The parts' gradients summed in part order, whatever thread computed them.
+        let parts = &self.parts;
+        grads.par_chunks_mut(WEIGHTS_PER_TASK).enumerate().for_each(|(task, sum)| {
+            let at = task * WEIGHTS_PER_TASK;
+            sum.copy_from_slice(&parts[0].grads[at..at + sum.len()]);
+            for part in &parts[1..] {
+                sum.iter_mut().zip(&part.grads[at..]).for_each(|(s, &g)| *s += g);
+            }
+        });
         loss
     }
 }
@@ -230,10 +293,23 @@ impl CpuTrainer {
 
     /// One training step; returns its loss (before the update).
     pub fn step(&mut self) -> f32 {
-        let step = self.steps;
-        self.work.gather(&self.data, self.config.seed, step);
-        let loss = self.work.loss_and_gradient(&self.net.params, self.config.temperature, &mut self.grads);
-        ops::adam_update(&mut self.net.params, &self.grads, &mut self.m, &mut self.v, &self.config, step + 1);
+        let (step, config) = (self.steps, self.config);
+        let loss = self.work.loss_and_gradient(
+            &self.data,
+            config.seed,
+            step,
+            &self.net.params,
+            config.temperature,
+            &mut self.grads,
+        );
+        // Adam is element-wise: splitting it across threads changes nothing.
+        self.net
+            .params
+            .par_chunks_mut(WEIGHTS_PER_TASK)
+            .zip(self.grads.par_chunks(WEIGHTS_PER_TASK))
+            .zip(self.m.par_chunks_mut(WEIGHTS_PER_TASK))
+            .zip(self.v.par_chunks_mut(WEIGHTS_PER_TASK))
+            .for_each(|(((w, g), m), v)| ops::adam_update(w, g, m, v, &config, step + 1));
         self.steps += 1;
         loss
     }
@@ -241,8 +317,15 @@ impl CpuTrainer {
     /// The loss and the gradient w.r.t. the flat weights on the batch of step `step` under
     /// the current weights, without updating anything.
     pub fn loss_and_gradient(&mut self, step: u64) -> (f32, &[f32]) {
-        self.work.gather(&self.data, self.config.seed, step);
-        let loss = self.work.loss_and_gradient(&self.net.params, self.config.temperature, &mut self.grads);
+        let config = &self.config;
+        let loss = self.work.loss_and_gradient(
+            &self.data,
+            config.seed,
+            step,
+            &self.net.params,
+            config.temperature,
+            &mut self.grads,
+        );
         (loss, &self.grads)
     }
 
@@ -269,5 +352,31 @@ impl CpuTrainer {
     /// The trained net.
     pub fn into_net(self) -> ConvNet {
         self.net
+    }
+}
+
+/// FLOPs of one training step over `classes` classes (2C images; a multiply-add counts
+/// two): the forward, the kernel gradients (as many as the forward's convolutions and
+/// dense layer) and the input gradients of every layer but the first convolution.
+pub fn step_flops(spec: &ConvNetSpec, classes: usize) -> f64 {
+    let [first, ..] = spec.convs();
+    let first_conv = 2.0 * (first.out_pixels() * first.k() * first.out_c) as f64;
+    let forward = spec.forward_flops();
+    (2 * classes) as f64 * (3.0 * forward - first_conv)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_cover_the_batch_in_order() {
+        for batch in 1..80 {
+            let parts = parts_of(batch);
+            assert_eq!(parts.len(), batch.div_ceil(PART_IMAGES).max(2).min(batch), "batch {batch}");
+            assert_eq!((parts[0].start, parts[parts.len() - 1].end), (0, batch));
+            assert!(parts.windows(2).all(|w| w[0].end == w[1].start));
+            assert!(parts.iter().all(|p| !p.is_empty() && p.len() <= PART_IMAGES));
+        }
     }
 }

@@ -1,5 +1,6 @@
 //! 3x3 stride-2 valid convolution with bias and ReLU, and its backward.
 
+use super::gemm::{gemm, Strided};
 use crate::train::convnet::{ConvGeometry, KERNEL, STRIDE};
 
 /// Gradients of one convolution.
@@ -13,11 +14,32 @@ pub struct ConvGrads {
     pub bias: Vec<f32>,
 }
 
-/// Buffers a convolution reuses between calls.
+/// Buffers a convolution reuses between calls, and whether its GEMMs may use all threads.
 #[derive(Debug, Default)]
 pub(crate) struct ConvScratch {
+    /// im2col rows, then their gradient.
+    cols: Vec<f32>,
     /// The gradient before the ReLU, shaped like the output.
     dz: Vec<f32>,
+    /// Keeps every GEMM on the calling thread (the caller splits the work itself).
+    serial: bool,
+}
+
+impl ConvScratch {
+    /// Scratch for a caller that runs convolutions on several threads at once.
+    pub(crate) fn serial() -> Self {
+        Self { serial: true, ..Self::default() }
+    }
+
+    /// How a GEMM of `work` multiply-adds runs.
+    fn parallelism(&self, work: usize) -> gemm::Parallelism {
+        let threads = rayon::current_num_threads();
+        if !self.serial && threads > 1 && work >= PARALLEL_MIN_WORK {
+            gemm::Parallelism::Rayon(threads)
+        } else {
+            gemm::Parallelism::None
+        }
+    }
 }
 
 fn check_shapes(what: &str, input: &[f32], batch: usize, g: &ConvGeometry, kernel: &[f32]) {
@@ -35,32 +57,61 @@ pub fn conv_forward(input: &[f32], batch: usize, g: &ConvGeometry, kernel: &[f32
     out
 }
 
-/// [`conv_forward`] into `out`.
+/// [`conv_forward`] into `out`: one GEMM of the im2col rows (`[batch · out pixels, 9 · in_c]`)
+/// by the kernel (`[9 · in_c, out_c]`), onto rows of the bias.
 pub(crate) fn conv_forward_into(
-    input: &[f32], batch: usize, g: &ConvGeometry, kernel: &[f32], bias: &[f32], _scratch: &mut ConvScratch,
+    input: &[f32], batch: usize, g: &ConvGeometry, kernel: &[f32], bias: &[f32], scratch: &mut ConvScratch,
     out: &mut [f32],
 ) {
     check_shapes("conv_forward", input, batch, g, kernel);
     assert_eq!(bias.len(), g.out_c, "conv_forward: bias length");
-    assert_eq!(out.len(), batch * g.out_pixels() * g.out_c, "conv_forward: output length");
-    let n = g.out_c;
+    let (m, k, n) = (batch * g.out_pixels(), g.k(), g.out_c);
+    assert_eq!(out.len(), m * n, "conv_forward: output length");
     if n == 0 {
         return;
     }
-    for (m, acc) in out.chunks_exact_mut(n).enumerate() {
-        let (b, oh, ow) = (m / g.out_pixels(), (m / g.out_w) % g.out_h, m % g.out_w);
-        acc.copy_from_slice(bias);
-        for kh in 0..KERNEL {
-            for kw in 0..KERNEL {
-                let at = ((b * g.in_h + oh * STRIDE + kh) * g.in_w + ow * STRIDE + kw) * g.in_c;
-                for (ic, &x) in input[at..at + g.in_c].iter().enumerate() {
-                    let w = &kernel[((kh * KERNEL + kw) * g.in_c + ic) * n..][..n];
-                    acc.iter_mut().zip(w).for_each(|(a, &w)| *a += x * w);
-                }
-            }
+    let parallelism = scratch.parallelism(m * n * k);
+    let cols = im2col(input, batch, g, &mut scratch.cols);
+    out.chunks_exact_mut(n).for_each(|row| row.copy_from_slice(bias));
+    gemm(out, true, m, n, k, Strided::rows(cols, k), Strided::rows(kernel, n), parallelism);
+    out.iter_mut().for_each(|y| *y = relu(*y));
+}
+
+/// Multiply-adds above which a GEMM is split across threads.
+const PARALLEL_MIN_WORK: usize = 1 << 20;
+
+/// The im2col rows of a 3x3 stride-2 valid convolution (`[batch · out pixels, 9 · in_c]`,
+/// columns ordered (kh, kw, ic) as the HWIO kernel's rows) in `cols`. The three taps of a
+/// kernel row are adjacent in NHWC memory: one copy each.
+fn im2col<'a>(input: &[f32], batch: usize, g: &ConvGeometry, cols: &'a mut Vec<f32>) -> &'a [f32] {
+    let (m, k, span) = (batch * g.out_pixels(), g.k(), KERNEL * g.in_c);
+    cols.resize(m * k, 0.0);
+    for (row, at) in cols.chunks_exact_mut(k).zip(patches(batch, g)) {
+        for (kh, dst) in row.chunks_exact_mut(span).enumerate() {
+            let from = at + kh * g.in_w * g.in_c;
+            dst.copy_from_slice(&input[from..from + span]);
         }
-        acc.iter_mut().for_each(|a| *a = relu(*a));
     }
+    &cols[..m * k]
+}
+
+/// Adds the im2col-shaped `cols` back onto the input pixels they were read from.
+fn col2im_add(cols: &[f32], batch: usize, g: &ConvGeometry, grad_input: &mut [f32]) {
+    let span = KERNEL * g.in_c;
+    for (row, at) in cols.chunks_exact(g.k()).zip(patches(batch, g)) {
+        for (kh, src) in row.chunks_exact(span).enumerate() {
+            let to = at + kh * g.in_w * g.in_c;
+            grad_input[to..to + span].iter_mut().zip(src).for_each(|(d, &s)| *d += s);
+        }
+    }
+}
+
+/// Where each output pixel's 3x3 patch starts in the NHWC input, in output order.
+fn patches(batch: usize, g: &ConvGeometry) -> impl Iterator<Item = usize> + '_ {
+    (0..batch * g.out_pixels()).map(move |m| {
+        let (b, oh, ow) = (m / g.out_pixels(), (m / g.out_w) % g.out_h, m % g.out_w);
+        ((b * g.in_h + oh * STRIDE) * g.in_w + ow * STRIDE) * g.in_c
+    })
 }
 
 /// ReLU that keeps NaN, as the GPU epilogue does.
@@ -110,7 +161,6 @@ pub(crate) fn conv_backward_into(
     assert!(output.len() == out_len && grad_output.len() == out_len, "conv_backward: output lengths for {g:?}");
     assert!(grad_kernel.len() == kernel.len() && grad_bias.len() == g.out_c, "conv_backward: gradient lengths");
     let n = g.out_c;
-    grad_kernel.fill(0.0);
     grad_bias.fill(0.0);
     let mut grad_input = grad_input;
     if let Some(d) = grad_input.as_deref_mut() {
@@ -120,23 +170,22 @@ pub(crate) fn conv_backward_into(
     if n == 0 {
         return;
     }
+    // From here the GEMM overwrites grad_kernel (it is all zeros for an empty batch).
+    let (m, k) = (batch * g.out_pixels(), g.k());
     scratch.dz.clear();
     scratch.dz.extend(output.iter().zip(grad_output).map(|(&y, &dy)| if y > 0.0 { dy } else { 0.0 }));
-    for (m, dz) in scratch.dz.chunks_exact(n).enumerate() {
-        let (b, oh, ow) = (m / g.out_pixels(), (m / g.out_w) % g.out_h, m % g.out_w);
-        grad_bias.iter_mut().zip(dz).for_each(|(d, &z)| *d += z);
-        for kh in 0..KERNEL {
-            for kw in 0..KERNEL {
-                let at = ((b * g.in_h + oh * STRIDE + kh) * g.in_w + ow * STRIDE + kw) * g.in_c;
-                for ic in 0..g.in_c {
-                    let row = ((kh * KERNEL + kw) * g.in_c + ic) * n;
-                    let x = input[at + ic];
-                    grad_kernel[row..row + n].iter_mut().zip(dz).for_each(|(d, &z)| *d += x * z);
-                    if let Some(d) = grad_input.as_deref_mut() {
-                        d[at + ic] += kernel[row..row + n].iter().zip(dz).map(|(&w, &z)| w * z).sum::<f32>();
-                    }
-                }
-            }
-        }
+    let dz = &scratch.dz[..];
+    for row in dz.chunks_exact(n) {
+        grad_bias.iter_mut().zip(row).for_each(|(d, &z)| *d += z);
+    }
+    let parallelism = scratch.parallelism(m * n * k);
+    let cols = im2col(input, batch, g, &mut scratch.cols);
+    // d_kernel = colsᵀ · dz.
+    gemm(grad_kernel, false, k, n, m, Strided::transposed(cols, k), Strided::rows(dz, n), parallelism);
+    if let Some(grad_input) = grad_input {
+        // d_cols = dz · kernelᵀ, then each patch's gradient goes back to its pixels.
+        let grad_cols = &mut scratch.cols[..m * k];
+        gemm(grad_cols, false, m, k, n, Strided::rows(dz, n), Strided::transposed(kernel, n), parallelism);
+        col2im_add(grad_cols, batch, g, grad_input);
     }
 }

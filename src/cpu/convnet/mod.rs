@@ -11,6 +11,7 @@
 
 mod conv;
 mod dense;
+mod gemm;
 mod loss;
 
 pub use conv::{conv_backward, conv_forward, ConvGrads};
@@ -99,6 +100,27 @@ pub(crate) fn global_avg_pool_backward_into(
 pub fn adam_update(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], config: &TrainConfig, t: u64) {
     let len = params.len();
     assert!(grads.len() == len && m.len() == len && v.len() == len, "adam_update: {len} weights, lengths differ");
+    #[cfg(target_arch = "x86_64")]
+    if is_x86_feature_detected!("avx") {
+        // SAFETY: the CPU has AVX (checked above).
+        unsafe { adam_avx(params, grads, m, v, config, t) };
+        return;
+    }
+    adam(params, grads, m, v, config, t);
+}
+
+/// [`adam`] compiled for 8-wide vectors. Without FMA, so the results are the same bits.
+///
+/// # Safety
+/// The CPU must support AVX.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx")]
+unsafe fn adam_avx(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], config: &TrainConfig, t: u64) {
+    adam(params, grads, m, v, config, t);
+}
+
+#[inline(always)]
+fn adam(params: &mut [f32], grads: &[f32], m: &mut [f32], v: &mut [f32], config: &TrainConfig, t: u64) {
     let step = config.adam_step_size(t);
     let (keep1, keep2) = (1.0 - config.beta1, 1.0 - config.beta2);
     let eps = config.epsilon;
