@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let net = ConvNet::glorot(spec, 0)?;
         let mut cpu = CpuTrainer::new(net.clone(), data.clone(), config)?;
         let start = Instant::now();
-        let cpu_steps = 20;
+        let cpu_steps = 100;
         let cpu_loss: f32 = (0..cpu_steps).map(|_| cpu.step()).sum();
         assert!(cpu_loss.is_finite(), "a CPU loss came out non-finite");
         let cpu_rate = cpu_steps as f64 / start.elapsed().as_secs_f64();
