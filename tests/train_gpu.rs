@@ -293,7 +293,7 @@ fn gpu_embeddings_match_the_cpu_twin() {
     let count = images.len(); // 19 images in batches of 4: a partial last batch
     let input = gather_batch(images, &(0..count as u32).collect::<Vec<_>>());
     let want = embed(&net, &input, count).unwrap();
-    let gpu = GpuConvNet::new(ctx(), &net, 4).unwrap();
+    let mut gpu = GpuConvNet::new(ctx(), &net, 4).unwrap();
     check("embeddings", Tolerance::new(1e-4, 1e-6), &gpu.embed(&input).unwrap(), &want);
     check("embeddings of u8", Tolerance::new(1e-4, 1e-6), &gpu.embed_u8(&images.pixels).unwrap(), &want);
     assert!(gpu.embed(&input[1..]).is_err());

@@ -152,7 +152,7 @@ impl GpuConvNet {
 
     /// Unit embeddings (`[count, dim]`) of `count` NHWC images already scaled to [0, 1]
     /// (`images.len()` must be a multiple of the net's input size).
-    pub fn embed(&self, images: &[f32]) -> Result<Vec<f32>> {
+    pub fn embed(&mut self, images: &[f32]) -> Result<Vec<f32>> {
         let per_image = self.spec.input_len();
         if !images.len().is_multiple_of(per_image) {
             return Err(Error::shape(
@@ -188,7 +188,7 @@ impl GpuConvNet {
     }
 
     /// Unit embeddings of u8 NHWC images, each value scaled by 1/255 as in training.
-    pub fn embed_u8(&self, pixels: &[u8]) -> Result<Vec<f32>> {
+    pub fn embed_u8(&mut self, pixels: &[u8]) -> Result<Vec<f32>> {
         let scaled: Vec<f32> = pixels.iter().map(|&p| p as f32 / 255.0).collect();
         self.embed(&scaled)
     }
