@@ -7,7 +7,7 @@ use std::path::Path;
 
 use common::ctx;
 use lookalike::compare::Tolerance;
-use lookalike::cpu::convnet::{adam_update, gather_batch, l2_normalize_backward, l2_normalize_rows, pair_loss};
+use lookalike::cpu::convnet::{adam_update, embed, gather_batch, l2_normalize_backward, l2_normalize_rows, pair_loss};
 use lookalike::data::{ClassGrouped, LabelledImages};
 use lookalike::ops::adam::{adam, advance_step, AdamBuffers, AdamRates};
 use lookalike::ops::metric_loss::{l2_normalize_rows as gpu_l2_normalize_rows, metric_loss, MetricLossBuffers};
@@ -283,4 +283,32 @@ fn gpu_trainer_refuses_data_of_another_size_or_classes() {
     let mut gpu = GpuTrainer::new(ctx().clone(), net, &data, config).unwrap();
     assert_eq!(gpu.run(0).unwrap(), Vec::<f32>::new());
     assert_eq!(gpu.steps_done(), 0);
+}
+
+#[test]
+fn evaluation_embeddings_on_the_gpu_match_the_cpu_twin() {
+    // Through the pipeline's forward (RGB input; a one-channel set is spread over R, G, B).
+    let (net, data, _) = small_net_and_set(14);
+    let images = &data.images;
+    let input = gather_batch(images, &(0..images.len() as u32).collect::<Vec<_>>());
+    let want = embed(&net, &input, images.len()).unwrap();
+    let got = lookalike::train::run::embed_images(Some(ctx()), &net, images).unwrap();
+    check("embeddings", Tolerance::new(1e-4, 1e-6), &got, &want);
+    let on_cpu = lookalike::train::run::embed_images(None, &net, images).unwrap();
+    check("CPU embeddings", Tolerance::new(1e-6, 1e-7), &on_cpu, &want);
+}
+
+#[test]
+fn a_profiled_step_is_a_training_step() {
+    let (net, data, config) = small_net_and_set(15);
+    let mut plain = GpuTrainer::new(ctx().clone(), net.clone(), &data, config).unwrap();
+    let mut profiled = GpuTrainer::new(ctx().clone(), net, &data, config).unwrap();
+    let losses = plain.run(3).unwrap();
+    let times = profiled.profile_step().unwrap().expect("lavapipe has timestamps");
+    assert_eq!(times.len(), profiled.launches_per_step());
+    assert!(times.iter().all(|(_, ms)| ms.is_finite() && *ms >= 0.0), "{times:?}");
+    assert_eq!(profiled.steps_done(), 1);
+    // The same launches in the same order: the same bits.
+    assert_eq!(profiled.run(2).unwrap(), losses[1..]);
+    assert_eq!(profiled.net().unwrap().params, plain.net().unwrap().params);
 }

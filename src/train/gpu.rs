@@ -12,7 +12,7 @@ use crate::ops::dense::{dense_backward_input, dense_backward_weight, DenseShape}
 use crate::ops::metric_loss::{metric_loss, MetricLossBuffers};
 use crate::ops::pool::global_avg_pool_backward;
 use crate::ops::train_sample::{train_sample, TrainingSet, STATE_WORDS};
-use crate::train::convnet::ConvNet;
+use crate::train::convnet::{ConvNet, ConvNetSpec};
 use crate::train::gpu_forward::{conv_shape, Forward, GpuWeights};
 use crate::train::TrainConfig;
 
@@ -23,31 +23,80 @@ pub struct GpuTrainer {
     ctx: Context,
     net: ConvNet,
     config: TrainConfig,
-    classes: usize,
     steps: u64,
-    _set: TrainingSet,
     weights: GpuWeights,
-    /// [steps done, steps done in this submission] (see `ops::train_sample::STATE_WORDS`).
+    optimiser: Optimiser,
+    work: Workspace,
+    /// Sampling, then the forward to the dense outputs.
+    forward: Vec<Dispatch>,
+    /// The loss and Adam, with the tables they bind.
+    tables: Tables,
+    backward: Vec<Dispatch>,
+    advance: Dispatch,
+}
+
+/// What Adam keeps between steps, beside the weights.
+struct Optimiser {
+    /// [steps done, steps done in this submission] (`ops::train_sample::STATE_WORDS`).
     state: wgpu::Buffer,
+    /// Every weight's gradient, in the flat layout: each step's backward writes all of it.
     grads: wgpu::Buffer,
     m: wgpu::Buffer,
     v: wgpu::Buffer,
+}
+
+/// The training set and the activations of one step and their gradients, sized once for
+/// 2C images. The launches bind them; the trainer holds them.
+struct Workspace {
+    classes: usize,
+    _set: TrainingSet,
     _rows: wgpu::Buffer,
-    _input: wgpu::Buffer,
+    input: wgpu::Buffer,
     forward: Forward,
     unit: wgpu::Buffer,
     d_embeddings: wgpu::Buffer,
-    /// Gradients w.r.t. the pooled features and the three convolutions' outputs.
-    _d_activations: [wgpu::Buffer; 3],
-    _d_pooled: wgpu::Buffer,
-    /// Steps one submission has room for: the sizes of `step_sizes` and `loss_history`.
+    d_pooled: wgpu::Buffer,
+    /// Gradients w.r.t. the three convolutions' outputs.
+    d_conv_out: [wgpu::Buffer; 3],
+}
+
+/// The per-submission tables (one slot per step: Adam's step size in, the loss out) and the
+/// two launches that bind them.
+struct Tables {
     capacity: usize,
     step_sizes: wgpu::Buffer,
     loss_history: wgpu::Buffer,
     loss: Dispatch,
-    backward: Vec<Dispatch>,
     adam: Dispatch,
-    advance: Dispatch,
+}
+
+impl Tables {
+    fn new(
+        ctx: &Context, capacity: usize, config: &TrainConfig, dim: usize, weights: &GpuWeights, opt: &Optimiser,
+        work: &Workspace,
+    ) -> Result<Self> {
+        let step_sizes = ctx.storage("adam step sizes", capacity)?;
+        let loss_history = ctx.storage("loss history", capacity)?;
+        let loss_buffers = MetricLossBuffers {
+            state: &opt.state,
+            embeddings: &work.forward.embeddings,
+            unit: &work.unit,
+            d_embeddings: &work.d_embeddings,
+            loss_history: &loss_history,
+        };
+        let loss = metric_loss(ctx, work.classes, dim, config.temperature, &loss_buffers)?;
+        let rates = AdamRates { beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon };
+        let adam_buffers = AdamBuffers {
+            state: &opt.state,
+            step_sizes: &step_sizes,
+            grads: &opt.grads,
+            params: &weights.flat,
+            m: &opt.m,
+            v: &opt.v,
+        };
+        let adam = adam(ctx, weights.len, rates, &adam_buffers)?;
+        Ok(Self { capacity, step_sizes, loss_history, loss, adam })
+    }
 }
 
 impl GpuTrainer {
@@ -74,155 +123,45 @@ impl GpuTrainer {
                 net.class_names, images.class_names
             )));
         }
-        let set = TrainingSet::upload(&ctx, data)?;
-        let classes = set.classes();
-        let batch = 2 * classes;
+        if !(config.temperature > 0.0 && config.temperature.is_finite()) {
+            return Err(Error::InvalidArgument(format!("temperature {} must be positive", config.temperature)));
+        }
         let weights = GpuWeights::upload(&ctx, &net)?;
         let len = weights.len;
-        let state = ctx.upload_pod("step counter", &[0u32; STATE_WORDS])?;
-        let grads = ctx.storage("weight gradients", len)?;
-        let m = ctx.upload("adam m", &vec![0.0; len])?;
-        let v = ctx.upload("adam v", &vec![0.0; len])?;
-        let rows = ctx.storage("batch rows", batch)?;
-        let input = ctx.storage("training batch", batch * spec.input_len())?;
-        let sample = train_sample(&ctx, &set, config.seed, &state, &input, &rows)?;
-        let mut forward = Forward::new(&ctx, &spec, &weights, batch, &input)?;
-        forward.dispatches.insert(0, sample);
-
+        let optimiser = Optimiser {
+            state: ctx.upload_pod("step counter", &[0u32; STATE_WORDS])?,
+            grads: ctx.storage("weight gradients", len)?,
+            m: ctx.upload("adam m", &vec![0.0; len])?,
+            v: ctx.upload("adam v", &vec![0.0; len])?,
+        };
+        let set = TrainingSet::upload(&ctx, data)?;
+        let (classes, batch) = (set.classes(), 2 * set.classes());
         let (w3, dim) = (spec.widths[2], spec.dim);
-        let unit = ctx.storage("unit embeddings", batch * dim)?;
-        let d_embeddings = ctx.storage("embedding gradients", batch * dim)?;
-        let d_pooled = ctx.storage("pooled gradients", batch * w3)?;
         let convs = spec.convs();
-        let d_activations = [0, 1, 2].map(|i| {
+        let d_conv_out = [0, 1, 2].map(|i| {
             ctx.storage(&format!("conv{} output gradients", i + 1), batch * convs[i].out_pixels() * convs[i].out_c)
         });
-        let [d1, d2, d3] = d_activations;
-        let d_activations = [d1?, d2?, d3?];
-
-        let dense = DenseShape { batch, inputs: w3, outputs: dim };
-        let mut backward = vec![
-            dense_backward_weight(
-                &ctx,
-                &dense,
-                &forward.pooled,
-                &d_embeddings,
-                weights.at(&grads, "dense.kernel")?,
-                weights.at(&grads, "dense.bias")?,
-            )?,
-            dense_backward_input(&ctx, &dense, &d_embeddings, weights.at(&weights.flat, "dense.kernel")?, &d_pooled)?,
-            global_avg_pool_backward(&ctx, batch, convs[2].out_pixels(), w3, &d_pooled, &d_activations[2])?,
-        ];
-        for (i, g) in convs.iter().enumerate().rev() {
-            let shape = conv_shape(batch, g);
-            let acts = ConvActivations {
-                input: if i == 0 { &input } else { &forward.conv_out[i - 1] },
-                output: &forward.conv_out[i],
-                grad_output: &d_activations[i],
-            };
-            let (kernel, bias) = (format!("conv{}.kernel", i + 1), format!("conv{}.bias", i + 1));
-            let tiles = BackwardTiles::fitting(shape.k() + 1, shape.out_c);
-            let (d_kernel, d_bias) = (weights.at(&grads, &kernel)?, weights.at(&grads, &bias)?);
-            backward.push(conv2d_backward_weight(&ctx, &shape, &acts, true, d_kernel, d_bias, tiles)?);
-            if i > 0 {
-                let tiles = BackwardTiles::fitting(shape.input_len() / shape.in_c, shape.in_c);
-                let weight = weights.at(&weights.flat, &kernel)?;
-                backward.push(conv2d_backward_input(&ctx, &shape, &acts, true, weight, &d_activations[i - 1], tiles)?);
-            }
-        }
-
-        let capacity = config.steps_per_epoch.clamp(1, 1 << 16);
-        let step_sizes = ctx.storage("adam step sizes", capacity)?;
-        let loss_history = ctx.storage("loss history", capacity)?;
-        let rates = AdamRates { beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon };
-        let loss = metric_loss(
-            &ctx,
+        let [d1, d2, d3] = d_conv_out;
+        let rows = ctx.storage("batch rows", batch)?;
+        let input = ctx.storage("training batch", batch * spec.input_len())?;
+        let sample = train_sample(&ctx, &set, config.seed, &optimiser.state, &input, &rows)?;
+        let work = Workspace {
             classes,
-            dim,
-            config.temperature,
-            &MetricLossBuffers {
-                state: &state,
-                embeddings: &forward.embeddings,
-                unit: &unit,
-                d_embeddings: &d_embeddings,
-                loss_history: &loss_history,
-            },
-        )?;
-        let adam = adam(
-            &ctx,
-            len,
-            rates,
-            &AdamBuffers { state: &state, step_sizes: &step_sizes, grads: &grads, params: &weights.flat, m: &m, v: &v },
-        )?;
-        let advance = advance_step(&ctx, &state)?;
-        Ok(Self {
-            ctx,
-            net,
-            config,
-            classes,
-            steps: 0,
+            forward: Forward::new(&ctx, &spec, &weights, batch, &input)?,
             _set: set,
-            weights,
-            state,
-            grads,
-            m,
-            v,
             _rows: rows,
-            _input: input,
-            forward,
-            unit,
-            d_embeddings,
-            _d_activations: d_activations,
-            _d_pooled: d_pooled,
-            capacity,
-            step_sizes,
-            loss_history,
-            loss,
-            backward,
-            adam,
-            advance,
-        })
-    }
-
-    /// Room for `steps` steps in one submission: the step-size table and the loss history
-    /// grow (and the two launches that bind them are prepared again) when a run is longer
-    /// than any before.
-    fn ensure_capacity(&mut self, steps: usize) -> Result<()> {
-        if steps <= self.capacity {
-            return Ok(());
-        }
-        let ctx = &self.ctx;
-        self.step_sizes = ctx.storage("adam step sizes", steps)?;
-        self.loss_history = ctx.storage("loss history", steps)?;
-        self.loss = metric_loss(
-            ctx,
-            self.classes,
-            self.net.spec.dim,
-            self.config.temperature,
-            &MetricLossBuffers {
-                state: &self.state,
-                embeddings: &self.forward.embeddings,
-                unit: &self.unit,
-                d_embeddings: &self.d_embeddings,
-                loss_history: &self.loss_history,
-            },
-        )?;
-        let c = &self.config;
-        self.adam = adam(
-            ctx,
-            self.weights.len,
-            AdamRates { beta1: c.beta1, beta2: c.beta2, epsilon: c.epsilon },
-            &AdamBuffers {
-                state: &self.state,
-                step_sizes: &self.step_sizes,
-                grads: &self.grads,
-                params: &self.weights.flat,
-                m: &self.m,
-                v: &self.v,
-            },
-        )?;
-        self.capacity = steps;
-        Ok(())
+            input,
+            unit: ctx.storage("unit embeddings", batch * dim)?,
+            d_embeddings: ctx.storage("embedding gradients", batch * dim)?,
+            d_pooled: ctx.storage("pooled gradients", batch * w3)?,
+            d_conv_out: [d1?, d2?, d3?],
+        };
+        let forward = [sample].into_iter().chain(work.forward.dispatches.iter().cloned()).collect();
+        let backward = backward(&ctx, &spec, &weights, &optimiser, &work)?;
+        let capacity = config.steps_per_epoch.clamp(1, 1 << 16);
+        let tables = Tables::new(&ctx, capacity, &config, dim, &weights, &optimiser, &work)?;
+        let advance = advance_step(&ctx, &optimiser.state)?;
+        Ok(Self { ctx, net, config, steps: 0, weights, optimiser, work, forward, tables, backward, advance })
     }
 
     /// Sets up the GPU for `steps` steps from [`GpuTrainer::steps_done`]: each step's Adam
@@ -234,17 +173,29 @@ impl GpuTrainer {
                 "{steps} steps after {first}: the GPU counts steps in 32 bits"
             )));
         }
-        self.ensure_capacity(steps)?;
+        if steps > self.tables.capacity {
+            // A run longer than any before: larger tables, and the two launches that bind them.
+            let t = Tables::new(
+                &self.ctx,
+                steps,
+                &self.config,
+                self.net.spec.dim,
+                &self.weights,
+                &self.optimiser,
+                &self.work,
+            )?;
+            self.tables = t;
+        }
         let sizes: Vec<f32> = (1..=steps as u64).map(|k| self.config.adam_step_size(first + k)).collect();
-        self.ctx.write(&self.step_sizes, &sizes);
-        self.ctx.queue().write_buffer(&self.state, 0, bytemuck::cast_slice(&[first as u32, 0]));
+        self.ctx.write(&self.tables.step_sizes, &sizes);
+        self.ctx.queue().write_buffer(&self.optimiser.state, 0, bytemuck::cast_slice(&[first as u32, 0]));
         Ok(())
     }
 
     /// The launches of one step in order.
     fn step_dispatches(&self) -> impl Iterator<Item = &Dispatch> {
-        let tail = [&self.adam, &self.advance];
-        self.forward.dispatches.iter().chain([&self.loss]).chain(&self.backward).chain(tail)
+        let tail = [&self.tables.adam, &self.advance];
+        self.forward.iter().chain([&self.tables.loss]).chain(&self.backward).chain(tail)
     }
 
     /// Takes `steps` training steps in one submission and returns each step's loss (before
@@ -267,7 +218,7 @@ impl GpuTrainer {
                     self.weights.record_sync(encoder);
                 }
             },
-            &[(&self.loss_history, &readback, steps)],
+            &[(&self.tables.loss_history, &readback, steps)],
         )?;
         self.steps += steps as u64;
         Ok(losses.into_iter().next().unwrap_or_default())
@@ -308,4 +259,41 @@ impl GpuTrainer {
     pub fn config(&self) -> &TrainConfig {
         &self.config
     }
+}
+
+/// The backward's launches, from the embeddings' gradient (the loss writes it) to every
+/// weight's gradient: dense, pooling, then each convolution's weight and bias and, but for
+/// the first, its input.
+fn backward(
+    ctx: &Context, spec: &ConvNetSpec, weights: &GpuWeights, opt: &Optimiser, work: &Workspace,
+) -> Result<Vec<Dispatch>> {
+    let batch = 2 * work.classes;
+    let (w3, convs) = (spec.widths[2], spec.convs());
+    let (grads, fwd) = (&opt.grads, &work.forward);
+    let dense = DenseShape { batch, inputs: w3, outputs: spec.dim };
+    let (d_kernel, d_bias) = (weights.at(grads, "dense.kernel")?, weights.at(grads, "dense.bias")?);
+    let kernel = weights.at(&weights.flat, "dense.kernel")?;
+    let mut launches = vec![
+        dense_backward_weight(ctx, &dense, &fwd.pooled, &work.d_embeddings, d_kernel, d_bias)?,
+        dense_backward_input(ctx, &dense, &work.d_embeddings, kernel, &work.d_pooled)?,
+        global_avg_pool_backward(ctx, batch, convs[2].out_pixels(), w3, &work.d_pooled, &work.d_conv_out[2])?,
+    ];
+    for (i, g) in convs.iter().enumerate().rev() {
+        let shape = conv_shape(batch, g);
+        let acts = ConvActivations {
+            input: if i == 0 { &work.input } else { &fwd.conv_out[i - 1] },
+            output: &fwd.conv_out[i],
+            grad_output: &work.d_conv_out[i],
+        };
+        let (kernel, bias) = (format!("conv{}.kernel", i + 1), format!("conv{}.bias", i + 1));
+        let tiles = BackwardTiles::fitting(shape.k() + 1, shape.out_c);
+        let (d_kernel, d_bias) = (weights.at(grads, &kernel)?, weights.at(grads, &bias)?);
+        launches.push(conv2d_backward_weight(ctx, &shape, &acts, true, d_kernel, d_bias, tiles)?);
+        if i > 0 {
+            let tiles = BackwardTiles::fitting(shape.input_len() / shape.in_c, shape.in_c);
+            let weight = weights.at(&weights.flat, &kernel)?;
+            launches.push(conv2d_backward_input(ctx, &shape, &acts, true, weight, &work.d_conv_out[i - 1], tiles)?);
+        }
+    }
+    Ok(launches)
 }

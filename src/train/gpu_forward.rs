@@ -9,20 +9,19 @@ use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use crate::ops::dense::{dense_forward, DenseShape};
 use crate::ops::pool::global_avg_pool;
 use crate::ops::At;
-use crate::train::convnet::{ConvGeometry, ConvNet, ConvNetSpec, ParamTensor, KERNEL, STRIDE};
+use crate::train::convnet::{ConvGeometry, ConvNet, ConvNetSpec, ParamLayout, ParamTensor, KERNEL, STRIDE};
 
 /// The weights on the GPU: the flat vector (what Adam updates and the dense layer and the
 /// backward kernels read at offsets) and a copy of each convolution's kernel and bias in
-/// buffers of their own, which the forward convolutions bind whole.
+/// buffers of their own, which the forward convolutions bind whole
+/// ([`crate::ops::conv2d::conv2d`] takes no offsets).
 #[derive(Debug)]
 pub(crate) struct GpuWeights {
     pub flat: wgpu::Buffer,
     pub len: usize,
-    conv_kernels: [wgpu::Buffer; 3],
-    conv_biases: [wgpu::Buffer; 3],
-    /// (source tensor, destination) of each per-convolution copy.
-    copies: Vec<(ParamTensor, usize)>,
-    layout: crate::train::ParamLayout,
+    layout: ParamLayout,
+    /// Kernel and bias of each convolution: where they lie in the flat vector, and their copy.
+    convs: [[(ParamTensor, wgpu::Buffer); 2]; 3],
 }
 
 impl GpuWeights {
@@ -31,42 +30,33 @@ impl GpuWeights {
         if net.params.len() != layout.len {
             return Err(Error::shape("convnet weights", layout.len, net.params.len()));
         }
-        let tensor = |name: &str| layout.tensor(name).ok_or_else(|| Error::MissingTensor { name: name.to_string() });
-        let mut copies = Vec::with_capacity(6);
-        let mut upload = |name: String, slot: usize| -> Result<wgpu::Buffer> {
-            let t = tensor(&name)?;
-            copies.push((t.clone(), slot));
-            ctx.upload(&name, &net.params[t.range()])
+        let copy = |name: String| -> Result<(ParamTensor, wgpu::Buffer)> {
+            let t = layout.tensor(&name).ok_or_else(|| Error::MissingTensor { name: name.clone() })?;
+            Ok((t.clone(), ctx.upload(&name, &net.params[t.range()])?))
         };
-        let conv_kernels =
-            [upload("conv1.kernel".into(), 0)?, upload("conv2.kernel".into(), 1)?, upload("conv3.kernel".into(), 2)?];
-        let conv_biases =
-            [upload("conv1.bias".into(), 3)?, upload("conv2.bias".into(), 4)?, upload("conv3.bias".into(), 5)?];
-        Ok(Self {
-            flat: ctx.upload("convnet weights", &net.params)?,
-            len: layout.len,
-            conv_kernels,
-            conv_biases,
-            copies,
-            layout,
-        })
+        let conv = |i: usize| -> Result<[(ParamTensor, wgpu::Buffer); 2]> {
+            Ok([copy(format!("conv{i}.kernel"))?, copy(format!("conv{i}.bias"))?])
+        };
+        let convs = [conv(1)?, conv(2)?, conv(3)?];
+        Ok(Self { flat: ctx.upload("convnet weights", &net.params)?, len: layout.len, layout, convs })
     }
 
-    /// Tensor `name` of the flat vector as a kernel argument.
-    pub fn at<'a>(&'a self, buffer: &'a wgpu::Buffer, name: &str) -> Result<At<'a>> {
+    /// Tensor `name`, at its offset into `buffer` (the flat vector or one laid out like it).
+    pub fn at<'a>(&self, buffer: &'a wgpu::Buffer, name: &str) -> Result<At<'a>> {
         let t = self.layout.tensor(name).ok_or_else(|| Error::MissingTensor { name: name.to_string() })?;
         Ok(At::new(buffer, t.offset))
+    }
+
+    /// The kernel and bias buffers of convolution `i` (0-based).
+    fn conv(&self, i: usize) -> (&wgpu::Buffer, &wgpu::Buffer) {
+        (&self.convs[i][0].1, &self.convs[i][1].1)
     }
 
     /// Records the copies that bring the convolutions' own buffers up to the flat vector
     /// (after an update).
     pub fn record_sync(&self, encoder: &mut wgpu::CommandEncoder) {
-        for (t, slot) in &self.copies {
-            let dst = match slot {
-                0..=2 => &self.conv_kernels[*slot],
-                _ => &self.conv_biases[*slot - 3],
-            };
-            encoder.copy_buffer_to_buffer(&self.flat, (t.offset * 4) as u64, dst, 0, (t.len * 4) as u64);
+        for (t, copy) in self.convs.iter().flatten() {
+            encoder.copy_buffer_to_buffer(&self.flat, (t.offset * 4) as u64, copy, 0, (t.len * 4) as u64);
         }
     }
 }
@@ -103,11 +93,12 @@ impl Forward {
         let mut dispatches = Vec::with_capacity(5);
         for (i, g) in convs.iter().enumerate() {
             let shape = conv_shape(batch, g);
+            let (kernel, bias) = weights.conv(i);
             let buffers = Conv2dBuffers {
                 input: if i == 0 { input } else { &conv_out[i - 1] },
-                weight: &weights.conv_kernels[i],
+                weight: kernel,
                 scale: None,
-                bias: Some(&weights.conv_biases[i]),
+                bias: Some(bias),
                 residual: None,
                 output: &conv_out[i],
             };
