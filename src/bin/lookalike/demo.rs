@@ -1,6 +1,8 @@
-//! `lookalike demo`: the main job on an embedded default. No files needed: it draws a
-//! labelled image set, indexes it with seeded (or given) weights, searches held-out images,
-//! reports k-NN accuracy and GPU vs CPU timings, and writes a collage.
+//! `lookalike demo`: the main job on an embedded default. First metric learning on
+//! Fashion-MNIST ([`crate::demo_fashion`]) where the data set is installed; then, with no
+//! files needed, it draws a labelled image set, indexes it with seeded (or given) ResNet50
+//! weights, searches held-out images, reports k-NN accuracy and GPU vs CPU timings, and
+//! writes a collage.
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -69,7 +71,7 @@ fn draw_dataset(dir: &Path, per_class: usize, side: u32, rng: &mut Rng) -> Resul
     Ok(files)
 }
 
-pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Result<()> {
+pub fn run(fashion: &Path, weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Result<()> {
     // Its sizes and figures are ResNet50's: a convnet is refused before any work.
     if let Some(path) = weights {
         if let Backbone::ConvNet(_) = Backbone::load(path)? {
@@ -86,6 +88,16 @@ pub fn run(weights: Option<&Path>, per_class: Option<usize>, out: &Path) -> Resu
     let software = ctx.is_cpu();
     let (crop, per_class) = if software { (64, per_class.unwrap_or(8)) } else { (224, per_class.unwrap_or(60)) };
     println!("adapter: {} ({:?}, {:?})", info.name, info.backend, info.device_type);
+    if fashion.is_dir() {
+        crate::demo_fashion::run(&ctx, fashion, out)?;
+    } else {
+        println!(
+            "Fashion-MNIST not found at {}: install it (Debian: sudo apt-get install dataset-fashion-mnist) or give \
+             --fashion DIR to train and search a real image set; going on with drawn images only",
+            fashion.display()
+        );
+    }
+    println!("ResNet50 on drawn images:");
     if software {
         println!("software adapter: {crop}x{crop} inputs and {per_class} images per class so the demo finishes in about a minute (224x224 and 60 per class on a real GPU)");
     }

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 mod bench;
 mod bench_checks;
 mod demo;
+mod demo_fashion;
 mod search_cmd;
 mod train_cmd;
 mod tune_cmd;
@@ -33,9 +34,13 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The main job on an embedded default: draws a labelled image set, indexes it with
-    /// seeded weights, searches held-out images, k-NN accuracy, GPU vs CPU, a collage.
+    /// The main job on an embedded default: trains an embedding net on Fashion-MNIST on the
+    /// GPU (metric learning), scores it, indexes and searches the test images with it; then
+    /// ResNet50 on drawn images: index, search, k-NN accuracy, GPU vs CPU, a collage.
     Demo {
+        /// Folder of Fashion-MNIST's IDX files (Debian: `apt-get install dataset-fashion-mnist`).
+        #[arg(long, default_value = demo_fashion::FASHION_MNIST)]
+        fashion: PathBuf,
         /// ResNet50 weights instead of the seeded ones.
         #[arg(long)]
         weights: Option<PathBuf>,
@@ -404,7 +409,9 @@ fn main() -> ExitCode {
                     .map(|skipped| queries_skipped = skipped)
             }
         }
-        Command::Demo { weights, per_class, out } => demo::run(weights.as_deref(), per_class.map(|n| n.max(1)), &out),
+        Command::Demo { fashion, weights, per_class, out } => {
+            demo::run(&fashion, weights.as_deref(), per_class.map(|n| n.max(1)), &out)
+        }
         Command::Embed(args) => embed(args),
         Command::Train(args) => train(args),
         Command::Evaluate { model, data, test, cpu, json } => train_cmd::run_evaluate(&model, &data, test, cpu, json),
