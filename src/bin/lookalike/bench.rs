@@ -314,6 +314,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
                 .join(", ")
         ),
     );
+    let training = crate::bench_train::training(&ctx, o.quick, &mut checks, &|line| say(&o, line))?;
     if o.json {
         let stages_ms: serde_json::Map<String, Value> =
             stages.into_iter().map(|(s, ms)| (s.to_string(), json!(ms))).collect();
@@ -332,6 +333,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
             "topk_k100_parts_ms": topk_k100_parts.into_iter().map(|(key, ms)| (key.to_string(), json!(ms))).collect::<serde_json::Map<String, Value>>(),
             "tuning": {"chosen": ctx.tuning(), "source": ctx.tuning_source().to_string()},
             "peak": {"tflops_fp32": peak_tflops, "gb_per_s": peak_gbps},
+            "training": training,
             "checks": checks.to_json(),
         });
         println!("{out}");

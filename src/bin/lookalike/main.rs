@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 mod bench;
 mod bench_checks;
+mod bench_train;
 mod demo;
 mod demo_fashion;
 mod search_cmd;
@@ -141,7 +142,8 @@ enum Command {
         #[arg(long)]
         weights: Option<PathBuf>,
     },
-    /// Benchmark the GPU beside the CPU reference: ResNet50, matmul, k-NN scan, stages.
+    /// Benchmark the GPU beside the CPU reference: ResNet50, matmul, k-NN scan, stages, and
+    /// metric-learning steps/s.
     Bench {
         /// Fewer batch sizes.
         #[arg(long)]
