@@ -1,7 +1,8 @@
 //! Each GPU kernel family beside its CPU twin, on the shapes ResNet50 and the k-NN scan run.
 //! GPU timing wraps submit + wait (`iter_custom`). Throughput "elements" are FLOPs for conv
 //! and matmul, scores for top-k, input values for pooling and L2 normalisation, output pixels
-//! for preprocessing.
+//! for preprocessing. The metric-learning group times the convnet's backward kernels at the
+//! recipe's batch (20 images of 28x28x1) and whole training steps, GPU beside CPU twin.
 //! With `LOOKALIKE_BENCH_COOP=1`, on an adapter with matrix units, the convolutions and the
 //! matmul also run on them (`gpu_coop/...`).
 
@@ -229,6 +230,77 @@ fn bench_l2_normalize(c: &mut Criterion) {
     group.finish();
 }
 
+/// The convnet's backward kernels at the recipe's batch (20 images of 28x28x1), each beside
+/// its CPU twin, and whole training steps of both trainers.
+fn bench_metric_learning(c: &mut Criterion) {
+    use lookalike::ops::conv2d_backward::{
+        conv2d_backward_input, conv2d_backward_weight, BackwardTiles, ConvActivations,
+    };
+    use lookalike::ops::At;
+    use lookalike::train::{ConvNet, ConvNetSpec, TrainConfig};
+    let ctx = context();
+    let mut rng = Rng::new(9);
+    let spec = ConvNetSpec::recipe(28, 28, 1);
+    let batch = 20;
+    let mut group = c.benchmark_group("metric_learning_28x28x1_b20");
+    group.sample_size(10);
+    for (i, g) in spec.convs().iter().enumerate() {
+        let shape = Conv2dShape::square(batch, g.in_h, g.in_w, g.in_c, g.out_c, 3, 2, 0);
+        let input = rng.normals(shape.input_len(), 1.0).iter().map(|x| x.abs()).collect::<Vec<_>>();
+        let output = rng.normals(shape.output_len(), 1.0).iter().map(|x| x.max(0.0)).collect::<Vec<_>>();
+        let grad = rng.normals(shape.output_len(), 1.0);
+        let weight = rng.normals(shape.weight_len(), 0.1);
+        let [bi, bo, bg, bw] = [&input, &output, &grad, &weight].map(|v| ctx.upload("x", v).unwrap());
+        let (dw, db, dx) = (
+            ctx.storage("dw", shape.weight_len()).unwrap(),
+            ctx.storage("db", shape.out_c).unwrap(),
+            ctx.storage("dx", shape.input_len()).unwrap(),
+        );
+        let acts = ConvActivations { input: &bi, output: &bo, grad_output: &bg };
+        group.throughput(Throughput::Elements(shape.flops() as u64));
+        let tiles = BackwardTiles::fitting(shape.k(), shape.out_c);
+        let d = conv2d_backward_weight(&ctx, &shape, &acts, true, At::new(&dw, 0), At::new(&db, 0), tiles).unwrap();
+        group.bench_function(format!("gpu/conv{}_weight_grad", i + 1), |b| {
+            b.iter_custom(|iters| timed(&ctx, &[&d], iters))
+        });
+        if i > 0 {
+            let tiles = BackwardTiles::fitting(shape.input_len() / g.in_c, g.in_c);
+            let d = conv2d_backward_input(&ctx, &shape, &acts, true, At::new(&bw, 0), &dx, tiles).unwrap();
+            group.bench_function(format!("gpu/conv{}_input_grad", i + 1), |b| {
+                b.iter_custom(|iters| timed(&ctx, &[&d], iters))
+            });
+        }
+        group.bench_function(format!("cpu/conv{}_backward", i + 1), |b| {
+            b.iter(|| cpu::convnet::conv_backward(&input, &output, &grad, batch, g, &weight, i > 0))
+        });
+    }
+    // Whole steps: 10 classes of 100 random images, the recipe's net and optimiser.
+    let count = 1000;
+    let images = lookalike::data::LabelledImages {
+        pixels: (0..count * spec.input_len()).map(|_| rng.int(0, 255) as u8).collect(),
+        height: 28,
+        width: 28,
+        channels: 1,
+        labels: (0..count as u32).map(|i| i % 10).collect(),
+        class_names: (0..10).map(|k| k.to_string()).collect(),
+    };
+    let data = images.grouped_by_class(std::path::Path::new("synthetic")).unwrap();
+    let net = ConvNet::glorot(spec, 0).unwrap();
+    let config = TrainConfig::default();
+    group.throughput(Throughput::Elements(lookalike::train::cpu::step_flops(&spec, 10) as u64));
+    let mut gpu = lookalike::train::gpu::GpuTrainer::new(ctx.clone(), net.clone(), &data, config).unwrap();
+    group.bench_function("gpu/training_step", |b| {
+        b.iter_custom(|iters| {
+            let start = std::time::Instant::now();
+            gpu.run(iters as usize).unwrap();
+            start.elapsed()
+        })
+    });
+    let mut cpu_trainer = lookalike::train::cpu::CpuTrainer::new(net, data, config).unwrap();
+    group.bench_function("cpu/training_step", |b| b.iter(|| cpu_trainer.step()));
+    group.finish();
+}
+
 criterion_group!(
     benches,
     bench_conv,
@@ -236,6 +308,7 @@ criterion_group!(
     bench_knn_scores,
     bench_topk,
     bench_pool_preprocess,
-    bench_l2_normalize
+    bench_l2_normalize,
+    bench_metric_learning
 );
 criterion_main!(benches);
