@@ -149,6 +149,16 @@ def main():
     print(table(["rows", "dtype", "queries", "device", "ms", "GB/s", "PyTorch ms", "PyTorch ms / lookalike ms"], knn_rows))
     print("\nPyTorch's scan: 1M rows, 1 and 256 queries (matmul + topk); rows without a match are left blank.\n")
 
+    training = (bench or {}).get("training")
+    if training:
+        print("### Metric learning: training steps and embedding (recipe batch: 20 images a step)\n")
+        rows = [["x".join(map(str, r["input"])), fmt(r["gflop_per_step"] * 1e3, 0), fmt(r["gpu_steps_per_s"]),
+                 fmt(r["gpu_steps_per_s"] * r["gflop_per_step"]), fmt(r["cpu_steps_per_s"]), fmt(r["gpu_embed_img_per_s"], 0),
+                 fmt(r["cpu_embed_img_per_s"], 0)] for r in training]
+        print(table(["input", "MFLOP/step", "GPU steps/s", "GPU GFLOP/s", "CPU twin steps/s", "GPU embed img/s",
+                     "CPU embed img/s"], rows))
+        print("\nTarget: ≥ 1,000 GPU steps/s at 28x28x1.\n")
+
     stages = (bench or {}).get("stages_ms")
     if stages:
         print("### Stages of one query (ms)\n")
