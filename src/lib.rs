@@ -4,7 +4,9 @@
 //! preprocess → backbone (ResNet50, or a convnet trained by [`train`]: see
 //! [`model::Backbone`]) → centring + L2 normalisation → one matmul against the normalised
 //! reference matrix (cosine k-NN as a dense layer) → top-k; only k ids and scores come back.
-//! Every kernel has a CPU twin in [`cpu`], the oracle of the tests.
+//! Every kernel has a CPU twin in [`cpu`], the oracle of the tests. [`train`] learns
+//! embedding nets by metric learning, whole training steps on the GPU, and a trained net
+//! serves as the pipeline's backbone in place of ResNet50 ([`model::Backbone`]).
 //!
 //! Activations are NHWC f32 throughout (channels innermost, as fast engines use); the
 //! public `.npy` inputs are NCHW, as numpy and PyTorch write them, and are transposed on

@@ -7,6 +7,79 @@
 //! logits are anchors · positivesᵀ / T and the loss is the softmax cross-entropy of each
 //! anchor row against its own positive (the diagonal), averaged over the C rows; Adam
 //! updates every weight.
+//!
+//! [`run::Trainer`] runs steps on the GPU ([`gpu::GpuTrainer`]: many steps per submission,
+//! no host round trip) or on the CPU twin ([`cpu::CpuTrainer`]); [`run::evaluate`] scores a
+//! net by exact k-NN on a test set. A trained [`ConvNet`] is a backbone of the search
+//! pipeline like ResNet50 ([`crate::model::Backbone`]).
+//!
+//! Train a few steps on images in memory, index them, and search by image:
+//!
+//! ```
+//! use image::{Rgb, RgbImage};
+//! use lookalike::data::LabelledImages;
+//! use lookalike::index::{Entry, Index, Provenance};
+//! use lookalike::model::Backbone;
+//! use lookalike::ops::matmul::Precision;
+//! use lookalike::search::{SearchOptions, Searcher};
+//! use lookalike::train::run::{embed_images, Trainer};
+//! use lookalike::train::{ConvNet, ConvNetSpec, TrainConfig};
+//! use lookalike::Context;
+//!
+//! # fn main() -> lookalike::Result<()> {
+//! // Three classes of 16x16 grey stripes (rows, columns, diagonals), four phases each.
+//! let stripe = |class: usize, phase: usize, x: usize, y: usize| [y, x, x + y][class] + phase;
+//! let mut images = LabelledImages {
+//!     pixels: Vec::new(),
+//!     height: 16,
+//!     width: 16,
+//!     channels: 1,
+//!     labels: Vec::new(),
+//!     class_names: vec!["rows".into(), "columns".into(), "diagonals".into()],
+//! };
+//! for class in 0..3 {
+//!     for phase in 0..4 {
+//!         let pixel = |i: usize| if stripe(class, phase, i % 16, i / 16) % 4 < 2 { 220 } else { 30 };
+//!         images.pixels.extend((0..256).map(pixel));
+//!         images.labels.push(class as u32);
+//!     }
+//! }
+//! let data = images.grouped_by_class("in memory".as_ref())?;
+//!
+//! // 30 steps on the GPU (`None` instead of the context: the CPU twin, same pairs).
+//! let ctx = Context::new()?;
+//! let config = TrainConfig { epochs: 1, steps_per_epoch: 30, ..TrainConfig::default() };
+//! let spec = ConvNetSpec { widths: [8, 8, 8], dim: 4, ..ConvNetSpec::recipe(16, 16, 1) };
+//! let mut trainer = Trainer::new(Some(ctx.clone()), ConvNet::glorot(spec, config.seed)?, &data, config)?;
+//! let losses = trainer.run(config.steps_per_epoch)?;
+//! assert!(losses.iter().all(|l| l.is_finite()));
+//! let net = trainer.net()?;
+//!
+//! // Index the images by their unit embeddings...
+//! let features = embed_images(Some(&ctx), &net, &data.images)?;
+//! let entries = (0..data.images.len())
+//!     .map(|i| Entry::new(format!("image-{i}"), Some(images.class_names[data.images.labels[i] as usize].clone())))
+//!     .collect();
+//! let backbone = Backbone::ConvNet(net);
+//! let provenance = Provenance {
+//!     model: backbone.name().into(),
+//!     weights_path: "in memory".into(),
+//!     weights_sha256: "in memory".into(),
+//!     preprocess: backbone.default_preprocess()?,
+//! };
+//! let index = Index::from_features(&features, backbone.feature_dim(), entries, Precision::F32, false, provenance)?;
+//!
+//! // ...and search with a picture of the first one: decode → preprocess → convnet →
+//! // normalise → matmul → top-k in one GPU submission.
+//! let first = data.images.image(0);
+//! let query = RgbImage::from_fn(16, 16, |x, y| Rgb([first[(y * 16 + x) as usize]; 3]));
+//! let mut searcher = Searcher::new(ctx, &backbone, &index, SearchOptions::default())?;
+//! let found = &searcher.search_images(&[query], 3)?[0];
+//! assert_eq!(found[0].index, 0);
+//! assert!(found[0].score > 0.999);
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod convnet;
 pub mod cpu;
