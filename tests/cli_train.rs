@@ -46,7 +46,7 @@ fn images(labels: &[u8], rng: &mut Rng) -> Vec<u8> {
     for &c in labels {
         for y in 0..16u32 {
             for x in 0..16u32 {
-                let stripe = if (x + y * (c as u32 % 2)) / (c as u32 + 2) % 2 == 0 { 200 } else { 30 };
+                let stripe = if ((x + y * (c as u32 % 2)) / (c as u32 + 2)).is_multiple_of(2) { 200 } else { 30 };
                 pixels.push((stripe + rng.int(0, 40)) as u8);
             }
         }

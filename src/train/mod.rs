@@ -137,7 +137,7 @@ impl TrainConfig {
                 self.learning_rate, self.temperature
             )));
         }
-        if !beta(self.beta1) || !beta(self.beta2) || !(self.epsilon.is_finite() && self.epsilon >= 0.0) {
+        if !(beta(self.beta1) && beta(self.beta2) && self.epsilon.is_finite() && self.epsilon >= 0.0) {
             return Err(crate::Error::InvalidArgument(format!(
                 "Adam needs betas in [0, 1) and epsilon >= 0 (got {}, {}, {})",
                 self.beta1, self.beta2, self.epsilon
