@@ -239,45 +239,9 @@ impl CpuTrainer {
     /// other classes than the data (a net with no class names takes the data's), or the
     /// temperature is not positive.
     pub fn new(mut net: ConvNet, data: ClassGrouped, config: TrainConfig) -> Result<Self> {
-        let spec = net.spec;
-        spec.validate()?;
+        crate::train::check_training(&mut net, &data, &config)?;
+        let (spec, classes) = (net.spec, data.class_counts.len());
         let layout = spec.layout();
-        crate::cpu::check_slice("convnet weights", &net.params, layout.len)?;
-        let images = &data.images;
-        if (images.height, images.width, images.channels) != (spec.height, spec.width, spec.channels) {
-            return Err(Error::shape(
-                "training images",
-                format!("{}x{}x{} (the net's input)", spec.height, spec.width, spec.channels),
-                format!("{}x{}x{}", images.height, images.width, images.channels),
-            ));
-        }
-        let classes = data.class_counts.len();
-        if classes < 2 || data.class_offsets.len() != classes {
-            return Err(Error::InvalidArgument(format!(
-                "training needs at least 2 classes with an offset each; got {classes} counts and {} offsets",
-                data.class_offsets.len()
-            )));
-        }
-        for (c, (&offset, &count)) in data.class_offsets.iter().zip(&data.class_counts).enumerate() {
-            if count < 2 || offset as usize + count as usize > images.len() {
-                return Err(Error::InvalidArgument(format!(
-                    "class {c}: {count} images from {offset} in a set of {}; each class needs at least 2 \
-                     (group the set with LabelledImages::grouped_by_class)",
-                    images.len()
-                )));
-            }
-        }
-        if net.class_names.is_empty() {
-            net.class_names = images.class_names.clone();
-        } else if net.class_names != images.class_names {
-            return Err(Error::InvalidArgument(format!(
-                "the net was trained on classes {:?} but the data has {:?}",
-                net.class_names, images.class_names
-            )));
-        }
-        if !(config.temperature > 0.0 && config.temperature.is_finite()) {
-            return Err(Error::InvalidArgument(format!("temperature {} must be positive", config.temperature)));
-        }
         let work = Workspace::new(spec, classes)?;
         Ok(Self {
             m: vec![0.0; layout.len],

@@ -105,27 +105,8 @@ impl GpuTrainer {
     /// what the kernels take (more than 4 storage bindings of pixels, more than
     /// `ops::metric_loss::MAX_CLASSES` classes).
     pub fn new(ctx: Context, mut net: ConvNet, data: &ClassGrouped, config: TrainConfig) -> Result<Self> {
+        crate::train::check_training(&mut net, data, &config)?;
         let spec = net.spec;
-        spec.validate()?;
-        let images = &data.images;
-        if (images.height, images.width, images.channels) != (spec.height, spec.width, spec.channels) {
-            return Err(Error::shape(
-                "training images",
-                format!("{}x{}x{} (the net's input)", spec.height, spec.width, spec.channels),
-                format!("{}x{}x{}", images.height, images.width, images.channels),
-            ));
-        }
-        if net.class_names.is_empty() {
-            net.class_names = images.class_names.clone();
-        } else if net.class_names != images.class_names {
-            return Err(Error::InvalidArgument(format!(
-                "the net was trained on classes {:?} but the data has {:?}",
-                net.class_names, images.class_names
-            )));
-        }
-        if !(config.temperature > 0.0 && config.temperature.is_finite()) {
-            return Err(Error::InvalidArgument(format!("temperature {} must be positive", config.temperature)));
-        }
         let weights = GpuWeights::upload(&ctx, &net)?;
         let len = weights.len;
         let optimiser = Optimiser {

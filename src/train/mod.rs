@@ -91,6 +91,8 @@ pub mod sampler;
 
 pub use convnet::{ConvNet, ConvNetSpec, ParamLayout};
 
+use crate::error::{Error, Result};
+
 /// The training recipe. [`TrainConfig::default`] is the Keras example's: 20 epochs of 1000
 /// steps, Adam with learning rate 1e-3, β1 0.9, β2 0.999, ε 1e-7, temperature 0.2.
 ///
@@ -128,17 +130,17 @@ impl Default for TrainConfig {
 impl TrainConfig {
     /// Rejects a learning rate or temperature that is not positive and finite, betas outside
     /// [0, 1) and an epsilon that is negative.
-    pub fn validate(&self) -> crate::Result<()> {
+    pub fn validate(&self) -> Result<()> {
         let positive = |x: f32| x.is_finite() && x > 0.0;
         let beta = |x: f32| (0.0..1.0).contains(&x);
         if !positive(self.learning_rate) || !positive(self.temperature) {
-            return Err(crate::Error::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "learning rate ({}) and temperature ({}) must be positive and finite",
                 self.learning_rate, self.temperature
             )));
         }
         if !(beta(self.beta1) && beta(self.beta2) && self.epsilon.is_finite() && self.epsilon >= 0.0) {
-            return Err(crate::Error::InvalidArgument(format!(
+            return Err(Error::InvalidArgument(format!(
                 "Adam needs betas in [0, 1) and epsilon >= 0 (got {}, {}, {})",
                 self.beta1, self.beta2, self.epsilon
             )));
@@ -158,4 +160,47 @@ impl TrainConfig {
         let (b1, b2) = (self.beta1 as f64, self.beta2 as f64);
         (self.learning_rate as f64 * (1.0 - b2.powi(t)).sqrt() / (1.0 - b1.powi(t))) as f32
     }
+}
+
+/// What both trainers check before anything runs: a valid architecture and weight vector,
+/// images of the net's input size, a class-grouped set of at least 2 classes of at least 2
+/// images each, the net's class names (taken from the data when it has none) and the recipe
+/// ([`TrainConfig::validate`]).
+pub(crate) fn check_training(net: &mut ConvNet, data: &crate::data::ClassGrouped, config: &TrainConfig) -> Result<()> {
+    let spec = net.spec;
+    spec.validate()?;
+    crate::cpu::check_slice("convnet weights", &net.params, spec.layout().len)?;
+    let images = &data.images;
+    if (images.height, images.width, images.channels) != (spec.height, spec.width, spec.channels) {
+        return Err(Error::shape(
+            "training images",
+            format!("{}x{}x{} (the net's input)", spec.height, spec.width, spec.channels),
+            format!("{}x{}x{}", images.height, images.width, images.channels),
+        ));
+    }
+    let classes = data.class_counts.len();
+    if classes < 2 || data.class_offsets.len() != classes {
+        return Err(Error::InvalidArgument(format!(
+            "training needs at least 2 classes with an offset each; got {classes} counts and {} offsets",
+            data.class_offsets.len()
+        )));
+    }
+    for (c, (&offset, &count)) in data.class_offsets.iter().zip(&data.class_counts).enumerate() {
+        if count < 2 || offset as usize + count as usize > images.len() {
+            return Err(Error::InvalidArgument(format!(
+                "class {c}: {count} images from {offset} in a set of {}; each class needs at least 2 \
+                 (group the set with LabelledImages::grouped_by_class)",
+                images.len()
+            )));
+        }
+    }
+    if net.class_names.is_empty() {
+        net.class_names = images.class_names.clone();
+    } else if net.class_names != images.class_names {
+        return Err(Error::InvalidArgument(format!(
+            "the net was trained on classes {:?} but the data has {:?}",
+            net.class_names, images.class_names
+        )));
+    }
+    config.validate()
 }
