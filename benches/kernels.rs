@@ -275,15 +275,7 @@ fn bench_metric_learning(c: &mut Criterion) {
         });
     }
     // Whole steps: 10 classes of 100 random images, the recipe's net and optimiser.
-    let count = 1000;
-    let images = lookalike::data::LabelledImages {
-        pixels: (0..count * spec.input_len()).map(|_| rng.int(0, 255) as u8).collect(),
-        height: 28,
-        width: 28,
-        channels: 1,
-        labels: (0..count as u32).map(|i| i % 10).collect(),
-        class_names: (0..10).map(|k| k.to_string()).collect(),
-    };
+    let images = lookalike::data::LabelledImages::random(10, 100, 28, 28, 1, 1);
     let data = images.grouped_by_class(std::path::Path::new("synthetic")).unwrap();
     let net = ConvNet::glorot(spec, 0).unwrap();
     let config = TrainConfig::default();

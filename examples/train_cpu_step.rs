@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use lookalike::data::LabelledImages;
-use lookalike::rng::Rng;
 use lookalike::train::convnet::{ConvNet, ConvNetSpec};
 use lookalike::train::cpu::{step_flops, CpuTrainer};
 use lookalike::train::TrainConfig;
@@ -25,16 +24,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let (classes, per_class) = (10, 100);
     let spec = ConvNetSpec::recipe(size.0, size.1, size.2);
-    let mut rng = Rng::new(1);
     let count = classes * per_class;
-    let images = LabelledImages {
-        pixels: (0..count * spec.input_len()).map(|_| rng.int(0, 255) as u8).collect(),
-        height: spec.height,
-        width: spec.width,
-        channels: spec.channels,
-        labels: (0..count).map(|i| (i % classes) as u32).collect(),
-        class_names: (0..classes).map(|c| c.to_string()).collect(),
-    };
+    let images = LabelledImages::random(classes, count / classes, spec.height, spec.width, spec.channels, 1);
     let data = images.grouped_by_class(Path::new("random images"))?;
     let mut trainer = CpuTrainer::new(ConvNet::glorot(spec, 1)?, data, TrainConfig::default())?;
     for _ in 0..10 {

@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::Instant;
 
 use lookalike::data::LabelledImages;
-use lookalike::rng::Rng;
 use lookalike::train::cpu::CpuTrainer;
 use lookalike::train::gpu::GpuTrainer;
 use lookalike::train::{ConvNet, ConvNetSpec, TrainConfig};
@@ -24,16 +23,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (h, w, c) in [(28, 28, 1), (32, 32, 3)] {
         let spec = ConvNetSpec::recipe(h, w, c);
         // 10 classes of 100 random images: the sampler and gather see a real set's layout.
-        let mut rng = Rng::new(1);
         let count = 1000;
-        let images = LabelledImages {
-            pixels: (0..count * spec.input_len()).map(|_| rng.int(0, 255) as u8).collect(),
-            height: h,
-            width: w,
-            channels: c,
-            labels: (0..count as u32).map(|i| i % 10).collect(),
-            class_names: (0..10).map(|k| k.to_string()).collect(),
-        };
+        let images = LabelledImages::random(10, count / 10, h, w, c, 1);
         let data = images.grouped_by_class(Path::new("synthetic"))?;
         let config = TrainConfig { steps_per_epoch: steps, ..TrainConfig::default() };
         let net = ConvNet::glorot(spec, 0)?;

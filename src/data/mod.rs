@@ -31,6 +31,22 @@ pub struct LabelledImages {
 }
 
 impl LabelledImages {
+    /// `classes` x `per_class` images of seeded random pixels, labelled round-robin (image
+    /// i is of class i mod `classes`, named by its number): data of a real set's layout and
+    /// size for timing training and embedding, not for learning anything.
+    pub fn random(classes: usize, per_class: usize, height: usize, width: usize, channels: usize, seed: u64) -> Self {
+        let mut rng = crate::rng::Rng::new(seed);
+        let count = classes * per_class;
+        Self {
+            pixels: (0..count * height * width * channels).map(|_| rng.next_u64() as u8).collect(),
+            height,
+            width,
+            channels,
+            labels: (0..count).map(|i| (i % classes.max(1)) as u32).collect(),
+            class_names: (0..classes).map(|c| c.to_string()).collect(),
+        }
+    }
+
     /// Number of images.
     pub fn len(&self) -> usize {
         self.labels.len()

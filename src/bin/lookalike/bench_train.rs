@@ -22,16 +22,7 @@ const CLASSES: usize = 10;
 
 /// 10 classes of 100 seeded random images: the sampler and gather see a real set's layout.
 fn synthetic(spec: &ConvNetSpec) -> Result<ClassGrouped> {
-    let mut rng = Rng::new(1);
-    let count = CLASSES * 100;
-    let images = LabelledImages {
-        pixels: (0..count * spec.input_len()).map(|_| rng.int(0, 255) as u8).collect(),
-        height: spec.height,
-        width: spec.width,
-        channels: spec.channels,
-        labels: (0..count as u32).map(|i| i % CLASSES as u32).collect(),
-        class_names: (0..CLASSES).map(|k| k.to_string()).collect(),
-    };
+    let images = LabelledImages::random(CLASSES, 100, spec.height, spec.width, spec.channels, 1);
     images.grouped_by_class(Path::new("synthetic"))
 }
 
