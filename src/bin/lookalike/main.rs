@@ -210,7 +210,7 @@ enum Command {
     /// Train an embedding net by metric learning (the Keras "metric learning for image
     /// similarity search" recipe, on the GPU): writes the model (safetensors), a loss curve,
     /// and the test split's retrieval scores, neighbour collage and confusion matrix.
-    Train(TrainCli),
+    Train(train_cmd::TrainCli),
     /// Score a trained model on a data set's test split: 10-NN precision and vote accuracy,
     /// precision@1, MAP@R; writes the neighbour collage and confusion matrix beside MODEL.
     Evaluate {
@@ -274,49 +274,6 @@ struct EmbedArgs {
     /// JPEG or PNG files.
     #[arg(required_unless_present = "input_npy")]
     images: Vec<PathBuf>,
-}
-
-#[derive(clap::Args)]
-struct TrainCli {
-    /// A folder of IDX files (MNIST / Fashion-MNIST, `.gz` or not), CIFAR-10's binary
-    /// version, or a folder with one sub-folder of images per class.
-    data: PathBuf,
-    /// The model file to write (safetensors).
-    #[arg(short, long)]
-    output: PathBuf,
-    /// Test images for a folder of class folders (same classes); IDX and CIFAR-10 bring
-    /// their own test split.
-    #[arg(long)]
-    test: Option<PathBuf>,
-    #[arg(long, default_value_t = 20)]
-    epochs: usize,
-    /// Steps per epoch; each step draws one anchor and one positive per class.
-    #[arg(long, default_value_t = 1000)]
-    steps: usize,
-    /// Adam's learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f32,
-    /// Softmax temperature of the pair logits.
-    #[arg(long, default_value_t = 0.2)]
-    temperature: f32,
-    /// Embedding width.
-    #[arg(long, default_value_t = 8)]
-    dim: usize,
-    /// Filters of the three convolutions.
-    #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
-    widths: Vec<usize>,
-    /// Side images of a class-folder data set are resized and centre-cropped to.
-    #[arg(long, default_value_t = 32)]
-    size: usize,
-    /// Seeds the initial weights and every step's pairs.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// Train with the CPU twin instead of the GPU.
-    #[arg(long)]
-    cpu: bool,
-    /// One JSON object instead of text and progress.
-    #[arg(long)]
-    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -415,7 +372,7 @@ fn main() -> ExitCode {
             demo::run(&fashion, weights.as_deref(), per_class.map(|n| n.max(1)), &out)
         }
         Command::Embed(args) => embed(args),
-        Command::Train(args) => train(args),
+        Command::Train(args) => train_cmd::train_from_cli(args),
         Command::Evaluate { model, data, test, cpu, json } => train_cmd::run_evaluate(&model, &data, test, cpu, json),
         Command::Weights { command: WeightsCommand::Random { seed, output } } => random_weights(seed, &output),
     };
@@ -429,34 +386,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-fn train(args: TrainCli) -> Result<()> {
-    let widths: [usize; 3] = args
-        .widths
-        .as_slice()
-        .try_into()
-        .map_err(|_| Error::InvalidArgument(format!("--widths takes three numbers, got {:?}", args.widths)))?;
-    let config = lookalike::train::TrainConfig {
-        epochs: args.epochs,
-        steps_per_epoch: args.steps,
-        learning_rate: args.lr,
-        temperature: args.temperature,
-        seed: args.seed,
-        ..Default::default()
-    };
-    config.validate()?;
-    train_cmd::run_train(train_cmd::TrainArgs {
-        data: args.data,
-        test: args.test,
-        output: args.output,
-        config,
-        dim: args.dim,
-        widths,
-        size: args.size,
-        cpu: args.cpu,
-        json: args.json,
-    })
 }
 
 fn info(experimental_coop: bool) -> Result<()> {

@@ -238,3 +238,77 @@ pub fn run_evaluate(model: &Path, data_path: &Path, test: Option<PathBuf>, cpu: 
     }
     Ok(())
 }
+
+/// The arguments of `lookalike train`.
+#[derive(clap::Args)]
+pub struct TrainCli {
+    /// A folder of IDX files (MNIST / Fashion-MNIST, `.gz` or not), CIFAR-10's binary
+    /// version, or a folder with one sub-folder of images per class.
+    pub data: PathBuf,
+    /// The model file to write (safetensors).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Test images for a folder of class folders (same classes); IDX and CIFAR-10 bring
+    /// their own test split.
+    #[arg(long)]
+    pub test: Option<PathBuf>,
+    /// Epochs; the mean loss of each is reported and plotted.
+    #[arg(long, default_value_t = 20)]
+    pub epochs: usize,
+    /// Steps per epoch; each step draws one anchor and one positive per class.
+    #[arg(long, default_value_t = 1000)]
+    pub steps: usize,
+    /// Adam's learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    pub lr: f32,
+    /// Softmax temperature of the pair logits.
+    #[arg(long, default_value_t = 0.2)]
+    pub temperature: f32,
+    /// Embedding width.
+    #[arg(long, default_value_t = 8)]
+    pub dim: usize,
+    /// Filters of the three convolutions.
+    #[arg(long, value_delimiter = ',', default_value = "32,64,128")]
+    pub widths: Vec<usize>,
+    /// Side images of a class-folder data set are resized and centre-cropped to.
+    #[arg(long, default_value_t = 32)]
+    pub size: usize,
+    /// Seeds the initial weights and every step's pairs.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Train with the CPU twin instead of the GPU.
+    #[arg(long)]
+    pub cpu: bool,
+    /// One JSON object instead of text and progress.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `lookalike train`, from its arguments.
+pub fn train_from_cli(args: TrainCli) -> Result<()> {
+    let widths: [usize; 3] = args
+        .widths
+        .as_slice()
+        .try_into()
+        .map_err(|_| Error::InvalidArgument(format!("--widths takes three numbers, got {:?}", args.widths)))?;
+    let config = lookalike::train::TrainConfig {
+        epochs: args.epochs,
+        steps_per_epoch: args.steps,
+        learning_rate: args.lr,
+        temperature: args.temperature,
+        seed: args.seed,
+        ..Default::default()
+    };
+    config.validate()?;
+    run_train(TrainArgs {
+        data: args.data,
+        test: args.test,
+        output: args.output,
+        config,
+        dim: args.dim,
+        widths,
+        size: args.size,
+        cpu: args.cpu,
+        json: args.json,
+    })
+}
