@@ -131,6 +131,19 @@ fn train_writes_a_model_its_figures_and_a_report() {
     let text = lookalike(&["evaluate", s(&model), s(&data)]);
     text.assert_success();
     assert!(text.stdout.contains("10-NN precision"), "{}", text.describe());
+
+    // The embeddings it scored, against the CPU twin's forward of the test images.
+    let npy = dir.path("test-embeddings.npy");
+    lookalike(&["evaluate", s(&model), s(&data), "--embeddings", s(&npy)]).assert_success();
+    let written = lookalike::npy::read_f32(&npy).unwrap();
+    assert_eq!(written.shape, [12, 3]);
+    let dataset = lookalike::data::load(&data, &Default::default()).unwrap();
+    let test = dataset.test.unwrap();
+    let input: Vec<f32> = test.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
+    let want = lookalike::cpu::convnet::embed(&net, &input, test.len()).unwrap();
+    for (i, (a, b)) in written.data.iter().zip(&want).enumerate() {
+        assert!((a - b).abs() <= 1e-5, "embedding value {i}: {a} written, {b} by the CPU twin");
+    }
 }
 
 #[test]

@@ -106,6 +106,8 @@ pub struct Evaluation {
     pub metrics: RetrievalMetrics,
     /// Each test image's 10 nearest other test images, best first.
     pub neighbours: Vec<Vec<Neighbor>>,
+    /// The unit embeddings scored, `[images, dim]` in the test set's order.
+    pub embeddings: Vec<f32>,
 }
 
 /// Embeds `test` and scores exact k-NN among its images (each query excluded from its own
@@ -125,5 +127,5 @@ pub fn evaluate(ctx: Option<&Context>, net: &ConvNet, test: &LabelledImages) -> 
         None => ranked.iter().map(|list| list[..K.min(list.len())].to_vec()).collect(),
     };
     let metrics = retrieval_metrics(&neighbours, &ranked, &test.labels)?;
-    Ok(Evaluation { metrics, neighbours })
+    Ok(Evaluation { metrics, neighbours, embeddings })
 }

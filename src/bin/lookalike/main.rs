@@ -227,6 +227,10 @@ enum Command {
         /// One JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Also write the test images' unit embeddings scored, as an N x D float32 .npy in
+        /// the data's order.
+        #[arg(long)]
+        embeddings: Option<PathBuf>,
     },
     /// Write weights files.
     Weights {
@@ -373,7 +377,9 @@ fn main() -> ExitCode {
         }
         Command::Embed(args) => embed(args),
         Command::Train(args) => train_cmd::train_from_cli(args),
-        Command::Evaluate { model, data, test, cpu, json } => train_cmd::run_evaluate(&model, &data, test, cpu, json),
+        Command::Evaluate { model, data, test, cpu, json, embeddings } => {
+            train_cmd::run_evaluate(&model, &data, test, cpu, json, embeddings.as_deref())
+        }
         Command::Weights { command: WeightsCommand::Random { seed, output } } => random_weights(seed, &output),
     };
     match result {

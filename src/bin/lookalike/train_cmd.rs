@@ -223,13 +223,21 @@ fn rgb(set: &LabelledImages, i: usize) -> RgbImage {
 }
 
 /// `lookalike evaluate MODEL DATA`: scores a saved model on a data set's test split.
-pub fn run_evaluate(model: &Path, data_path: &Path, test: Option<PathBuf>, cpu: bool, json: bool) -> Result<()> {
+pub fn run_evaluate(
+    model: &Path, data_path: &Path, test: Option<PathBuf>, cpu: bool, json: bool, embeddings: Option<&Path>,
+) -> Result<()> {
+    if let Some(path) = embeddings {
+        crate::check_output(path)?;
+    }
     let net = ConvNet::load(model)?;
     let dataset = data::load(data_path, &LoadOptions { size: net.spec.height, test })?;
     let ctx = device(cpu)?;
     let (split, test) = test_split(&dataset);
     let evaluation = evaluate(ctx.as_ref(), &net, test).map_err(|e| e.in_file(model))?;
     write_figures(model, test, &evaluation, &net.class_names)?;
+    if let Some(path) = embeddings {
+        lookalike::npy::write_f32(path, &[test.len(), net.spec.dim], &evaluation.embeddings)?;
+    }
     if json {
         let out = serde_json::json!({"device": device_name(ctx.as_ref()), "split": split, "test": evaluation.metrics});
         println!("{out}");
