@@ -5,10 +5,12 @@
       Trains the Keras example's convnet on an IDX folder (Fashion-MNIST) with a jitted
       stateless train step (anchor/positive per class, logits / 0.2, sparse softmax CE, Adam
       1e-3), prints per-epoch loss, ms/step and test 10-NN precision / vote accuracy as JSON.
-  forward MODEL DATA
+  forward MODEL DATA [--embeddings test.npy]
       Reads a model `lookalike train` wrote (safetensors, parsed by hand) and embeds the
       test split with numpy alone (no lookalike code), printing the same retrieval scores, so
-      they can be compared with `lookalike evaluate --json`.
+      they can be compared with `lookalike evaluate --json`; with the .npy that
+      `lookalike evaluate --embeddings` wrote, also the largest difference between the two
+      sets of embeddings.
 
 Needs numpy; `train` also needs jax and keras (KERAS_BACKEND=jax is set here).
 """
@@ -151,7 +153,7 @@ def conv_valid_s2(x, kernel, bias):
     return np.maximum(y, 0).reshape(n, oh, ow, out)
 
 
-def forward(model_path, folder):
+def forward(model_path, folder, embeddings=None):
     t, meta = read_safetensors(model_path)
     assert meta.get("architecture") == "convnet", meta
     x_test, y_test = load_idx(folder, "t10k")
@@ -160,7 +162,13 @@ def forward(model_path, folder):
         x = conv_valid_s2(x, t[f"{layer}.kernel"], t[f"{layer}.bias"])
     e = x.mean(axis=(1, 2)) @ t["dense.kernel"] + t["dense.bias"]
     e /= np.sqrt(np.maximum((e * e).sum(axis=1, keepdims=True), 1e-12))
-    print(json.dumps({"reference": "numpy forward (float64)", "test": retrieval(e.astype(np.float32), y_test)}))
+    out = {"reference": "numpy forward (float64)", "test": retrieval(e.astype(np.float32), y_test)}
+    if embeddings:
+        theirs = np.load(embeddings).astype(np.float64)
+        assert theirs.shape == e.shape, (theirs.shape, e.shape)
+        out["embeddings"] = {"max_abs_diff": float(np.abs(theirs - e).max()),
+                             "relative_l2": float(np.linalg.norm(theirs - e) / np.linalg.norm(e))}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":
@@ -170,6 +178,6 @@ if __name__ == "__main__":
     if pos[:1] == ["train"] and len(pos) == 2:
         train(pos[1], int(opts.get("epochs", 20)), int(opts.get("steps", 1000)), int(opts.get("seed", 0)))
     elif pos[:1] == ["forward"] and len(pos) == 3:
-        forward(pos[1], pos[2])
+        forward(pos[1], pos[2], opts.get("embeddings"))
     else:
         raise SystemExit(__doc__)
