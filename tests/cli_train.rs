@@ -198,6 +198,22 @@ fn malformed_data_and_arguments_are_refused_clearly() {
     train(&good, &model, &["--lr=-1"]).assert_error(1, None, &["learning rate"]);
     train(&good, &model, &["--temperature", "0"]).assert_error(1, None, &["temperature"]);
     train(&good, &dir.0, &[]).assert_error(1, None, &["is a directory"]);
+    train(&good, &dir.path("no-such-folder/m.safetensors"), &[]).assert_error(1, None, &["does not exist"]);
+    lookalike(&["train", s(&good), "-o", s(&model), "--widths", "4,70000,8", "--cpu"]).assert_error(
+        1,
+        None,
+        &["70000 channels", "at most 4096"],
+    );
+    // Outputs that would replace inputs are refused before any work, the inputs untouched.
+    let images = good.join("train-images-idx3-ubyte.gz");
+    let before = fs::read(&images).unwrap();
+    train(&good, &images, &[]).assert_error(1, None, &["would replace a file of the input data"]);
+    assert_eq!(fs::read(&images).unwrap(), before);
+    // A test split that cannot be scored is refused before training, naming the data.
+    let small_test = case("small-test", "t10k-images-idx3-ubyte", idx(0x803, &[12, 15, 15], &[9; 12 * 225]));
+    train(&small_test, &model, &[]).assert_error(1, None, &["small-test", "15x15x1", "16x16x1"]);
+    let unseen = case("unseen", "t10k-labels-idx1-ubyte", idx(0x801, &[12], &[0, 1, 2, 5, 0, 1, 2, 3, 0, 1, 2, 3]));
+    train(&unseen, &model, &[]).assert_error(1, None, &["unseen", "classes the training split lacks: 5"]);
     assert!(!model.exists(), "a refused run wrote a model");
     // A model is refused as data for another size.
     let made = dir.path("made.safetensors");
@@ -208,6 +224,13 @@ fn malformed_data_and_arguments_are_refused_clearly() {
     fs::write(wide.join("train-images-idx3-ubyte"), idx(0x803, &[8, 16, 17], &[7; 8 * 16 * 17])).unwrap();
     fs::write(wide.join("train-labels-idx1-ubyte"), idx(0x801, &[8], &labels)).unwrap();
     lookalike(&["evaluate", s(&made), s(&wide)]).assert_error(1, None, &["16x16x1", "16x17x1"]);
+    let made_bytes = fs::read(&made).unwrap();
+    lookalike(&["evaluate", s(&made), s(&good), "--embeddings", s(&made)]).assert_error(
+        1,
+        None,
+        &["would replace the input"],
+    );
+    assert_eq!(fs::read(&made).unwrap(), made_bytes);
 }
 
 #[test]

@@ -49,8 +49,7 @@ pub mod verify;
 
 use file::{TensorData, TensorFile};
 pub use lock::{Wait, WriteLock};
-pub(crate) use scan::is_image_name;
-pub use scan::{scan_folder, scan_folder_with, FileId, FolderScan, ScanOptions};
+pub use scan::{is_image_name, scan_folder, scan_folder_with, FileId, FolderScan, ScanOptions};
 use verify::{damaged, Checksums, ROW_CRC32};
 
 use crate::atomic::write_atomic;

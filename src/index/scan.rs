@@ -114,7 +114,7 @@ pub fn scan_folder(dir: &Path) -> Result<Vec<(PathBuf, Option<String>)>> {
 }
 
 /// Whether `path` names a JPEG or PNG file (jpg, jpeg, png; any case).
-pub(crate) fn is_image_name(path: &Path) -> bool {
+pub fn is_image_name(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))

@@ -83,11 +83,29 @@ impl ConvNetSpec {
     /// Smallest side the three valid convolutions leave at least one pixel of.
     pub const MIN_SIDE: usize = 15;
 
+    /// Most channels of any layer (widths, dim, input): 4096 keeps every weight tensor
+    /// under 150 M values, far beyond what this net is for, and far below what would fail
+    /// to allocate.
+    pub const MAX_WIDTH: usize = 4096;
+
     /// Rejects empty widths and inputs too small to leave a pixel after the third
     /// convolution.
     pub fn validate(&self) -> Result<()> {
         if self.channels == 0 || self.dim == 0 || self.widths.contains(&0) {
-            return Err(Error::InvalidArgument(format!("convnet: zero-sized dimension in {self:?}")));
+            return Err(Error::InvalidArgument(format!(
+                "convnet: widths {:?}, dim {} and {} input channels must all be at least 1",
+                self.widths, self.dim, self.channels
+            )));
+        }
+        let widest = self.widths.iter().chain([&self.dim, &self.channels]).copied().max().unwrap_or(0);
+        if widest > Self::MAX_WIDTH {
+            return Err(Error::InvalidArgument(format!(
+                "convnet: {widest} channels in one layer (widths {:?}, dim {}, {} input channels); at most {}",
+                self.widths,
+                self.dim,
+                self.channels,
+                Self::MAX_WIDTH
+            )));
         }
         if self.height < Self::MIN_SIDE || self.width < Self::MIN_SIDE {
             return Err(Error::InputTooSmall {

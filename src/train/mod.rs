@@ -202,5 +202,24 @@ pub(crate) fn check_training(net: &mut ConvNet, data: &crate::data::ClassGrouped
             net.class_names, images.class_names
         )));
     }
+    // What a step holds per image (input, each convolution's output and its im2col
+    // columns), for the 2C images of a batch: refused here rather than failing to allocate.
+    let per_image: usize =
+        spec.input_len() + spec.convs().iter().map(|g| g.out_pixels() * (g.out_c + g.k())).sum::<usize>();
+    let values = per_image.saturating_mul(2 * data.class_counts.len());
+    if values > MAX_STEP_VALUES {
+        return Err(Error::InvalidArgument(format!(
+            "a step over {} classes of {}x{}x{} images with widths {:?} needs {values} activation values, more \
+             than {MAX_STEP_VALUES}: use smaller images (--size) or narrower --widths",
+            data.class_counts.len(),
+            spec.height,
+            spec.width,
+            spec.channels,
+            spec.widths
+        )));
+    }
     config.validate()
 }
+
+/// Most activation values one training step may hold (2 GiB of f32).
+pub const MAX_STEP_VALUES: usize = 1 << 29;

@@ -418,6 +418,57 @@ fn check_output(output: &std::path::Path) -> Result<()> {
     if output.is_dir() {
         return Err(Error::InvalidArgument(format!("output {} is a directory; give a file path", output.display())));
     }
+    // A missing folder would fail only when the file is written, after all the work.
+    let folder = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    if !folder.is_dir() {
+        return Err(Error::InvalidArgument(format!(
+            "output {}: its folder {} does not exist",
+            output.display(),
+            folder.display()
+        )));
+    }
+    Ok(())
+}
+
+/// Where `path` leads: canonical, for a file that may not exist yet through its folder.
+fn resolved(path: &std::path::Path) -> Option<PathBuf> {
+    path.canonicalize().ok().or_else(|| {
+        let folder = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+        Some(folder.canonicalize().ok()?.join(path.file_name()?))
+    })
+}
+
+/// Refuses an output that would replace one of the command's inputs, before any work: one of
+/// `files`, an existing file inside one of `data_folders` (the data it reads), or an image
+/// inside one of `image_folders` (what an image walk reads). Paths are compared where they
+/// lead, so links and `..` do not hide an input.
+fn check_not_input(
+    output: &std::path::Path, files: &[&std::path::Path], data_folders: &[&std::path::Path],
+    image_folders: &[&std::path::Path],
+) -> Result<()> {
+    let Some(target) = resolved(output) else { return Ok(()) };
+    let refuse = |what: String| {
+        Err(Error::InvalidArgument(format!(
+            "output {} would replace {what}: give another output path",
+            output.display()
+        )))
+    };
+    for file in files {
+        if resolved(file).as_ref() == Some(&target) {
+            return refuse(format!("the input {}", file.display()));
+        }
+    }
+    let inside = |folder: &std::path::Path| folder.canonicalize().is_ok_and(|f| target.starts_with(f));
+    for folder in data_folders {
+        if inside(folder) && (target.exists() || lookalike::index::is_image_name(&target)) {
+            return refuse(format!("a file of the input data {}", folder.display()));
+        }
+    }
+    for folder in image_folders {
+        if inside(folder) && lookalike::index::is_image_name(&target) {
+            return refuse(format!("an image under the input folder {}", folder.display()));
+        }
+    }
     Ok(())
 }
 
@@ -438,6 +489,10 @@ fn embed(args: EmbedArgs) -> Result<()> {
         return Err(Error::InvalidArgument("--batch must be at least 1".into()));
     }
     check_output(&args.output)?;
+    let mut inputs: Vec<&std::path::Path> = args.images.iter().map(PathBuf::as_path).collect();
+    inputs.push(&args.weights);
+    inputs.extend(args.input_npy.as_deref());
+    check_not_input(&args.output, &inputs, &[], &[])?;
     let net = Backbone::load(&args.weights)?;
     let mut embedder = match (args.cpu, args.experimental_coop) {
         (true, _) => Embedder::cpu(&net)?,

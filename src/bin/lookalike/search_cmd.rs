@@ -55,6 +55,7 @@ pub fn index(o: IndexOptions) -> Result<Index> {
         return Err(Error::InvalidArgument("--batch must be at least 1".into()));
     }
     refuse_directory(o.output)?;
+    crate::check_not_input(o.output, &o.weights.into_iter().collect::<Vec<_>>(), &[], &[o.dir])?;
     // Through a link to the index, the index itself is locked and replaced (as SQLite
     // writes through one): locking the link's name would not keep out a writer of the file.
     let output = resolve_link(o.output)?;

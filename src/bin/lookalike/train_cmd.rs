@@ -80,7 +80,7 @@ pub fn train(
             let losses = trainer.run(steps)?;
             if let Some(bad) = losses.iter().find(|l| !l.is_finite()) {
                 return Err(Error::InvalidArgument(format!(
-                    "the loss became {bad} at step {}: lower --lr",
+                    "the loss became {bad} by step {}: lower --lr (or raise --temperature)",
                     trainer.steps_done()
                 )));
             }
@@ -104,13 +104,18 @@ pub fn train(
 /// The figure paths beside `model`: `STEM-loss.png`, `STEM-neighbours.png`,
 /// `STEM-confusion.png`.
 pub fn figure_path(model: &Path, what: &str) -> PathBuf {
-    let stem = model.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_else(|| "model".into());
-    model.with_file_name(format!("{stem}-{what}.png"))
+    // OS strings throughout: a stem that is not UTF-8 keeps its bytes.
+    let mut name = model.file_stem().map(std::ffi::OsStr::to_os_string).unwrap_or_else(|| "model".into());
+    name.push(format!("-{what}.png"));
+    model.with_file_name(name)
 }
 
 pub fn run_train(args: TrainArgs) -> Result<()> {
     crate::check_output(&args.output)?;
+    let folders: Vec<&Path> = std::iter::once(args.data.as_path()).chain(args.test.as_deref()).collect();
+    crate::check_not_input(&args.output, &[], &folders, &[])?;
     let dataset = data::load(&args.data, &LoadOptions { size: args.size, test: args.test.clone() })?;
+    check_test_split(&dataset)?;
     let train_set = &dataset.train;
     let spec = ConvNetSpec {
         height: train_set.height,
@@ -166,7 +171,46 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
     } else {
         println!("{:.1} steps/s on {device}", report.steps_per_s);
         print_metrics(split, &evaluation.metrics);
-        println!("wrote {} and {}", args.output.display(), loss_png.display());
+        println!(
+            "wrote {} and, beside it, {}, {} and {}",
+            args.output.display(),
+            loss_png.display(),
+            figure_path(&args.output, "neighbours").display(),
+            figure_path(&args.output, "confusion").display()
+        );
+    }
+    Ok(())
+}
+
+/// Checks the test split before any training: images of the training split's size, at
+/// least two of them, and no class that the training split lacks.
+fn check_test_split(dataset: &Dataset) -> Result<()> {
+    let Some(test) = &dataset.test else { return Ok(()) };
+    let (train, source) = (&dataset.train, &dataset.source);
+    let fail = |reason: String| Err(Error::Dataset { path: source.clone(), reason });
+    if (test.height, test.width, test.channels) != (train.height, train.width, train.channels) {
+        return fail(format!(
+            "the test split's images are {}x{}x{}, the training split's {}x{}x{}",
+            test.height, test.width, test.channels, train.height, train.width, train.channels
+        ));
+    }
+    if test.len() < 2 {
+        return fail(format!("the test split holds {} image(s); evaluation needs at least 2", test.len()));
+    }
+    let mut trained = vec![false; train.class_names.len()];
+    for &label in &train.labels {
+        trained[label as usize] = true;
+    }
+    let mut missing: Vec<&str> = test
+        .labels
+        .iter()
+        .filter(|&&l| !trained.get(l as usize).copied().unwrap_or(false))
+        .map(|&l| test.class_names.get(l as usize).map_or("?", String::as_str))
+        .collect();
+    missing.sort_unstable();
+    missing.dedup();
+    if !missing.is_empty() {
+        return fail(format!("the test split has classes the training split lacks: {}", missing.join(", ")));
     }
     Ok(())
 }
@@ -228,6 +272,8 @@ pub fn run_evaluate(
 ) -> Result<()> {
     if let Some(path) = embeddings {
         crate::check_output(path)?;
+        let folders: Vec<&Path> = std::iter::once(data_path).chain(test.as_deref()).collect();
+        crate::check_not_input(path, &[model], &folders, &[])?;
     }
     let net = ConvNet::load(model)?;
     let dataset = data::load(data_path, &LoadOptions { size: net.spec.height, test })?;
