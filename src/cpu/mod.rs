@@ -8,6 +8,7 @@
 pub mod conv2d;
 pub mod convnet;
 pub mod decode;
+mod filter_taps;
 pub mod knn;
 pub mod l2_normalize;
 pub mod panels;
