@@ -100,10 +100,11 @@ pub struct Conv2dBuffers<'a> {
     pub output: &'a wgpu::Buffer,
 }
 
-/// The uniform of `conv2d.wgsl` and `conv2d_coop.wgsl`.
+/// A convolution's geometry as the first fields of every convolution uniform (forward and
+/// backward), in the order the shaders declare them.
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
-pub(crate) struct Params {
+pub(crate) struct ConvUniform {
     batch: u32,
     in_h: u32,
     in_w: u32,
@@ -118,6 +119,36 @@ pub(crate) struct Params {
     pad_w: u32,
     m: u32,
     k: u32,
+}
+
+impl Conv2dShape {
+    /// The geometry fields of the convolution uniforms (sizes already checked by
+    /// [`Conv2dShape::validate`] to fit 32 bits).
+    pub(crate) fn uniform(&self) -> ConvUniform {
+        ConvUniform {
+            batch: self.batch as u32,
+            in_h: self.in_h as u32,
+            in_w: self.in_w as u32,
+            in_c: self.in_c as u32,
+            out_h: self.out_h() as u32,
+            out_w: self.out_w() as u32,
+            out_c: self.out_c as u32,
+            kernel_h: self.kernel_h as u32,
+            kernel_w: self.kernel_w as u32,
+            stride: self.stride as u32,
+            pad_h: self.pad_h as u32,
+            pad_w: self.pad_w as u32,
+            m: self.m() as u32,
+            k: self.k() as u32,
+        }
+    }
+}
+
+/// The uniform of `conv2d.wgsl` and `conv2d_coop.wgsl`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+pub(crate) struct Params {
+    shape: ConvUniform,
     flags: u32,
     _pad: u32,
 }
@@ -161,24 +192,7 @@ pub(crate) fn params(shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool) -
         check_len("conv2d residual", b, shape.output_len())?;
         flags |= FLAG_RESIDUAL;
     }
-    Ok(Params {
-        batch: shape.batch as u32,
-        in_h: shape.in_h as u32,
-        in_w: shape.in_w as u32,
-        in_c: shape.in_c as u32,
-        out_h: shape.out_h() as u32,
-        out_w: shape.out_w() as u32,
-        out_c: shape.out_c as u32,
-        kernel_h: shape.kernel_h as u32,
-        kernel_w: shape.kernel_w as u32,
-        stride: shape.stride as u32,
-        pad_h: shape.pad_h as u32,
-        pad_w: shape.pad_w as u32,
-        m: shape.m() as u32,
-        k: shape.k() as u32,
-        flags,
-        _pad: 0,
-    })
+    Ok(Params { shape: shape.uniform(), flags, _pad: 0 })
 }
 
 /// A convolution launch of either kernel, its buffers bound in [`BINDINGS`] order. Unused

@@ -7,7 +7,7 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
-use crate::ops::conv2d::Conv2dShape;
+use crate::ops::conv2d::{Conv2dShape, ConvUniform};
 use crate::ops::{check_len, At};
 
 /// Invocations per workgroup along the columns (`WG_X`) and rows (`WG_Y`) of a tile; each
@@ -57,20 +57,7 @@ pub struct ConvActivations<'a> {
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
 struct Params {
-    batch: u32,
-    in_h: u32,
-    in_w: u32,
-    in_c: u32,
-    out_h: u32,
-    out_w: u32,
-    out_c: u32,
-    kernel_h: u32,
-    kernel_w: u32,
-    stride: u32,
-    pad_h: u32,
-    pad_w: u32,
-    m: u32,
-    k: u32,
+    shape: ConvUniform,
     relu: u32,
     weight_offset: u32,
     d_weight_offset: u32,
@@ -102,20 +89,7 @@ fn params(op: &str, shape: &Conv2dShape, acts: &ConvActivations, relu: bool) -> 
         check_len(&format!("{op} output"), acts.output, shape.output_len())?;
     }
     Ok(Params {
-        batch: shape.batch as u32,
-        in_h: shape.in_h as u32,
-        in_w: shape.in_w as u32,
-        in_c: shape.in_c as u32,
-        out_h: shape.out_h() as u32,
-        out_w: shape.out_w() as u32,
-        out_c: shape.out_c as u32,
-        kernel_h: shape.kernel_h as u32,
-        kernel_w: shape.kernel_w as u32,
-        stride: shape.stride as u32,
-        pad_h: shape.pad_h as u32,
-        pad_w: shape.pad_w as u32,
-        m: shape.m() as u32,
-        k: shape.k() as u32,
+        shape: shape.uniform(),
         relu: relu as u32,
         weight_offset: 0,
         d_weight_offset: 0,
