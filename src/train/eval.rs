@@ -42,10 +42,7 @@ pub fn retrieval_metrics(
     if nearest.is_empty() || ranked.len() != nearest.len() {
         return Err(Error::InvalidArgument("no queries to score".into()));
     }
-    let mut class_sizes = std::collections::HashMap::<u32, usize>::new();
-    for &l in labels {
-        *class_sizes.entry(l).or_default() += 1;
-    }
+    let class_sizes = class_sizes(labels);
     let names: Vec<Option<String>> = labels.iter().map(|l| Some(l.to_string())).collect();
     let (mut p10, mut vote10, mut p1, mut map) = (0.0, 0.0, 0.0, 0.0);
     for (query, (found, ranked)) in nearest.iter().zip(ranked).enumerate() {
@@ -126,14 +123,19 @@ pub fn all_neighbours(ctx: Option<&Context>, embeddings: &[f32], dim: usize, k: 
         .collect())
 }
 
-/// Neighbours enough for [`retrieval_metrics`]: the larger of 10 and the largest class less
-/// one, at most `rows − 1`.
-pub fn neighbours_needed(labels: &[u32]) -> usize {
-    let mut sizes = std::collections::HashMap::<u32, usize>::new();
+/// Images of each label.
+fn class_sizes(labels: &[u32]) -> std::collections::HashMap<u32, usize> {
+    let mut sizes = std::collections::HashMap::new();
     for &l in labels {
         *sizes.entry(l).or_default() += 1;
     }
-    let largest = sizes.values().copied().max().unwrap_or(1);
+    sizes
+}
+
+/// Neighbours enough for [`retrieval_metrics`]: the larger of 10 and the largest class less
+/// one, at most `rows − 1`.
+pub fn neighbours_needed(labels: &[u32]) -> usize {
+    let largest = class_sizes(labels).values().copied().max().unwrap_or(1);
     K.max(largest - 1).min(labels.len().saturating_sub(1))
 }
 

@@ -21,7 +21,6 @@ impl Trainer {
     /// On the GPU of `ctx`, or on the CPU twin when `ctx` is `None`. `data` must hold at
     /// least two classes of at least two images each ([`LabelledImages::grouped_by_class`]).
     pub fn new(ctx: Option<Context>, net: ConvNet, data: &ClassGrouped, config: TrainConfig) -> Result<Self> {
-        check_input(&net, &data.images)?;
         Ok(match ctx {
             Some(ctx) => Trainer::Gpu(Box::new(GpuTrainer::new(ctx, net, data, config)?)),
             None => Trainer::Cpu(Box::new(CpuTrainer::new(net, data.clone(), config)?)),

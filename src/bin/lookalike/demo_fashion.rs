@@ -52,9 +52,7 @@ pub fn run(ctx: &Context, dir: &Path, out: &Path) -> Result<()> {
     let mut net = ConvNet::glorot(ConvNetSpec::recipe(train.height, train.width, train.channels), config.seed)?;
     net.class_names = train.class_names.clone();
     let report = train_cmd::train(Some(ctx), net, train, &dataset.source, config, false)?;
-    let mut net = report.net;
-    net.metadata.insert("recipe".into(), serde_json::to_string(&config).unwrap_or_default());
-    net.metadata.insert("data".into(), dataset.source.display().to_string());
+    let net = report.net;
     println!(
         "trained: {:.1} steps/s, loss {:.3} -> {:.3}",
         report.steps_per_s,

@@ -98,7 +98,14 @@ pub fn train(
     }
     bar.finish_and_clear();
     let steps_per_s = total as f64 / start.elapsed().as_secs_f64().max(1e-9);
-    Ok(TrainReport { epoch_losses, steps_per_s, net: trainer.net()? })
+    // How the weights came about, saved with them.
+    let mut net = trainer.net()?;
+    net.metadata.insert("recipe".into(), serde_json::to_string(&config).unwrap_or_default());
+    net.metadata.insert("steps".into(), total.to_string());
+    net.metadata.insert("seed".into(), config.seed.to_string());
+    net.metadata.insert("data".into(), source.display().to_string());
+    net.metadata.insert("epoch_losses".into(), serde_json::to_string(&epoch_losses).unwrap_or_default());
+    Ok(TrainReport { epoch_losses, steps_per_s, net })
 }
 
 /// The figure paths beside `model`: `STEM-loss.png`, `STEM-neighbours.png`,
@@ -141,12 +148,7 @@ pub fn run_train(args: TrainArgs) -> Result<()> {
         );
     }
     let report = train(ctx.as_ref(), net, train_set, &dataset.source, args.config, args.json)?;
-    let mut net = report.net;
-    net.metadata.insert("recipe".into(), serde_json::to_string(&args.config).unwrap_or_default());
-    net.metadata.insert("steps".into(), args.config.total_steps().to_string());
-    net.metadata.insert("seed".into(), args.config.seed.to_string());
-    net.metadata.insert("data".into(), dataset.source.display().to_string());
-    net.metadata.insert("epoch_losses".into(), serde_json::to_string(&report.epoch_losses).unwrap_or_default());
+    let net = report.net;
     net.save(&args.output)?;
     let loss_png = figure_path(&args.output, "loss");
     save_png(&loss_curve_png(&report.epoch_losses, "training loss, mean of each epoch"), &loss_png)?;
