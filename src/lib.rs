@@ -63,6 +63,7 @@ pub mod index;
 pub mod model;
 pub mod npy;
 pub mod ops;
+#[cfg(feature = "cli")]
 pub mod render;
 pub mod rng;
 pub mod search;

@@ -16,19 +16,25 @@ use std::sync::OnceLock;
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use lookalike::cpu::preprocess::{decode_file, preprocess_image};
 use lookalike::embed::Embedder;
-use lookalike::index::{sha256_file, Entry, Index, Provenance};
+#[cfg(feature = "cli")]
+use lookalike::index::sha256_file;
+use lookalike::index::{Entry, Index, Provenance};
 use lookalike::model::{Backbone, ResNet50};
+#[cfg(feature = "cli")]
 use lookalike::npy;
 use lookalike::ops::matmul::Precision;
 use lookalike::search::{SearchOptions, Searcher};
 use lookalike::train::{ConvNet, ConvNetSpec};
 
-use common::cli::{lookalike, s, seed1_weights, Run, Scratch};
+use common::cli::Scratch;
+#[cfg(feature = "cli")]
+use common::cli::{lookalike, s, seed1_weights, Run};
 use common::{assert_close, ctx};
 
 /// GPU vs the CPU twin, relative L2 over all unit rows.
 const GPU_CPU_LIMIT: f64 = 1e-5;
 /// Cosine of an indexed image with itself through the search pipeline.
+#[cfg(feature = "cli")]
 const SELF_SCORE: f64 = 0.9999;
 
 /// The CLI's net: 24x24 RGB in, 6-d embeddings.
@@ -173,6 +179,7 @@ fn searcher_refuses_an_index_of_the_other_network() {
 
 /// The CLI fixture: a convnet weights file, a labelled folder (RGB and grey PNGs of odd
 /// sizes) and its centred index, built once.
+#[cfg(feature = "cli")]
 struct Fixture {
     weights: PathBuf,
     db: PathBuf,
@@ -180,6 +187,7 @@ struct Fixture {
     index: PathBuf,
 }
 
+#[cfg(feature = "cli")]
 fn fixture() -> &'static Fixture {
     static FIXTURE: OnceLock<Fixture> = OnceLock::new();
     FIXTURE.get_or_init(|| {
@@ -209,11 +217,13 @@ fn fixture() -> &'static Fixture {
     })
 }
 
+#[cfg(feature = "cli")]
 fn assert_fails(run: &Run, needles: &[&str]) {
     run.assert_error(1, None, needles);
 }
 
 #[test]
+#[cfg(feature = "cli")]
 fn index_records_the_convnet_and_matches_embed() {
     let f = fixture();
     let index = Index::load(&f.index).unwrap();
@@ -245,6 +255,7 @@ fn index_records_the_convnet_and_matches_embed() {
 }
 
 #[test]
+#[cfg(feature = "cli")]
 fn search_finds_each_indexed_image_first_and_classify_votes() {
     let f = fixture();
     let queries: Vec<&str> = f.images.iter().map(|(p, _)| s(p)).collect();
@@ -272,6 +283,7 @@ fn search_finds_each_indexed_image_first_and_classify_votes() {
 }
 
 #[test]
+#[cfg(feature = "cli")]
 fn the_other_network_is_refused_either_way_round() {
     let f = fixture();
     let query = s(&f.images[0].0);
@@ -303,6 +315,7 @@ fn the_other_network_is_refused_either_way_round() {
 
 /// A one-channel net through the CLI: grey images index and find themselves.
 #[test]
+#[cfg(feature = "cli")]
 fn a_one_channel_net_indexes_and_searches_grey_images() {
     let dir = Scratch::at(root().join("grey-cli"));
     let weights = dir.path("grey.safetensors");
@@ -332,6 +345,7 @@ fn a_one_channel_net_indexes_and_searches_grey_images() {
 
 /// A convnet of non-square input cannot take the pipeline's square crops.
 #[test]
+#[cfg(feature = "cli")]
 fn a_non_square_convnet_is_refused_for_images() {
     let dir = Scratch::at(root().join("non-square"));
     let weights = dir.path("wide.safetensors");

@@ -8,12 +8,16 @@ mod common;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::cli::{lookalike, s, Scratch};
+use common::cli::Scratch;
+#[cfg(feature = "cli")]
+use common::cli::{lookalike, s};
 use lookalike::cpu::preprocess::Preprocess;
 use lookalike::index::{Embeddings, Entry, Index, Provenance};
+#[cfg(feature = "cli")]
+use lookalike::npy;
 use lookalike::ops::matmul::Precision;
 use lookalike::rng::Rng;
-use lookalike::{npy, Error};
+use lookalike::Error;
 
 /// A small index of `rows` seeded rows of `dim`, its entries below `dir` (so a load gives
 /// them back exactly).
@@ -279,6 +283,7 @@ fn foreign_dtypes_and_directories_name_the_file() {
 /// The binary: `search --features`, `classify` and `index --add` on a damaged index fail
 /// naming it and the row, print nothing and leave it as it was; a directory is named so.
 #[test]
+#[cfg(feature = "cli")]
 fn cli_refuses_damaged_indexes() {
     let dir = Scratch::at(std::env::temp_dir().join(format!("lookalike-integrity-cli-{}", std::process::id())));
     let dim = lookalike::model::FEATURE_DIM;

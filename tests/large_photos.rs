@@ -10,7 +10,9 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-use common::cli::{lookalike, s, Scratch};
+#[cfg(feature = "cli")]
+use common::cli::lookalike;
+use common::cli::{s, Scratch};
 use common::{assert_close, ctx};
 use image::{Rgb, RgbImage};
 use lookalike::cpu::preprocess::{decode_file, decoded_bytes, preprocess_image, Preprocess};
@@ -278,6 +280,7 @@ fn twelve_megapixel_jpegs_and_an_8000x8000_one_index_and_search_on_the_real_limi
 }
 
 #[test]
+#[cfg(feature = "cli")]
 fn the_cli_skips_unusable_files_and_answers_the_other_queries() {
     let dir = Scratch::at(Path::new(env!("CARGO_TARGET_TMPDIR")).join("large-photos-cli"));
     let db = dir.path("db");

@@ -5,18 +5,22 @@
 
 mod common;
 
+#[cfg(feature = "cli")]
 use std::path::Path;
 
+#[cfg(feature = "cli")]
 use common::cli::{lookalike, s, Scratch};
 use common::{assert_close, ctx};
 use lookalike::compare::relative_l2;
 use lookalike::cpu;
 use lookalike::index::{Entry, Index, Provenance};
+#[cfg(feature = "cli")]
+use lookalike::npy;
 use lookalike::ops::l2_normalize::l2_normalize;
 use lookalike::ops::matmul::Precision;
 use lookalike::rng::Rng;
 use lookalike::search::{search_features_cpu, Neighbor, SearchOptions, Searcher};
-use lookalike::{npy, Context};
+use lookalike::Context;
 
 const KERNEL_LIMIT: f64 = 1e-5;
 /// Around 1e-20 and 1e20 the plain f32 sum of squares vanishes or overflows.
@@ -218,6 +222,7 @@ fn search_with_scaled_query_features_finds_the_same_neighbours() {
 }
 
 /// `lookalike search --features --json`'s (index, score) pairs per query.
+#[cfg(feature = "cli")]
 fn cli_neighbours(index: &Path, queries: &Path, k: usize) -> Vec<Vec<(u64, f64)>> {
     let run = lookalike(&["search", s(index), "--features", s(queries), "-k", &k.to_string(), "--json"]);
     run.assert_success();
@@ -235,6 +240,7 @@ fn cli_neighbours(index: &Path, queries: &Path, k: usize) -> Vec<Vec<(u64, f64)>
 }
 
 #[test]
+#[cfg(feature = "cli")]
 fn cli_search_with_query_features_scaled_by_1e30_matches_unscaled() {
     let dir = Scratch::at(Path::new(env!("CARGO_TARGET_TMPDIR")).join("normalize-scale-cli"));
     let mut rng = Rng::new(5);

@@ -1,5 +1,8 @@
 //! PNG figures: neighbour collages, confusion-matrix heat maps (bare, or with class names)
 //! and loss curves.
+//!
+//! The command line's figures, so this module is built only with the `cli` feature (on by
+//! default); `default-features = false` leaves it and its font out.
 
 use std::io::{Cursor, Write};
 use std::path::Path;

@@ -1,7 +1,10 @@
-//! Running the `lookalike` binary from integration tests.
+//! Running the `lookalike` binary from integration tests, and the scratch folders they
+//! share with library tests. The binary exists only with the `cli` feature.
 
 use std::path::{Path, PathBuf};
+#[cfg(feature = "cli")]
 use std::process::Command;
+#[cfg(feature = "cli")]
 use std::sync::OnceLock;
 
 use serde_json::Value;
@@ -66,21 +69,25 @@ impl Run {
 }
 
 /// Runs the binary built for these tests.
+#[cfg(feature = "cli")]
 pub fn lookalike(args: &[&str]) -> Run {
     lookalike_with_env(args, &[])
 }
 
 /// Runs the binary with extra environment variables.
+#[cfg(feature = "cli")]
 pub fn lookalike_with_env(args: &[&str], env: &[(&str, &str)]) -> Run {
     run_in(None, args, env)
 }
 
 /// Runs the binary in another working directory.
+#[cfg(feature = "cli")]
 #[allow(dead_code)] // not every test binary changes directory
 pub fn lookalike_in(dir: &Path, args: &[&str]) -> Run {
     run_in(Some(dir), args, &[])
 }
 
+#[cfg(feature = "cli")]
 fn run_in(dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Run {
     let mut command = Command::new(env!("CARGO_BIN_EXE_lookalike"));
     if let Some(dir) = dir {
@@ -102,6 +109,7 @@ pub fn s(path: &Path) -> &str {
 /// `lookalike weights random --seed 1`, written once per test binary into Cargo's
 /// per-target scratch directory under one name shared by all CLI tests (an atomic write of
 /// identical bytes, so concurrent runs only ever see a complete file).
+#[cfg(feature = "cli")]
 pub fn seed1_weights() -> &'static Path {
     static WEIGHTS: OnceLock<PathBuf> = OnceLock::new();
     WEIGHTS.get_or_init(|| {
