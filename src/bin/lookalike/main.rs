@@ -5,8 +5,6 @@ use std::process::ExitCode;
 
 mod args;
 mod bench;
-mod bench_checks;
-mod bench_train;
 mod demo;
 mod demo_fashion;
 mod embed_cmd;

@@ -1,6 +1,9 @@
 //! `lookalike bench`: what users compare across cards. GPU beside the CPU reference, every
 //! figure labelled with what it counts.
 
+mod checks;
+mod train;
+
 use std::time::Instant;
 
 use lookalike::compare::relative_l2;
@@ -27,7 +30,7 @@ use lookalike::search::{search_features_cpu, SearchOptions, Searcher};
 use lookalike::{Context, Error, Result};
 use serde_json::{json, Value};
 
-use crate::bench_checks::Checks;
+use checks::Checks;
 
 /// Options of `lookalike bench`.
 pub struct BenchOptions {
@@ -314,7 +317,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
                 .join(", ")
         ),
     );
-    let training = crate::bench_train::training(&ctx, o.quick, &mut checks, &|line| say(&o, line))?;
+    let training = train::training(&ctx, o.quick, &mut checks, &|line| say(&o, line))?;
     if o.json {
         let stages_ms: serde_json::Map<String, Value> =
             stages.into_iter().map(|(s, ms)| (s.to_string(), json!(ms))).collect();

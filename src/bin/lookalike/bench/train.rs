@@ -16,7 +16,7 @@ use lookalike::train::gpu::GpuTrainer;
 use lookalike::train::{ConvNet, ConvNetSpec, TrainConfig};
 use lookalike::{Context, Result};
 
-use crate::bench_checks::Checks;
+use super::checks::Checks;
 
 const CLASSES: usize = 10;
 
