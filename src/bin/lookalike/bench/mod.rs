@@ -15,7 +15,7 @@ mod train;
 use std::time::Instant;
 
 use lookalike::gpu::known::gpu_spec;
-use lookalike::model::{BatchNormMode, GpuResNet50, RandomResNet50, MIN_INPUT};
+use lookalike::model::{BatchNormMode, GpuResNet50, RandomResNet50, ResNet50, MIN_INPUT};
 use lookalike::rng::Rng;
 use lookalike::{Context, Error, Result};
 use serde_json::json;
@@ -88,23 +88,9 @@ fn say(o: &BenchOptions, line: String) {
 }
 
 pub fn run(o: BenchOptions) -> Result<()> {
-    let cold = Instant::now();
-    let ctx = crate::open_context(o.experimental_coop)?;
+    let (ctx, net, mut gpu_net, cold_start_ms) = cold_start(o.resolution, o.experimental_coop)?;
     let info = ctx.adapter_info().clone();
-    let net = RandomResNet50::generate(0)?.net;
     let size = o.resolution;
-    if size < MIN_INPUT {
-        return Err(Error::InputTooSmall {
-            height: size,
-            width: size,
-            min: MIN_INPUT,
-            what: "bench --resolution".into(),
-        });
-    }
-    let mut gpu_net = GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?;
-    let one = Rng::new(1).normals(size * size * 3, 1.0);
-    gpu_net.forward(&ctx, &one, 1, size, size)?;
-    let cold_start_ms = cold.elapsed().as_secs_f64() * 1e3;
     let known = gpu_spec(&info.name);
     let mut b = Bench {
         o: &o,
@@ -166,4 +152,24 @@ pub fn run(o: BenchOptions) -> Result<()> {
     }
     b.say("checks: every f32 GPU result above matches the CPU reference's".into());
     Ok(())
+}
+
+/// Opens the device and runs the first forward at `size`: the cold start a user waits
+/// through, in milliseconds, with the seeded network it ran.
+fn cold_start(size: usize, experimental_coop: bool) -> Result<(Context, ResNet50, GpuResNet50, f64)> {
+    let cold = Instant::now();
+    let ctx = crate::open_context(experimental_coop)?;
+    let net = RandomResNet50::generate(0)?.net;
+    if size < MIN_INPUT {
+        return Err(Error::InputTooSmall {
+            height: size,
+            width: size,
+            min: MIN_INPUT,
+            what: "bench --resolution".into(),
+        });
+    }
+    let mut gpu_net = GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?;
+    let one = Rng::new(1).normals(size * size * 3, 1.0);
+    gpu_net.forward(&ctx, &one, 1, size, size)?;
+    Ok((ctx, net, gpu_net, cold.elapsed().as_secs_f64() * 1e3))
 }
