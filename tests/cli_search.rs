@@ -286,7 +286,7 @@ fn index_labels_by_first_level_folder_and_skips_unreadable_files() {
     let folder = f.index.parent().unwrap();
     assert!(paths.iter().all(|p| p.starts_with("db/")), "{paths:?}");
     assert_eq!(
-        paths.iter().map(|p| folder.join(p).to_string_lossy().into_owned()).collect::<Vec<_>>(),
+        paths.iter().map(|p| folder.join(p)).collect::<Vec<_>>(),
         index.entries.iter().map(|e| e.path.clone()).collect::<Vec<_>>()
     );
     assert_eq!(labels, index.entries.iter().map(|e| e.label.clone()).collect::<Vec<_>>());
