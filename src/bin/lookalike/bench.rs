@@ -10,7 +10,7 @@ use lookalike::embed::Embedder;
 use lookalike::gpu::known::gpu_spec;
 use lookalike::gpu::CooperativeMatrix;
 use lookalike::gpu::Stage;
-use lookalike::index::{Entry, Index, Provenance};
+use lookalike::index::{Centring, Entry, Index, Provenance};
 use lookalike::model::resnet50::ShapeWalk;
 use lookalike::model::MIN_INPUT;
 use lookalike::model::{BatchNormMode, GpuResNet50, RandomResNet50, FEATURE_DIM};
@@ -402,8 +402,14 @@ fn knn_scan(
     };
     let mut knn = Vec::new();
     for precision in [Precision::F32, Precision::F16] {
-        let index =
-            Index::from_features(&features, FEATURE_DIM, entries.clone(), precision, false, provenance.clone())?;
+        let index = Index::from_features(
+            &features,
+            FEATURE_DIM,
+            entries.clone(),
+            precision,
+            Centring::Off,
+            provenance.clone(),
+        )?;
         let mut searcher = Searcher::for_features(ctx.clone(), &index, SearchOptions::default())?;
         for queries in [1usize, 64] {
             let q = rng.normals(queries * FEATURE_DIM, 1.0);

@@ -8,10 +8,10 @@ mod bench_checks;
 mod bench_train;
 mod demo;
 mod demo_fashion;
+mod index_cmd;
 mod search_cmd;
 mod train_cmd;
 mod tune_cmd;
-mod weights;
 
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
@@ -335,7 +335,7 @@ fn main() -> ExitCode {
             experimental_coop,
             follow_links,
             no_wait,
-        } => search_cmd::index(search_cmd::IndexOptions {
+        } => index_cmd::index(index_cmd::IndexOptions {
             dir: &dir,
             weights: weights.as_deref(),
             seed,
