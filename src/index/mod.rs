@@ -213,7 +213,15 @@ impl Index {
         // A weights file is stored as the images are, so the index finds it from any working
         // directory; a seed tag is no file, and a stored form that is not text stays as given.
         let weights_file = !p.is_seeded() && !p.weights_path.is_empty();
-        let stored_weights = weights_file.then(|| paths::stored_path(Path::new(&p.weights_path), &base));
+        let stored_weights = weights_file.then(|| {
+            let stored = paths::stored_path(Path::new(&p.weights_path), &base);
+            // Outside the folder: the real path, since a `..` stored lexically would lead
+            // nowhere once the folder it climbs out of has moved.
+            match std::fs::canonicalize(&stored) {
+                Ok(real) if stored.is_absolute() => paths::stored_path(&real, &base),
+                _ => stored,
+            }
+        });
         if let Some(text) = stored_weights.as_deref().and_then(Path::to_str) {
             metadata.insert("weights_path", text.to_string());
             metadata.insert(WEIGHTS_PATH_BASE, PATHS_BASE_INDEX_DIR.to_string());
