@@ -326,3 +326,57 @@ impl<'a> IndexBuilder<'a> {
         Ok((embedded.features, entries))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Backbone;
+    use crate::train::convnet::{ConvNet, ConvNetSpec};
+
+    fn weights(sha256: &str) -> LoadedWeights {
+        let spec = ConvNetSpec { widths: [3, 5, 7], dim: 6, ..ConvNetSpec::recipe(15, 15, 3) };
+        let net = Backbone::ConvNet(ConvNet::glorot(spec, 3).unwrap());
+        LoadedWeights { net, path: format!("{sha256}.safetensors"), sha256: sha256.into() }
+    }
+
+    fn rows(n: usize, seed: u64) -> (Vec<f32>, Vec<Entry>) {
+        let features = crate::rng::Rng::new(seed).normals(n * 6, 1.0);
+        (features, (0..n).map(|i| Entry::new(format!("{seed}-{i}.png"), None)).collect())
+    }
+
+    #[test]
+    fn features_build_and_extend_with_the_index_settings_only() {
+        let w = weights("aa");
+        let (features, entries) = rows(5, 1);
+        let mut index =
+            IndexBuilder::on_cpu(&w).precision(Precision::F16).centred(true).from_features(&features, entries).unwrap();
+        assert_eq!((index.len(), index.dim, index.embeddings.precision()), (5, 6, Precision::F16));
+        assert!(index.mean.is_some());
+        assert_eq!(index.provenance, w.provenance(w.net.default_preprocess().unwrap()));
+
+        // Unset options are the index's; set ones must agree with it.
+        let (more, new) = rows(2, 2);
+        IndexBuilder::on_cpu(&w).extend_from_features(&mut index, &more, new.clone()).unwrap();
+        assert_eq!(index.len(), 7);
+        let refused = [
+            (IndexBuilder::on_cpu(&w).precision(Precision::F32), "precision F32 (it stores F16)"),
+            (IndexBuilder::on_cpu(&w).centred(false), "centring Off (it has Mean)"),
+            (IndexBuilder::on_cpu(&w).crop(17), "crop 17 (it used 15)"),
+        ];
+        for (builder, needle) in refused {
+            let err = builder.extend_from_features(&mut index, &more, new.clone()).unwrap_err().to_string();
+            assert!(err.contains(needle) && err.contains("keeps its own settings"), "{err}");
+        }
+        let other = weights("bb");
+        let err = IndexBuilder::on_cpu(&other).extend_from_features(&mut index, &more, new.clone()).unwrap_err();
+        assert!(err.to_string().contains("other weights"), "{err}");
+        let resnet = LoadedWeights { net: Backbone::ResNet50(crate::model::ResNet50::architecture()), ..weights("aa") };
+        let err = IndexBuilder::on_cpu(&resnet).extend_from_features(&mut index, &more, new).unwrap_err();
+        assert!(err.to_string().contains("built with a convnet"), "{err}");
+        assert_eq!(index.len(), 7, "a refused extension added rows");
+
+        // Rows of another width than the network's are refused.
+        let (narrow, entries) = (vec![1.0; 10], rows(2, 3).1);
+        assert!(IndexBuilder::on_cpu(&w).from_features(&narrow, entries).is_err());
+    }
+}

@@ -1,6 +1,11 @@
 //! The reference database: L2-normalised embeddings plus what produced them, in one
 //! safetensors file that numpy / safetensors users can read.
 //!
+//! Build one from a folder of images or from features, or add to one, with
+//! [`IndexBuilder`]; the network and what the index records of it (file, SHA-256, or seed)
+//! are a [`LoadedWeights`] ([`provenance`]). [`Index::save`] and [`Index::load`] write and
+//! read the file.
+//!
 //! File layout:
 //! - `embeddings` `[N, D]` F32 or F16: unit-norm rows (after subtracting `mean` when the
 //!   index is centred), so a query's cosine similarity to row i is `q_unit · embeddings[i]`.

@@ -8,6 +8,9 @@
 //! `\ud800`). Python's `json.loads` reads these strings and `os.fsencode(path)` (or
 //! `open(path)`) gives back the exact bytes; a valid UTF-8 path is stored as plain JSON
 //! text, as before.
+//!
+//! Where a stored path starts is the index file's folder: a path at or below it is written
+//! relative to it, and found again there (or where the index was written) after a move.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
