@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::context;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lookalike::cpu::preprocess::{preprocess_image, Preprocess};
-use lookalike::index::{Entry, Index, Provenance};
+use lookalike::index::{Centring, Entry, Index, Provenance};
 use lookalike::model::resnet50::ShapeWalk;
 use lookalike::model::{BatchNormMode, CpuResNet50, GpuResNet50, RandomResNet50, FEATURE_DIM};
 use lookalike::ops::matmul::Precision;
@@ -44,7 +44,7 @@ fn index_of(rows: usize, precision: Precision, preprocess: Preprocess) -> Index 
     let entries = (0..rows).map(|i| Entry::new(i.to_string(), None)).collect();
     let provenance =
         Provenance { model: "bench".into(), weights_path: String::new(), weights_sha256: "seed:0".into(), preprocess };
-    Index::from_features(&features, FEATURE_DIM, entries, precision, true, provenance).unwrap()
+    Index::from_features(&features, FEATURE_DIM, entries, precision, Centring::Mean, provenance).unwrap()
 }
 
 fn bench_knn_scan(c: &mut Criterion) {

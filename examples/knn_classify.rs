@@ -9,10 +9,7 @@ use std::path::PathBuf;
 
 use lookalike::classify::{vote, ConfusionMatrix};
 use lookalike::cpu::preprocess::{decode_file, Preprocess};
-use lookalike::embed::Embedder;
-use lookalike::index::{scan_folder, Index, Provenance};
-use lookalike::model::{RandomResNet50, FEATURE_DIM};
-use lookalike::ops::matmul::Precision;
+use lookalike::index::{scan_folder, IndexBuilder, LoadedWeights};
 use lookalike::search::{SearchOptions, Searcher};
 use lookalike::Context;
 
@@ -23,22 +20,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         _ => return Err("usage: knn_classify TRAIN_FOLDER TEST_FOLDER [K]".into()),
     };
     let k: usize = args.get(2).map(|k| k.parse()).transpose()?.unwrap_or(5);
-    let net = RandomResNet50::generate(0)?.net;
+    let weights = LoadedWeights::from_seed(0)?;
     let ctx = Context::new()?;
     let preprocess = if ctx.is_cpu() { Preprocess::imagenet(72, 64) } else { Preprocess::default() };
 
-    let embedded = Embedder::gpu(ctx, &net)?.embed_labelled_files(&scan_folder(&train)?, &preprocess, 16, |_| {})?;
-    let provenance = Provenance {
-        model: "resnet50".into(),
-        weights_path: "seed:0".into(),
-        weights_sha256: "seed:0".into(),
-        preprocess,
-    };
-    let index =
-        Index::from_features(&embedded.features, FEATURE_DIM, embedded.entries, Precision::F32, true, provenance)?;
+    let index = IndexBuilder::new(ctx.clone(), &weights).preprocess(preprocess).centred(true).from_folder(&train)?;
     let labels: Vec<Option<String>> = index.entries.iter().map(|e| e.label.clone()).collect();
 
-    let mut searcher = Searcher::new(Context::new()?, &net, &index, SearchOptions::default())?;
+    let mut searcher = Searcher::new(ctx, &weights.net, &index, SearchOptions::default())?;
     let mut classes: Vec<String> = labels.iter().flatten().cloned().collect();
     classes.sort();
     classes.dedup();

@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use clap::Parser;
-use lookalike::index::{Entry, Index, Provenance};
+use lookalike::index::{Centring, Entry, Index, Provenance};
 use lookalike::ops::matmul::Precision;
 use lookalike::search::{neighbours_json, SearchOptions, Searcher};
 use lookalike::{npy, Context};
@@ -63,7 +63,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         preprocess: Default::default(),
     };
     let precision = if args.f16 { Precision::F16 } else { Precision::F32 };
-    let index = Index::from_features(&rows, dim, entries, precision, args.center, provenance)?;
+    let index = Index::from_features(
+        &rows,
+        dim,
+        entries,
+        precision,
+        if args.center { Centring::Mean } else { Centring::Off },
+        provenance,
+    )?;
     if let Some(path) = &args.output {
         index.save(path)?;
     }

@@ -6,10 +6,7 @@
 use std::path::PathBuf;
 
 use lookalike::cpu::preprocess::{decode_file, Preprocess};
-use lookalike::embed::Embedder;
-use lookalike::index::{scan_folder, Index, Provenance};
-use lookalike::model::{RandomResNet50, ResNet50, FEATURE_DIM};
-use lookalike::ops::matmul::Precision;
+use lookalike::index::{IndexBuilder, LoadedWeights};
 use lookalike::search::{SearchOptions, Searcher};
 use lookalike::Context;
 
@@ -18,31 +15,26 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let [folder, query, rest @ ..] = args.as_slice() else {
         return Err("usage: search_folder FOLDER QUERY_IMAGE [WEIGHTS.safetensors]".into());
     };
-    let (net, weights_tag) = match rest.first() {
-        Some(w) => (ResNet50::load(w)?, lookalike::index::sha256_file(w)?),
-        None => (RandomResNet50::generate(0)?.net, "seed:0".to_string()),
+    // The network with what an index records of it: the file's SHA-256, or the seed.
+    let weights = match rest.first() {
+        Some(w) => LoadedWeights::from_file(w)?,
+        None => LoadedWeights::from_seed(0)?,
     };
 
     let ctx = Context::new()?;
     let preprocess = if ctx.is_cpu() { Preprocess::imagenet(72, 64) } else { Preprocess::default() };
 
-    // Features of every image under the folder (labels from sub-folder names).
-    let files = scan_folder(folder)?;
-    let mut embedder = Embedder::gpu(ctx.clone(), &net)?;
-    let embedded =
-        embedder.embed_labelled_files(&files, &preprocess, 16, |done| eprint!("\r{done}/{} images", files.len()))?;
+    // Every image under the folder (labels from sub-folder names), centred rows.
+    let index = IndexBuilder::new(ctx.clone(), &weights)
+        .preprocess(preprocess)
+        .centred(true)
+        .batch_size(16)
+        .progress(|done, total| eprint!("\r{done}/{total} images"))
+        .from_folder(folder)?;
     eprintln!();
-    let provenance = Provenance {
-        model: "resnet50".into(),
-        weights_path: weights_tag.clone(),
-        weights_sha256: weights_tag,
-        preprocess,
-    };
-    let index =
-        Index::from_features(&embedded.features, FEATURE_DIM, embedded.entries, Precision::F32, true, provenance)?;
 
     // One GPU pipeline from the query's pixels to its 5 nearest rows.
-    let mut searcher = Searcher::new(ctx, &net, &index, SearchOptions::default())?;
+    let mut searcher = Searcher::new(ctx, &weights.net, &index, SearchOptions::default())?;
     let k = 5.min(index.len());
     let neighbours = searcher.search_images(&[decode_file(query)?], k)?;
     for (rank, n) in neighbours[0].iter().enumerate() {

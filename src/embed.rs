@@ -10,7 +10,6 @@ use rayon::prelude::*;
 use crate::cpu::preprocess::{check_image, decode_file, decoded_bytes, preprocess_image, Preprocess};
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch};
-use crate::index::Entry;
 use crate::model::{BackboneRef, CpuBackbone, GpuBackbone};
 use crate::npy::NhwcBatch;
 use crate::ops::preprocess::{submit_runs, PreprocessBatch};
@@ -142,7 +141,7 @@ impl Embedder {
                     match result.and_then(|img| check_image(&img, preprocess).map(|()| img)) {
                         Ok(img) => {
                             images.push(img);
-                            out.entries.push(Entry::new(path.clone(), label.clone()));
+                            out.files.push((path.clone(), label.clone()));
                         }
                         Err(e) => out.skipped.push((path.clone(), e.without_path())),
                     }
@@ -204,9 +203,10 @@ pub fn decode_run_len<'a>(paths: impl IntoIterator<Item = &'a Path>, max_files: 
 /// Features of the readable files of a folder, with the files that were skipped.
 #[derive(Debug, Default)]
 pub struct LabelledFeatures {
-    /// `[entries.len(), feature_dim]`, rows in the order of `entries`.
+    /// `[files.len(), feature_dim]`, rows in the order of `files`.
     pub features: Vec<f32>,
-    pub entries: Vec<Entry>,
+    /// The files embedded, with their labels as given, in the order given.
+    pub files: Vec<(PathBuf, Option<String>)>,
     /// Files that could not be read or used, with the reason (without the path).
     pub skipped: Vec<(PathBuf, String)>,
 }

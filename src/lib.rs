@@ -13,37 +13,29 @@
 //! load.
 //!
 //! ```no_run
-//! use lookalike::cpu::preprocess::{decode_file, Preprocess};
-//! use lookalike::embed::Embedder;
-//! use lookalike::index::{scan_folder, Index, Provenance};
-//! use lookalike::model::Backbone;
+//! use lookalike::cpu::preprocess::decode_file;
+//! use lookalike::index::{IndexBuilder, LoadedWeights};
 //! use lookalike::ops::matmul::Precision;
 //! use lookalike::search::{SearchOptions, Searcher};
 //! use lookalike::Context;
 //!
 //! # fn main() -> lookalike::Result<()> {
-//! // ResNet50 or a trained convnet, told apart by the file's metadata.
-//! let net = Backbone::load("resnet50.safetensors".as_ref())?;
-//! let preprocess = net.default_preprocess()?; // ResNet50: resize 256, crop 224, ImageNet mean/std
+//! // ResNet50 or a trained convnet, told apart by the file's metadata, with its SHA-256.
+//! let weights = LoadedWeights::from_file("resnet50.safetensors".as_ref())?;
+//! let net = &weights.net;
 //!
-//! // Index a folder (labels from its sub-folders), centred, stored as f16. Clones of one
-//! // context share its device and compiled pipelines.
+//! // Index a folder (labels from its sub-folders), centred, stored as f16, with the
+//! // network's preprocessing (ResNet50: resize 256, crop 224, ImageNet mean/std). Clones
+//! // of one context share its device and compiled pipelines.
 //! let ctx = Context::new()?;
-//! let mut embedder = Embedder::gpu(ctx.clone(), &net)?;
-//! let files = scan_folder("photos".as_ref())?;
-//! let found = embedder.embed_labelled_files(&files, &preprocess, 32, |_| {})?;
-//! let provenance = Provenance {
-//!     model: net.name().into(),
-//!     weights_path: "resnet50.safetensors".into(),
-//!     weights_sha256: lookalike::index::sha256_file("resnet50.safetensors".as_ref())?,
-//!     preprocess,
-//! };
-//! let dim = net.feature_dim();
-//! let index = Index::from_features(&found.features, dim, found.entries, Precision::F16, true, provenance)?;
+//! let index = IndexBuilder::new(ctx.clone(), &weights)
+//!     .precision(Precision::F16)
+//!     .centred(true)
+//!     .from_folder("photos".as_ref())?;
 //! index.save("photos.index".as_ref())?;
 //!
 //! // Query: pixels in, the 5 nearest rows out.
-//! let mut searcher = Searcher::new(ctx, &net, &index, SearchOptions::default())?;
+//! let mut searcher = Searcher::new(ctx, net, &index, SearchOptions::default())?;
 //! for n in &searcher.search_images(&[decode_file("query.jpg".as_ref())?], 5)?[0] {
 //!     println!("{:.3} {}", n.score, index.entries[n.index].path.display());
 //! }

@@ -434,6 +434,80 @@ fn index_paths_work_from_any_directory() {
     assert!(run.stderr.contains("collage: grey tile") && run.stderr.contains("y.png"), "{}", run.describe());
 }
 
+/// The metadata of the index file at `path`.
+fn metadata_of(path: &Path) -> BTreeMap<String, String> {
+    let bytes = fs::read(path).unwrap();
+    let (_, header) = SafeTensors::read_metadata(&bytes).unwrap();
+    header.metadata().clone().unwrap().into_iter().collect()
+}
+
+/// The weights path an index records resolves like its image paths: a file below the
+/// index's folder is stored relative to it, so a relative `--weights` works from any
+/// directory and the folder can move with its index; an absolute path, or one outside the
+/// folder, is stored absolute. An index written before this rule (no `weights_path_base`)
+/// is read with its recorded path as it was: relative to the working directory.
+#[test]
+fn the_weights_path_resolves_like_the_image_paths() {
+    let dir = Scratch::at(run_root().join("relative-weights"));
+    let lib = dir.path("lib");
+    let elsewhere = dir.path("elsewhere");
+    fs::create_dir_all(lib.join("weights")).unwrap();
+    fs::create_dir_all(&elsewhere).unwrap();
+    fs::copy(seed1_weights(), lib.join("weights/w.safetensors")).unwrap();
+    fs::copy(seed1_weights(), dir.path("outside.safetensors")).unwrap();
+    save_pattern(&lib.join("db/a/x.png"), 70, 60, 50);
+    save_pattern(&lib.join("db/b/y.png"), 60, 70, 51);
+    let build = |weights: &str, out: &str| {
+        let run = lookalike_in(&lib, &[&["index", "db", "--weights", weights, "-o", out][..], &PRE[..]].concat());
+        run.assert_success();
+        lib.join(out)
+    };
+    // From `elsewhere`, a directory the weights path means nothing relative to.
+    let search_from_elsewhere = |index: &Path, query: &Path| {
+        let run = lookalike_in(&elsewhere, &["search", s(index), s(query), "-k", "1", "--json"]);
+        run.assert_success();
+        assert_eq!(neighbours_of(&run, &run.json()[0], 1)[0].1, s(query), "{}", run.describe());
+    };
+
+    let relative = build("weights/w.safetensors", "relative.safetensors");
+    let meta = metadata_of(&relative);
+    assert_eq!(meta["weights_path"], "weights/w.safetensors");
+    assert_eq!(meta["weights_path_base"], "index_dir");
+    let loaded = Index::load(&relative).unwrap();
+    assert_eq!(loaded.provenance.weights_path, s(&lib.join("weights/w.safetensors")));
+    search_from_elsewhere(&relative, &lib.join("db/a/x.png"));
+
+    let absolute_weights = lib.join("weights/w.safetensors");
+    let absolute = build(s(&absolute_weights), "absolute.safetensors");
+    assert_eq!(metadata_of(&absolute)["weights_path"], "weights/w.safetensors", "below the folder: relative");
+    let outside = build("../outside.safetensors", "outside.safetensors");
+    assert_eq!(metadata_of(&outside)["weights_path"], s(&dir.path("outside.safetensors")));
+    search_from_elsewhere(&outside, &lib.join("db/b/y.png"));
+
+    // The folder moves with its index and weights: still found; the outside file still is.
+    let moved = dir.path("lib-moved");
+    fs::rename(&lib, &moved).unwrap();
+    search_from_elsewhere(&moved.join("relative.safetensors"), &moved.join("db/b/y.png"));
+    search_from_elsewhere(&moved.join("outside.safetensors"), &moved.join("db/a/x.png"));
+
+    // An index written before the rule: its relative path, read as it was recorded.
+    let old = moved.join("old.safetensors");
+    let bytes = fs::read(moved.join("relative.safetensors")).unwrap();
+    let st = SafeTensors::deserialize(&bytes).unwrap();
+    let mut meta = metadata_of(&moved.join("relative.safetensors"));
+    for key in ["crc32", "weights_path_base"] {
+        meta.remove(key);
+    }
+    let tensors: Vec<_> = st.tensors().into_iter().filter(|(name, _)| name != "embeddings_crc32").collect();
+    fs::write(&old, safetensors::serialize(tensors, Some(meta.into_iter().collect())).unwrap()).unwrap();
+    assert_eq!(Index::load(&old).unwrap().provenance.weights_path, "weights/w.safetensors");
+    let query = moved.join("db/a/x.png");
+    let run = lookalike_in(&moved, &["search", s(&old), s(&query), "-k", "1"]);
+    run.assert_success();
+    let run = lookalike_in(&elsewhere, &["search", s(&old), s(&query), "-k", "1"]);
+    assert_fails(&run, &["weights/w.safetensors", "cannot be read", "--weights"]);
+}
+
 #[test]
 fn search_matches_a_brute_force_over_the_index() {
     let f = fixture();

@@ -18,7 +18,7 @@ use lookalike::cpu::preprocess::{decode_file, preprocess_image};
 use lookalike::embed::Embedder;
 #[cfg(feature = "cli")]
 use lookalike::index::sha256_file;
-use lookalike::index::{Entry, Index, Provenance};
+use lookalike::index::{Centring, Entry, Index, Provenance};
 use lookalike::model::{Backbone, ResNet50};
 #[cfg(feature = "cli")]
 use lookalike::npy;
@@ -164,7 +164,7 @@ fn searcher_refuses_an_index_of_the_other_network() {
         let entries = vec![Entry::new("a.png", None), Entry::new("b.png", None)];
         let provenance =
             Provenance { model: model.into(), weights_path: "w".into(), weights_sha256: "x".into(), preprocess };
-        Index::from_features(&features, dim, entries, Precision::F32, false, provenance).unwrap()
+        Index::from_features(&features, dim, entries, Precision::F32, Centring::Off, provenance).unwrap()
     };
     let refused = |result: lookalike::Result<Searcher>| result.err().map(|e| e.to_string()).unwrap_or_default();
     let err =
@@ -303,7 +303,7 @@ fn the_other_network_is_refused_either_way_round() {
     };
     let features: Vec<f32> = (0..2 * 2048).map(|i| (i % 13) as f32).collect();
     let entries = vec![Entry::new(query, None), Entry::new(s(&f.images[1].0), None)];
-    Index::from_features(&features, 2048, entries, Precision::F32, false, provenance)
+    Index::from_features(&features, 2048, entries, Precision::F32, Centring::Off, provenance)
         .unwrap()
         .save(&resnet_index)
         .unwrap();

@@ -13,7 +13,7 @@ use std::sync::OnceLock;
 
 use common::{assert_close, ctx, images, random_conv_shape};
 use lookalike::compare::{batch_centred, relative_l2};
-use lookalike::index::{Embeddings, Entry, Index, Provenance};
+use lookalike::index::{Centring, Embeddings, Entry, Index, Provenance};
 use lookalike::model::{BatchNormMode, CpuResNet50, GpuResNet50, RandomResNet50, FEATURE_DIM};
 use lookalike::ops::conv2d::{Conv2dBuffers, Conv2dShape};
 use lookalike::ops::conv2d_coop::conv2d_coop;
@@ -239,8 +239,8 @@ fn search_on_matrix_units_is_a_top_k_of_the_rounded_queries() {
         preprocess: Default::default(),
     };
     for precision in [Precision::F32, Precision::F16] {
-        let index =
-            Index::from_features(&features, dim, entries.clone(), precision, false, provenance.clone()).unwrap();
+        let index = Index::from_features(&features, dim, entries.clone(), precision, Centring::Off, provenance.clone())
+            .unwrap();
         let rows: Vec<f32> = match &index.embeddings {
             // The units take f16: f32 rows are rounded as they are staged.
             Embeddings::F32(v) => round_to_f16(v),
@@ -294,7 +294,7 @@ fn matmul_coop_is_refused_without_the_experimental_feature() {
         weights_sha256: "seed:1".into(),
         preprocess: Default::default(),
     };
-    let index = Index::from_features(&[1.0; 8], 8, entries, Precision::F32, false, provenance).unwrap();
+    let index = Index::from_features(&[1.0; 8], 8, entries, Precision::F32, Centring::Off, provenance).unwrap();
     let options = SearchOptions { matrix_units: true, ..Default::default() };
     let refused = Searcher::for_features(ctx.clone(), &index, options).map(|_| ());
     assert!(matches!(&refused, Err(Error::InvalidArgument(m)) if m.contains("not requested")), "{refused:?}");

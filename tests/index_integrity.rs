@@ -12,7 +12,7 @@ use common::cli::Scratch;
 #[cfg(feature = "cli")]
 use common::cli::{lookalike, s};
 use lookalike::cpu::preprocess::Preprocess;
-use lookalike::index::{Embeddings, Entry, Index, Provenance};
+use lookalike::index::{Centring, Embeddings, Entry, Index, Provenance};
 #[cfg(feature = "cli")]
 use lookalike::npy;
 use lookalike::ops::matmul::Precision;
@@ -32,7 +32,15 @@ fn build(dir: &Path, rows: usize, dim: usize, precision: Precision, center: bool
         weights_sha256: "seed:1".into(),
         preprocess: Preprocess::imagenet(72, 64),
     };
-    Index::from_features(&features, dim, entries, precision, center, provenance).unwrap()
+    Index::from_features(
+        &features,
+        dim,
+        entries,
+        precision,
+        if center { Centring::Mean } else { Centring::Off },
+        provenance,
+    )
+    .unwrap()
 }
 
 /// Where each tensor's bytes lie in a safetensors file: `(dtype, first byte, end)`.

@@ -18,7 +18,7 @@ use image::{Rgb, RgbImage};
 use lookalike::cpu::preprocess::{decode_file, decoded_bytes, preprocess_image, Preprocess};
 use lookalike::embed::{decode_run_len, Embedder, DECODE_BUDGET_BYTES};
 use lookalike::gpu::Dispatch;
-use lookalike::index::{Entry, Index, Provenance};
+use lookalike::index::{Centring, Entry, Index, Provenance};
 use lookalike::model::{GpuResNet50, RandomResNet50, ResNet50, FEATURE_DIM};
 use lookalike::npy::NhwcBatch;
 use lookalike::ops::matmul::Precision;
@@ -91,7 +91,8 @@ fn assert_each_finds_itself(ctx: &Context, images: &[RgbImage], features: &[f32]
         weights_sha256: "seed:1".into(),
         preprocess: *p,
     };
-    let index = Index::from_features(features, FEATURE_DIM, entries, Precision::F32, true, provenance).unwrap();
+    let index =
+        Index::from_features(features, FEATURE_DIM, entries, Precision::F32, Centring::Mean, provenance).unwrap();
     let mut searcher = Searcher::new(ctx.clone(), net(), &index, SearchOptions::default()).unwrap();
     for range in [0..1, 1..3, 0..3, 0..4, 0..n, n - 1..n] {
         let found = searcher.search_images(&images[range.clone()], 1).unwrap();
@@ -266,7 +267,7 @@ fn twelve_megapixel_jpegs_and_an_8000x8000_one_index_and_search_on_the_real_limi
     let mut embedder = Embedder::gpu(ctx.clone(), net()).unwrap();
     let found = embedder.embed_labelled_files(&files, &p, 16, |_| {}).unwrap();
     let kept: Vec<&PathBuf> = files.iter().map(|(path, _)| path).filter(|path| **path != broken).collect();
-    let indexed: Vec<&PathBuf> = found.entries.iter().map(|e| &e.path).collect();
+    let indexed: Vec<&PathBuf> = found.files.iter().map(|(path, _)| path).collect();
     assert_eq!(indexed, kept);
     assert_eq!(found.skipped.len(), 1, "{:?}", found.skipped);
     let (path, reason) = &found.skipped[0];

@@ -13,7 +13,7 @@ use common::cli::{lookalike, s, Scratch};
 use common::{assert_close, ctx};
 use lookalike::compare::relative_l2;
 use lookalike::cpu;
-use lookalike::index::{Entry, Index, Provenance};
+use lookalike::index::{Centring, Entry, Index, Provenance};
 #[cfg(feature = "cli")]
 use lookalike::npy;
 use lookalike::ops::l2_normalize::l2_normalize;
@@ -166,7 +166,15 @@ fn features_index(features: &[f32], dim: usize, precision: Precision, center: bo
         weights_sha256: String::new(),
         preprocess: Default::default(),
     };
-    Index::from_features(features, dim, entries(features.len() / dim), precision, center, provenance).unwrap()
+    Index::from_features(
+        features,
+        dim,
+        entries(features.len() / dim),
+        precision,
+        if center { Centring::Mean } else { Centring::Off },
+        provenance,
+    )
+    .unwrap()
 }
 
 fn scaled(v: &[f32], scale: f32) -> Vec<f32> {

@@ -5,7 +5,7 @@ mod common;
 
 use common::ctx;
 use lookalike::cpu::preprocess::{preprocess_image, Preprocess};
-use lookalike::index::{Entry, Index, Provenance};
+use lookalike::index::{Centring, Entry, Index, Provenance};
 use lookalike::model::{CpuResNet50, RandomResNet50, FEATURE_DIM};
 use lookalike::ops::matmul::Precision;
 use lookalike::rng::Rng;
@@ -72,9 +72,15 @@ fn gpu_search_matches_cpu_brute_force_and_chunking_changes_nothing() {
     let features = concentrated_features(n, dim, &mut rng);
     let queries = concentrated_features(5, dim, &mut rng);
     for center in [false, true] {
-        let index =
-            Index::from_features(&features, dim, entries(n), Precision::F32, center, provenance(Preprocess::default()))
-                .unwrap();
+        let index = Index::from_features(
+            &features,
+            dim,
+            entries(n),
+            Precision::F32,
+            if center { Centring::Mean } else { Centring::Off },
+            provenance(Preprocess::default()),
+        )
+        .unwrap();
         for k in [1, 10, 300] {
             let expected = search_features_cpu(&index, &queries, k).unwrap();
             let mut whole = Searcher::for_features(context(), &index, SearchOptions::default()).unwrap();
@@ -104,9 +110,15 @@ fn k_equal_to_n_and_bad_k_values() {
     let mut rng = Rng::new(2);
     let (n, dim) = (33, 16);
     let features = rng.normals(n * dim, 1.0);
-    let index =
-        Index::from_features(&features, dim, entries(n), Precision::F32, false, provenance(Preprocess::default()))
-            .unwrap();
+    let index = Index::from_features(
+        &features,
+        dim,
+        entries(n),
+        Precision::F32,
+        Centring::Off,
+        provenance(Preprocess::default()),
+    )
+    .unwrap();
     let mut searcher =
         Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(8), ..Default::default() }).unwrap();
     let q = rng.normals(dim, 1.0);
@@ -134,12 +146,24 @@ fn f16_index_with_centering_keeps_recall() {
     let (n, dim, queries) = (3000, 2048, 20);
     let features = concentrated_features(n, dim, &mut rng);
     let q = concentrated_features(queries, dim, &mut rng);
-    let exact =
-        Index::from_features(&features, dim, entries(n), Precision::F32, true, provenance(Preprocess::default()))
-            .unwrap();
-    let half =
-        Index::from_features(&features, dim, entries(n), Precision::F16, true, provenance(Preprocess::default()))
-            .unwrap();
+    let exact = Index::from_features(
+        &features,
+        dim,
+        entries(n),
+        Precision::F32,
+        Centring::Mean,
+        provenance(Preprocess::default()),
+    )
+    .unwrap();
+    let half = Index::from_features(
+        &features,
+        dim,
+        entries(n),
+        Precision::F16,
+        Centring::Mean,
+        provenance(Preprocess::default()),
+    )
+    .unwrap();
     let truth = search_features_cpu(&exact, &q, 10).unwrap();
     let got =
         Searcher::for_features(context(), &half, SearchOptions::default()).unwrap().search_features(&q, 10).unwrap();
@@ -162,7 +186,8 @@ fn index_paths_follow_the_index_folder() {
     }
     let features = Rng::new(5).normals(3 * 8, 1.0);
     let index =
-        Index::from_features(&features, 8, moved, Precision::F32, false, provenance(Preprocess::default())).unwrap();
+        Index::from_features(&features, 8, moved, Precision::F32, Centring::Off, provenance(Preprocess::default()))
+            .unwrap();
     index.save(&old.join("index.safetensors")).unwrap();
     std::fs::rename(&old, &new).unwrap();
     let loaded = Index::load(&new.join("index.safetensors")).unwrap();
@@ -224,7 +249,7 @@ fn index_file_round_trips_and_is_written_atomically() {
             8,
             absolute.clone(),
             precision,
-            center,
+            if center { Centring::Mean } else { Centring::Off },
             provenance(Preprocess::imagenet(72, 64)),
         )
         .unwrap();
@@ -296,7 +321,7 @@ fn images_to_neighbours_on_the_gpu_match_the_cpu_pipeline() {
         FEATURE_DIM,
         entries(6),
         Precision::F32,
-        true,
+        Centring::Mean,
         provenance(preprocess),
     )
     .unwrap();

@@ -1,6 +1,11 @@
 //! The reference database: L2-normalised embeddings plus what produced them, in one
 //! safetensors file that numpy / safetensors users can read.
 //!
+//! Build one from a folder of images or from features, or add to one, with
+//! [`IndexBuilder`]; the network and what the index records of it (file, SHA-256, or seed)
+//! are a [`LoadedWeights`] ([`provenance`]). [`Index::save`] and [`Index::load`] write and
+//! read the file.
+//!
 //! File layout:
 //! - `embeddings` `[N, D]` F32 or F16: unit-norm rows (after subtracting `mean` when the
 //!   index is centred), so a query's cosine similarity to row i is `q_unit · embeddings[i]`.
@@ -17,6 +22,12 @@
 //!   images that are missing beside it but present there (left out when that folder's name
 //!   is not UTF-8). Version 1 files stored paths as given (relative ones to the working
 //!   directory of the build).
+//! - `weights_path_base` = `index_dir` (written since it was added; readers that predate
+//!   it ignore it): `weights_path` is stored as `paths` are, relative to the index's folder
+//!   where the weights file lies below it, else absolute, and found the same way (beside the
+//!   index, else under `index_dir`); [`Index::load`] gives it back absolute. Without the
+//!   key, as in older files and for seed tags (`seed:N`), `weights_path` is as recorded,
+//!   a relative one being relative to the working directory.
 //! - A path that is not valid UTF-8 is stored losslessly, as Python's `os.fsdecode` names it
 //!   (undecodable bytes as `\udcXX` escapes): `os.fsencode(json.loads(meta["paths"])[i])`
 //!   gives its bytes back. See [`paths`].
@@ -36,19 +47,23 @@
 //! see a torn file (every write replaces the file by an atomic rename).
 
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use sha2::Digest;
-
+mod builder;
+mod embeddings;
 mod file;
 mod lock;
 pub mod paths;
+pub mod provenance;
 mod scan;
 pub mod verify;
 
+pub use builder::{IndexBuilder, Skipped};
+pub use embeddings::{mean_row, normalize_rows, Centring, Embeddings};
 use file::{TensorData, TensorFile};
 pub use lock::{Wait, WriteLock};
+use paths::index_dir;
+pub use provenance::{sha256_file, LoadedWeights, Provenance};
 pub use scan::{is_image_name, scan_folder, scan_folder_with, FileId, FolderScan, ScanOptions};
 use verify::{damaged, Checksums, ROW_CRC32};
 
@@ -61,56 +76,9 @@ const FORMAT: &str = "lookalike-index";
 const VERSION: &str = "2";
 /// The `paths_base` value of version 2: relative paths start at the index file's folder.
 const PATHS_BASE_INDEX_DIR: &str = "index_dir";
-
-/// The stored reference matrix.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Embeddings {
-    F32(Vec<f32>),
-    F16(Vec<half::f16>),
-}
-
-impl Embeddings {
-    pub fn len(&self) -> usize {
-        match self {
-            Embeddings::F32(v) => v.len(),
-            Embeddings::F16(v) => v.len(),
-        }
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
-    pub fn precision(&self) -> Precision {
-        match self {
-            Embeddings::F32(_) => Precision::F32,
-            Embeddings::F16(_) => Precision::F16,
-        }
-    }
-
-    /// Rows `start..end` of `dim` values, widened to f32.
-    pub fn rows_f32(&self, dim: usize, start: usize, end: usize) -> Vec<f32> {
-        match self {
-            Embeddings::F32(v) => v[start * dim..end * dim].to_vec(),
-            Embeddings::F16(v) => v[start * dim..end * dim].iter().map(|x| x.to_f32()).collect(),
-        }
-    }
-
-    /// Stores unit rows in `precision`.
-    pub fn from_f32(rows: Vec<f32>, precision: Precision) -> Self {
-        match precision {
-            Precision::F32 => Embeddings::F32(rows),
-            Precision::F16 => Embeddings::F16(rows.into_iter().map(half::f16::from_f32).collect()),
-        }
-    }
-
-    fn extend(&mut self, rows: &[f32]) {
-        match self {
-            Embeddings::F32(v) => v.extend_from_slice(rows),
-            Embeddings::F16(v) => v.extend(rows.iter().map(|&x| half::f16::from_f32(x))),
-        }
-    }
-}
+/// The metadata key saying that `weights_path` is stored as `paths` are (its value is
+/// [`PATHS_BASE_INDEX_DIR`]); files without it recorded the path as given.
+const WEIGHTS_PATH_BASE: &str = "weights_path_base";
 
 /// One indexed image.
 #[derive(Debug, Clone, PartialEq)]
@@ -129,17 +97,6 @@ impl Entry {
     }
 }
 
-/// Which network and preprocessing produced the embeddings.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Provenance {
-    /// The network: `resnet50` or `convnet` ([`crate::model::Backbone::name`]).
-    pub model: String,
-    pub weights_path: String,
-    /// SHA-256 of the weights file (or `seed:N` for in-memory seeded weights).
-    pub weights_sha256: String,
-    pub preprocess: Preprocess,
-}
-
 /// A searchable reference database.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Index {
@@ -150,43 +107,13 @@ pub struct Index {
     pub provenance: Provenance,
 }
 
-/// SHA-256 of a file, hex.
-pub fn sha256_file(path: &Path) -> Result<String> {
-    let mut file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-    let mut hasher = sha2::Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = file.read(&mut buf).map_err(|e| Error::io(path, e))?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// `(x - mean) / ||x - mean||` per row, in f64: the normalisation of database rows.
-pub fn normalize_rows(features: &[f32], dim: usize, mean: Option<&[f32]>) -> Vec<f32> {
-    let rows = features.len() / dim.max(1);
-    // Shapes are consistent by construction here.
-    crate::cpu::l2_normalize(features, rows, dim, mean).unwrap_or_default()
-}
-
-/// Mean row of `features` (f64 accumulation).
-pub fn mean_row(features: &[f32], dim: usize) -> Vec<f32> {
-    let rows = (features.len() / dim.max(1)).max(1);
-    let mut sum = vec![0.0f64; dim];
-    for row in features.chunks_exact(dim) {
-        sum.iter_mut().zip(row).for_each(|(s, &x)| *s += x as f64);
-    }
-    sum.into_iter().map(|s| (s / rows as f64) as f32).collect()
-}
-
 impl Index {
-    /// A new index from raw (unnormalised) features. With `center`, their mean is stored
-    /// and subtracted before normalising.
+    /// A new index from raw (unnormalised) `[entries.len(), dim]` features, stored in
+    /// `precision`, centred as `centring` says. [`IndexBuilder`] does the same from a
+    /// folder of images or from features, with named options.
     pub fn from_features(
-        features: &[f32], dim: usize, entries: Vec<Entry>, precision: Precision, center: bool, provenance: Provenance,
+        features: &[f32], dim: usize, entries: Vec<Entry>, precision: Precision, centring: Centring,
+        provenance: Provenance,
     ) -> Result<Self> {
         if dim == 0 || features.len() != entries.len() * dim {
             return Err(Error::shape(
@@ -198,6 +125,7 @@ impl Index {
         if entries.is_empty() {
             return Err(Error::InvalidArgument("an index needs at least one image".into()));
         }
+        let center = centring == Centring::Mean;
         let mean = center.then(|| mean_row(features, dim));
         let unit = normalize_rows(features, dim, mean.as_deref());
         if center && unit.iter().all(|&x| x == 0.0) {
@@ -205,7 +133,7 @@ impl Index {
             // every query would score 0 against all of them.
             return Err(Error::InvalidArgument(format!(
                 "centring needs images whose features differ: all {} equal their mean, so no row would \
-                 have a direction; leave out --center or add other images",
+                 have a direction; leave centring off (--center) or add other images",
                 entries.len()
             )));
         }
@@ -263,7 +191,7 @@ impl Index {
         let json = |v: serde_json::Value| v.to_string();
         let labels: Vec<Option<&str>> = self.entries.iter().map(|e| e.label.as_deref()).collect();
         let base = index_dir(path)?;
-        let stored: Vec<PathBuf> = self.entries.iter().map(|e| stored_path(&e.path, &base)).collect();
+        let stored: Vec<PathBuf> = self.entries.iter().map(|e| paths::stored_path(&e.path, &base)).collect();
         let mut metadata: BTreeMap<&str, String> = [
             ("format", FORMAT.to_string()),
             ("version", VERSION.to_string()),
@@ -286,6 +214,22 @@ impl Index {
         // A plain string: left out (the fallback it serves with it) where it is not UTF-8.
         if let Some(dir) = base.to_str() {
             metadata.insert("index_dir", dir.to_string());
+        }
+        // A weights file is stored as the images are, so the index finds it from any working
+        // directory; a seed tag is no file, and a stored form that is not text stays as given.
+        let weights_file = !p.is_seeded() && !p.weights_path.is_empty();
+        let stored_weights = weights_file.then(|| {
+            let stored = paths::stored_path(Path::new(&p.weights_path), &base);
+            // Outside the folder: the real path, since a `..` stored lexically would lead
+            // nowhere once the folder it climbs out of has moved.
+            match std::fs::canonicalize(&stored) {
+                Ok(real) if stored.is_absolute() => paths::stored_path(&real, &base),
+                _ => stored,
+            }
+        });
+        if let Some(text) = stored_weights.as_deref().and_then(Path::to_str) {
+            metadata.insert("weights_path", text.to_string());
+            metadata.insert(WEIGHTS_PATH_BASE, PATHS_BASE_INDEX_DIR.to_string());
         }
         let shape = vec![self.len(), self.dim];
         let mut tensors = vec![(
@@ -365,32 +309,29 @@ impl Index {
         let preprocess =
             Preprocess { resize: side("resize")?, crop: side("crop")?, mean: rgb("mean_rgb")?, std: rgb("std_rgb")? };
         preprocess.validate()?;
-        let paths = match meta.get("paths_base").map(String::as_str) {
-            None => paths,
-            Some(PATHS_BASE_INDEX_DIR) => {
-                let base = index_dir(path)?;
-                // Moved or copied: beside the index first, else where it was written.
-                let written_in = meta.get("index_dir").map(PathBuf::from).filter(|dir| *dir != base);
-                let locate = |p: PathBuf| {
-                    let beside = base.join(&p);
-                    match &written_in {
-                        Some(dir) if !beside.exists() && dir.join(&p).exists() => dir.join(&p),
-                        _ => beside,
-                    }
-                };
-                paths.into_iter().map(locate).collect()
-            }
-            Some(other) => {
-                return Err(bad(format!("metadata `paths_base` is `{other}`; expected `{PATHS_BASE_INDEX_DIR}`")))
-            }
+        let base = index_dir(path)?;
+        // Moved or copied: beside the index first, else where it was written.
+        let written_in = meta.get("index_dir").map(PathBuf::from);
+        let relative_to_index = |key: &str| match meta.get(key).map(String::as_str) {
+            None => Ok(false),
+            Some(PATHS_BASE_INDEX_DIR) => Ok(true),
+            Some(other) => Err(bad(format!("metadata `{key}` is `{other}`; expected `{PATHS_BASE_INDEX_DIR}`"))),
         };
+        let paths = match relative_to_index("paths_base")? {
+            true => paths.into_iter().map(|p| paths::locate(&p, &base, written_in.as_deref())).collect(),
+            false => paths,
+        };
+        let mut weights_path = get("weights_path")?;
+        if relative_to_index(WEIGHTS_PATH_BASE)? {
+            // Text in, text out, unless the index's folder is not UTF-8: then as stored.
+            let located = paths::locate(Path::new(&weights_path), &base, written_in.as_deref());
+            if let Some(text) = located.to_str() {
+                weights_path = text.to_string();
+            }
+        }
         let entries = paths.into_iter().zip(labels).map(|(path, label)| Entry { path, label }).collect();
-        let provenance = Provenance {
-            model: get("model")?,
-            weights_path: get("weights_path")?,
-            weights_sha256: get("weights_sha256")?,
-            preprocess,
-        };
+        let provenance =
+            Provenance { model: get("model")?, weights_path, weights_sha256: get("weights_sha256")?, preprocess };
         Ok(Self { dim, embeddings, mean, entries, provenance })
     }
 }
@@ -466,35 +407,6 @@ fn read_tensors(
     Ok((embeddings, mean))
 }
 
-/// The absolute folder holding the index file `path`.
-fn index_dir(path: &Path) -> Result<PathBuf> {
-    let absolute = std::path::absolute(path).map_err(|e| Error::io(path, e))?;
-    Ok(absolute.parent().map_or_else(|| absolute.clone(), Path::to_path_buf))
-}
-
-/// `path` as an index in `base` stores it: relative to `base` ('/'-separated) when it lies
-/// at or below it, else absolute. Purely lexical, so a symlinked folder is not resolved
-/// into a different spelling; no `..` components, which a symlink would send elsewhere.
-fn stored_path(path: &Path, base: &Path) -> PathBuf {
-    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
-    match absolute.strip_prefix(base) {
-        Ok(relative)
-            if relative.components().all(|c| matches!(c, std::path::Component::Normal(_)))
-                && !relative.as_os_str().is_empty() =>
-        {
-            let mut joined = std::ffi::OsString::new();
-            for (i, part) in relative.components().enumerate() {
-                if i > 0 {
-                    joined.push("/");
-                }
-                joined.push(part.as_os_str());
-            }
-            PathBuf::from(joined)
-        }
-        _ => absolute,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,12 +421,13 @@ mod tests {
         };
         let entries = |n: usize| (0..n).map(|i| Entry::new(format!("{i}.png"), None)).collect::<Vec<_>>();
         let same = [0.5f32, -1.0, 2.0].repeat(3);
-        let err = Index::from_features(&same, 3, entries(3), Precision::F32, true, provenance.clone()).unwrap_err();
+        let err =
+            Index::from_features(&same, 3, entries(3), Precision::F32, Centring::Mean, provenance.clone()).unwrap_err();
         assert!(err.to_string().contains("all 3 equal their mean"), "{err}");
         // Not centred, or with rows that differ, it is an index.
-        assert!(Index::from_features(&same, 3, entries(3), Precision::F32, false, provenance.clone()).is_ok());
+        assert!(Index::from_features(&same, 3, entries(3), Precision::F32, Centring::Off, provenance.clone()).is_ok());
         let mut differ = same.clone();
         differ[4] = 1.0;
-        assert!(Index::from_features(&differ, 3, entries(3), Precision::F32, true, provenance).is_ok());
+        assert!(Index::from_features(&differ, 3, entries(3), Precision::F32, Centring::Mean, provenance).is_ok());
     }
 }

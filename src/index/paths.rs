@@ -8,6 +8,9 @@
 //! `\ud800`). Python's `json.loads` reads these strings and `os.fsencode(path)` (or
 //! `open(path)`) gives back the exact bytes; a valid UTF-8 path is stored as plain JSON
 //! text, as before.
+//!
+//! Where a stored path starts is the index file's folder: a path at or below it is written
+//! relative to it, and found again there (or where the index was written) after a move.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -204,6 +207,46 @@ pub fn one_line(text: &str) -> String {
         }
         out
     })
+}
+
+/// The absolute folder holding the index file `path`.
+pub(crate) fn index_dir(path: &Path) -> crate::Result<PathBuf> {
+    let absolute = std::path::absolute(path).map_err(|e| crate::Error::io(path, e))?;
+    Ok(absolute.parent().map_or_else(|| absolute.clone(), Path::to_path_buf))
+}
+
+/// `path` as an index in `base` stores it: relative to `base` ('/'-separated) when it lies
+/// at or below it, else absolute. Purely lexical, so a symlinked folder is not resolved
+/// into a different spelling; no `..` components, which a symlink would send elsewhere.
+pub(crate) fn stored_path(path: &Path, base: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    match absolute.strip_prefix(base) {
+        Ok(relative)
+            if relative.components().all(|c| matches!(c, std::path::Component::Normal(_)))
+                && !relative.as_os_str().is_empty() =>
+        {
+            let mut joined = std::ffi::OsString::new();
+            for (i, part) in relative.components().enumerate() {
+                if i > 0 {
+                    joined.push("/");
+                }
+                joined.push(part.as_os_str());
+            }
+            PathBuf::from(joined)
+        }
+        _ => absolute,
+    }
+}
+
+/// Where a path an index in `base` stored lies now: beside the index (`base` joined with
+/// it; an absolute path stays itself), unless it is missing there but present under
+/// `written_in`, the folder the index was written in (a file copied elsewhere alone).
+pub(crate) fn locate(stored: &Path, base: &Path, written_in: Option<&Path>) -> PathBuf {
+    let beside = base.join(stored);
+    match written_in {
+        Some(dir) if dir != base && !beside.exists() && dir.join(stored).exists() => dir.join(stored),
+        _ => beside,
+    }
 }
 
 #[cfg(test)]

@@ -29,13 +29,14 @@ pub const CRC32_KEY: &str = "crc32";
 
 /// The metadata an index's loader reads: in a file with checksums, each present must be
 /// covered by them (keys the loader ignores may come and go).
-pub const COVERED_KEYS: [&str; 16] = [
+pub const COVERED_KEYS: [&str; 17] = [
     "format",
     "version",
     "paths_base",
     "index_dir",
     "model",
     "weights_path",
+    "weights_path_base",
     "weights_sha256",
     "resize",
     "crop",

@@ -9,7 +9,7 @@ use crate::classify::{vote, ConfusionMatrix};
 use crate::cpu::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
-use crate::index::{Entry, Index, Provenance};
+use crate::index::{Centring, Entry, Index, Provenance};
 use crate::ops::matmul::Precision;
 use crate::ops::topk::MAX_K;
 use crate::search::{search_features_cpu, Neighbor, SearchOptions, Searcher};
@@ -99,7 +99,7 @@ pub fn all_neighbours(ctx: Option<&Context>, embeddings: &[f32], dim: usize, k: 
         weights_sha256: String::new(),
         preprocess: Preprocess::default(),
     };
-    let index = Index::from_features(embeddings, dim, entries, Precision::F32, false, provenance)?;
+    let index = Index::from_features(embeddings, dim, entries, Precision::F32, Centring::Off, provenance)?;
     let found = match ctx {
         Some(ctx) if k < MAX_K => {
             Searcher::for_features(ctx.clone(), &index, SearchOptions::default())?.search_features(embeddings, k + 1)?

@@ -18,7 +18,7 @@
 //! ```
 //! use image::{Rgb, RgbImage};
 //! use lookalike::data::LabelledImages;
-//! use lookalike::index::{Entry, Index, Provenance};
+//! use lookalike::index::{Centring, Entry, Index, Provenance};
 //! use lookalike::model::Backbone;
 //! use lookalike::ops::matmul::Precision;
 //! use lookalike::search::{SearchOptions, Searcher};
@@ -67,7 +67,7 @@
 //!     weights_sha256: "in memory".into(),
 //!     preprocess: backbone.default_preprocess()?,
 //! };
-//! let index = Index::from_features(&features, backbone.feature_dim(), entries, Precision::F32, false, provenance)?;
+//! let index = Index::from_features(&features, backbone.feature_dim(), entries, Precision::F32, Centring::Off, provenance)?;
 //!
 //! // ...and search with a picture of the first one: decode → preprocess → convnet →
 //! // normalise → matmul → top-k in one GPU submission.

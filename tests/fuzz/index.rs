@@ -12,7 +12,7 @@
 use std::path::{Path, PathBuf};
 
 use lookalike::cpu::preprocess::Preprocess;
-use lookalike::index::{Embeddings, Entry, Index, Provenance};
+use lookalike::index::{Centring, Embeddings, Entry, Index, Provenance};
 use lookalike::ops::matmul::Precision;
 use lookalike::rng::Rng;
 use lookalike::Error;
@@ -82,7 +82,15 @@ fn valid_files(dir: &Path) -> Vec<Valid> {
             weights_sha256: format!("{:064x}", i),
             preprocess: Preprocess::imagenet(40 + i as u32, 32),
         };
-        let index = Index::from_features(&features, dim, entries, precision, center, provenance).expect("an index");
+        let index = Index::from_features(
+            &features,
+            dim,
+            entries,
+            precision,
+            if center { Centring::Mean } else { Centring::Off },
+            provenance,
+        )
+        .expect("an index");
         let path = dir.join(format!("valid-{i}.index"));
         index.save(&path).expect("save");
         let bytes = std::fs::read(&path).expect("read it back");

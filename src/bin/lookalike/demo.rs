@@ -12,7 +12,7 @@ use lookalike::classify::{vote, ConfusionMatrix};
 use lookalike::compare::relative_l2;
 use lookalike::cpu::preprocess::{decode_file, Preprocess};
 use lookalike::embed::Embedder;
-use lookalike::index::Index;
+use lookalike::index::{Index, LoadedWeights};
 use lookalike::model::resnet50::ShapeWalk;
 use lookalike::model::{Backbone, ResNet50};
 use lookalike::ops::matmul::Precision;
@@ -20,7 +20,8 @@ use lookalike::rng::Rng;
 use lookalike::search::{SearchOptions, Searcher};
 use lookalike::{Context, Error, Result};
 
-use crate::search_cmd::{self, IndexOptions};
+use crate::index_cmd::{self, IndexOptions};
+use crate::search_cmd;
 
 /// Classes differ in pattern and palette, each image in frequency, phase, angle and shade.
 pub const CLASSES: [&str; 5] = ["stripes", "checkers", "rings", "blobs", "gradient"];
@@ -122,7 +123,7 @@ pub fn run(fashion: &Path, weights: Option<&Path>, per_class: Option<usize>, out
 
     let index_path = out.join("index.safetensors");
     let start = Instant::now();
-    let index = search_cmd::index(IndexOptions {
+    let index = index_cmd::index(IndexOptions {
         dir: &library,
         weights,
         seed: if weights.is_none() { Some(0) } else { None },
@@ -146,8 +147,7 @@ pub fn run(fashion: &Path, weights: Option<&Path>, per_class: Option<usize>, out
     );
 
     // The index records the weights; load them once for searching and for the comparison.
-    let Backbone::ResNet50(net) = crate::weights::for_index(&index, weights.map(Path::to_path_buf).as_ref())?.net
-    else {
+    let Backbone::ResNet50(net) = LoadedWeights::for_index(&index, weights)?.net else {
         return Err(Error::InvalidArgument("the demo's index records a convnet, not ResNet50".into()));
     };
     search_and_report(&ctx, &index, &queries, &net)?;

@@ -17,7 +17,7 @@ use lookalike::train::run::evaluate;
 use lookalike::train::{ConvNet, ConvNetSpec, TrainConfig};
 use lookalike::{Context, Error, Result};
 
-use crate::search_cmd::{self, IndexOptions};
+use crate::index_cmd::{self, IndexOptions};
 use crate::train_cmd;
 
 /// Where Debian's `dataset-fashion-mnist` installs the IDX files.
@@ -81,7 +81,7 @@ pub fn run(ctx: &Context, dir: &Path, out: &Path) -> Result<()> {
     let files = write_pngs(test, &images_dir)?;
     let index_path = out.join("fashion.index");
     let start = Instant::now();
-    let index = search_cmd::index(IndexOptions {
+    let index = index_cmd::index(IndexOptions {
         dir: &images_dir,
         weights: Some(&model),
         seed: None,

@@ -8,11 +8,11 @@ mod bench;
 mod demo;
 mod demo_fashion;
 mod embed_cmd;
+mod index_cmd;
 mod outputs;
 mod search_cmd;
 mod train_cmd;
 mod tune_cmd;
-mod weights;
 
 use clap::Parser;
 
@@ -68,7 +68,7 @@ fn main() -> ExitCode {
             experimental_coop,
             follow_links,
             no_wait,
-        } => search_cmd::index(search_cmd::IndexOptions {
+        } => index_cmd::index(index_cmd::IndexOptions {
             dir: &dir,
             weights: weights.as_deref(),
             seed,

@@ -1,199 +1,27 @@
-//! `lookalike index`, `search` and `classify`.
+//! `lookalike search` and `classify`, and what `lookalike index` shares with them.
 
 use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 use lookalike::classify::{vote, ConfusionMatrix};
 use lookalike::cpu::preprocess::{check_image, decode_file, Preprocess};
-use lookalike::embed::{decode_run_len, Embedder};
-use lookalike::index::{paths, scan_folder_with, FileId, Index, Provenance, ScanOptions, Wait, WriteLock};
+use lookalike::embed::decode_run_len;
+use lookalike::index::{paths, scan_folder_with, Index, LoadedWeights, ScanOptions};
 use lookalike::npy;
-use lookalike::ops::matmul::Precision;
 use lookalike::render::{collage, confusion_png, save_png};
 use lookalike::search::{neighbours_json, Neighbor, SearchOptions, Searcher};
-use lookalike::{Context, Error, Result};
+use lookalike::{Error, Result};
 use rayon::prelude::*;
 
-use crate::weights;
-
-/// Options of `lookalike index`.
-pub struct IndexOptions<'a> {
-    pub dir: &'a Path,
-    pub weights: Option<&'a Path>,
-    pub seed: Option<u64>,
-    pub output: &'a Path,
-    /// `None`: f32, or the index's with `add`.
-    pub precision: Option<Precision>,
-    pub center: bool,
-    pub batch: usize,
-    /// `None`: the network's default ([`Backbone::default_preprocess`]), or the index's
-    /// with `add`.
-    pub resize: Option<u32>,
-    pub crop: Option<u32>,
-    pub add: bool,
-    pub cpu: bool,
-    /// Embed with the convolutions on the GPU's matrix units (`--experimental-coop`).
-    pub matrix_units: bool,
-    /// The GPU context to embed on (unless `cpu`); `None` opens one.
-    pub gpu: Option<Context>,
-    /// Walk into links to folders (`--follow-links`).
-    pub follow_links: bool,
-    /// Fail instead of waiting when another process is writing the index (`--no-wait`).
-    pub no_wait: bool,
-}
-
-fn progress_bar(len: usize, what: &str) -> ProgressBar {
+pub fn progress_bar(len: usize, what: &str) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     let template = format!("{{bar:40}} {{pos}}/{{len}} {what} {{elapsed}} (eta {{eta}})");
     bar.set_style(ProgressStyle::with_template(&template).unwrap_or_else(|_| ProgressStyle::default_bar()));
     bar
 }
 
-/// Builds (or, with `add`, extends) an index from a folder of images.
-pub fn index(o: IndexOptions) -> Result<Index> {
-    if o.batch == 0 {
-        return Err(Error::InvalidArgument("--batch must be at least 1".into()));
-    }
-    refuse_directory(o.output)?;
-    crate::check_not_input(o.output, &o.weights.into_iter().collect::<Vec<_>>(), &[], &[o.dir])?;
-    // Through a link to the index, the index itself is locked and replaced (as SQLite
-    // writes through one): locking the link's name would not keep out a writer of the file.
-    let output = resolve_link(o.output)?;
-    let o = IndexOptions { output: &output, ..o };
-    // Held from before the old index is read until the new one has replaced it, so two
-    // writers of one index take turns and neither loses the other's rows.
-    let wait = if o.no_wait { Wait::NoWait } else { Wait::Block };
-    let _lock = WriteLock::acquire(o.output, wait, |lock| {
-        eprintln!(
-            "waiting for another process writing {} to finish (it holds {}; --no-wait fails instead)",
-            paths::display(o.output),
-            paths::display(lock)
-        )
-    })?;
-    let existing = if o.add && o.output.exists() { Some(Index::load(o.output)?) } else { None };
-    if o.add && existing.is_none() {
-        eprintln!("{} does not exist yet: --add builds a new index there", paths::display(o.output));
-    }
-    if let Some(index) = &existing {
-        refuse_other_settings(&o, index)?;
-    }
-    let loaded = match &existing {
-        Some(index) if o.weights.is_none() && o.seed.is_none() => weights::for_index(index, None)?,
-        Some(index) => {
-            let loaded = weights::load(o.weights, o.seed)?;
-            weights::check_model(&loaded, index)?;
-            if !weights::same_network(&loaded, &index.provenance.weights_sha256)? {
-                return Err(Error::InvalidArgument(format!(
-                    "{} was built with other weights ({}); cannot add with {}",
-                    o.output.display(),
-                    index.provenance.weights_sha256,
-                    loaded.path
-                )));
-            }
-            loaded
-        }
-        None => weights::load(o.weights, o.seed)?,
-    };
-    let preprocess = match &existing {
-        Some(index) => index.provenance.preprocess,
-        None => {
-            let default = loaded.net.default_preprocess()?;
-            let asked = Preprocess {
-                resize: o.resize.unwrap_or(default.resize),
-                crop: o.crop.unwrap_or(default.crop),
-                ..default
-            };
-            asked.validate()?;
-            asked
-        }
-    };
-    loaded.net.check_input(preprocess.crop as usize, preprocess.crop as usize)?;
-    // Absolute, so `search` finds the images (for --collage) from any directory; the file
-    // stores those below its own folder relative to it (`Index::save`).
-    // Known by file, not by spelling: `DIR`, `./DIR/`, `/abs/DIR`, a link or a hard link to
-    // an indexed image all name one file, which the walk leaves out.
-    let indexed = existing.iter().flat_map(|index| &index.entries).filter_map(|e| FileId::of(&e.path)).collect();
-    let scan = scan_folder_with(o.dir, ScanOptions { follow_links: o.follow_links, indexed })?;
-    let mut files: Vec<(PathBuf, Option<String>)> =
-        scan.files.into_iter().map(|(path, label)| (std::path::absolute(&path).unwrap_or(path), label)).collect();
-    if let Some(index) = &existing {
-        // And by name, for an indexed file that cannot be read now.
-        let known_paths: std::collections::HashSet<&Path> = index.entries.iter().map(|e| e.path.as_path()).collect();
-        files.retain(|(path, _)| !known_paths.contains(path.as_path()));
-    }
-    print_skipped("path(s) passed over while walking the folder", &scan.skipped);
-    if files.is_empty() && existing.is_none() {
-        return Err(Error::InvalidArgument(format!("no .jpg, .jpeg or .png images under {}", o.dir.display())));
-    }
-    let mut embedder = match (o.cpu, o.gpu, o.matrix_units) {
-        (true, _, _) => Embedder::cpu(&loaded.net)?,
-        (false, Some(ctx), true) => Embedder::gpu_on_matrix_units(ctx, &loaded.net)?,
-        (false, None, true) => Embedder::gpu_on_matrix_units(crate::open_context(true)?, &loaded.net)?,
-        (false, Some(ctx), false) => Embedder::gpu(ctx, &loaded.net)?,
-        (false, None, false) => Embedder::gpu(Context::new()?, &loaded.net)?,
-    };
-    let bar = progress_bar(files.len(), "images");
-    let embedded = embedder.embed_labelled_files(&files, &preprocess, o.batch, |done| bar.set_position(done as u64));
-    bar.finish_and_clear();
-    let embedded = embedded?;
-    print_skipped("file(s) skipped, since they could not be used", &embedded.skipped);
-    let index = match existing {
-        Some(mut index) => {
-            index.add(&embedded.features, embedded.entries)?;
-            index
-        }
-        None => {
-            if embedded.entries.is_empty() {
-                return Err(Error::InvalidArgument(format!(
-                    "none of the images under {} could be read",
-                    o.dir.display()
-                )));
-            }
-            let provenance = Provenance {
-                model: loaded.net.name().into(),
-                weights_path: loaded.path,
-                weights_sha256: loaded.sha256,
-                preprocess,
-            };
-            let precision = o.precision.unwrap_or(Precision::F32);
-            Index::from_features(
-                &embedded.features,
-                loaded.net.feature_dim(),
-                embedded.entries,
-                precision,
-                o.center,
-                provenance,
-            )?
-        }
-    };
-    index.save(o.output)?;
-    let cosine = index.mean_pairwise_cosine();
-    println!(
-        "{}: {} images, {}-d {:?}, {}; mean pairwise cosine {cosine:.5}",
-        o.output.display(),
-        index.len(),
-        index.dim,
-        index.embeddings.precision(),
-        if index.mean.is_some() { "centred" } else { "not centred" }
-    );
-    if index.mean.is_none() && cosine > 0.9 {
-        println!("the embeddings share a dominant direction: rebuild with --center for a far better ranking (above all with --dtype f16)");
-    }
-    Ok(index)
-}
-
-/// `path`, or the file it links to.
-fn resolve_link(path: &Path) -> Result<PathBuf> {
-    match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.file_type().is_symlink() => std::fs::canonicalize(path).map_err(|e| {
-            Error::InvalidArgument(format!("output {} is a link that leads nowhere ({e})", paths::display(path)))
-        }),
-        _ => Ok(path.to_path_buf()),
-    }
-}
-
 /// Lists `skipped` paths on stderr, each once beside its reason, one line each.
-fn print_skipped(what: &str, skipped: &[(PathBuf, String)]) {
+pub fn print_skipped(what: &str, skipped: &[(PathBuf, String)]) {
     if skipped.is_empty() {
         return;
     }
@@ -203,37 +31,9 @@ fn print_skipped(what: &str, skipped: &[(PathBuf, String)]) {
     }
 }
 
-/// With `--add`, settings given on the command line must be the index's own: new rows are
-/// stored, centred and preprocessed as the old ones were, so a different value would be
-/// silently ignored. Checked before any work.
-fn refuse_other_settings(o: &IndexOptions, index: &Index) -> Result<()> {
-    let stored = &index.provenance.preprocess;
-    let mut clashes = Vec::new();
-    if let Some(precision) = o.precision.filter(|&p| p != index.embeddings.precision()) {
-        clashes.push(format!("--dtype {precision:?} (it stores {:?})", index.embeddings.precision()));
-    }
-    if o.center && index.mean.is_none() {
-        clashes.push("--center (it is not centred)".into());
-    }
-    if let Some(resize) = o.resize.filter(|&r| r != stored.resize) {
-        clashes.push(format!("--resize {resize} (it used {})", stored.resize));
-    }
-    if let Some(crop) = o.crop.filter(|&c| c != stored.crop) {
-        clashes.push(format!("--crop {crop} (it used {})", stored.crop));
-    }
-    if clashes.is_empty() {
-        return Ok(());
-    }
-    Err(Error::InvalidArgument(format!(
-        "--add keeps {}'s settings; these differ: {}. Leave them out, or build a new index",
-        o.output.display(),
-        clashes.join(", ")
-    )))
-}
-
 /// Refuses an output path that is a directory before any work: writing over it would fail
 /// only at the end, after every image was embedded or searched.
-fn refuse_directory(output: &Path) -> Result<()> {
+pub fn refuse_directory(output: &Path) -> Result<()> {
     if output.is_dir() {
         return Err(Error::InvalidArgument(format!(
             "output {} is a directory; give a file path",
@@ -314,7 +114,7 @@ fn search_files(
 }
 
 fn open_searcher(index: &Index, weights_override: Option<&PathBuf>, matrix_units: bool) -> Result<Searcher> {
-    let loaded = weights::for_index(index, weights_override)?;
+    let loaded = LoadedWeights::for_index(index, weights_override.map(PathBuf::as_path))?;
     let options = SearchOptions { matrix_units, ..Default::default() };
     Searcher::new(crate::open_context(matrix_units)?, &loaded.net, index, options)
 }

@@ -2,7 +2,7 @@
 //! f16, one query and 64, the GPU beside the CPU reference (and on the matrix units where
 //! asked).
 
-use lookalike::index::{Entry, Index, Provenance};
+use lookalike::index::{Centring, Entry, Index, Provenance};
 use lookalike::model::FEATURE_DIM;
 use lookalike::ops::gemv;
 use lookalike::ops::matmul::Precision;
@@ -90,7 +90,7 @@ fn knn_scan(b: &mut Bench, rows: usize, rng: &mut Rng) -> Result<Vec<Value>> {
     let mut knn = Vec::new();
     for precision in [Precision::F32, Precision::F16] {
         let index =
-            Index::from_features(&features, FEATURE_DIM, entries.clone(), precision, false, provenance.clone())?;
+            Index::from_features(&features, FEATURE_DIM, entries.clone(), precision, Centring::Off, provenance.clone())?;
         let mut searcher = Searcher::for_features(b.ctx.clone(), &index, SearchOptions::default())?;
         for queries in [1usize, 64] {
             let q = rng.normals(queries * FEATURE_DIM, 1.0);
