@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use flate2::write::GzEncoder;
@@ -240,7 +240,7 @@ fn an_interrupted_run_leaves_no_model() {
     write_idx(&data);
     let model = dir.path("m.safetensors");
     fs::write(&model, b"the previous model").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookalike"))
+    let mut child = common::cli::command()
         .args(["train", s(&data), "-o", s(&model), "--epochs", "1000", "--steps", "1000", "--json"])
         .args(SMALL)
         .stdout(Stdio::null())

@@ -9,6 +9,7 @@ use common::ctx;
 use lookalike::compare::Tolerance;
 use lookalike::cpu::convnet::{adam_update, embed, gather_batch, l2_normalize_backward, l2_normalize_rows, pair_loss};
 use lookalike::data::{ClassGrouped, LabelledImages};
+use lookalike::gpu::ContextBuilder;
 use lookalike::ops::adam::{adam, advance_step, AdamBuffers, AdamRates};
 use lookalike::ops::metric_loss::{l2_normalize_rows as gpu_l2_normalize_rows, metric_loss, MetricLossBuffers};
 use lookalike::ops::train_sample::{train_sample, TrainingSet};
@@ -82,7 +83,7 @@ fn sampling_draws_the_cpu_pairs_and_gathers_their_pixels() {
 fn sampling_reads_a_set_split_across_bindings() {
     // 100 images of 5x7x1 = 3500 bytes: bindings of 1100 bytes (275 words) make 4, and
     // images straddle them.
-    let small = Context::builder().max_binding_bytes(1100).build().unwrap();
+    let small = ContextBuilder::from_env().max_binding_bytes(1100).build().unwrap();
     sample_matches_cpu(&small, &synthetic_set(&[40, 25, 35], 5, 7, 1, 2), 4);
     // 200 images would take 7.
     let err = TrainingSet::upload(&small, &synthetic_set(&[100, 100], 5, 7, 1, 2)).unwrap_err().to_string();

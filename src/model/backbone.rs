@@ -9,6 +9,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch};
 use crate::model::convnet_gpu::{self, GpuConvNet};
 use crate::model::{BatchNormMode, CpuResNet50, GpuResNet50, ResNet50, FEATURE_DIM};
+use crate::ops::Tuning;
 use crate::train::convnet::{ConvNet, ARCHITECTURE};
 
 /// A feature extractor: ResNet50 (torchvision's layout) or a trained convnet.
@@ -175,6 +176,15 @@ impl GpuBackbone {
                     .into(),
             )),
             BackboneRef::ConvNet(net) => Ok(GpuBackbone::ConvNet(GpuConvNet::new(ctx, net)?)),
+        }
+    }
+
+    /// The same network with these launch shapes (an autotune result, `tune::load_for`);
+    /// without this call, the built-in ones for the context's adapter.
+    pub fn with_tuning(self, tuning: Tuning) -> Self {
+        match self {
+            GpuBackbone::ResNet50(net) => GpuBackbone::ResNet50(net.with_tuning(tuning)),
+            GpuBackbone::ConvNet(net) => GpuBackbone::ConvNet(net.with_tuning(tuning)),
         }
     }
 

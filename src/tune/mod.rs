@@ -10,9 +10,10 @@
 //! differs is reported in [`TuneReport::rejected`] and never chosen, since the tests run on
 //! lavapipe only and a race may show on a real GPU alone (the matrix-unit layouts, f16 and
 //! experimental, are timed unchecked; `bench --experimental-coop` reports their distance).
-//! [`save`] writes the result to the cache folder; every [`Context`] opened on the
-//! same adapter, driver, lookalike version and shader sources then uses it.
-//! Without a cached file the built-in table ([`Tuning::for_adapter`]) applies.
+//! [`save`] writes the result to the cache folder; [`load_for`] reads it back for a
+//! context on the same adapter, driver, lookalike version and shader sources, else gives
+//! the built-in table ([`Tuning::for_adapter`]). Nothing reads the cache implicitly: the
+//! command line calls [`load_for`] and hands the result to whatever dispatches.
 //!
 //! The cache folder is `$LOOKALIKE_CACHE_DIR`, else `$XDG_CACHE_HOME/lookalike`, else the
 //! platform's user cache folder (`~/.cache/lookalike` on Linux). `LOOKALIKE_TUNING=table`
@@ -22,8 +23,7 @@ mod cache;
 
 use serde::Serialize;
 
-pub(crate) use cache::for_adapter;
-pub use cache::{cache_dir, cache_path, load, save, TuningSource};
+pub use cache::{cache_dir, cache_path, load, load_for, save, TuningSource};
 
 use rayon::prelude::*;
 
@@ -397,7 +397,7 @@ fn time_topk(
                 poison(ctx, &best_scores, k);
                 poison(ctx, &best_indices, k);
                 let output = TopKOutput::dense(&best_scores, &best_indices, k);
-                let select = TopK::with_workgroup(
+                let select = TopK::new(
                     ctx,
                     TopKInput::Scores { scores: &scores, index_base: 0 },
                     1,

@@ -42,7 +42,7 @@ pub fn training(ctx: &Context, quick: bool, checks: &mut Checks, say: &dyn Fn(St
         let config = TrainConfig::default();
         let gflop = step_flops(&spec, CLASSES) / 1e9;
 
-        let mut gpu = GpuTrainer::new(ctx.clone(), net.clone(), &data, config)?;
+        let mut gpu = GpuTrainer::new(ctx.clone(), net.clone(), &data, config)?.with_tuning(crate::tuning(ctx))?;
         gpu.run(10)?;
         let mut cpu = CpuTrainer::new(net.clone(), data.clone(), config)?;
         (0..10).for_each(|_| {
