@@ -12,13 +12,13 @@ use std::time::Instant;
 use clap::Parser;
 use lookalike::cpu::convnet as twin;
 use lookalike::gpu::Dispatch;
+use lookalike::model::convnet::{ConvNetSpec, KERNEL, STRIDE};
 use lookalike::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use lookalike::ops::conv2d_backward::{conv2d_backward_input, conv2d_backward_weight, BackwardTiles, ConvActivations};
 use lookalike::ops::dense::{dense_backward_input, dense_backward_weight, dense_forward, DenseShape};
 use lookalike::ops::pool::global_avg_pool_backward;
 use lookalike::ops::Tuning;
 use lookalike::rng::Rng;
-use lookalike::train::convnet::{ConvNetSpec, KERNEL, STRIDE};
 use lookalike::Context;
 
 #[derive(Parser)]

@@ -372,7 +372,7 @@ impl Searcher {
 /// synthetic indexes, are left to the width check).
 fn check_backbone(net: BackboneRef, index: &Index) -> Result<()> {
     let recorded = index.provenance.model.as_str();
-    let known = [crate::model::backbone::RESNET50, crate::train::convnet::ARCHITECTURE];
+    let known = [crate::model::backbone::RESNET50, crate::model::convnet::ARCHITECTURE];
     if known.contains(&recorded) && recorded != net.name() {
         return Err(Error::InvalidArgument(format!(
             "the index was built with a {recorded}, and its rows cannot be searched with {} features: use the \

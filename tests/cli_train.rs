@@ -140,7 +140,7 @@ fn train_writes_a_model_its_figures_and_a_report() {
     let dataset = lookalike::data::load(&data, &Default::default()).unwrap();
     let test = dataset.test.unwrap();
     let input: Vec<f32> = test.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
-    let want = lookalike::cpu::convnet::embed(&net, &input, test.len()).unwrap();
+    let want = lookalike::model::convnet_cpu::embed(&net, &input, test.len()).unwrap();
     for (i, (a, b)) in written.data.iter().zip(&want).enumerate() {
         assert!((a - b).abs() <= 1e-5, "embedding value {i}: {a} written, {b} by the CPU twin");
     }

@@ -7,9 +7,7 @@ use rayon::prelude::*;
 use crate::cpu::check_slice;
 use crate::cpu::panels::{self, Multiply, Panels};
 use crate::error::{Error, Result};
-use crate::ops::batch_norm::BatchNormShape;
-use crate::ops::conv2d::Conv2dShape;
-use crate::ops::matmul::MatmulShape;
+use crate::shape::{BatchNormShape, Conv2dShape, MatmulShape};
 
 fn parallelism() -> gemm::Parallelism {
     let threads = rayon::current_num_threads();

@@ -1,7 +1,7 @@
 //! The convnet's inference forward on the GPU, as the search pipeline and `embed` chain it:
 //! three `conv2d` launches (3x3, stride 2, no padding, bias and ReLU in the epilogue),
 //! global average pooling, the dense layer as a 1x1 `conv2d` over a 1x1 image (bias, no
-//! ReLU) and `l2_normalize`: the unit embeddings [`crate::cpu::convnet::embed`] computes.
+//! ReLU) and `l2_normalize`: the unit embeddings [`crate::model::convnet_cpu::embed`] computes.
 //!
 //! Weights are uploaded once; for each batch size a plan (buffers and dispatches) is built
 //! once and replayed, like [`crate::model::GpuResNet50`]'s.
@@ -10,12 +10,12 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Readback};
+use crate::model::convnet::{ConvGeometry, ConvNet, ConvNetSpec, KERNEL, STRIDE};
 use crate::model::{check_features, F32_OVERFLOW};
 use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use crate::ops::l2_normalize::l2_normalize;
 use crate::ops::pool::global_avg_pool;
 use crate::ops::Tuning;
-use crate::train::convnet::{ConvGeometry, ConvNet, ConvNetSpec, KERNEL, STRIDE};
 
 /// One layer's weights on the GPU: an HWIO kernel and its bias.
 struct Layer {

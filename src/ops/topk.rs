@@ -13,13 +13,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::check_len;
-
-/// Largest k the op accepts.
-pub const MAX_K: usize = 1024;
-/// Index of a padding result; reserved, so no real candidate may carry it.
-pub const PAD_INDEX: u32 = u32::MAX;
-/// Score of a padding result: the lowest finite f32.
-pub const PAD_SCORE: f32 = f32::MIN;
+pub use crate::shape::topk::{MAX_K, PAD_INDEX, PAD_SCORE};
 
 /// Candidates one workgroup sorts (the shader's `BLOCK`). At least `2 * MAX_K`, so every pass
 /// shrinks its input at least 2x.

@@ -6,14 +6,14 @@
 use crate::data::ClassGrouped;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Stage};
-use crate::ops::adam::{adam, advance_step, AdamBuffers, AdamRates};
+use crate::model::convnet::{ConvNet, ConvNetSpec};
+use crate::ops::adam::{adam, advance_step, AdamBuffers};
 use crate::ops::conv2d_backward::{conv2d_backward_input, conv2d_backward_weight, BackwardTiles, ConvActivations};
 use crate::ops::dense::{dense_backward_input, dense_backward_weight, DenseShape};
 use crate::ops::metric_loss::{metric_loss, MetricLossBuffers};
 use crate::ops::pool::global_avg_pool_backward;
-use crate::ops::train_sample::{train_sample, TrainingSet, STATE_WORDS};
+use crate::ops::train_sample::{train_sample, GroupedPixels, TrainingSet, STATE_WORDS};
 use crate::ops::Tuning;
-use crate::train::convnet::{ConvNet, ConvNetSpec};
 use crate::train::gpu_forward::{conv_shape, Forward, GpuWeights};
 use crate::train::TrainConfig;
 
@@ -86,7 +86,7 @@ impl Tables {
             loss_history: &loss_history,
         };
         let loss = metric_loss(ctx, work.classes, dim, config.temperature, &loss_buffers)?;
-        let rates = AdamRates { beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon };
+        let rates = config.adam_rates();
         let adam_buffers = AdamBuffers {
             state: &opt.state,
             step_sizes: &step_sizes,
@@ -97,6 +97,17 @@ impl Tables {
         };
         let adam = adam(ctx, weights.len, rates, &adam_buffers)?;
         Ok(Self { capacity, step_sizes, loss_history, loss, adam })
+    }
+}
+
+impl<'a> From<&'a ClassGrouped> for GroupedPixels<'a> {
+    fn from(data: &'a ClassGrouped) -> Self {
+        GroupedPixels {
+            pixels: &data.images.pixels,
+            image_len: data.images.image_len(),
+            class_offsets: &data.class_offsets,
+            class_counts: &data.class_counts,
+        }
     }
 }
 

@@ -5,11 +5,11 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch};
+use crate::model::convnet::{ConvGeometry, ConvNet, ConvNetSpec, ParamLayout, ParamTensor, KERNEL, STRIDE};
 use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use crate::ops::dense::{dense_forward, DenseShape};
 use crate::ops::pool::global_avg_pool;
 use crate::ops::{At, Tuning};
-use crate::train::convnet::{ConvGeometry, ConvNet, ConvNetSpec, ParamLayout, ParamTensor, KERNEL, STRIDE};
 
 /// The weights on the GPU: the flat vector (what Adam updates and the dense layer and the
 /// backward kernels read at offsets) and a copy of each convolution's kernel and bias in

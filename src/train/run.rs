@@ -102,7 +102,7 @@ pub fn embed_images(ctx: Option<&Context>, net: &ConvNet, images: &LabelledImage
             let mut out = Vec::with_capacity(images.len() * net.spec.dim);
             for chunk in images.pixels.chunks(256 * images.image_len()) {
                 let input: Vec<f32> = chunk.iter().map(|&p| f32::from(p) / 255.0).collect();
-                out.extend(crate::cpu::convnet::embed(net, &input, chunk.len() / images.image_len())?);
+                out.extend(crate::model::convnet_cpu::embed(net, &input, chunk.len() / images.image_len())?);
             }
             Ok(out)
         }

@@ -75,7 +75,7 @@ pub fn training(ctx: &Context, quick: bool, checks: &mut Checks, say: &dyn Fn(St
         let embed_rate = batch as f64 / start.elapsed().as_secs_f64();
         let gray: Vec<f32> = (0..batch * spec.input_len()).map(|_| rng.int(0, 255) as f32 / 255.0).collect();
         let start = Instant::now();
-        lookalike::cpu::convnet::embed(&trained, &gray, batch)?;
+        lookalike::model::convnet_cpu::embed(&trained, &gray, batch)?;
         let cpu_embed_rate = batch as f64 / start.elapsed().as_secs_f64();
 
         say(format!(
