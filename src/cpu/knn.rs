@@ -7,7 +7,7 @@ use std::cmp::Ordering;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use crate::cpu::conv2d::gemm_serial;
+use crate::cpu::matmul::gemm_serial;
 use crate::cpu::panels::{self, Multiply, Panels};
 use crate::cpu::topk::{best_k, rank};
 use crate::error::{Error, Result};
