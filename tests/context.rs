@@ -21,7 +21,11 @@ fn only_from_env_reads_the_environment() {
         return;
     }
     assert!(format!("{:?}", ContextBuilder::default()).contains("adapter_name: None"));
-    Context::new().unwrap_or_else(|e| panic!("Context::new followed WGPU_ADAPTER_NAME: {e}"));
+    // Context::new may find no adapter of the primary backends (a GL-only machine), but
+    // never for want of the name the environment asks for.
+    if let Err(e) = Context::new() {
+        assert!(!e.to_string().contains("no-adapter-is-named-this"), "Context::new followed WGPU_ADAPTER_NAME: {e}");
+    }
     let err = Context::from_env().err().expect("from_env ignored WGPU_ADAPTER_NAME");
     assert!(matches!(err, Error::NoAdapter { .. }) && err.to_string().contains("no-adapter-is-named-this"), "{err}");
 }

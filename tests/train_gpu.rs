@@ -14,6 +14,7 @@ use lookalike::model::convnet_cpu::embed;
 use lookalike::ops::adam::{adam, advance_step, AdamBuffers, AdamRates};
 use lookalike::ops::metric_loss::{l2_normalize_rows as gpu_l2_normalize_rows, metric_loss, MetricLossBuffers};
 use lookalike::ops::train_sample::{train_sample, TrainingSet};
+use lookalike::ops::Tuning;
 use lookalike::rng::Rng;
 use lookalike::train::cpu::gather_batch;
 use lookalike::train::cpu::CpuTrainer;
@@ -265,6 +266,23 @@ fn gpu_steps_take_the_cpu_trainers_steps() {
     // The weights moved (by about lr per step): the comparison is not of the initial ones.
     let moved = trained.params.iter().zip(&net.params).filter(|(a, b)| (*a - *b).abs() > 1e-3).count();
     assert!(moved > trained.params.len() / 2, "{moved} of {} weights moved", trained.params.len());
+}
+
+/// Other launch shapes (8x8 blocks on every convolution) re-record the forward over the same
+/// buffers: the steps are still the CPU trainer's.
+#[test]
+fn gpu_steps_with_other_launch_shapes_take_the_cpu_trainers_steps() {
+    let (net, data, config) = small_net_and_set(12);
+    let mut cpu = CpuTrainer::new(net.clone(), data.clone(), config).unwrap();
+    let gpu = GpuTrainer::new(ctx().clone(), net, &data, config).unwrap();
+    let launches = gpu.launches_per_step();
+    let all_8x8 = Tuning { min_cols_for_8x8: Some(1), min_groups_for_8x8: 0, ..Tuning::default() };
+    let mut gpu = gpu.with_tuning(all_8x8).unwrap();
+    assert_eq!(gpu.launches_per_step(), launches);
+    let gpu_losses = gpu.run(6).unwrap();
+    let cpu_losses: Vec<f32> = (0..6).map(|_| cpu.step()).collect();
+    check("losses", Tolerance::new(1e-5, 0.0), &gpu_losses, &cpu_losses);
+    check("weights after 6 steps", WEIGHTS, &gpu.net().unwrap().params, &cpu.net().params);
 }
 
 #[test]
