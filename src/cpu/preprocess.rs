@@ -1,6 +1,7 @@
 //! The CPU preprocessing oracle: resize the shorter side, centre-crop, normalise (the
-//! ImageNet / torchvision convention) of images decoded by [`super::decode`]. The GPU preprocessing mirrors this module; the
-//! filter taps are computed here and are meant to be uploaded as-is, so both sides agree.
+//! ImageNet / torchvision convention) of images decoded by [`super::decode`]. The GPU
+//! preprocessing mirrors this module; the filter taps and the crop's geometry are computed
+//! on the CPU and uploaded as-is, so both sides agree.
 
 use std::path::PathBuf;
 

@@ -6,8 +6,9 @@
 //! scan with each GEMV lanes-per-row, and the top-k of one row of scores with each workgroup
 //! size; on a context with matrix units, also each candidate workgroup layout of the
 //! convolutions on them. Each candidate's result is checked against the CPU reference's
-//! (convolutions and scans within [`Tolerance::reordered`](crate::compare::Tolerance::reordered), top-k bit for bit): one that
-//! differs is reported in [`TuneReport::rejected`] and never chosen, since the tests run on
+//! (convolutions and scans within
+//! [`Tolerance::reordered`](crate::compare::Tolerance::reordered), top-k bit for bit): one
+//! that differs is reported in [`TuneReport::rejected`] and never chosen, since the tests run on
 //! lavapipe only and a race may show on a real GPU alone (the matrix-unit layouts, f16 and
 //! experimental, are timed unchecked; `bench --experimental-coop` reports their distance).
 //! [`save`] writes the result to the cache folder; [`load_for`] reads it back for a
