@@ -59,6 +59,7 @@ pub mod ops;
 pub mod render;
 pub mod rng;
 pub mod search;
+pub mod shape;
 pub mod train;
 pub mod tune;
 

@@ -27,6 +27,7 @@ use crate::ops::matmul::{MatmulShape, Precision};
 use crate::ops::matmul_coop::matmul_coop;
 use crate::ops::preprocess::{submit_runs, PreprocessBatch};
 use crate::ops::topk::{TopK, TopKInput, TopKOutput, MAX_K};
+use crate::ops::Tuning;
 
 /// One neighbour: its row in the index and its cosine similarity to the query.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -90,6 +91,9 @@ pub struct SearchOptions {
     /// to f16 (f16 rows already are), sums stay f32, so scores move by ~1e-4 and near-ties
     /// may reorder. The searcher refuses to open where the context has no matrix units.
     pub matrix_units: bool,
+    /// Launch shapes for the backbone and the scan (an autotune result, `tune::load_for`);
+    /// `None`: the built-in ones for the context's adapter ([`Tuning::for_adapter`]).
+    pub tuning: Option<Tuning>,
 }
 
 struct RefChunk {
@@ -133,6 +137,7 @@ pub struct Searcher {
     chunks: Vec<RefChunk>,
     mean: Option<wgpu::Buffer>,
     matrix_units: bool,
+    tuning: Tuning,
     plans: HashMap<(usize, usize, QuerySource), ScanPlan>,
 }
 
@@ -147,7 +152,8 @@ impl Searcher {
         let net = net.into();
         check_backbone(net, index)?;
         let mut searcher = Self::for_features(ctx, index, options)?;
-        searcher.net = Some(GpuBackbone::new(&searcher.ctx, net, options.matrix_units)?);
+        let backbone = GpuBackbone::new(&searcher.ctx, net, options.matrix_units)?;
+        searcher.net = Some(backbone.with_tuning(searcher.tuning));
         Ok(searcher)
     }
 
@@ -175,6 +181,7 @@ impl Searcher {
             chunks.push(RefChunk { buffer, start, rows });
         }
         let mean = index.mean.as_ref().map(|m| ctx.upload("database mean", m)).transpose()?;
+        let tuning = options.tuning.unwrap_or_else(|| Tuning::for_adapter(ctx.adapter_info()));
         Ok(Self {
             ctx,
             net: None,
@@ -185,6 +192,7 @@ impl Searcher {
             chunks,
             mean,
             matrix_units: options.matrix_units,
+            tuning,
             plans: HashMap::new(),
         })
     }
@@ -316,7 +324,7 @@ impl Searcher {
             let shape = MatmulShape { m: q, n: chunk.rows, k: dim, b_transposed: true };
             let score = match self.matrix_units && !gemv::supports(&shape, self.precision) {
                 true => matmul_coop(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores)?,
-                false => gemv::scores(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores)?,
+                false => gemv::scores(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, &self.tuning)?,
             };
             dispatches.push(score);
             let output = if single {
@@ -325,13 +333,21 @@ impl Searcher {
                 TopKOutput { scores: &candidate_scores, indices: &candidate_indices, row_stride: stride, offset: c * k }
             };
             let input = TopKInput::Scores { scores: &scores, index_base: chunk.start as u32 };
-            let selection = TopK::new(ctx, input, q, chunk.rows, k, &output)?;
+            let selection = TopK::new(ctx, input, q, chunk.rows, k, &output, self.tuning.topk_workgroup)?;
             dispatches.extend_from_slice(selection.dispatches());
             selections.push(selection);
         }
         if !single {
             let input = TopKInput::Pairs { scores: &candidate_scores, indices: &candidate_indices };
-            let merge = TopK::new(ctx, input, q, stride, k, &TopKOutput::dense(&result_scores, &result_indices, k))?;
+            let merge = TopK::new(
+                ctx,
+                input,
+                q,
+                stride,
+                k,
+                &TopKOutput::dense(&result_scores, &result_indices, k),
+                self.tuning.topk_workgroup,
+            )?;
             dispatches.extend_from_slice(merge.dispatches());
             selections.push(merge);
         }
@@ -356,7 +372,7 @@ impl Searcher {
 /// synthetic indexes, are left to the width check).
 fn check_backbone(net: BackboneRef, index: &Index) -> Result<()> {
     let recorded = index.provenance.model.as_str();
-    let known = [crate::model::backbone::RESNET50, crate::train::convnet::ARCHITECTURE];
+    let known = [crate::model::backbone::RESNET50, crate::model::convnet::ARCHITECTURE];
     if known.contains(&recorded) && recorded != net.name() {
         return Err(Error::InvalidArgument(format!(
             "the index was built with a {recorded}, and its rows cannot be searched with {} features: use the \

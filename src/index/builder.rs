@@ -9,6 +9,7 @@ use crate::embed::Embedder;
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::ops::matmul::Precision;
+use crate::ops::Tuning;
 
 /// What a build passed over, reported to [`IndexBuilder::on_skipped`] before the build
 /// goes on (or fails for want of images); each list holds paths with the reason.
@@ -30,7 +31,7 @@ pub enum Skipped<'a> {
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
 /// use lookalike::index::{IndexBuilder, LoadedWeights};
 /// use lookalike::ops::matmul::Precision;
-/// use lookalike::train::convnet::{ConvNet, ConvNetSpec};
+/// use lookalike::model::convnet::{ConvNet, ConvNetSpec};
 /// use lookalike::Context;
 ///
 /// // A folder of images in two classes (one sub-folder each), and a small random convnet.
@@ -71,6 +72,7 @@ pub struct IndexBuilder<'a> {
     /// Where the images are embedded: this GPU, or the CPU reference.
     gpu: Option<Context>,
     matrix_units: bool,
+    tuning: Option<Tuning>,
     precision: Option<Precision>,
     centring: Option<Centring>,
     batch_size: usize,
@@ -99,6 +101,7 @@ impl<'a> IndexBuilder<'a> {
             weights,
             gpu,
             matrix_units: false,
+            tuning: None,
             precision: None,
             centring: None,
             batch_size: 32,
@@ -109,6 +112,13 @@ impl<'a> IndexBuilder<'a> {
             progress: Box::new(|_, _| {}),
             on_skipped: Box::new(|_| {}),
         }
+    }
+
+    /// The launch shapes the GPU embeds with (e.g. what `tune::load_for` gives); default:
+    /// the built-in table for the adapter.
+    pub fn tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = Some(tuning);
+        self
     }
 
     /// How the rows are stored: f32 (the default) or f16 (half the size; scores within
@@ -314,6 +324,9 @@ impl<'a> IndexBuilder<'a> {
                 return Err(Error::InvalidArgument("matrix units are the GPU's: build on a GPU context".into()))
             }
         };
+        if let Some(tuning) = self.tuning {
+            embedder = embedder.with_tuning(tuning);
+        }
         let total = files.len();
         let progress = &mut self.progress;
         progress(0, total);
@@ -330,8 +343,8 @@ impl<'a> IndexBuilder<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::convnet::{ConvNet, ConvNetSpec};
     use crate::model::Backbone;
-    use crate::train::convnet::{ConvNet, ConvNetSpec};
 
     fn weights(sha256: &str) -> LoadedWeights {
         let spec = ConvNetSpec { widths: [3, 5, 7], dim: 6, ..ConvNetSpec::recipe(15, 15, 3) };

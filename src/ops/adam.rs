@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::train_sample::STATE_WORDS;
 use crate::ops::{check_len, ELEMENTWISE_WG};
+pub use crate::shape::adam::AdamRates;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -35,14 +36,6 @@ pub struct AdamBuffers<'a> {
     pub params: &'a wgpu::Buffer,
     pub m: &'a wgpu::Buffer,
     pub v: &'a wgpu::Buffer,
-}
-
-/// Adam's decay rates and ε (`TrainConfig`'s).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamRates {
-    pub beta1: f32,
-    pub beta2: f32,
-    pub epsilon: f32,
 }
 
 /// Prepares one Adam update of all `len` weights.

@@ -96,11 +96,12 @@ impl Tiles {
     }
 }
 
-/// Launch shapes for one adapter. [`crate::tune::autotune`] measures them (`lookalike
-/// tune`, cached on disk per adapter); [`Tuning::for_adapter`] is the built-in table used
-/// until then, keyed by device type and filled from measurements (see BENCHMARKS.md).
-/// Adapters not measured yet get the defaults, which suit discrete GPUs (32-wide warps or
-/// wider, coalesced 16-byte loads).
+/// Launch shapes for one adapter, given to whatever dispatches (the context holds none).
+/// `tune::autotune` measures them (`lookalike tune`, cached on disk per adapter and read
+/// back by `tune::load_for`); [`Tuning::for_adapter`] is the built-in table, keyed by
+/// device type and filled from measurements (see BENCHMARKS.md), and what every type that
+/// dispatches uses when given none. Adapters not measured yet get the defaults, which suit
+/// discrete GPUs (32-wide warps or wider, coalesced 16-byte loads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tuning {
     /// The single-query scan.
@@ -145,6 +146,8 @@ impl Default for Tuning {
 }
 
 impl Tuning {
+    /// The built-in table's launch shapes for this adapter: a pure function of its type and
+    /// name (no file, no environment).
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         match info.device_type {
             // lavapipe (Mesa 25, `lookalike tune` 2026-12-02, 16k x 2048 f32 / f16, one

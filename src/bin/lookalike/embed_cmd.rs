@@ -7,7 +7,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lookalike::cpu::preprocess::Preprocess;
 use lookalike::embed::Embedder;
 use lookalike::model::Backbone;
-use lookalike::{npy, Context, Error, Result};
+use lookalike::{npy, Error, Result};
 
 use crate::args::EmbedArgs;
 
@@ -24,8 +24,7 @@ pub(crate) fn embed(args: EmbedArgs) -> Result<()> {
     let net = Backbone::load(&args.weights)?;
     let mut embedder = match (args.cpu, args.experimental_coop) {
         (true, _) => Embedder::cpu(&net)?,
-        (false, true) => Embedder::gpu_on_matrix_units(crate::open_context(true)?, &net)?,
-        (false, false) => Embedder::gpu(Context::new()?, &net)?,
+        (false, coop) => crate::gpu_embedder(crate::open_context(coop)?, &net, coop)?,
     };
     if let Some(ctx) = embedder.context() {
         let units = match (args.experimental_coop, ctx.cooperative_matrix()) {

@@ -91,7 +91,10 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     };
     let bar = RefCell::new(None);
     let mut builder = match ctx {
-        Some(ctx) => IndexBuilder::new(ctx, &loaded),
+        Some(ctx) => {
+            let tuning = crate::tuning(&ctx);
+            IndexBuilder::new(ctx, &loaded).tuning(tuning)
+        }
         None => IndexBuilder::on_cpu(&loaded),
     }
     .matrix_units(o.matrix_units)

@@ -129,20 +129,42 @@ fn main() -> ExitCode {
 
 fn info(experimental_coop: bool) -> Result<()> {
     let ctx = open_context(experimental_coop)?;
+    let (tuning, source) = lookalike::tune::load_for(&ctx);
     println!("{ctx}");
+    println!("tuning:   {tuning:?}");
+    println!("          ({source})");
     Ok(())
 }
 
-/// The default context, asking for cooperative matrices when the user passed
-/// `--experimental-coop`.
+/// The context `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` choose, asking for cooperative
+/// matrices when the user passed `--experimental-coop`.
 pub(crate) fn open_context(experimental_coop: bool) -> Result<Context> {
-    let builder = Context::builder();
+    let builder = lookalike::gpu::ContextBuilder::from_env();
     if !experimental_coop {
         return builder.build();
     }
     // SAFETY: the user opted into wgpu's experimental feature with --experimental-coop,
     // whose help says it is experimental.
     unsafe { builder.experimental_cooperative_matrices() }.build()
+}
+
+/// The launch shapes for `ctx`: the autotune result cached for its adapter, else the
+/// built-in table (`lookalike info` says which).
+pub(crate) fn tuning(ctx: &Context) -> lookalike::ops::Tuning {
+    lookalike::tune::load_for(ctx).0
+}
+
+/// The GPU embedder on `ctx` with its launch shapes, on the matrix units with `coop`.
+pub(crate) fn gpu_embedder<'a>(
+    ctx: Context, net: impl Into<lookalike::model::BackboneRef<'a>>, coop: bool,
+) -> Result<lookalike::embed::Embedder> {
+    let tuning = tuning(&ctx);
+    let embedder = if coop {
+        lookalike::embed::Embedder::gpu_on_matrix_units(ctx, net)?
+    } else {
+        lookalike::embed::Embedder::gpu(ctx, net)?
+    };
+    Ok(embedder.with_tuning(tuning))
 }
 
 /// `lookalike weights random`: a seeded ResNet50 weights file.

@@ -115,8 +115,9 @@ fn search_files(
 
 fn open_searcher(index: &Index, weights_override: Option<&PathBuf>, matrix_units: bool) -> Result<Searcher> {
     let loaded = LoadedWeights::for_index(index, weights_override.map(PathBuf::as_path))?;
-    let options = SearchOptions { matrix_units, ..Default::default() };
-    Searcher::new(crate::open_context(matrix_units)?, &loaded.net, index, options)
+    let ctx = crate::open_context(matrix_units)?;
+    let options = SearchOptions { matrix_units, tuning: Some(crate::tuning(&ctx)), ..Default::default() };
+    Searcher::new(ctx, &loaded.net, index, options)
 }
 
 /// What `lookalike search` looks up.
@@ -158,9 +159,9 @@ pub fn search(
         }
         Queries::Features(path) => {
             let features = read_query_features(path, &index)?;
-            let options = SearchOptions { matrix_units, ..Default::default() };
-            let results = Searcher::for_features(crate::open_context(matrix_units)?, &index, options)?
-                .search_features(&features, k)?;
+            let ctx = crate::open_context(matrix_units)?;
+            let options = SearchOptions { matrix_units, tuning: Some(crate::tuning(&ctx)), ..Default::default() };
+            let results = Searcher::for_features(ctx, &index, options)?.search_features(&features, k)?;
             let name = |row: usize| {
                 let mut name = path.as_os_str().to_os_string();
                 name.push(format!(":{row}"));

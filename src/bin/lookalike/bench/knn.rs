@@ -89,9 +89,19 @@ fn knn_scan(b: &mut Bench, rows: usize, rng: &mut Rng) -> Result<Vec<Value>> {
     };
     let mut knn = Vec::new();
     for precision in [Precision::F32, Precision::F16] {
-        let index =
-            Index::from_features(&features, FEATURE_DIM, entries.clone(), precision, Centring::Off, provenance.clone())?;
-        let mut searcher = Searcher::for_features(b.ctx.clone(), &index, SearchOptions::default())?;
+        let index = Index::from_features(
+            &features,
+            FEATURE_DIM,
+            entries.clone(),
+            precision,
+            Centring::Off,
+            provenance.clone(),
+        )?;
+        let mut searcher = Searcher::for_features(
+            b.ctx.clone(),
+            &index,
+            SearchOptions { tuning: Some(b.tuning), ..Default::default() },
+        )?;
         for queries in [1usize, 64] {
             let q = rng.normals(queries * FEATURE_DIM, 1.0);
             let reps = if b.ctx.is_cpu() { 1 } else { 10 };
@@ -143,8 +153,11 @@ fn knn_on_matrix_units(b: &Bench, index: &Index, q: &[f32], k: usize, exact: &mu
     let dtype = format!("{:?}", index.embeddings.precision()).to_lowercase();
     let mut row = json!({"device": "gpu", "kernel": "coop-f16", "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype});
     let mut measure = || -> Result<(f64, f64)> {
-        let mut on_units =
-            Searcher::for_features(ctx.clone(), index, SearchOptions { matrix_units: true, ..Default::default() })?;
+        let mut on_units = Searcher::for_features(
+            ctx.clone(),
+            index,
+            SearchOptions { matrix_units: true, tuning: Some(b.tuning), ..Default::default() },
+        )?;
         let secs = median_secs(if ctx.is_cpu() { 1 } else { 10 }, || on_units.search_features(q, k).map(|_| ()))?;
         let (got, want) = (on_units.search_features(q, k)?, exact.search_features(q, k)?);
         let found = got

@@ -21,7 +21,7 @@ pub(super) fn figures(b: &mut Bench, rng: &mut Rng) -> Result<Vec<Value>> {
     let (a, bm) = (rng.normals(n * n, 1.0), rng.normals(n * n, 1.0));
     let ctx = &b.ctx;
     let (ab, bb, cb) = (ctx.upload("a", &a)?, ctx.upload("b", &bm)?, ctx.storage("c", n * n)?);
-    let d = matmul(ctx, &shape, &ab, &bb, &cb, ctx.tuning().gemm_tiles(n, n))?;
+    let d = matmul(ctx, &shape, &ab, &bb, &cb, b.tuning.gemm_tiles(n, n))?;
     let gpu_secs = median_secs(if ctx.is_cpu() { 2 } else { 10 }, || ctx.run(&[&d]))?;
     let gpu_product = ctx.read(&cb, n * n)?;
     let mut cpu_product = Vec::new();

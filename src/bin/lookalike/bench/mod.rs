@@ -16,7 +16,9 @@ use std::time::Instant;
 
 use lookalike::gpu::known::gpu_spec;
 use lookalike::model::{BatchNormMode, GpuResNet50, RandomResNet50, ResNet50, MIN_INPUT};
+use lookalike::ops::Tuning;
 use lookalike::rng::Rng;
+use lookalike::tune::TuningSource;
 use lookalike::{Context, Error, Result};
 use serde_json::json;
 
@@ -41,6 +43,9 @@ pub struct BenchOptions {
 struct Bench<'a> {
     o: &'a BenchOptions,
     ctx: Context,
+    /// The launch shapes every step dispatches with, and where they came from.
+    tuning: Tuning,
+    tuning_source: TuningSource,
     /// fp32 TFLOP/s and memory GB/s the figures are set against: given, else the card's known
     /// specification.
     peak_tflops: Option<f64>,
@@ -88,13 +93,15 @@ fn say(o: &BenchOptions, line: String) {
 }
 
 pub fn run(o: BenchOptions) -> Result<()> {
-    let (ctx, net, mut gpu_net, cold_start_ms) = cold_start(o.resolution, o.experimental_coop)?;
+    let (ctx, tuning, tuning_source, net, mut gpu_net, cold_start_ms) = cold_start(o.resolution, o.experimental_coop)?;
     let info = ctx.adapter_info().clone();
     let size = o.resolution;
     let known = gpu_spec(&info.name);
     let mut b = Bench {
         o: &o,
         ctx,
+        tuning,
+        tuning_source,
         peak_tflops: o.peak_tflops.or(known.map(|spec| spec.fp32_tflops)),
         peak_gbps: o.peak_gbps.or(known.map(|spec| spec.memory_gbps)),
         checks: Checks::default(),
@@ -119,7 +126,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let mut rng = Rng::new(2);
     let matmuls = matmul::figures(&mut b, &mut rng)?;
     let knn = knn::figures(&mut b, &mut rng)?;
-    b.say(format!("launch shapes: {:?} ({})", b.ctx.tuning(), b.ctx.tuning_source()));
+    b.say(format!("launch shapes: {:?} ({})", b.tuning, b.tuning_source));
     let stages = stages::figures(&mut b, &mut gpu_net, knn.sizes[0])?;
     let training = train::training(&b.ctx, o.quick, &mut b.checks, &|line| say(&o, line))?;
 
@@ -137,7 +144,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
             "stages_method": stages.method,
             "topk_k100_ms": stages.topk_k100_ms,
             "topk_k100_parts_ms": stages.topk_k100_parts_ms(),
-            "tuning": {"chosen": b.ctx.tuning(), "source": b.ctx.tuning_source().to_string()},
+            "tuning": {"chosen": b.tuning, "source": b.tuning_source.to_string()},
             "peak": {"tflops_fp32": b.peak_tflops, "gb_per_s": b.peak_gbps},
             "training": training,
             "checks": b.checks.to_json(),
@@ -155,10 +162,14 @@ pub fn run(o: BenchOptions) -> Result<()> {
 }
 
 /// Opens the device and runs the first forward at `size`: the cold start a user waits
-/// through, in milliseconds, with the seeded network it ran.
-fn cold_start(size: usize, experimental_coop: bool) -> Result<(Context, ResNet50, GpuResNet50, f64)> {
+/// through, in milliseconds, with the launch shapes and the seeded network it ran.
+#[allow(clippy::type_complexity)]
+fn cold_start(
+    size: usize, experimental_coop: bool,
+) -> Result<(Context, Tuning, TuningSource, ResNet50, GpuResNet50, f64)> {
     let cold = Instant::now();
     let ctx = crate::open_context(experimental_coop)?;
+    let (tuning, tuning_source) = lookalike::tune::load_for(&ctx);
     let net = RandomResNet50::generate(0)?.net;
     if size < MIN_INPUT {
         return Err(Error::InputTooSmall {
@@ -168,8 +179,8 @@ fn cold_start(size: usize, experimental_coop: bool) -> Result<(Context, ResNet50
             what: "bench --resolution".into(),
         });
     }
-    let mut gpu_net = GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?;
+    let mut gpu_net = GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?.with_tuning(tuning);
     let one = Rng::new(1).normals(size * size * 3, 1.0);
     gpu_net.forward(&ctx, &one, 1, size, size)?;
-    Ok((ctx, net, gpu_net, cold.elapsed().as_secs_f64() * 1e3))
+    Ok((ctx, tuning, tuning_source, net, gpu_net, cold.elapsed().as_secs_f64() * 1e3))
 }

@@ -10,6 +10,7 @@ use lookalike::ops::l2_normalize::l2_normalize;
 use lookalike::ops::matmul::{MatmulShape, Precision};
 use lookalike::ops::preprocess::PreprocessBatch;
 use lookalike::ops::topk::{TopK, TopKInput, TopKOutput};
+use lookalike::ops::Tuning;
 use lookalike::rng::Rng;
 use lookalike::{Context, Result};
 use serde_json::{json, Map, Value};
@@ -43,7 +44,7 @@ impl StageFigures {
 pub(super) fn figures(b: &mut Bench, gpu_net: &mut GpuResNet50, rows: usize) -> Result<StageFigures> {
     let size = b.o.resolution;
     let refs = Rng::normals_parallel(3, rows * FEATURE_DIM);
-    let (mut stages, method) = stage_times(&b.ctx, gpu_net, size, &refs, rows, &mut b.checks)?;
+    let (mut stages, method) = stage_times(&b.ctx, gpu_net, &b.tuning, size, &refs, rows, &mut b.checks)?;
     // Timed beside the stages but not among them: the top-100 instead of the top-10, whole
     // and by step.
     let mut take = |name: &str| stages.iter().position(|(s, _)| *s == name).map(|at| stages.remove(at).1);
@@ -87,7 +88,7 @@ const STAGES_BY_WALL_CLOCK: &str = "no timestamp queries on this adapter: each s
 /// normalise, score, top-k (the backbone's convolutions and pools summed over its layers),
 /// then [`TOPK_K100`] and its [`TOPK_K100_STEPS`], and how they were timed.
 fn stage_times(
-    ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], rows: usize, checks: &mut Checks,
+    ctx: &Context, net: &mut GpuResNet50, tuning: &Tuning, size: usize, refs: &[f32], rows: usize, checks: &mut Checks,
 ) -> Result<(Vec<(&'static str, f64)>, &'static str)> {
     let image = image::RgbImage::from_fn(640, 480, |x, y| {
         image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
@@ -106,7 +107,7 @@ fn stage_times(
     let normalise = l2_normalize(ctx, 1, FEATURE_DIM, features, None, &unit)?;
     // The score kernel search uses for one query.
     let shape = MatmulShape { m: 1, n: chunk, k: FEATURE_DIM, b_transposed: true };
-    let score = gemv::scores(ctx, &shape, &unit, &refs_buf, Precision::F32, &scores)?;
+    let score = gemv::scores(ctx, &shape, &unit, &refs_buf, Precision::F32, &scores, tuning)?;
     let select = TopK::new(
         ctx,
         TopKInput::Scores { scores: &scores, index_base: 0 },
@@ -114,6 +115,7 @@ fn stage_times(
         chunk,
         10,
         &TopKOutput::dense(&top_s, &top_i, 10),
+        tuning.topk_workgroup,
     )?;
 
     let mut stages: Vec<Stage> = vec![("preprocess", prepare.dispatches().iter().collect())];
@@ -136,6 +138,7 @@ fn stage_times(
         chunk,
         100,
         &TopKOutput::dense(&top100_s, &top100_i, 100),
+        tuning.topk_workgroup,
     )?;
     stages.push((TOPK_K100, select100.dispatches().iter().collect()));
     for (step, dispatches) in select100.steps() {
