@@ -38,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Index::from_features(&embedded.features, FEATURE_DIM, embedded.entries, Precision::F32, true, provenance)?;
     let labels: Vec<Option<String>> = index.entries.iter().map(|e| e.label.clone()).collect();
 
-    let mut searcher = Searcher::new(Context::new()?, &net, &index, SearchOptions::default())?;
+    let searcher = Searcher::new(Context::new()?, &net, &index, SearchOptions::default())?;
     let mut classes: Vec<String> = labels.iter().flatten().cloned().collect();
     classes.sort();
     classes.dedup();

@@ -42,7 +42,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Index::from_features(&embedded.features, FEATURE_DIM, embedded.entries, Precision::F32, true, provenance)?;
 
     // One GPU pipeline from the query's pixels to its 5 nearest rows.
-    let mut searcher = Searcher::new(ctx, &net, &index, SearchOptions::default())?;
+    let searcher = Searcher::new(ctx, &net, &index, SearchOptions::default())?;
     let k = 5.min(index.len());
     let neighbours = searcher.search_images(&[decode_file(query)?], k)?;
     for (rank, n) in neighbours[0].iter().enumerate() {

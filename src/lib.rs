@@ -43,7 +43,7 @@
 //! index.save("photos.index".as_ref())?;
 //!
 //! // Query: pixels in, the 5 nearest rows out.
-//! let mut searcher = Searcher::new(ctx, &net, &index, SearchOptions::default())?;
+//! let searcher = Searcher::new(ctx, &net, &index, SearchOptions::default())?;
 //! for n in &searcher.search_images(&[decode_file("query.jpg".as_ref())?], 5)?[0] {
 //!     println!("{:.3} {}", n.score, index.entries[n.index].path.display());
 //! }
@@ -69,5 +69,17 @@ pub mod search;
 pub mod train;
 pub mod tune;
 
+/// The wgpu version lookalike is built on, whose types appear in its signatures (buffers,
+/// backends, limits): use `lookalike::wgpu` to name them without a dependency of your own.
+pub use wgpu;
+
+/// The image crate lookalike decodes with, whose [`image::RgbImage`] the searches and
+/// [`Embedder`] take: use `lookalike::image` to make or load one.
+pub use image;
+
+pub use embed::Embedder;
 pub use error::{Error, Result};
 pub use gpu::Context;
+pub use index::Index;
+pub use model::Backbone;
+pub use search::{Neighbor, SearchOptions, Searcher};

@@ -178,6 +178,15 @@ impl GpuBackbone {
         }
     }
 
+    /// The same network with no prepared forwards, sharing the uploaded weights: a
+    /// second set of activations, so two threads can run it at once.
+    pub(crate) fn sharing_weights(&self) -> Self {
+        match self {
+            GpuBackbone::ResNet50(net) => GpuBackbone::ResNet50(net.sharing_weights()),
+            GpuBackbone::ConvNet(net) => GpuBackbone::ConvNet(net.sharing_weights()),
+        }
+    }
+
     /// `resnet50` or `convnet`.
     pub fn name(&self) -> &'static str {
         match self {

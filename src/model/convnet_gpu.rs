@@ -17,6 +17,7 @@ use crate::ops::pool::global_avg_pool;
 use crate::train::convnet::{ConvGeometry, ConvNet, ConvNetSpec, KERNEL, STRIDE};
 
 /// One layer's weights on the GPU: an HWIO kernel and its bias.
+#[derive(Clone)]
 struct Layer {
     shape: Conv2dShape,
     kernel: wgpu::Buffer,
@@ -71,6 +72,12 @@ impl GpuConvNet {
         });
         let [l1, l2, l3, l4] = layers;
         Ok(Self { spec, layers: [l1?, l2?, l3?, l4?], plans: HashMap::new(), uses: 0 })
+    }
+
+    /// The same network with no plans, sharing the uploaded weights (wgpu buffers are
+    /// shared handles).
+    pub(crate) fn sharing_weights(&self) -> Self {
+        Self { spec: self.spec, layers: self.layers.clone(), plans: HashMap::new(), uses: 0 }
     }
 
     /// The architecture of the RGB net it runs.

@@ -38,6 +38,7 @@ pub enum ConvMath {
     MatrixUnits(CoopTiles),
 }
 
+#[derive(Clone)]
 enum LayerBuffers {
     Folded { weight: wgpu::Buffer, bias: wgpu::Buffer },
     Separate { weight: wgpu::Buffer, bn: [wgpu::Buffer; 4] },
@@ -112,6 +113,19 @@ impl GpuResNet50 {
         self.math = ConvMath::MatrixUnits(tiles);
         self.plans.clear();
         Ok(self)
+    }
+
+    /// The same network with no plans, sharing the uploaded weights (wgpu buffers are
+    /// shared handles).
+    pub(crate) fn sharing_weights(&self) -> Self {
+        Self {
+            arch: self.arch.clone(),
+            mode: self.mode,
+            math: self.math,
+            layers: self.layers.clone(),
+            plans: HashMap::new(),
+            uses: 0,
+        }
     }
 
     pub fn mode(&self) -> BatchNormMode {

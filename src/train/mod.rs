@@ -73,7 +73,7 @@
 //! // normalise → matmul → top-k in one GPU submission.
 //! let first = data.images.image(0);
 //! let query = RgbImage::from_fn(16, 16, |x, y| Rgb([first[(y * 16 + x) as usize]; 3]));
-//! let mut searcher = Searcher::new(ctx, &backbone, &index, SearchOptions::default())?;
+//! let searcher = Searcher::new(ctx, &backbone, &index, SearchOptions::default())?;
 //! let found = &searcher.search_images(&[query], 3)?[0];
 //! assert_eq!(found[0].index, 0);
 //! assert!(found[0].score > 0.999);

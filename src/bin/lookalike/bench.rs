@@ -404,7 +404,7 @@ fn knn_scan(
     for precision in [Precision::F32, Precision::F16] {
         let index =
             Index::from_features(&features, FEATURE_DIM, entries.clone(), precision, false, provenance.clone())?;
-        let mut searcher = Searcher::for_features(ctx.clone(), &index, SearchOptions::default())?;
+        let searcher = Searcher::for_features(ctx.clone(), &index, SearchOptions::default())?;
         for queries in [1usize, 64] {
             let q = rng.normals(queries * FEATURE_DIM, 1.0);
             let reps = if ctx.is_cpu() { 1 } else { 10 };
@@ -444,7 +444,7 @@ fn knn_scan(
                 knn.push(row);
             }
             if queries > gemv::MAX_QUERIES && ctx.cooperative_matrix().is_some() {
-                knn.push(knn_on_matrix_units(o, ctx, &index, &q, k, &mut searcher, of_bw));
+                knn.push(knn_on_matrix_units(o, ctx, &index, &q, k, &searcher, of_bw));
             }
         }
     }
@@ -454,14 +454,14 @@ fn knn_scan(
 /// The same scan scored on the matrix units (f16-rounded queries and rows), timed, with the
 /// fraction of the f32 scan's neighbours it finds; a failure becomes the row's `error`.
 fn knn_on_matrix_units(
-    o: &BenchOptions, ctx: &Context, index: &Index, q: &[f32], k: usize, exact: &mut Searcher,
+    o: &BenchOptions, ctx: &Context, index: &Index, q: &[f32], k: usize, exact: &Searcher,
     of_bw: &dyn Fn(f64) -> String,
 ) -> Value {
     let (rows, queries) = (index.len(), q.len() / FEATURE_DIM);
     let dtype = format!("{:?}", index.embeddings.precision()).to_lowercase();
     let mut row = json!({"device": "gpu", "kernel": "coop-f16", "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype});
-    let mut measure = || -> Result<(f64, f64)> {
-        let mut on_units =
+    let measure = || -> Result<(f64, f64)> {
+        let on_units =
             Searcher::for_features(ctx.clone(), index, SearchOptions { matrix_units: true, ..Default::default() })?;
         let secs = median_secs(if ctx.is_cpu() { 1 } else { 10 }, || on_units.search_features(q, k).map(|_| ()))?;
         let (got, want) = (on_units.search_features(q, k)?, exact.search_features(q, k)?);

@@ -134,7 +134,7 @@ fn write_pngs(set: &LabelledImages, dir: &Path) -> Result<Vec<PathBuf>> {
 /// Searches `queries` (files that are also in the index) and prints their neighbours.
 fn search_some(ctx: &Context, net: &ConvNet, index: &Index, queries: &[PathBuf]) -> Result<()> {
     let backbone = Backbone::ConvNet(net.clone());
-    let mut searcher = Searcher::new(ctx.clone(), &backbone, index, SearchOptions::default())?;
+    let searcher = Searcher::new(ctx.clone(), &backbone, index, SearchOptions::default())?;
     let images = queries.iter().map(|p| decode_file(p)).collect::<Result<Vec<_>>>()?;
     let k = 6;
     let start = Instant::now();
