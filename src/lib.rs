@@ -1,58 +1,83 @@
 //! lookalike: image similarity search on the GPU with handwritten WGSL kernels.
 //!
 //! An image becomes its k nearest images in a database, entirely on the GPU: decode →
-//! preprocess → backbone (ResNet50, or a convnet trained by [`train`]: see
-//! [`model::Backbone`]) → centring + L2 normalisation → one matmul against the normalised
-//! reference matrix (cosine k-NN as a dense layer) → top-k; only k ids and scores come back.
-//! Every kernel has a CPU twin in [`cpu`], the oracle of the tests. [`train`] learns
-//! embedding nets by metric learning, whole training steps on the GPU, and a trained net
-//! serves as the pipeline's backbone in place of ResNet50 ([`model::Backbone`]).
+//! preprocess → backbone (ResNet50, or a small convnet trained by [`train`]) → centring +
+//! L2 normalisation → one matmul against the normalised reference matrix (cosine k-NN as a
+//! dense layer) → top-k; only k ids and scores come back. Every kernel has a CPU twin in
+//! [`cpu`], the oracle of the tests, and is usable on its own buffers ([`ops`]).
 //!
-//! Activations are NHWC f32 throughout (channels innermost, as fast engines use); the
-//! public `.npy` inputs are NCHW, as numpy and PyTorch write them, and are transposed on
-//! load.
+//! # The common path
+//!
+//! Open an index and the network it was built with, then search by image path, here from
+//! two threads at once: a [`Searcher`] answers through `&self`.
 //!
 //! ```no_run
-//! use lookalike::cpu::preprocess::{decode_file, Preprocess};
-//! use lookalike::embed::Embedder;
-//! use lookalike::index::{scan_folder, Index, Provenance};
-//! use lookalike::model::Backbone;
-//! use lookalike::ops::matmul::Precision;
-//! use lookalike::search::{SearchOptions, Searcher};
-//! use lookalike::Context;
+//! use lookalike::{Backbone, Context, Index, SearchOptions, Searcher};
 //!
 //! # fn main() -> lookalike::Result<()> {
-//! // ResNet50 or a trained convnet, told apart by the file's metadata.
+//! let index = Index::load("photos.index".as_ref())?;
 //! let net = Backbone::load("resnet50.safetensors".as_ref())?;
-//! let preprocess = net.default_preprocess()?; // ResNet50: resize 256, crop 224, ImageNet mean/std
-//!
-//! // Index a folder (labels from its sub-folders), centred, stored as f16. Clones of one
-//! // context share its device and compiled pipelines.
-//! let ctx = Context::new()?;
-//! let mut embedder = Embedder::gpu(ctx.clone(), &net)?;
-//! let files = scan_folder("photos".as_ref())?;
-//! let found = embedder.embed_labelled_files(&files, &preprocess, 32, |_| {})?;
-//! let provenance = Provenance {
-//!     model: net.name().into(),
-//!     weights_path: "resnet50.safetensors".into(),
-//!     weights_sha256: lookalike::index::sha256_file("resnet50.safetensors".as_ref())?,
-//!     preprocess,
-//! };
-//! let dim = net.feature_dim();
-//! let index = Index::from_features(&found.features, dim, found.entries, Precision::F16, true, provenance)?;
-//! index.save("photos.index".as_ref())?;
-//!
-//! // Query: pixels in, the 5 nearest rows out.
-//! let searcher = Searcher::new(ctx, &net, &index, SearchOptions::default())?;
-//! for n in &searcher.search_images(&[decode_file("query.jpg".as_ref())?], 5)?[0] {
-//!     println!("{:.3} {}", n.score, index.entries[n.index].path.display());
+//! let searcher = Searcher::new(Context::new()?, &net, &index, SearchOptions::default())?;
+//! let [a, b] = std::thread::scope(|s| {
+//!     let a = s.spawn(|| searcher.search_paths(&["query-a.jpg"], 5));
+//!     let b = s.spawn(|| searcher.search_paths(&["query-b.jpg"], 5));
+//!     [a.join(), b.join()].map(|answer| answer.expect("a search thread panicked"))
+//! });
+//! for neighbour in a?[0].iter().chain(&b?[0]) {
+//!     println!("{:.3} {}", neighbour.score, index.entries[neighbour.index].path.display());
 //! }
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! An index from features computed elsewhere (`[rows, dim]`, raw: centring and
+//! normalisation happen inside), searched by features; [`search`] shows the image paths:
+//!
+//! ```
+//! use lookalike::index::{Entry, Provenance};
+//! use lookalike::ops::matmul::Precision;
+//! use lookalike::{Context, Index, SearchOptions, Searcher};
+//!
+//! # fn main() -> lookalike::Result<()> {
+//! let (rows, dim) = (100, 16);
+//! let features: Vec<f32> = (0..rows * dim).map(|i| ((i * 7919 % 1009) as f32).sin()).collect();
+//! let entries = (0..rows).map(|i| Entry::new(format!("row-{i}"), None)).collect();
+//! let provenance = Provenance { model: "features".into(), weights_path: String::new(), weights_sha256: String::new(), preprocess: Default::default() };
+//! let index = Index::from_features(&features, dim, entries, Precision::F16, true, provenance)?;
+//! let searcher = Searcher::for_features(Context::new()?, &index, SearchOptions::default())?;
+//! let found = searcher.search_features(&features[42 * dim..43 * dim], 3)?;
+//! assert_eq!(found[0][0].index, 42);
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! To index a folder of images, embed its files with an [`Embedder`] and build the index
+//! from their features as above ([`index`] scans folders and writes index files).
+//!
+//! # Modules
+//!
+//! - [`search`]: the [`Searcher`]: image paths, decoded images or features in, neighbours out.
+//! - [`index`]: the reference database ([`Index`]): rows, entries, provenance, the file.
+//! - [`embed`]: images to features ([`Embedder`]), on the GPU or the CPU.
+//! - [`model`]: the backbones ([`Backbone`]): ResNet50 and the trained convnet.
+//! - [`train`]: metric learning of a convnet on labelled images, and its evaluation.
+//! - [`data`]: labelled image sets (IDX, CIFAR, folders) for training.
+//! - [`classify`]: a label by vote of the neighbours', and the confusion matrix.
+//! - [`ops`]: the GPU kernels as building blocks on your own buffers.
+//! - [`cpu`]: the CPU twin of every kernel, and image decoding and preprocessing.
+//! - [`gpu`]: the [`Context`] (device, queue, limits, pipeline cache) and dispatches.
+//! - [`tune`]: measuring the kernels' launch shapes for an adapter.
+//! - [`npy`]: reading and writing `.npy` arrays.
+//! - [`error`]: the one [`Error`] type.
+//!
+//! Activations are NHWC f32 throughout (channels innermost); the public `.npy` inputs are
+//! NCHW, as numpy and PyTorch write them, and are transposed on load.
+
+#![warn(missing_docs)]
 
 mod atomic;
 pub mod classify;
+#[doc(hidden)]
 pub mod compare;
 pub mod cpu;
 pub mod data;
@@ -64,6 +89,7 @@ pub mod model;
 pub mod npy;
 pub mod ops;
 pub mod render;
+#[doc(hidden)]
 pub mod rng;
 pub mod search;
 pub mod train;
