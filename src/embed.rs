@@ -206,6 +206,7 @@ pub fn decode_run_len<'a>(paths: impl IntoIterator<Item = &'a Path>, max_files: 
 pub struct LabelledFeatures {
     /// `[entries.len(), feature_dim]`, rows in the order of `entries`.
     pub features: Vec<f32>,
+    /// The files embedded, with their labels, in row order.
     pub entries: Vec<Entry>,
     /// Files that could not be read or used, with the reason (without the path).
     pub skipped: Vec<(PathBuf, String)>,

@@ -14,7 +14,9 @@ use crate::train::convnet::{ConvNet, ARCHITECTURE};
 /// A feature extractor: ResNet50 (torchvision's layout) or a trained convnet.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Backbone {
+    /// ResNet50.
     ResNet50(ResNet50),
+    /// A trained convnet.
     ConvNet(ConvNet),
 }
 
@@ -22,7 +24,9 @@ pub enum Backbone {
 /// take: `&Backbone`, `&ResNet50` and `&ConvNet` all convert into it.
 #[derive(Debug, Clone, Copy)]
 pub enum BackboneRef<'a> {
+    /// ResNet50.
     ResNet50(&'a ResNet50),
+    /// A trained convnet.
     ConvNet(&'a ConvNet),
 }
 
@@ -111,6 +115,7 @@ impl BackboneRef<'_> {
         }
     }
 
+    /// Width of its feature rows: 2048, or the convnet's embedding width.
     pub fn feature_dim(&self) -> usize {
         match self {
             BackboneRef::ResNet50(_) => FEATURE_DIM,
@@ -155,7 +160,9 @@ impl BackboneRef<'_> {
 // One per embedder or searcher, never moved in a hot loop: the size difference is harmless.
 #[allow(clippy::large_enum_variant)]
 pub enum GpuBackbone {
+    /// ResNet50.
     ResNet50(GpuResNet50),
+    /// A trained convnet.
     ConvNet(GpuConvNet),
 }
 
@@ -195,6 +202,7 @@ impl GpuBackbone {
         }
     }
 
+    /// Width of its feature rows.
     pub fn feature_dim(&self) -> usize {
         match self {
             GpuBackbone::ResNet50(_) => FEATURE_DIM,
@@ -258,12 +266,14 @@ impl GpuBackbone {
 
 /// A [`Backbone`] prepared for the CPU reference.
 pub enum CpuBackbone {
+    /// ResNet50 with its weights laid out for the CPU.
     ResNet50(CpuResNet50),
     /// The RGB form of the net ([`ConvNet::for_rgb_input`]).
     ConvNet(ConvNet),
 }
 
 impl CpuBackbone {
+    /// Prepares `net` for the CPU forward.
     pub fn new<'a>(net: impl Into<BackboneRef<'a>>) -> Result<Self> {
         match net.into() {
             BackboneRef::ResNet50(net) => Ok(CpuBackbone::ResNet50(CpuResNet50::new(net)?)),
@@ -271,6 +281,7 @@ impl CpuBackbone {
         }
     }
 
+    /// Width of its feature rows.
     pub fn feature_dim(&self) -> usize {
         match self {
             CpuBackbone::ResNet50(_) => FEATURE_DIM,

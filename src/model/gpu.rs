@@ -128,10 +128,12 @@ impl GpuResNet50 {
         }
     }
 
+    /// How its batch-norms run.
     pub fn mode(&self) -> BatchNormMode {
         self.mode
     }
 
+    /// What its convolutions run on.
     pub fn math(&self) -> ConvMath {
         self.math
     }

@@ -31,17 +31,24 @@ pub struct AdamBuffers<'a> {
     pub state: &'a wgpu::Buffer,
     /// α_t of each step of the submission (`TrainConfig::adam_step_size`).
     pub step_sizes: &'a wgpu::Buffer,
+    /// The gradients, `len` f32s.
     pub grads: &'a wgpu::Buffer,
+    /// The weights, updated in place.
     pub params: &'a wgpu::Buffer,
+    /// The first moments, updated in place.
     pub m: &'a wgpu::Buffer,
+    /// The second moments, updated in place.
     pub v: &'a wgpu::Buffer,
 }
 
 /// Adam's decay rates and ε (`TrainConfig`'s).
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamRates {
+    /// Decay of the first moments.
     pub beta1: f32,
+    /// Decay of the second moments.
     pub beta2: f32,
+    /// Added to √v in the denominator.
     pub epsilon: f32,
 }
 

@@ -62,8 +62,11 @@ use crate::ops::gemv::GemvTiles;
 /// entry points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tiles {
+    /// Invocations across (output columns).
     pub wg_x: u32,
+    /// Invocations down (output rows).
     pub wg_y: u32,
+    /// Depth of the K slice staged in workgroup memory.
     pub tile_k: u32,
     /// Outputs per invocation along each side: 4 or 8.
     pub block: u32,
@@ -174,6 +177,7 @@ impl Default for Tuning {
 }
 
 impl Tuning {
+    /// The built-in table's launch shapes for an adapter (by device type and name).
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         match info.device_type {
             // lavapipe (Mesa 25, `lookalike tune` 2026-12-02, 16k x 2048 f32 / f16, one
@@ -252,11 +256,14 @@ pub(crate) fn vec4_view<'a>(buffer: &'a wgpu::Buffer, placeholder: Option<&'a wg
 /// gradient vector. Kernels that take one read and write from `offset` on.
 #[derive(Debug, Clone, Copy)]
 pub struct At<'a> {
+    /// The buffer holding the tensor.
     pub buffer: &'a wgpu::Buffer,
+    /// Its first element (f32s from the buffer's start).
     pub offset: usize,
 }
 
 impl<'a> At<'a> {
+    /// The tensor at `offset` f32s into `buffer`.
     pub fn new(buffer: &'a wgpu::Buffer, offset: usize) -> Self {
         Self { buffer, offset }
     }

@@ -101,12 +101,19 @@ use crate::error::{Error, Result};
 /// `w -= lr·√(1 - β2ᵗ)/(1 - β1ᵗ) · m / (√v + ε)`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
+    /// Passes of `steps_per_epoch` steps.
     pub epochs: usize,
+    /// Steps per epoch.
     pub steps_per_epoch: usize,
+    /// Adam's learning rate.
     pub learning_rate: f32,
+    /// T of the logits anchors · positivesᵀ / T.
     pub temperature: f32,
+    /// Adam's decay of the first moments.
     pub beta1: f32,
+    /// Adam's decay of the second moments.
     pub beta2: f32,
+    /// Adam's ε.
     pub epsilon: f32,
     /// Seeds the initial weights and, with the step number, every step's pairs.
     pub seed: u64,
