@@ -13,6 +13,32 @@
 //! net by exact k-NN on a test set. A trained [`ConvNet`] is a backbone of the search
 //! pipeline like ResNet50 ([`crate::model::Backbone`]).
 //!
+//! Train a tiny net a few steps and evaluate it by exact k-NN on a test set (random pixels
+//! here, so the scores mean nothing; [`crate::data::load`] reads real sets):
+//!
+//! ```
+//! use lookalike::data::LabelledImages;
+//! use lookalike::train::run::{evaluate, Trainer};
+//! use lookalike::train::{ConvNet, ConvNetSpec, TrainConfig};
+//! use lookalike::Context;
+//!
+//! # fn main() -> lookalike::Result<()> {
+//! let train = LabelledImages::random(4, 6, 16, 16, 1, 1); // 4 classes of 6 grey 16x16 images
+//! let test = LabelledImages::random(4, 3, 16, 16, 1, 2);
+//! let ctx = Context::new()?;
+//! let config = TrainConfig { epochs: 1, steps_per_epoch: 5, ..TrainConfig::default() };
+//! let spec = ConvNetSpec { widths: [8, 8, 8], dim: 4, ..ConvNetSpec::recipe(16, 16, 1) };
+//! let data = train.grouped_by_class("random".as_ref())?;
+//! let mut trainer = Trainer::new(Some(ctx.clone()), ConvNet::glorot(spec, config.seed)?, &data, config)?;
+//! let losses = trainer.run(config.steps_per_epoch)?;
+//! assert!(losses.iter().all(|loss| loss.is_finite()));
+//! let evaluation = evaluate(Some(&ctx), &trainer.net()?, &test)?;
+//! assert!((0.0..=1.0).contains(&evaluation.metrics.precision_at_1));
+//! assert_eq!(evaluation.neighbours.len(), test.len());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Train a few steps on images in memory, index them, and search by image:
 //!
 //! ```
