@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::{context, timed};
+use common::{context, timed, tuning};
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lookalike::cpu;
 use lookalike::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
@@ -131,7 +131,7 @@ fn bench_knn_scores(c: &mut Criterion) {
         let shape = MatmulShape { m: q, n, k: dim, b_transposed: true };
         group.throughput(Throughput::Elements(shape.flops() as u64));
         for (precision, buffer, host) in [(Precision::F32, &rb, &rows), (Precision::F16, &rb16, &rows16_f32)] {
-            let d = scores(&ctx, &shape, &qb, buffer, precision, &sb).unwrap();
+            let d = scores(&ctx, &shape, &qb, buffer, precision, &sb, &tuning(&ctx)).unwrap();
             let dtype = format!("{precision:?}").to_lowercase();
             group.bench_function(format!("gpu/q{q}_{dtype}"), |b| b.iter_custom(|iters| timed(&ctx, &[&d], iters)));
             group.bench_function(format!("cpu/q{q}_{dtype}"), |b| {
@@ -160,6 +160,7 @@ fn bench_topk(c: &mut Criterion) {
                 len,
                 k,
                 &TopKOutput::dense(&os, &oi, k),
+                tuning(&ctx).topk_workgroup,
             )
             .unwrap();
             let refs: Vec<_> = select.dispatches().iter().collect();

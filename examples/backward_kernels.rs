@@ -12,12 +12,13 @@ use std::time::Instant;
 use clap::Parser;
 use lookalike::cpu::convnet as twin;
 use lookalike::gpu::Dispatch;
+use lookalike::model::convnet::{ConvNetSpec, KERNEL, STRIDE};
 use lookalike::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use lookalike::ops::conv2d_backward::{conv2d_backward_input, conv2d_backward_weight, BackwardTiles, ConvActivations};
 use lookalike::ops::dense::{dense_backward_input, dense_backward_weight, dense_forward, DenseShape};
 use lookalike::ops::pool::global_avg_pool_backward;
+use lookalike::ops::Tuning;
 use lookalike::rng::Rng;
-use lookalike::train::convnet::{ConvNetSpec, KERNEL, STRIDE};
 use lookalike::Context;
 
 #[derive(Parser)]
@@ -43,6 +44,7 @@ fn time(ctx: &Context, d: &Dispatch, reps: usize) -> lookalike::Result<f64> {
 fn main() -> lookalike::Result<()> {
     let args = Args::parse();
     let ctx = Context::new()?;
+    let tuning = Tuning::for_adapter(ctx.adapter_info());
     let timing = if ctx.has_timestamps() { "GPU timestamps" } else { "wall clock of submit + wait" };
     println!(
         "{} ({:?}), batch {}, median of {} ({timing})",
@@ -97,7 +99,7 @@ fn main() -> lookalike::Result<()> {
                 residual: None,
                 output: &forward_out,
             };
-            let forward = conv2d(&ctx, &shape, &buffers, true, ctx.tuning().gemm_tiles(shape.m(), shape.out_c))?;
+            let forward = conv2d(&ctx, &shape, &buffers, true, tuning.gemm_tiles(shape.m(), shape.out_c))?;
             row(&format!("{label} forward (conv2d)"), time(&ctx, &forward, args.reps)?, flops);
             let tiles = BackwardTiles::fitting(shape.k() + 1, shape.out_c);
             let dw = conv2d_backward_weight(&ctx, &shape, &acts, true, (&d_kernel).into(), (&d_bias).into(), tiles)?;

@@ -6,7 +6,7 @@
 
 use lookalike::ops::matmul::{matmul, MatmulShape};
 use lookalike::ops::topk::{TopK, TopKInput, TopKOutput};
-use lookalike::ops::Tiles;
+use lookalike::ops::Tuning;
 use lookalike::wgpu::util::DeviceExt;
 use lookalike::{cpu, wgpu, Context};
 
@@ -38,11 +38,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let scores = empty("scores", queries * rows);
     let (best_scores, best_rows) = (empty("best scores", queries * k), empty("best rows", queries * k));
 
-    // The kernels: a matmul against the transposed rows, then top-k of each score row.
+    // The kernels: a matmul against the transposed rows, then top-k of each score row, with
+    // launch shapes from the built-in table for this adapter.
+    let tuning = Tuning::for_adapter(ctx.adapter_info());
     let shape = MatmulShape { m: queries, n: rows, k: dim, b_transposed: true };
-    let product = matmul(&ctx, &shape, &query_buffer, &row_buffer, &scores, Tiles::default())?;
+    let tiles = tuning.gemm_tiles(queries, rows);
+    let product = matmul(&ctx, &shape, &query_buffer, &row_buffer, &scores, tiles)?;
     let input = TopKInput::Scores { scores: &scores, index_base: 0 };
-    let top = TopK::new(&ctx, input, queries, rows, k, &TopKOutput::dense(&best_scores, &best_rows, k))?;
+    let output = TopKOutput::dense(&best_scores, &best_rows, k);
+    let top = TopK::new(&ctx, input, queries, rows, k, &output, tuning.topk_workgroup)?;
 
     // Recorded into your own encoder and submitted on the context's queue.
     let mut encoder = device.create_command_encoder(&wgpu::CommandEncoderDescriptor::default());

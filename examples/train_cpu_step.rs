@@ -9,7 +9,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use lookalike::data::LabelledImages;
-use lookalike::train::convnet::{ConvNet, ConvNetSpec};
+use lookalike::model::convnet::{ConvNet, ConvNetSpec};
 use lookalike::train::cpu::{step_flops, CpuTrainer};
 use lookalike::train::TrainConfig;
 

@@ -14,6 +14,7 @@ use crate::index::Entry;
 use crate::model::{BackboneRef, CpuBackbone, GpuBackbone};
 use crate::npy::NhwcBatch;
 use crate::ops::preprocess::{submit_runs, PreprocessBatch};
+use crate::ops::Tuning;
 
 enum Engine {
     Gpu { ctx: Box<Context>, net: Box<GpuBackbone> },
@@ -69,6 +70,16 @@ impl Embedder {
     pub fn gpu_on_matrix_units<'a>(ctx: Context, net: impl Into<BackboneRef<'a>>) -> Result<Self> {
         let gpu = GpuBackbone::new(&ctx, net, true)?;
         Ok(Self { engine: Engine::Gpu { ctx: Box::new(ctx), net: Box::new(gpu) } })
+    }
+
+    /// The same embedder with these launch shapes on the GPU (an autotune result,
+    /// `tune::load_for`); without this call, the built-in ones for the context's adapter.
+    /// The CPU reference has none and is unchanged.
+    pub fn with_tuning(self, tuning: Tuning) -> Self {
+        match self.engine {
+            Engine::Gpu { ctx, net } => Self { engine: Engine::Gpu { ctx, net: Box::new(net.with_tuning(tuning)) } },
+            cpu => Self { engine: cpu },
+        }
     }
 
     /// The CPU reference (multi-threaded for ResNet50).

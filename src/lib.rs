@@ -92,6 +92,7 @@ pub mod render;
 #[doc(hidden)]
 pub mod rng;
 pub mod search;
+pub mod shape;
 pub mod train;
 pub mod tune;
 

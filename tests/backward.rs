@@ -8,13 +8,13 @@ mod common;
 use common::ctx;
 use lookalike::compare::Tolerance;
 use lookalike::cpu::convnet as twin;
+use lookalike::model::convnet::{ConvGeometry, ConvNet, ConvNetSpec, KERNEL, STRIDE};
 use lookalike::ops::conv2d::Conv2dShape;
 use lookalike::ops::conv2d_backward::{conv2d_backward_input, conv2d_backward_weight, BackwardTiles, ConvActivations};
 use lookalike::ops::dense::{dense_backward_input, dense_backward_weight, dense_forward, DenseShape};
 use lookalike::ops::pool::global_avg_pool_backward;
 use lookalike::ops::At;
 use lookalike::rng::Rng;
-use lookalike::train::convnet::{ConvGeometry, ConvNet, ConvNetSpec, KERNEL, STRIDE};
 use lookalike::{cpu, Error};
 
 /// Reordered f32 sums against their reference: within 1e-4 relative, or 1e-5 of the

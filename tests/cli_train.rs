@@ -7,7 +7,7 @@ mod common;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use flate2::write::GzEncoder;
@@ -140,7 +140,7 @@ fn train_writes_a_model_its_figures_and_a_report() {
     let dataset = lookalike::data::load(&data, &Default::default()).unwrap();
     let test = dataset.test.unwrap();
     let input: Vec<f32> = test.pixels.iter().map(|&p| f32::from(p) / 255.0).collect();
-    let want = lookalike::cpu::convnet::embed(&net, &input, test.len()).unwrap();
+    let want = lookalike::model::convnet_cpu::embed(&net, &input, test.len()).unwrap();
     for (i, (a, b)) in written.data.iter().zip(&want).enumerate() {
         assert!((a - b).abs() <= 1e-5, "embedding value {i}: {a} written, {b} by the CPU twin");
     }
@@ -240,7 +240,7 @@ fn an_interrupted_run_leaves_no_model() {
     write_idx(&data);
     let model = dir.path("m.safetensors");
     fs::write(&model, b"the previous model").unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_lookalike"))
+    let mut child = common::cli::command()
         .args(["train", s(&data), "-o", s(&model), "--epochs", "1000", "--steps", "1000", "--json"])
         .args(SMALL)
         .stdout(Stdio::null())

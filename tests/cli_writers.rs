@@ -6,7 +6,7 @@ mod common;
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use image::{Rgb, RgbImage};
@@ -43,7 +43,7 @@ fn indexed_paths(index: &Path) -> Vec<PathBuf> {
 
 /// Starts the binary without waiting for it.
 fn spawn(args: &[&str]) -> std::process::Child {
-    Command::new(env!("CARGO_BIN_EXE_lookalike"))
+    common::cli::command()
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

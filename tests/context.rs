@@ -1,10 +1,34 @@
 //! Adapter selection and what the context reports.
 
+use lookalike::gpu::ContextBuilder;
 use lookalike::{Context, Error};
+
+/// `Context::new` and the default builder read no environment; `from_env` reads
+/// `WGPU_ADAPTER_NAME`. Run in a child process of this test binary, the one place the
+/// variable is set, so that no other test sees it.
+#[test]
+fn only_from_env_reads_the_environment() {
+    const CHILD: &str = "LOOKALIKE_CONTEXT_TEST_CHILD";
+    if std::env::var_os(CHILD).is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "only_from_env_reads_the_environment", "--nocapture", "--test-threads", "1"])
+            .env(CHILD, "1")
+            .env("WGPU_ADAPTER_NAME", "no-adapter-is-named-this")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        return;
+    }
+    assert!(format!("{:?}", ContextBuilder::default()).contains("adapter_name: None"));
+    Context::new().unwrap_or_else(|e| panic!("Context::new followed WGPU_ADAPTER_NAME: {e}"));
+    let err = Context::from_env().err().expect("from_env ignored WGPU_ADAPTER_NAME");
+    assert!(matches!(err, Error::NoAdapter { .. }) && err.to_string().contains("no-adapter-is-named-this"), "{err}");
+}
 
 #[test]
 fn default_context_opens_and_describes_itself() {
-    let ctx = Context::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let ctx = Context::from_env().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
     let text = ctx.to_string();
     for line in ["adapter:", "backend:", "driver:", "max_storage_buffer_binding_size"] {
         assert!(text.contains(line), "`lookalike info` text lacks {line:?}:\n{text}");
@@ -26,7 +50,7 @@ fn stage_times_run_every_stage_and_time_each_one() {
     use lookalike::ops::matmul::{matmul, MatmulShape};
     use lookalike::ops::Tiles;
     use lookalike::rng::Rng;
-    let ctx = Context::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let ctx = Context::from_env().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
     let mut rng = Rng::new(4);
     let shape = MatmulShape { m: 9, n: 21, k: 13, b_transposed: false };
     let (a, b) = (rng.normals(9 * 13, 1.0), rng.normals(13 * 21, 1.0));
@@ -57,7 +81,7 @@ fn stage_times_run_every_stage_and_time_each_one() {
 fn a_cloned_context_shares_device_and_pipelines() {
     use lookalike::ops::matmul::{matmul, MatmulShape};
     use lookalike::ops::Tiles;
-    let ctx = Context::new().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
+    let ctx = Context::from_env().unwrap_or_else(|e| panic!("GPU tests need an adapter: {e}"));
     let clone = ctx.clone();
     let shape = MatmulShape { m: 3, n: 5, k: 2, b_transposed: false };
     let (a, b) = (ctx.upload("a", &[1.0f32; 6]).unwrap(), ctx.upload("b", &[2.0f32; 10]).unwrap());

@@ -1,5 +1,5 @@
 //! A trained convnet as the search pipeline's backbone: the GPU forward against the CPU twin
-//! (`cpu::convnet::embed`) on odd-sized RGB and grey PNGs, a one-channel net seeing grey
+//! (`model::convnet_cpu::embed`) on odd-sized RGB and grey PNGs, a one-channel net seeing grey
 //! images as it was trained to, and `embed`, `index`, `search`, `classify` through the CLI
 //! with a convnet weights file, the index recording it, and a network of the other kind
 //! refused.
@@ -101,11 +101,11 @@ fn gpu_embeddings_match_the_cpu_twin_on_rgb_and_grey_images() {
     // The oracle itself, on the CPU's preprocessing.
     let input: Vec<f32> =
         paths.iter().flat_map(|p| preprocess_image(&decode_file(p).unwrap(), &preprocess).unwrap()).collect();
-    let twin = lookalike::cpu::convnet::embed(&net, &input, paths.len()).unwrap();
+    let twin = lookalike::model::convnet_cpu::embed(&net, &input, paths.len()).unwrap();
     assert_eq!(on_gpu.len(), paths.len() * 6);
     unit_rows(&on_gpu, 6);
-    assert_close("GPU vs cpu::convnet::embed", &on_gpu, &twin, GPU_CPU_LIMIT);
-    assert_close("CPU embedder vs cpu::convnet::embed", &on_cpu, &twin, 1e-6);
+    assert_close("GPU vs model::convnet_cpu::embed", &on_gpu, &twin, GPU_CPU_LIMIT);
+    assert_close("CPU embedder vs model::convnet_cpu::embed", &on_cpu, &twin, 1e-6);
     // Images differ, so their embeddings do (the test would pass on a constant otherwise).
     assert!(lookalike::compare::relative_l2(&on_gpu[..6], &on_gpu[6..12]) > 1e-3);
     // A preprocessed batch through `embed`, whose plan is another batch size.
@@ -141,7 +141,7 @@ fn a_one_channel_net_sees_grey_images_as_trained() {
     // The net's own size passes through: exactly u8 / 255, as training fed it.
     let first = image::open(&paths[0]).unwrap().to_luma8();
     assert!(grey[..400].iter().zip(first.as_raw()).all(|(&g, &p)| g == p as f32 / 255.0));
-    let expected = lookalike::cpu::convnet::embed(&net, &grey, paths.len()).unwrap();
+    let expected = lookalike::model::convnet_cpu::embed(&net, &grey, paths.len()).unwrap();
     for mut engine in [Embedder::gpu(ctx().clone(), &backbone).unwrap(), Embedder::cpu(&backbone).unwrap()] {
         let got = engine.embed_files(&paths, &preprocess, 4, |_| {}).unwrap();
         assert_close("RGB pipeline vs the one-channel net", &got, &expected, GPU_CPU_LIMIT);

@@ -13,6 +13,7 @@ use std::sync::OnceLock;
 
 use common::{assert_close, ctx, images, random_conv_shape};
 use lookalike::compare::{batch_centred, relative_l2};
+use lookalike::gpu::ContextBuilder;
 use lookalike::index::{Embeddings, Entry, Index, Provenance};
 use lookalike::model::{BatchNormMode, CpuResNet50, GpuResNet50, RandomResNet50, FEATURE_DIM};
 use lookalike::ops::conv2d::{Conv2dBuffers, Conv2dShape};
@@ -35,7 +36,7 @@ fn coop_ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
     CTX.get_or_init(|| {
         // SAFETY: tests accept wgpu's experimental-feature risk for this device.
-        let builder = unsafe { Context::builder().experimental_cooperative_matrices() };
+        let builder = unsafe { ContextBuilder::from_env().experimental_cooperative_matrices() };
         match builder.build() {
             Ok(ctx) => ctx,
             Err(e) => panic!("GPU tests need an adapter and none could be opened: {e}"),
@@ -246,7 +247,7 @@ fn search_on_matrix_units_is_a_top_k_of_the_rounded_queries() {
             Embeddings::F32(v) => round_to_f16(v),
             Embeddings::F16(v) => v.iter().map(|x| x.to_f32()).collect(),
         };
-        let options = SearchOptions { chunk_rows: Some(300), matrix_units: true };
+        let options = SearchOptions { chunk_rows: Some(300), matrix_units: true, ..Default::default() };
         let got = Searcher::for_features(ctx.clone(), &index, options).unwrap().search_features(&queries, k).unwrap();
         for (qi, (query, found)) in queries.chunks(dim).zip(&got).enumerate() {
             let norm = query.iter().map(|x| x * x).sum::<f32>().sqrt();

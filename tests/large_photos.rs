@@ -15,6 +15,7 @@ use common::{assert_close, ctx};
 use image::{Rgb, RgbImage};
 use lookalike::cpu::preprocess::{decode_file, decoded_bytes, preprocess_image, Preprocess};
 use lookalike::embed::{decode_run_len, Embedder, DECODE_BUDGET_BYTES};
+use lookalike::gpu::ContextBuilder;
 use lookalike::gpu::Dispatch;
 use lookalike::index::{Entry, Index, Provenance};
 use lookalike::model::{GpuResNet50, RandomResNet50, ResNet50, FEATURE_DIM};
@@ -33,7 +34,7 @@ const LIMIT: f32 = 1e-6;
 
 fn capped() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
-    CTX.get_or_init(|| match Context::builder().max_binding_bytes(CAP).build() {
+    CTX.get_or_init(|| match ContextBuilder::from_env().max_binding_bytes(CAP).build() {
         Ok(ctx) => ctx,
         Err(e) => panic!("GPU tests need an adapter and none could be opened: {e}"),
     })

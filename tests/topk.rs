@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::ctx;
+use common::{ctx, tuning};
 use lookalike::cpu::topk::{topk as cpu_topk, topk_pairs as cpu_topk_pairs};
 use lookalike::ops::topk::{TopK, TopKInput, TopKOutput, MAX_K, PAD_INDEX, PAD_SCORE};
 use lookalike::rng::Rng;
@@ -36,6 +36,7 @@ fn gpu_topk(scores: &[f32], rows: usize, len: usize, k: usize) -> Results {
         len,
         k,
         &TopKOutput::dense(&s, &i, k),
+        tuning().topk_workgroup,
     )
     .unwrap();
     run(&topk, &s, &i, rows * k)
@@ -99,16 +100,9 @@ fn every_tuned_workgroup_size_matches_cpu() {
         let (s, i) = outputs(rows * k);
         for workgroup in lookalike::tune::TOPK_WORKGROUPS.into_iter().filter(|&w| w <= TopK::max_workgroup(ctx)) {
             let output = TopKOutput::dense(&s, &i, k);
-            let topk = TopK::with_workgroup(
-                ctx,
-                TopKInput::Scores { scores: &input, index_base: 0 },
-                rows,
-                len,
-                k,
-                &output,
-                workgroup,
-            )
-            .unwrap();
+            let topk =
+                TopK::new(ctx, TopKInput::Scores { scores: &input, index_base: 0 }, rows, len, k, &output, workgroup)
+                    .unwrap();
             assert_same(
                 &format!("workgroup {workgroup} rows={rows} len={len} k={k}"),
                 &run(&topk, &s, &i, rows * k),
@@ -189,6 +183,7 @@ fn long_rows_take_the_prefilter() {
             len,
             k,
             &TopKOutput::dense(&s, &i, k),
+            tuning().topk_workgroup,
         )
         .unwrap();
         let labels: Vec<_> = topk.dispatches().iter().map(|d| d.label()).collect();
@@ -238,9 +233,16 @@ fn explicit_pairs_match_cpu() {
     let expected = cpu_topk_pairs(&v, &ids, rows, len, k).unwrap();
     let (sb, ib) = (ctx.upload("scores", &v).unwrap(), ctx.upload_pod("ids", &ids).unwrap());
     let (s, i) = outputs(rows * k);
-    let topk =
-        TopK::new(ctx, TopKInput::Pairs { scores: &sb, indices: &ib }, rows, len, k, &TopKOutput::dense(&s, &i, k))
-            .unwrap();
+    let topk = TopK::new(
+        ctx,
+        TopKInput::Pairs { scores: &sb, indices: &ib },
+        rows,
+        len,
+        k,
+        &TopKOutput::dense(&s, &i, k),
+        tuning().topk_workgroup,
+    )
+    .unwrap();
     assert_same("pairs", &run(&topk, &s, &i, rows * k), &expected);
 }
 
@@ -273,7 +275,7 @@ fn chunked_scan_equals_one_pass() {
             inputs.push(ctx.upload("chunk", &part).unwrap());
             let input = TopKInput::Scores { scores: &inputs[c], index_base: (c * chunk) as u32 };
             let output = TopKOutput { scores: &packed_s, indices: &packed_i, row_stride: chunks * k, offset: c * k };
-            passes.push(TopK::new(ctx, input, rows, cols, k, &output).unwrap());
+            passes.push(TopK::new(ctx, input, rows, cols, k, &output, tuning().topk_workgroup).unwrap());
         }
         let (s, i) = outputs(rows * k);
         let merge = TopK::new(
@@ -283,6 +285,7 @@ fn chunked_scan_equals_one_pass() {
             chunks * k,
             k,
             &TopKOutput::dense(&s, &i, k),
+            tuning().topk_workgroup,
         )
         .unwrap();
         // Every chunk and the merge in one compute pass, as the scan records them.
@@ -306,6 +309,7 @@ fn reruns_see_new_scores() {
         len,
         k,
         &TopKOutput::dense(&s, &i, k),
+        tuning().topk_workgroup,
     )
     .unwrap();
     for _ in 0..2 {
@@ -334,19 +338,51 @@ fn rejects_bad_arguments() {
     let scores = TopKInput::Scores { scores: &input, index_base: 0 };
     let invalid = |r: Result<TopK, Error>| assert!(matches!(r, Err(Error::InvalidArgument(_))), "{r:?}");
     let shape = |r: Result<TopK, Error>| assert!(matches!(r, Err(Error::ShapeMismatch { .. })), "{r:?}");
-    invalid(TopK::new(ctx, scores, 1, 100, 0, &dense(0)));
-    invalid(TopK::new(ctx, scores, 1, 100, MAX_K + 1, &TopKOutput::dense(&s, &i, MAX_K + 1)));
-    invalid(TopK::new(ctx, scores, 0, 100, 5, &dense(5)));
-    invalid(TopK::new(ctx, scores, 1, 0, 5, &dense(5)));
-    invalid(TopK::new(ctx, TopKInput::Scores { scores: &input, index_base: u32::MAX - 50 }, 1, 100, 5, &dense(5)));
-    invalid(TopK::new(ctx, scores, 2, 50, 5, &TopKOutput { scores: &s, indices: &i, row_stride: 8, offset: 4 }));
-    invalid(TopK::new(ctx, scores, 1, 100, 5, &TopKOutput::dense(&s, &s, 5)));
-    invalid(TopK::new(ctx, scores, 1, 100, 5, &TopKOutput::dense(&input, &i, 5)));
+    invalid(TopK::new(ctx, scores, 1, 100, 0, &dense(0), tuning().topk_workgroup));
+    invalid(TopK::new(ctx, scores, 1, 100, MAX_K + 1, &TopKOutput::dense(&s, &i, MAX_K + 1), tuning().topk_workgroup));
+    invalid(TopK::new(ctx, scores, 0, 100, 5, &dense(5), tuning().topk_workgroup));
+    invalid(TopK::new(ctx, scores, 1, 0, 5, &dense(5), tuning().topk_workgroup));
+    invalid(TopK::new(
+        ctx,
+        TopKInput::Scores { scores: &input, index_base: u32::MAX - 50 },
+        1,
+        100,
+        5,
+        &dense(5),
+        tuning().topk_workgroup,
+    ));
+    invalid(TopK::new(
+        ctx,
+        scores,
+        2,
+        50,
+        5,
+        &TopKOutput { scores: &s, indices: &i, row_stride: 8, offset: 4 },
+        tuning().topk_workgroup,
+    ));
+    invalid(TopK::new(ctx, scores, 1, 100, 5, &TopKOutput::dense(&s, &s, 5), tuning().topk_workgroup));
+    invalid(TopK::new(ctx, scores, 1, 100, 5, &TopKOutput::dense(&input, &i, 5), tuning().topk_workgroup));
     for workgroup in [0, 48, 4096] {
-        invalid(TopK::with_workgroup(ctx, scores, 1, 100, 5, &dense(5), workgroup));
+        invalid(TopK::new(ctx, scores, 1, 100, 5, &dense(5), workgroup));
     }
-    shape(TopK::new(ctx, scores, 2, 100, 5, &dense(5)));
-    shape(TopK::new(ctx, scores, 1, 100, 21, &dense(21)));
-    shape(TopK::new(ctx, scores, 3, 10, 5, &TopKOutput { scores: &s, indices: &i, row_stride: 10, offset: 5 }));
-    shape(TopK::new(ctx, TopKInput::Pairs { scores: &input, indices: &ids }, 1, 100, 5, &dense(5)));
+    shape(TopK::new(ctx, scores, 2, 100, 5, &dense(5), tuning().topk_workgroup));
+    shape(TopK::new(ctx, scores, 1, 100, 21, &dense(21), tuning().topk_workgroup));
+    shape(TopK::new(
+        ctx,
+        scores,
+        3,
+        10,
+        5,
+        &TopKOutput { scores: &s, indices: &i, row_stride: 10, offset: 5 },
+        tuning().topk_workgroup,
+    ));
+    shape(TopK::new(
+        ctx,
+        TopKInput::Pairs { scores: &input, indices: &ids },
+        1,
+        100,
+        5,
+        &dense(5),
+        tuning().topk_workgroup,
+    ));
 }

@@ -14,9 +14,10 @@ use std::path::Path;
 use lookalike::compare::Tolerance;
 use lookalike::cpu::convnet::{self as ops, MAX_INV_NORM};
 use lookalike::data::{ClassGrouped, LabelledImages};
+use lookalike::model::convnet::{ConvGeometry, ConvNet, ConvNetSpec};
+use lookalike::model::convnet_cpu::embed;
 use lookalike::rng::Rng;
-use lookalike::train::convnet::{ConvGeometry, ConvNet, ConvNetSpec};
-use lookalike::train::cpu::CpuTrainer;
+use lookalike::train::cpu::{gather_batch, CpuTrainer};
 use lookalike::train::sampler::pair_batch;
 use lookalike::train::TrainConfig;
 
@@ -194,7 +195,7 @@ fn whole_net_gradient_matches_f64_finite_differences() {
     }
     let params = wide(&net.params);
     let rows = pair_batch(config.seed, 0, &data.class_offsets, &data.class_counts);
-    let input = wide(&ops::gather_batch(&data.images, &rows));
+    let input = wide(&gather_batch(&data.images, &rows));
     let mut trainer = CpuTrainer::new(net, data, config).unwrap();
     let (loss, grad) = trainer.loss_and_gradient(0);
     let grad = grad.to_vec();
@@ -238,9 +239,9 @@ fn adam_matches_a_hand_computed_two_step_example() {
     //   α2 = 1e-3·√(1 - 0.999²)/(1 - 0.9²) = 2.35317e-4: w = (0.998197, -1.998572).
     let config = TrainConfig::default();
     let (mut w, mut m, mut v) = (vec![1.0f32, -2.0], vec![0.0; 2], vec![0.0; 2]);
-    ops::adam_update(&mut w, &[0.5, -1.0], &mut m, &mut v, &config, 1);
+    ops::adam_update(&mut w, &[0.5, -1.0], &mut m, &mut v, config.adam_rates(), config.adam_step_size(1));
     Tolerance::new(1e-6, 0.0).check(&w, &[0.999, -1.999]).unwrap();
-    ops::adam_update(&mut w, &[0.1, 0.3], &mut m, &mut v, &config, 2);
+    ops::adam_update(&mut w, &[0.1, 0.3], &mut m, &mut v, config.adam_rates(), config.adam_step_size(2));
     Tolerance::new(1e-6, 0.0).check(&m, &[0.055, -0.06]).unwrap();
     // 1 − β2 in f32 is 0.000999987 (0.999 is not exact), as in Keras: v is off by 1e-5.
     Tolerance::new(1e-4, 0.0).check(&v, &[2.5975e-4, 1.089e-3]).unwrap();
@@ -253,15 +254,15 @@ fn embed_gives_unit_rows_equal_to_the_f64_forward() {
     let net = ConvNet::glorot(spec, 13).unwrap();
     let data = random_set(&spec, 2, 3, 14);
     let batch = 5;
-    let input = ops::gather_batch(&data.images, &[0, 1, 2, 3, 4]);
-    let u = ops::embed(&net, &input, batch).unwrap();
+    let input = gather_batch(&data.images, &[0, 1, 2, 3, 4]);
+    let u = embed(&net, &input, batch).unwrap();
     for row in u.chunks_exact(spec.dim) {
         assert!((row.iter().map(|x| x * x).sum::<f32>() - 1.0).abs() < 1e-5, "{row:?}");
     }
     let want: Vec<f32> =
         reference::embed(&spec, &wide(&net.params), &wide(&input), batch).iter().map(|&v| v as f32).collect();
     Tolerance::new(1e-4, 1e-5).check(&u, &want).unwrap();
-    assert!(ops::embed(&net, &input[1..], batch).is_err());
+    assert!(embed(&net, &input[1..], batch).is_err());
 }
 
 #[test]

@@ -7,12 +7,15 @@ use std::path::Path;
 
 use common::ctx;
 use lookalike::compare::Tolerance;
-use lookalike::cpu::convnet::{adam_update, embed, gather_batch, l2_normalize_backward, l2_normalize_rows, pair_loss};
+use lookalike::cpu::convnet::{adam_update, l2_normalize_backward, l2_normalize_rows, pair_loss};
 use lookalike::data::{ClassGrouped, LabelledImages};
+use lookalike::gpu::ContextBuilder;
+use lookalike::model::convnet_cpu::embed;
 use lookalike::ops::adam::{adam, advance_step, AdamBuffers, AdamRates};
 use lookalike::ops::metric_loss::{l2_normalize_rows as gpu_l2_normalize_rows, metric_loss, MetricLossBuffers};
 use lookalike::ops::train_sample::{train_sample, TrainingSet};
 use lookalike::rng::Rng;
+use lookalike::train::cpu::gather_batch;
 use lookalike::train::cpu::CpuTrainer;
 use lookalike::train::gpu::GpuTrainer;
 use lookalike::train::sampler::pair_batch;
@@ -82,7 +85,7 @@ fn sampling_draws_the_cpu_pairs_and_gathers_their_pixels() {
 fn sampling_reads_a_set_split_across_bindings() {
     // 100 images of 5x7x1 = 3500 bytes: bindings of 1100 bytes (275 words) make 4, and
     // images straddle them.
-    let small = Context::builder().max_binding_bytes(1100).build().unwrap();
+    let small = ContextBuilder::from_env().max_binding_bytes(1100).build().unwrap();
     sample_matches_cpu(&small, &synthetic_set(&[40, 25, 35], 5, 7, 1, 2), 4);
     // 200 images would take 7.
     let err = TrainingSet::upload(&small, &synthetic_set(&[100, 100], 5, 7, 1, 2)).unwrap_err().to_string();
@@ -211,7 +214,14 @@ fn adam_matches_the_cpu_twin_over_steps_counted_on_the_gpu() {
         let out = ctx.run_and_read_many(&refs, &[(&gpu_params, len), (&m, len), (&v, len)]).unwrap();
         let (mut cm, mut cv) = (vec![0.0; len], vec![0.0; len]);
         for (k, g) in grads.iter().enumerate() {
-            adam_update(&mut params, g, &mut cm, &mut cv, &config, first as u64 + k as u64 + 1);
+            adam_update(
+                &mut params,
+                g,
+                &mut cm,
+                &mut cv,
+                config.adam_rates(),
+                config.adam_step_size(first as u64 + k as u64 + 1),
+            );
         }
         let tol = Tolerance::new(1e-6, 1e-9);
         check(&format!("weights, {len}"), tol, &out[0], &params);

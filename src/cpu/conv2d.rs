@@ -1,83 +1,14 @@
-//! CPU convolution (im2col + GEMM), matmul and batch-norm.
+//! CPU convolution: im2col + GEMM with the GPU kernel's fused epilogue.
 
 use std::cell::RefCell;
 
 use rayon::prelude::*;
 
 use crate::cpu::check_slice;
+use crate::cpu::matmul::{gemm_into, gemm_strided, parallelism};
 use crate::cpu::panels::{self, Multiply, Panels};
 use crate::error::{Error, Result};
-use crate::ops::batch_norm::BatchNormShape;
-use crate::ops::conv2d::Conv2dShape;
-use crate::ops::matmul::MatmulShape;
-
-fn parallelism() -> gemm::Parallelism {
-    let threads = rayon::current_num_threads();
-    if threads > 1 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    }
-}
-
-/// `dst[m, n] = lhs[m, k] * rhs`, all row-major; `rhs` is `[k, n]`, or `[n, k]` when
-/// `rhs_transposed`.
-#[allow(clippy::too_many_arguments)]
-fn gemm_into(
-    dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: usize, rhs_transposed: bool,
-    parallelism: gemm::Parallelism,
-) {
-    let rhs_strides = if rhs_transposed { (1, k) } else { (n, 1) };
-    gemm_strided(dst, lhs, rhs, rhs_strides, m, n, k, parallelism);
-}
-
-/// [`gemm_into`] with `rhs[kk, j]` at `rhs[kk * rhs_strides.0 + j * rhs_strides.1]`.
-#[allow(clippy::too_many_arguments)]
-#[rustfmt::skip] // the gemm call's arguments grouped by operand
-fn gemm_strided(
-    dst: &mut [f32], lhs: &[f32], rhs: &[f32], rhs_strides: (usize, usize), m: usize, n: usize, k: usize,
-    parallelism: gemm::Parallelism,
-) {
-    if m == 0 || n == 0 || k == 0 {
-        dst[..m * n].fill(0.0);
-        return;
-    }
-    // The unsafe call below relies on this: keep it a real assert (it costs nothing per GEMM).
-    let rhs_last = (k - 1) * rhs_strides.0 + (n - 1) * rhs_strides.1;
-    assert!(
-        dst.len() >= m * n && lhs.len() >= m * k && rhs.len() > rhs_last,
-        "gemm: slices shorter than {m}x{k} * {k}x{n}"
-    );
-    // SAFETY: dst and lhs hold dense row-major m*n and m*k values and the last rhs element
-    // read lies inside rhs (asserted above).
-    unsafe {
-        gemm::gemm(
-            m, n, k,
-            dst.as_mut_ptr(), 1, n as isize, false,
-            lhs.as_ptr(), 1, k as isize,
-            rhs.as_ptr(), rhs_strides.1 as isize, rhs_strides.0 as isize,
-            0.0, 1.0, false, false, false,
-            parallelism,
-        );
-    }
-}
-
-/// [`gemm_into`] on the calling thread only, for callers that split work across threads.
-pub(crate) fn gemm_serial(
-    dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize, k: usize, rhs_transposed: bool,
-) {
-    gemm_into(dst, lhs, rhs, m, n, k, rhs_transposed, gemm::Parallelism::None);
-}
-
-/// `C = A * B` (see [`MatmulShape`]).
-pub fn matmul(shape: &MatmulShape, a: &[f32], b: &[f32]) -> Result<Vec<f32>> {
-    shape.validate()?;
-    check_slice("cpu matmul A", a, shape.m * shape.k)?;
-    check_slice("cpu matmul B", b, shape.k * shape.n)?;
-    let mut c = vec![0.0; shape.m * shape.n];
-    gemm_into(&mut c, a, b, shape.m, shape.n, shape.k, shape.b_transposed, parallelism());
-    Ok(c)
-}
+use crate::shape::Conv2dShape;
 
 /// Copies rows `m0..m0 + rows` of the implicit im2col matrix (K = (kh, kw, ci)) into `out`.
 /// The `kernel_w * cin` taps of one kernel row are adjacent in NHWC memory, so each kernel row
@@ -159,7 +90,7 @@ impl Epilogue<'_> {
 
 /// ReLU that keeps NaN (`f32::max` drops it): an overflow upstream then reaches the
 /// features, where it is reported, instead of vanishing into zeros.
-fn relu(x: f32) -> f32 {
+pub(crate) fn relu(x: f32) -> f32 {
     if x < 0.0 {
         0.0
     } else {
@@ -391,35 +322,6 @@ fn gemm_by_columns(dst: &mut [f32], lhs: &[f32], rhs: &[f32], m: usize, n: usize
         })
         .collect();
     copy_column_blocks(dst, blocks, m, n);
-}
-
-/// Inference batch-norm, `relu?((x - mean) / sqrt(var + eps) * weight + bias + residual)`.
-#[allow(clippy::too_many_arguments)]
-pub fn batch_norm(
-    shape: &BatchNormShape, input: &[f32], weight: &[f32], bias: &[f32], running_mean: &[f32], running_var: &[f32],
-    residual: Option<&[f32]>, relu: bool,
-) -> Result<Vec<f32>> {
-    let c = shape.channels;
-    check_slice("cpu batch_norm input", input, shape.len)?;
-    for (what, v) in [("weight", weight), ("bias", bias), ("running_mean", running_mean), ("running_var", running_var)]
-    {
-        check_slice(&format!("cpu batch_norm {what}"), v, c)?;
-    }
-    if let Some(r) = residual {
-        check_slice("cpu batch_norm residual", r, shape.len)?;
-    }
-    let inv_std: Vec<f32> = running_var.iter().map(|v| 1.0 / (v + shape.eps).sqrt()).collect();
-    let mut out = input.to_vec();
-    out.par_chunks_mut(c.max(1)).enumerate().for_each(|(row, y)| {
-        for (ch, v) in y.iter_mut().enumerate() {
-            let mut x = (*v - running_mean[ch]) * inv_std[ch] * weight[ch] + bias[ch];
-            if let Some(r) = residual {
-                x += r[row * c + ch];
-            }
-            *v = if relu { self::relu(x) } else { x };
-        }
-    });
-    Ok(out)
 }
 
 #[cfg(test)]

@@ -7,11 +7,11 @@ use std::cmp::Ordering;
 use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
-use crate::cpu::conv2d::gemm_serial;
+use crate::cpu::matmul::gemm_serial;
 use crate::cpu::panels::{self, Multiply, Panels};
 use crate::cpu::topk::{best_k, rank};
 use crate::error::{Error, Result};
-use crate::ops::topk::MAX_K;
+use crate::shape::topk::MAX_K;
 
 /// Reference rows as stored: f32, or f16 widened a task at a time.
 #[derive(Debug, Clone, Copy)]

@@ -5,12 +5,15 @@
 //! own kernel over a right-hand side packed once ([`panels`]: k-NN queries, the CPU
 //! ResNet50's convolution weights).
 
+pub mod batch_norm;
 pub mod conv2d;
 pub mod convnet;
+mod crop;
 pub mod decode;
 mod filter_taps;
 pub mod knn;
 pub mod l2_normalize;
+pub mod matmul;
 pub mod panels;
 pub mod pool;
 pub mod preprocess;
@@ -18,8 +21,10 @@ pub mod topk;
 #[cfg(target_arch = "x86_64")]
 mod x86;
 
-pub use conv2d::{batch_norm, conv2d, conv2d_into, matmul};
+pub use batch_norm::batch_norm;
+pub use conv2d::{conv2d, conv2d_into};
 pub use l2_normalize::l2_normalize;
+pub use matmul::matmul;
 pub use pool::{global_avg_pool, max_pool};
 
 use crate::error::{Error, Result};

@@ -4,7 +4,7 @@ use rayon::prelude::*;
 
 use crate::cpu::check_slice;
 use crate::error::Result;
-use crate::ops::pool::MaxPoolShape;
+use crate::shape::MaxPoolShape;
 
 /// Max pooling; padded taps are ignored.
 pub fn max_pool(shape: &MaxPoolShape, input: &[f32]) -> Result<Vec<f32>> {

@@ -6,7 +6,7 @@ use rayon::prelude::*;
 
 use crate::cpu::check_slice;
 use crate::error::{Error, Result};
-use crate::ops::topk::{MAX_K, PAD_INDEX, PAD_SCORE};
+use crate::shape::topk::{MAX_K, PAD_INDEX, PAD_SCORE};
 
 /// The ranking as one integer, larger is better: the score's order key (as in the shader's
 /// `rank_key`) above the inverted index. Padding ranks with -inf, behind it on the index.

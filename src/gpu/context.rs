@@ -6,6 +6,10 @@ use crate::error::{Error, Result};
 use crate::gpu::pipeline::PipelineCache;
 
 /// Which adapters a [`ContextBuilder`] may pick and what it asks of them.
+///
+/// [`ContextBuilder::default`] reads nothing from the environment: the primary backends
+/// (Vulkan, Metal, DX12, browser WebGPU), any adapter name. [`ContextBuilder::from_env`]
+/// starts from `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` instead, as the command line does.
 #[derive(Debug, Clone)]
 pub struct ContextBuilder {
     backends: wgpu::Backends,
@@ -18,8 +22,8 @@ pub struct ContextBuilder {
 impl Default for ContextBuilder {
     fn default() -> Self {
         Self {
-            backends: wgpu::Backends::from_env().unwrap_or(wgpu::Backends::PRIMARY),
-            adapter_name: std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty()),
+            backends: wgpu::Backends::PRIMARY,
+            adapter_name: None,
             allow_cpu: true,
             cooperative_matrices: false,
             max_binding_bytes: None,
@@ -28,14 +32,26 @@ impl Default for ContextBuilder {
 }
 
 impl ContextBuilder {
-    /// Restricts the backends (overrides `WGPU_BACKEND`).
+    /// The default builder with the backends of `WGPU_BACKEND` (a comma-separated list such
+    /// as `vulkan,metal`; wgpu's own syntax) and the adapter name filter of
+    /// `WGPU_ADAPTER_NAME`, where they are set and not empty. Later calls override them.
+    pub fn from_env() -> Self {
+        let mut builder = Self::default();
+        if let Some(backends) = wgpu::Backends::from_env() {
+            builder.backends = backends;
+        }
+        builder.adapter_name = std::env::var("WGPU_ADAPTER_NAME").ok().filter(|s| !s.is_empty());
+        builder
+    }
+
+    /// Restricts the backends (overrides `WGPU_BACKEND` under [`ContextBuilder::from_env`]).
     pub fn backends(mut self, backends: wgpu::Backends) -> Self {
         self.backends = backends;
         self
     }
 
     /// Picks only adapters whose name contains `name`, case-insensitively (overrides
-    /// `WGPU_ADAPTER_NAME`).
+    /// `WGPU_ADAPTER_NAME` under [`ContextBuilder::from_env`]).
     pub fn adapter_name(mut self, name: impl Into<String>) -> Self {
         self.adapter_name = Some(name.into());
         self
@@ -58,8 +74,8 @@ impl ContextBuilder {
     }
 
     /// Also opens the device with wgpu's experimental cooperative-matrix feature where the
-    /// adapter has what [`CooperativeMatrix`] needs, so that
-    /// [`crate::ops::matmul_coop`] can run on its matrix units (tensor cores). Without this
+    /// adapter has what [`CooperativeMatrix`] needs, so that the matrix-unit kernels
+    /// (`ops::matmul_coop`, `ops::conv2d_coop`) can run on them (tensor cores). Without this
     /// call the feature is never requested.
     ///
     /// # Safety
@@ -126,8 +142,10 @@ fn describe(info: &wgpu::AdapterInfo) -> String {
 /// pipeline cache all ops share.
 ///
 /// Cloning is cheap and shares the device, its queue and the pipeline cache: give an
-/// [`crate::embed::Embedder`] and a [`crate::search::Searcher`] clones of one context, and each pipeline is
-/// compiled once (a fresh `Context::new()` compiles them all again).
+/// embedder and a searcher clones of one context, and each pipeline is compiled once (a
+/// fresh `Context::new()` compiles them all again).
+///
+/// A context holds no launch shapes: whoever dispatches is given them (`ops::Tuning`).
 #[derive(Clone)]
 pub struct Context {
     pub(crate) device: wgpu::Device,
@@ -135,8 +153,6 @@ pub struct Context {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     features: wgpu::Features,
-    tuning: crate::ops::Tuning,
-    tuning_source: crate::tune::TuningSource,
     /// The matrix units, or why they are not used.
     cooperative: std::result::Result<CooperativeMatrix, String>,
     pub(crate) pipelines: std::sync::Arc<PipelineCache>,
@@ -147,14 +163,20 @@ const OPTIONAL_FEATURES: wgpu::Features =
     wgpu::Features::TIMESTAMP_QUERY.union(wgpu::Features::SHADER_F16).union(wgpu::Features::SUBGROUP);
 
 impl Context {
-    /// A builder honouring `WGPU_BACKEND` and `WGPU_ADAPTER_NAME`.
+    /// A builder that reads no environment ([`ContextBuilder::default`]).
     pub fn builder() -> ContextBuilder {
         ContextBuilder::default()
     }
 
-    /// The default context (see [`Context::builder`]).
+    /// The best adapter of the primary backends; reads no environment variable and no file.
     pub fn new() -> Result<Self> {
         Self::builder().build()
+    }
+
+    /// The best adapter that `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` allow (see
+    /// [`ContextBuilder::from_env`]).
+    pub fn from_env() -> Result<Self> {
+        ContextBuilder::from_env().build()
     }
 
     async fn from_adapter(adapter: wgpu::Adapter, cooperative_matrices: bool, cap: Option<u64>) -> Result<Self> {
@@ -214,18 +236,7 @@ impl Context {
         };
         let (device, queue) =
             opened.map_err(|e| Error::RequestDevice { adapter: describe(&info), reason: e.to_string() })?;
-        let (tuning, tuning_source) = crate::tune::for_adapter(&info);
-        Ok(Self {
-            device,
-            queue,
-            info,
-            limits,
-            features,
-            tuning,
-            tuning_source,
-            cooperative,
-            pipelines: Default::default(),
-        })
+        Ok(Self { device, queue, info, limits, features, cooperative, pipelines: Default::default() })
     }
 
     /// The adapter's name, backend, type and driver.
@@ -233,18 +244,7 @@ impl Context {
         &self.info
     }
 
-    /// The launch shapes chosen for this adapter: its cached autotune result, else the
-    /// built-in table (see [`crate::tune`]).
-    pub fn tuning(&self) -> crate::ops::Tuning {
-        self.tuning
-    }
-
-    /// Where [`Context::tuning`] came from.
-    pub fn tuning_source(&self) -> &crate::tune::TuningSource {
-        &self.tuning_source
-    }
-
-    /// The matrix units [`crate::ops::matmul_coop`] runs on, where the device was opened
+    /// The matrix units the `*_coop` kernels run on, where the device was opened
     /// with them (see [`ContextBuilder::experimental_cooperative_matrices`]).
     pub fn cooperative_matrix(&self) -> Option<CooperativeMatrix> {
         self.cooperative.as_ref().ok().copied()
@@ -313,10 +313,9 @@ impl fmt::Display for Context {
         writeln!(f, "features: {:?}", self.features)?;
         match &self.cooperative {
             Ok(coop) => writeln!(f, "matrix units: {coop} (experimental, enabled)")?,
-            Err(why) => writeln!(f, "matrix units: unused: {why}")?,
+            Err(why) => write!(f, "matrix units: unused: {why}")?,
         }
-        writeln!(f, "tuning:   {:?}", self.tuning())?;
-        write!(f, "          ({})", self.tuning_source)
+        Ok(())
     }
 }
 

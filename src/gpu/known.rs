@@ -1,5 +1,5 @@
 //! Facts about GPUs that wgpu does not report, by adapter name: multiprocessor counts (for
-//! launch shapes, [`crate::ops::Tuning::for_adapter`]) and datasheet fp32 peaks and memory
+//! launch shapes, `ops::Tuning::for_adapter`) and datasheet fp32 peaks and memory
 //! bandwidths (for `lookalike bench`'s fraction of peak).
 
 /// One GPU's datasheet figures.

@@ -53,9 +53,9 @@ pub use scan::{is_image_name, scan_folder, scan_folder_with, FileId, FolderScan,
 use verify::{damaged, Checksums, ROW_CRC32};
 
 use crate::atomic::write_atomic;
-use crate::cpu::preprocess::Preprocess;
 use crate::error::{Error, Result};
-use crate::ops::matmul::Precision;
+use crate::shape::Precision;
+use crate::shape::Preprocess;
 
 const FORMAT: &str = "lookalike-index";
 const VERSION: &str = "2";

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 
 use super::Embeddings;
 use crate::error::{Error, Result};
-use crate::ops::matmul::Precision;
+use crate::shape::Precision;
 
 /// The tensor of per-row CRC-32s of `embeddings`.
 pub const ROW_CRC32: &str = "embeddings_crc32";

@@ -1,5 +1,5 @@
 //! The networks the search pipeline embeds images with: ResNet50 or a trained convnet
-//! ([`crate::train::convnet`]), behind one [`Backbone`] that `embed`, `index` and `search`
+//! ([`crate::model::convnet`]), behind one [`Backbone`] that `embed`, `index` and `search`
 //! take, with its GPU and CPU forwards.
 
 use std::path::Path;
@@ -7,9 +7,10 @@ use std::path::Path;
 use crate::cpu::preprocess::Preprocess;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch};
+use crate::model::convnet::{ConvNet, ARCHITECTURE};
 use crate::model::convnet_gpu::{self, GpuConvNet};
 use crate::model::{BatchNormMode, CpuResNet50, GpuResNet50, ResNet50, FEATURE_DIM};
-use crate::train::convnet::{ConvNet, ARCHITECTURE};
+use crate::ops::Tuning;
 
 /// A feature extractor: ResNet50 (torchvision's layout) or a trained convnet.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,7 +21,7 @@ pub enum Backbone {
     ConvNet(ConvNet),
 }
 
-/// A borrowed [`Backbone`], what [`crate::embed::Embedder`] and [`crate::search::Searcher`]
+/// A borrowed [`Backbone`], what the embedder and the searcher
 /// take: `&Backbone`, `&ResNet50` and `&ConvNet` all convert into it.
 #[derive(Debug, Clone, Copy)]
 pub enum BackboneRef<'a> {
@@ -194,6 +195,15 @@ impl GpuBackbone {
         }
     }
 
+    /// The same network with these launch shapes (an autotune result, `tune::load_for`);
+    /// without this call, the built-in ones for the context's adapter.
+    pub fn with_tuning(self, tuning: Tuning) -> Self {
+        match self {
+            GpuBackbone::ResNet50(net) => GpuBackbone::ResNet50(net.with_tuning(tuning)),
+            GpuBackbone::ConvNet(net) => GpuBackbone::ConvNet(net.with_tuning(tuning)),
+        }
+    }
+
     /// `resnet50` or `convnet`.
     pub fn name(&self) -> &'static str {
         match self {
@@ -297,7 +307,7 @@ impl CpuBackbone {
             CpuBackbone::ConvNet(net) => {
                 convnet_gpu::check_input(&net.spec, height, width)?;
                 crate::cpu::check_finite("convnet input", input)?;
-                let features = crate::cpu::convnet::embed(net, input, batch)?;
+                let features = crate::model::convnet_cpu::embed(net, input, batch)?;
                 crate::model::check_features(&features, net.spec.dim, 0, "convnet", crate::model::F32_OVERFLOW)?;
                 Ok(features)
             }

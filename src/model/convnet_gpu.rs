@@ -1,7 +1,7 @@
 //! The convnet's inference forward on the GPU, as the search pipeline and `embed` chain it:
 //! three `conv2d` launches (3x3, stride 2, no padding, bias and ReLU in the epilogue),
 //! global average pooling, the dense layer as a 1x1 `conv2d` over a 1x1 image (bias, no
-//! ReLU) and `l2_normalize`: the unit embeddings [`crate::cpu::convnet::embed`] computes.
+//! ReLU) and `l2_normalize`: the unit embeddings [`crate::model::convnet_cpu::embed`] computes.
 //!
 //! Weights are uploaded once; for each batch size a plan (buffers and dispatches) is built
 //! once and replayed, like [`crate::model::GpuResNet50`]'s.
@@ -10,11 +10,12 @@ use std::collections::HashMap;
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Readback};
+use crate::model::convnet::{ConvGeometry, ConvNet, ConvNetSpec, KERNEL, STRIDE};
 use crate::model::{check_features, F32_OVERFLOW};
 use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use crate::ops::l2_normalize::l2_normalize;
 use crate::ops::pool::global_avg_pool;
-use crate::train::convnet::{ConvGeometry, ConvNet, ConvNetSpec, KERNEL, STRIDE};
+use crate::ops::Tuning;
 
 /// One layer's weights on the GPU: an HWIO kernel and its bias.
 #[derive(Clone)]
@@ -46,12 +47,15 @@ pub struct GpuConvNet {
     spec: ConvNetSpec,
     /// conv1..3 at batch 1, then the dense layer as a 1x1 convolution.
     layers: [Layer; 4],
+    tuning: Tuning,
     plans: HashMap<usize, Plan>,
     uses: u64,
 }
 
 impl GpuConvNet {
-    /// Uploads the weights of `net` (of 1 or 3 input channels).
+    /// Uploads the weights of `net` (of 1 or 3 input channels). Its convolutions use the
+    /// built-in launch shapes for `ctx`'s adapter ([`Tuning::for_adapter`]) unless
+    /// [`GpuConvNet::with_tuning`] gives others.
     pub fn new(ctx: &Context, net: &ConvNet) -> Result<Self> {
         let net = net.for_rgb_input()?;
         let spec = net.spec;
@@ -71,13 +75,21 @@ impl GpuConvNet {
             Ok(Layer { shape, kernel: upload(format!("{name}.kernel"))?, bias: upload(format!("{name}.bias"))? })
         });
         let [l1, l2, l3, l4] = layers;
-        Ok(Self { spec, layers: [l1?, l2?, l3?, l4?], plans: HashMap::new(), uses: 0 })
+        let tuning = Tuning::for_adapter(ctx.adapter_info());
+        Ok(Self { spec, layers: [l1?, l2?, l3?, l4?], tuning, plans: HashMap::new(), uses: 0 })
+    }
+
+    /// The same net with these launch shapes (an autotune result, `tune::load_for`).
+    pub fn with_tuning(mut self, tuning: Tuning) -> Self {
+        self.tuning = tuning;
+        self.plans.clear();
+        self
     }
 
     /// The same network with no plans, sharing the uploaded weights (wgpu buffers are
     /// shared handles).
     pub(crate) fn sharing_weights(&self) -> Self {
-        Self { spec: self.spec, layers: self.layers.clone(), plans: HashMap::new(), uses: 0 }
+        Self { spec: self.spec, layers: self.layers.clone(), tuning: self.tuning, plans: HashMap::new(), uses: 0 }
     }
 
     /// The architecture of the RGB net it runs.
@@ -205,7 +217,7 @@ impl GpuConvNet {
                 output: &output,
             };
             let relu = i < 3;
-            dispatches.push(conv2d(ctx, &shape, &buffers, relu, ctx.tuning().gemm_tiles(shape.m(), shape.out_c))?);
+            dispatches.push(conv2d(ctx, &shape, &buffers, relu, self.tuning.gemm_tiles(shape.m(), shape.out_c))?);
             activations.push(output);
             if i == 2 {
                 let pooled = ctx.storage("convnet pooled", batch * shape.out_c)?;

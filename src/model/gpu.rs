@@ -16,6 +16,7 @@ use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use crate::ops::conv2d_coop::conv2d_coop;
 use crate::ops::coop::{self, CoopTiles};
 use crate::ops::pool::{global_avg_pool, max_pool, MaxPoolShape};
+use crate::ops::Tuning;
 
 /// How batch-norm runs on the GPU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +64,11 @@ pub struct GpuResNet50 {
     arch: ResNet50,
     mode: BatchNormMode,
     math: ConvMath,
+    /// The launch shapes of the f32 convolutions (and of the matrix-unit ones where
+    /// [`GpuResNet50::on_matrix_units`] took them from here).
+    tuning: Tuning,
+    /// Whether the matrix-unit layout came from `tuning` (else it was chosen by the caller).
+    coop_from_tuning: bool,
     layers: HashMap<String, LayerBuffers>,
     plans: HashMap<(usize, usize, usize), Plan>,
     /// Plans handed out so far, to find the least recently used.
@@ -70,7 +76,9 @@ pub struct GpuResNet50 {
 }
 
 impl GpuResNet50 {
-    /// Uploads the weights (folded or raw, per `mode`).
+    /// Uploads the weights (folded or raw, per `mode`). The convolutions use the built-in
+    /// launch shapes for `ctx`'s adapter ([`Tuning::for_adapter`]) unless
+    /// [`GpuResNet50::with_tuning`] gives others.
     pub fn new(ctx: &Context, net: &ResNet50, mode: BatchNormMode) -> Result<Self> {
         let mut layers = HashMap::new();
         for layer in net.convs() {
@@ -93,17 +101,38 @@ impl GpuResNet50 {
             };
             layers.insert(layer.conv_name.clone(), buffers);
         }
-        Ok(Self { arch: ResNet50::architecture(), mode, math: ConvMath::F32, layers, plans: HashMap::new(), uses: 0 })
+        Ok(Self {
+            arch: ResNet50::architecture(),
+            mode,
+            math: ConvMath::F32,
+            tuning: Tuning::for_adapter(ctx.adapter_info()),
+            coop_from_tuning: false,
+            layers,
+            plans: HashMap::new(),
+            uses: 0,
+        })
+    }
+
+    /// The same network with these launch shapes (an autotune result, `tune::load_for`).
+    pub fn with_tuning(mut self, tuning: Tuning) -> Self {
+        if let (ConvMath::MatrixUnits(tiles), true) = (&mut self.math, self.coop_from_tuning) {
+            *tiles = tuning.coop_tiles.unwrap_or(*tiles);
+        }
+        self.tuning = tuning;
+        self.plans.clear();
+        self
     }
 
     /// The same network with its convolutions on the context's matrix units (see
     /// [`ConvMath::MatrixUnits`]); an error naming the reason where it has none.
-    /// Their workgroup layout is the one `lookalike tune --experimental-coop` cached for this
-    /// adapter, else [`CoopTiles::default_for`] its units.
+    /// Their workgroup layout is its tuning's (`lookalike tune --experimental-coop`
+    /// measures one), else [`CoopTiles::default_for`] its units.
     pub fn on_matrix_units(self, ctx: &Context) -> Result<Self> {
         let units = coop::units(ctx, "resnet50 on matrix units")?;
-        let tiles = ctx.tuning().coop_tiles.unwrap_or(CoopTiles::default_for(units));
-        self.on_matrix_units_with(ctx, tiles)
+        let tiles = self.tuning.coop_tiles.unwrap_or(CoopTiles::default_for(units));
+        let mut net = self.on_matrix_units_with(ctx, tiles)?;
+        net.coop_from_tuning = true;
+        Ok(net)
     }
 
     /// [`GpuResNet50::on_matrix_units`] with chosen workgroup layouts (checked when the
@@ -111,6 +140,7 @@ impl GpuResNet50 {
     pub fn on_matrix_units_with(mut self, ctx: &Context, tiles: CoopTiles) -> Result<Self> {
         coop::units(ctx, "resnet50 on matrix units")?;
         self.math = ConvMath::MatrixUnits(tiles);
+        self.coop_from_tuning = false;
         self.plans.clear();
         Ok(self)
     }
@@ -123,6 +153,8 @@ impl GpuResNet50 {
             mode: self.mode,
             math: self.math,
             layers: self.layers.clone(),
+            tuning: self.tuning,
+            coop_from_tuning: self.coop_from_tuning,
             plans: HashMap::new(),
             uses: 0,
         }
@@ -261,6 +293,7 @@ impl GpuResNet50 {
             ctx,
             layers: &self.layers,
             math: self.math,
+            tuning: &self.tuning,
             slot_len,
             buffers: vec![ctx.storage("resnet50 input", batch * height * width * 3)?],
             free: Vec::new(),
@@ -283,6 +316,7 @@ struct PlanBuilder<'a> {
     ctx: &'a Context,
     layers: &'a HashMap<String, LayerBuffers>,
     math: ConvMath,
+    tuning: &'a Tuning,
     slot_len: usize,
     buffers: Vec<wgpu::Buffer>,
     free: Vec<usize>,
@@ -292,9 +326,7 @@ struct PlanBuilder<'a> {
 impl PlanBuilder<'_> {
     fn conv_dispatch(&self, shape: &Conv2dShape, buffers: &Conv2dBuffers, relu: bool) -> Result<Dispatch> {
         match self.math {
-            ConvMath::F32 => {
-                conv2d(self.ctx, shape, buffers, relu, self.ctx.tuning().gemm_tiles(shape.m(), shape.out_c))
-            }
+            ConvMath::F32 => conv2d(self.ctx, shape, buffers, relu, self.tuning.gemm_tiles(shape.m(), shape.out_c)),
             ConvMath::MatrixUnits(tiles) => conv2d_coop(self.ctx, shape, buffers, relu, tiles),
         }
     }

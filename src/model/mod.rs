@@ -3,6 +3,8 @@
 //! one [`Backbone`].
 
 pub mod backbone;
+pub mod convnet;
+pub mod convnet_cpu;
 pub mod convnet_gpu;
 pub mod cpu;
 pub mod gpu;
@@ -11,6 +13,7 @@ pub mod resnet50;
 mod weights;
 
 pub use backbone::{Backbone, BackboneRef, CpuBackbone, GpuBackbone};
+pub use convnet::{ConvNet, ConvNetSpec};
 pub use convnet_gpu::GpuConvNet;
 pub use cpu::CpuResNet50;
 pub use gpu::{BatchNormMode, ConvMath, GpuResNet50};

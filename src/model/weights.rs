@@ -171,7 +171,7 @@ impl ResNet50 {
         write_atomic(path, |w| w.write_all(&bytes))
     }
 
-    /// SHA-256 (lowercase hex, as [`crate::index::sha256_file`] gives) of the file
+    /// SHA-256 (lowercase hex, as `index::sha256_file` gives) of the file
     /// [`ResNet50::save`] writes, without writing it: the writer is deterministic, so this
     /// tells whether a weights file holds exactly this network.
     pub fn file_sha256(&self, fc: Option<(&[f32], &[f32])>) -> Result<String> {

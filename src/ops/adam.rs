@@ -5,6 +5,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::train_sample::STATE_WORDS;
 use crate::ops::{check_len, ELEMENTWISE_WG};
+pub use crate::shape::adam::AdamRates;
 
 #[repr(C)]
 #[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
@@ -39,17 +40,6 @@ pub struct AdamBuffers<'a> {
     pub m: &'a wgpu::Buffer,
     /// The second moments, updated in place.
     pub v: &'a wgpu::Buffer,
-}
-
-/// Adam's decay rates and ε (`TrainConfig`'s).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct AdamRates {
-    /// Decay of the first moments.
-    pub beta1: f32,
-    /// Decay of the second moments.
-    pub beta2: f32,
-    /// Added to √v in the denominator.
-    pub epsilon: f32,
 }
 
 /// Prepares one Adam update of all `len` weights.

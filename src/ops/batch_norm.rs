@@ -4,14 +4,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::{check_len, ELEMENTWISE_WG};
-
-/// Batch-norm over `len` NHWC elements with `channels` innermost.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct BatchNormShape {
-    pub len: usize,
-    pub channels: usize,
-    pub eps: f32,
-}
+pub use crate::shape::batch_norm::BatchNormShape;
 
 /// The layer's parameters as stored in the model, plus input and output.
 pub struct BatchNormBuffers<'a> {

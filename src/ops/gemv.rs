@@ -5,6 +5,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, shaders::ShaderFile, Context, Dispatch, PipelineKey};
 use crate::ops::matmul::{check_buffers, matmul_with, MatmulShape, Params, Precision, BINDINGS};
+use crate::ops::Tuning;
 
 /// Most queries one launch scores.
 pub const MAX_QUERIES: usize = 4;
@@ -73,12 +74,12 @@ pub fn gemv(
 }
 
 /// The scores of queries against reference rows (`shape.b_transposed`) as the k-NN scan
-/// computes them: [`gemv`] where it applies, else the tiled matmul, with this adapter's
-/// launch shapes (`Context::tuning`).
+/// computes them: [`gemv`] where it applies, else the tiled matmul, with the launch shapes
+/// of `tuning`.
 pub fn scores(
     ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, precision: Precision, c: &wgpu::Buffer,
+    tuning: &Tuning,
 ) -> Result<Dispatch> {
-    let tuning = ctx.tuning();
     if supports(shape, precision) {
         gemv(ctx, shape, a, b, precision, c, tuning.gemv)
     } else {

@@ -5,53 +5,7 @@ use std::sync::Arc;
 
 use crate::gpu::{shaders::ShaderFile, Binding, Context, Dispatch, Kernel, PipelineKey};
 use crate::ops::{check_len, vec4_placeholder, vec4_view, Tiles};
-
-/// Element type of B in memory.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-pub enum Precision {
-    #[default]
-    F32,
-    /// IEEE half, two per 32-bit word, low half first (as `half::f16` slices are laid out
-    /// on little-endian hosts); half the bytes of a scan.
-    F16,
-}
-
-impl Precision {
-    /// Bytes of `len` elements, rounded up to whole 32-bit words.
-    pub fn bytes(self, len: usize) -> usize {
-        match self {
-            Precision::F32 => 4 * len,
-            Precision::F16 => 4 * len.div_ceil(2),
-        }
-    }
-}
-
-/// `C[m, n] = A[m, k] * B`, where B is `[k, n]` row-major, or `[n, k]` row-major when
-/// `b_transposed` (rows of a reference matrix). A and C are f32.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct MatmulShape {
-    pub m: usize,
-    pub n: usize,
-    pub k: usize,
-    pub b_transposed: bool,
-}
-
-impl MatmulShape {
-    pub fn flops(&self) -> f64 {
-        2.0 * self.m as f64 * self.n as f64 * self.k as f64
-    }
-
-    pub fn validate(&self) -> Result<()> {
-        if self.m == 0 || self.n == 0 || self.k == 0 {
-            return Err(Error::InvalidArgument(format!("matmul: zero-sized dimension in {self:?}")));
-        }
-        let largest = (self.m * self.k).max(self.k * self.n).max(self.m * self.n);
-        if largest > u32::MAX as usize {
-            return Err(Error::InvalidArgument(format!("matmul: {largest} elements exceed 32-bit indexing")));
-        }
-        Ok(())
-    }
-}
+pub use crate::shape::matmul::{MatmulShape, Precision};
 
 /// The uniform of `matmul.wgsl` and `gemv.wgsl`.
 #[repr(C)]

@@ -11,10 +11,12 @@
 //!   [`matmul::MatmulShape`] (`C[m, n] = A[m, k] · B`, B `[k, n]` or `[n, k]` transposed),
 //!   [`conv2d::Conv2dShape`] (NHWC activations, HWIO weights), [`pool::MaxPoolShape`],
 //!   [`batch_norm::BatchNormShape`]; top-k takes rows × candidates and k up to
-//!   [`topk::MAX_K`]. Activations are NHWC f32 throughout.
-//! - **Tiles.** GEMM-like kernels take their launch shape ([`Tiles`]: workgroup size and
-//!   outputs per invocation) as WGSL override constants: [`Tiles::default`] suits discrete
-//!   GPUs, [`Tuning::gemm_tiles`] picks per layer from a tuning table.
+//!   [`topk::MAX_K`]. They live in [`crate::shape`], shared with the CPU twins, and are
+//!   re-exported beside each kernel. Activations are NHWC f32 throughout.
+//! - **Tiles.** Kernels take their launch shapes (for GEMM-like ones [`Tiles`]: workgroup
+//!   size and outputs per invocation) as WGSL override constants, given by the caller:
+//!   [`Tuning`] holds a set per adapter, the built-in table's ([`Tuning::for_adapter`]) or
+//!   an autotune result ([`crate::tune`]), and [`Tuning::gemm_tiles`] picks per layer.
 //! - **Pipeline cache.** Each op fetches its compiled pipeline from the context's cache,
 //!   keyed by shader, entry point and constants ([`crate::gpu::PipelineKey`]): compiled on
 //!   first use, shared by every clone of the [`crate::Context`]. A [`Dispatch`] holds its
@@ -128,11 +130,12 @@ impl Tiles {
     }
 }
 
-/// Launch shapes for one adapter. [`crate::tune::autotune`] measures them (`lookalike
-/// tune`, cached on disk per adapter); [`Tuning::for_adapter`] is the built-in table used
-/// until then, keyed by device type and filled from measurements (see BENCHMARKS.md).
-/// Adapters not measured yet get the defaults, which suit discrete GPUs (32-wide warps or
-/// wider, coalesced 16-byte loads).
+/// Launch shapes for one adapter, given to whatever dispatches (the context holds none).
+/// `tune::autotune` measures them (`lookalike tune`, cached on disk per adapter and read
+/// back by `tune::load_for`); [`Tuning::for_adapter`] is the built-in table, keyed by
+/// device type and filled from measurements (see BENCHMARKS.md), and what every type that
+/// dispatches uses when given none. Adapters not measured yet get the defaults, which suit
+/// discrete GPUs (32-wide warps or wider, coalesced 16-byte loads).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Tuning {
     /// The single-query scan.
@@ -177,7 +180,8 @@ impl Default for Tuning {
 }
 
 impl Tuning {
-    /// The built-in table's launch shapes for an adapter (by device type and name).
+    /// The built-in table's launch shapes for this adapter: a pure function of its type and
+    /// name (no file, no environment).
     pub fn for_adapter(info: &wgpu::AdapterInfo) -> Self {
         match info.device_type {
             // lavapipe (Mesa 25, `lookalike tune` 2026-12-02, 16k x 2048 f32 / f16, one

@@ -13,13 +13,7 @@
 use crate::error::{Error, Result};
 use crate::gpu::{shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::check_len;
-
-/// Largest k the op accepts.
-pub const MAX_K: usize = 1024;
-/// Index of a padding result; reserved, so no real candidate may carry it.
-pub const PAD_INDEX: u32 = u32::MAX;
-/// Score of a padding result: the lowest finite f32.
-pub const PAD_SCORE: f32 = f32::MIN;
+pub use crate::shape::topk::{MAX_K, PAD_INDEX, PAD_SCORE};
 
 /// Candidates one workgroup sorts (the shader's `BLOCK`). At least `2 * MAX_K`, so every pass
 /// shrinks its input at least 2x.
@@ -163,17 +157,10 @@ pub struct TopK {
 
 impl TopK {
     /// Validates the shapes and buffers, allocates the scratch lists between passes and
-    /// builds every pass's dispatch, with this adapter's workgroup size
-    /// ([`crate::ops::Tuning::topk_workgroup`]).
+    /// builds every pass's dispatch, with `workgroup` invocations per workgroup: a power of
+    /// two up to [`TopK::max_workgroup`], usually the adapter's
+    /// [`Tuning::topk_workgroup`](crate::ops::Tuning::topk_workgroup).
     pub fn new(
-        ctx: &Context, input: TopKInput, rows: usize, len: usize, k: usize, output: &TopKOutput,
-    ) -> Result<Self> {
-        Self::with_workgroup(ctx, input, rows, len, k, output, ctx.tuning().topk_workgroup)
-    }
-
-    /// [`TopK::new`] with `workgroup` invocations per workgroup (a power of two up to the
-    /// device's limit).
-    pub fn with_workgroup(
         ctx: &Context, input: TopKInput, rows: usize, len: usize, k: usize, output: &TopKOutput, workgroup: u32,
     ) -> Result<Self> {
         let limit = Self::max_workgroup(ctx);
@@ -323,7 +310,7 @@ impl TopK {
         Ok(Self { dispatches, floored: floor.is_some(), rows, k })
     }
 
-    /// The largest workgroup size [`TopK::with_workgroup`] takes on this device: at most
+    /// The largest workgroup size [`TopK::new`] takes on this device: at most
     /// half a block, as the prefilter scans per-invocation counts in 2 x workgroup slots.
     pub fn max_workgroup(ctx: &Context) -> u32 {
         let limits = ctx.limits();

@@ -1,7 +1,6 @@
 //! Rust twin of `shaders/train_sample.wgsl`: a training step's pairs drawn on the GPU
 //! (`train::sampler` repeated word for word) and their pixels gathered into the f32 batch.
 
-use crate::data::ClassGrouped;
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::{check_len, ELEMENTWISE_WG};
@@ -13,6 +12,20 @@ pub const MAX_PIXEL_BINDINGS: usize = 4;
 /// Words of the step-counter buffer: steps done before the current one (the sampler's step
 /// number) and steps done in the current submission (the loss and step-size slot).
 pub const STATE_WORDS: usize = 2;
+
+/// A class-grouped training set as the sampler reads it: the u8 pixels of equally sized
+/// images, each class's images contiguous (`data::ClassGrouped` converts into one).
+#[derive(Debug, Clone, Copy)]
+pub struct GroupedPixels<'a> {
+    /// Every image's values, one image after another.
+    pub pixels: &'a [u8],
+    /// Values per image.
+    pub image_len: usize,
+    /// First image of each class.
+    pub class_offsets: &'a [u32],
+    /// Images of each class.
+    pub class_counts: &'a [u32],
+}
 
 /// A class-grouped training set held on the GPU: u8 pixels four per u32 word, split across
 /// up to [`MAX_PIXEL_BINDINGS`] buffers, with each class's first image and image count.
@@ -30,26 +43,27 @@ pub struct TrainingSet {
 impl TrainingSet {
     /// Uploads `data` once. Fails, naming the sizes and the limit, when the set needs more
     /// than [`MAX_PIXEL_BINDINGS`] storage bindings or its byte offsets exceed 32 bits.
-    pub fn upload(ctx: &Context, data: &ClassGrouped) -> Result<Self> {
-        let images = &data.images;
-        let bytes = images.pixels.len();
+    pub fn upload<'a>(ctx: &Context, data: impl Into<GroupedPixels<'a>>) -> Result<Self> {
+        let data = data.into();
+        let bytes = data.pixels.len();
+        let images = bytes / data.image_len.max(1);
         let classes = data.class_counts.len();
-        if classes < 2 || data.class_offsets.len() != classes || images.image_len() == 0 {
+        if classes < 2 || data.class_offsets.len() != classes || data.image_len == 0 {
             return Err(Error::InvalidArgument(format!(
                 "training set: {classes} class counts, {} class offsets and images of {} values: \
                  pair sampling needs at least 2 classes of non-empty images",
                 data.class_offsets.len(),
-                images.image_len()
+                data.image_len
             )));
         }
         if let Some(c) = (0..classes).find(|&c| {
-            data.class_counts[c] < 2 || data.class_offsets[c] as usize + data.class_counts[c] as usize > images.len()
+            data.class_counts[c] < 2 || data.class_offsets[c] as usize + data.class_counts[c] as usize > images
         }) {
             return Err(Error::InvalidArgument(format!(
                 "training set: class {c} has {} images from image {}, of {}: each class needs at least 2, inside the set",
                 data.class_counts[c],
                 data.class_offsets[c],
-                images.len()
+                images
             )));
         }
         if bytes > u32::MAX as usize {
@@ -59,7 +73,7 @@ impl TrainingSet {
             )));
         }
         let words: Vec<u32> =
-            images.pixels.chunks(4).map(|b| b.iter().rev().fold(0u32, |w, &byte| w << 8 | u32::from(byte))).collect();
+            data.pixels.chunks(4).map(|b| b.iter().rev().fold(0u32, |w, &byte| w << 8 | u32::from(byte))).collect();
         let chunk_words = (ctx.max_binding_bytes() / 4) as usize;
         let needed = words.len().div_ceil(chunk_words.max(1));
         if chunk_words == 0 || needed > MAX_PIXEL_BINDINGS {
@@ -74,7 +88,7 @@ impl TrainingSet {
             .enumerate()
             .map(|(i, chunk)| ctx.upload_pod(&format!("training pixels {i}"), chunk))
             .collect::<Result<Vec<_>>>()?;
-        let table: Vec<u32> = data.class_offsets.iter().chain(&data.class_counts).copied().collect();
+        let table: Vec<u32> = data.class_offsets.iter().chain(data.class_counts).copied().collect();
         let levels: Vec<f32> = (0..256).map(|level| level as f32 / 255.0).collect();
         Ok(Self {
             pixels,
@@ -82,7 +96,7 @@ impl TrainingSet {
             classes: ctx.upload_pod("training classes", &table)?,
             levels: ctx.upload("pixel levels", &levels)?,
             class_count: classes,
-            image_len: images.image_len(),
+            image_len: data.image_len,
         })
     }
 
@@ -129,7 +143,7 @@ const BINDINGS: [Binding; 10] = [
 
 /// Prepares the sampling launch: for the step number in `state[0]` ([`STATE_WORDS`] u32s),
 /// `rows` (2C u32s) gets each class's anchor then each class's positive as in
-/// [`crate::train::sampler::pair_batch`], and `batch` (2C images, NHWC f32) their pixels / 255.
+/// `train::sampler::pair_batch`, and `batch` (2C images, NHWC f32) their pixels / 255.
 pub fn train_sample(
     ctx: &Context, set: &TrainingSet, seed: u64, state: &wgpu::Buffer, batch: &wgpu::Buffer, rows: &wgpu::Buffer,
 ) -> Result<Dispatch> {

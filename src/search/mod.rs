@@ -79,6 +79,7 @@ use crate::model::{BackboneRef, GpuBackbone};
 use crate::ops::matmul::Precision;
 use crate::ops::preprocess::{submit_runs, PreprocessBatch};
 use crate::ops::topk::MAX_K;
+use crate::ops::Tuning;
 #[doc(hidden)]
 pub use json::neighbours_json;
 use plan::{read_results, QuerySource, RefChunk, Scratch, ScratchPool};
@@ -104,6 +105,9 @@ pub struct SearchOptions {
     /// to f16 (f16 rows already are), sums stay f32, so scores move by ~1e-4 and near-ties
     /// may reorder. The searcher refuses to open where the context has no matrix units.
     pub matrix_units: bool,
+    /// Launch shapes for the backbone and the scan (an autotune result, `tune::load_for`);
+    /// `None`: the built-in ones for the context's adapter ([`Tuning::for_adapter`]).
+    pub tuning: Option<Tuning>,
 }
 
 /// Decoded query files held at once by [`Searcher::search_paths`], at most (fewer where
@@ -127,6 +131,7 @@ pub struct Searcher {
     chunks: Vec<RefChunk>,
     mean: Option<wgpu::Buffer>,
     matrix_units: bool,
+    tuning: Tuning,
     scratch: ScratchPool,
 }
 
@@ -147,7 +152,8 @@ impl Searcher {
         let net = net.into();
         check_backbone(net, index)?;
         let mut searcher = Self::for_features(ctx, index, options)?;
-        searcher.net = Some(GpuBackbone::new(&searcher.ctx, net, options.matrix_units)?);
+        let backbone = GpuBackbone::new(&searcher.ctx, net, options.matrix_units)?;
+        searcher.net = Some(backbone.with_tuning(searcher.tuning));
         Ok(searcher)
     }
 
@@ -175,6 +181,7 @@ impl Searcher {
             chunks.push(RefChunk { buffer, start, rows });
         }
         let mean = index.mean.as_ref().map(|m| ctx.upload("database mean", m)).transpose()?;
+        let tuning = options.tuning.unwrap_or_else(|| Tuning::for_adapter(ctx.adapter_info()));
         Ok(Self {
             ctx,
             net: None,
@@ -185,6 +192,7 @@ impl Searcher {
             chunks,
             mean,
             matrix_units: options.matrix_units,
+            tuning,
             scratch: ScratchPool::default(),
         })
     }
@@ -347,7 +355,7 @@ impl Searcher {
 /// synthetic indexes, are left to the width check).
 fn check_backbone(net: BackboneRef, index: &Index) -> Result<()> {
     let recorded = index.provenance.model.as_str();
-    let known = [crate::model::backbone::RESNET50, crate::train::convnet::ARCHITECTURE];
+    let known = [crate::model::backbone::RESNET50, crate::model::convnet::ARCHITECTURE];
     if known.contains(&recorded) && recorded != net.name() {
         return Err(Error::InvalidArgument(format!(
             "the index was built with a {recorded}, and its rows cannot be searched with {} features: use the \

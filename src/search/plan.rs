@@ -96,7 +96,7 @@ impl ScanPlans {
 /// Records the scan of `q` queries for their `k` best rows: reading `backbone_features`,
 /// or the plan's own upload buffer where that is `None`.
 fn record(searcher: &Searcher, q: usize, k: usize, backbone_features: Option<&wgpu::Buffer>) -> Result<ScanPlan> {
-    let Searcher { ctx, dim, chunks, precision, matrix_units, mean, .. } = searcher;
+    let Searcher { ctx, dim, chunks, precision, matrix_units, mean, tuning, .. } = searcher;
     let (dim, precision) = (*dim, *precision);
     let uploaded_features = ctx.storage("query features", q * dim)?;
     let features = backbone_features.unwrap_or(&uploaded_features);
@@ -115,7 +115,7 @@ fn record(searcher: &Searcher, q: usize, k: usize, backbone_features: Option<&wg
         let shape = MatmulShape { m: q, n: chunk.rows, k: dim, b_transposed: true };
         let score = match *matrix_units && !gemv::supports(&shape, precision) {
             true => matmul_coop(ctx, &shape, &queries, &chunk.buffer, precision, &scores)?,
-            false => gemv::scores(ctx, &shape, &queries, &chunk.buffer, precision, &scores)?,
+            false => gemv::scores(ctx, &shape, &queries, &chunk.buffer, precision, &scores, tuning)?,
         };
         dispatches.push(score);
         let output = if single {
@@ -124,13 +124,14 @@ fn record(searcher: &Searcher, q: usize, k: usize, backbone_features: Option<&wg
             TopKOutput { scores: &candidate_scores, indices: &candidate_indices, row_stride: stride, offset: c * k }
         };
         let input = TopKInput::Scores { scores: &scores, index_base: chunk.start as u32 };
-        let selection = TopK::new(ctx, input, q, chunk.rows, k, &output)?;
+        let selection = TopK::new(ctx, input, q, chunk.rows, k, &output, tuning.topk_workgroup)?;
         dispatches.extend_from_slice(selection.dispatches());
         selections.push(selection);
     }
     if !single {
         let input = TopKInput::Pairs { scores: &candidate_scores, indices: &candidate_indices };
-        let merge = TopK::new(ctx, input, q, stride, k, &TopKOutput::dense(&result_scores, &result_indices, k))?;
+        let output = TopKOutput::dense(&result_scores, &result_indices, k);
+        let merge = TopK::new(ctx, input, q, stride, k, &output, tuning.topk_workgroup)?;
         dispatches.extend_from_slice(merge.dispatches());
         selections.push(merge);
     }

@@ -8,9 +8,29 @@ use rayon::prelude::*;
 use crate::cpu::convnet::{self as ops, ConvScratch};
 use crate::data::{ClassGrouped, LabelledImages};
 use crate::error::{Error, Result};
-use crate::train::convnet::{ConvNet, ConvNetSpec};
+use crate::model::convnet::{ConvNet, ConvNetSpec};
 use crate::train::sampler::pair_batch;
 use crate::train::TrainConfig;
+
+/// The images at `rows` (indices into `images`) as one NHWC batch, each pixel `u8 / 255`.
+///
+/// Panics if a row is out of range.
+pub fn gather_batch(images: &LabelledImages, rows: &[u32]) -> Vec<f32> {
+    let mut out = vec![0.0; rows.len() * images.image_len()];
+    gather_batch_into(images, rows, &mut out);
+    out
+}
+
+/// [`gather_batch`] into `out` (`rows.len()` images).
+pub(crate) fn gather_batch_into(images: &LabelledImages, rows: &[u32], out: &mut [f32]) {
+    let n = images.image_len();
+    assert_eq!(out.len(), rows.len() * n, "gather_batch: output length");
+    for (dst, &row) in out.chunks_exact_mut(n).zip(rows) {
+        for (d, &p) in dst.iter_mut().zip(images.image(row as usize)) {
+            *d = p as f32 / 255.0;
+        }
+    }
+}
 
 /// Trains a [`ConvNet`] by the recipe of [`crate::train`]: each step draws one anchor and
 /// one positive per class ([`pair_batch`] with the 0-based step index), embeds all 2C
@@ -120,7 +140,7 @@ impl Part {
     /// Gathers this part's `rows` of `images` and embeds them (before normalisation).
     fn forward(&mut self, spec: &ConvNetSpec, r: &Ranges, params: &[f32], images: &LabelledImages, rows: &[u32]) {
         let batch = self.images.len();
-        ops::gather_batch_into(images, rows, &mut self.input);
+        gather_batch_into(images, rows, &mut self.input);
         let convs = spec.convs();
         for (i, g) in convs.iter().enumerate() {
             let (done, rest) = self.conv_out.split_at_mut(i);
@@ -273,7 +293,9 @@ impl CpuTrainer {
             .zip(self.grads.par_chunks(WEIGHTS_PER_TASK))
             .zip(self.m.par_chunks_mut(WEIGHTS_PER_TASK))
             .zip(self.v.par_chunks_mut(WEIGHTS_PER_TASK))
-            .for_each(|(((w, g), m), v)| ops::adam_update(w, g, m, v, &config, step + 1));
+            .for_each(|(((w, g), m), v)| {
+                ops::adam_update(w, g, m, v, config.adam_rates(), config.adam_step_size(step + 1))
+            });
         self.steps += 1;
         loss
     }

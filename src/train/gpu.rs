@@ -6,13 +6,14 @@
 use crate::data::ClassGrouped;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch, Stage};
-use crate::ops::adam::{adam, advance_step, AdamBuffers, AdamRates};
+use crate::model::convnet::{ConvNet, ConvNetSpec};
+use crate::ops::adam::{adam, advance_step, AdamBuffers};
 use crate::ops::conv2d_backward::{conv2d_backward_input, conv2d_backward_weight, BackwardTiles, ConvActivations};
 use crate::ops::dense::{dense_backward_input, dense_backward_weight, DenseShape};
 use crate::ops::metric_loss::{metric_loss, MetricLossBuffers};
 use crate::ops::pool::global_avg_pool_backward;
-use crate::ops::train_sample::{train_sample, TrainingSet, STATE_WORDS};
-use crate::train::convnet::{ConvNet, ConvNetSpec};
+use crate::ops::train_sample::{train_sample, GroupedPixels, TrainingSet, STATE_WORDS};
+use crate::ops::Tuning;
 use crate::train::gpu_forward::{conv_shape, Forward, GpuWeights};
 use crate::train::TrainConfig;
 
@@ -85,7 +86,7 @@ impl Tables {
             loss_history: &loss_history,
         };
         let loss = metric_loss(ctx, work.classes, dim, config.temperature, &loss_buffers)?;
-        let rates = AdamRates { beta1: config.beta1, beta2: config.beta2, epsilon: config.epsilon };
+        let rates = config.adam_rates();
         let adam_buffers = AdamBuffers {
             state: &opt.state,
             step_sizes: &step_sizes,
@@ -99,13 +100,26 @@ impl Tables {
     }
 }
 
+impl<'a> From<&'a ClassGrouped> for GroupedPixels<'a> {
+    fn from(data: &'a ClassGrouped) -> Self {
+        GroupedPixels {
+            pixels: &data.images.pixels,
+            image_len: data.images.image_len(),
+            class_offsets: &data.class_offsets,
+            class_counts: &data.class_counts,
+        }
+    }
+}
+
 impl GpuTrainer {
     /// Uploads `net`'s weights and `data` (once) and prepares every launch of a step. Fails
     /// as [`crate::train::cpu::CpuTrainer::new`] does, and when the set or the batch exceeds
     /// what the kernels take (more than 4 storage bindings of pixels, more than
-    /// `ops::metric_loss::MAX_CLASSES` classes).
+    /// `ops::metric_loss::MAX_CLASSES` classes). The forward's convolutions use the built-in
+    /// launch shapes for `ctx`'s adapter unless [`GpuTrainer::with_tuning`] gives others.
     pub fn new(ctx: Context, mut net: ConvNet, data: &ClassGrouped, config: TrainConfig) -> Result<Self> {
         crate::train::check_training(&mut net, data, &config)?;
+        let tuning = Tuning::for_adapter(ctx.adapter_info());
         let spec = net.spec;
         let weights = GpuWeights::upload(&ctx, &net)?;
         let len = weights.len;
@@ -128,7 +142,7 @@ impl GpuTrainer {
         let sample = train_sample(&ctx, &set, config.seed, &optimiser.state, &input, &rows)?;
         let work = Workspace {
             classes,
-            forward: Forward::new(&ctx, &spec, &weights, batch, &input)?,
+            forward: Forward::new(&ctx, &spec, &weights, batch, &input, &tuning)?,
             _set: set,
             _rows: rows,
             input,
@@ -143,6 +157,16 @@ impl GpuTrainer {
         let tables = Tables::new(&ctx, capacity, &config, dim, &weights, &optimiser, &work)?;
         let advance = advance_step(&ctx, &optimiser.state)?;
         Ok(Self { ctx, net, config, steps: 0, weights, optimiser, work, forward, tables, backward, advance })
+    }
+
+    /// The same trainer with these launch shapes (an autotune result, `tune::load_for`): the
+    /// forward's three convolutions are prepared again over the same buffers.
+    pub fn with_tuning(mut self, tuning: Tuning) -> Result<Self> {
+        let (work, spec) = (&self.work, &self.net.spec);
+        let convs = work.forward.convolutions(&self.ctx, spec, &self.weights, &work.input, &tuning)?;
+        // The step's launches start with the sampling, then the convolutions.
+        self.forward.splice(1..1 + convs.len(), convs);
+        Ok(self)
     }
 
     /// Sets up the GPU for `steps` steps from [`GpuTrainer::steps_done`]: each step's Adam

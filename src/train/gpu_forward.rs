@@ -5,11 +5,11 @@
 
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch};
+use crate::model::convnet::{ConvGeometry, ConvNet, ConvNetSpec, ParamLayout, ParamTensor, KERNEL, STRIDE};
 use crate::ops::conv2d::{conv2d, Conv2dBuffers, Conv2dShape};
 use crate::ops::dense::{dense_forward, DenseShape};
 use crate::ops::pool::global_avg_pool;
-use crate::ops::At;
-use crate::train::convnet::{ConvGeometry, ConvNet, ConvNetSpec, ParamLayout, ParamTensor, KERNEL, STRIDE};
+use crate::ops::{At, Tuning};
 
 /// The weights on the GPU: the flat vector (what Adam updates and the dense layer and the
 /// backward kernels read at offsets) and a copy of each convolution's kernel and bias in
@@ -71,6 +71,7 @@ pub(crate) fn conv_shape(batch: usize, g: &ConvGeometry) -> Conv2dShape {
 /// pooled features and the dense outputs (not yet normalised).
 #[derive(Debug)]
 pub(crate) struct Forward {
+    pub batch: usize,
     pub conv_out: [wgpu::Buffer; 3],
     pub pooled: wgpu::Buffer,
     pub embeddings: wgpu::Buffer,
@@ -79,7 +80,7 @@ pub(crate) struct Forward {
 
 impl Forward {
     pub fn new(
-        ctx: &Context, spec: &ConvNetSpec, weights: &GpuWeights, batch: usize, input: &wgpu::Buffer,
+        ctx: &Context, spec: &ConvNetSpec, weights: &GpuWeights, batch: usize, input: &wgpu::Buffer, tuning: &Tuning,
     ) -> Result<Self> {
         spec.validate()?;
         let convs = spec.convs();
@@ -90,8 +91,24 @@ impl Forward {
         let (w3, dim) = (spec.widths[2], spec.dim);
         let pooled = ctx.storage("pooled features", batch * w3)?;
         let embeddings = ctx.storage("dense outputs", batch * dim)?;
-        let mut dispatches = Vec::with_capacity(5);
-        for (i, g) in convs.iter().enumerate() {
+        let mut forward = Self { batch, conv_out, pooled, embeddings, dispatches: Vec::with_capacity(5) };
+        forward.dispatches = forward.convolutions(ctx, spec, weights, input, tuning)?;
+        let (conv_out, pooled) = (&forward.conv_out[2], &forward.pooled);
+        forward.dispatches.push(global_avg_pool(ctx, batch, convs[2].out_h, convs[2].out_w, w3, conv_out, pooled)?);
+        let dense = DenseShape { batch, inputs: w3, outputs: dim };
+        let (kernel, bias) = (weights.at(&weights.flat, "dense.kernel")?, weights.at(&weights.flat, "dense.bias")?);
+        forward.dispatches.push(dense_forward(ctx, &dense, pooled, kernel, bias, &forward.embeddings)?);
+        Ok(forward)
+    }
+
+    /// The launches of the three convolutions (the first three of [`Forward::dispatches`])
+    /// with the tiles `tuning` gives them.
+    pub fn convolutions(
+        &self, ctx: &Context, spec: &ConvNetSpec, weights: &GpuWeights, input: &wgpu::Buffer, tuning: &Tuning,
+    ) -> Result<Vec<Dispatch>> {
+        let (batch, conv_out) = (self.batch, &self.conv_out);
+        let mut dispatches = Vec::with_capacity(3);
+        for (i, g) in spec.convs().iter().enumerate() {
             let shape = conv_shape(batch, g);
             let (kernel, bias) = weights.conv(i);
             let buffers = Conv2dBuffers {
@@ -102,12 +119,8 @@ impl Forward {
                 residual: None,
                 output: &conv_out[i],
             };
-            dispatches.push(conv2d(ctx, &shape, &buffers, true, ctx.tuning().gemm_tiles(shape.m(), shape.out_c))?);
+            dispatches.push(conv2d(ctx, &shape, &buffers, true, tuning.gemm_tiles(shape.m(), shape.out_c))?);
         }
-        dispatches.push(global_avg_pool(ctx, batch, convs[2].out_h, convs[2].out_w, w3, &conv_out[2], &pooled)?);
-        let dense = DenseShape { batch, inputs: w3, outputs: dim };
-        let (kernel, bias) = (weights.at(&weights.flat, "dense.kernel")?, weights.at(&weights.flat, "dense.bias")?);
-        dispatches.push(dense_forward(ctx, &dense, &pooled, kernel, bias, &embeddings)?);
-        Ok(Self { conv_out, pooled, embeddings, dispatches })
+        Ok(dispatches)
     }
 }

@@ -107,7 +107,6 @@
 //! # }
 //! ```
 
-pub mod convnet;
 pub mod cpu;
 pub mod eval;
 pub mod gpu;
@@ -115,9 +114,10 @@ pub mod gpu_forward;
 pub mod run;
 pub mod sampler;
 
-pub use convnet::{ConvNet, ConvNetSpec, ParamLayout};
+pub use crate::model::convnet::{ConvNet, ConvNetSpec, ParamLayout};
 
 use crate::error::{Error, Result};
+use crate::shape::adam::AdamRates;
 
 /// The training recipe. [`TrainConfig::default`] is the Keras example's: 20 epochs of 1000
 /// steps, Adam with learning rate 1e-3, β1 0.9, β2 0.999, ε 1e-7, temperature 0.2.
@@ -184,6 +184,11 @@ impl TrainConfig {
     /// Steps over all epochs.
     pub fn total_steps(&self) -> usize {
         self.epochs * self.steps_per_epoch
+    }
+
+    /// Adam's decay rates and ε, as the update kernels take them.
+    pub fn adam_rates(&self) -> AdamRates {
+        AdamRates { beta1: self.beta1, beta2: self.beta2, epsilon: self.epsilon }
     }
 
     /// Adam's step size at step `t` (1-based) after bias correction:

@@ -5,6 +5,7 @@ use crate::data::{ClassGrouped, LabelledImages};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::model::GpuConvNet;
+use crate::ops::Tuning;
 use crate::search::Neighbor;
 use crate::train::cpu::CpuTrainer;
 use crate::train::eval::{all_neighbours, neighbours_needed, retrieval_metrics, RetrievalMetrics, K};
@@ -26,6 +27,15 @@ impl Trainer {
         Ok(match ctx {
             Some(ctx) => Trainer::Gpu(Box::new(GpuTrainer::new(ctx, net, data, config)?)),
             None => Trainer::Cpu(Box::new(CpuTrainer::new(net, data.clone(), config)?)),
+        })
+    }
+
+    /// The same run with these launch shapes on the GPU (an autotune result,
+    /// `tune::load_for`; see [`GpuTrainer::with_tuning`]); the CPU twin is unchanged.
+    pub fn with_tuning(self, tuning: Tuning) -> Result<Self> {
+        Ok(match self {
+            Trainer::Gpu(gpu) => Trainer::Gpu(Box::new(gpu.with_tuning(tuning)?)),
+            cpu => cpu,
         })
     }
 
@@ -94,7 +104,7 @@ pub fn embed_images(ctx: Option<&Context>, net: &ConvNet, images: &LabelledImage
             let mut out = Vec::with_capacity(images.len() * net.spec.dim);
             for chunk in images.pixels.chunks(256 * images.image_len()) {
                 let input: Vec<f32> = chunk.iter().map(|&p| f32::from(p) / 255.0).collect();
-                out.extend(crate::cpu::convnet::embed(net, &input, chunk.len() / images.image_len())?);
+                out.extend(crate::model::convnet_cpu::embed(net, &input, chunk.len() / images.image_len())?);
             }
             Ok(out)
         }

@@ -1,5 +1,6 @@
 //! The on-disk cache of autotune results: one JSON file per adapter, driver, lookalike
-//! version and set of shader sources, and the choice each new context makes from it.
+//! version and set of shader sources, and [`load_for`], which picks a context's launch
+//! shapes from it.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -8,10 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 use crate::gpu::shaders::ShaderFile;
+use crate::gpu::Context;
 use crate::ops::Tuning;
 use crate::tune::TuneReport;
 
-/// Where a context's [`Tuning`] came from.
+/// Where the [`Tuning`] of [`load_for`] came from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TuningSource {
     /// An autotune result cached for this adapter.
@@ -161,8 +163,17 @@ pub fn load(dir: &Path, info: &wgpu::AdapterInfo) -> Result<Option<(Tuning, Path
     Ok(Some((file.tuning, path)))
 }
 
-/// The tuning a new context on this adapter uses, and where it came from.
-pub(crate) fn for_adapter(info: &wgpu::AdapterInfo) -> (Tuning, TuningSource) {
+/// The launch shapes for `ctx`'s adapter and where they came from: the autotune result
+/// cached for it, else the built-in table ([`Tuning::for_adapter`]). Reads
+/// `LOOKALIKE_TUNING` (`table` ignores cached files) and the cache folder ([`cache_dir`]);
+/// a cached file that cannot be used is passed over, and the source says why. What the
+/// command line does before it dispatches; a library caller that wants no file read uses
+/// the table.
+pub fn load_for(ctx: &Context) -> (Tuning, TuningSource) {
+    for_adapter(ctx.adapter_info())
+}
+
+fn for_adapter(info: &wgpu::AdapterInfo) -> (Tuning, TuningSource) {
     let table = Tuning::for_adapter(info);
     if std::env::var("LOOKALIKE_TUNING").is_ok_and(|v| v == "table") {
         return (table, TuningSource::Table("LOOKALIKE_TUNING=table".into()));

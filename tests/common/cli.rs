@@ -81,8 +81,25 @@ pub fn lookalike_in(dir: &Path, args: &[&str]) -> Run {
     run_in(Some(dir), args, &[])
 }
 
-fn run_in(dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Run {
+/// The binary built for these tests, reading no tuning cache of the user's: its cache
+/// folder (`LOOKALIKE_CACHE_DIR`) is an empty one of the tests' own, so every command runs
+/// with the built-in launch shapes unless a test sets its own folder.
+pub fn command() -> Command {
+    static EMPTY_CACHE: OnceLock<PathBuf> = OnceLock::new();
+    let cache = EMPTY_CACHE.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("empty-tuning-cache");
+        // Emptied on first use: nothing a test wrote there by mistake survives into another run.
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    });
     let mut command = Command::new(env!("CARGO_BIN_EXE_lookalike"));
+    command.env("LOOKALIKE_CACHE_DIR", cache).env_remove("LOOKALIKE_TUNING");
+    command
+}
+
+fn run_in(dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Run {
+    let mut command = command();
     if let Some(dir) = dir {
         command.current_dir(dir);
     }

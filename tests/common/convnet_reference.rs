@@ -1,7 +1,7 @@
 //! The convnet's forward and pair loss in f64, written from the recipe's maths with plain
 //! loops: the function the finite differences of the training tests differentiate.
 
-use lookalike::train::convnet::{ConvGeometry, ConvNetSpec, KERNEL, STRIDE};
+use lookalike::model::convnet::{ConvGeometry, ConvNetSpec, KERNEL, STRIDE};
 
 /// `ReLU(conv3x3_stride2_valid(x, kernel) + bias)`, NHWC, HWIO.
 pub fn conv(x: &[f64], batch: usize, g: &ConvGeometry, kernel: &[f64], bias: &[f64]) -> Vec<f64> {

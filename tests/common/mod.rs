@@ -8,19 +8,26 @@ use std::sync::OnceLock;
 
 use lookalike::compare::relative_l2;
 use lookalike::ops::conv2d::Conv2dShape;
+use lookalike::ops::Tuning;
 use lookalike::rng::Rng;
 use lookalike::Context;
 
-/// The device all tests of a binary share. No adapter is a test failure, never a skip.
+/// The device all tests of a binary share, chosen as the command line chooses it
+/// (`WGPU_BACKEND`, `WGPU_ADAPTER_NAME`). No adapter is a test failure, never a skip.
 pub fn ctx() -> &'static Context {
     static CTX: OnceLock<Context> = OnceLock::new();
-    CTX.get_or_init(|| match Context::new() {
+    CTX.get_or_init(|| match Context::from_env() {
         Ok(ctx) => {
             eprintln!("GPU tests on: {} ({:?})", ctx.adapter_info().name, ctx.adapter_info().backend);
             ctx
         }
         Err(e) => panic!("GPU tests need an adapter and none could be opened: {e}"),
     })
+}
+
+/// The built-in launch shapes for the tests' adapter (never a cached autotune result).
+pub fn tuning() -> Tuning {
+    Tuning::for_adapter(ctx().adapter_info())
 }
 
 /// Asserts relative L2 error within `limit`, printing the worst element on failure.

@@ -22,6 +22,7 @@ use lookalike::ops::matmul::{matmul, MatmulShape, Precision};
 use lookalike::ops::matmul_coop::matmul_coop_with;
 use lookalike::ops::preprocess::PreprocessBatch;
 use lookalike::ops::topk::{TopK, TopKInput, TopKOutput};
+use lookalike::ops::Tuning;
 use lookalike::rng::Rng;
 use lookalike::search::{search_features_cpu, SearchOptions, Searcher};
 use lookalike::{Context, Error, Result};
@@ -93,6 +94,7 @@ fn say(o: &BenchOptions, line: String) {
 pub fn run(o: BenchOptions) -> Result<()> {
     let cold = Instant::now();
     let ctx = crate::open_context(o.experimental_coop)?;
+    let (tuning, tuning_source) = lookalike::tune::load_for(&ctx);
     let info = ctx.adapter_info().clone();
     let net = RandomResNet50::generate(0)?.net;
     let size = o.resolution;
@@ -104,7 +106,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
             what: "bench --resolution".into(),
         });
     }
-    let mut gpu_net = GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?;
+    let mut gpu_net = GpuResNet50::new(&ctx, &net, BatchNormMode::Folded)?.with_tuning(tuning);
     let one = Rng::new(1).normals(size * size * 3, 1.0);
     gpu_net.forward(&ctx, &one, 1, size, size)?;
     let cold_start_ms = cold.elapsed().as_secs_f64() * 1e3;
@@ -225,7 +227,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
     let mut rng = Rng::new(2);
     let (a, b) = (rng.normals(n * n, 1.0), rng.normals(n * n, 1.0));
     let (ab, bb, cb) = (ctx.upload("a", &a)?, ctx.upload("b", &b)?, ctx.storage("c", n * n)?);
-    let d = matmul(&ctx, &shape, &ab, &bb, &cb, ctx.tuning().gemm_tiles(n, n))?;
+    let d = matmul(&ctx, &shape, &ab, &bb, &cb, tuning.gemm_tiles(n, n))?;
     let gpu_secs = median_secs(if ctx.is_cpu() { 2 } else { 10 }, || ctx.run(&[&d]))?;
     let gpu_product = ctx.read(&cb, n * n)?;
     let mut cpu_product = Vec::new();
@@ -274,11 +276,11 @@ pub fn run(o: BenchOptions) -> Result<()> {
         say(&o, format!("knn skipped {skipped}"));
     }
 
-    say(&o, format!("launch shapes: {:?} ({})", ctx.tuning(), ctx.tuning_source()));
+    say(&o, format!("launch shapes: {tuning:?} ({tuning_source})"));
 
     let stage_rows = sizes[0];
     let refs = Rng::normals_parallel(3, stage_rows * FEATURE_DIM);
-    let (mut stages, stages_method) = stage_times(&ctx, &mut gpu_net, size, &refs, stage_rows, &mut checks)?;
+    let (mut stages, stages_method) = stage_times(&ctx, &mut gpu_net, &tuning, size, &refs, stage_rows, &mut checks)?;
     // Timed beside the stages but not among them: the top-100 instead of the top-10, whole
     // and by step.
     let mut take = |name: &str| stages.iter().position(|(s, _)| *s == name).map(|at| stages.remove(at).1);
@@ -331,7 +333,7 @@ pub fn run(o: BenchOptions) -> Result<()> {
             "stages_method": stages_method,
             "topk_k100_ms": topk_k100_ms,
             "topk_k100_parts_ms": topk_k100_parts.into_iter().map(|(key, ms)| (key.to_string(), json!(ms))).collect::<serde_json::Map<String, Value>>(),
-            "tuning": {"chosen": ctx.tuning(), "source": ctx.tuning_source().to_string()},
+            "tuning": {"chosen": tuning, "source": tuning_source.to_string()},
             "peak": {"tflops_fp32": peak_tflops, "gb_per_s": peak_gbps},
             "training": training,
             "checks": checks.to_json(),
@@ -404,7 +406,8 @@ fn knn_scan(
     for precision in [Precision::F32, Precision::F16] {
         let index =
             Index::from_features(&features, FEATURE_DIM, entries.clone(), precision, false, provenance.clone())?;
-        let searcher = Searcher::for_features(ctx.clone(), &index, SearchOptions::default())?;
+        let options = SearchOptions { tuning: Some(crate::tuning(ctx)), ..Default::default() };
+        let searcher = Searcher::for_features(ctx.clone(), &index, options)?;
         for queries in [1usize, 64] {
             let q = rng.normals(queries * FEATURE_DIM, 1.0);
             let reps = if ctx.is_cpu() { 1 } else { 10 };
@@ -461,8 +464,8 @@ fn knn_on_matrix_units(
     let dtype = format!("{:?}", index.embeddings.precision()).to_lowercase();
     let mut row = json!({"device": "gpu", "kernel": "coop-f16", "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype});
     let measure = || -> Result<(f64, f64)> {
-        let on_units =
-            Searcher::for_features(ctx.clone(), index, SearchOptions { matrix_units: true, ..Default::default() })?;
+        let options = SearchOptions { matrix_units: true, tuning: Some(crate::tuning(ctx)), ..Default::default() };
+        let on_units = Searcher::for_features(ctx.clone(), index, options)?;
         let secs = median_secs(if ctx.is_cpu() { 1 } else { 10 }, || on_units.search_features(q, k).map(|_| ()))?;
         let (got, want) = (on_units.search_features(q, k)?, exact.search_features(q, k)?);
         let found = got
@@ -502,7 +505,7 @@ const STAGES_BY_WALL_CLOCK: &str = "no timestamp queries on this adapter: each s
 /// normalise, score, top-k (the backbone's convolutions and pools summed over its layers),
 /// then [`TOPK_K100`] and its [`TOPK_K100_STEPS`], and how they were timed.
 fn stage_times(
-    ctx: &Context, net: &mut GpuResNet50, size: usize, refs: &[f32], rows: usize, checks: &mut Checks,
+    ctx: &Context, net: &mut GpuResNet50, tuning: &Tuning, size: usize, refs: &[f32], rows: usize, checks: &mut Checks,
 ) -> Result<(Vec<(&'static str, f64)>, &'static str)> {
     let image = image::RgbImage::from_fn(640, 480, |x, y| {
         image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x + y) % 256) as u8])
@@ -521,7 +524,7 @@ fn stage_times(
     let normalise = l2_normalize(ctx, 1, FEATURE_DIM, features, None, &unit)?;
     // The score kernel search uses for one query.
     let shape = MatmulShape { m: 1, n: chunk, k: FEATURE_DIM, b_transposed: true };
-    let score = gemv::scores(ctx, &shape, &unit, &refs_buf, Precision::F32, &scores)?;
+    let score = gemv::scores(ctx, &shape, &unit, &refs_buf, Precision::F32, &scores, tuning)?;
     let select = TopK::new(
         ctx,
         TopKInput::Scores { scores: &scores, index_base: 0 },
@@ -529,6 +532,7 @@ fn stage_times(
         chunk,
         10,
         &TopKOutput::dense(&top_s, &top_i, 10),
+        tuning.topk_workgroup,
     )?;
 
     let mut stages: Vec<Stage> = vec![("preprocess", prepare.dispatches().iter().collect())];
@@ -551,6 +555,7 @@ fn stage_times(
         chunk,
         100,
         &TopKOutput::dense(&top100_s, &top100_i, 100),
+        tuning.topk_workgroup,
     )?;
     stages.push((TOPK_K100, select100.dispatches().iter().collect()));
     for (step, dispatches) in select100.steps() {

@@ -42,7 +42,7 @@ pub fn training(ctx: &Context, quick: bool, checks: &mut Checks, say: &dyn Fn(St
         let config = TrainConfig::default();
         let gflop = step_flops(&spec, CLASSES) / 1e9;
 
-        let mut gpu = GpuTrainer::new(ctx.clone(), net.clone(), &data, config)?;
+        let mut gpu = GpuTrainer::new(ctx.clone(), net.clone(), &data, config)?.with_tuning(crate::tuning(ctx))?;
         gpu.run(10)?;
         let mut cpu = CpuTrainer::new(net.clone(), data.clone(), config)?;
         (0..10).for_each(|_| {
@@ -75,7 +75,7 @@ pub fn training(ctx: &Context, quick: bool, checks: &mut Checks, say: &dyn Fn(St
         let embed_rate = batch as f64 / start.elapsed().as_secs_f64();
         let gray: Vec<f32> = (0..batch * spec.input_len()).map(|_| rng.int(0, 255) as f32 / 255.0).collect();
         let start = Instant::now();
-        lookalike::cpu::convnet::embed(&trained, &gray, batch)?;
+        lookalike::model::convnet_cpu::embed(&trained, &gray, batch)?;
         let cpu_embed_rate = batch as f64 / start.elapsed().as_secs_f64();
 
         say(format!(

@@ -83,7 +83,7 @@ pub fn run(fashion: &Path, weights: Option<&Path>, per_class: Option<usize>, out
         }
     }
     // One device for indexing, searching and the comparison: each pipeline compiles once.
-    let ctx = Context::new()?;
+    let ctx = crate::open_context(false)?;
     let info = ctx.adapter_info().clone();
     let software = ctx.is_cpu();
     let (crop, per_class) = if software { (64, per_class.unwrap_or(8)) } else { (224, per_class.unwrap_or(60)) };
@@ -155,7 +155,8 @@ pub fn run(fashion: &Path, weights: Option<&Path>, per_class: Option<usize>, out
 }
 
 fn search_and_report(ctx: &Context, index: &Index, queries: &[(PathBuf, usize)], net: &ResNet50) -> Result<()> {
-    let searcher = Searcher::new(ctx.clone(), net, index, SearchOptions::default())?;
+    let options = SearchOptions { tuning: Some(crate::tuning(ctx)), ..Default::default() };
+    let searcher = Searcher::new(ctx.clone(), net, index, options)?;
     let images = queries.iter().map(|(p, _)| decode_file(p)).collect::<Result<Vec<_>>>()?;
     let k = 5;
     searcher.search_images(&images[..1], k)?; // compile the pipelines before timing
@@ -200,7 +201,7 @@ fn file_name(path: &Path) -> String {
 /// The same images through the GPU and the CPU reference: speed and agreement.
 fn compare_devices(ctx: &Context, net: &ResNet50, paths: &[PathBuf], preprocess: &Preprocess) -> Result<()> {
     let images = paths.iter().map(|p| decode_file(p)).collect::<Result<Vec<_>>>()?;
-    let mut gpu = Embedder::gpu(ctx.clone(), net)?;
+    let mut gpu = crate::gpu_embedder(ctx.clone(), net, false)?;
     gpu.embed_decoded(&images[..1], preprocess)?;
     let start = Instant::now();
     let on_gpu = gpu.embed_decoded(&images, preprocess)?;

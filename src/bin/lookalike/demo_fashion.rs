@@ -134,7 +134,8 @@ fn write_pngs(set: &LabelledImages, dir: &Path) -> Result<Vec<PathBuf>> {
 /// Searches `queries` (files that are also in the index) and prints their neighbours.
 fn search_some(ctx: &Context, net: &ConvNet, index: &Index, queries: &[PathBuf]) -> Result<()> {
     let backbone = Backbone::ConvNet(net.clone());
-    let searcher = Searcher::new(ctx.clone(), &backbone, index, SearchOptions::default())?;
+    let options = SearchOptions { tuning: Some(crate::tuning(ctx)), ..Default::default() };
+    let searcher = Searcher::new(ctx.clone(), &backbone, index, options)?;
     let images = queries.iter().map(|p| decode_file(p)).collect::<Result<Vec<_>>>()?;
     let k = 6;
     let start = Instant::now();

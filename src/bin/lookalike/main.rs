@@ -396,20 +396,38 @@ fn main() -> ExitCode {
 
 fn info(experimental_coop: bool) -> Result<()> {
     let ctx = open_context(experimental_coop)?;
+    let (tuning, source) = lookalike::tune::load_for(&ctx);
     println!("{ctx}");
+    println!("tuning:   {tuning:?}");
+    println!("          ({source})");
     Ok(())
 }
 
-/// The default context, asking for cooperative matrices when the user passed
-/// `--experimental-coop`.
+/// The context `WGPU_BACKEND` and `WGPU_ADAPTER_NAME` choose, asking for cooperative
+/// matrices when the user passed `--experimental-coop`.
 pub(crate) fn open_context(experimental_coop: bool) -> Result<Context> {
-    let builder = Context::builder();
+    let builder = lookalike::gpu::ContextBuilder::from_env();
     if !experimental_coop {
         return builder.build();
     }
     // SAFETY: the user opted into wgpu's experimental feature with --experimental-coop,
     // whose help says it is experimental.
     unsafe { builder.experimental_cooperative_matrices() }.build()
+}
+
+/// The launch shapes for `ctx`: the autotune result cached for its adapter, else the
+/// built-in table (`lookalike info` says which).
+pub(crate) fn tuning(ctx: &Context) -> lookalike::ops::Tuning {
+    lookalike::tune::load_for(ctx).0
+}
+
+/// The GPU embedder on `ctx` with its launch shapes, on the matrix units with `coop`.
+pub(crate) fn gpu_embedder<'a>(
+    ctx: Context, net: impl Into<lookalike::model::BackboneRef<'a>>, coop: bool,
+) -> Result<Embedder> {
+    let tuning = tuning(&ctx);
+    let embedder = if coop { Embedder::gpu_on_matrix_units(ctx, net)? } else { Embedder::gpu(ctx, net)? };
+    Ok(embedder.with_tuning(tuning))
 }
 
 /// Refuses an output path that is a directory before any work: renaming the finished file
@@ -496,8 +514,7 @@ fn embed(args: EmbedArgs) -> Result<()> {
     let net = Backbone::load(&args.weights)?;
     let mut embedder = match (args.cpu, args.experimental_coop) {
         (true, _) => Embedder::cpu(&net)?,
-        (false, true) => Embedder::gpu_on_matrix_units(open_context(true)?, &net)?,
-        (false, false) => Embedder::gpu(Context::new()?, &net)?,
+        (false, coop) => gpu_embedder(open_context(coop)?, &net, coop)?,
     };
     if let Some(ctx) = embedder.context() {
         let units = match (args.experimental_coop, ctx.cooperative_matrix()) {

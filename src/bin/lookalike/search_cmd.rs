@@ -127,10 +127,8 @@ pub fn index(o: IndexOptions) -> Result<Index> {
     }
     let mut embedder = match (o.cpu, o.gpu, o.matrix_units) {
         (true, _, _) => Embedder::cpu(&loaded.net)?,
-        (false, Some(ctx), true) => Embedder::gpu_on_matrix_units(ctx, &loaded.net)?,
-        (false, None, true) => Embedder::gpu_on_matrix_units(crate::open_context(true)?, &loaded.net)?,
-        (false, Some(ctx), false) => Embedder::gpu(ctx, &loaded.net)?,
-        (false, None, false) => Embedder::gpu(Context::new()?, &loaded.net)?,
+        (false, Some(ctx), coop) => crate::gpu_embedder(ctx, &loaded.net, coop)?,
+        (false, None, coop) => crate::gpu_embedder(crate::open_context(coop)?, &loaded.net, coop)?,
     };
     let bar = progress_bar(files.len(), "images");
     let embedded = embedder.embed_labelled_files(&files, &preprocess, o.batch, |done| bar.set_position(done as u64));
@@ -315,8 +313,9 @@ fn search_files(
 
 fn open_searcher(index: &Index, weights_override: Option<&PathBuf>, matrix_units: bool) -> Result<Searcher> {
     let loaded = weights::for_index(index, weights_override)?;
-    let options = SearchOptions { matrix_units, ..Default::default() };
-    Searcher::new(crate::open_context(matrix_units)?, &loaded.net, index, options)
+    let ctx = crate::open_context(matrix_units)?;
+    let options = SearchOptions { matrix_units, tuning: Some(crate::tuning(&ctx)), ..Default::default() };
+    Searcher::new(ctx, &loaded.net, index, options)
 }
 
 /// What `lookalike search` looks up.
@@ -358,9 +357,9 @@ pub fn search(
         }
         Queries::Features(path) => {
             let features = read_query_features(path, &index)?;
-            let options = SearchOptions { matrix_units, ..Default::default() };
-            let results = Searcher::for_features(crate::open_context(matrix_units)?, &index, options)?
-                .search_features(&features, k)?;
+            let ctx = crate::open_context(matrix_units)?;
+            let options = SearchOptions { matrix_units, tuning: Some(crate::tuning(&ctx)), ..Default::default() };
+            let results = Searcher::for_features(ctx, &index, options)?.search_features(&features, k)?;
             let name = |row: usize| {
                 let mut name = path.as_os_str().to_os_string();
                 name.push(format!(":{row}"));

@@ -42,7 +42,7 @@ pub fn device(cpu: bool) -> Result<Option<Context>> {
     if cpu {
         return Ok(None);
     }
-    Context::new().map(Some)
+    crate::open_context(false).map(Some)
 }
 
 /// Describes where a run goes, for humans and JSON.
@@ -63,6 +63,9 @@ pub fn train(
     }
     let grouped = train.grouped_by_class(source)?;
     let mut trainer = Trainer::new(ctx.cloned(), net, &grouped, config)?;
+    if let Some(ctx) = ctx {
+        trainer = trainer.with_tuning(crate::tuning(ctx))?;
+    }
     let total = config.total_steps();
     let bar = if quiet { ProgressBar::hidden() } else { ProgressBar::new(total as u64) };
     bar.set_style(

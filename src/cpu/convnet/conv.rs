@@ -1,7 +1,7 @@
 //! 3x3 stride-2 valid convolution with bias and ReLU, and its backward.
 
 use super::gemm::{gemm, Strided};
-use crate::train::convnet::{ConvGeometry, KERNEL, STRIDE};
+use crate::shape::convnet::{ConvGeometry, KERNEL, STRIDE};
 
 /// Gradients of one convolution.
 #[derive(Debug, Clone, PartialEq)]

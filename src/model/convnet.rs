@@ -14,10 +14,7 @@ use safetensors::{Dtype, SafeTensors};
 use crate::atomic::write_atomic;
 use crate::error::{Error, Result};
 use crate::rng::Rng;
-
-/// Kernel size and stride of every convolution.
-pub const KERNEL: usize = 3;
-pub const STRIDE: usize = 2;
+pub use crate::shape::convnet::{ConvGeometry, KERNEL, STRIDE};
 
 /// The architecture: input size and channels, the three convolution widths, embedding width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
@@ -27,29 +24,6 @@ pub struct ConvNetSpec {
     pub channels: usize,
     pub widths: [usize; 3],
     pub dim: usize,
-}
-
-/// One convolution's geometry (NHWC, per image).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ConvGeometry {
-    pub in_h: usize,
-    pub in_w: usize,
-    pub in_c: usize,
-    pub out_h: usize,
-    pub out_w: usize,
-    pub out_c: usize,
-}
-
-impl ConvGeometry {
-    /// Rows of the implicit GEMM per image (output pixels).
-    pub fn out_pixels(&self) -> usize {
-        self.out_h * self.out_w
-    }
-
-    /// Depth of the implicit GEMM: taps times input channels.
-    pub fn k(&self) -> usize {
-        KERNEL * KERNEL * self.in_c
-    }
 }
 
 /// Valid (unpadded) output length of a 3x3 stride-2 convolution over `n` pixels.
@@ -434,7 +408,7 @@ mod tests {
 
     #[test]
     fn rgb_version_of_a_grey_net_sees_grey_images_as_the_grey_net_does() {
-        use crate::cpu::convnet::embed;
+        use crate::model::convnet_cpu::embed;
         let spec = ConvNetSpec { widths: [5, 6, 7], dim: 4, ..ConvNetSpec::recipe(19, 17, 1) };
         let grey_net = ConvNet::glorot(spec, 5).unwrap();
         let rgb_net = grey_net.for_rgb_input().unwrap();

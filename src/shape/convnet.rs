@@ -1,0 +1,29 @@
+//! The trained convnet's convolution geometry, shared by its GPU kernels and their CPU
+//! twin (`cpu::convnet`); the net itself is `model::convnet`.
+
+/// Kernel size and stride of every convolution.
+pub const KERNEL: usize = 3;
+pub const STRIDE: usize = 2;
+
+/// One convolution's geometry (NHWC, per image).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConvGeometry {
+    pub in_h: usize,
+    pub in_w: usize,
+    pub in_c: usize,
+    pub out_h: usize,
+    pub out_w: usize,
+    pub out_c: usize,
+}
+
+impl ConvGeometry {
+    /// Rows of the implicit GEMM per image (output pixels).
+    pub fn out_pixels(&self) -> usize {
+        self.out_h * self.out_w
+    }
+
+    /// Depth of the implicit GEMM: taps times input channels.
+    pub fn k(&self) -> usize {
+        KERNEL * KERNEL * self.in_c
+    }
+}
