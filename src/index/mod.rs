@@ -65,11 +65,14 @@ const PATHS_BASE_INDEX_DIR: &str = "index_dir";
 /// The stored reference matrix.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Embeddings {
+    /// `[rows, dim]` f32, row-major.
     F32(Vec<f32>),
+    /// `[rows, dim]` f16, row-major: half the bytes of a scan.
     F16(Vec<half::f16>),
 }
 
 impl Embeddings {
+    /// Values stored (rows times width).
     pub fn len(&self) -> usize {
         match self {
             Embeddings::F32(v) => v.len(),
@@ -77,10 +80,12 @@ impl Embeddings {
         }
     }
 
+    /// True when no value is stored.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The element type.
     pub fn precision(&self) -> Precision {
         match self {
             Embeddings::F32(_) => Precision::F32,
@@ -120,10 +125,12 @@ pub struct Entry {
     /// where they lie below it, and losslessly when they are not UTF-8: see the module docs
     /// and [`paths`]).
     pub path: PathBuf,
+    /// Its class (the name of its sub-folder when indexed from a folder), if any.
     pub label: Option<String>,
 }
 
 impl Entry {
+    /// The entry of `path`, with `label`.
     pub fn new(path: impl Into<PathBuf>, label: Option<String>) -> Self {
         Self { path: path.into(), label }
     }
@@ -134,19 +141,26 @@ impl Entry {
 pub struct Provenance {
     /// The network: `resnet50` or `convnet` ([`crate::model::Backbone::name`]).
     pub model: String,
+    /// The weights file the rows were computed with, as recorded.
     pub weights_path: String,
     /// SHA-256 of the weights file (or `seed:N` for in-memory seeded weights).
     pub weights_sha256: String,
+    /// The preprocessing the images were given (searches give queries the same).
     pub preprocess: Preprocess,
 }
 
 /// A searchable reference database.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Index {
+    /// Width of each row.
     pub dim: usize,
+    /// The rows, unit-norm (after centring, where `mean` is set).
     pub embeddings: Embeddings,
+    /// The mean subtracted from every row and query before normalisation, if centred.
     pub mean: Option<Vec<f32>>,
+    /// The image of each row, in row order.
     pub entries: Vec<Entry>,
+    /// How the rows were made.
     pub provenance: Provenance,
 }
 
@@ -227,10 +241,12 @@ impl Index {
         Ok(())
     }
 
+    /// Rows (images) in the index.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// True when it has no rows.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -3,7 +3,7 @@
 //!
 //! Same shapes, layouts and bindings as [`crate::ops::matmul`]; A and B are rounded to f16 on
 //! their way into workgroup memory, so the result is the exact-f32 product of the rounded
-//! inputs up to summation order (the CPU oracle: [`crate::cpu::matmul`] on
+//! inputs up to summation order (the CPU oracle: [`crate::cpu::matmul()`] on
 //! [`round_to_f16`](crate::ops::coop::round_to_f16) inputs). Needs a context opened with
 //! [`crate::gpu::ContextBuilder::experimental_cooperative_matrices`] on an adapter that has
 //! the matrix units ([`crate::Context::cooperative_matrix`]).

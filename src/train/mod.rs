@@ -1,4 +1,4 @@
-//! Metric learning: training a small embedding net ([`convnet`]) so that images of one
+//! Metric learning: training a small embedding net ([`crate::model::convnet`]) so that images of one
 //! class embed close together, by the recipe of Keras's "Metric learning for image
 //! similarity search" example.
 //!
