@@ -65,6 +65,7 @@
 //! - [`classify`]: a label by vote of the neighbours', and the confusion matrix.
 //! - [`ops`]: the GPU kernels as building blocks on your own buffers.
 //! - [`cpu`]: the CPU twin of every kernel, and image decoding and preprocessing.
+//! - [`shape`]: the kernels' shapes and the settings both twins share (preprocessing, precision).
 //! - [`gpu`]: the [`Context`] (device, queue, limits, pipeline cache) and dispatches.
 //! - [`tune`]: measuring the kernels' launch shapes for an adapter.
 //! - [`npy`]: reading and writing `.npy` arrays.
