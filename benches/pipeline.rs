@@ -54,7 +54,7 @@ fn bench_knn_scan(c: &mut Criterion) {
     group.sample_size(10);
     for precision in [Precision::F32, Precision::F16] {
         let index = index_of(rows, precision, Preprocess::default());
-        let mut searcher = Searcher::for_features(context(), &index, SearchOptions::default()).unwrap();
+        let searcher = Searcher::for_features(context(), &index, SearchOptions::default()).unwrap();
         group.throughput(Throughput::Bytes(precision.bytes(rows * FEATURE_DIM) as u64));
         for q in [1usize, 64] {
             let queries = Rng::new(8).normals(q * FEATURE_DIM, 1.0);
@@ -76,7 +76,7 @@ fn bench_image_to_neighbours(c: &mut Criterion) {
         if ctx.is_cpu() { (20_000, Preprocess::imagenet(73, 64)) } else { (1_000_000, Preprocess::default()) };
     let net = RandomResNet50::generate(0).unwrap().net;
     let index = index_of(rows, Precision::F16, preprocess);
-    let mut searcher = Searcher::new(ctx, &net, &index, SearchOptions::default()).unwrap();
+    let searcher = Searcher::new(ctx, &net, &index, SearchOptions::default()).unwrap();
     let cpu = CpuResNet50::new(&net).unwrap();
     let image = image::RgbImage::from_fn(640, 480, |x, y| {
         image::Rgb([(x % 256) as u8, (y % 256) as u8, ((x * y) % 256) as u8])

@@ -27,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let index = IndexBuilder::new(ctx.clone(), &weights).preprocess(preprocess).centred(true).from_folder(&train)?;
     let labels: Vec<Option<String>> = index.entries.iter().map(|e| e.label.clone()).collect();
 
-    let mut searcher = Searcher::new(ctx, &weights.net, &index, SearchOptions::default())?;
+    let searcher = Searcher::new(ctx, &weights.net, &index, SearchOptions::default())?;
     let mut classes: Vec<String> = labels.iter().flatten().cloned().collect();
     classes.sort();
     classes.dedup();

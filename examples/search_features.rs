@@ -76,7 +76,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     let options = SearchOptions { chunk_rows: args.chunk_rows, ..SearchOptions::default() };
-    let mut searcher = Searcher::for_features(Context::new()?, &index, options)?;
+    let searcher = Searcher::for_features(Context::new()?, &index, options)?;
     eprintln!(
         "{} rows in {} chunks, {} queries, k {}",
         index.len(),

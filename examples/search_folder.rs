@@ -34,7 +34,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     eprintln!();
 
     // One GPU pipeline from the query's pixels to its 5 nearest rows.
-    let mut searcher = Searcher::new(ctx, &weights.net, &index, SearchOptions::default())?;
+    let searcher = Searcher::new(ctx, &weights.net, &index, SearchOptions::default())?;
     let k = 5.min(index.len());
     let neighbours = searcher.search_images(&[decode_file(query)?], k)?;
     for (rank, n) in neighbours[0].iter().enumerate() {

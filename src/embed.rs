@@ -22,6 +22,36 @@ enum Engine {
 
 /// A feature extractor on one device: ResNet50 or a trained convnet (anything that
 /// converts into a [`BackboneRef`]: `&Backbone`, `&ResNet50`, `&ConvNet`).
+///
+/// Decoded images of any size in, feature rows out, on the GPU and on the CPU reference
+/// (here a small untrained convnet stands in for ResNet50, whose weights
+/// [`crate::Backbone::load`] reads):
+///
+/// ```
+/// use lookalike::image::{Rgb, RgbImage};
+/// use lookalike::train::{ConvNet, ConvNetSpec};
+/// use lookalike::{Backbone, Context, Embedder};
+///
+/// # fn main() -> lookalike::Result<()> {
+/// let spec = ConvNetSpec { widths: [8, 8, 8], dim: 8, ..ConvNetSpec::recipe(16, 16, 3) };
+/// let net = Backbone::ConvNet(ConvNet::glorot(spec, 3)?);
+/// let preprocess = net.default_preprocess()?; // resize and crop to 16x16, pixels / 255
+/// let images: Vec<RgbImage> =
+///     (0..3).map(|i| RgbImage::from_fn(20 + i, 16, |x, y| Rgb([(x * 12) as u8, (y * 15) as u8, (i * 80) as u8]))).collect();
+///
+/// let mut gpu = Embedder::gpu(Context::new()?, &net)?;
+/// let features = gpu.embed_decoded(&images, &preprocess)?; // [3, 8], unit rows for a convnet
+/// assert_eq!(features.len(), 3 * gpu.feature_dim());
+///
+/// let reference = Embedder::cpu(&net)?.embed_decoded(&images, &preprocess)?;
+/// let worst = features.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+/// assert!(worst < 1e-4, "GPU and CPU differ by {worst}");
+/// # Ok(())
+/// # }
+/// ```
+///
+/// [`Embedder::embed_files`] and [`Embedder::embed_labelled_files`] decode files (in
+/// parallel, in bounded runs) on the way.
 pub struct Embedder {
     engine: Engine,
 }

@@ -10,68 +10,201 @@ pub enum Error {
          (lavapipe): `apt-get install mesa-vulkan-drivers libvulkan1`; on Debian 12 take Mesa 25 \
          from bookworm-backports for speed. {hint}"
     )]
-    NoAdapter { filter: String, hint: String },
+    /// No adapter matched: none visible, or none passing the builder's filters.
+    NoAdapter {
+        /// The filters applied (backends, adapter name), as text.
+        filter: String,
+        /// The adapters seen, or that none was.
+        hint: String,
+    },
 
     #[error("could not open a device on adapter {adapter}: {reason}")]
-    RequestDevice { adapter: String, reason: String },
+    /// The adapter refused to open a device with the limits and features asked for.
+    RequestDevice {
+        /// The adapter: name, backend, type.
+        adapter: String,
+        /// wgpu's reason.
+        reason: String,
+    },
 
     #[error("shader {shader} (entry point {entry}) failed to compile or validate: {message}")]
-    Shader { shader: &'static str, entry: &'static str, message: String },
+    /// A WGSL shader did not compile or validate on this device.
+    Shader {
+        /// The shader file's name.
+        shader: &'static str,
+        /// The entry point.
+        entry: &'static str,
+        /// The compiler's message.
+        message: String,
+    },
 
     #[error("GPU error in {context}: {message}")]
-    Gpu { context: String, message: String },
+    /// wgpu reported an error (validation, out of memory, device lost).
+    Gpu {
+        /// What was being done.
+        context: String,
+        /// wgpu's message.
+        message: String,
+    },
 
     #[error("{op}: shape mismatch: expected {expected}, got {got}")]
-    ShapeMismatch { op: String, expected: String, got: String },
+    /// An operand's size or shape is not what the operation needs.
+    ShapeMismatch {
+        /// The operation or operand.
+        op: String,
+        /// What it needs.
+        expected: String,
+        /// What it was given.
+        got: String,
+    },
 
     #[error("tensor {name} is missing from the weights file")]
-    MissingTensor { name: String },
+    /// A tensor the network needs is not in its weights file.
+    MissingTensor {
+        /// The tensor's name.
+        name: String,
+    },
 
     #[error("{path}: tensor {name} has dtype {dtype}; expected {expected}")]
-    UnsupportedDtype { path: PathBuf, name: String, dtype: String, expected: &'static str },
+    /// A tensor of a file is stored in a type lookalike does not read there.
+    UnsupportedDtype {
+        /// The file.
+        path: PathBuf,
+        /// The tensor.
+        name: String,
+        /// Its type in the file.
+        dtype: String,
+        /// The types accepted.
+        expected: &'static str,
+    },
 
     #[error("tensor {name} holds a non-finite value ({value}) at flat index {index}")]
-    NonFinite { name: String, index: usize, value: f32 },
+    /// An input holds NaN or an infinity.
+    NonFinite {
+        /// The input (tensor, query rows).
+        name: String,
+        /// Flat index of the first such value.
+        index: usize,
+        /// The value.
+        value: f32,
+    },
 
     #[error("{what} came out non-finite ({value} at index {index}): {cause}")]
-    NonFiniteOutput { what: String, index: usize, value: f32, cause: String },
+    /// A computation on finite inputs came out NaN or infinite.
+    NonFiniteOutput {
+        /// What came out so (the features of an image, a query's scores).
+        what: String,
+        /// Index of the first such value within it.
+        index: usize,
+        /// The value.
+        value: f32,
+        /// Why it can happen, and what to do.
+        cause: String,
+    },
 
     #[error("{path}: not a valid safetensors file: {reason}")]
-    Safetensors { path: PathBuf, reason: String },
+    /// A file is not valid safetensors (weights, index).
+    Safetensors {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 
     #[error("index {path}: {what} {problem}: the file is damaged; rebuild it or restore a copy")]
-    DamagedIndex { path: PathBuf, what: String, problem: String },
+    /// An index file fails its checks (checksums, values, layout).
+    DamagedIndex {
+        /// The index file.
+        path: PathBuf,
+        /// The part found damaged (a tensor, a row, the metadata).
+        what: String,
+        /// What is wrong with it.
+        problem: String,
+    },
 
     #[error("{path} is a directory, not {expected}")]
-    IsADirectory { path: PathBuf, expected: &'static str },
+    /// A folder was given where a file is needed.
+    IsADirectory {
+        /// The folder.
+        path: PathBuf,
+        /// The kind of file expected.
+        expected: &'static str,
+    },
 
     #[error("{path}: not a valid .npy file: {reason}")]
-    Npy { path: PathBuf, reason: String },
+    /// A file is not a `.npy` array lookalike reads.
+    Npy {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 
     #[error("{path}: cannot decode image: {reason}")]
-    Image { path: PathBuf, reason: String },
+    /// An image file cannot be decoded or used.
+    Image {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 
     #[error("input of {height}x{width} is too small: {what} needs at least {min}x{min}")]
-    InputTooSmall { height: usize, width: usize, min: usize, what: String },
+    /// An input image is smaller than the network takes.
+    InputTooSmall {
+        /// Its height.
+        height: usize,
+        /// Its width.
+        width: usize,
+        /// The smallest side accepted.
+        min: usize,
+        /// The network or layer that needs it.
+        what: String,
+    },
 
     #[error(
         "{} is being written by another process, which holds its lock {}; wait for it \
          (leave out --no-wait to queue behind it)",
         index.display(), lock.display()
     )]
-    IndexLocked { index: PathBuf, lock: PathBuf },
+    /// Another process is writing the index (and waiting was not asked for).
+    IndexLocked {
+        /// The index file.
+        index: PathBuf,
+        /// The lock file it holds.
+        lock: PathBuf,
+    },
 
     #[error("{}: {source}", path.display())]
-    InFile { path: PathBuf, source: Box<Error> },
+    /// An error about the contents of a file, said of that file ([`Error::in_file`]).
+    InFile {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: Box<Error>,
+    },
 
     #[error("{}: {reason}", path.display())]
-    Dataset { path: PathBuf, reason: String },
+    /// A training data set cannot be read or used.
+    Dataset {
+        /// Its file or folder.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
 
     #[error("invalid argument: {0}")]
+    /// An argument outside what the call accepts, with what to do instead.
     InvalidArgument(String),
 
     #[error("{path}: {source}")]
-    Io { path: PathBuf, source: std::io::Error },
+    /// Reading or writing a file failed.
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
 }
 
 /// The library's result type.

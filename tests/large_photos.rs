@@ -94,7 +94,7 @@ fn assert_each_finds_itself(ctx: &Context, images: &[RgbImage], features: &[f32]
     };
     let index =
         Index::from_features(features, FEATURE_DIM, entries, Precision::F32, Centring::Mean, provenance).unwrap();
-    let mut searcher = Searcher::new(ctx.clone(), net(), &index, SearchOptions::default()).unwrap();
+    let searcher = Searcher::new(ctx.clone(), net(), &index, SearchOptions::default()).unwrap();
     for range in [0..1, 1..3, 0..3, 0..4, 0..n, n - 1..n] {
         let found = searcher.search_images(&images[range.clone()], 1).unwrap();
         for (i, neighbours) in range.clone().zip(&found) {

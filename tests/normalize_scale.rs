@@ -201,7 +201,7 @@ fn search_with_scaled_query_features_finds_the_same_neighbours() {
     let queries = rng.normals(q * dim, 1.0).iter().map(|x| x + 0.5).collect::<Vec<f32>>();
     for (precision, center) in [(Precision::F32, false), (Precision::F32, true), (Precision::F16, true)] {
         let index = features_index(&rows, dim, precision, center);
-        let mut searcher = Searcher::for_features(Context::clone(ctx()), &index, SearchOptions::default()).unwrap();
+        let searcher = Searcher::for_features(Context::clone(ctx()), &index, SearchOptions::default()).unwrap();
         let gpu = searcher.search_features(&queries, k).unwrap();
         let cpu = search_features_cpu(&index, &queries, k).unwrap();
         for scale in [1e-30, 1e30] {
@@ -219,8 +219,7 @@ fn search_with_scaled_query_features_finds_the_same_neighbours() {
             let what = format!("{what} and rows too");
             let tolerance = if precision == Precision::F16 { 1e-4 } else { 1e-6 };
             let index = features_index(&scaled(&rows, scale), dim, precision, center);
-            let mut on_scaled =
-                Searcher::for_features(Context::clone(ctx()), &index, SearchOptions::default()).unwrap();
+            let on_scaled = Searcher::for_features(Context::clone(ctx()), &index, SearchOptions::default()).unwrap();
             let got = on_scaled.search_features(&scaled_queries, k).unwrap();
             assert_same_neighbours(&format!("gpu {what}"), &got, &gpu, tolerance);
             let got = search_features_cpu(&index, &scaled_queries, k).unwrap();

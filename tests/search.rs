@@ -83,7 +83,7 @@ fn gpu_search_matches_cpu_brute_force_and_chunking_changes_nothing() {
         .unwrap();
         for k in [1, 10, 300] {
             let expected = search_features_cpu(&index, &queries, k).unwrap();
-            let mut whole = Searcher::for_features(context(), &index, SearchOptions::default()).unwrap();
+            let whole = Searcher::for_features(context(), &index, SearchOptions::default()).unwrap();
             let got = whole.search_features(&queries, k).unwrap();
             if center {
                 // Centred cosines are well separated: the exact ids.
@@ -92,7 +92,7 @@ fn gpu_search_matches_cpu_brute_force_and_chunking_changes_nothing() {
             // Uncentred cosines of concentrated features sit within f32 rounding of each
             // other: only such near-ties may swap.
             assert_same_up_to_near_ties(&got, &expected, 1e-6);
-            let mut chunked =
+            let chunked =
                 Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(97), ..Default::default() })
                     .unwrap();
             assert!(chunked.chunk_count() > 10);
@@ -119,7 +119,7 @@ fn k_equal_to_n_and_bad_k_values() {
         provenance(Preprocess::default()),
     )
     .unwrap();
-    let mut searcher =
+    let searcher =
         Searcher::for_features(context(), &index, SearchOptions { chunk_rows: Some(8), ..Default::default() }).unwrap();
     let q = rng.normals(dim, 1.0);
     let all = searcher.search_features(&q, n).unwrap();
@@ -326,7 +326,7 @@ fn images_to_neighbours_on_the_gpu_match_the_cpu_pipeline() {
     )
     .unwrap();
     let expected = search_features_cpu(&index, &features[6 * FEATURE_DIM..], 4).unwrap();
-    let mut searcher =
+    let searcher =
         Searcher::new(context(), &weights, &index, SearchOptions { chunk_rows: Some(4), ..Default::default() })
             .unwrap();
     let got = searcher.search_images(&images[6..], 4).unwrap();

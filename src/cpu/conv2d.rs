@@ -58,6 +58,7 @@ pub struct Epilogue<'a> {
     pub bias: Option<&'a [f32]>,
     /// Shaped like the output.
     pub residual: Option<&'a [f32]>,
+    /// Whether ReLU follows.
     pub relu: bool,
 }
 
@@ -136,7 +137,9 @@ pub fn conv2d_into(
 /// again for every block of rows).
 #[derive(Debug, Clone)]
 pub enum ConvWeights {
+    /// `[kh, kw, in_c, out_c]` as given.
     Hwio(Vec<f32>),
+    /// Packed for the panel kernel.
     Packed(Panels),
 }
 

@@ -28,6 +28,7 @@ pub fn resized_size(height: u32, width: u32, target: u32) -> (usize, usize) {
 pub struct CropWindow {
     /// Source rows `first_row..first_row + rows` are the only ones the crop reads.
     pub first_row: usize,
+    /// How many source rows the crop reads.
     pub rows: usize,
     /// Taps of the crop's columns over the source columns.
     pub horizontal: FilterTaps,

@@ -16,7 +16,9 @@ use crate::shape::topk::MAX_K;
 /// Reference rows as stored: f32, or f16 widened a task at a time.
 #[derive(Debug, Clone, Copy)]
 pub enum Rows<'a> {
+    /// f32 rows.
     F32(&'a [f32]),
+    /// f16 rows, widened to f32 as they are read.
     F16(&'a [half::f16]),
 }
 

@@ -324,7 +324,9 @@ impl fmt::Display for Context {
 /// invocations (NVIDIA: 16 and 32; lavapipe of Mesa 26: 8 and 8; Mesa 25.0 has none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CooperativeMatrix {
+    /// Side of the square matrices one operation takes: 8 or 16.
     pub size: u32,
+    /// Invocations of the subgroup that holds one matrix.
     pub subgroup: u32,
 }
 

@@ -1,6 +1,7 @@
 //! GPU plumbing: context, pipeline cache, buffers and submission.
 
 mod context;
+#[doc(hidden)]
 pub mod known;
 mod pipeline;
 mod profile;

@@ -11,20 +11,27 @@ use crate::gpu::Context;
 /// What one binding of a kernel is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Binding {
+    /// A uniform buffer (the kernel's parameters).
     Uniform,
+    /// A storage buffer the kernel only reads.
     ReadOnly,
+    /// A storage buffer the kernel writes.
     ReadWrite,
 }
 
 /// Identifies a compiled pipeline. Constants are stored as bit patterns so the key hashes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PipelineKey {
+    /// The WGSL file.
     pub shader: ShaderFile,
+    /// Its entry point.
     pub entry: &'static str,
+    /// Override constants by name, as `f64` bit patterns.
     pub constants: Vec<(&'static str, u64)>,
 }
 
 impl PipelineKey {
+    /// The key of `entry` in `shader` with these override constants.
     pub fn new(shader: ShaderFile, entry: &'static str, constants: &[(&'static str, f64)]) -> Self {
         let constants = constants.iter().map(|&(name, value)| (name, value.to_bits())).collect();
         Self { shader, entry, constants }
@@ -34,7 +41,9 @@ impl PipelineKey {
 /// A compiled pipeline and the layout its bind groups are made with.
 #[derive(Debug)]
 pub struct Kernel {
+    /// The compiled pipeline.
     pub pipeline: wgpu::ComputePipeline,
+    /// Its bind group layout, one binding per [`Binding`].
     pub layout: wgpu::BindGroupLayout,
 }
 

@@ -10,13 +10,21 @@ macro_rules! wgsl {
 /// A kernel family's WGSL file in `shaders/`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ShaderFile {
+    /// `conv2d.wgsl`: convolutions as implicit GEMMs.
     Conv2d,
+    /// `batch_norm.wgsl`: inference batch-norm.
     BatchNorm,
+    /// `pool.wgsl`: max and global average pooling.
     Pool,
+    /// `matmul.wgsl`: the tiled GEMM.
     Matmul,
+    /// `gemv.wgsl`: the scan of up to four queries.
     Gemv,
+    /// `l2_normalize.wgsl`: centring and unit rows.
     L2Normalize,
+    /// `topk.wgsl`: top-k selection and merging.
     TopK,
+    /// `preprocess.wgsl`: resize, crop and normalise.
     Preprocess,
     /// `matmul_coop.wgsl` on 8x8x8 matrix units (after `coop_f16_8.wgsl` and
     /// `coop_gemm.wgsl`).
@@ -27,10 +35,15 @@ pub enum ShaderFile {
     Conv2dCoop8,
     /// `conv2d_coop.wgsl` on 16x16x16 matrix units.
     Conv2dCoop16,
+    /// `conv2d_backward.wgsl`: the convolution's gradients.
     Conv2dBackward,
+    /// `dense.wgsl`: the dense layer, forward and backward.
     Dense,
+    /// `train_sample.wgsl`: a training step's pairs, drawn on the GPU.
     TrainSample,
+    /// `metric_loss.wgsl`: the metric-learning loss and its gradient.
     MetricLoss,
+    /// `adam.wgsl`: the fused Adam update.
     Adam,
 }
 

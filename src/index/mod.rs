@@ -88,10 +88,12 @@ pub struct Entry {
     /// where they lie below it, and losslessly when they are not UTF-8: see the module docs
     /// and [`paths`]).
     pub path: PathBuf,
+    /// Its class (the name of its sub-folder when indexed from a folder), if any.
     pub label: Option<String>,
 }
 
 impl Entry {
+    /// The entry of `path`, with `label`.
     pub fn new(path: impl Into<PathBuf>, label: Option<String>) -> Self {
         Self { path: path.into(), label }
     }
@@ -100,10 +102,15 @@ impl Entry {
 /// A searchable reference database.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Index {
+    /// Width of each row.
     pub dim: usize,
+    /// The rows, unit-norm (after centring, where `mean` is set).
     pub embeddings: Embeddings,
+    /// The mean subtracted from every row and query before normalisation, if centred.
     pub mean: Option<Vec<f32>>,
+    /// The image of each row, in row order.
     pub entries: Vec<Entry>,
+    /// How the rows were made.
     pub provenance: Provenance,
 }
 
@@ -155,10 +162,12 @@ impl Index {
         Ok(())
     }
 
+    /// Rows (images) in the index.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// True when it has no rows.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }

@@ -159,6 +159,7 @@ fn keep_each_file_once(mut candidates: Vec<(PathBuf, bool)>, indexed: &HashSet<F
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum FileId {
     #[cfg(unix)]
+    /// Device and inode numbers.
     Inode(u64, u64),
     #[cfg(not(unix))]
     Resolved(PathBuf),

@@ -15,7 +15,9 @@ use crate::ops::Tuning;
 /// A feature extractor: ResNet50 (torchvision's layout) or a trained convnet.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Backbone {
+    /// ResNet50.
     ResNet50(ResNet50),
+    /// A trained convnet.
     ConvNet(ConvNet),
 }
 
@@ -23,7 +25,9 @@ pub enum Backbone {
 /// take: `&Backbone`, `&ResNet50` and `&ConvNet` all convert into it.
 #[derive(Debug, Clone, Copy)]
 pub enum BackboneRef<'a> {
+    /// ResNet50.
     ResNet50(&'a ResNet50),
+    /// A trained convnet.
     ConvNet(&'a ConvNet),
 }
 
@@ -112,6 +116,7 @@ impl BackboneRef<'_> {
         }
     }
 
+    /// Width of its feature rows: 2048, or the convnet's embedding width.
     pub fn feature_dim(&self) -> usize {
         match self {
             BackboneRef::ResNet50(_) => FEATURE_DIM,
@@ -156,7 +161,9 @@ impl BackboneRef<'_> {
 // One per embedder or searcher, never moved in a hot loop: the size difference is harmless.
 #[allow(clippy::large_enum_variant)]
 pub enum GpuBackbone {
+    /// ResNet50.
     ResNet50(GpuResNet50),
+    /// A trained convnet.
     ConvNet(GpuConvNet),
 }
 
@@ -179,6 +186,15 @@ impl GpuBackbone {
         }
     }
 
+    /// The same network with no prepared forwards, sharing the uploaded weights: a
+    /// second set of activations, so two threads can run it at once.
+    pub(crate) fn sharing_weights(&self) -> Self {
+        match self {
+            GpuBackbone::ResNet50(net) => GpuBackbone::ResNet50(net.sharing_weights()),
+            GpuBackbone::ConvNet(net) => GpuBackbone::ConvNet(net.sharing_weights()),
+        }
+    }
+
     /// The same network with these launch shapes (an autotune result, `tune::load_for`);
     /// without this call, the built-in ones for the context's adapter.
     pub fn with_tuning(self, tuning: Tuning) -> Self {
@@ -196,6 +212,7 @@ impl GpuBackbone {
         }
     }
 
+    /// Width of its feature rows.
     pub fn feature_dim(&self) -> usize {
         match self {
             GpuBackbone::ResNet50(_) => FEATURE_DIM,
@@ -259,12 +276,14 @@ impl GpuBackbone {
 
 /// A [`Backbone`] prepared for the CPU reference.
 pub enum CpuBackbone {
+    /// ResNet50 with its weights laid out for the CPU.
     ResNet50(CpuResNet50),
     /// The RGB form of the net ([`ConvNet::for_rgb_input`]).
     ConvNet(ConvNet),
 }
 
 impl CpuBackbone {
+    /// Prepares `net` for the CPU forward.
     pub fn new<'a>(net: impl Into<BackboneRef<'a>>) -> Result<Self> {
         match net.into() {
             BackboneRef::ResNet50(net) => Ok(CpuBackbone::ResNet50(CpuResNet50::new(net)?)),
@@ -272,6 +291,7 @@ impl CpuBackbone {
         }
     }
 
+    /// Width of its feature rows.
     pub fn feature_dim(&self) -> usize {
         match self {
             CpuBackbone::ResNet50(_) => FEATURE_DIM,

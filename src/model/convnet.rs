@@ -19,10 +19,15 @@ pub use crate::shape::convnet::{ConvGeometry, KERNEL, STRIDE};
 /// The architecture: input size and channels, the three convolution widths, embedding width.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct ConvNetSpec {
+    /// Input height.
     pub height: usize,
+    /// Input width.
     pub width: usize,
+    /// Input channels: 1 (grey) or 3 (RGB).
     pub channels: usize,
+    /// Output channels of conv1..3.
     pub widths: [usize; 3],
+    /// Width of the embeddings.
     pub dim: usize,
 }
 
@@ -133,13 +138,18 @@ impl ConvNetSpec {
 /// One tensor of the flat weight vector.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamTensor {
+    /// Its name, e.g. `conv1.kernel`.
     pub name: &'static str,
+    /// Its shape (HWIO for kernels).
     pub shape: Vec<usize>,
+    /// Its first element in the flat vector.
     pub offset: usize,
+    /// Its elements.
     pub len: usize,
 }
 
 impl ParamTensor {
+    /// Its elements' range in the flat vector.
     pub fn range(&self) -> std::ops::Range<usize> {
         self.offset..self.offset + self.len
     }
@@ -149,7 +159,9 @@ impl ParamTensor {
 /// bias.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParamLayout {
+    /// The tensors, in order.
     pub tensors: Vec<ParamTensor>,
+    /// Elements of the whole vector.
     pub len: usize,
 }
 
@@ -164,8 +176,11 @@ impl ParamLayout {
 /// class names of the data it learned from and free-form provenance written with it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConvNet {
+    /// The architecture.
     pub spec: ConvNetSpec,
+    /// All weights, one flat vector in [`ParamLayout`] order.
     pub params: Vec<f32>,
+    /// The class names of the data it learned from.
     pub class_names: Vec<String>,
     /// Extra metadata saved with the weights (recipe, steps, seed, data source).
     pub metadata: BTreeMap<String, String>,

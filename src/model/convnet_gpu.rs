@@ -18,6 +18,7 @@ use crate::ops::pool::global_avg_pool;
 use crate::ops::Tuning;
 
 /// One layer's weights on the GPU: an HWIO kernel and its bias.
+#[derive(Clone)]
 struct Layer {
     shape: Conv2dShape,
     kernel: wgpu::Buffer,
@@ -83,6 +84,12 @@ impl GpuConvNet {
         self.tuning = tuning;
         self.plans.clear();
         self
+    }
+
+    /// The same network with no plans, sharing the uploaded weights (wgpu buffers are
+    /// shared handles).
+    pub(crate) fn sharing_weights(&self) -> Self {
+        Self { spec: self.spec, layers: self.layers.clone(), tuning: self.tuning, plans: HashMap::new(), uses: 0 }
     }
 
     /// The architecture of the RGB net it runs.

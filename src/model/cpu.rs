@@ -25,6 +25,7 @@ pub struct CpuResNet50 {
 }
 
 impl CpuResNet50 {
+    /// Prepares `net` for the CPU forward: batch-norm folded into the weights, packed where the CPU has a GEMM kernel of its own.
     pub fn new(net: &ResNet50) -> Result<Self> {
         let folded = net
             .convs()

@@ -39,6 +39,7 @@ pub enum ConvMath {
     MatrixUnits(CoopTiles),
 }
 
+#[derive(Clone)]
 enum LayerBuffers {
     Folded { weight: wgpu::Buffer, bias: wgpu::Buffer },
     Separate { weight: wgpu::Buffer, bn: [wgpu::Buffer; 4] },
@@ -144,10 +145,27 @@ impl GpuResNet50 {
         Ok(self)
     }
 
+    /// The same network with no plans, sharing the uploaded weights (wgpu buffers are
+    /// shared handles).
+    pub(crate) fn sharing_weights(&self) -> Self {
+        Self {
+            arch: self.arch.clone(),
+            mode: self.mode,
+            math: self.math,
+            layers: self.layers.clone(),
+            tuning: self.tuning,
+            coop_from_tuning: self.coop_from_tuning,
+            plans: HashMap::new(),
+            uses: 0,
+        }
+    }
+
+    /// How its batch-norms run.
     pub fn mode(&self) -> BatchNormMode {
         self.mode
     }
 
+    /// What its convolutions run on.
     pub fn math(&self) -> ConvMath {
         self.math
     }

@@ -24,12 +24,16 @@ const CALIBRATION_BATCH: usize = 2;
 /// A seeded network plus a seeded 1000-class `fc` head (torch's default Linear init), so
 /// the file is a complete torchvision state dict.
 pub struct RandomResNet50 {
+    /// The feature extractor.
     pub net: ResNet50,
+    /// The `fc.weight` head, `[1000, 2048]`.
     pub fc_weight: Vec<f32>,
+    /// The `fc.bias` head, 1000 values.
     pub fc_bias: Vec<f32>,
 }
 
 impl RandomResNet50 {
+    /// The network of `seed`: the same weights for the same seed on every machine.
     pub fn generate(seed: u64) -> Result<Self> {
         let mut rng = Rng::new(seed);
         let mut net = ResNet50::architecture();

@@ -17,9 +17,13 @@ pub const STAGES: [(usize, usize, usize); 4] = [(64, 3, 1), (128, 4, 2), (256, 6
 /// Inference batch-norm parameters of one layer (the `bn*` tensors).
 #[derive(Debug, Clone, PartialEq)]
 pub struct BatchNorm {
+    /// Per-channel scale (γ).
     pub weight: Vec<f32>,
+    /// Per-channel shift (β).
     pub bias: Vec<f32>,
+    /// Per-channel mean of the training activations.
     pub running_mean: Vec<f32>,
+    /// Per-channel variance of the training activations.
     pub running_var: Vec<f32>,
 }
 
@@ -49,14 +53,20 @@ pub struct ConvBn {
     pub conv_name: String,
     /// Tensor prefix of the batch-norm, e.g. `layer1.0.bn1`.
     pub bn_name: String,
+    /// Input channels.
     pub in_c: usize,
+    /// Output channels.
     pub out_c: usize,
+    /// Side of the square kernel.
     pub kernel: usize,
+    /// Stride along both sides.
     pub stride: usize,
+    /// Zero padding on every side.
     pub pad: usize,
     /// `[out_c, in_c, kernel, kernel]` (OIHW), as stored in the file; empty in
     /// [`ResNet50::architecture`].
     pub weight: Vec<f32>,
+    /// The batch-norm after it.
     pub bn: BatchNorm,
 }
 
@@ -131,16 +141,22 @@ impl ConvBn {
 /// One bottleneck block: 1x1 → 3x3 (stride) → 1x1, plus the projection shortcut in block 0.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bottleneck {
+    /// The 1x1 reduction.
     pub conv1: ConvBn,
+    /// The 3x3 convolution (with the block's stride).
     pub conv2: ConvBn,
+    /// The 1x1 expansion.
     pub conv3: ConvBn,
+    /// The projection shortcut (first block of each stage).
     pub downsample: Option<ConvBn>,
 }
 
 /// ResNet50's feature extractor (everything before `fc`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct ResNet50 {
+    /// The 7x7 stride-2 stem convolution.
     pub stem: ConvBn,
+    /// The 16 bottleneck blocks of layer1..layer4, in order.
     pub blocks: Vec<Bottleneck>,
 }
 
@@ -230,9 +246,13 @@ impl ResNet50 {
 /// A handle to one activation tensor (`[batch, h, w, c]`) owned by an executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Act {
+    /// The executor's handle on its buffer.
     pub id: usize,
+    /// Height.
     pub h: usize,
+    /// Width.
     pub w: usize,
+    /// Channels.
     pub c: usize,
 }
 
@@ -240,7 +260,9 @@ pub struct Act {
 pub trait Executor {
     /// `relu?(bn(conv(x)) + residual)`.
     fn conv(&mut self, layer: &ConvBn, x: Act, batch: usize, residual: Option<Act>, relu: bool) -> Result<Act>;
+    /// The stem's 3x3 stride-2 max pooling.
     fn max_pool(&mut self, shape: &MaxPoolShape, x: Act) -> Result<Act>;
+    /// The final global average pooling: `[batch, 2048]` features.
     fn global_avg_pool(&mut self, x: Act, batch: usize) -> Result<Act>;
     /// `x` will not be read again.
     fn release(&mut self, x: Act);
@@ -277,7 +299,9 @@ pub fn conv_shapes(batch: usize, height: usize, width: usize) -> Vec<Conv2dShape
 /// Walks shapes only: FLOPs and the largest activation of one image at a given input size.
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ShapeWalk {
+    /// Multiply-adds of the convolutions, counted as 2 FLOPs each.
     pub flops: f64,
+    /// Elements of the largest activation.
     pub largest_activation: usize,
 }
 

@@ -26,8 +26,11 @@ pub struct NpyArray {
 /// A batch of images in the layout the kernels use.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NhwcBatch {
+    /// Images.
     pub batch: usize,
+    /// Rows of each image.
     pub height: usize,
+    /// Columns of each image.
     pub width: usize,
     /// `[batch, height, width, 3]`, row-major.
     pub data: Vec<f32>,

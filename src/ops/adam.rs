@@ -32,9 +32,13 @@ pub struct AdamBuffers<'a> {
     pub state: &'a wgpu::Buffer,
     /// α_t of each step of the submission (`TrainConfig::adam_step_size`).
     pub step_sizes: &'a wgpu::Buffer,
+    /// The gradients, `len` f32s.
     pub grads: &'a wgpu::Buffer,
+    /// The weights, updated in place.
     pub params: &'a wgpu::Buffer,
+    /// The first moments, updated in place.
     pub m: &'a wgpu::Buffer,
+    /// The second moments, updated in place.
     pub v: &'a wgpu::Buffer,
 }
 

@@ -8,12 +8,19 @@ pub use crate::shape::batch_norm::BatchNormShape;
 
 /// The layer's parameters as stored in the model, plus input and output.
 pub struct BatchNormBuffers<'a> {
+    /// NHWC input.
     pub input: &'a wgpu::Buffer,
+    /// Per-channel scale (γ).
     pub weight: &'a wgpu::Buffer,
+    /// Per-channel shift (β).
     pub bias: &'a wgpu::Buffer,
+    /// Per-channel mean.
     pub running_mean: &'a wgpu::Buffer,
+    /// Per-channel variance.
     pub running_var: &'a wgpu::Buffer,
+    /// Added before the ReLU, shaped like the output.
     pub residual: Option<&'a wgpu::Buffer>,
+    /// NHWC output.
     pub output: &'a wgpu::Buffer,
 }
 

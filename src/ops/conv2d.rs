@@ -11,11 +11,17 @@ pub use crate::shape::conv2d::Conv2dShape;
 /// The buffers one convolution reads and writes. Optional epilogue inputs are applied when
 /// present: `y = relu?(acc * scale[c] + bias[c] + residual)`.
 pub struct Conv2dBuffers<'a> {
+    /// NHWC input.
     pub input: &'a wgpu::Buffer,
+    /// HWIO weight.
     pub weight: &'a wgpu::Buffer,
+    /// Per output channel.
     pub scale: Option<&'a wgpu::Buffer>,
+    /// Per output channel.
     pub bias: Option<&'a wgpu::Buffer>,
+    /// Shaped like the output.
     pub residual: Option<&'a wgpu::Buffer>,
+    /// NHWC output.
     pub output: &'a wgpu::Buffer,
 }
 

@@ -14,7 +14,9 @@ use crate::ops::{check_len, At};
 /// computes a 4x4 block, and the reduction advances `2 * wg_x` deep per slice.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct BackwardTiles {
+    /// Invocations across.
     pub wg_x: u32,
+    /// Invocations down.
     pub wg_y: u32,
 }
 
@@ -48,8 +50,11 @@ impl BackwardTiles {
 /// The forward's tensors the backward reads: its input, its post-ReLU output and the
 /// gradient of the loss with respect to that output.
 pub struct ConvActivations<'a> {
+    /// The forward's input, NHWC.
     pub input: &'a wgpu::Buffer,
+    /// The forward's output after ReLU, NHWC.
     pub output: &'a wgpu::Buffer,
+    /// The loss's gradient with respect to that output.
     pub grad_output: &'a wgpu::Buffer,
 }
 

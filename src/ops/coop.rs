@@ -9,7 +9,9 @@ use crate::gpu::{shaders::ShaderFile, Context, CooperativeMatrix};
 /// (2 size) x (2 size) output block, stepping through K in slices of `tile_k`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct CoopTiles {
+    /// Subgroups down the output.
     pub sg_rows: u32,
+    /// Subgroups across the output.
     pub sg_cols: u32,
     /// A multiple of the matrix size.
     pub tile_k: u32,

@@ -12,12 +12,16 @@ use crate::ops::{check_len, At};
 /// A dense layer applied to a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct DenseShape {
+    /// Rows of input.
     pub batch: usize,
+    /// Values per input row.
     pub inputs: usize,
+    /// Values per output row.
     pub outputs: usize,
 }
 
 impl DenseShape {
+    /// Refuses empty dimensions and sizes past 32-bit indexing.
     pub fn validate(&self) -> Result<()> {
         if [self.batch, self.inputs, self.outputs].contains(&0) {
             return Err(Error::InvalidArgument(format!("dense: zero-sized dimension in {self:?}")));

@@ -13,7 +13,9 @@ pub const MAX_QUERIES: usize = 4;
 /// Invocations per workgroup and per reference row. Set through WGSL override constants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct GemvTiles {
+    /// Invocations per workgroup.
     pub workgroup: u32,
+    /// Invocations that share one reference row.
     pub lanes: u32,
 }
 

@@ -36,9 +36,13 @@ const BINDINGS: [Binding; 6] = [
 pub struct MetricLossBuffers<'a> {
     /// [`STATE_WORDS`] u32s: the loss goes to `loss_history[state[1]]`.
     pub state: &'a wgpu::Buffer,
+    /// The dense layer's outputs, `[2C, dim]`: anchors, then positives.
     pub embeddings: &'a wgpu::Buffer,
+    /// Their unit rows, written.
     pub unit: &'a wgpu::Buffer,
+    /// The loss's gradient with respect to `embeddings`, written.
     pub d_embeddings: &'a wgpu::Buffer,
+    /// One loss per step of the submission.
     pub loss_history: &'a wgpu::Buffer,
 }
 

@@ -1,8 +1,37 @@
-//! The Rust twin of each shader: parameters, bind-group layout, dispatch maths.
+//! The kernels as building blocks: one Rust twin per WGSL shader, each building a
+//! [`Dispatch`] you record into your own encoder, on your own buffers.
 //!
-//! Every op validates shapes and buffer sizes, fetches its pipeline from the context's
-//! cache and returns a [`Dispatch`](crate::gpu::Dispatch) that can be encoded any number of
-//! times. Activations are NHWC f32 throughout.
+//! - **Buffers.** Kernels read and write plain [`wgpu::Buffer`]s with `STORAGE` usage (add
+//!   `COPY_SRC` to read one back, `COPY_DST` to write it): ones you made yourself on the
+//!   context's [`device`](crate::Context::device), or [`crate::Context::upload`] /
+//!   [`crate::Context::storage`]. Values are f32, indices u32, and f16 data two per 32-bit
+//!   word. Each op checks the buffers hold what the shape needs and fails naming the
+//!   operand otherwise; it never reallocates them.
+//! - **Shapes.** A plain struct per kernel family says what the buffers hold:
+//!   [`matmul::MatmulShape`] (`C[m, n] = A[m, k] · B`, B `[k, n]` or `[n, k]` transposed),
+//!   [`conv2d::Conv2dShape`] (NHWC activations, HWIO weights), [`pool::MaxPoolShape`],
+//!   [`batch_norm::BatchNormShape`]; top-k takes rows × candidates and k up to
+//!   [`topk::MAX_K`]. They live in [`crate::shape`], shared with the CPU twins, and are
+//!   re-exported beside each kernel. Activations are NHWC f32 throughout.
+//! - **Tiles.** Kernels take their launch shapes (for GEMM-like ones [`Tiles`]: workgroup
+//!   size and outputs per invocation) as WGSL override constants, given by the caller:
+//!   [`Tuning`] holds a set per adapter, the built-in table's ([`Tuning::for_adapter`]) or
+//!   an autotune result ([`crate::tune`]), and [`Tuning::gemm_tiles`] picks per layer.
+//! - **Pipeline cache.** Each op fetches its compiled pipeline from the context's cache,
+//!   keyed by shader, entry point and constants ([`crate::gpu::PipelineKey`]): compiled on
+//!   first use, shared by every clone of the [`crate::Context`]. A [`Dispatch`] holds its
+//!   pipeline and bind group and can be encoded any number of times; the buffers it binds
+//!   stay alive as long as it does.
+//! - **CPU twins.** Every kernel has a twin in [`crate::cpu`] with the same layouts, the
+//!   oracle of the tests.
+//!
+//! A matmul and a top-k on buffers of your own, checked against their CPU twins:
+//!
+//! ```
+#![doc = include_str!("../../examples/kernels_on_own_buffers.rs")]
+//! ```
+//!
+//! (This is `examples/kernels_on_own_buffers.rs`.)
 
 pub mod adam;
 pub mod batch_norm;
@@ -23,6 +52,8 @@ pub mod train_sample;
 
 use crate::error::{Error, Result};
 use crate::gpu::known::gpu_spec;
+#[cfg(doc)]
+use crate::gpu::Dispatch;
 use crate::ops::gemv::GemvTiles;
 
 /// Register-blocked tile configuration shared by the GEMM-like kernels (`conv2d`,
@@ -33,8 +64,11 @@ use crate::ops::gemv::GemvTiles;
 /// entry points.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Tiles {
+    /// Invocations across (output columns).
     pub wg_x: u32,
+    /// Invocations down (output rows).
     pub wg_y: u32,
+    /// Depth of the K slice staged in workgroup memory.
     pub tile_k: u32,
     /// Outputs per invocation along each side: 4 or 8.
     pub block: u32,
@@ -226,11 +260,14 @@ pub(crate) fn vec4_view<'a>(buffer: &'a wgpu::Buffer, placeholder: Option<&'a wg
 /// gradient vector. Kernels that take one read and write from `offset` on.
 #[derive(Debug, Clone, Copy)]
 pub struct At<'a> {
+    /// The buffer holding the tensor.
     pub buffer: &'a wgpu::Buffer,
+    /// Its first element (f32s from the buffer's start).
     pub offset: usize,
 }
 
 impl<'a> At<'a> {
+    /// The tensor at `offset` f32s into `buffer`.
     pub fn new(buffer: &'a wgpu::Buffer, offset: usize) -> Self {
         Self { buffer, offset }
     }

@@ -24,17 +24,33 @@ const BLOCK: usize = 2048;
 /// [`PAD_INDEX`] marks padding, as in the op's own output).
 #[derive(Debug, Clone, Copy)]
 pub enum TopKInput<'a> {
-    Scores { scores: &'a wgpu::Buffer, index_base: u32 },
-    Pairs { scores: &'a wgpu::Buffer, indices: &'a wgpu::Buffer },
+    /// A dense score matrix.
+    Scores {
+        /// `[rows, len]` f32 scores.
+        scores: &'a wgpu::Buffer,
+        /// The index of column 0 (a chunk's first row in the whole reference matrix).
+        index_base: u32,
+    },
+    /// Scored candidates, such as per-chunk results to merge.
+    Pairs {
+        /// `[rows, len]` f32 scores.
+        scores: &'a wgpu::Buffer,
+        /// `[rows, len]` u32 indices, one per score.
+        indices: &'a wgpu::Buffer,
+    },
 }
 
 /// Where the k results of each row go: row r's j-th best at `r * row_stride + offset + j` in
 /// both buffers, so per-chunk results can be packed side by side for a later merge.
 #[derive(Debug, Clone, Copy)]
 pub struct TopKOutput<'a> {
+    /// f32 scores, best first per row.
     pub scores: &'a wgpu::Buffer,
+    /// u32 indices of those scores.
     pub indices: &'a wgpu::Buffer,
+    /// Elements from one row's results to the next's (at least `offset + k`).
     pub row_stride: usize,
+    /// Where each row's results start within its stride.
     pub offset: usize,
 }
 
@@ -319,10 +335,12 @@ impl TopK {
         steps
     }
 
+    /// Rows it selects from.
     pub fn rows(&self) -> usize {
         self.rows
     }
 
+    /// Results per row.
     pub fn k(&self) -> usize {
         self.k
     }

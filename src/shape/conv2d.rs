@@ -7,15 +7,25 @@ use crate::error::{Error, Result};
 /// cout]`, a K x Cout matrix). Dilation 1, groups 1.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Conv2dShape {
+    /// Images.
     pub batch: usize,
+    /// Input height.
     pub in_h: usize,
+    /// Input width.
     pub in_w: usize,
+    /// Input channels.
     pub in_c: usize,
+    /// Output channels.
     pub out_c: usize,
+    /// Kernel height.
     pub kernel_h: usize,
+    /// Kernel width.
     pub kernel_w: usize,
+    /// Stride along both sides.
     pub stride: usize,
+    /// Zero rows above and below.
     pub pad_h: usize,
+    /// Zero columns left and right.
     pub pad_w: usize,
 }
 
@@ -28,10 +38,12 @@ impl Conv2dShape {
         Self { batch, in_h, in_w, in_c, out_c, kernel_h: kernel, kernel_w: kernel, stride, pad_h: pad, pad_w: pad }
     }
 
+    /// Output height.
     pub fn out_h(&self) -> usize {
         (self.in_h + 2 * self.pad_h).saturating_sub(self.kernel_h) / self.stride.max(1) + 1
     }
 
+    /// Output width.
     pub fn out_w(&self) -> usize {
         (self.in_w + 2 * self.pad_w).saturating_sub(self.kernel_w) / self.stride.max(1) + 1
     }
@@ -46,14 +58,17 @@ impl Conv2dShape {
         self.kernel_h * self.kernel_w * self.in_c
     }
 
+    /// Elements of the input.
     pub fn input_len(&self) -> usize {
         self.batch * self.in_h * self.in_w * self.in_c
     }
 
+    /// Elements of the weight.
     pub fn weight_len(&self) -> usize {
         self.k() * self.out_c
     }
 
+    /// Elements of the output.
     pub fn output_len(&self) -> usize {
         self.m() * self.out_c
     }

@@ -3,16 +3,23 @@
 
 /// Kernel size and stride of every convolution.
 pub const KERNEL: usize = 3;
+/// Stride of every convolution (no padding).
 pub const STRIDE: usize = 2;
 
 /// One convolution's geometry (NHWC, per image).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ConvGeometry {
+    /// Input height.
     pub in_h: usize,
+    /// Input width.
     pub in_w: usize,
+    /// Input channels.
     pub in_c: usize,
+    /// Output height.
     pub out_h: usize,
+    /// Output width.
     pub out_w: usize,
+    /// Output channels.
     pub out_c: usize,
 }
 

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Precision {
     #[default]
+    /// IEEE single.
     F32,
     /// IEEE half, two per 32-bit word, low half first (as `half::f16` slices are laid out
     /// on little-endian hosts); half the bytes of a scan.
@@ -27,17 +28,23 @@ impl Precision {
 /// `b_transposed` (rows of a reference matrix). A and C are f32.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MatmulShape {
+    /// Rows of A and C.
     pub m: usize,
+    /// Columns of C (rows of B when transposed).
     pub n: usize,
+    /// The summed dimension: columns of A.
     pub k: usize,
+    /// B is `[n, k]` row-major (else `[k, n]`).
     pub b_transposed: bool,
 }
 
 impl MatmulShape {
+    /// Multiply-adds counted as 2 FLOPs.
     pub fn flops(&self) -> f64 {
         2.0 * self.m as f64 * self.n as f64 * self.k as f64
     }
 
+    /// Refuses empty dimensions and sizes past 32-bit indexing.
     pub fn validate(&self) -> Result<()> {
         if self.m == 0 || self.n == 0 || self.k == 0 {
             return Err(Error::InvalidArgument(format!("matmul: zero-sized dimension in {self:?}")));

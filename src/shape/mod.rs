@@ -23,8 +23,11 @@ pub mod batch_norm {
     /// Batch-norm over `len` NHWC elements with `channels` innermost.
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct BatchNormShape {
+        /// Elements.
         pub len: usize,
+        /// Channels, innermost.
         pub channels: usize,
+        /// Added to the variance.
         pub eps: f32,
     }
 }
@@ -45,8 +48,11 @@ pub mod adam {
     /// Adam's decay rates and ε (`TrainConfig`'s).
     #[derive(Debug, Clone, Copy, PartialEq)]
     pub struct AdamRates {
+        /// Decay of the first moments.
         pub beta1: f32,
+        /// Decay of the second moments.
         pub beta2: f32,
+        /// Added to √v in the denominator.
         pub epsilon: f32,
     }
 }

@@ -6,28 +6,39 @@ use crate::error::{Error, Result};
 /// PyTorch).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct MaxPoolShape {
+    /// Images.
     pub batch: usize,
+    /// Input height.
     pub in_h: usize,
+    /// Input width.
     pub in_w: usize,
+    /// Channels.
     pub channels: usize,
+    /// Side of the window.
     pub kernel: usize,
+    /// Stride along both sides.
     pub stride: usize,
+    /// Padding on every side.
     pub pad: usize,
 }
 
 impl MaxPoolShape {
+    /// Output height.
     pub fn out_h(&self) -> usize {
         (self.in_h + 2 * self.pad).saturating_sub(self.kernel) / self.stride.max(1) + 1
     }
 
+    /// Output width.
     pub fn out_w(&self) -> usize {
         (self.in_w + 2 * self.pad).saturating_sub(self.kernel) / self.stride.max(1) + 1
     }
 
+    /// Elements of the input.
     pub fn input_len(&self) -> usize {
         self.batch * self.in_h * self.in_w * self.channels
     }
 
+    /// Elements of the output.
     pub fn output_len(&self) -> usize {
         self.batch * self.out_h() * self.out_w() * self.channels
     }

@@ -13,6 +13,32 @@
 //! net by exact k-NN on a test set. A trained [`ConvNet`] is a backbone of the search
 //! pipeline like ResNet50 ([`crate::model::Backbone`]).
 //!
+//! Train a tiny net a few steps and evaluate it by exact k-NN on a test set (random pixels
+//! here, so the scores mean nothing; [`crate::data::load`] reads real sets):
+//!
+//! ```
+//! use lookalike::data::LabelledImages;
+//! use lookalike::train::run::{evaluate, Trainer};
+//! use lookalike::train::{ConvNet, ConvNetSpec, TrainConfig};
+//! use lookalike::Context;
+//!
+//! # fn main() -> lookalike::Result<()> {
+//! let train = LabelledImages::random(4, 6, 16, 16, 1, 1); // 4 classes of 6 grey 16x16 images
+//! let test = LabelledImages::random(4, 3, 16, 16, 1, 2);
+//! let ctx = Context::new()?;
+//! let config = TrainConfig { epochs: 1, steps_per_epoch: 5, ..TrainConfig::default() };
+//! let spec = ConvNetSpec { widths: [8, 8, 8], dim: 4, ..ConvNetSpec::recipe(16, 16, 1) };
+//! let data = train.grouped_by_class("random".as_ref())?;
+//! let mut trainer = Trainer::new(Some(ctx.clone()), ConvNet::glorot(spec, config.seed)?, &data, config)?;
+//! let losses = trainer.run(config.steps_per_epoch)?;
+//! assert!(losses.iter().all(|loss| loss.is_finite()));
+//! let evaluation = evaluate(Some(&ctx), &trainer.net()?, &test)?;
+//! assert!((0.0..=1.0).contains(&evaluation.metrics.precision_at_1));
+//! assert_eq!(evaluation.neighbours.len(), test.len());
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Train a few steps on images in memory, index them, and search by image:
 //!
 //! ```
@@ -73,7 +99,7 @@
 //! // normalise → matmul → top-k in one GPU submission.
 //! let first = data.images.image(0);
 //! let query = RgbImage::from_fn(16, 16, |x, y| Rgb([first[(y * 16 + x) as usize]; 3]));
-//! let mut searcher = Searcher::new(ctx, &backbone, &index, SearchOptions::default())?;
+//! let searcher = Searcher::new(ctx, &backbone, &index, SearchOptions::default())?;
 //! let found = &searcher.search_images(&[query], 3)?[0];
 //! assert_eq!(found[0].index, 0);
 //! assert!(found[0].score > 0.999);
@@ -101,12 +127,19 @@ use crate::shape::adam::AdamRates;
 /// `w -= lr·√(1 - β2ᵗ)/(1 - β1ᵗ) · m / (√v + ε)`.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainConfig {
+    /// Passes of `steps_per_epoch` steps.
     pub epochs: usize,
+    /// Steps per epoch.
     pub steps_per_epoch: usize,
+    /// Adam's learning rate.
     pub learning_rate: f32,
+    /// T of the logits anchors · positivesᵀ / T.
     pub temperature: f32,
+    /// Adam's decay of the first moments.
     pub beta1: f32,
+    /// Adam's decay of the second moments.
     pub beta2: f32,
+    /// Adam's ε.
     pub epsilon: f32,
     /// Seeds the initial weights and, with the step number, every step's pairs.
     pub seed: u64,

@@ -14,7 +14,9 @@ use crate::train::{ConvNet, TrainConfig};
 
 /// A training run on the GPU or on the CPU twin; both draw the same pairs for a seed.
 pub enum Trainer {
+    /// Many steps per submission on the GPU.
     Gpu(Box<GpuTrainer>),
+    /// The CPU twin.
     Cpu(Box<CpuTrainer>),
 }
 
@@ -112,6 +114,7 @@ pub fn embed_images(ctx: Option<&Context>, net: &ConvNet, images: &LabelledImage
 /// A net's retrieval scores on a test set, with the neighbours they came from.
 #[derive(Debug, Clone)]
 pub struct Evaluation {
+    /// The retrieval scores (precision at 1 and 10, vote accuracy, mean average precision).
     pub metrics: RetrievalMetrics,
     /// Each test image's 10 nearest other test images, best first.
     pub neighbours: Vec<Vec<Neighbor>>,

@@ -6,9 +6,8 @@
 //! scan with each GEMV lanes-per-row, and the top-k of one row of scores with each workgroup
 //! size; on a context with matrix units, also each candidate workgroup layout of the
 //! convolutions on them. Each candidate's result is checked against the CPU reference's
-//! (convolutions and scans within
-//! [`Tolerance::reordered`](crate::compare::Tolerance::reordered), top-k bit for bit): one
-//! that differs is reported in [`TuneReport::rejected`] and never chosen, since the tests run on
+//! (convolutions and scans within `compare::Tolerance::reordered`, top-k bit for bit): one that
+//! differs is reported in [`TuneReport::rejected`] and never chosen, since the tests run on
 //! lavapipe only and a race may show on a real GPU alone (the matrix-unit layouts, f16 and
 //! experimental, are timed unchecked; `bench --experimental-coop` reports their distance).
 //! [`save`] writes the result to the cache folder; [`load_for`] reads it back for a
@@ -75,28 +74,37 @@ pub struct ConvTiming {
     pub layer: String,
     /// How many times the forward runs this shape.
     pub count: usize,
-    /// Output rows (pixels) and columns (channels) of its implicit GEMM.
+    /// Output rows (pixels) of its implicit GEMM.
     pub rows: usize,
+    /// Output columns (channels) of its implicit GEMM.
     pub cols: usize,
     /// Workgroups of its 8x8-block grid.
     pub groups_8x8: usize,
+    /// Milliseconds per launch with 4x4 blocks.
     pub ms_4x4: f64,
+    /// Milliseconds per launch with 8x8 blocks.
     pub ms_8x8: f64,
 }
 
 /// One GEMV launch shape on a single-query scan.
 #[derive(Debug, Clone, Serialize)]
 pub struct GemvTiming {
+    /// The launch shape.
     pub tiles: GemvTiles,
+    /// Milliseconds over f32 rows.
     pub f32_ms: f64,
+    /// Milliseconds over f16 rows.
     pub f16_ms: f64,
 }
 
 /// One top-k workgroup size on a single row of scores.
 #[derive(Debug, Clone, Serialize)]
 pub struct TopKTiming {
+    /// Invocations per workgroup.
     pub workgroup: u32,
+    /// Milliseconds for k = 10.
     pub k10_ms: f64,
+    /// Milliseconds for k = 100.
     pub k100_ms: f64,
 }
 
@@ -104,21 +112,28 @@ pub struct TopKTiming {
 /// convolutions, each weighted by how often it occurs, timed with it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CoopTiming {
+    /// The layout.
     pub tiles: CoopTiles,
+    /// Milliseconds of the weighted convolutions.
     pub conv_ms: f64,
 }
 
 /// An autotune run: the measurements and the [`Tuning`] they give.
 #[derive(Debug, Clone, Serialize)]
 pub struct TuneReport {
+    /// The launch shapes chosen.
     pub tuning: Tuning,
     /// What the built-in table would have chosen, for comparison.
     pub table: Tuning,
+    /// What was measured.
     pub options: TuneOptions,
     /// "timestamps" (GPU time) or "wall clock" (submit + wait).
     pub timer: &'static str,
+    /// Each distinct convolution of the forward.
     pub convs: Vec<ConvTiming>,
+    /// Each GEMV launch shape.
     pub gemv: Vec<GemvTiming>,
+    /// Each top-k workgroup size.
     pub topk: Vec<TopKTiming>,
     /// With matrix units (`tune --experimental-coop`): each layout that builds on them.
     pub coop: Vec<CoopTiming>,

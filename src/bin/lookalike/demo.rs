@@ -156,7 +156,7 @@ pub fn run(fashion: &Path, weights: Option<&Path>, per_class: Option<usize>, out
 
 fn search_and_report(ctx: &Context, index: &Index, queries: &[(PathBuf, usize)], net: &ResNet50) -> Result<()> {
     let options = SearchOptions { tuning: Some(crate::tuning(ctx)), ..Default::default() };
-    let mut searcher = Searcher::new(ctx.clone(), net, index, options)?;
+    let searcher = Searcher::new(ctx.clone(), net, index, options)?;
     let images = queries.iter().map(|(p, _)| decode_file(p)).collect::<Result<Vec<_>>>()?;
     let k = 5;
     searcher.search_images(&images[..1], k)?; // compile the pipelines before timing

@@ -135,7 +135,7 @@ fn write_pngs(set: &LabelledImages, dir: &Path) -> Result<Vec<PathBuf>> {
 fn search_some(ctx: &Context, net: &ConvNet, index: &Index, queries: &[PathBuf]) -> Result<()> {
     let backbone = Backbone::ConvNet(net.clone());
     let options = SearchOptions { tuning: Some(crate::tuning(ctx)), ..Default::default() };
-    let mut searcher = Searcher::new(ctx.clone(), &backbone, index, options)?;
+    let searcher = Searcher::new(ctx.clone(), &backbone, index, options)?;
     let images = queries.iter().map(|p| decode_file(p)).collect::<Result<Vec<_>>>()?;
     let k = 6;
     let start = Instant::now();

@@ -79,7 +79,7 @@ struct Answer {
 /// or used is reported on stderr as `error: PATH: reason` and left out; the others are
 /// answered. Returns the answers and how many files were left out.
 fn search_files(
-    searcher: &mut Searcher, files: &[PathBuf], preprocess: &Preprocess, k: usize, keep_images: bool,
+    searcher: &Searcher, files: &[PathBuf], preprocess: &Preprocess, k: usize, keep_images: bool,
 ) -> Result<(Vec<Answer>, usize)> {
     let (mut answers, mut skipped) = (Vec::new(), 0);
     let mut start = 0;
@@ -142,9 +142,9 @@ pub fn search(
     check_k(&index, k)?;
     let (names, results, skipped) = match queries {
         Queries::Images(images) => {
-            let mut searcher = open_searcher(&index, weights_override, matrix_units)?;
+            let searcher = open_searcher(&index, weights_override, matrix_units)?;
             let preprocess = index.provenance.preprocess;
-            let (answers, skipped) = search_files(&mut searcher, images, &preprocess, k, collage_path.is_some())?;
+            let (answers, skipped) = search_files(&searcher, images, &preprocess, k, collage_path.is_some())?;
             if answers.is_empty() {
                 return Ok(skipped);
             }
@@ -281,9 +281,9 @@ pub fn classify(
         )));
     }
     let labels = labels_of(&index);
-    let mut searcher = open_searcher(&index, weights_override, false)?;
+    let searcher = open_searcher(&index, weights_override, false)?;
     let preprocess = index.provenance.preprocess;
-    let (answers, skipped_queries) = search_files(&mut searcher, images, &preprocess, k, false)?;
+    let (answers, skipped_queries) = search_files(&searcher, images, &preprocess, k, false)?;
     for answer in &answers {
         let label = vote(&answer.neighbours, &labels).unwrap_or_else(|| "(no label)".into());
         println!("{} -> {}", paths::display(&images[answer.query]), paths::one_line(&label));

@@ -97,7 +97,7 @@ fn knn_scan(b: &mut Bench, rows: usize, rng: &mut Rng) -> Result<Vec<Value>> {
             Centring::Off,
             provenance.clone(),
         )?;
-        let mut searcher = Searcher::for_features(
+        let searcher = Searcher::for_features(
             b.ctx.clone(),
             &index,
             SearchOptions { tuning: Some(b.tuning), ..Default::default() },
@@ -138,7 +138,7 @@ fn knn_scan(b: &mut Bench, rows: usize, rng: &mut Rng) -> Result<Vec<Value>> {
                 knn.push(row);
             }
             if queries > gemv::MAX_QUERIES && b.ctx.cooperative_matrix().is_some() {
-                knn.push(knn_on_matrix_units(b, &index, &q, k, &mut searcher));
+                knn.push(knn_on_matrix_units(b, &index, &q, k, &searcher));
             }
         }
     }
@@ -147,13 +147,13 @@ fn knn_scan(b: &mut Bench, rows: usize, rng: &mut Rng) -> Result<Vec<Value>> {
 
 /// The same scan scored on the matrix units (f16-rounded queries and rows), timed, with the
 /// fraction of the f32 scan's neighbours it finds; a failure becomes the row's `error`.
-fn knn_on_matrix_units(b: &Bench, index: &Index, q: &[f32], k: usize, exact: &mut Searcher) -> Value {
+fn knn_on_matrix_units(b: &Bench, index: &Index, q: &[f32], k: usize, exact: &Searcher) -> Value {
     let ctx = &b.ctx;
     let (rows, queries) = (index.len(), q.len() / FEATURE_DIM);
     let dtype = format!("{:?}", index.embeddings.precision()).to_lowercase();
     let mut row = json!({"device": "gpu", "kernel": "coop-f16", "n": rows, "d": FEATURE_DIM, "queries": queries, "k": k, "dtype": dtype});
-    let mut measure = || -> Result<(f64, f64)> {
-        let mut on_units = Searcher::for_features(
+    let measure = || -> Result<(f64, f64)> {
+        let on_units = Searcher::for_features(
             ctx.clone(),
             index,
             SearchOptions { matrix_units: true, tuning: Some(b.tuning), ..Default::default() },

@@ -8,75 +8,89 @@
 //! submit; only k indices and scores per query come back. Everything but the
 //! preprocessing (which depends on each image's size) is recorded once per (queries, k)
 //! and replayed.
+//!
+//! A [`Searcher`] answers through `&self`: share one between threads (it is `Send + Sync`)
+//! and each search takes a set of scratch buffers of its own from a small pool inside.
+//!
+//! Search by file path, by decoded image and by features (here a small untrained convnet
+//! stands in for ResNet50, whose weights [`crate::model::Backbone::load`] reads):
+//!
+//! ```
+//! use lookalike::image::{Rgb, RgbImage};
+//! use lookalike::index::{Centring, Entry, Index, Provenance};
+//! use lookalike::ops::matmul::Precision;
+//! use lookalike::train::{ConvNet, ConvNetSpec};
+//! use lookalike::{Backbone, Context, Embedder, SearchOptions, Searcher};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let ctx = Context::new()?;
+//! let spec = ConvNetSpec { widths: [8, 8, 8], dim: 8, ..ConvNetSpec::recipe(16, 16, 3) };
+//! let net = Backbone::ConvNet(ConvNet::glorot(spec, 7)?);
+//! let preprocess = net.default_preprocess()?;
+//!
+//! // Six small pictures, embedded and indexed.
+//! let picture = |i: u32| RgbImage::from_fn(16, 16, |x, y| Rgb([(x * 16) as u8, (y * i * 9) as u8, (i * 40) as u8]));
+//! let images: Vec<RgbImage> = (0..6).map(picture).collect();
+//! let features = Embedder::gpu(ctx.clone(), &net)?.embed_decoded(&images, &preprocess)?;
+//! let entries = (0..6).map(|i| Entry::new(format!("picture-{i}.png"), None)).collect();
+//! let provenance = Provenance {
+//!     model: net.name().into(),
+//!     weights_path: "in memory".into(),
+//!     weights_sha256: "in memory".into(),
+//!     preprocess,
+//! };
+//! let index = Index::from_features(&features, net.feature_dim(), entries, Precision::F32, Centring::Off, provenance)?;
+//! let searcher = Searcher::new(ctx, &net, &index, SearchOptions::default())?;
+//!
+//! // By decoded image: each picture finds itself first.
+//! let found = searcher.search_images(&images[2..4], 3)?;
+//! assert_eq!((found[0][0].index, found[1][0].index), (2, 3));
+//!
+//! // By path: decoded and preprocessed as the index's images were.
+//! let path = std::env::temp_dir().join(format!("lookalike-search-doc-{}.png", std::process::id()));
+//! images[4].save(&path)?;
+//! let by_path = searcher.search_paths(&[&path], 1)?;
+//! std::fs::remove_file(&path)?;
+//! assert_eq!(by_path[0][0].index, 4);
+//!
+//! // By features: raw rows of the index's width, normalised (and centred) on the GPU.
+//! let by_features = searcher.search_features(&features[5 * 8..6 * 8], 1)?;
+//! assert_eq!(by_features[0][0].index, 5);
+//! assert!(by_features[0][0].score > 0.999);
+//! # Ok(())
+//! # }
+//! ```
 
-use std::collections::HashMap;
+mod json;
+mod plan;
+
 use std::path::Path;
 
 use image::RgbImage;
-use serde_json::value::RawValue;
+use rayon::prelude::*;
 
 use crate::cpu;
-use crate::cpu::preprocess::Preprocess;
+use crate::cpu::preprocess::{check_image, decode_file, Preprocess};
+use crate::embed::decode_run_len;
 use crate::error::{Error, Result};
-use crate::gpu::{Context, Dispatch, Readback};
-use crate::index::{Embeddings, Entry, Index};
+use crate::gpu::{Context, Dispatch};
+use crate::index::{Embeddings, Index};
 use crate::model::{BackboneRef, GpuBackbone};
-use crate::ops::gemv;
-use crate::ops::l2_normalize::l2_normalize;
-use crate::ops::matmul::{MatmulShape, Precision};
-use crate::ops::matmul_coop::matmul_coop;
+use crate::ops::matmul::Precision;
 use crate::ops::preprocess::{submit_runs, PreprocessBatch};
-use crate::ops::topk::{TopK, TopKInput, TopKOutput, MAX_K};
+use crate::ops::topk::MAX_K;
 use crate::ops::Tuning;
+#[doc(hidden)]
+pub use json::neighbours_json;
+use plan::{read_results, QuerySource, RefChunk, Scratch, ScratchPool};
 
 /// One neighbour: its row in the index and its cosine similarity to the query.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Neighbor {
+    /// Its row in the index (and in the index's `entries`).
     pub index: usize,
+    /// Cosine similarity of the (centred) query and row, in [-1, 1]; higher is nearer.
     pub score: f32,
-}
-
-/// One query's results as `lookalike search --json` prints them, as JSON text: `{"query":
-/// NAME, "neighbors": [{"rank", "index", "path", "label", "score"}, ...]}`, ranks from 1,
-/// paths and labels from the index's `entries`. Paths (and the query's name) are written
-/// losslessly as the index stores them ([`crate::index::paths`]): Python's `json.loads`
-/// and `os.fsencode` give back the exact bytes of a name that is not UTF-8.
-pub fn neighbours_json(query: &Path, neighbours: &[Neighbor], entries: &[Entry]) -> Result<String> {
-    // Fields in the order serde_json's maps print them, as earlier versions did.
-    #[derive(serde::Serialize)]
-    struct JsonNeighbor<'a> {
-        index: usize,
-        label: &'a Option<String>,
-        path: Box<RawValue>,
-        rank: usize,
-        /// Widened as earlier versions printed it.
-        score: f64,
-    }
-    #[derive(serde::Serialize)]
-    struct JsonQuery<'a> {
-        neighbors: Vec<JsonNeighbor<'a>>,
-        query: Box<RawValue>,
-    }
-    let json_error = |e: serde_json::Error| Error::InvalidArgument(format!("results as JSON: {e}"));
-    // `paths::encode` gives one valid JSON string literal, which this checks again.
-    let literal = |path: &Path| RawValue::from_string(crate::index::paths::encode(path)).map_err(json_error);
-    let neighbors = neighbours
-        .iter()
-        .enumerate()
-        .map(|(rank, n)| {
-            let entry = entries.get(n.index).ok_or_else(|| {
-                Error::InvalidArgument(format!("neighbour row {} beyond the {} entries", n.index, entries.len()))
-            })?;
-            Ok(JsonNeighbor {
-                index: n.index,
-                label: &entry.label,
-                path: literal(&entry.path)?,
-                rank: rank + 1,
-                score: n.score as f64,
-            })
-        })
-        .collect::<Result<_>>()?;
-    serde_json::to_string(&JsonQuery { neighbors, query: literal(query)? }).map_err(json_error)
 }
 
 /// Tuning knobs of a [`Searcher`].
@@ -86,7 +100,7 @@ pub struct SearchOptions {
     pub chunk_rows: Option<usize>,
     /// Use the context's matrix units: [`Searcher::new`]'s ResNet50 runs its convolutions
     /// on them ([`crate::model::GpuResNet50::on_matrix_units`]; a convnet refuses), and
-    /// scans of more than [`gemv::MAX_QUERIES`] queries are scored on them
+    /// scans of more than [`crate::ops::gemv::MAX_QUERIES`] queries are scored on them
     /// ([`crate::ops::matmul_coop`]): the normalised queries and f32 index rows are rounded
     /// to f16 (f16 rows already are), sums stay f32, so scores move by ~1e-4 and near-ties
     /// may reorder. The searcher refuses to open where the context has no matrix units.
@@ -96,39 +110,19 @@ pub struct SearchOptions {
     pub tuning: Option<Tuning>,
 }
 
-struct RefChunk {
-    buffer: wgpu::Buffer,
-    start: usize,
-    rows: usize,
-}
-
-/// Where a plan's query features come from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-enum QuerySource {
-    /// The backbone's features buffer for this batch size.
-    Images,
-    /// Features uploaded by the caller.
-    Features,
-}
-
-/// Everything after the backbone for one (queries, k), recorded once.
-struct ScanPlan {
-    uploaded_features: wgpu::Buffer,
-    /// The backbone's features buffer it reads, for [`QuerySource::Images`].
-    source: Option<wgpu::Buffer>,
-    result_scores: wgpu::Buffer,
-    result_indices: wgpu::Buffer,
-    readback_scores: Readback,
-    readback_indices: Readback,
-    dispatches: Vec<Dispatch>,
-    // Keep the scratch of every selection alive while the dispatches exist.
-    _selections: Vec<TopK>,
-    _buffers: Vec<wgpu::Buffer>,
-}
+/// Decoded query files held at once by [`Searcher::search_paths`], at most (fewer where
+/// large: [`decode_run_len`]).
+const PATH_RUN: usize = 32;
 
 /// A GPU-resident index with its backbone, answering k-NN queries.
+///
+/// Searches take `&self` and may run from many threads at once: each takes a scratch set
+/// (the backbone's activations and the recorded scans) from a pool inside, or makes one
+/// when all are in use, and gives it back when done; a few idle sets are kept. The GPU
+/// work of concurrent searches is submitted to the one device queue.
 pub struct Searcher {
     ctx: Context,
+    /// The uploaded network; each scratch set runs a copy that shares its weights.
     net: Option<GpuBackbone>,
     preprocess: Preprocess,
     dim: usize,
@@ -138,8 +132,14 @@ pub struct Searcher {
     mean: Option<wgpu::Buffer>,
     matrix_units: bool,
     tuning: Tuning,
-    plans: HashMap<(usize, usize, QuerySource), ScanPlan>,
+    scratch: ScratchPool,
 }
+
+// Searches from many threads share one searcher.
+const _: () = {
+    const fn shareable<T: Send + Sync>() {}
+    shareable::<Searcher>();
+};
 
 impl Searcher {
     /// Uploads the network (`&Backbone`, `&ResNet50` or `&ConvNet`) and the index's
@@ -193,17 +193,44 @@ impl Searcher {
             mean,
             matrix_units: options.matrix_units,
             tuning,
-            plans: HashMap::new(),
+            scratch: ScratchPool::default(),
         })
     }
 
+    /// The GPU context it runs on.
     pub fn context(&self) -> &Context {
         &self.ctx
+    }
+
+    /// The preprocessing its image queries get: the index's ([`Index::provenance`]).
+    pub fn preprocess(&self) -> &Preprocess {
+        &self.preprocess
+    }
+
+    /// Number of rows in the index it searches.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// Always false: an empty index is refused when a searcher is made.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// Width of the index's rows, and of the feature rows [`Searcher::search_features`] takes.
+    pub fn dim(&self) -> usize {
+        self.dim
     }
 
     /// Number of reference chunks scanned per query batch.
     pub fn chunk_count(&self) -> usize {
         self.chunks.len()
+    }
+
+    /// Scratch sets idle in its pool (at most a few; more are made while more searches run
+    /// at once).
+    pub fn idle_scratch_sets(&self) -> usize {
+        self.scratch.idle()
     }
 
     fn check_k(&self, k: usize) -> Result<()> {
@@ -229,12 +256,35 @@ impl Searcher {
         by_scores.min(by_backbone).clamp(1, 256)
     }
 
+    /// The k nearest index rows of each image file, best first: files are decoded (JPEG or
+    /// PNG, in parallel, a bounded run at a time) and searched as
+    /// [`Searcher::search_images`] does, with the index's preprocessing. The first file, in
+    /// the order given, that cannot be read, decoded or preprocessed is the error, naming it.
+    pub fn search_paths<P: AsRef<Path> + Sync>(&self, paths: &[P], k: usize) -> Result<Vec<Vec<Neighbor>>> {
+        self.check_k(k)?;
+        let mut results = Vec::with_capacity(paths.len());
+        let mut start = 0;
+        while start < paths.len() {
+            let end = start + decode_run_len(paths[start..].iter().map(AsRef::as_ref), PATH_RUN);
+            let decode = |path: &P| {
+                let path = path.as_ref();
+                let img = decode_file(path)?;
+                check_image(&img, &self.preprocess).map_err(|e| e.in_file(path))?;
+                Ok(img)
+            };
+            let images = paths[start..end].par_iter().map(decode).collect::<Result<Vec<RgbImage>>>()?;
+            results.extend(self.search_images(&images, k)?);
+            start = end;
+        }
+        Ok(results)
+    }
+
     /// The k nearest index rows of each decoded image, best first. Images of any size:
     /// submits are split by uploaded bytes, and an image whose rows exceed one storage
     /// binding is preprocessed on the CPU ([`PreprocessBatch::with_cpu_fallback`]). Fails on
     /// an empty image ([`crate::cpu::preprocess::check_image`] finds those first), and where
     /// the crop does not suit the network ([`GpuBackbone::check_fits`]).
-    pub fn search_images(&mut self, images: &[RgbImage], k: usize) -> Result<Vec<Vec<Neighbor>>> {
+    pub fn search_images(&self, images: &[RgbImage], k: usize) -> Result<Vec<Vec<Neighbor>>> {
         self.check_k(k)?;
         let crop = self.preprocess.crop as usize;
         let net = self.net.as_ref().ok_or_else(|| {
@@ -248,21 +298,21 @@ impl Searcher {
             ));
         }
         net.check_fits(&self.ctx, crop, crop)?;
+        let cause = net.overflow_cause();
+        let mut guard = self.scratch.take(self);
+        let Scratch { net, scans } = &mut guard.scratch;
+        let net = net.as_mut().ok_or_else(|| Error::InvalidArgument("this searcher has no network".into()))?;
         let mut results = Vec::with_capacity(images.len());
         for run in submit_runs(&self.ctx, images, &self.preprocess, self.max_queries()) {
             let batch = &images[run];
             let q = batch.len();
-            let net = self.net.as_mut().ok_or_else(|| Error::InvalidArgument("no network".into()))?;
             let (input, features) = {
                 let (input, features, _) = net.prepared(&self.ctx, q, crop, crop)?;
                 (input.clone(), features.clone())
             };
-            self.ensure_plan(q, k, QuerySource::Images, Some(&features))?;
+            let plan = scans.get(self, q, k, QuerySource::Images, Some(&features))?;
             let preprocess = PreprocessBatch::with_cpu_fallback(&self.ctx, batch, &self.preprocess, &input)?;
-            let net = self.net.as_mut().ok_or_else(|| Error::InvalidArgument("no network".into()))?;
-            let cause = net.overflow_cause();
             let (_, _, backbone) = net.prepared(&self.ctx, q, crop, crop)?;
-            let plan = &self.plans[&(q, k, QuerySource::Images)];
             let dispatches: Vec<&Dispatch> =
                 preprocess.dispatches().iter().chain(backbone).chain(&plan.dispatches).collect();
             let found = read_results(&self.ctx, plan, &dispatches, q, k)?;
@@ -272,8 +322,10 @@ impl Searcher {
         Ok(results)
     }
 
-    /// The k nearest index rows of each raw (unnormalised) `[queries, dim]` feature row.
-    pub fn search_features(&mut self, features: &[f32], k: usize) -> Result<Vec<Vec<Neighbor>>> {
+    /// The k nearest index rows of each raw (unnormalised) `[queries, dim]` feature row,
+    /// best first: rows are centred on the index's mean (where it has one) and normalised
+    /// on the GPU, as the index's rows were.
+    pub fn search_features(&self, features: &[f32], k: usize) -> Result<Vec<Vec<Neighbor>>> {
         self.check_k(k)?;
         if features.is_empty() || !features.len().is_multiple_of(self.dim) {
             return Err(Error::shape(
@@ -283,11 +335,11 @@ impl Searcher {
             ));
         }
         crate::cpu::check_finite("query features", features)?;
+        let mut guard = self.scratch.take(self);
         let mut results = Vec::new();
         for batch in features.chunks(self.max_queries() * self.dim) {
             let q = batch.len() / self.dim;
-            self.ensure_plan(q, k, QuerySource::Features, None)?;
-            let plan = &self.plans[&(q, k, QuerySource::Features)];
+            let plan = guard.scratch.scans.get(self, q, k, QuerySource::Features, None)?;
             self.ctx.write(&plan.uploaded_features, batch);
             let dispatches: Vec<&Dispatch> = plan.dispatches.iter().collect();
             let found = read_results(&self.ctx, plan, &dispatches, q, k)?;
@@ -295,75 +347,6 @@ impl Searcher {
             results.extend(found);
         }
         Ok(results)
-    }
-
-    fn ensure_plan(
-        &mut self, q: usize, k: usize, source: QuerySource, backbone_features: Option<&wgpu::Buffer>,
-    ) -> Result<()> {
-        // The network keeps a few plans only: a scan recorded on a features buffer it has
-        // since dropped is stale, and is recorded again.
-        if self.plans.get(&(q, k, source)).is_some_and(|plan| plan.source.as_ref() == backbone_features) {
-            return Ok(());
-        }
-        let ctx = &self.ctx;
-        let dim = self.dim;
-        let uploaded_features = ctx.storage("query features", q * dim)?;
-        let features = backbone_features.unwrap_or(&uploaded_features);
-        let queries = ctx.storage("normalised queries", q * dim)?;
-        let largest_chunk = self.chunks.iter().map(|c| c.rows).max().unwrap_or(1);
-        let scores = ctx.storage("scores", q * largest_chunk)?;
-        let result_scores = ctx.storage("top-k scores", q * k)?;
-        let result_indices = ctx.storage("top-k indices", q * k)?;
-        let mut dispatches = vec![l2_normalize(ctx, q, dim, features, self.mean.as_ref(), &queries)?];
-        let mut selections = Vec::new();
-        let single = self.chunks.len() == 1;
-        let stride = self.chunks.len() * k;
-        let candidate_scores = ctx.storage("candidate scores", q * stride)?;
-        let candidate_indices = ctx.storage("candidate indices", q * stride)?;
-        for (c, chunk) in self.chunks.iter().enumerate() {
-            let shape = MatmulShape { m: q, n: chunk.rows, k: dim, b_transposed: true };
-            let score = match self.matrix_units && !gemv::supports(&shape, self.precision) {
-                true => matmul_coop(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores)?,
-                false => gemv::scores(ctx, &shape, &queries, &chunk.buffer, self.precision, &scores, &self.tuning)?,
-            };
-            dispatches.push(score);
-            let output = if single {
-                TopKOutput::dense(&result_scores, &result_indices, k)
-            } else {
-                TopKOutput { scores: &candidate_scores, indices: &candidate_indices, row_stride: stride, offset: c * k }
-            };
-            let input = TopKInput::Scores { scores: &scores, index_base: chunk.start as u32 };
-            let selection = TopK::new(ctx, input, q, chunk.rows, k, &output, self.tuning.topk_workgroup)?;
-            dispatches.extend_from_slice(selection.dispatches());
-            selections.push(selection);
-        }
-        if !single {
-            let input = TopKInput::Pairs { scores: &candidate_scores, indices: &candidate_indices };
-            let merge = TopK::new(
-                ctx,
-                input,
-                q,
-                stride,
-                k,
-                &TopKOutput::dense(&result_scores, &result_indices, k),
-                self.tuning.topk_workgroup,
-            )?;
-            dispatches.extend_from_slice(merge.dispatches());
-            selections.push(merge);
-        }
-        let plan = ScanPlan {
-            uploaded_features,
-            source: backbone_features.cloned(),
-            result_scores,
-            result_indices,
-            readback_scores: ctx.readback(q * k),
-            readback_indices: ctx.readback(q * k),
-            dispatches,
-            _selections: selections,
-            _buffers: vec![queries, scores, candidate_scores, candidate_indices],
-        };
-        self.plans.insert((q, k, source), plan);
-        Ok(())
     }
 }
 
@@ -402,23 +385,6 @@ fn check_scores(found: &[Vec<Neighbor>], first: usize, query: &str, cause: &str)
         }),
         None => Ok(()),
     }
-}
-
-fn read_results(
-    ctx: &Context, plan: &ScanPlan, dispatches: &[&Dispatch], q: usize, k: usize,
-) -> Result<Vec<Vec<Neighbor>>> {
-    let out = ctx.run_and_read_into(
-        dispatches,
-        &[(&plan.result_scores, &plan.readback_scores, q * k), (&plan.result_indices, &plan.readback_indices, q * k)],
-    )?;
-    let (scores, indices) = (&out[0], &out[1]);
-    Ok((0..q)
-        .map(|row| {
-            (0..k)
-                .map(|j| Neighbor { index: indices[row * k + j].to_bits() as usize, score: scores[row * k + j] })
-                .collect()
-        })
-        .collect())
 }
 
 /// The CPU reference of [`Searcher::search_features`]: exact brute force over the index.
