@@ -16,7 +16,7 @@
 //! - **Tiles.** Kernels take their launch shapes (for GEMM-like ones [`Tiles`]: workgroup
 //!   size and outputs per invocation) as WGSL override constants, given by the caller:
 //!   [`Tuning`] holds a set per adapter, the built-in table's ([`Tuning::for_adapter`]) or
-//!   an autotune result ([`crate::tune`]), and [`Tuning::gemm_tiles`] picks per layer.
+//!   an autotune result (the `tune` module), and [`Tuning::gemm_tiles`] picks per layer.
 //! - **Pipeline cache.** Each op fetches its compiled pipeline from the context's cache,
 //!   keyed by shader, entry point and constants ([`crate::gpu::PipelineKey`]): compiled on
 //!   first use, shared by every clone of the [`crate::Context`]. A [`Dispatch`] holds its
