@@ -8,8 +8,8 @@
 //! anchor row against its own positive (the diagonal), averaged over the C rows; Adam
 //! updates every weight.
 //!
-//! [`run::Trainer`] runs steps on the GPU ([`gpu::GpuTrainer`]: many steps per submission,
-//! no host round trip) or on the CPU twin ([`cpu::CpuTrainer`]); [`run::evaluate`] scores a
+//! [`Trainer`] runs steps on the GPU ([`gpu::GpuTrainer`]: many steps per submission,
+//! no host round trip) or on the CPU twin ([`cpu::CpuTrainer`]); [`evaluate`] scores a
 //! net by exact k-NN on a test set. A trained [`ConvNet`] is a backbone of the search
 //! pipeline like ResNet50 ([`crate::model::Backbone`]).
 //!
@@ -110,11 +110,12 @@
 pub mod cpu;
 pub mod eval;
 pub mod gpu;
-pub mod gpu_forward;
+pub(crate) mod gpu_forward;
 pub mod run;
 pub mod sampler;
 
 pub use crate::model::convnet::{ConvNet, ConvNetSpec, ParamLayout};
+pub use run::{evaluate, Evaluation, Trainer};
 
 use crate::error::{Error, Result};
 use crate::shape::adam::AdamRates;
