@@ -3,7 +3,9 @@
 use std::path::PathBuf;
 
 /// Everything that can go wrong in lookalike, with enough context to act on.
+/// New variants may come in later versions, so a `match` needs a `_` arm.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum Error {
     #[error(
         "no GPU adapter found{filter}. On headless Linux install Mesa's software Vulkan driver \

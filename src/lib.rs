@@ -8,16 +8,18 @@
 //!
 //! # The common path
 //!
-//! Open an index and the network it was built with, then search by image path, here from
-//! two threads at once: a [`Searcher`] answers through `&self`.
+//! Open an index and the network it was built with (checked against the SHA-256 the index
+//! records), then search by image path, here from two threads at once: a [`Searcher`]
+//! answers through `&self`.
 //!
 //! ```no_run
-//! use lookalike::{Backbone, Context, Index, SearchOptions, Searcher};
+//! use lookalike::{Context, Index, LoadedWeights, SearchOptions, Searcher};
 //!
 //! # fn main() -> lookalike::Result<()> {
 //! let index = Index::load("photos.index".as_ref())?;
-//! let net = Backbone::load("resnet50.safetensors".as_ref())?;
-//! let searcher = Searcher::new(Context::new()?, &net, &index, SearchOptions::default())?;
+//! // The weights file the index records (or pass Some(path) for one moved elsewhere).
+//! let weights = LoadedWeights::for_index(&index, None)?;
+//! let searcher = Searcher::new(Context::new()?, &weights.net, &index, SearchOptions::default())?;
 //! let [a, b] = std::thread::scope(|s| {
 //!     let a = s.spawn(|| searcher.search_paths(&["query-a.jpg"], 5));
 //!     let b = s.spawn(|| searcher.search_paths(&["query-b.jpg"], 5));
@@ -35,8 +37,7 @@
 //!
 //! ```
 //! use lookalike::index::{Centring, Entry, Provenance};
-//! use lookalike::ops::matmul::Precision;
-//! use lookalike::{Context, Index, SearchOptions, Searcher};
+//! use lookalike::{Context, Index, Precision, SearchOptions, Searcher};
 //!
 //! # fn main() -> lookalike::Result<()> {
 //! let (rows, dim) = (100, 16);
@@ -56,8 +57,7 @@
 //! that a search can check it runs the same network (see [`index`] for extending one):
 //!
 //! ```no_run
-//! use lookalike::ops::matmul::Precision;
-//! use lookalike::{Context, IndexBuilder, LoadedWeights};
+//! use lookalike::{Context, IndexBuilder, LoadedWeights, Precision};
 //!
 //! # fn main() -> lookalike::Result<()> {
 //! let weights = LoadedWeights::from_file("resnet50.safetensors".as_ref())?;
@@ -125,9 +125,20 @@ pub use wgpu;
 /// [`Embedder`] take: use `lookalike::image` to make or load one.
 pub use image;
 
+/// The f16 type of the crate `half`, which f16 indexes store their rows in
+/// ([`index::Embeddings::F16`]).
+pub use half;
+
+/// The crate `bytemuck`, whose `Pod` bound [`Context::upload_pod`] and [`Context::uniform`]
+/// take (the type of a uniform block of one's own kernels must be `Pod`; its derive macro
+/// wants `bytemuck` as a direct dependency).
+pub use bytemuck;
+
 pub use embed::Embedder;
 pub use error::{Error, Result};
 pub use gpu::Context;
 pub use index::{Index, IndexBuilder, LoadedWeights};
 pub use model::Backbone;
 pub use search::{Neighbor, SearchOptions, Searcher};
+pub use shape::matmul::Precision;
+pub use shape::preprocess::Preprocess;

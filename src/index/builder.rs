@@ -29,17 +29,16 @@ pub enum Skipped<'a> {
 ///
 /// ```
 /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
-/// use lookalike::index::{IndexBuilder, LoadedWeights};
-/// use lookalike::ops::matmul::Precision;
+/// use lookalike::image::{Rgb, RgbImage};
 /// use lookalike::model::convnet::{ConvNet, ConvNetSpec};
-/// use lookalike::Context;
+/// use lookalike::{Context, IndexBuilder, LoadedWeights, Precision};
 ///
 /// // A folder of images in two classes (one sub-folder each), and a small random convnet.
 /// let dir = std::env::temp_dir().join(format!("lookalike-builder-doc-{}", std::process::id()));
 /// for (class, seed) in [("cats", 1u8), ("dogs", 2), ("dogs", 3)] {
 ///     std::fs::create_dir_all(dir.join(class))?;
 ///     let s = seed as u32;
-///     let image = image::RgbImage::from_fn(20, 20, |x, y| image::Rgb([(x * 12 * s) as u8, ((x + y) * 6) as u8, (255 - y * s * 4) as u8]));
+///     let image = RgbImage::from_fn(20, 20, |x, y| Rgb([(x * 12 * s) as u8, ((x + y) * 6) as u8, (255 - y * s * 4) as u8]));
 ///     image.save(dir.join(class).join(format!("{seed}.png")))?;
 /// }
 /// let spec = ConvNetSpec::recipe(16, 16, 3);
@@ -59,7 +58,7 @@ pub enum Skipped<'a> {
 ///
 /// // Later: a new image; the folder is walked again and only it is embedded.
 /// std::fs::create_dir_all(dir.join("owls"))?;
-/// image::RgbImage::from_pixel(20, 20, image::Rgb([9, 200, 30])).save(dir.join("owls/4.png"))?;
+/// RgbImage::from_pixel(20, 20, Rgb([9, 200, 30])).save(dir.join("owls/4.png"))?;
 /// let added = IndexBuilder::new(ctx, &weights).extend_from_folder(&mut index, &dir)?;
 /// assert_eq!((added, index.len()), (1, 4));
 /// index.save(&dir.join("photos.index"))?;

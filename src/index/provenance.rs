@@ -16,6 +16,7 @@ use sha2::Digest;
 use super::{paths, Index};
 use crate::cpu::preprocess::Preprocess;
 use crate::error::{Error, Result};
+use crate::model::convnet::ConvNet;
 use crate::model::{Backbone, RandomResNet50};
 
 /// Which network and preprocessing produced an index's embeddings.
@@ -64,7 +65,11 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hasher.finalize().iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&hasher.finalize()))
+}
+
+fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A network with where it came from: what an index records of it.
@@ -99,6 +104,15 @@ impl LoadedWeights {
         let tag = seed_tag(seed);
         let net = Backbone::ResNet50(RandomResNet50::generate(seed)?.net);
         Ok(Self { net, path: tag.clone(), sha256: tag })
+    }
+
+    /// A convnet held in memory (just trained, say), hashed as the file [`ConvNet::save`]
+    /// writes (one net always gives the same bytes), so an index built with it accepts that
+    /// file later. `path` is what the
+    /// index records as the weights' location (where the caller saves the net, or a name).
+    pub fn from_convnet(net: ConvNet, path: impl Into<String>) -> Result<Self> {
+        let sha256 = hex(&sha2::Sha256::digest(net.safetensors_bytes()?));
+        Ok(Self { net: Backbone::ConvNet(net), path: path.into(), sha256 })
     }
 
     /// What an index built with these weights and `preprocess` records.
@@ -209,5 +223,21 @@ mod tests {
         assert_eq!(digest.unwrap(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
         let err = sha256_file(&path).unwrap_err().to_string();
         assert!(err.contains("lookalike-sha256-"), "{err}");
+    }
+
+    #[test]
+    fn a_convnet_in_memory_hashes_as_its_saved_file() {
+        use crate::model::convnet::ConvNetSpec;
+        let spec = ConvNetSpec { widths: [4, 4, 4], dim: 4, ..ConvNetSpec::recipe(16, 16, 1) };
+        let net = ConvNet::glorot(spec, 3).unwrap();
+        let path = std::env::temp_dir().join(format!("lookalike-convnet-sha-{}.safetensors", std::process::id()));
+        net.save(&path).unwrap();
+        let from_file = LoadedWeights::from_file(&path);
+        std::fs::remove_file(&path).unwrap();
+        let in_memory = LoadedWeights::from_convnet(net.clone(), "net.safetensors").unwrap();
+        assert_eq!(in_memory.sha256, from_file.unwrap().sha256);
+        assert_eq!(in_memory.path, "net.safetensors");
+        let other = LoadedWeights::from_convnet(ConvNet::glorot(spec, 4).unwrap(), "other").unwrap();
+        assert_ne!(other.sha256, in_memory.sha256);
     }
 }

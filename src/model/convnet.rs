@@ -192,7 +192,7 @@ pub const ARCHITECTURE: &str = "convnet";
 impl ConvNet {
     /// Keras's initialisation from `seed`: Glorot-uniform kernels (limit √(6 / (fan_in +
     /// fan_out)), fans counting the 3x3 taps), zero biases. Tensors are drawn in layout
-    /// order from one [`Rng`].
+    /// order from one seeded SplitMix64 generator.
     pub fn glorot(spec: ConvNetSpec, seed: u64) -> Result<Self> {
         spec.validate()?;
         let layout = spec.layout();
@@ -295,8 +295,9 @@ impl ConvNet {
         metadata.insert("widths".into(), s.widths.map(|w| w.to_string()).join(","));
         metadata.insert("dim".into(), s.dim.to_string());
         metadata.insert("class_names".into(), serde_json::to_string(&self.class_names).unwrap_or_default());
-        safetensors::serialize(views, Some(metadata.into_iter().collect()))
-            .map_err(|e| Error::InvalidArgument(format!("convnet: cannot serialise the weights: {e}")))
+        let bytes = safetensors::serialize(views, Some(metadata.into_iter().collect()))
+            .map_err(|e| Error::InvalidArgument(format!("convnet: cannot serialise the weights: {e}")))?;
+        super::canonical::canonical_header(bytes)
     }
 
     /// Whether a safetensors file's header names the convnet architecture.
@@ -418,6 +419,13 @@ mod tests {
         let back = ConvNet::load(&path).unwrap();
         assert_eq!(back, net);
         assert!(ConvNet::is_convnet_file(&std::fs::read(&path).unwrap()));
+        // One net, one file: the header's metadata map must not change order between saves
+        // (each `safetensors_bytes` builds a new HashMap with its own random order).
+        let bytes = std::fs::read(&path).unwrap();
+        for _ in 0..8 {
+            assert_eq!(net.safetensors_bytes().unwrap(), bytes);
+            assert_eq!(back.safetensors_bytes().unwrap(), bytes);
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

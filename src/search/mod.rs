@@ -145,7 +145,13 @@ impl Searcher {
     /// Uploads the network (`&Backbone`, `&ResNet50` or `&ConvNet`) and the index's
     /// reference matrix (in chunks that each fit one storage binding, or
     /// `options.chunk_rows`). Refuses a network whose features are not the index's: rows of
-    /// another width, or an index whose `model` names the other backbone.
+    /// another width, or an index whose `model` names the other backbone. It cannot tell
+    /// two nets of one architecture apart: load the net with
+    /// [`LoadedWeights::for_index`](crate::index::LoadedWeights::for_index), which checks
+    /// the SHA-256 the index records, to be sure the queries meet the rows' network.
+    ///
+    /// Every search takes `k` from 1 to the index's row count, at most
+    /// [`MAX_K`] (1024); other values are an error.
     pub fn new<'a>(
         ctx: Context, net: impl Into<BackboneRef<'a>>, index: &Index, options: SearchOptions,
     ) -> Result<Self> {

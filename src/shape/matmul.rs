@@ -3,7 +3,9 @@
 
 use crate::error::{Error, Result};
 
-/// Element type of B in memory.
+/// How rows of reference features are stored: in an index file, in GPU memory, and so as
+/// the element type of B that the matmul and scan kernels read. F16 halves the bytes (and
+/// the time of a scan bound by memory), with scores within about 1e-3 of F32's.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum Precision {
     #[default]

@@ -42,7 +42,7 @@
 //! Train a few steps on images in memory, index them, and search by image:
 //!
 //! ```
-//! use image::{Rgb, RgbImage};
+//! use lookalike::image::{Rgb, RgbImage};
 //! use lookalike::data::LabelledImages;
 //! use lookalike::index::{Centring, Entry, Index, Provenance};
 //! use lookalike::model::Backbone;
