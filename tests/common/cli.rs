@@ -1,5 +1,5 @@
-//! Running the `lookalike` binary from integration tests, and the scratch folders they
-//! share with library tests. The binary exists only with the `cli` feature.
+//! Running the `lookalike` binary from integration tests, and the test images and scratch
+//! folders they share with library tests. The binary exists only with the `cli` feature.
 
 use std::path::{Path, PathBuf};
 #[cfg(feature = "cli")]
@@ -7,6 +7,7 @@ use std::process::Command;
 #[cfg(feature = "cli")]
 use std::sync::OnceLock;
 
+use image::{Rgb, RgbImage};
 use serde_json::Value;
 
 /// What one run of the binary did.
@@ -118,6 +119,14 @@ fn run_in(dir: Option<&Path>, args: &[&str], env: &[(&str, &str)]) -> Run {
         stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
+}
+
+/// A deterministic, busy RGB pattern; `seed` makes different images.
+pub fn pattern(width: u32, height: u32, seed: u32) -> RgbImage {
+    RgbImage::from_fn(width, height, |x, y| {
+        let v = x.wrapping_mul(37 + seed) ^ y.wrapping_mul(11 + 3 * seed);
+        Rgb([v as u8, (v >> 3) as u8 ^ (seed as u8).wrapping_mul(50), (x * 4 + y * seed) as u8])
+    })
 }
 
 pub fn s(path: &Path) -> &str {

@@ -1,8 +1,13 @@
-//! Shared by the GPU test binaries: one device per binary, opened loudly.
+//! Shared by the test binaries: one GPU device per binary, opened loudly; running the
+//! `lookalike` binary ([`cli`]), the index tests' image set and index, and editable
+//! weights files in the modules below.
 
 #![allow(dead_code)]
 
 pub mod cli;
+#[cfg(feature = "cli")]
+pub mod index_fixture;
+pub mod weights_file;
 
 use std::sync::OnceLock;
 
