@@ -14,7 +14,7 @@ pub(crate) fn canonical_header(bytes: Vec<u8>) -> Result<Vec<u8>> {
     let mut text = String::new();
     write_sorted(&header, &mut text);
     // Padded with spaces to a multiple of 8, as safetensors aligns the data that follows.
-    while text.len() % 8 != 0 {
+    while !text.len().is_multiple_of(8) {
         text.push(' ');
     }
     let mut out = Vec::with_capacity(8 + text.len() + bytes.len() - end);
