@@ -114,7 +114,7 @@ impl Embedder {
 
     /// `[n, feature_dim]` features of decoded images of any size; on the GPU the
     /// preprocessing runs there too, in the same submit as the backbone. Submits are split
-    /// by count ([`GpuBackbone::max_batch`]) and by uploaded bytes ([`submit_runs`]); an image whose
+    /// by count ([`GpuBackbone::max_batch`]) and by uploaded bytes; an image whose
     /// rows exceed one storage binding is preprocessed on the CPU, to the same numbers
     /// ([`PreprocessBatch::with_cpu_fallback`]). Fails on an empty image ([`check_image`]
     /// finds those first) and where the crop's activations exceed the device's limits.
@@ -221,11 +221,15 @@ impl Embedder {
 
 /// Decoded 8-bit RGB bytes one run of files may hold at once (a run holds at least one
 /// file): with a run decoding while another is embedded, a few of these are in memory.
+// for the command line and the tests
+#[doc(hidden)]
 pub const DECODE_BUDGET_BYTES: u64 = 512 << 20;
 
 /// How many of `paths`, from the first, to decode together: at most `max_files` (at least
 /// 1), with decoded pixels ([`decoded_bytes`], read from the headers) within
 /// [`DECODE_BUDGET_BYTES`] unless the run is a single file.
+// for the command line and the tests
+#[doc(hidden)]
 pub fn decode_run_len<'a>(paths: impl IntoIterator<Item = &'a Path>, max_files: usize) -> usize {
     let (mut files, mut bytes) = (0, 0);
     for path in paths {

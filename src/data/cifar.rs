@@ -10,10 +10,12 @@ use super::LabelledImages;
 use crate::error::{Error, Result};
 
 /// Side of a CIFAR-10 image.
-pub const SIDE: usize = 32;
+pub(crate) const SIDE: usize = 32;
 /// Bytes of one image (three planes of 32x32).
-pub const IMAGE_BYTES: usize = SIDE * SIDE * 3;
+pub(crate) const IMAGE_BYTES: usize = SIDE * SIDE * 3;
 /// Bytes of one record: the label, then the image.
+// for the fuzz tests
+#[doc(hidden)]
 pub const RECORD_BYTES: usize = 1 + IMAGE_BYTES;
 
 /// CIFAR-10's classes in label order, used when the folder has no `batches.meta.txt`.
@@ -21,7 +23,7 @@ pub const CIFAR10_CLASSES: [&str; 10] =
     ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"];
 
 /// The sub-folder the CIFAR-10 archive unpacks to.
-pub const SUBFOLDER: &str = "cifar-10-batches-bin";
+pub(crate) const SUBFOLDER: &str = "cifar-10-batches-bin";
 
 /// The training batches, in the order they are read.
 const TRAIN_BATCHES: [&str; 5] =
@@ -34,13 +36,13 @@ const META_MAX_BYTES: u64 = 1 << 20;
 
 /// The folder holding the batches: `dir` itself, or its `cifar-10-batches-bin` sub-folder;
 /// `None` if neither holds a `data_batch_N.bin` or `test_batch.bin`.
-pub fn batches_folder(dir: &Path) -> Option<PathBuf> {
+pub(crate) fn batches_folder(dir: &Path) -> Option<PathBuf> {
     let holds_batches = |d: &Path| TRAIN_BATCHES.iter().chain([&TEST_BATCH]).any(|b| d.join(b).is_file());
     [dir.to_path_buf(), dir.join(SUBFOLDER)].into_iter().find(|d| holds_batches(d))
 }
 
 /// Whether `dir` (or its `cifar-10-batches-bin` sub-folder) holds CIFAR-10 batches.
-pub fn is_cifar_folder(dir: &Path) -> bool {
+pub(crate) fn is_cifar_folder(dir: &Path) -> bool {
     batches_folder(dir).is_some()
 }
 

@@ -21,7 +21,8 @@ pub const MAX_SIZE: usize = 1024;
 /// One class: its name and its folder.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ClassFolder {
-    /// The folder's name, on one line ([`paths::display`]).
+    /// The folder's name, on one line (control characters and bytes that are not UTF-8
+    /// escaped).
     pub name: String,
     /// The folder.
     pub path: PathBuf,
@@ -90,7 +91,7 @@ fn is_hidden(path: &Path) -> bool {
 }
 
 /// Checks that `size` is a usable side: 1 to [`MAX_SIZE`].
-pub fn check_size(size: usize) -> Result<()> {
+pub(crate) fn check_size(size: usize) -> Result<()> {
     if size == 0 || size > MAX_SIZE {
         return Err(Error::InvalidArgument(format!("the image size {size} must be between 1 and {MAX_SIZE}")));
     }
@@ -144,6 +145,8 @@ pub fn load_folder(dir: &Path, size: usize) -> Result<LabelledImages> {
 
 /// A resized sample in `[0, 1]` back to a byte, rounded to nearest: samples that passed
 /// through unresized come back as the very bytes decoded.
+// for the tests
+#[doc(hidden)]
 pub fn to_byte(value: f32) -> u8 {
     (value * 255.0).round().clamp(0.0, 255.0) as u8
 }

@@ -16,12 +16,14 @@ use super::LabelledImages;
 use crate::error::{Error, Result};
 
 /// Magic number of an IDX file of unsigned bytes with 3 dimensions (images, rows, columns).
-pub const IMAGES_MAGIC: u32 = 0x0000_0803;
+pub(crate) const IMAGES_MAGIC: u32 = 0x0000_0803;
 /// Magic number of an IDX file of unsigned bytes with 1 dimension (labels).
-pub const LABELS_MAGIC: u32 = 0x0000_0801;
+pub(crate) const LABELS_MAGIC: u32 = 0x0000_0801;
 
 /// The most bytes deflate can produce from one byte of input (its densest packing is about
 /// 1032:1), rounded up: a gzip file declaring more than this is truncated or damaged.
+// for the fuzz tests
+#[doc(hidden)]
 pub const MAX_INFLATE_RATIO: u64 = 1040;
 
 /// Fashion-MNIST's ten classes, in label order.
@@ -54,7 +56,7 @@ pub fn find(dir: &Path, stem: &str) -> Option<PathBuf> {
 }
 
 /// Whether `dir` holds an IDX training set (`train-images-idx3-ubyte`, plain or `.gz`).
-pub fn is_idx_folder(dir: &Path) -> bool {
+pub(crate) fn is_idx_folder(dir: &Path) -> bool {
     find(dir, TRAIN[0]).is_some()
 }
 
@@ -139,7 +141,7 @@ fn read_split(images_path: &Path, labels_path: &Path) -> Result<Split> {
     })
 }
 
-/// Reads an IDX image file (magic [`IMAGES_MAGIC`]), plain or gzip (a name ending `.gz`).
+/// Reads an IDX image file (magic `0x0803`), plain or gzip (a name ending `.gz`).
 pub fn read_images(path: &Path) -> Result<IdxImages> {
     let mut file = IdxFile::open(path)?;
     let [count, rows, cols] = file.header(IMAGES_MAGIC, "an IDX image file (unsigned bytes, 3 dimensions)")?;
@@ -153,7 +155,7 @@ pub fn read_images(path: &Path) -> Result<IdxImages> {
     Ok(IdxImages { count, rows, cols, pixels })
 }
 
-/// Reads an IDX label file (magic [`LABELS_MAGIC`]), plain or gzip (a name ending `.gz`).
+/// Reads an IDX label file (magic `0x0801`), plain or gzip (a name ending `.gz`).
 pub fn read_labels(path: &Path) -> Result<Vec<u8>> {
     let mut file = IdxFile::open(path)?;
     let [count] = file.header(LABELS_MAGIC, "an IDX label file (unsigned bytes, 1 dimension)")?;

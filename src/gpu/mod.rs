@@ -5,11 +5,17 @@ mod context;
 pub mod known;
 mod pipeline;
 mod profile;
+// for the shader validation test
+#[doc(hidden)]
 pub mod shaders;
 
 pub use context::{Context, ContextBuilder, CooperativeMatrix};
 pub(crate) use pipeline::scoped;
-pub use pipeline::{Binding, Dispatch, Kernel, PipelineKey};
+pub use pipeline::Dispatch;
+// named by the ops module docs
+#[doc(hidden)]
+pub use pipeline::PipelineKey;
+pub(crate) use pipeline::{Binding, Kernel};
 pub use profile::Stage;
 
 use wgpu::util::DeviceExt;
@@ -24,7 +30,7 @@ pub struct Readback {
 
 /// Workgroups for a 1-D launch of `invocations` threads in groups of `group_size`, folded
 /// into a 2-D grid when x would exceed `max_per_dim` (kernels flatten it back).
-pub fn grid_1d(invocations: usize, group_size: u32, max_per_dim: u32) -> [u32; 3] {
+pub(crate) fn grid_1d(invocations: usize, group_size: u32, max_per_dim: u32) -> [u32; 3] {
     let groups = invocations.div_ceil(group_size as usize).max(1);
     let max = max_per_dim as usize;
     if groups <= max {

@@ -78,7 +78,7 @@ pub(crate) fn scoped<T>(ctx: &Context, what: impl FnOnce() -> String, f: impl Fn
 impl Context {
     /// The cached pipeline for `key`, compiling it on first use. Compile and validation
     /// errors come back as [`Error::Shader`] naming the file and entry point.
-    pub fn kernel(&self, key: &PipelineKey, bindings: &[Binding]) -> Result<Arc<Kernel>> {
+    pub(crate) fn kernel(&self, key: &PipelineKey, bindings: &[Binding]) -> Result<Arc<Kernel>> {
         if let Some(kernel) = self.pipelines.kernels.lock().map_err(poisoned)?.get(key) {
             return Ok(kernel.clone());
         }

@@ -30,7 +30,7 @@
 //!   a relative one being relative to the working directory.
 //! - A path that is not valid UTF-8 is stored losslessly, as Python's `os.fsdecode` names it
 //!   (undecodable bytes as `\udcXX` escapes): `os.fsencode(json.loads(meta["paths"])[i])`
-//!   gives its bytes back. See [`paths`].
+//!   gives its bytes back.
 //! - Checksums: tensor `embeddings_crc32` `[N]` U32, the zlib CRC-32 of each `embeddings`
 //!   row's little-endian bytes, and metadata `crc32`, a JSON object `{"metadata": {KEY:
 //!   CRC-32}, "tensors": {NAME: CRC-32}}` over every other metadata value (its UTF-8) and
@@ -40,8 +40,7 @@
 //!
 //! [`Index::load`] checks what every well-formed index holds (finite values, unit-norm or
 //! all-zero rows within their dtype's rounding, a finite `mean`, consistent shapes) and the
-//! checksums when present: a damaged file is an error naming the tensor and row (see
-//! [`verify`]).
+//! checksums when present: a damaged file is an error naming the tensor and row.
 //!
 //! Writers of one index file take turns through [`WriteLock`]; readers never wait and never
 //! see a torn file (every write replaces the file by an atomic rename).
@@ -53,9 +52,13 @@ mod builder;
 mod embeddings;
 mod file;
 mod lock;
+// for the command line and the fuzz tests
+#[doc(hidden)]
 pub mod paths;
 pub mod provenance;
 mod scan;
+// for the index_load example
+#[doc(hidden)]
 pub mod verify;
 
 pub use builder::{IndexBuilder, Skipped};
@@ -85,8 +88,7 @@ const WEIGHTS_PATH_BASE: &str = "weights_path_base";
 pub struct Entry {
     /// Absolute, or relative to the working directory ([`Index::load`] returns absolute
     /// paths for version 2 files; [`Index::save`] stores them relative to the index's folder
-    /// where they lie below it, and losslessly when they are not UTF-8: see the module docs
-    /// and [`paths`]).
+    /// where they lie below it, and losslessly when they are not UTF-8: see the module docs).
     pub path: PathBuf,
     /// Its class (the name of its sub-folder when indexed from a folder), if any.
     pub label: Option<String>,
@@ -346,7 +348,7 @@ impl Index {
 }
 
 /// The `embeddings` and `mean` tensors of an index file of `count` rows of `dim`, checked
-/// against the file's checksums when it has them and the invariants of [`verify`].
+/// against the file's checksums when it has them and the invariants of `verify`.
 /// `version_1` files predate checksums: a stray `embeddings_crc32` there is ignored.
 fn read_tensors(
     file: &mut TensorFile, path: &Path, checksums: Option<&Checksums>, version_1: bool, count: usize, dim: usize,

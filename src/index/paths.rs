@@ -16,13 +16,13 @@ use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 /// The JSON array of `paths`, each encoded as the module docs say.
-pub fn encode_array<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
+pub(crate) fn encode_array<'a>(paths: impl IntoIterator<Item = &'a Path>) -> String {
     let items: Vec<String> = paths.into_iter().map(encode).collect();
     format!("[{}]", items.join(","))
 }
 
 /// One path as a JSON string literal, quotes included.
-pub fn encode(path: &Path) -> String {
+pub(crate) fn encode(path: &Path) -> String {
     let mut out = String::from("\"");
     for piece in pieces(path) {
         match piece {
@@ -37,7 +37,7 @@ pub fn encode(path: &Path) -> String {
     out
 }
 
-/// A JSON array of path strings, decoded back into the paths [`encode_array`] stored.
+/// A JSON array of path strings, decoded back into the paths `encode_array` stored.
 pub fn decode_array(text: &str) -> Result<Vec<PathBuf>, String> {
     let raw: Vec<Wtf8> = serde_json::from_str(text).map_err(|e| e.to_string())?;
     raw.into_iter().enumerate().map(|(i, s)| from_wtf8(&s.0).map_err(|e| format!("path {i}: {e}"))).collect()

@@ -23,13 +23,13 @@ use crate::error::{Error, Result};
 use crate::shape::Precision;
 
 /// The tensor of per-row CRC-32s of `embeddings`.
-pub const ROW_CRC32: &str = "embeddings_crc32";
+pub(crate) const ROW_CRC32: &str = "embeddings_crc32";
 /// The metadata key holding the CRC-32s of everything else.
-pub const CRC32_KEY: &str = "crc32";
+pub(crate) const CRC32_KEY: &str = "crc32";
 
 /// The metadata an index's loader reads: in a file with checksums, each present must be
 /// covered by them (keys the loader ignores may come and go).
-pub const COVERED_KEYS: [&str; 17] = [
+pub(crate) const COVERED_KEYS: [&str; 17] = [
     "format",
     "version",
     "paths_base",
@@ -50,7 +50,7 @@ pub const COVERED_KEYS: [&str; 17] = [
 ];
 
 /// zlib CRC-32 of `values`' little-endian bytes.
-pub fn crc32_le<T: bytemuck::Pod>(values: &[T]) -> u32 {
+pub(crate) fn crc32_le<T: bytemuck::Pod>(values: &[T]) -> u32 {
     let mut hasher = crc32fast::Hasher::new();
     if cfg!(target_endian = "little") {
         hasher.update(bytemuck::cast_slice(values));
@@ -136,7 +136,7 @@ pub(crate) fn damaged(path: &Path, what: String, problem: String) -> Error {
 }
 
 /// Checks that `mean` (subtracted before normalising) is finite.
-pub fn check_mean(path: &Path, mean: &[f32]) -> Result<()> {
+pub(crate) fn check_mean(path: &Path, mean: &[f32]) -> Result<()> {
     match mean.iter().position(|x| !x.is_finite()) {
         Some(i) => Err(damaged(path, "`mean`".into(), format!("holds {} at element {i}", mean[i]))),
         None => Ok(()),
@@ -145,7 +145,7 @@ pub fn check_mean(path: &Path, mean: &[f32]) -> Result<()> {
 
 /// Widest `|‖row‖² − 1|` a unit row of `dim` values can show once stored in `precision`,
 /// whether lookalike (which normalises in f64) or an f32 normaliser (numpy, torch) made it.
-pub fn squared_norm_tolerance(precision: Precision, dim: usize) -> f64 {
+pub(crate) fn squared_norm_tolerance(precision: Precision, dim: usize) -> f64 {
     let dim = dim as f64;
     // Each stored element is within a relative `u` of the exact unit row's: ‖row‖² within
     // (1 ± u)². f16 values first rounded to f32 carry both roundings.
@@ -175,7 +175,7 @@ enum Fault {
 }
 
 /// Checks every `dim`-wide row of `embeddings`: finite, unit-norm within
-/// [`squared_norm_tolerance`] or all zero, and equal to its CRC-32 in `row_crc32` when
+/// `squared_norm_tolerance` or all zero, and equal to its CRC-32 in `row_crc32` when
 /// given. The first faulty row is the error.
 pub fn check_rows(path: &Path, embeddings: &Embeddings, dim: usize, row_crc32: Option<&[u32]>) -> Result<()> {
     let rows = embeddings.len() / dim.max(1);

@@ -216,7 +216,7 @@ impl ResNet50 {
 
     /// Runs the forward through `exec`, from an NHWC `input` activation to `[batch, 2048]`
     /// features. Activations are released as soon as nothing reads them any more.
-    pub fn walk<E: Executor>(&self, exec: &mut E, input: Act, batch: usize) -> Result<Act> {
+    pub(crate) fn walk<E: Executor>(&self, exec: &mut E, input: Act, batch: usize) -> Result<Act> {
         let stem = exec.conv(&self.stem, input, batch, None, true)?;
         let pool = MaxPoolShape { batch, in_h: stem.h, in_w: stem.w, channels: stem.c, kernel: 3, stride: 2, pad: 1 };
         let mut x = exec.max_pool(&pool, stem)?;
@@ -245,7 +245,7 @@ impl ResNet50 {
 
 /// A handle to one activation tensor (`[batch, h, w, c]`) owned by an executor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Act {
+pub(crate) struct Act {
     /// The executor's handle on its buffer.
     pub id: usize,
     /// Height.
@@ -257,7 +257,7 @@ pub struct Act {
 }
 
 /// What runs (or records) the layers of [`ResNet50::walk`].
-pub trait Executor {
+pub(crate) trait Executor {
     /// `relu?(bn(conv(x)) + residual)`.
     fn conv(&mut self, layer: &ConvBn, x: Act, batch: usize, residual: Option<Act>, relu: bool) -> Result<Act>;
     /// The stem's 3x3 stride-2 max pooling.
@@ -289,7 +289,7 @@ impl Executor for ConvShapes {
 
 /// The convolutions ResNet50 runs on `batch` images of `height x width`, in order (53 of
 /// them, with repeats): what the autotuner times.
-pub fn conv_shapes(batch: usize, height: usize, width: usize) -> Vec<Conv2dShape> {
+pub(crate) fn conv_shapes(batch: usize, height: usize, width: usize) -> Vec<Conv2dShape> {
     let mut shapes = ConvShapes::default();
     // Shapes alone cannot fail.
     let _ = ResNet50::architecture().walk(&mut shapes, Act { id: 0, h: height, w: width, c: 3 }, batch);
@@ -297,6 +297,8 @@ pub fn conv_shapes(batch: usize, height: usize, width: usize) -> Vec<Conv2dShape
 }
 
 /// Walks shapes only: FLOPs and the largest activation of one image at a given input size.
+// for the command line's and the benches' FLOP counts
+#[doc(hidden)]
 #[derive(Debug, Default, Clone, Copy)]
 pub struct ShapeWalk {
     /// Multiply-adds of the convolutions, counted as 2 FLOPs each.

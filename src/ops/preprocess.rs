@@ -29,7 +29,7 @@ pub const MAX_RESIZED_SIDE: usize = 16384;
 
 /// Most pixel bytes [`submit_runs`] lets one submit upload: bounds the device memory a
 /// batch of large photos takes at once (16 photos of 100 MP would be ~5 GB).
-pub const MAX_UPLOAD_PER_SUBMIT: usize = 512 << 20;
+pub(crate) const MAX_UPLOAD_PER_SUBMIT: usize = 512 << 20;
 
 const CHANNELS: usize = 3;
 
@@ -150,7 +150,7 @@ fn to_u32(what: &str, value: usize) -> Result<u32> {
 
 /// Pixel bytes [`PreprocessBatch::with_cpu_fallback`] would upload for `img`: its rows
 /// when it goes to the GPU, 0 when it goes through the CPU (or cannot be preprocessed).
-pub fn upload_bytes(ctx: &Context, img: &RgbImage, p: &Preprocess) -> usize {
+pub(crate) fn upload_bytes(ctx: &Context, img: &RgbImage, p: &Preprocess) -> usize {
     match Plan::new(img, p) {
         Ok(plan) if plan.refusal(p, binding_cap(ctx)).is_none() => plan.pixel_bytes(),
         _ => 0,
@@ -160,7 +160,7 @@ pub fn upload_bytes(ctx: &Context, img: &RgbImage, p: &Preprocess) -> usize {
 /// Consecutive runs of `images` for one submit each: at most `max_images` (at least 1)
 /// images, and pixel uploads ([`upload_bytes`]) within [`MAX_UPLOAD_PER_SUBMIT`] unless a
 /// run holds a single image.
-pub fn submit_runs(ctx: &Context, images: &[RgbImage], p: &Preprocess, max_images: usize) -> Vec<Range<usize>> {
+pub(crate) fn submit_runs(ctx: &Context, images: &[RgbImage], p: &Preprocess, max_images: usize) -> Vec<Range<usize>> {
     let sizes: Vec<usize> = images.par_iter().map(|img| upload_bytes(ctx, img, p)).collect();
     let mut runs = Vec::new();
     let (mut start, mut bytes) = (0, 0);

@@ -19,22 +19,29 @@ mod plot;
 mod text;
 
 pub use plot::{labelled_confusion_png, loss_curve_png};
-pub use text::{draw_text, text_width, GLYPH};
 
 /// Colour between and around tiles.
+// for the tests
+#[doc(hidden)]
 pub const CANVAS: Rgb<u8> = Rgb([16, 16, 16]);
 /// Colour of a tile's square behind its (aspect-preserved) image.
+// for the tests
+#[doc(hidden)]
 pub const TILE_BACKGROUND: Rgb<u8> = Rgb([56, 56, 56]);
 /// Border of a neighbour marked `Some(true)`.
-pub const MARK_TRUE: Rgb<u8> = Rgb([40, 180, 70]);
+pub(crate) const MARK_TRUE: Rgb<u8> = Rgb([40, 180, 70]);
 /// Border of a neighbour marked `Some(false)`.
-pub const MARK_FALSE: Rgb<u8> = Rgb([210, 50, 50]);
+pub(crate) const MARK_FALSE: Rgb<u8> = Rgb([210, 50, 50]);
 /// Pixels between tiles and around the collage.
+// for the tests
+#[doc(hidden)]
 pub const TILE_GAP: u32 = 4;
 /// Pixels between a row's query tile and its first neighbour.
+// for the tests
+#[doc(hidden)]
 pub const QUERY_GAP: u32 = 16;
 /// Width of the band around every tile's square that a mark colours.
-pub const MARK_WIDTH: u32 = 3;
+pub(crate) const MARK_WIDTH: u32 = 3;
 
 /// One row per query (the query image first, then its neighbours), each image scaled to fit
 /// a `thumb` x `thumb` square, centred on [`TILE_BACKGROUND`]. Shorter rows are padded with
@@ -47,7 +54,7 @@ pub fn collage(rows: &[Vec<RgbImage>], thumb: u32) -> RgbImage {
 /// `r` (the image `rows[r][j + 1]`): `Some(true)` green, `Some(false)` red, `None` (or a
 /// missing entry) no border.
 ///
-/// Each tile is a `thumb` square inside a [`MARK_WIDTH`] band; tiles are [`TILE_GAP`] apart
+/// Each tile is a `thumb` square inside a `MARK_WIDTH` band; tiles are [`TILE_GAP`] apart
 /// and the query is [`QUERY_GAP`] from its first neighbour, so for `r` rows of at most
 /// `c >= 2` images the result is `TILE_GAP + c * (tile + TILE_GAP) + QUERY_GAP - TILE_GAP`
 /// wide and `TILE_GAP + r * (tile + TILE_GAP)` high, with `tile = thumb + 2 * MARK_WIDTH`.
@@ -138,17 +145,17 @@ pub(crate) fn fill_rect(image: &mut RgbImage, x: u32, y: u32, width: u32, height
 }
 
 /// Colour of an empty confusion cell.
-pub const HEAT_ZERO: Rgb<u8> = Rgb([255, 255, 255]);
+pub(crate) const HEAT_ZERO: Rgb<u8> = Rgb([255, 255, 255]);
 /// Colour of a diagonal (correct) cell holding its whole row.
-pub const HEAT_CORRECT: Rgb<u8> = Rgb([33, 102, 172]);
+pub(crate) const HEAT_CORRECT: Rgb<u8> = Rgb([33, 102, 172]);
 /// Colour of an off-diagonal (wrong or missing prediction) cell holding its whole row.
-pub const HEAT_WRONG: Rgb<u8> = Rgb([178, 24, 43]);
+pub(crate) const HEAT_WRONG: Rgb<u8> = Rgb([178, 24, 43]);
 /// Colour of the one-pixel lines between confusion cells.
-pub const GRID_LINE: Rgb<u8> = Rgb([150, 150, 150]);
+pub(crate) const GRID_LINE: Rgb<u8> = Rgb([150, 150, 150]);
 
 /// A heat map of `matrix`: one `cell` x `cell` square per (true row, predicted column),
-/// shaded from [`HEAT_ZERO`] towards [`HEAT_CORRECT`] (diagonal) or [`HEAT_WRONG`] by the
-/// count over its row's total, between one-pixel [`GRID_LINE`]s. The no-prediction column
+/// shaded from `HEAT_ZERO` towards `HEAT_CORRECT` (diagonal) or `HEAT_WRONG` by the
+/// count over its row's total, between one-pixel `GRID_LINE`s. The no-prediction column
 /// is drawn (last) only when some sample has no prediction. With `n` rows and `m` columns the
 /// result is `m * (cell + 1) + 1` wide and `n * (cell + 1) + 1` high.
 pub fn confusion_png(matrix: &ConfusionMatrix, cell: u32) -> RgbImage {

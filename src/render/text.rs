@@ -4,16 +4,16 @@
 use image::{Rgb, RgbImage};
 
 /// Pixels per glyph side at scale 1.
-pub const GLYPH: u32 = 8;
+pub(crate) const GLYPH: u32 = 8;
 
 /// Width in pixels of `text` drawn at `scale`.
-pub fn text_width(text: &str, scale: u32) -> u32 {
+pub(crate) fn text_width(text: &str, scale: u32) -> u32 {
     text.chars().count() as u32 * GLYPH * scale
 }
 
 /// Draws `text` with its top-left corner at (`x`, `y`), each font pixel a `scale` square,
 /// clipped to the image.
-pub fn draw_text(image: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, colour: Rgb<u8>) {
+pub(crate) fn draw_text(image: &mut RgbImage, x: i64, y: i64, text: &str, scale: u32, colour: Rgb<u8>) {
     let scale = i64::from(scale.max(1));
     for (i, ch) in text.chars().enumerate() {
         let code = if ch.is_ascii() && !ch.is_ascii_control() { ch as usize } else { '?' as usize };

@@ -11,7 +11,7 @@ use crate::search::Neighbor;
 /// One query's results as `lookalike search --json` prints them, as JSON text: `{"query":
 /// NAME, "neighbors": [{"rank", "index", "path", "label", "score"}, ...]}`, ranks from 1,
 /// paths and labels from the index's `entries`. Paths (and the query's name) are written
-/// losslessly as the index stores them ([`crate::index::paths`]): Python's `json.loads`
+/// losslessly as the index stores them (see [`crate::index`]): Python's `json.loads`
 /// and `os.fsencode` give back the exact bytes of a name that is not UTF-8.
 pub fn neighbours_json(query: &Path, neighbours: &[Neighbor], entries: &[Entry]) -> Result<String> {
     // Fields in the order serde_json's maps print them, as earlier versions did.

@@ -87,7 +87,9 @@ pub fn retrieval_metrics(
 /// `k` per row (itself removed; ties to the lower index). On the GPU through the search's own
 /// matmul and top-k when `ctx` is given and `k + 1` is within [`MAX_K`], else by the CPU
 /// reference.
-pub fn all_neighbours(ctx: Option<&Context>, embeddings: &[f32], dim: usize, k: usize) -> Result<Vec<Vec<Neighbor>>> {
+pub(crate) fn all_neighbours(
+    ctx: Option<&Context>, embeddings: &[f32], dim: usize, k: usize,
+) -> Result<Vec<Vec<Neighbor>>> {
     let rows = embeddings.len() / dim.max(1);
     if rows < 2 || k == 0 || k >= rows {
         return Err(Error::InvalidArgument(format!("{k} neighbours of each of {rows} images: need 1 <= k < images")));
@@ -134,7 +136,7 @@ fn class_sizes(labels: &[u32]) -> std::collections::HashMap<u32, usize> {
 
 /// Neighbours enough for [`retrieval_metrics`]: the larger of 10 and the largest class less
 /// one, at most `rows − 1`.
-pub fn neighbours_needed(labels: &[u32]) -> usize {
+pub(crate) fn neighbours_needed(labels: &[u32]) -> usize {
     let largest = class_sizes(labels).values().copied().max().unwrap_or(1);
     K.max(largest - 1).min(labels.len().saturating_sub(1))
 }

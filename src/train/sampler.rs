@@ -3,11 +3,11 @@
 //! steps, a run is reproducible, and the CPU twin draws exactly the same pairs.
 //!
 //! Everything is 32-bit integer arithmetic that WGSL has (`shaders/train_sample.wgsl`
-//! repeats [`mix32`] and [`pair_hash`] word for word).
+//! repeats `mix32` and `pair_hash` word for word).
 
 /// A 32-bit finaliser with low bias (Wellons' "lowbias32"): every input bit affects every
 /// output bit.
-pub fn mix32(mut x: u32) -> u32 {
+pub(crate) fn mix32(mut x: u32) -> u32 {
     x ^= x >> 16;
     x = x.wrapping_mul(0x7feb_352d);
     x ^= x >> 15;
@@ -17,7 +17,7 @@ pub fn mix32(mut x: u32) -> u32 {
 
 /// The random word for (seed, step, class, slot): slot 0 picks the anchor, slot 1 the
 /// positive. Each key is folded in through its own round of [`mix32`].
-pub fn pair_hash(seed: u64, step: u32, class: u32, slot: u32) -> u32 {
+pub(crate) fn pair_hash(seed: u64, step: u32, class: u32, slot: u32) -> u32 {
     let mut h = mix32(seed as u32 ^ mix32((seed >> 32) as u32));
     h = mix32(step ^ h);
     h = mix32(class ^ h);
@@ -27,7 +27,7 @@ pub fn pair_hash(seed: u64, step: u32, class: u32, slot: u32) -> u32 {
 /// The anchor and positive of `class` at `step`, as positions within the class
 /// (`0..count`, different from each other; `count` ≥ 2). The modulo's bias is below
 /// count/2³², negligible for any real class.
-pub fn pair_in_class(seed: u64, step: u32, class: u32, count: u32) -> (u32, u32) {
+pub(crate) fn pair_in_class(seed: u64, step: u32, class: u32, count: u32) -> (u32, u32) {
     let anchor = pair_hash(seed, step, class, 0) % count;
     let positive = (anchor + 1 + pair_hash(seed, step, class, 1) % (count - 1)) % count;
     (anchor, positive)
