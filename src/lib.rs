@@ -88,7 +88,6 @@
 //! - [`tune`]: measuring the kernels' launch shapes for an adapter.
 //! - [`npy`]: reading and writing `.npy` arrays.
 //! - [`error`]: the one [`Error`] type.
-//! - `render` (with the `cli` feature only): the command line's figures.
 //!
 //! Activations are NHWC f32 throughout (channels innermost); the public `.npy` inputs are
 //! NCHW, as numpy and PyTorch write them, and are transposed on load.
@@ -108,7 +107,9 @@ pub mod index;
 pub mod model;
 pub mod npy;
 pub mod ops;
+// the command line's figures
 #[cfg(feature = "cli")]
+#[doc(hidden)]
 pub mod render;
 #[doc(hidden)]
 pub mod rng;

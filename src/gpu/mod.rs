@@ -12,9 +12,7 @@ pub mod shaders;
 pub use context::{Context, ContextBuilder, CooperativeMatrix};
 pub(crate) use pipeline::scoped;
 pub use pipeline::Dispatch;
-// named by the ops module docs
-#[doc(hidden)]
-pub use pipeline::PipelineKey;
+pub(crate) use pipeline::PipelineKey;
 pub(crate) use pipeline::{Binding, Kernel};
 pub use profile::Stage;
 
@@ -201,7 +199,8 @@ impl Context {
         self.wait()
     }
 
-    /// Copies the first `len` f32s of a storage buffer back (for tests and tools).
+    /// Copies the first `len` f32s of a storage buffer back (for tests and tools); the
+    /// buffer needs `COPY_SRC` usage, as [`Context::storage`]'s have.
     pub fn read(&self, buffer: &wgpu::Buffer, len: usize) -> Result<Vec<f32>> {
         self.run_and_read(&[], buffer, len)
     }

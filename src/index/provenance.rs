@@ -44,12 +44,12 @@ impl Provenance {
 
 /// The tag that stands for seeded random ResNet50 weights ([`RandomResNet50::generate`]) in
 /// place of a path and a hash: `seed:N`.
-pub fn seed_tag(seed: u64) -> String {
+pub(crate) fn seed_tag(seed: u64) -> String {
     format!("seed:{seed}")
 }
 
 /// The seed of a tag [`seed_tag`] wrote; `None` for anything else (a file's hash).
-pub fn seed_of(tag: &str) -> Option<u64> {
+pub(crate) fn seed_of(tag: &str) -> Option<u64> {
     tag.strip_prefix("seed:").and_then(|seed| seed.parse().ok())
 }
 

@@ -50,7 +50,8 @@ pub(crate) fn check_buffers(
     check_len(&format!("{op} C"), c, shape.m * shape.n)
 }
 
-/// Prepares one matmul launch with f32 B.
+/// Prepares one matmul launch with f32 B. C must be a buffer of its own: wgpu refuses a
+/// buffer bound both for reading and writing, at submit.
 pub fn matmul(
     ctx: &Context, shape: &MatmulShape, a: &wgpu::Buffer, b: &wgpu::Buffer, c: &wgpu::Buffer, tiles: Tiles,
 ) -> Result<Dispatch> {

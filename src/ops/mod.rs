@@ -18,7 +18,7 @@
 //!   [`Tuning`] holds a set per adapter, the built-in table's ([`Tuning::for_adapter`]) or
 //!   an autotune result (the `tune` module), and [`Tuning::gemm_tiles`] picks per layer.
 //! - **Pipeline cache.** Each op fetches its compiled pipeline from the context's cache,
-//!   keyed by shader, entry point and constants ([`crate::gpu::PipelineKey`]): compiled on
+//!   keyed by shader, entry point and override constants: compiled on
 //!   first use, shared by every clone of the [`crate::Context`]. A [`Dispatch`] holds its
 //!   pipeline and bind group and can be encoded any number of times; the buffers it binds
 //!   stay alive as long as it does.

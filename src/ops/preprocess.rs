@@ -17,10 +17,11 @@ use std::ops::Range;
 use image::RgbImage;
 use rayon::prelude::*;
 
-use crate::cpu::preprocess::{crop_window, preprocess_image, FilterTaps, Preprocess};
+use crate::cpu::preprocess::{crop_window, preprocess_image, FilterTaps};
 use crate::error::{Error, Result};
 use crate::gpu::{grid_1d, shaders::ShaderFile, Binding, Context, Dispatch, PipelineKey};
 use crate::ops::{check_len, ELEMENTWISE_WG};
+use crate::shape::preprocess::Preprocess;
 
 /// Longest side, in pixels, an image may have after resizing for [`PreprocessBatch::new`].
 /// Beyond it lie strips and panoramas far wider than tall (a 10000x10 strip resized to 224

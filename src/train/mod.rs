@@ -261,4 +261,4 @@ pub(crate) fn check_training(net: &mut ConvNet, data: &crate::data::ClassGrouped
 }
 
 /// Most activation values one training step may hold (2 GiB of f32).
-pub const MAX_STEP_VALUES: usize = 1 << 29;
+pub(crate) const MAX_STEP_VALUES: usize = 1 << 29;
