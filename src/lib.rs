@@ -19,7 +19,7 @@
 //! let index = Index::load("photos.index".as_ref())?;
 //! // The weights file the index records (or pass Some(path) for one moved elsewhere).
 //! let weights = LoadedWeights::for_index(&index, None)?;
-//! let searcher = Searcher::new(Context::new()?, &weights.net, &index, SearchOptions::default())?;
+//! let searcher = Searcher::with_weights(Context::new()?, &weights, &index, SearchOptions::default())?;
 //! let [a, b] = std::thread::scope(|s| {
 //!     let a = s.spawn(|| searcher.search_paths(&["query-a.jpg"], 5));
 //!     let b = s.spawn(|| searcher.search_paths(&["query-b.jpg"], 5));

@@ -339,3 +339,28 @@ fn images_to_neighbours_on_the_gpu_match_the_cpu_pipeline() {
     assert_eq!(own[0][0].index, 0);
     assert!((own[0][0].score - 1.0).abs() < 1e-4, "{}", own[0][0].score);
 }
+
+/// `Searcher::with_weights` refuses a net of the index's architecture and shape but other
+/// weights, which `Searcher::new` cannot tell apart, and takes the index's own.
+#[test]
+fn with_weights_refuses_another_net_of_the_same_shape() {
+    use lookalike::index::{IndexBuilder, LoadedWeights};
+    use lookalike::model::convnet::{ConvNet, ConvNetSpec};
+    let spec = ConvNetSpec { widths: [4, 4, 4], dim: 4, ..ConvNetSpec::recipe(16, 16, 3) };
+    let own = LoadedWeights::from_convnet(ConvNet::glorot(spec, 1).unwrap(), "own.safetensors").unwrap();
+    let other = LoadedWeights::from_convnet(ConvNet::glorot(spec, 2).unwrap(), "other.safetensors").unwrap();
+    let features = Rng::new(3).normals(5 * 4, 1.0);
+    let index = IndexBuilder::on_cpu(&own).from_features(&features, entries(5)).unwrap();
+
+    let err = Searcher::with_weights(ctx().clone(), &other, &index, SearchOptions::default())
+        .err()
+        .expect("other weights of the same shape must be refused")
+        .to_string();
+    assert!(err.contains("other weights") && err.contains("other.safetensors"), "{err}");
+    // `new` checks only the shape, so it takes the wrong net: what with_weights guards against.
+    assert!(Searcher::new(ctx().clone(), &other.net, &index, SearchOptions::default()).is_ok());
+
+    let searcher = Searcher::with_weights(ctx().clone(), &own, &index, SearchOptions::default()).unwrap();
+    let found = searcher.search_features(&features[2 * 4..3 * 4], 1).unwrap();
+    assert_eq!(found[0][0].index, 2);
+}

@@ -74,7 +74,7 @@ use crate::cpu::preprocess::{check_image, decode_file, Preprocess};
 use crate::embed::decode_run_len;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch};
-use crate::index::{Embeddings, Index};
+use crate::index::{Embeddings, Index, LoadedWeights};
 use crate::model::{BackboneRef, GpuBackbone};
 use crate::ops::matmul::Precision;
 use crate::ops::preprocess::{submit_runs, PreprocessBatch};
@@ -146,9 +146,8 @@ impl Searcher {
     /// reference matrix (in chunks that each fit one storage binding, or
     /// `options.chunk_rows`). Refuses a network whose features are not the index's: rows of
     /// another width, or an index whose `model` names the other backbone. It cannot tell
-    /// two nets of one architecture apart: load the net with
-    /// [`LoadedWeights::for_index`](crate::index::LoadedWeights::for_index), which checks
-    /// the SHA-256 the index records, to be sure the queries meet the rows' network.
+    /// two nets of one architecture apart: [`Searcher::with_weights`] can, and
+    /// [`LoadedWeights::for_index`] loads the very weights an index records.
     ///
     /// Every search takes `k` from 1 to the index's row count, at most
     /// [`MAX_K`] (1024); other values are an error.
@@ -161,6 +160,14 @@ impl Searcher {
         let backbone = GpuBackbone::new(&searcher.ctx, net, options.matrix_units)?;
         searcher.net = Some(backbone.with_tuning(searcher.tuning));
         Ok(searcher)
+    }
+
+    /// [`Searcher::new`] with weights that know their SHA-256 (or seed), refused unless
+    /// they are the network the index records ([`LoadedWeights::check_matches`]): queries
+    /// embedded by another net of the same shape would be answered, wrongly, without it.
+    pub fn with_weights(ctx: Context, weights: &LoadedWeights, index: &Index, options: SearchOptions) -> Result<Self> {
+        weights.check_matches(index)?;
+        Self::new(ctx, &weights.net, index, options)
     }
 
     /// A searcher over precomputed features only ([`Searcher::search_features`]); it has no
