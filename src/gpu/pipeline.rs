@@ -19,6 +19,21 @@ pub enum Binding {
     ReadWrite,
 }
 
+impl Binding {
+    /// The common layout of `N` bindings: the uniform, then `reads` storage buffers the
+    /// kernel only reads, then the ones it writes. (Too many reads fails to compile.)
+    pub(crate) const fn uniform_reads_writes<const N: usize>(reads: usize) -> [Binding; N] {
+        let mut layout = [Binding::ReadWrite; N];
+        layout[0] = Binding::Uniform;
+        let mut i = 1;
+        while i <= reads {
+            layout[i] = Binding::ReadOnly;
+            i += 1;
+        }
+        layout
+    }
+}
+
 /// Identifies a compiled pipeline. Constants are stored as bit patterns so the key hashes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct PipelineKey {
@@ -212,5 +227,17 @@ impl Dispatch {
     /// The kernel's name, for profiling.
     pub fn label(&self) -> &'static str {
         self.label
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Binding::{self, ReadOnly, ReadWrite, Uniform};
+
+    #[test]
+    fn the_common_layout_is_uniform_then_reads_then_writes() {
+        assert_eq!(Binding::uniform_reads_writes::<5>(2), [Uniform, ReadOnly, ReadOnly, ReadWrite, ReadWrite]);
+        assert_eq!(Binding::uniform_reads_writes::<3>(2), [Uniform, ReadOnly, ReadOnly]);
+        assert_eq!(Binding::uniform_reads_writes::<2>(0), [Uniform, ReadWrite]);
     }
 }

@@ -36,16 +36,7 @@ struct Params {
 const FLAG_RESIDUAL: u32 = 4;
 const FLAG_RELU: u32 = 8;
 
-const BINDINGS: [Binding; 8] = [
-    Binding::Uniform,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadWrite,
-];
+const BINDINGS: [Binding; 8] = Binding::uniform_reads_writes(6);
 
 /// Prepares one batch-norm launch: `y = relu?((x - mean) / sqrt(var + eps) * w + b + residual)`.
 pub fn batch_norm(ctx: &Context, shape: &BatchNormShape, buffers: &BatchNormBuffers, relu: bool) -> Result<Dispatch> {

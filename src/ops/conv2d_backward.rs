@@ -72,16 +72,7 @@ struct Params {
 
 /// Uniform, input, output, grad_output, weight, d_weight, d_bias, d_input: one layout for
 /// both entries, each binding what the other reads or writes to a buffer it already uses.
-const BINDINGS: [Binding; 8] = [
-    Binding::Uniform,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
-];
+const BINDINGS: [Binding; 8] = Binding::uniform_reads_writes(4);
 
 fn fits_u32(op: &str, what: &str, end: usize) -> Result<u32> {
     u32::try_from(end).map_err(|_| Error::InvalidArgument(format!("{op}: {what} ends past 32-bit indexing ({end})")))

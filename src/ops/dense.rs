@@ -67,8 +67,7 @@ const MODE_BIAS_ROW: u32 = 2;
 const DEPTH: u32 = 16;
 
 /// Uniform, a, b, bias, c, d_bias.
-const BINDINGS: [Binding; 6] =
-    [Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite, Binding::ReadWrite];
+const BINDINGS: [Binding; 6] = Binding::uniform_reads_writes(3);
 
 /// Invocations along a tile side of at most `n` outputs (4 each): 1 to 16.
 fn side(n: usize) -> u32 {

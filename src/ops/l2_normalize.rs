@@ -17,7 +17,7 @@ struct Params {
 /// Workgroup size: one workgroup per row; a power of two for the tree reduction.
 const WG: u32 = 256;
 
-const BINDINGS: [Binding; 4] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
+const BINDINGS: [Binding; 4] = Binding::uniform_reads_writes(2);
 
 /// Prepares `output[r] = (input[r] - mean) / ||input[r] - mean||` for `rows` rows of `dim`
 /// (no centring when `mean` is `None`). `output` must not be `input`. Scale-safe: any finite

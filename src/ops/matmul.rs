@@ -24,7 +24,7 @@ impl Params {
 }
 
 /// Uniform, A, B, C: the layout of `gemv.wgsl`.
-pub(crate) const BINDINGS: [Binding; 4] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadOnly, Binding::ReadWrite];
+pub(crate) const BINDINGS: [Binding; 4] = Binding::uniform_reads_writes(2);
 
 /// [`BINDINGS`], then A and B again as 16-byte vectors: the layout of `matmul.wgsl` and
 /// `matmul_coop.wgsl`.

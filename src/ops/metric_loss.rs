@@ -22,14 +22,7 @@ struct Params {
     rows: u32,
 }
 
-const BINDINGS: [Binding; 6] = [
-    Binding::Uniform,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
-];
+const BINDINGS: [Binding; 6] = Binding::uniform_reads_writes(2);
 
 /// The buffers of the loss: `embeddings` (dense outputs, `[2C, dim]`, anchors then
 /// positives) in; their unit rows, their gradient and the step's loss out.

@@ -22,7 +22,7 @@ struct Params {
     _pad: [u32; 2],
 }
 
-const BINDINGS: [Binding; 3] = [Binding::Uniform, Binding::ReadOnly, Binding::ReadWrite];
+const BINDINGS: [Binding; 3] = Binding::uniform_reads_writes(1);
 
 fn launch(
     ctx: &Context, entry: &'static str, params: Params, input: &wgpu::Buffer, output: &wgpu::Buffer,

@@ -53,15 +53,7 @@ struct Params {
     std_dev: [f32; 4],
 }
 
-const BINDINGS: [Binding; 7] = [
-    Binding::Uniform,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
-];
+const BINDINGS: [Binding; 7] = Binding::uniform_reads_writes(4);
 
 /// What one image needs from the shared buffers, before offsets are known.
 struct Plan {

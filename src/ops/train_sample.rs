@@ -128,18 +128,7 @@ struct Params {
     _pad: [u32; 2],
 }
 
-const BINDINGS: [Binding; 10] = [
-    Binding::Uniform,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadOnly,
-    Binding::ReadWrite,
-    Binding::ReadWrite,
-];
+const BINDINGS: [Binding; 10] = Binding::uniform_reads_writes(7);
 
 /// Prepares the sampling launch: for the step number in `state[0]` ([`STATE_WORDS`] u32s),
 /// `rows` (2C u32s) gets each class's anchor then each class's positive as in
