@@ -210,13 +210,7 @@ pub(crate) fn check_training(net: &mut ConvNet, data: &crate::data::ClassGrouped
     spec.validate()?;
     crate::cpu::check_slice("convnet weights", &net.params, spec.layout().len)?;
     let images = &data.images;
-    if (images.height, images.width, images.channels) != (spec.height, spec.width, spec.channels) {
-        return Err(Error::shape(
-            "training images",
-            format!("{}x{}x{} (the net's input)", spec.height, spec.width, spec.channels),
-            format!("{}x{}x{}", images.height, images.width, images.channels),
-        ));
-    }
+    run::check_input(net, images)?;
     let classes = data.class_counts.len();
     if classes < 2 || data.class_offsets.len() != classes {
         return Err(Error::InvalidArgument(format!(
