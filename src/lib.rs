@@ -23,7 +23,7 @@
 //! let [a, b] = std::thread::scope(|s| {
 //!     let a = s.spawn(|| searcher.search_paths(&["query-a.jpg"], 5));
 //!     let b = s.spawn(|| searcher.search_paths(&["query-b.jpg"], 5));
-//!     [a.join(), b.join()].map(|answer| answer.expect("a search thread panicked"))
+//!     [a.join(), b.join()].map(|answer| answer.unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
 //! });
 //! for neighbour in a?[0].iter().chain(&b?[0]) {
 //!     println!("{:.3} {}", neighbour.score, index.entries[neighbour.index].path.display());
