@@ -65,11 +65,7 @@ pub fn sha256_file(path: &Path) -> Result<String> {
         }
         hasher.update(&buf[..n]);
     }
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(digest: &[u8]) -> String {
-    digest.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(crate::model::canonical::hex(&hasher.finalize()))
 }
 
 /// A network with where it came from: what an index records of it.
@@ -111,7 +107,7 @@ impl LoadedWeights {
     /// file later. `path` is what the
     /// index records as the weights' location (where the caller saves the net, or a name).
     pub fn from_convnet(net: ConvNet, path: impl Into<String>) -> Result<Self> {
-        let sha256 = hex(&sha2::Sha256::digest(net.safetensors_bytes()?));
+        let sha256 = net.file_sha256()?;
         Ok(Self { net: Backbone::ConvNet(net), path: path.into(), sha256 })
     }
 

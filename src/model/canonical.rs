@@ -1,6 +1,19 @@
-//! Safetensors bytes that depend on the tensors and metadata alone.
+//! Weights files' bytes that depend on the tensors and metadata alone, and their SHA-256 as
+//! an index records it.
+
+use sha2::Digest;
 
 use crate::error::{Error, Result};
+
+/// SHA-256 of `bytes`, lowercase hex (what `index::sha256_file` gives for a file of them).
+pub(crate) fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&sha2::Sha256::digest(bytes))
+}
+
+/// A digest in lowercase hex.
+pub(crate) fn hex(digest: &[u8]) -> String {
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
 
 /// The same safetensors file with its JSON header's keys in sorted order: `serialize` takes
 /// the metadata as a `HashMap`, whose order changes from run to run, and one net must always

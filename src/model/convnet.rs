@@ -267,6 +267,12 @@ impl ConvNet {
         write_atomic(path, |w| w.write_all(&bytes))
     }
 
+    /// SHA-256 (lowercase hex, as `index::sha256_file` gives) of the file [`ConvNet::save`]
+    /// writes, without writing it: one net always gives the same bytes.
+    pub fn file_sha256(&self) -> Result<String> {
+        Ok(super::canonical::sha256_hex(&self.safetensors_bytes()?))
+    }
+
     /// The bytes [`ConvNet::save`] writes.
     pub fn safetensors_bytes(&self) -> Result<Vec<u8>> {
         let layout = self.spec.layout();

@@ -3,7 +3,7 @@
 //! one [`Backbone`].
 
 pub mod backbone;
-mod canonical;
+pub(crate) mod canonical;
 pub mod convnet;
 pub mod convnet_cpu;
 pub mod convnet_gpu;

@@ -175,9 +175,8 @@ impl ResNet50 {
     /// [`ResNet50::save`] writes, without writing it: the writer is deterministic, so this
     /// tells whether a weights file holds exactly this network.
     pub fn file_sha256(&self, fc: Option<(&[f32], &[f32])>) -> Result<String> {
-        use sha2::Digest;
         let bytes = self.safetensors_bytes(Path::new("(in memory)"), fc)?;
-        Ok(sha2::Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect())
+        Ok(super::canonical::sha256_hex(&bytes))
     }
 
     /// The bytes of [`ResNet50::save`]'s file; `path` names it in errors.
