@@ -12,6 +12,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch};
 use crate::model::{BackboneRef, CpuBackbone, GpuBackbone};
 use crate::npy::NhwcBatch;
+use crate::ops::l2_normalize::l2_normalize;
 use crate::ops::preprocess::{submit_runs, PreprocessBatch};
 use crate::ops::Tuning;
 
@@ -119,19 +120,59 @@ impl Embedder {
     /// ([`PreprocessBatch::with_cpu_fallback`]). Fails on an empty image ([`check_image`]
     /// finds those first) and where the crop's activations exceed the device's limits.
     pub fn embed_decoded(&mut self, images: &[RgbImage], preprocess: &Preprocess) -> Result<Vec<f32>> {
+        self.embed_decoded_as(images, preprocess, None)
+    }
+
+    /// Unit query rows of decoded images: [`Embedder::embed_decoded`], then centred on
+    /// `mean` (an index's, where it is centred) and L2-normalised, on the GPU in the same
+    /// submit, as a [`crate::Searcher`] treats its image queries: the rows whose dot
+    /// products with an index's rows are its cosine scores (what a vector database takes
+    /// as queries). `mean` must have `feature_dim` values.
+    pub fn embed_decoded_unit(
+        &mut self, images: &[RgbImage], preprocess: &Preprocess, mean: Option<&[f32]>,
+    ) -> Result<Vec<f32>> {
+        if let Some(mean) = mean {
+            if mean.len() != self.feature_dim() {
+                return Err(Error::shape(
+                    "query mean",
+                    format!("{} values", self.feature_dim()),
+                    mean.len().to_string(),
+                ));
+            }
+        }
+        self.embed_decoded_as(images, preprocess, Some(mean))
+    }
+
+    /// Features, or (`unit` = `Some(mean)`) unit rows centred on `mean`.
+    fn embed_decoded_as(
+        &mut self, images: &[RgbImage], preprocess: &Preprocess, unit: Option<Option<&[f32]>>,
+    ) -> Result<Vec<f32>> {
         preprocess.validate()?;
         let side = preprocess.crop as usize;
         match &mut self.engine {
             Engine::Gpu { ctx, net } => {
                 net.check_fits(ctx, side, side)?;
                 let (dim, name, cause) = (net.feature_dim(), net.name(), net.overflow_cause());
+                let mean = unit.flatten().map(|mean| ctx.upload("query mean", mean)).transpose()?;
                 let mut features = Vec::with_capacity(images.len() * dim);
                 for run in submit_runs(ctx, images, preprocess, net.max_batch(ctx, side, side)) {
                     let chunk = &images[run];
                     let (input, output, backbone) = net.prepared(ctx, chunk.len(), side, side)?;
                     let prepare = PreprocessBatch::with_cpu_fallback(ctx, chunk, preprocess, input)?;
-                    let dispatches: Vec<&Dispatch> = prepare.dispatches().iter().chain(backbone).collect();
-                    let part = ctx.run_and_read(&dispatches, output, chunk.len() * dim)?;
+                    let mut dispatches: Vec<&Dispatch> = prepare.dispatches().iter().chain(backbone).collect();
+                    let normalized = match unit {
+                        Some(_) => {
+                            let rows = ctx.storage("unit queries", chunk.len() * dim)?;
+                            let normalize = l2_normalize(ctx, chunk.len(), dim, output, mean.as_ref(), &rows)?;
+                            Some((rows, normalize))
+                        }
+                        None => None,
+                    };
+                    if let Some((_, normalize)) = &normalized {
+                        dispatches.push(normalize);
+                    }
+                    let result = normalized.as_ref().map_or(output, |(rows, _)| rows);
+                    let part = ctx.run_and_read(&dispatches, result, chunk.len() * dim)?;
                     crate::model::check_features(&part, dim, features.len() / dim, name, cause)?;
                     features.extend(part);
                 }
@@ -140,7 +181,11 @@ impl Embedder {
             Engine::Cpu(net) => {
                 let parts =
                     images.par_iter().map(|img| preprocess_image(img, preprocess)).collect::<Result<Vec<_>>>()?;
-                net.forward(&parts.concat(), images.len(), side, side)
+                let features = net.forward(&parts.concat(), images.len(), side, side)?;
+                match unit {
+                    Some(mean) => crate::cpu::l2_normalize(&features, images.len(), net.feature_dim(), mean),
+                    None => Ok(features),
+                }
             }
         }
     }

@@ -195,6 +195,17 @@ pub enum Error {
         reason: String,
     },
 
+    #[error("Milvus at {uri}: {action} failed: {reason}")]
+    /// A Milvus server refused a request or could not be reached (`milvus` feature).
+    Milvus {
+        /// The server.
+        uri: String,
+        /// What was asked of it (connect, create collection `c`, upsert rows 0..500, ...).
+        action: String,
+        /// The server's or the connection's answer.
+        reason: String,
+    },
+
     #[error("invalid argument: {0}")]
     /// An argument outside what the call accepts, with what to do instead.
     InvalidArgument(String),

@@ -104,6 +104,8 @@ pub mod embed;
 pub mod error;
 pub mod gpu;
 pub mod index;
+#[cfg(feature = "milvus")]
+pub mod milvus;
 pub mod model;
 pub mod npy;
 pub mod ops;

@@ -66,7 +66,7 @@ pub use embeddings::{mean_row, normalize_rows, Centring, Embeddings};
 use file::{TensorData, TensorFile};
 pub use lock::{Wait, WriteLock};
 use paths::index_dir;
-pub use provenance::{sha256_file, LoadedWeights, Provenance};
+pub use provenance::{same_weights, sha256_file, LoadedWeights, Provenance};
 pub use scan::{is_image_name, scan_folder, scan_folder_with, FileId, FolderScan, ScanOptions};
 use verify::{damaged, Checksums, ROW_CRC32};
 

@@ -125,37 +125,48 @@ impl LoadedWeights {
     /// records (see [`Provenance::weights_path`]), else its seed. Either way they must be
     /// the network the index records ([`LoadedWeights::check_matches`]).
     pub fn for_index(index: &Index, override_path: Option<&Path>) -> Result<Self> {
-        let recorded = &index.provenance;
+        Self::for_provenance(&index.provenance, override_path, "index")
+    }
+
+    /// The weights of rows recorded as `recorded` (by an index, or a collection on a
+    /// server, which `holder` names in errors), found as [`LoadedWeights::for_index`] finds
+    /// them, and refused unless they are that network ([`LoadedWeights::check_recorded`]).
+    pub fn for_provenance(recorded: &Provenance, override_path: Option<&Path>, holder: &str) -> Result<Self> {
         let loaded = match (override_path, seed_of(&recorded.weights_sha256)) {
             (Some(path), _) => Self::from_file(path)?,
             (None, Some(seed)) => Self::from_seed(seed)?,
             (None, None) if recorded.weights_sha256.starts_with("seed:") => {
                 return Err(Error::InvalidArgument(format!(
-                    "the index records unreadable weights {:?}: give the weights file it was built with",
+                    "the {holder} records unreadable weights {:?}: give the weights file it was built with",
                     recorded.weights_sha256
                 )))
             }
             (None, None) => Self::from_file(Path::new(&recorded.weights_path)).map_err(|e| match e {
                 Error::Io { path, source } => Error::InvalidArgument(format!(
-                    "the index's weights file {} cannot be read ({source}); give the weights file it was built \
+                    "the {holder}'s weights file {} cannot be read ({source}); give the weights file it was built \
                      with (--weights)",
                     paths::display(&path)
                 )),
                 other => other,
             })?,
         };
-        loaded.check_matches(index)?;
+        loaded.check_recorded(recorded, holder)?;
         Ok(loaded)
     }
 
     /// Refuses weights that are not the network `index` records: another model, or other
     /// weights ([`LoadedWeights::same_network`]). Errors name both.
     pub fn check_matches(&self, index: &Index) -> Result<()> {
-        self.check_model(index)?;
-        let recorded = &index.provenance;
+        self.check_recorded(&index.provenance, "index")
+    }
+
+    /// Refuses weights that are not the network `recorded` names (an index's or a
+    /// collection's, which `holder` names in errors): another model, or other weights.
+    pub fn check_recorded(&self, recorded: &Provenance, holder: &str) -> Result<()> {
+        self.check_model_of(recorded, holder)?;
         if !self.same_network(&recorded.weights_sha256)? {
             return Err(Error::InvalidArgument(format!(
-                "the index was built with other weights: it records {} ({}), but {} has {}",
+                "the {holder} was built with other weights: it records {} ({}), but {} has {}",
                 recorded.weights_path, recorded.weights_sha256, self.path, self.sha256
             )));
         }
@@ -165,12 +176,15 @@ impl LoadedWeights {
     /// Refuses weights of another network than the one `index` records as its `model`
     /// (`resnet50` or `convnet`), naming both.
     pub fn check_model(&self, index: &Index) -> Result<()> {
-        let recorded = &index.provenance;
+        self.check_model_of(&index.provenance, "index")
+    }
+
+    fn check_model_of(&self, recorded: &Provenance, holder: &str) -> Result<()> {
         if recorded.model == self.net.name() {
             return Ok(());
         }
         Err(Error::InvalidArgument(format!(
-            "the index was built with a {} ({}), but {} holds a {}: give the {} weights the index was built with",
+            "the {holder} was built with a {} ({}), but {} holds a {}: give the {} weights the {holder} was built with",
             recorded.model,
             recorded.weights_path,
             self.path,
@@ -181,20 +195,26 @@ impl LoadedWeights {
 
     /// Whether these are the weights an index recorded as `recorded_sha256`: the same hash,
     /// or a seed on one side and, on the other, the file `lookalike weights random --seed N`
-    /// ([`crate::model::ResNet50::save`] of [`RandomResNet50`]) writes for it, hashed
-    /// without writing it, only when the tags differ.
+    /// ([`crate::model::ResNet50::save`] of [`RandomResNet50`]) writes for it ([`same_weights`]).
     pub fn same_network(&self, recorded_sha256: &str) -> Result<bool> {
-        if self.sha256 == recorded_sha256 {
-            return Ok(true);
-        }
-        let (seed, file_sha256) = match (seed_of(&self.sha256), seed_of(recorded_sha256)) {
-            (Some(seed), None) => (seed, recorded_sha256),
-            (None, Some(seed)) => (seed, self.sha256.as_str()),
-            _ => return Ok(false),
-        };
-        let random = RandomResNet50::generate(seed)?;
-        Ok(random.net.file_sha256(Some((&random.fc_weight, &random.fc_bias)))? == file_sha256)
+        same_weights(&self.sha256, recorded_sha256)
     }
+}
+
+/// Whether two recorded weights (a file's SHA-256, or a seed tag `seed:N`) are one
+/// network: the same hash, or a seed and the hash of the file `lookalike weights random
+/// --seed N` writes for it (generated and hashed, without writing it, only then).
+pub fn same_weights(a_sha256: &str, b_sha256: &str) -> Result<bool> {
+    if a_sha256 == b_sha256 {
+        return Ok(true);
+    }
+    let (seed, file_sha256) = match (seed_of(a_sha256), seed_of(b_sha256)) {
+        (Some(seed), None) => (seed, b_sha256),
+        (None, Some(seed)) => (seed, a_sha256),
+        _ => return Ok(false),
+    };
+    let random = RandomResNet50::generate(seed)?;
+    Ok(random.net.file_sha256(Some((&random.fc_weight, &random.fc_bias)))? == file_sha256)
 }
 
 #[cfg(test)]

@@ -81,7 +81,7 @@ use crate::ops::preprocess::{submit_runs, PreprocessBatch};
 use crate::ops::topk::MAX_K;
 use crate::ops::Tuning;
 #[doc(hidden)]
-pub use json::neighbours_json;
+pub use json::{neighbours_json, rows_json, NeighbourRow};
 use plan::{read_results, QuerySource, RefChunk, Scratch, ScratchPool};
 
 /// One neighbour: its row in the index and its cosine similarity to the query.

@@ -7,6 +7,8 @@
 pub mod cli;
 #[cfg(feature = "cli")]
 pub mod index_fixture;
+#[cfg(feature = "milvus")]
+pub mod milvus_server;
 pub mod weights_file;
 
 use std::sync::OnceLock;

@@ -45,9 +45,9 @@ pub(crate) enum Command {
         /// Seeded random ResNet50 weights instead of a file.
         #[arg(long)]
         seed: Option<u64>,
-        /// The index file to write (safetensors).
-        #[arg(short, long)]
-        output: PathBuf,
+        /// The index file to write (safetensors); left out with --milvus.
+        #[arg(short, long, required_unless_present = "milvus", conflicts_with = "milvus")]
+        output: Option<PathBuf>,
         /// Storage of the reference matrix [default: f32].
         #[arg(long, value_enum)]
         dtype: Option<Dtype>,
@@ -82,11 +82,40 @@ pub(crate) enum Command {
         /// Fail at once when another process is writing OUTPUT, instead of waiting for it.
         #[arg(long)]
         no_wait: bool,
+        #[command(flatten)]
+        milvus: MilvusArgs,
+        #[command(flatten)]
+        collection_options: CollectionOptions,
+        /// With --milvus: embed only shard I of N (I from 0 to N-1) of the folder, split by
+        /// each file's path under DIR, so N machines fill one collection.
+        #[arg(long, value_name = "I/N", requires = "milvus")]
+        shard: Option<String>,
+        /// With --milvus --center: the centring mean (a [D] float32 .npy) every shard uses;
+        /// without it the run that makes the collection computes one from a sample.
+        #[arg(long, value_name = "FILE", requires = "milvus")]
+        mean: Option<PathBuf>,
+        /// With --milvus --center and no --mean: images the mean is computed from, spread
+        /// evenly over the whole folder.
+        #[arg(long, default_value_t = 1024, requires = "milvus")]
+        mean_sample: usize,
+    },
+    /// Copy an index into a Milvus collection (made where missing; resumable, no duplicates).
+    Export {
+        /// The index file.
+        index: PathBuf,
+        #[command(flatten)]
+        milvus: MilvusArgs,
+        #[command(flatten)]
+        collection_options: CollectionOptions,
+        /// Rows per upsert.
+        #[arg(long, default_value_t = 1000)]
+        batch: usize,
     },
     /// The k most similar indexed images of each query image.
     Search {
+        /// The index file; with --milvus, the first query image.
         index: PathBuf,
-        #[arg(required_unless_present = "features")]
+        #[arg(required_unless_present_any = ["features", "milvus"])]
         images: Vec<PathBuf>,
         /// Query features instead of images: a Q x D float32 .npy, as `embed` writes with the
         /// index's weights and preprocessing (centred like the index, normalised, then scored).
@@ -109,9 +138,16 @@ pub(crate) enum Command {
         /// adapter has none.
         #[arg(long)]
         experimental_coop: bool,
+        #[command(flatten)]
+        milvus: MilvusArgs,
+        /// With --milvus: a search parameter for the server, KEY=VALUE (`ef` for HNSW,
+        /// `nprobe` for IVF_FLAT); repeatable.
+        #[arg(long, value_name = "KEY=VALUE", requires = "milvus")]
+        search_param: Vec<String>,
     },
     /// k-NN classification by the neighbours' labels.
     Classify {
+        /// The index file; with --milvus, the first query image.
         index: PathBuf,
         images: Vec<PathBuf>,
         #[arg(short, default_value_t = 5)]
@@ -124,6 +160,11 @@ pub(crate) enum Command {
         confusion: PathBuf,
         #[arg(long)]
         weights: Option<PathBuf>,
+        #[command(flatten)]
+        milvus: MilvusArgs,
+        /// With --milvus: a search parameter for the server, KEY=VALUE; repeatable.
+        #[arg(long, value_name = "KEY=VALUE", requires = "milvus")]
+        search_param: Vec<String>,
     },
     /// Benchmark the GPU beside the CPU reference: ResNet50, matmul, k-NN scan, stages, and
     /// metric-learning steps/s.
@@ -220,6 +261,47 @@ pub(crate) enum Command {
         #[command(subcommand)]
         command: WeightsCommand,
     },
+}
+
+/// A Milvus collection in place of an index file.
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct MilvusArgs {
+    /// A Milvus server (`http://HOST:19530`: Milvus standalone or cluster, or milvus-lite)
+    /// whose collection takes the place of an index file (a lookalike built with
+    /// `--features milvus`).
+    #[arg(long, value_name = "URI", requires = "collection")]
+    pub milvus: Option<String>,
+    /// The collection on the --milvus server.
+    #[arg(long, requires = "milvus")]
+    pub collection: Option<String>,
+    /// The server's token (`user:password` or an API key) [default: $MILVUS_TOKEN].
+    #[arg(long, requires = "milvus")]
+    pub token: Option<String>,
+    /// The database on the server [default: the server's].
+    #[arg(long, requires = "milvus")]
+    pub database: Option<String>,
+}
+
+/// How a new Milvus collection is made.
+#[derive(clap::Args, Clone, Default)]
+pub(crate) struct CollectionOptions {
+    /// Search structure of a new collection [default: FLAT, exact]; HNSW and IVF_FLAT are
+    /// approximate. Given for an existing collection, it must be the one it has.
+    #[arg(long, value_name = "FLAT|HNSW|IVF_FLAT", requires = "milvus")]
+    pub index_type: Option<String>,
+    /// A build parameter of the structure, KEY=VALUE (`M`, `efConstruction` for HNSW;
+    /// `nlist` for IVF_FLAT); repeatable.
+    #[arg(long, value_name = "KEY=VALUE", requires = "index_type")]
+    pub index_param: Vec<String>,
+    /// How rows travel [default: float16 for f16 rows where the server takes it, else float].
+    #[arg(long, value_enum, requires = "milvus")]
+    pub vector_type: Option<VectorKind>,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+pub(crate) enum VectorKind {
+    Float,
+    Float16,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -1,6 +1,6 @@
 //! The lookalike command line.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 mod args;
@@ -9,6 +9,7 @@ mod demo;
 mod demo_fashion;
 mod embed_cmd;
 mod index_cmd;
+mod milvus_cmd;
 mod outputs;
 mod search_cmd;
 mod train_cmd;
@@ -68,28 +69,88 @@ fn main() -> ExitCode {
             experimental_coop,
             follow_links,
             no_wait,
-        } => index_cmd::index(index_cmd::IndexOptions {
-            dir: &dir,
-            weights: weights.as_deref(),
-            seed,
-            output: &output,
-            precision: dtype.map(|d| match d {
-                Dtype::F32 => Precision::F32,
-                Dtype::F16 => Precision::F16,
-            }),
-            center,
-            batch,
-            resize,
-            crop,
-            add,
-            cpu,
-            matrix_units: experimental_coop,
-            gpu: None,
-            follow_links,
-            no_wait,
-        })
-        .map(|_| ()),
-        Command::Search { index, images, features, k, json, collage, weights, experimental_coop } => {
+            milvus,
+            collection_options,
+            shard,
+            mean,
+            mean_sample,
+        } => match output {
+            None if experimental_coop => Err(Error::InvalidArgument(
+                "--experimental-coop embeds for index files; leave it out with --milvus".into(),
+            )),
+            // With --milvus every run adds what the collection does not hold (--add or not).
+            None => milvus_cmd::fill(
+                milvus_cmd::FillArgs {
+                    dir: &dir,
+                    weights: weights.as_deref(),
+                    seed,
+                    precision: dtype.map(precision_of),
+                    center,
+                    batch,
+                    resize,
+                    crop,
+                    cpu,
+                    follow_links,
+                    shard: shard.as_deref(),
+                    mean: mean.as_deref(),
+                    mean_sample,
+                },
+                &milvus,
+                &collection_options,
+            ),
+            Some(output) => index_cmd::index(index_cmd::IndexOptions {
+                dir: &dir,
+                weights: weights.as_deref(),
+                seed,
+                output: &output,
+                precision: dtype.map(precision_of),
+                center,
+                batch,
+                resize,
+                crop,
+                add,
+                cpu,
+                matrix_units: experimental_coop,
+                gpu: None,
+                follow_links,
+                no_wait,
+            })
+            .map(|_| ()),
+        },
+        Command::Export { index, milvus, collection_options, batch } => {
+            milvus_cmd::export(&index, &milvus, &collection_options, batch)
+        }
+        Command::Search {
+            index,
+            images,
+            features,
+            k,
+            json,
+            collage,
+            weights,
+            experimental_coop,
+            milvus,
+            search_param,
+        } if milvus.milvus.is_some() => {
+            if features.is_some() || collage.is_some() || experimental_coop {
+                Err(Error::InvalidArgument(
+                    "--features, --collage and --experimental-coop search index files; leave them out with --milvus"
+                        .into(),
+                ))
+            } else {
+                let queries: Vec<PathBuf> = std::iter::once(index).chain(images).collect();
+                milvus_cmd::search(&queries, k, json, weights.as_deref(), &milvus, &search_param)
+                    .map(|skipped| queries_skipped = skipped)
+            }
+        }
+        Command::Classify { index, images, k, eval, confusion, weights, milvus, search_param }
+            if milvus.milvus.is_some() =>
+        {
+            let queries: Vec<PathBuf> = std::iter::once(index).chain(images).collect();
+            milvus_cmd::classify(&queries, k, eval.as_deref(), &confusion, weights.as_deref(), &milvus, &search_param)
+                .map(|skipped| queries_skipped = skipped)
+        }
+        Command::Search { index, images, features, k, json, collage, weights, experimental_coop, .. } => {
             let queries = match &features {
                 Some(path) => search_cmd::Queries::Features(path),
                 None => search_cmd::Queries::Images(&images),
@@ -97,7 +158,7 @@ fn main() -> ExitCode {
             search_cmd::search(&index, queries, k, json, collage.as_deref(), weights.as_ref(), experimental_coop)
                 .map(|skipped| queries_skipped = skipped)
         }
-        Command::Classify { index, images, k, eval, confusion, weights } => {
+        Command::Classify { index, images, k, eval, confusion, weights, .. } => {
             if images.is_empty() && eval.is_none() {
                 Err(Error::InvalidArgument("give query images and/or --eval DIR".into()))
             } else {
@@ -124,6 +185,13 @@ fn main() -> ExitCode {
             eprintln!("error: {}", lookalike::index::paths::one_line(&e.to_string()));
             ExitCode::FAILURE
         }
+    }
+}
+
+fn precision_of(dtype: Dtype) -> Precision {
+    match dtype {
+        Dtype::F32 => Precision::F32,
+        Dtype::F16 => Precision::F16,
     }
 }
 

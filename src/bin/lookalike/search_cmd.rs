@@ -67,20 +67,24 @@ fn collage_copy(img: image::RgbImage) -> image::RgbImage {
     image::imageops::thumbnail(&img, fit(width), fit(height))
 }
 
-/// One answered query: its position among the query files, its neighbours and, for a
-/// collage, a copy of it.
-struct Answer {
-    query: usize,
-    neighbours: Vec<Neighbor>,
-    image: Option<image::RgbImage>,
+/// One answered query: its position among the query files, its neighbours (of whatever
+/// the search returns) and, for a collage, a copy of it.
+pub struct Answer<R> {
+    pub query: usize,
+    pub neighbours: Vec<R>,
+    pub image: Option<image::RgbImage>,
 }
 
-/// Searches query image files in runs of bounded decoded size. A file that cannot be read
-/// or used is reported on stderr as `error: PATH: reason` and left out; the others are
-/// answered. Returns the answers and how many files were left out.
-fn search_files(
-    searcher: &Searcher, files: &[PathBuf], preprocess: &Preprocess, k: usize, keep_images: bool,
-) -> Result<(Vec<Answer>, usize)> {
+/// A search of one run of decoded query images: each image's answer.
+pub type SearchRun<'a, A> = dyn FnMut(&[image::RgbImage]) -> Result<Vec<A>> + 'a;
+
+/// Searches query image files in runs of bounded decoded size with `search` (the images of
+/// a run, to their neighbours). A file that cannot be read or used is reported on stderr as
+/// `error: PATH: reason` and left out; the others are answered. Returns the answers and how
+/// many files were left out.
+pub fn search_files<R>(
+    files: &[PathBuf], preprocess: &Preprocess, keep_images: bool, search: &mut SearchRun<Vec<R>>,
+) -> Result<(Vec<Answer<R>>, usize)> {
     let (mut answers, mut skipped) = (Vec::new(), 0);
     let mut start = 0;
     while start < files.len() {
@@ -103,7 +107,7 @@ fn search_files(
             }
         }
         if !images.is_empty() {
-            let results = searcher.search_images(&images, k)?;
+            let results = search(&images)?;
             for ((query, img), neighbours) in queries.into_iter().zip(images).zip(results) {
                 answers.push(Answer { query, neighbours, image: keep_images.then(|| collage_copy(img)) });
             }
@@ -144,7 +148,8 @@ pub fn search(
         Queries::Images(images) => {
             let searcher = open_searcher(&index, weights_override, matrix_units)?;
             let preprocess = index.provenance.preprocess;
-            let (answers, skipped) = search_files(&searcher, images, &preprocess, k, collage_path.is_some())?;
+            let (answers, skipped) =
+                search_files(images, &preprocess, collage_path.is_some(), &mut |run| searcher.search_images(run, k))?;
             if answers.is_empty() {
                 return Ok(skipped);
             }
@@ -282,65 +287,77 @@ pub fn classify(
     }
     let labels = labels_of(&index);
     let searcher = open_searcher(&index, weights_override, false)?;
-    let preprocess = index.provenance.preprocess;
-    let (answers, skipped_queries) = search_files(&searcher, images, &preprocess, k, false)?;
+    let mut known: Vec<String> = labels.iter().flatten().cloned().collect();
+    known.sort();
+    known.dedup();
+    let mut predict = |run: &[image::RgbImage]| -> Result<Vec<Option<String>>> {
+        Ok(searcher.search_images(run, k)?.iter().map(|neighbours| vote(neighbours, &labels)).collect())
+    };
+    classify_with(images, eval, confusion_path, &index.provenance.preprocess, known, &mut predict)
+}
+
+/// What `classify` does with any k-NN search: `predict` gives each image of a run its
+/// voted label; `known` are the classes the confusion matrix starts with (the reference's).
+pub fn classify_with(
+    images: &[PathBuf], eval: Option<&Path>, confusion_path: &Path, preprocess: &Preprocess, known: Vec<String>,
+    predict: &mut SearchRun<Option<String>>,
+) -> Result<usize> {
+    if eval.is_some() {
+        refuse_directory(confusion_path)?;
+    }
+    let mut as_lists = |run: &[image::RgbImage]| -> Result<Vec<Vec<Option<String>>>> {
+        Ok(predict(run)?.into_iter().map(|label| vec![label]).collect())
+    };
+    let (answers, skipped_queries) = search_files(images, preprocess, false, &mut as_lists)?;
     for answer in &answers {
-        let label = vote(&answer.neighbours, &labels).unwrap_or_else(|| "(no label)".into());
+        let label = answer.neighbours.first().cloned().flatten().unwrap_or_else(|| "(no label)".into());
         println!("{} -> {}", paths::display(&images[answer.query]), paths::one_line(&label));
     }
-    if let Some(dir) = eval {
-        let scan = scan_folder_with(dir, ScanOptions::default())?;
-        print_skipped("path(s) passed over while walking the folder", &scan.skipped);
-        let files = scan.files;
-        let labelled: Vec<_> = files.into_iter().filter_map(|(p, l)| l.map(|l| (p, l))).collect();
-        let mut skipped_queries = skipped_queries;
-        if labelled.is_empty() {
-            return Err(Error::InvalidArgument(format!(
-                "no labelled images under {} (one sub-folder per class)",
-                dir.display()
-            )));
-        }
-        let mut known: Vec<String> = labels.iter().flatten().cloned().collect();
-        known.sort();
-        known.dedup();
-        let mut matrix = ConfusionMatrix::new(known);
-        let bar = progress_bar(labelled.len(), "queries");
-        let mut skipped = Vec::new();
-        let mut start = 0;
-        while start < labelled.len() {
-            let end = start + decode_run_len(labelled[start..].iter().map(|(path, _)| path.as_path()), QUERY_RUN);
-            let chunk = &labelled[start..end];
-            start = end;
-            let decoded: Vec<Result<image::RgbImage>> = chunk
-                .par_iter()
-                .map(|(path, _)| decode_file(path).and_then(|img| check_image(&img, &preprocess).map(|()| img)))
-                .collect();
-            let mut images = Vec::new();
-            let mut truths = Vec::new();
-            for ((path, label), result) in chunk.iter().zip(decoded) {
-                match result {
-                    Ok(img) => {
-                        images.push(img);
-                        truths.push(label);
-                    }
-                    Err(e) => skipped.push((path.clone(), e.without_path())),
-                }
-            }
-            if !images.is_empty() {
-                for (truth, neighbours) in truths.iter().zip(searcher.search_images(&images, k)?) {
-                    matrix.add(truth, vote(&neighbours, &labels).as_deref());
-                }
-            }
-            bar.inc(chunk.len() as u64);
-        }
-        bar.finish_and_clear();
-        print_skipped("file(s) skipped, since they could not be read", &skipped);
-        println!("{matrix}");
-        save_png(&confusion_png(&matrix, 32), confusion_path)?;
-        eprintln!("wrote {}", confusion_path.display());
-        // As for query images: an evaluation that left files out says so in its status.
-        skipped_queries += skipped.len();
-        return Ok(skipped_queries);
+    let Some(dir) = eval else { return Ok(skipped_queries) };
+    let scan = scan_folder_with(dir, ScanOptions::default())?;
+    print_skipped("path(s) passed over while walking the folder", &scan.skipped);
+    let labelled: Vec<_> = scan.files.into_iter().filter_map(|(p, l)| l.map(|l| (p, l))).collect();
+    if labelled.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "no labelled images under {} (one sub-folder per class)",
+            dir.display()
+        )));
     }
-    Ok(skipped_queries)
+    let mut matrix = ConfusionMatrix::new(known);
+    let bar = progress_bar(labelled.len(), "queries");
+    let mut skipped = Vec::new();
+    let mut start = 0;
+    while start < labelled.len() {
+        let end = start + decode_run_len(labelled[start..].iter().map(|(path, _)| path.as_path()), QUERY_RUN);
+        let chunk = &labelled[start..end];
+        start = end;
+        let decoded: Vec<Result<image::RgbImage>> = chunk
+            .par_iter()
+            .map(|(path, _)| decode_file(path).and_then(|img| check_image(&img, preprocess).map(|()| img)))
+            .collect();
+        let mut images = Vec::new();
+        let mut truths = Vec::new();
+        for ((path, label), result) in chunk.iter().zip(decoded) {
+            match result {
+                Ok(img) => {
+                    images.push(img);
+                    truths.push(label);
+                }
+                Err(e) => skipped.push((path.clone(), e.without_path())),
+            }
+        }
+        if !images.is_empty() {
+            for (truth, predicted) in truths.iter().zip(predict(&images)?) {
+                matrix.add(truth, predicted.as_deref());
+            }
+        }
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    print_skipped("file(s) skipped, since they could not be read", &skipped);
+    println!("{matrix}");
+    save_png(&confusion_png(&matrix, 32), confusion_path)?;
+    eprintln!("wrote {}", confusion_path.display());
+    // As for query images: an evaluation that left files out says so in its status.
+    Ok(skipped_queries + skipped.len())
 }

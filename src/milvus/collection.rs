@@ -1,0 +1,661 @@
+//! One collection on a Milvus server, through the official SDK (`ClientV2`), driven from a
+//! runtime of its own so the rest of lookalike stays blocking.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use milvus::v2::prelude::{
+    ClientV2, CollectionSchema, ConnectConfig, ConsistencyLevel, CreateCollectionRequest, DataType,
+    DescribeCollectionRequest, DescribeIndexRequest, FieldData, FieldSchema, HasCollectionRequest, IndexParam,
+    IndexType, InsertRequest, LoadCollectionRequest, MetricType, QueryRequest, ResultValue, RetryConfig, SearchRequest,
+    SearchVectors, UpsertRequest,
+};
+
+use super::layout::{Layout, VectorType, EMBEDDING, ID, LABEL, MAX_TEXT, PATH};
+use crate::error::{Error, Result};
+
+/// Where a Milvus server listens and how to log in.
+#[derive(Clone)]
+pub struct Server {
+    /// `http://host:19530` (Milvus standalone or cluster, or `python -m milvus_lite server`).
+    pub uri: String,
+    /// `user:password` or an API key, where the server wants one.
+    pub token: Option<String>,
+    /// The database; the server's default when `None`.
+    pub database: Option<String>,
+    /// How long one request may take, connecting included (default 60 s).
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The token is a secret.
+        f.debug_struct("Server")
+            .field("uri", &self.uri)
+            .field("token", &self.token.as_ref().map(|_| "[hidden]"))
+            .field("database", &self.database)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl Server {
+    /// The server at `uri`, without a token, in its default database.
+    pub fn new(uri: impl Into<String>) -> Self {
+        Self { uri: uri.into(), token: None, database: None, timeout: Duration::from_secs(60) }
+    }
+
+    /// The same server, logging in with `token`.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+}
+
+/// Which search structure the server builds over the rows. `Flat` is exact: its answers are
+/// lookalike's own scan's. `Hnsw` and `IvfFlat` are approximate: faster on large
+/// collections, they may miss true neighbours (tune with the search parameters `ef`, or
+/// `nprobe`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AnnKind {
+    /// Brute force: exact.
+    Flat,
+    /// A graph (parameters `M`, `efConstruction`; search `ef`).
+    Hnsw,
+    /// Inverted lists of centroids (parameter `nlist`; search `nprobe`).
+    IvfFlat,
+}
+
+impl AnnKind {
+    /// `FLAT`, `HNSW` or `IVF_FLAT` (any case).
+    pub fn parse(name: &str) -> Result<Self> {
+        match name.to_ascii_uppercase().as_str() {
+            "FLAT" => Ok(Self::Flat),
+            "HNSW" => Ok(Self::Hnsw),
+            "IVF_FLAT" => Ok(Self::IvfFlat),
+            _ => Err(Error::InvalidArgument(format!("index type {name:?}: use FLAT, HNSW or IVF_FLAT"))),
+        }
+    }
+
+    /// The server's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Flat => "FLAT",
+            Self::Hnsw => "HNSW",
+            Self::IvfFlat => "IVF_FLAT",
+        }
+    }
+
+    fn sdk(self) -> IndexType {
+        match self {
+            Self::Flat => IndexType::Flat,
+            Self::Hnsw => IndexType::Hnsw,
+            Self::IvfFlat => IndexType::IvfFlat,
+        }
+    }
+
+    fn from_sdk(index_type: IndexType) -> Option<Self> {
+        match index_type {
+            IndexType::Flat => Some(Self::Flat),
+            IndexType::Hnsw => Some(Self::Hnsw),
+            IndexType::IvfFlat => Some(Self::IvfFlat),
+            _ => None,
+        }
+    }
+}
+
+/// The search structure and its build parameters (the server's names: `M`,
+/// `efConstruction`, `nlist`); unset ones take lookalike's defaults (HNSW: `M` 16,
+/// `efConstruction` 200; IVF_FLAT: `nlist` 128).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AnnIndex {
+    /// The structure.
+    pub kind: AnnKind,
+    /// Build parameters, by the server's names.
+    pub params: BTreeMap<String, String>,
+}
+
+impl AnnIndex {
+    /// Exact search.
+    pub fn flat() -> Self {
+        Self::new(AnnKind::Flat)
+    }
+
+    /// `kind` with its default parameters.
+    pub fn new(kind: AnnKind) -> Self {
+        let defaults: &[(&str, &str)] = match kind {
+            AnnKind::Flat => &[],
+            AnnKind::Hnsw => &[("M", "16"), ("efConstruction", "200")],
+            AnnKind::IvfFlat => &[("nlist", "128")],
+        };
+        Self { kind, params: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
+    }
+
+    fn sdk(&self) -> IndexParam {
+        IndexParam::new()
+            .field_name(EMBEDDING)
+            .index_type(self.kind.sdk())
+            .metric_type(MetricType::Ip)
+            .extra_params(self.params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+    }
+}
+
+/// How to make a collection that does not exist yet.
+#[derive(Debug, Clone, Default)]
+pub struct CreateOptions {
+    /// Its search structure; `None`: exact ([`AnnIndex::flat`]). Given for a collection
+    /// that exists, it must be the one it has.
+    pub index: Option<AnnIndex>,
+    /// How rows travel; `None`: float16 for f16 rows where the server takes them, else
+    /// float.
+    pub vector_type: Option<VectorType>,
+}
+
+/// One neighbour found through the server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hit {
+    /// Its primary key: the row of an exported index, or the id a folder fill gave it.
+    pub id: i64,
+    /// Inner product of the unit query and row: the cosine of the (centred) pair.
+    pub score: f32,
+    /// The image file.
+    pub path: String,
+    /// Its class, if it has one.
+    pub label: Option<String>,
+}
+
+/// Rows to write: ids, unit rows `[ids.len(), dim]`, paths and labels.
+pub(crate) struct RowBatch<'a> {
+    pub ids: Vec<i64>,
+    pub rows: &'a [f32],
+    pub paths: Vec<String>,
+    pub labels: Vec<Option<String>>,
+}
+
+/// A lookalike collection on a Milvus server: the rows of one network (its [`Layout`]),
+/// keyed by id, with each image's path and label, searched by inner product over unit
+/// rows (cosine).
+pub struct Collection {
+    runtime: tokio::runtime::Runtime,
+    client: ClientV2,
+    uri: String,
+    name: String,
+    layout: Layout,
+    vector_type: VectorType,
+    index: AnnIndex,
+}
+
+impl std::fmt::Debug for Collection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collection")
+            .field("uri", &self.uri)
+            .field("name", &self.name)
+            .field("dim", &self.layout.dim)
+            .field("vector_type", &self.vector_type)
+            .field("index", &self.index)
+            .finish()
+    }
+}
+
+/// A connection: the runtime that drives the SDK and the client.
+struct Connection {
+    runtime: tokio::runtime::Runtime,
+    client: ClientV2,
+    uri: String,
+}
+
+impl Connection {
+    fn open(server: &Server) -> Result<Self> {
+        let scheme = server.uri.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
+        if !matches!(scheme.as_deref(), Some("http" | "https" | "tcp" | "grpc")) {
+            return Err(Error::InvalidArgument(format!(
+                "Milvus URI {:?}: write http://HOST:PORT (https:// for TLS), e.g. http://127.0.0.1:19530",
+                server.uri
+            )));
+        }
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
+            Error::Milvus { uri: server.uri.clone(), action: "start a runtime".into(), reason: e.to_string() }
+        })?;
+        let mut config = ConnectConfig::new()
+            .uri(server.uri.clone())
+            .connect_timeout(server.timeout.min(Duration::from_secs(10)))
+            .rpc_timeout(server.timeout)
+            // A stopped server answers at once; a retry loop would only hide it.
+            .retry(RetryConfig::new().max_attempts(2));
+        if let Some(token) = &server.token {
+            config = config.token(token.clone());
+        }
+        if let Some(database) = &server.database {
+            config = config.database(database.clone());
+        }
+        let client = runtime.block_on(ClientV2::new(&config)).map_err(|e| Error::Milvus {
+            uri: server.uri.clone(),
+            action: "connect".into(),
+            reason: format!("{e} (is a Milvus server listening there?)"),
+        })?;
+        Ok(Self { runtime, client, uri: server.uri.clone() })
+    }
+
+    fn fail(&self, action: impl Into<String>) -> impl FnOnce(milvus::v2::error::Error) -> Error + '_ {
+        let action = action.into();
+        move |e| Error::Milvus { uri: self.uri.clone(), action, reason: e.to_string() }
+    }
+
+    fn exists(&self, name: &str) -> Result<bool> {
+        let request =
+            HasCollectionRequest::builder().collection_name(name).build().map_err(self.fail("ask for a collection"))?;
+        let found = self
+            .runtime
+            .block_on(self.client.has_collection(request))
+            .map_err(self.fail(format!("look for collection `{name}`")))?;
+        Ok(found.exists())
+    }
+}
+
+impl Collection {
+    /// Opens collection `name`, which lookalike made: its layout, vector field and search
+    /// structure are read and checked (inner product over rows of the recorded width), and
+    /// it is loaded for search.
+    pub fn open(server: &Server, name: &str) -> Result<Self> {
+        let connection = Connection::open(server)?;
+        if !connection.exists(name)? {
+            return Err(Error::InvalidArgument(format!(
+                "there is no collection `{name}` on {}: export an index to it (`lookalike export`) or fill it \
+                 (`lookalike index DIR --milvus`)",
+                server.uri
+            )));
+        }
+        Self::describe(connection, name)
+    }
+
+    /// Whether collection `name` exists on `server`.
+    pub fn exists(server: &Server, name: &str) -> Result<bool> {
+        Connection::open(server)?.exists(name)
+    }
+
+    /// Makes collection `name` for rows of `layout` where it does not exist (`options` say
+    /// how); returns whether this call made it (false where it existed, or another machine
+    /// made it meanwhile). It is not checked: [`Collection::open`] it, and
+    /// [`Collection::check_accepts`] the rows meant for it.
+    pub fn create(server: &Server, name: &str, layout: &Layout, options: &CreateOptions) -> Result<bool> {
+        let connection = Connection::open(server)?;
+        if connection.exists(name)? {
+            return Ok(false);
+        }
+        match Self::create_on(&connection, name, layout, options) {
+            Ok(()) => Ok(true),
+            Err(_) if connection.exists(name)? => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Opens collection `name` for rows of `layout`, making it where it does not exist
+    /// (`options` say how); an existing one must record the same layout (width, network,
+    /// preprocessing, precision, mean) and, where `options.index` is given, have that
+    /// search structure. Returns it and whether it was made now.
+    pub fn open_or_create(
+        server: &Server, name: &str, layout: &Layout, options: &CreateOptions,
+    ) -> Result<(Self, bool)> {
+        let created = Self::create(server, name, layout, options)?;
+        let collection = Self::open(server, name)?;
+        collection.check_accepts(layout)?;
+        collection.check_index(options.index.as_ref())?;
+        Ok((collection, created))
+    }
+
+    /// Refuses a search structure other than its own (`None` asks for none in particular).
+    pub(crate) fn check_index(&self, asked: Option<&AnnIndex>) -> Result<()> {
+        match asked {
+            Some(index) if index.kind != self.index.kind => Err(Error::InvalidArgument(format!(
+                "collection `{}` searches with {}, not {}: leave the index type unset, or use another collection",
+                self.name,
+                self.index.kind.name(),
+                index.kind.name()
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// Refuses rows of `layout` where they differ from what the collection records.
+    pub fn check_accepts(&self, layout: &Layout) -> Result<()> {
+        let differences = layout.differences(&self.layout)?;
+        if differences.is_empty() {
+            return Ok(());
+        }
+        Err(Error::InvalidArgument(format!(
+            "collection `{}` on {} holds other rows: these would have {}. Use another collection, or the \
+             weights and settings it records",
+            self.name,
+            self.uri,
+            differences.join("; ")
+        )))
+    }
+
+    fn create_on(connection: &Connection, name: &str, layout: &Layout, options: &CreateOptions) -> Result<()> {
+        let index = options.index.clone().unwrap_or_else(AnnIndex::flat);
+        let f16_rows = layout.precision == crate::shape::Precision::F16;
+        let vector_types = match options.vector_type {
+            Some(chosen) => vec![chosen],
+            // Float16 where the server takes it (milvus-lite refuses the type), else float.
+            None if f16_rows => vec![VectorType::Float16, VectorType::Float],
+            None => vec![VectorType::Float],
+        };
+        let dim = u32::try_from(layout.dim)
+            .map_err(|_| Error::InvalidArgument(format!("rows of {} values are too wide for Milvus", layout.dim)))?;
+        let mut last = None;
+        for vector_type in vector_types {
+            let data_type = match vector_type {
+                VectorType::Float => DataType::FloatVector,
+                VectorType::Float16 => DataType::Float16Vector,
+            };
+            let schema = CollectionSchema::new()
+                .description("lookalike image embeddings")
+                .add_field(FieldSchema::new().name(ID).data_type(DataType::Int64).primary_key(true))
+                .add_field(FieldSchema::new().name(EMBEDDING).data_type(data_type).dimension(dim))
+                .add_field(FieldSchema::new().name(PATH).data_type(DataType::VarChar).max_length(MAX_TEXT))
+                .add_field(
+                    FieldSchema::new().name(LABEL).data_type(DataType::VarChar).max_length(MAX_TEXT).nullable(true),
+                );
+            let request = CreateCollectionRequest::builder()
+                .collection_name(name)
+                .schema(schema)
+                .index_params(vec![index.sdk()])
+                .consistency_level(ConsistencyLevel::Strong)
+                .properties(layout.properties())
+                .build()
+                .map_err(connection.fail("describe a new collection"))?;
+            match connection.runtime.block_on(connection.client.create_collection(request)) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = Some(connection.fail(format!("create collection `{name}`"))(e)),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::InvalidArgument("no vector type to try".into())))
+    }
+
+    /// Reads what collection `name` is, checks it, and loads it.
+    fn describe(connection: Connection, name: &str) -> Result<Self> {
+        let fail = |action: &str| connection.fail(format!("{action} collection `{name}`"));
+        let request = DescribeCollectionRequest::builder().collection_name(name).build().map_err(fail("describe"))?;
+        let described =
+            connection.runtime.block_on(connection.client.describe_collection(request)).map_err(fail("describe"))?;
+        let description = described.description();
+        let layout = Layout::from_properties(description.get_properties(), name)?;
+        let fields = description.get_schema().get_fields();
+        let field = |field_name: &str| fields.iter().find(|f| f.get_name() == field_name);
+        let foreign = |what: String| {
+            Error::InvalidArgument(format!("collection `{name}` is not laid out as lookalike makes them: {what}"))
+        };
+        match field(ID) {
+            Some(f) if f.is_primary_key() && f.get_data_type() == DataType::Int64 => {}
+            _ => return Err(foreign(format!("its primary key is not an INT64 `{ID}`"))),
+        }
+        let vector = field(EMBEDDING).ok_or_else(|| foreign(format!("it has no `{EMBEDDING}` field")))?;
+        let vector_type = match vector.get_data_type() {
+            DataType::FloatVector => VectorType::Float,
+            DataType::Float16Vector => VectorType::Float16,
+            other => return Err(foreign(format!("`{EMBEDDING}` is {other:?}, not a float or float16 vector"))),
+        };
+        if vector.get_dimension() as usize != layout.dim {
+            return Err(foreign(format!(
+                "`{EMBEDDING}` holds {}-d vectors but its properties record {}-d rows",
+                vector.get_dimension(),
+                layout.dim
+            )));
+        }
+        for text in [PATH, LABEL] {
+            if field(text).map(|f| f.get_data_type()) != Some(DataType::VarChar) {
+                return Err(foreign(format!("it has no VARCHAR `{text}` field")));
+            }
+        }
+        let request = DescribeIndexRequest::builder()
+            .collection_name(name)
+            .field_name(EMBEDDING)
+            .build()
+            .map_err(fail("describe the index of"))?;
+        let indexes = connection
+            .runtime
+            .block_on(connection.client.describe_index(request))
+            .map_err(fail("describe the index of"))?;
+        let desc = indexes
+            .indexes()
+            .iter()
+            .find(|d| d.get_field_name() == EMBEDDING)
+            .ok_or_else(|| foreign(format!("`{EMBEDDING}` has no index")))?;
+        if desc.get_metric_type() != MetricType::Ip {
+            return Err(foreign(format!(
+                "its index ranks by {:?}, not by inner product (IP) over unit rows",
+                desc.get_metric_type()
+            )));
+        }
+        let kind = AnnKind::from_sdk(desc.get_index_type()).ok_or_else(|| {
+            foreign(format!("its index is {:?}; lookalike reads FLAT, HNSW and IVF_FLAT", desc.get_index_type()))
+        })?;
+        let index =
+            AnnIndex { kind, params: desc.get_extra_params().iter().map(|(k, v)| (k.clone(), v.clone())).collect() };
+        let load = LoadCollectionRequest::builder().collection_name(name).build().map_err(fail("load"))?;
+        connection.runtime.block_on(connection.client.load_collection(load)).map_err(fail("load"))?;
+        let Connection { runtime, client, uri } = connection;
+        Ok(Self { runtime, client, uri, name: name.to_string(), layout, vector_type, index })
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The server's address.
+    pub fn uri(&self) -> &str {
+        &self.uri
+    }
+
+    /// What it records of its rows.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// How its rows travel.
+    pub fn vector_type(&self) -> VectorType {
+        self.vector_type
+    }
+
+    /// Its search structure.
+    pub fn index(&self) -> &AnnIndex {
+        &self.index
+    }
+
+    fn fail(&self, action: impl Into<String>) -> impl FnOnce(milvus::v2::error::Error) -> Error + '_ {
+        let action = action.into();
+        move |e| Error::Milvus { uri: self.uri.clone(), action, reason: e.to_string() }
+    }
+
+    /// Rows it holds now (every write before this call counted).
+    pub fn len(&self) -> Result<u64> {
+        let fail = || self.fail(format!("count the rows of `{}`", self.name));
+        let request = QueryRequest::builder()
+            .collection_name(&self.name)
+            .filter("")
+            .output_fields(["count(*)"])
+            .consistency_level(ConsistencyLevel::Strong)
+            .build()
+            .map_err(fail())?;
+        let response = self.runtime.block_on(self.client.query(request)).map_err(fail())?;
+        let rows = response.results().rows().map_err(fail())?;
+        for row in rows {
+            if let ResultValue::Int64(count) = row.get("count(*)").map_err(fail())? {
+                return u64::try_from(count).map_err(|_| self.malformed(format!("a count of {count}")));
+            }
+        }
+        Err(self.malformed("no count".into()))
+    }
+
+    /// Whether it holds no rows.
+    pub fn is_empty(&self) -> Result<bool> {
+        Ok(self.len()? == 0)
+    }
+
+    fn malformed(&self, what: String) -> Error {
+        Error::Milvus {
+            uri: self.uri.clone(),
+            action: format!("read from `{}`", self.name),
+            reason: format!("unexpected answer: {what}"),
+        }
+    }
+
+    /// The path stored under each of `ids` that it holds.
+    pub(crate) fn paths_of_ids(&self, ids: &[i64]) -> Result<HashMap<i64, String>> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
+        self.id_path_pairs(format!("{ID} in [{}]", list.join(",")), ids.len()).map(|pairs| pairs.into_iter().collect())
+    }
+
+    /// The id stored with each of `paths` that it holds.
+    pub(crate) fn ids_of_paths(&self, paths: &[&str]) -> Result<HashMap<String, i64>> {
+        if paths.is_empty() {
+            return Ok(HashMap::new());
+        }
+        // A JSON string literal is a Milvus one: quotes, backslashes and control characters
+        // escaped the same way.
+        let list: Vec<String> = paths.iter().map(|p| serde_json::Value::from(*p).to_string()).collect();
+        self.id_path_pairs(format!("{PATH} in [{}]", list.join(",")), paths.len())
+            .map(|pairs| pairs.into_iter().map(|(id, path)| (path, id)).collect())
+    }
+
+    fn id_path_pairs(&self, filter: String, at_most: usize) -> Result<Vec<(i64, String)>> {
+        let fail = || self.fail(format!("look up rows of `{}`", self.name));
+        let request = QueryRequest::builder()
+            .collection_name(&self.name)
+            .filter(filter)
+            .output_fields([ID, PATH])
+            // Every match (a path may be stored twice by hand): the limit leaves room.
+            .limit(at_most as i64 * 2 + 16)
+            .consistency_level(ConsistencyLevel::Strong)
+            .build()
+            .map_err(fail())?;
+        let response = self.runtime.block_on(self.client.query(request)).map_err(fail())?;
+        let mut pairs = Vec::new();
+        for row in response.results().rows().map_err(fail())? {
+            let id = match row.get(ID).map_err(fail())? {
+                ResultValue::Int64(id) => id,
+                other => return Err(self.malformed(format!("id {other:?}"))),
+            };
+            let path = match row.get(PATH).map_err(fail())? {
+                ResultValue::String(path) => path.to_string(),
+                other => return Err(self.malformed(format!("path {other:?}"))),
+            };
+            pairs.push((id, path));
+        }
+        Ok(pairs)
+    }
+
+    /// Writes rows, replacing any of the same ids (an upsert: writing a batch twice leaves
+    /// one copy). Paths and labels must fit [`MAX_TEXT`] bytes.
+    pub(crate) fn upsert(&self, batch: RowBatch) -> Result<()> {
+        let RowBatch { ids, rows, paths, labels } = batch;
+        let dim = self.layout.dim;
+        if ids.is_empty() {
+            return Ok(());
+        }
+        if rows.len() != ids.len() * dim || paths.len() != ids.len() || labels.len() != ids.len() {
+            return Err(Error::shape(
+                "rows to write",
+                format!("{} rows of {dim}", ids.len()),
+                format!("{} values", rows.len()),
+            ));
+        }
+        let first = ids[0];
+        let vectors = match self.vector_type {
+            VectorType::Float => FieldData::FloatVector {
+                name: EMBEDDING.into(),
+                values: rows.chunks(dim).map(<[f32]>::to_vec).collect(),
+            },
+            VectorType::Float16 => FieldData::Float16Vector {
+                name: EMBEDDING.into(),
+                values: rows
+                    .chunks(dim)
+                    .map(|r| r.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect())
+                    .collect(),
+            },
+        };
+        let valid: Vec<bool> = labels.iter().map(Option::is_some).collect();
+        let label_values: Vec<String> = labels.into_iter().flatten().collect();
+        let count = ids.len();
+        let fail = || self.fail(format!("write {count} rows (ids from {first}) to `{}`", self.name));
+        let label_column = FieldData::nullable(FieldData::varchar(LABEL, label_values), valid).map_err(fail())?;
+        let insert = InsertRequest::builder()
+            .collection_name(&self.name)
+            .columns(vec![FieldData::int64(ID, ids), vectors, FieldData::varchar(PATH, paths), label_column])
+            .build()
+            .map_err(fail())?;
+        let request = UpsertRequest::builder().insert(insert).build().map_err(fail())?;
+        self.runtime.block_on(self.client.upsert(request)).map_err(fail())?;
+        Ok(())
+    }
+
+    /// The `k` nearest rows of each unit query row (`[queries, dim]`, centred on the
+    /// collection's mean where it has one, then normalised: what
+    /// [`crate::Embedder::embed_decoded_unit`] gives), best first. `params` go to the
+    /// server's search (`ef` for HNSW, `nprobe` for IVF_FLAT).
+    pub fn search_units(&self, queries: &[f32], k: usize, params: &BTreeMap<String, String>) -> Result<Vec<Vec<Hit>>> {
+        let dim = self.layout.dim;
+        if queries.is_empty() || !queries.len().is_multiple_of(dim) {
+            return Err(Error::shape(
+                "unit queries",
+                format!("rows of {dim} values"),
+                format!("{} values", queries.len()),
+            ));
+        }
+        if k == 0 {
+            return Err(Error::InvalidArgument("k must be at least 1".into()));
+        }
+        let vectors = match self.vector_type {
+            VectorType::Float => SearchVectors::Float(queries.chunks(dim).map(<[f32]>::to_vec).collect()),
+            VectorType::Float16 => SearchVectors::Float16(
+                queries.chunks(dim).map(|r| r.iter().map(|&v| half::f16::from_f32(v).to_bits()).collect()).collect(),
+            ),
+        };
+        let fail = || self.fail(format!("search `{}`", self.name));
+        let request = SearchRequest::builder()
+            .collection_name(&self.name)
+            .vector_field(EMBEDDING)
+            .vectors(vectors)
+            .limit(k as i64)
+            .metric_type(MetricType::Ip)
+            .output_fields([PATH, LABEL])
+            .extra_params(params.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+            .consistency_level(ConsistencyLevel::Strong)
+            .build()
+            .map_err(fail())?;
+        let response = self.runtime.block_on(self.client.search(request)).map_err(fail())?;
+        let mut out = Vec::new();
+        for result in response.results().iter() {
+            let mut hits = Vec::new();
+            for row in result.rows().map_err(fail())? {
+                let id = match row.get(ID).map_err(fail())? {
+                    ResultValue::Int64(id) => id,
+                    other => return Err(self.malformed(format!("id {other:?}"))),
+                };
+                let score = match row.get("score").map_err(fail())? {
+                    ResultValue::Float(score) => score,
+                    other => return Err(self.malformed(format!("score {other:?}"))),
+                };
+                let path = match row.get(PATH).map_err(fail())? {
+                    ResultValue::String(path) => path.to_string(),
+                    other => return Err(self.malformed(format!("path {other:?}"))),
+                };
+                let label = match row.get(LABEL).map_err(fail())? {
+                    ResultValue::String(label) => Some(label.to_string()),
+                    ResultValue::Null => None,
+                    other => return Err(self.malformed(format!("label {other:?}"))),
+                };
+                hits.push(Hit { id, score, path, label });
+            }
+            out.push(hits);
+        }
+        if out.len() != queries.len() / dim {
+            return Err(self.malformed(format!("{} result lists for {} queries", out.len(), queries.len() / dim)));
+        }
+        Ok(out)
+    }
+}

@@ -1,0 +1,32 @@
+//! Beyond one machine: a lookalike index handed to a Milvus server, images embedded
+//! straight into a collection (in shards, from many machines), and queries embedded here
+//! and searched there. Behind the `milvus` cargo feature, through the official Milvus Rust
+//! SDK.
+//!
+//! lookalike keeps the GPU work (pixels to unit embeddings); the server keeps the rows and
+//! searches them. A collection holds:
+//! - `id` INT64, the primary key: the row of an exported index, or for images embedded
+//!   straight into it a 62-bit hash of the path (see [`fill`]);
+//! - `embedding`: the unit row (centred first in a centred collection), a FLOAT_VECTOR
+//!   of the rows' width, or FLOAT16_VECTOR for f16 rows where the server takes it
+//!   ([`VectorType`]);
+//! - `path` and `label` VARCHARs (label null where an image has no class);
+//! - properties `lookalike.*` recording the [`Layout`]: the network (model, weights
+//!   SHA-256), preprocessing, precision and centring mean, so any machine embeds queries
+//!   and new rows exactly as the rows in it were, and refuses where it would not.
+//!
+//! The metric is inner product over unit rows: cosine similarity, lookalike's score. With
+//! the exact structure ([`AnnKind::Flat`]) the server returns what lookalike's own scan
+//! returns.
+
+mod collection;
+mod export;
+pub mod fill;
+mod layout;
+mod search;
+
+pub use collection::{AnnIndex, AnnKind, Collection, CreateOptions, Hit, Server};
+pub use export::{export_index, ExportReport};
+pub use fill::{fill_from_folder, FillOptions, FillReport, Shard};
+pub use layout::{Layout, VectorType};
+pub use search::CollectionSearcher;
