@@ -364,3 +364,46 @@ fn with_weights_refuses_another_net_of_the_same_shape() {
     let found = searcher.search_features(&features[2 * 4..3 * 4], 1).unwrap();
     assert_eq!(found[0][0].index, 2);
 }
+
+#[test]
+fn unit_query_rows_score_as_the_searcher_scores() {
+    use lookalike::model::convnet::{ConvNet, ConvNetSpec};
+    use lookalike::{Backbone, Embedder};
+    let spec = ConvNetSpec { widths: [6, 6, 6], dim: 8, ..ConvNetSpec::recipe(16, 16, 3) };
+    let net = Backbone::ConvNet(ConvNet::glorot(spec, 5).unwrap());
+    let pre = net.default_preprocess().unwrap();
+    let picture = |i: u32| {
+        image::RgbImage::from_fn(17 + i, 15 + 2 * i, |x, y| {
+            image::Rgb([(x * 13 + i * 30) as u8, (y * 11) as u8, (x * y + i) as u8])
+        })
+    };
+    let images: Vec<image::RgbImage> = (0..7).map(picture).collect();
+    let mut gpu = Embedder::gpu(ctx().clone(), &net).unwrap();
+    let features = gpu.embed_decoded(&images, &pre).unwrap();
+    let provenance = Provenance { model: net.name().into(), ..provenance(pre) };
+    let index = Index::from_features(&features, 8, entries(7), Precision::F32, Centring::Mean, provenance).unwrap();
+    let mean = index.mean.as_deref();
+
+    // The GPU's unit rows are the CPU reference's normalisation of its features, and the CPU
+    // embedder's unit rows.
+    let unit = gpu.embed_decoded_unit(&images[..3], &pre, mean).unwrap();
+    let reference = lookalike::cpu::l2_normalize(&features[..3 * 8], 3, 8, mean).unwrap();
+    let worst = unit.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(worst < 1e-6, "GPU unit rows differ from the CPU normalisation by {worst}");
+    let cpu = Embedder::cpu(&net).unwrap().embed_decoded_unit(&images[..3], &pre, mean).unwrap();
+    let worst = unit.iter().zip(&cpu).map(|(a, b)| (a - b).abs()).fold(0.0, f32::max);
+    assert!(worst < 1e-4, "GPU and CPU unit rows differ by {worst}");
+
+    // Their dot products with the index's rows are the searcher's scores.
+    let searcher = Searcher::new(ctx().clone(), &net, &index, SearchOptions::default()).unwrap();
+    let found = searcher.search_images(&images[..3], 7).unwrap();
+    for (q, neighbours) in found.iter().enumerate() {
+        for n in neighbours {
+            let row = index.embeddings.rows_f32(8, n.index, n.index + 1);
+            let dot: f32 = row.iter().zip(&unit[q * 8..(q + 1) * 8]).map(|(a, b)| a * b).sum();
+            assert!((dot - n.score).abs() < 1e-5, "query {q} row {}: {dot} vs {}", n.index, n.score);
+        }
+    }
+    let err = gpu.embed_decoded_unit(&images[..1], &pre, Some(&[0.0; 5])).unwrap_err().to_string();
+    assert!(err.contains("query mean") && err.contains("8 values"), "{err}");
+}

@@ -375,3 +375,42 @@ fn sample_mean(
     }
     Ok(mean_row(&embedded.features, embedder.feature_dim()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shards_parse_and_split_every_path_once_and_evenly() {
+        assert_eq!(Shard::parse("1/4").unwrap(), Shard { index: 1, count: 4 });
+        assert_eq!(Shard::parse(" 0 / 1 ").unwrap(), Shard::ALL);
+        for bad in ["4/4", "1/0", "-1/2", "1", "a/b", "1/2/3", ""] {
+            let err = Shard::parse(bad).unwrap_err().to_string();
+            assert!(err.contains("I from 0 to N-1"), "{bad}: {err}");
+        }
+        let paths: Vec<PathBuf> = (0..4000).map(|i| PathBuf::from(format!("class{}/{i}.jpg", i % 7))).collect();
+        let shards: Vec<Shard> = (0..4).map(|index| Shard { index, count: 4 }).collect();
+        let mut sizes = [0usize; 4];
+        for path in &paths {
+            let owners: Vec<usize> = (0..4).filter(|&s| shards[s].owns(path)).collect();
+            assert_eq!(owners.len(), 1, "{path:?} belongs to {owners:?}");
+            sizes[owners[0]] += 1;
+        }
+        assert!(sizes.iter().all(|&n| (850..1150).contains(&n)), "{sizes:?}");
+        // The split reads the path's components, not the platform's separator.
+        let joined: PathBuf = ["class3", "17.jpg"].iter().collect();
+        assert_eq!(relative_text(&joined), "class3/17.jpg");
+    }
+
+    #[test]
+    fn file_ids_sit_above_row_ids_and_move_on_per_attempt() {
+        let ids: Vec<i64> = (0..50).map(|a| file_id("/photos/cats/1.jpg", a)).collect();
+        assert!(ids.iter().all(|&id| id >= 1 << 62), "{ids:?}");
+        let mut unique = ids.clone();
+        unique.sort();
+        unique.dedup();
+        assert_eq!(unique.len(), ids.len());
+        assert_eq!(file_id("/photos/cats/1.jpg", 0), ids[0], "not stable");
+        assert_ne!(file_id("/photos/cats/2.jpg", 0), ids[0]);
+    }
+}
