@@ -14,6 +14,14 @@ use milvus::v2::prelude::{
 use super::layout::{Layout, VectorType, EMBEDDING, ID, LABEL, MAX_TEXT, PATH};
 use crate::error::{Error, Result};
 
+/// Ids (or paths) looked up per query.
+const LOOKUP_IDS: usize = 4096;
+const LOOKUP_PATHS: usize = 1024;
+/// The most rows one query or search returns (Milvus's `maxQueryResultWindow`).
+const MAX_RESULT_ROWS: usize = 16_384;
+/// Vector bytes per upsert request, at most: well within gRPC's message limit.
+const UPSERT_BYTES: usize = 16 << 20;
+
 /// Where a Milvus server listens and how to log in.
 #[derive(Clone)]
 pub struct Server {
@@ -503,23 +511,25 @@ impl Collection {
 
     /// The path stored under each of `ids` that it holds.
     pub(crate) fn paths_of_ids(&self, ids: &[i64]) -> Result<HashMap<i64, String>> {
-        if ids.is_empty() {
-            return Ok(HashMap::new());
+        let mut found = HashMap::new();
+        for part in ids.chunks(LOOKUP_IDS) {
+            let list: Vec<String> = part.iter().map(i64::to_string).collect();
+            found.extend(self.id_path_pairs(format!("{ID} in [{}]", list.join(",")), part.len())?);
         }
-        let list: Vec<String> = ids.iter().map(i64::to_string).collect();
-        self.id_path_pairs(format!("{ID} in [{}]", list.join(",")), ids.len()).map(|pairs| pairs.into_iter().collect())
+        Ok(found)
     }
 
     /// The id stored with each of `paths` that it holds.
     pub(crate) fn ids_of_paths(&self, paths: &[&str]) -> Result<HashMap<String, i64>> {
-        if paths.is_empty() {
-            return Ok(HashMap::new());
+        let mut found = HashMap::new();
+        for part in paths.chunks(LOOKUP_PATHS) {
+            // A JSON string literal is a Milvus one: quotes, backslashes and control
+            // characters escaped the same way.
+            let list: Vec<String> = part.iter().map(|p| serde_json::Value::from(*p).to_string()).collect();
+            let pairs = self.id_path_pairs(format!("{PATH} in [{}]", list.join(",")), part.len())?;
+            found.extend(pairs.into_iter().map(|(id, path)| (path, id)));
         }
-        // A JSON string literal is a Milvus one: quotes, backslashes and control characters
-        // escaped the same way.
-        let list: Vec<String> = paths.iter().map(|p| serde_json::Value::from(*p).to_string()).collect();
-        self.id_path_pairs(format!("{PATH} in [{}]", list.join(",")), paths.len())
-            .map(|pairs| pairs.into_iter().map(|(id, path)| (path, id)).collect())
+        Ok(found)
     }
 
     fn id_path_pairs(&self, filter: String, at_most: usize) -> Result<Vec<(i64, String)>> {
@@ -528,8 +538,9 @@ impl Collection {
             .collection_name(&self.name)
             .filter(filter)
             .output_fields([ID, PATH])
-            // Every match (a path may be stored twice by hand): the limit leaves room.
-            .limit(at_most as i64 * 2 + 16)
+            // Every match (a path may be stored twice by hand): the limit leaves room,
+            // within the server's largest result.
+            .limit((at_most * 2 + 16).min(MAX_RESULT_ROWS) as i64)
             .consistency_level(ConsistencyLevel::Strong)
             .build()
             .map_err(fail())?;
@@ -550,20 +561,33 @@ impl Collection {
     }
 
     /// Writes rows, replacing any of the same ids (an upsert: writing a batch twice leaves
-    /// one copy). Paths and labels must fit [`MAX_TEXT`] bytes.
+    /// one copy), in requests of at most [`UPSERT_BYTES`] of vectors. Paths and labels must
+    /// fit [`MAX_TEXT`] bytes.
     pub(crate) fn upsert(&self, batch: RowBatch) -> Result<()> {
-        let RowBatch { ids, rows, paths, labels } = batch;
         let dim = self.layout.dim;
-        if ids.is_empty() {
-            return Ok(());
-        }
-        if rows.len() != ids.len() * dim || paths.len() != ids.len() || labels.len() != ids.len() {
+        let n = batch.ids.len();
+        if batch.rows.len() != n * dim || batch.paths.len() != n || batch.labels.len() != n {
             return Err(Error::shape(
                 "rows to write",
-                format!("{} rows of {dim}", ids.len()),
-                format!("{} values", rows.len()),
+                format!("{n} rows of {dim}"),
+                format!("{} values, {} paths, {} labels", batch.rows.len(), batch.paths.len(), batch.labels.len()),
             ));
         }
+        let per_request = (UPSERT_BYTES / (4 * dim).max(1)).max(1);
+        let RowBatch { ids, rows, paths, labels } = batch;
+        let (mut paths, mut labels) = (paths.into_iter(), labels.into_iter());
+        for (part, part_rows) in ids.chunks(per_request).zip(rows.chunks(per_request * dim)) {
+            let part_paths: Vec<String> = paths.by_ref().take(part.len()).collect();
+            let part_labels: Vec<Option<String>> = labels.by_ref().take(part.len()).collect();
+            self.upsert_request(part.to_vec(), part_rows, part_paths, part_labels)?;
+        }
+        Ok(())
+    }
+
+    fn upsert_request(
+        &self, ids: Vec<i64>, rows: &[f32], paths: Vec<String>, labels: Vec<Option<String>>,
+    ) -> Result<()> {
+        let dim = self.layout.dim;
         let first = ids[0];
         let vectors = match self.vector_type {
             VectorType::Float => FieldData::FloatVector {

@@ -125,7 +125,7 @@ impl Default for FillOptions<'_> {
             precision: None,
             centred: None,
             mean: None,
-            mean_sample: 1024,
+            mean_sample: 10_000,
             preprocess: None,
             batch_size: 32,
             create: CreateOptions::default(),

@@ -65,6 +65,7 @@ pub(crate) enum Command {
         crop: Option<u32>,
         /// Add the folder's new images to an existing index at OUTPUT (same weights and
         /// preprocessing; --dtype, --center, --resize and --crop, if given, must match it).
+        /// With --milvus every run adds what the collection does not hold.
         #[arg(long)]
         add: bool,
         /// Extract features with the CPU reference instead of the GPU.
@@ -96,7 +97,7 @@ pub(crate) enum Command {
         mean: Option<PathBuf>,
         /// With --milvus --center and no --mean: images the mean is computed from, spread
         /// evenly over the whole folder.
-        #[arg(long, default_value_t = 1024, requires = "milvus")]
+        #[arg(long, default_value_t = 10_000, requires = "milvus")]
         mean_sample: usize,
     },
     /// Copy an index into a Milvus collection (made where missing; resumable, no duplicates).
@@ -114,7 +115,8 @@ pub(crate) enum Command {
     /// The k most similar indexed images of each query image.
     Search {
         /// The index file; with --milvus, the first query image.
-        index: PathBuf,
+        #[arg(required_unless_present = "milvus")]
+        index: Option<PathBuf>,
         #[arg(required_unless_present_any = ["features", "milvus"])]
         images: Vec<PathBuf>,
         /// Query features instead of images: a Q x D float32 .npy, as `embed` writes with the
@@ -148,7 +150,8 @@ pub(crate) enum Command {
     /// k-NN classification by the neighbours' labels.
     Classify {
         /// The index file; with --milvus, the first query image.
-        index: PathBuf,
+        #[arg(required_unless_present = "milvus")]
+        index: Option<PathBuf>,
         images: Vec<PathBuf>,
         #[arg(short, default_value_t = 5)]
         k: usize,

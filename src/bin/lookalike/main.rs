@@ -138,7 +138,7 @@ fn main() -> ExitCode {
                         .into(),
                 ))
             } else {
-                let queries: Vec<PathBuf> = std::iter::once(index).chain(images).collect();
+                let queries: Vec<PathBuf> = index.into_iter().chain(images).collect();
                 milvus_cmd::search(&queries, k, json, weights.as_deref(), &milvus, &search_param)
                     .map(|skipped| queries_skipped = skipped)
             }
@@ -146,24 +146,40 @@ fn main() -> ExitCode {
         Command::Classify { index, images, k, eval, confusion, weights, milvus, search_param }
             if milvus.milvus.is_some() =>
         {
-            let queries: Vec<PathBuf> = std::iter::once(index).chain(images).collect();
-            milvus_cmd::classify(&queries, k, eval.as_deref(), &confusion, weights.as_deref(), &milvus, &search_param)
+            let queries: Vec<PathBuf> = index.into_iter().chain(images).collect();
+            if queries.is_empty() && eval.is_none() {
+                Err(Error::InvalidArgument("give query images and/or --eval DIR".into()))
+            } else {
+                milvus_cmd::classify(
+                    &queries,
+                    k,
+                    eval.as_deref(),
+                    &confusion,
+                    weights.as_deref(),
+                    &milvus,
+                    &search_param,
+                )
                 .map(|skipped| queries_skipped = skipped)
+            }
         }
         Command::Search { index, images, features, k, json, collage, weights, experimental_coop, .. } => {
             let queries = match &features {
                 Some(path) => search_cmd::Queries::Features(path),
                 None => search_cmd::Queries::Images(&images),
             };
-            search_cmd::search(&index, queries, k, json, collage.as_deref(), weights.as_ref(), experimental_coop)
-                .map(|skipped| queries_skipped = skipped)
+            index_file(index).and_then(|index| {
+                search_cmd::search(&index, queries, k, json, collage.as_deref(), weights.as_ref(), experimental_coop)
+                    .map(|skipped| queries_skipped = skipped)
+            })
         }
         Command::Classify { index, images, k, eval, confusion, weights, .. } => {
             if images.is_empty() && eval.is_none() {
                 Err(Error::InvalidArgument("give query images and/or --eval DIR".into()))
             } else {
-                search_cmd::classify(&index, &images, k, eval.as_deref(), &confusion, weights.as_ref())
-                    .map(|skipped| queries_skipped = skipped)
+                index_file(index).and_then(|index| {
+                    search_cmd::classify(&index, &images, k, eval.as_deref(), &confusion, weights.as_ref())
+                        .map(|skipped| queries_skipped = skipped)
+                })
             }
         }
         Command::Demo { fashion, weights, per_class, out } => {
@@ -186,6 +202,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The INDEX argument, which clap requires unless `--milvus` is given.
+fn index_file(index: Option<PathBuf>) -> Result<PathBuf> {
+    index.ok_or_else(|| Error::InvalidArgument("give the index file (or --milvus URI --collection NAME)".into()))
 }
 
 fn precision_of(dtype: Dtype) -> Precision {
