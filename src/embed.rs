@@ -290,6 +290,28 @@ pub fn decode_run_len<'a>(paths: impl IntoIterator<Item = &'a Path>, max_files: 
     files
 }
 
+/// Decodes image files in the order given, in parallel, in runs of at most `max_files`
+/// ([`decode_run_len`]), each image checked against `preprocess` ([`check_image`]), and
+/// hands each run to `each`. The first file in that order that cannot be read, decoded or
+/// preprocessed is the error, naming it.
+pub fn for_each_decoded_run<P: AsRef<Path> + Sync>(
+    paths: &[P], preprocess: &Preprocess, max_files: usize, mut each: impl FnMut(Vec<RgbImage>) -> Result<()>,
+) -> Result<()> {
+    let mut start = 0;
+    while start < paths.len() {
+        let end = start + decode_run_len(paths[start..].iter().map(AsRef::as_ref), max_files);
+        let decode = |path: &P| {
+            let path = path.as_ref();
+            let img = decode_file(path)?;
+            check_image(&img, preprocess).map_err(|e| e.in_file(path))?;
+            Ok(img)
+        };
+        each(paths[start..end].par_iter().map(decode).collect::<Result<Vec<RgbImage>>>()?)?;
+        start = end;
+    }
+    Ok(())
+}
+
 /// Features of the readable files of a folder, with the files that were skipped.
 #[derive(Debug, Default)]
 pub struct LabelledFeatures {

@@ -4,17 +4,16 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use image::RgbImage;
-use rayon::prelude::*;
 
 use super::collection::{Collection, Hit};
-use crate::cpu::preprocess::{check_image, decode_file};
-use crate::embed::{decode_run_len, Embedder};
+use crate::cpu::preprocess::check_image;
+use crate::embed::{for_each_decoded_run, Embedder};
 use crate::error::{Error, Result};
 use crate::gpu::Context;
 use crate::index::LoadedWeights;
 use crate::ops::Tuning;
 
-/// Query files decoded at once, at most (fewer where large: [`decode_run_len`]).
+/// Query files decoded at once, at most (fewer where large: [`crate::embed::decode_run_len`]).
 const PATH_RUN: usize = 32;
 
 /// Searches a [`Collection`] by image: each query is preprocessed, embedded, centred on the
@@ -92,19 +91,10 @@ impl CollectionSearcher {
     pub fn search_paths<P: AsRef<Path> + Sync>(&mut self, paths: &[P], k: usize) -> Result<Vec<Vec<Hit>>> {
         let preprocess = self.collection.layout().provenance.preprocess;
         let mut results = Vec::with_capacity(paths.len());
-        let mut start = 0;
-        while start < paths.len() {
-            let end = start + decode_run_len(paths[start..].iter().map(AsRef::as_ref), PATH_RUN);
-            let decode = |path: &P| {
-                let path = path.as_ref();
-                let img = decode_file(path)?;
-                check_image(&img, &preprocess).map_err(|e| e.in_file(path))?;
-                Ok(img)
-            };
-            let images = paths[start..end].par_iter().map(decode).collect::<Result<Vec<RgbImage>>>()?;
+        for_each_decoded_run(paths, &preprocess, PATH_RUN, |images| {
             results.extend(self.search_images(&images, k)?);
-            start = end;
-        }
+            Ok(())
+        })?;
         Ok(results)
     }
 }

@@ -67,11 +67,10 @@ mod plan;
 use std::path::Path;
 
 use image::RgbImage;
-use rayon::prelude::*;
 
 use crate::cpu;
-use crate::cpu::preprocess::{check_image, decode_file, Preprocess};
-use crate::embed::decode_run_len;
+use crate::cpu::preprocess::Preprocess;
+use crate::embed::for_each_decoded_run;
 use crate::error::{Error, Result};
 use crate::gpu::{Context, Dispatch};
 use crate::index::{Embeddings, Index, LoadedWeights};
@@ -111,7 +110,7 @@ pub struct SearchOptions {
 }
 
 /// Decoded query files held at once by [`Searcher::search_paths`], at most (fewer where
-/// large: [`decode_run_len`]).
+/// large: [`crate::embed::decode_run_len`]).
 const PATH_RUN: usize = 32;
 
 /// A GPU-resident index with its backbone, answering k-NN queries.
@@ -276,19 +275,10 @@ impl Searcher {
     pub fn search_paths<P: AsRef<Path> + Sync>(&self, paths: &[P], k: usize) -> Result<Vec<Vec<Neighbor>>> {
         self.check_k(k)?;
         let mut results = Vec::with_capacity(paths.len());
-        let mut start = 0;
-        while start < paths.len() {
-            let end = start + decode_run_len(paths[start..].iter().map(AsRef::as_ref), PATH_RUN);
-            let decode = |path: &P| {
-                let path = path.as_ref();
-                let img = decode_file(path)?;
-                check_image(&img, &self.preprocess).map_err(|e| e.in_file(path))?;
-                Ok(img)
-            };
-            let images = paths[start..end].par_iter().map(decode).collect::<Result<Vec<RgbImage>>>()?;
+        for_each_decoded_run(paths, &self.preprocess, PATH_RUN, |images| {
             results.extend(self.search_images(&images, k)?);
-            start = end;
-        }
+            Ok(())
+        })?;
         Ok(results)
     }
 
