@@ -18,6 +18,34 @@
 //! The metric is inner product over unit rows: cosine similarity, lookalike's score. With
 //! the exact structure ([`AnnKind::Flat`]) the server returns what lookalike's own scan
 //! returns.
+//!
+//! Export an index, then search it by image through the server (the queries are embedded,
+//! centred and normalised on this machine's GPU, as for the index file):
+//!
+//! ```no_run
+//! # fn main() -> lookalike::Result<()> {
+//! use lookalike::milvus::{export_index, CollectionSearcher, CreateOptions, Server};
+//! use lookalike::{Context, Index, LoadedWeights};
+//!
+//! let server = Server::new("http://127.0.0.1:19530");
+//! let index = Index::load("photos.index".as_ref())?;
+//! let options = CreateOptions::default(); // FLAT: exact
+//! let (collection, report) =
+//!     export_index(&index, &server, "photos", &options, 1000, |done, total| eprintln!("{done}/{total} rows"))?;
+//! eprintln!("{} rows written, {} already there", report.written, report.already_there);
+//!
+//! // The weights the rows were made with (the collection records their SHA-256).
+//! let weights = LoadedWeights::for_provenance(&collection.layout().provenance, None, "collection")?;
+//! let mut searcher = CollectionSearcher::new(Context::new()?, &weights, collection, None)?;
+//! for hit in &searcher.search_paths(&["query.jpg"], 5)?[0] {
+//!     println!("{:+.4} {} {:?}", hit.score, hit.path, hit.label);
+//! }
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! [`fill_from_folder`] embeds one [`Shard`] of a folder straight into a collection, so N
+//! machines fill one collection; see [`fill`].
 
 mod collection;
 mod export;
