@@ -106,6 +106,10 @@ pub struct FillOptions<'a> {
     pub mean_sample: usize,
     /// Preprocessing; default the network's own, or an existing collection's.
     pub preprocess: Option<Preprocess>,
+    /// The resize side, keeping the rest of that preprocessing.
+    pub resize: Option<u32>,
+    /// The crop side, keeping the rest of that preprocessing.
+    pub crop: Option<u32>,
     /// Images embedded together.
     pub batch_size: usize,
     /// How a new collection is made.
@@ -127,12 +131,22 @@ impl Default for FillOptions<'_> {
             mean: None,
             mean_sample: 10_000,
             preprocess: None,
+            resize: None,
+            crop: None,
             batch_size: 32,
             create: CreateOptions::default(),
             follow_links: false,
             tuning: None,
             progress: Box::new(|_, _| {}),
         }
+    }
+}
+
+impl FillOptions<'_> {
+    /// The preprocessing asked for over `base` (a collection's, or the network's).
+    fn asked_preprocess(&self, base: Preprocess) -> Preprocess {
+        let base = self.preprocess.unwrap_or(base);
+        Preprocess { resize: self.resize.unwrap_or(base.resize), crop: self.crop.unwrap_or(base.crop), ..base }
     }
 }
 
@@ -312,7 +326,7 @@ fn open_for(
                 }
             },
         };
-        let preprocess = options.preprocess.unwrap_or(stored.provenance.preprocess);
+        let preprocess = options.asked_preprocess(stored.provenance.preprocess);
         let wanted = Layout {
             dim,
             precision: options.precision.unwrap_or(stored.precision),
@@ -323,10 +337,7 @@ fn open_for(
         collection.check_index(options.create.index.as_ref())?;
         return Ok((collection, false, false));
     }
-    let preprocess = match options.preprocess {
-        Some(p) => p,
-        None => weights.net.default_preprocess()?,
-    };
+    let preprocess = options.asked_preprocess(weights.net.default_preprocess()?);
     preprocess.validate()?;
     weights.net.check_input(preprocess.crop as usize, preprocess.crop as usize)?;
     let centred = options.centred.unwrap_or(options.mean.is_some());

@@ -74,7 +74,7 @@ mod available {
         Hit, Server, Shard, VectorType,
     };
     use lookalike::search::{rows_json, Neighbor, NeighbourRow};
-    use lookalike::{Error, Preprocess};
+    use lookalike::Error;
 
     use super::*;
     use crate::args::VectorKind;
@@ -202,13 +202,6 @@ mod available {
             }
             None => None,
         };
-        let preprocess = match (o.resize, o.crop) {
-            (None, None) => None,
-            (resize, crop) => {
-                let base: Preprocess = weights.net.default_preprocess()?;
-                Some(Preprocess { resize: resize.unwrap_or(base.resize), crop: crop.unwrap_or(base.crop), ..base })
-            }
-        };
         let gpu = if o.cpu { None } else { Some(crate::open_context(false)?) };
         let tuning = gpu.as_ref().map(crate::tuning);
         let bar = RefCell::new(None);
@@ -218,7 +211,9 @@ mod available {
             centred: (o.center || mean.is_some()).then_some(true),
             mean,
             mean_sample: o.mean_sample.max(2),
-            preprocess,
+            preprocess: None,
+            resize: o.resize,
+            crop: o.crop,
             batch_size: o.batch,
             create,
             follow_links: o.follow_links,
