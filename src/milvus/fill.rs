@@ -358,11 +358,13 @@ fn open_for(
     let created = Collection::create(server, name, &layout, &options.create)?;
     let collection = Collection::open(server, name)?;
     let mut wanted = layout;
-    if !created && computed {
-        // Another shard made it first, with the mean it computed: every shard uses that one.
+    if computed && collection.layout().mean.is_some() && collection.layout().mean != wanted.mean {
+        // Another shard made it at the same time, with the mean it computed (equal but for
+        // rounding on another GPU): every shard uses the recorded one.
         wanted.mean = collection.layout().mean.clone();
         computed = false;
     }
+    computed &= created;
     collection.check_accepts(&wanted)?;
     collection.check_index(options.create.index.as_ref())?;
     Ok((collection, created, computed))
