@@ -179,10 +179,37 @@ fn two_shards_fill_one_collection_that_searches_as_a_local_index() {
         .assert_success();
     assert_same_results(&search_json(Some(&local), None), &search_json(None, Some((&uri, "sharded"))), false);
 
-    // A shard's --mean must be the recorded one.
+    // A shard's --mean must be the recorded one; a non-finite one is refused before a
+    // collection is made.
     let mean = run_root().join("milvus-shards-other-mean.npy");
     write_npy(&mean, &vec![0.25f32; 2048]);
-    fill("1/2", &["--mean", s(&mean)]).assert_error(1, None, &["collection `sharded`", "centring mean"]);
+    fill("1/2", &["--center", "--mean", s(&mean)]).assert_error(1, None, &["collection `sharded`", "centring mean"]);
+    let mut bad = vec![0.25f32; 2048];
+    bad[7] = f32::NAN;
+    write_npy(&mean, &bad);
+    let args = ["index", s(&f.db), "--seed", "1", "--milvus", &uri, "--collection", "nan_mean", "--center", "--mean"];
+    lookalike2(&[&args[..], &[s(&mean)]].concat(), &PRE).assert_error(1, None, &["centring mean", "NaN"]);
+    assert!(!Collection::exists(&Server::new(uri.clone()), "nan_mean").unwrap());
+
+    // One image under two names (a link to the folder) is one row; an export of an index of
+    // the same images writes none of them again.
+    let plain = |dir: &Path| {
+        let args = ["index", s(dir), "--seed", "1", "--milvus", &uri, "--collection", "plain"];
+        let run = lookalike2(&args, &PRE);
+        run.assert_success();
+        run
+    };
+    assert_eq!(written(&plain(&f.db)), 8);
+    let link = run_root().join("milvus-shards-link");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&f.db, &link).unwrap();
+    assert_eq!(written(&plain(&link)), 0);
+    let index = run_root().join("milvus-shards-plain.index");
+    lookalike2(&["index", s(&f.db), "--seed", "1", "-o", s(&index)], &PRE).assert_success();
+    let export = export(&index, &uri, "plain", &[]);
+    export.assert_success();
+    assert!(export.stdout.contains("wrote 0, 0 already there, 8 held under other ids"), "{}", export.describe());
+    assert_eq!(pymilvus_view(&uri, "plain")["count"], 8);
 }
 
 fn write_npy(path: &Path, values: &[f32]) {
@@ -245,11 +272,14 @@ fn wrong_uris_stopped_servers_and_mismatches_are_clear_errors_that_lose_nothing(
     let f = fixture();
     export(&f.index, &uri, "c", &[]).assert_success();
 
-    // Nothing listening, and no URI at all.
+    // Nothing listening (said at once), and no URI at all.
     let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let nowhere = format!("http://127.0.0.1:{free}");
-    export(&f.index, &nowhere, "c", &[]).assert_error(1, None, &[&format!("Milvus at {nowhere}"), "connect failed"]);
+    let started = std::time::Instant::now();
+    export(&f.index, &nowhere, "c", &[]).assert_error(1, None, &[&format!("Milvus at {nowhere}"), "nothing answers"]);
+    assert!(started.elapsed().as_secs() < 8, "a refused connection took {:?}", started.elapsed());
     export(&f.index, "127.0.0.1:19530", "c", &[]).assert_error(1, None, &["write http://HOST:PORT"]);
+    export(&f.index, "http://127.0.0.1:99999", "c", &[]).assert_error(1, None, &["port \"99999\""]);
 
     // Rows of another width, other weights, or a collection that does not exist.
     let narrow = run_root().join("milvus-errors-narrow.index");
@@ -270,6 +300,9 @@ fn wrong_uris_stopped_servers_and_mismatches_are_clear_errors_that_lose_nothing(
     };
     search("c", &["--weights", s(&convnet)]).assert_error(1, None, &["built with a resnet50"]);
     search("missing", &[]).assert_error(1, None, &["no collection `missing`"]);
+    search("c", &["-k", "9"]).assert_error(1, None, &["-k must be between 1 and the 8 images"]);
+    search("c", &[s(&f.index)]).assert_error(1, None, &["looks like an index file"]);
+    lookalike(&["search", "--milvus", &uri, "--collection", "c"]).assert_error(1, None, &["give query images"]);
     // milvus-lite takes no FLOAT16_VECTOR: asked for, it is a clear error and makes nothing.
     export(&f.index, &uri, "half", &["--vector-type", "float16"]).assert_error(1, None, &["create collection `half`"]);
     assert!(!Collection::exists(&Server::new(uri.clone()), "half").unwrap());
@@ -277,7 +310,7 @@ fn wrong_uris_stopped_servers_and_mismatches_are_clear_errors_that_lose_nothing(
 
     // A stopped server: a clear error; started again on its data, every row is there.
     server.stop();
-    search("c", &[]).assert_error(1, None, &[&format!("Milvus at {uri}"), "connect failed"]);
+    search("c", &[]).assert_error(1, None, &[&format!("Milvus at {uri}"), "nothing answers"]);
     server.restart();
     let uri: String = server.uri();
     assert_eq!(Collection::open(&Server::new(uri.clone()), "c").unwrap().len().unwrap(), 8);

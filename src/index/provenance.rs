@@ -165,9 +165,16 @@ impl LoadedWeights {
     pub fn check_recorded(&self, recorded: &Provenance, holder: &str) -> Result<()> {
         self.check_model_of(recorded, holder)?;
         if !self.same_network(&recorded.weights_sha256)? {
+            // A seed tag is both the path and the hash: said once.
+            let named = |path: &str, sha256: &str| match path == sha256 {
+                true => sha256.to_string(),
+                false => format!("{path} ({sha256})"),
+            };
             return Err(Error::InvalidArgument(format!(
-                "the {holder} was built with other weights: it records {} ({}), but {} has {}",
-                recorded.weights_path, recorded.weights_sha256, self.path, self.sha256
+                "the {holder} was built with other weights: it records {}, but {} has {}",
+                named(&recorded.weights_path, &recorded.weights_sha256),
+                self.path,
+                self.sha256
             )));
         }
         Ok(())

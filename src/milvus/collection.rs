@@ -19,6 +19,8 @@ const LOOKUP_IDS: usize = 4096;
 const LOOKUP_PATHS: usize = 1024;
 /// The most rows one query or search returns (Milvus's `maxQueryResultWindow`).
 const MAX_RESULT_ROWS: usize = 16_384;
+/// How long a collection another machine is making may take to become usable.
+const CREATE_RACE_WAIT: Duration = Duration::from_secs(20);
 /// Vector bytes per upsert request, at most: well within gRPC's message limit.
 const UPSERT_BYTES: usize = 16 << 20;
 
@@ -212,15 +214,64 @@ struct Connection {
     uri: String,
 }
 
+/// The SDK's error in a line: a gRPC status as its code and message, not its debug form.
+fn reason(e: &milvus::v2::error::Error) -> String {
+    match e {
+        milvus::v2::error::Error::Grpc(status) => format!("gRPC {:?}: {}", status.code(), status.message()),
+        other => other.to_string(),
+    }
+}
+
+/// Checks `uri` and, where it names a port, that something listens there: a refused
+/// connection or an unknown host is said at once, where the SDK would wait out its connect
+/// timeout (it waits for a server that is starting).
+fn preflight(uri: &str, timeout: Duration) -> Result<()> {
+    let bad = |why: String| {
+        Error::InvalidArgument(format!(
+            "Milvus URI {uri:?}: {why}; write http://HOST:PORT (https:// for TLS), e.g. http://127.0.0.1:19530"
+        ))
+    };
+    let Some((scheme, rest)) = uri.split_once("://") else { return Err(bad("no scheme".into())) };
+    if !matches!(scheme.to_ascii_lowercase().as_str(), "http" | "https" | "tcp" | "grpc") {
+        return Err(bad(format!("scheme {scheme:?}")));
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let authority = authority.rsplit('@').next().unwrap_or_default();
+    let (host, port) = match authority.rsplit_once(':') {
+        // An IPv6 literal without a port ends in `]`.
+        Some((host, port)) if !port.ends_with(']') => (host, Some(port)),
+        _ => (authority, None),
+    };
+    if host.is_empty() {
+        return Err(bad("no host".into()));
+    }
+    let Some(port) = port else { return Ok(()) };
+    let port: u16 = port.parse().map_err(|_| bad(format!("port {port:?}")))?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let unreachable = |why: String| Error::Milvus {
+        uri: uri.to_string(),
+        action: "connect".into(),
+        reason: format!("{why}: is a Milvus server running there?"),
+    };
+    let addresses: Vec<std::net::SocketAddr> = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+        .map_err(|e| unreachable(format!("cannot resolve {host} ({e})")))?
+        .collect();
+    let mut last = None;
+    for address in &addresses {
+        match std::net::TcpStream::connect_timeout(address, timeout) {
+            Ok(_) => return Ok(()),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(unreachable(match last {
+        Some(e) => format!("nothing answers at {host}:{port} ({e})"),
+        None => format!("{host} has no address"),
+    }))
+}
+
 impl Connection {
     fn open(server: &Server) -> Result<Self> {
-        let scheme = server.uri.split_once("://").map(|(scheme, _)| scheme.to_ascii_lowercase());
-        if !matches!(scheme.as_deref(), Some("http" | "https" | "tcp" | "grpc")) {
-            return Err(Error::InvalidArgument(format!(
-                "Milvus URI {:?}: write http://HOST:PORT (https:// for TLS), e.g. http://127.0.0.1:19530",
-                server.uri
-            )));
-        }
+        preflight(&server.uri, server.timeout.min(Duration::from_secs(10)))?;
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| {
             Error::Milvus { uri: server.uri.clone(), action: "start a runtime".into(), reason: e.to_string() }
         })?;
@@ -239,14 +290,14 @@ impl Connection {
         let client = runtime.block_on(ClientV2::new(&config)).map_err(|e| Error::Milvus {
             uri: server.uri.clone(),
             action: "connect".into(),
-            reason: format!("{e} (is a Milvus server listening there?)"),
+            reason: format!("{} (is a Milvus server listening there?)", reason(&e)),
         })?;
         Ok(Self { runtime, client, uri: server.uri.clone() })
     }
 
     fn fail(&self, action: impl Into<String>) -> impl FnOnce(milvus::v2::error::Error) -> Error + '_ {
         let action = action.into();
-        move |e| Error::Milvus { uri: self.uri.clone(), action, reason: e.to_string() }
+        move |e| Error::Milvus { uri: self.uri.clone(), action, reason: reason(&e) }
     }
 
     fn exists(&self, name: &str) -> Result<bool> {
@@ -292,8 +343,33 @@ impl Collection {
         }
         match Self::create_on(&connection, name, layout, options) {
             Ok(()) => Ok(true),
-            Err(_) if connection.exists(name)? => Ok(false),
-            Err(e) => Err(e),
+            Err(e) => {
+                // Another machine making it at the same moment makes this call fail (on
+                // milvus-lite, part-way): it is theirs once it shows up.
+                let started = std::time::Instant::now();
+                while started.elapsed() < CREATE_RACE_WAIT {
+                    if connection.exists(name)? {
+                        return Ok(false);
+                    }
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// [`Collection::open`], waiting up to [`CREATE_RACE_WAIT`] for a collection another
+    /// machine is making right now (it exists before its index does).
+    pub(crate) fn open_when_ready(server: &Server, name: &str) -> Result<Self> {
+        let started = std::time::Instant::now();
+        loop {
+            match Self::open(server, name) {
+                Ok(collection) => return Ok(collection),
+                Err(Error::Milvus { .. }) if started.elapsed() < CREATE_RACE_WAIT => {
+                    std::thread::sleep(Duration::from_millis(250))
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
 
@@ -305,7 +381,7 @@ impl Collection {
         server: &Server, name: &str, layout: &Layout, options: &CreateOptions,
     ) -> Result<(Self, bool)> {
         let created = Self::create(server, name, layout, options)?;
-        let collection = Self::open(server, name)?;
+        let collection = if created { Self::open(server, name)? } else { Self::open_when_ready(server, name)? };
         collection.check_accepts(layout)?;
         collection.check_index(options.index.as_ref())?;
         Ok((collection, created))
@@ -473,7 +549,7 @@ impl Collection {
 
     fn fail(&self, action: impl Into<String>) -> impl FnOnce(milvus::v2::error::Error) -> Error + '_ {
         let action = action.into();
-        move |e| Error::Milvus { uri: self.uri.clone(), action, reason: e.to_string() }
+        move |e| Error::Milvus { uri: self.uri.clone(), action, reason: reason(&e) }
     }
 
     /// Rows it holds now (every write before this call counted).

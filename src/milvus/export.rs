@@ -16,6 +16,9 @@ pub struct ExportReport {
     pub written: usize,
     /// Rows the collection already held (an earlier, interrupted export of this index).
     pub already_there: usize,
+    /// Rows whose image the collection holds under another id (a folder fill put it
+    /// there): not written again.
+    pub held_elsewhere: usize,
     /// Wall-clock seconds, connecting included.
     pub seconds: f64,
 }
@@ -27,7 +30,8 @@ pub struct ExportReport {
 ///
 /// Resumable: a row the collection already holds under its id with the same path is left
 /// as it is, so running an interrupted export again writes only what is missing and never
-/// a second copy. Refused, before anything is written: a collection that records another
+/// a second copy; nor is an image the collection holds (by path) under another id, as a
+/// folder fill ([`super::fill`]) stores it. Refused, before anything is written: a collection that records another
 /// layout (width, network, preprocessing, precision, mean; [`Collection::check_accepts`]),
 /// or paths that are not UTF-8 (Milvus keeps text) or longer than 65,535 bytes. Refused
 /// when reached: an id the collection holds with another path (another index's rows;
@@ -43,7 +47,7 @@ pub fn export_index(
     let texts = index_texts(index)?;
     let (collection, _) = Collection::open_or_create(server, name, &Layout::of_index(index), options)?;
     let total = index.len();
-    let mut report = ExportReport { rows: total, written: 0, already_there: 0, seconds: 0.0 };
+    let mut report = ExportReport { rows: total, written: 0, already_there: 0, held_elsewhere: 0, seconds: 0.0 };
     progress(0, total);
     for start in (0..total).step_by(batch_rows) {
         let end = (start + batch_rows).min(total);
@@ -62,6 +66,13 @@ pub fn export_index(
                 None => missing.push(row),
             }
         }
+        // An image the collection holds under another id (a folder fill's) is not written
+        // twice.
+        let wanted: Vec<&str> = missing.iter().map(|&row| texts[row].0.as_str()).collect();
+        let elsewhere = collection.ids_of_paths(&wanted)?;
+        let before = missing.len();
+        missing.retain(|&row| !elsewhere.contains_key(&texts[row].0));
+        report.held_elsewhere += before - missing.len();
         // Runs of consecutive missing rows, each written as one upsert.
         let mut i = 0;
         while i < missing.len() {

@@ -4,7 +4,10 @@
 //! N machines that see one folder (a shared mount, or copies) each run one shard: a file
 //! belongs to shard `hash(relative path) mod N`, its path relative to the folder, so the
 //! split is the same on every machine wherever the folder is mounted, and stays put when
-//! files are added. A file's id is a hash of its stored (absolute) path in `[2^62, 2^63)`,
+//! files are added. A file is stored by its real path (absolute, links resolved), so the
+//! rows of one shard name the same files on every machine that mounts the folder at the
+//! same place; a machine that mounts it elsewhere stores its files again under its own
+//! paths. A file's id is a hash of its stored path in `[2^62, 2^63)`,
 //! above the row ids of exported indexes; where two paths meet on one id the later one
 //! takes the next hash, so ids are unique across shards without the machines talking to
 //! each other. A file the collection already holds (by path) is not embedded again: run
@@ -189,13 +192,16 @@ pub fn fill_from_folder(
         return Err(Error::InvalidArgument(format!("no .jpg, .jpeg or .png images under {}", dir.display())));
     }
     report.folder_files = scan.files.len();
-    let root = std::path::absolute(dir).map_err(|e| Error::io(dir, e))?;
+    // Each file's shard comes from its path under the folder as walked; it is stored by its
+    // real path (links resolved), so one file reached by two names is one row.
+    let owned: Vec<bool> =
+        scan.files.iter().map(|(path, _)| options.shard.owns(path.strip_prefix(dir).unwrap_or(path))).collect();
     let files: Vec<(PathBuf, Option<String>)> = scan
         .files
         .into_iter()
         .map(|(path, label)| {
-            let path = std::path::absolute(&path).unwrap_or(path);
-            (path, label)
+            let real = std::fs::canonicalize(&path).or_else(|_| std::path::absolute(&path)).unwrap_or(path);
+            (real, label)
         })
         .collect();
     let mut embedder = match &gpu {
@@ -213,7 +219,7 @@ pub fn fill_from_folder(
     let preprocess = layout.provenance.preprocess;
 
     let mine: Vec<&(PathBuf, Option<String>)> =
-        files.iter().filter(|(path, _)| options.shard.owns(path.strip_prefix(&root).unwrap_or(path))).collect();
+        files.iter().zip(&owned).filter(|(_, &own)| own).map(|(f, _)| f).collect();
     report.shard_files = mine.len();
     let total = mine.len();
     (options.progress)(0, total);
@@ -297,6 +303,7 @@ fn open_for(
 ) -> Result<(Collection, bool, bool)> {
     let dim = weights.net.feature_dim();
     if let Some(mean) = &options.mean {
+        crate::cpu::check_finite("centring mean", mean)?;
         if mean.len() != dim {
             return Err(Error::shape(
                 "centring mean",
@@ -310,7 +317,7 @@ fn open_for(
     }
     let mut computed = false;
     if Collection::exists(server, name)? {
-        let collection = Collection::open(server, name)?;
+        let collection = Collection::open_when_ready(server, name)?;
         let stored = collection.layout().clone();
         let centred = options.centred.unwrap_or(stored.mean.is_some() || options.mean.is_some());
         let mean = match (centred, options.mean.take()) {
@@ -356,7 +363,7 @@ fn open_for(
         provenance: weights.provenance(preprocess),
     };
     let created = Collection::create(server, name, &layout, &options.create)?;
-    let collection = Collection::open(server, name)?;
+    let collection = Collection::open_when_ready(server, name)?;
     let mut wanted = layout;
     if computed && collection.layout().mean.is_some() && collection.layout().mean != wanted.mean {
         // Another shard made it at the same time, with the mean it computed (equal but for

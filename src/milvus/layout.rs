@@ -194,8 +194,18 @@ impl Layout {
             };
             out.push(format!("weights {} where the collection records {}", name(a), name(b)));
         }
-        if a.preprocess != b.preprocess {
-            out.push(format!("preprocessing {:?} (the collection's: {:?})", a.preprocess, b.preprocess));
+        let (x, y) = (&a.preprocess, &b.preprocess);
+        if x.resize != y.resize {
+            out.push(format!("resize {} (the collection's: {})", x.resize, y.resize));
+        }
+        if x.crop != y.crop {
+            out.push(format!("crop {} (the collection's: {})", x.crop, y.crop));
+        }
+        if (x.mean, x.std) != (y.mean, y.std) {
+            out.push(format!(
+                "pixel mean {:?} and std {:?} (the collection's: {:?} and {:?})",
+                x.mean, x.std, y.mean, y.std
+            ));
         }
         if self.precision != stored.precision {
             out.push(format!(

@@ -93,7 +93,7 @@ pub(crate) enum Command {
         shard: Option<String>,
         /// With --milvus --center: the centring mean (a [D] float32 .npy) every shard uses;
         /// without it the run that makes the collection computes one from a sample.
-        #[arg(long, value_name = "FILE", requires = "milvus")]
+        #[arg(long, value_name = "FILE", requires_all = ["milvus", "center"])]
         mean: Option<PathBuf>,
         /// With --milvus --center and no --mean: images the mean is computed from, spread
         /// evenly over the whole folder.
@@ -161,6 +161,8 @@ pub(crate) enum Command {
         /// Where --eval writes the confusion matrix PNG.
         #[arg(long, default_value = "confusion.png")]
         confusion: PathBuf,
+        /// Weights instead of the ones the index (or collection) records (must be the same
+        /// network).
         #[arg(long)]
         weights: Option<PathBuf>,
         #[command(flatten)]

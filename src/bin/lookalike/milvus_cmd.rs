@@ -148,9 +148,13 @@ mod available {
         if let Some(bar) = bar.borrow().as_ref() {
             bar.finish_and_clear();
         }
-        let (collection, report) = exported?;
+        let (collection, report) = exported.map_err(resumable)?;
+        let elsewhere = match report.held_elsewhere {
+            0 => String::new(),
+            n => format!(", {n} held under other ids (filled from a folder)"),
+        };
         println!(
-            "{}: {} rows; wrote {}, {} already there, in {:.2} s ({:.0} rows/s written)",
+            "{}: {} rows; wrote {}, {} already there{elsewhere}, in {:.2} s ({:.0} rows/s written)",
             paths::display(index_path),
             report.rows,
             report.written,
@@ -166,6 +170,9 @@ mod available {
     pub fn fill(o: FillArgs, milvus: &MilvusArgs, options: &CollectionOptions) -> Result<()> {
         if o.batch == 0 {
             return Err(Error::InvalidArgument("--batch must be at least 1".into()));
+        }
+        if o.mean_sample < 2 {
+            return Err(Error::InvalidArgument("--mean-sample must be at least 2".into()));
         }
         let (server, name) = server(milvus)?;
         let create = create_options(options)?;
@@ -210,7 +217,7 @@ mod available {
             precision: o.precision,
             centred: (o.center || mean.is_some()).then_some(true),
             mean,
-            mean_sample: o.mean_sample.max(2),
+            mean_sample: o.mean_sample,
             preprocess: None,
             resize: o.resize,
             crop: o.crop,
@@ -226,7 +233,7 @@ mod available {
         if let Some(bar) = bar.borrow().as_ref() {
             bar.finish_and_clear();
         }
-        let (collection, report) = filled?;
+        let (collection, report) = filled.map_err(resumable)?;
         print_skipped("file(s) skipped", &report.skipped);
         println!(
             "{}: shard {shard}: {} of the folder's {} images; wrote {}, {} already there, in {:.2} s{}{}",
@@ -254,11 +261,42 @@ mod available {
         Ok(CollectionSearcher::new(ctx, &loaded, collection, Some(tuning))?.with_search_params(params))
     }
 
-    fn check_k(k: usize) -> Result<()> {
-        if k == 0 || k > 16_384 {
-            return Err(Error::InvalidArgument(format!("-k must be between 1 and 16384 (Milvus's limit), got {k}")));
+    /// As for an index: k from 1 to the rows it holds (and Milvus's 16,384).
+    fn check_k(searcher: &CollectionSearcher, k: usize) -> Result<()> {
+        let rows = searcher.collection().len()?;
+        if k == 0 || k as u64 > rows || k > 16_384 {
+            return Err(Error::InvalidArgument(format!(
+                "-k must be between 1 and the {rows} images in collection `{}` (and at most 16384), got {k}",
+                searcher.collection().name()
+            )));
         }
         Ok(())
+    }
+
+    /// Query images, none of them an index file (the collection takes its place).
+    fn check_queries(images: &[PathBuf]) -> Result<()> {
+        let index_like =
+            |p: &PathBuf| p.extension().and_then(|e| e.to_str()).is_some_and(|e| ["index", "safetensors"].contains(&e));
+        if let Some(path) = images.iter().find(|p| index_like(p)) {
+            return Err(Error::InvalidArgument(format!(
+                "{} looks like an index file: with --milvus the collection takes its place, so give only query \
+                 images",
+                paths::display(path)
+            )));
+        }
+        Ok(())
+    }
+
+    /// The error of an export or fill cut off part-way, saying that a second run completes it.
+    fn resumable(e: Error) -> Error {
+        match e {
+            Error::Milvus { uri, action, reason } => Error::Milvus {
+                uri,
+                action,
+                reason: format!("{reason}; what was written is kept: run the same command again to complete it"),
+            },
+            other => other,
+        }
     }
 
     /// `lookalike search --milvus URI --collection NAME IMAGE... -k K`. Query images that
@@ -266,8 +304,12 @@ mod available {
     pub fn search(
         images: &[PathBuf], k: usize, json: bool, weights: Option<&Path>, milvus: &MilvusArgs, params: &[String],
     ) -> Result<usize> {
-        check_k(k)?;
+        if images.is_empty() {
+            return Err(Error::InvalidArgument("give query images".into()));
+        }
+        check_queries(images)?;
         let mut searcher = open_searcher(milvus, weights, params)?;
+        check_k(&searcher, k)?;
         let preprocess = searcher.collection().layout().provenance.preprocess;
         let (answers, skipped) = search_files(images, &preprocess, false, &mut |run| searcher.search_images(run, k))?;
         if json {
@@ -300,8 +342,9 @@ mod available {
         images: &[PathBuf], k: usize, eval: Option<&Path>, confusion: &Path, weights: Option<&Path>,
         milvus: &MilvusArgs, params: &[String],
     ) -> Result<usize> {
-        check_k(k)?;
+        check_queries(images)?;
         let mut searcher = open_searcher(milvus, weights, params)?;
+        check_k(&searcher, k)?;
         let preprocess = searcher.collection().layout().provenance.preprocess;
         let mut predict = |run: &[image::RgbImage]| -> Result<Vec<Option<String>>> {
             Ok(searcher
@@ -315,8 +358,8 @@ mod available {
                 })
                 .collect())
         };
-        // The collection's classes are not listed without a scan of it: the matrix starts
-        // from the evaluated ones and grows with any other class predicted.
+        // The collection's classes are not listed without a scan of it: the matrix takes
+        // the evaluated ones, in order, and grows with any other class predicted.
         classify_with(images, eval, confusion, &preprocess, Vec::new(), &mut predict)
     }
 }

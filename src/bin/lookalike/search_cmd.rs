@@ -323,6 +323,16 @@ pub fn classify_with(
             dir.display()
         )));
     }
+    // Without the reference's classes (a collection's are not listed), the evaluated ones.
+    let known = match known.is_empty() {
+        true => labelled
+            .iter()
+            .map(|(_, label)| label.clone())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect(),
+        false => known,
+    };
     let mut matrix = ConfusionMatrix::new(known);
     let bar = progress_bar(labelled.len(), "queries");
     let mut skipped = Vec::new();
