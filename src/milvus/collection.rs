@@ -141,6 +141,32 @@ impl AnnIndex {
         Self { kind, params: defaults.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect() }
     }
 
+    /// Refuses build parameters its structure does not take, and values that are not
+    /// positive integers.
+    pub fn check(&self) -> Result<()> {
+        let takes: &[&str] = match self.kind {
+            AnnKind::Flat => &[],
+            AnnKind::Hnsw => &["M", "efConstruction"],
+            AnnKind::IvfFlat => &["nlist"],
+        };
+        for (key, value) in &self.params {
+            if !takes.contains(&key.as_str()) {
+                let known = if takes.is_empty() { "none".to_string() } else { takes.join(", ") };
+                return Err(Error::InvalidArgument(format!(
+                    "{} takes no build parameter {key:?} (it takes {known})",
+                    self.kind.name()
+                )));
+            }
+            if value.parse::<u32>().map_or(true, |n| n == 0) {
+                return Err(Error::InvalidArgument(format!(
+                    "{} parameter {key} = {value:?}: give a positive whole number",
+                    self.kind.name()
+                )));
+            }
+        }
+        Ok(())
+    }
+
     fn sdk(&self) -> IndexParam {
         IndexParam::new()
             .field_name(EMBEDDING)
@@ -417,6 +443,7 @@ impl Collection {
 
     fn create_on(connection: &Connection, name: &str, layout: &Layout, options: &CreateOptions) -> Result<()> {
         let index = options.index.clone().unwrap_or_else(AnnIndex::flat);
+        index.check()?;
         let f16_rows = layout.precision == crate::shape::Precision::F16;
         let vector_types = match options.vector_type {
             Some(chosen) => vec![chosen],

@@ -423,6 +423,23 @@ mod tests {
     }
 
     #[test]
+    fn index_parameters_are_checked_against_their_structure() {
+        use super::super::{AnnIndex, AnnKind};
+        assert!(AnnIndex::new(AnnKind::Hnsw).check().is_ok());
+        assert!(AnnIndex::new(AnnKind::IvfFlat).check().is_ok());
+        let with = |kind, key: &str, value: &str| {
+            let mut index = AnnIndex::new(kind);
+            index.params.insert(key.into(), value.into());
+            index.check().map_err(|e| e.to_string())
+        };
+        assert!(with(AnnKind::Hnsw, "M", "32").is_ok());
+        assert!(with(AnnKind::Hnsw, "nlist", "8").unwrap_err().contains("takes no build parameter \"nlist\""));
+        assert!(with(AnnKind::Hnsw, "M", "abc").unwrap_err().contains("positive whole number"));
+        assert!(with(AnnKind::IvfFlat, "nlist", "0").unwrap_err().contains("positive whole number"));
+        assert!(with(AnnKind::Flat, "M", "8").unwrap_err().contains("it takes none"));
+    }
+
+    #[test]
     fn file_ids_sit_above_row_ids_and_move_on_per_attempt() {
         let ids: Vec<i64> = (0..50).map(|a| file_id("/photos/cats/1.jpg", a)).collect();
         assert!(ids.iter().all(|&id| id >= 1 << 62), "{ids:?}");

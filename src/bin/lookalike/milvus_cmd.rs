@@ -109,6 +109,7 @@ mod available {
             Some(kind) => {
                 let mut index = AnnIndex::new(AnnKind::parse(kind)?);
                 index.params.extend(key_values(&o.index_param, "--index-param")?);
+                index.check()?;
                 Some(index)
             }
             None => None,
