@@ -2,7 +2,8 @@
 
 use std::time::Instant;
 
-use super::collection::{Collection, CreateOptions, RowBatch, Server};
+use super::collection::{Collection, CreateOptions, RowBatch};
+use super::connection::Server;
 use super::layout::{Layout, MAX_TEXT};
 use crate::error::{Error, Result};
 use crate::index::{paths, Index};

@@ -24,7 +24,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
-use super::collection::{Collection, CreateOptions, RowBatch, Server};
+use super::collection::{Collection, CreateOptions, RowBatch};
+use super::connection::Server;
 use super::layout::{Layout, MAX_TEXT};
 use crate::cpu::preprocess::Preprocess;
 use crate::embed::Embedder;
@@ -420,23 +421,6 @@ mod tests {
         // The split reads the path's components, not the platform's separator.
         let joined: PathBuf = ["class3", "17.jpg"].iter().collect();
         assert_eq!(relative_text(&joined), "class3/17.jpg");
-    }
-
-    #[test]
-    fn index_parameters_are_checked_against_their_structure() {
-        use super::super::{AnnIndex, AnnKind};
-        assert!(AnnIndex::new(AnnKind::Hnsw).check().is_ok());
-        assert!(AnnIndex::new(AnnKind::IvfFlat).check().is_ok());
-        let with = |kind, key: &str, value: &str| {
-            let mut index = AnnIndex::new(kind);
-            index.params.insert(key.into(), value.into());
-            index.check().map_err(|e| e.to_string())
-        };
-        assert!(with(AnnKind::Hnsw, "M", "32").is_ok());
-        assert!(with(AnnKind::Hnsw, "nlist", "8").unwrap_err().contains("takes no build parameter \"nlist\""));
-        assert!(with(AnnKind::Hnsw, "M", "abc").unwrap_err().contains("positive whole number"));
-        assert!(with(AnnKind::IvfFlat, "nlist", "0").unwrap_err().contains("positive whole number"));
-        assert!(with(AnnKind::Flat, "M", "8").unwrap_err().contains("it takes none"));
     }
 
     #[test]

@@ -47,13 +47,17 @@
 //! [`fill_from_folder`] embeds one [`Shard`] of a folder straight into a collection, so N
 //! machines fill one collection; see [`fill`].
 
+mod ann;
 mod collection;
+mod connection;
 mod export;
 pub mod fill;
 mod layout;
 mod search;
 
-pub use collection::{AnnIndex, AnnKind, Collection, CreateOptions, Hit, Server};
+pub use ann::{AnnIndex, AnnKind};
+pub use collection::{Collection, CreateOptions, Hit};
+pub use connection::Server;
 pub use export::{export_index, ExportReport};
 pub use fill::{fill_from_folder, FillOptions, FillReport, Shard};
 pub use layout::{Layout, VectorType};
