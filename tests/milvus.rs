@@ -182,11 +182,11 @@ fn two_shards_fill_one_collection_that_searches_as_a_local_index() {
     // A shard's --mean must be the recorded one; a non-finite one is refused before a
     // collection is made.
     let mean = run_root().join("milvus-shards-other-mean.npy");
-    write_npy(&mean, &vec![0.25f32; 2048]);
+    lookalike::npy::write_f32(&mean, &[2048], &[0.25f32; 2048]).unwrap();
     fill("1/2", &["--center", "--mean", s(&mean)]).assert_error(1, None, &["collection `sharded`", "centring mean"]);
     let mut bad = vec![0.25f32; 2048];
     bad[7] = f32::NAN;
-    write_npy(&mean, &bad);
+    lookalike::npy::write_f32(&mean, &[2048], &bad).unwrap();
     let args = ["index", s(&f.db), "--seed", "1", "--milvus", &uri, "--collection", "nan_mean", "--center", "--mean"];
     lookalike2(&[&args[..], &[s(&mean)]].concat(), &PRE).assert_error(1, None, &["centring mean", "NaN"]);
     assert!(!Collection::exists(&Server::new(uri.clone()), "nan_mean").unwrap());
@@ -210,20 +210,6 @@ fn two_shards_fill_one_collection_that_searches_as_a_local_index() {
     export.assert_success();
     assert!(export.stdout.contains("wrote 0, 0 already there, 8 held under other ids"), "{}", export.describe());
     assert_eq!(pymilvus_view(&uri, "plain")["count"], 8);
-}
-
-fn write_npy(path: &Path, values: &[f32]) {
-    let header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({},), }}", values.len());
-    let mut header = header.into_bytes();
-    while (10 + header.len() + 1) % 64 != 0 {
-        header.push(b' ');
-    }
-    header.push(b'\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend((header.len() as u16).to_le_bytes());
-    bytes.extend(header);
-    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-    std::fs::write(path, bytes).unwrap();
 }
 
 #[test]

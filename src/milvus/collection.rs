@@ -4,13 +4,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use milvus::v2::prelude::{
-    ClientV2, CollectionSchema, ConsistencyLevel, CreateCollectionRequest, DataType, DescribeCollectionRequest,
+    CollectionSchema, ConsistencyLevel, CreateCollectionRequest, DataType, DescribeCollectionRequest,
     DescribeIndexRequest, FieldData, FieldSchema, InsertRequest, LoadCollectionRequest, MetricType, QueryRequest,
     ResultValue, SearchRequest, SearchVectors, UpsertRequest,
 };
 
 use super::ann::{AnnIndex, AnnKind};
-use super::connection::{reason, Connection, Server};
+use super::connection::{Connection, Server};
 use super::layout::{Layout, VectorType, EMBEDDING, ID, LABEL, MAX_TEXT, PATH};
 use crate::error::{Error, Result};
 
@@ -60,9 +60,7 @@ pub(crate) struct RowBatch<'a> {
 /// keyed by id, with each image's path and label, searched by inner product over unit
 /// rows (cosine).
 pub struct Collection {
-    runtime: tokio::runtime::Runtime,
-    client: ClientV2,
-    uri: String,
+    connection: Connection,
     name: String,
     layout: Layout,
     vector_type: VectorType,
@@ -72,7 +70,7 @@ pub struct Collection {
 impl std::fmt::Debug for Collection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Collection")
-            .field("uri", &self.uri)
+            .field("uri", &self.connection.uri)
             .field("name", &self.name)
             .field("dim", &self.layout.dim)
             .field("vector_type", &self.vector_type)
@@ -180,7 +178,7 @@ impl Collection {
             "collection `{}` on {} holds other rows: these would have {}. Use another collection, or the \
              weights and settings it records",
             self.name,
-            self.uri,
+            self.uri(),
             differences.join("; ")
         )))
     }
@@ -289,8 +287,7 @@ impl Collection {
             AnnIndex { kind, params: desc.get_extra_params().iter().map(|(k, v)| (k.clone(), v.clone())).collect() };
         let load = LoadCollectionRequest::builder().collection_name(name).build().map_err(fail("load"))?;
         connection.runtime.block_on(connection.client.load_collection(load)).map_err(fail("load"))?;
-        let Connection { runtime, client, uri } = connection;
-        Ok(Self { runtime, client, uri, name: name.to_string(), layout, vector_type, index })
+        Ok(Self { connection, name: name.to_string(), layout, vector_type, index })
     }
 
     /// Its name.
@@ -300,7 +297,7 @@ impl Collection {
 
     /// The server's address.
     pub fn uri(&self) -> &str {
-        &self.uri
+        &self.connection.uri
     }
 
     /// What it records of its rows.
@@ -319,8 +316,7 @@ impl Collection {
     }
 
     fn fail(&self, action: impl Into<String>) -> impl FnOnce(milvus::v2::error::Error) -> Error + '_ {
-        let action = action.into();
-        move |e| Error::Milvus { uri: self.uri.clone(), action, reason: reason(&e) }
+        self.connection.fail(action)
     }
 
     /// Rows it holds now (every write before this call counted).
@@ -333,7 +329,7 @@ impl Collection {
             .consistency_level(ConsistencyLevel::Strong)
             .build()
             .map_err(fail())?;
-        let response = self.runtime.block_on(self.client.query(request)).map_err(fail())?;
+        let response = self.connection.runtime.block_on(self.connection.client.query(request)).map_err(fail())?;
         let rows = response.results().rows().map_err(fail())?;
         for row in rows {
             if let ResultValue::Int64(count) = row.get("count(*)").map_err(fail())? {
@@ -350,7 +346,7 @@ impl Collection {
 
     fn malformed(&self, what: String) -> Error {
         Error::Milvus {
-            uri: self.uri.clone(),
+            uri: self.connection.uri.clone(),
             action: format!("read from `{}`", self.name),
             reason: format!("unexpected answer: {what}"),
         }
@@ -391,7 +387,7 @@ impl Collection {
             .consistency_level(ConsistencyLevel::Strong)
             .build()
             .map_err(fail())?;
-        let response = self.runtime.block_on(self.client.query(request)).map_err(fail())?;
+        let response = self.connection.runtime.block_on(self.connection.client.query(request)).map_err(fail())?;
         let mut pairs = Vec::new();
         for row in response.results().rows().map_err(fail())? {
             let id = match row.get(ID).map_err(fail())? {
@@ -460,7 +456,7 @@ impl Collection {
             .build()
             .map_err(fail())?;
         let request = UpsertRequest::builder().insert(insert).build().map_err(fail())?;
-        self.runtime.block_on(self.client.upsert(request)).map_err(fail())?;
+        self.connection.runtime.block_on(self.connection.client.upsert(request)).map_err(fail())?;
         Ok(())
     }
 
@@ -498,7 +494,7 @@ impl Collection {
             .consistency_level(ConsistencyLevel::Strong)
             .build()
             .map_err(fail())?;
-        let response = self.runtime.block_on(self.client.search(request)).map_err(fail())?;
+        let response = self.connection.runtime.block_on(self.connection.client.search(request)).map_err(fail())?;
         let mut out = Vec::new();
         for result in response.results().iter() {
             let mut hits = Vec::new();

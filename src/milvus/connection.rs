@@ -54,7 +54,7 @@ pub(crate) struct Connection {
 }
 
 /// The SDK's error in a line: a gRPC status as its code and message, not its debug form.
-pub(crate) fn reason(e: &milvus::v2::error::Error) -> String {
+fn reason(e: &milvus::v2::error::Error) -> String {
     match e {
         milvus::v2::error::Error::Grpc(status) => format!("gRPC {:?}: {}", status.code(), status.message()),
         other => other.to_string(),

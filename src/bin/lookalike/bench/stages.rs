@@ -103,20 +103,18 @@ fn stage_times(
     let refs_buf = ctx.upload("refs", &refs[..chunk * FEATURE_DIM])?;
     let unit = ctx.storage("query", FEATURE_DIM)?;
     let scores = ctx.storage("scores", chunk)?;
-    let (top_s, top_i) = (ctx.storage("top scores", 10)?, ctx.storage("top ids", 10)?);
+    // Top-k of the one score row into k-long buffers of its own.
+    let top_k = |k: usize| -> Result<(TopK, wgpu::Buffer, wgpu::Buffer)> {
+        let (top_s, top_i) = (ctx.storage("top scores", k)?, ctx.storage("top ids", k)?);
+        let input = TopKInput::Scores { scores: &scores, index_base: 0 };
+        let output = TopKOutput::dense(&top_s, &top_i, k);
+        Ok((TopK::new(ctx, input, 1, chunk, k, &output, tuning.topk_workgroup)?, top_s, top_i))
+    };
     let normalise = l2_normalize(ctx, 1, FEATURE_DIM, features, None, &unit)?;
     // The score kernel search uses for one query.
     let shape = MatmulShape { m: 1, n: chunk, k: FEATURE_DIM, b_transposed: true };
     let score = gemv::scores(ctx, &shape, &unit, &refs_buf, Precision::F32, &scores, tuning)?;
-    let select = TopK::new(
-        ctx,
-        TopKInput::Scores { scores: &scores, index_base: 0 },
-        1,
-        chunk,
-        10,
-        &TopKOutput::dense(&top_s, &top_i, 10),
-        tuning.topk_workgroup,
-    )?;
+    let (select, top_s, top_i) = top_k(10)?;
 
     let mut stages: Vec<Stage> = vec![("preprocess", prepare.dispatches().iter().collect())];
     for d in backbone {
@@ -130,16 +128,7 @@ fn stage_times(
     stages.push(("normalise", vec![&normalise]));
     stages.push(("score", vec![&score]));
     stages.push(("topk", select.dispatches().iter().collect()));
-    let (top100_s, top100_i) = (ctx.storage("top-100 scores", 100)?, ctx.storage("top-100 ids", 100)?);
-    let select100 = TopK::new(
-        ctx,
-        TopKInput::Scores { scores: &scores, index_base: 0 },
-        1,
-        chunk,
-        100,
-        &TopKOutput::dense(&top100_s, &top100_i, 100),
-        tuning.topk_workgroup,
-    )?;
+    let (select100, top100_s, top100_i) = top_k(100)?;
     stages.push((TOPK_K100, select100.dispatches().iter().collect()));
     for (step, dispatches) in select100.steps() {
         stages.push((step, dispatches.iter().collect()));
